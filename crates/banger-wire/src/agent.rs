@@ -1,0 +1,280 @@
+//! The `bangerd` ⇄ guest agent protocol.
+//!
+//! # Transport
+//! One byte stream per VM:
+//! * Firecracker: vsock. The agent connects to the host (CID 2) on [`VSOCK_PORT`];
+//!   Firecracker hands that connection to the Unix socket `<vsock_uds>_<port>` on the host.
+//! * QEMU: a virtio-serial port named [`SERIAL_PORT_NAME`] (host side: a Unix socket).
+//!
+//! The guest always speaks first, so readiness reaches the host the moment the agent
+//! is up, with no host-side polling.
+//!
+//! # Framing
+//! Every message is a frame: a 4-byte big-endian length, then a postcard payload
+//! ([`encode`] / [`decode`]). The same framing is used on the daemon ⇄ CLI exec stream.
+//!
+//! # Session
+//! 1. guest → host: [`GuestHello`]
+//! 2. host → guest: [`HostAuth`] with the per-VM token
+//! 3. guest → host: [`AuthReply`]; on `Err` the guest closes the channel.
+//! 4. Both sides run a yamux session over the channel (host = client). Each yamux
+//!    stream carries one [`AgentRequest`] (host → guest) followed by [`HostFrame`]s from
+//!    the host and [`GuestFrame`]s from the guest.
+
+use serde::{Deserialize, Serialize};
+
+use crate::WireError;
+
+/// Protocol version; the host refuses a guest that speaks another.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Guest-initiated vsock port (Firecracker).
+pub const VSOCK_PORT: u32 = 10_789;
+/// Name of the virtio-serial port (QEMU).
+pub const SERIAL_PORT_NAME: &str = "org.banger.agent.0";
+/// Largest frame either side sends or accepts.
+pub const MAX_FRAME: usize = 1 << 20;
+/// Data chunk size for stdio and file streams.
+pub const CHUNK: usize = 64 * 1024;
+
+/// First frame on a fresh channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestHello {
+    pub protocol: u32,
+    pub agent_version: String,
+    /// Random per guest boot; lets the host tell a reboot from a reconnect.
+    pub boot_id: String,
+    /// Milliseconds since guest kernel start when the agent came up.
+    pub uptime_ms: u64,
+}
+
+/// Host's answer to [`GuestHello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostAuth {
+    pub token: String,
+}
+
+/// Guest's verdict on [`HostAuth`].
+pub type AuthReply = Result<(), WireError>;
+
+/// Terminal size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TtySize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+/// A command to run in the guest. `argv` reaches `execve` exactly as given: no shell,
+/// no joining, no re-splitting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecSpec {
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<String>,
+    /// Run under a pseudo-terminal of this size; stderr is merged into stdout then.
+    pub tty: Option<TtySize>,
+    /// Kill the process (group) after this many milliseconds.
+    pub timeout_ms: Option<u64>,
+}
+
+/// The first frame on every yamux stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AgentRequest {
+    /// Answered with [`GuestFrame::Pong`].
+    Ping,
+    /// Run a process; then stdio frames flow until [`GuestFrame::Exit`].
+    Exec(ExecSpec),
+    /// Sync, unmount and power off (or reboot). Answered with [`GuestFrame::Ok`] first.
+    Shutdown { reboot: bool },
+}
+
+/// Exit status of a guest process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl ExitStatus {
+    /// Shell convention: a code as is, a signal n as 128+n.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            ExitStatus::Code(c) => c,
+            ExitStatus::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// Host → guest frames after the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HostFrame {
+    Stdin(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// Close the process's stdin.
+    StdinEof,
+    Resize(TtySize),
+    /// Deliver this signal number to the process (group).
+    Signal(i32),
+}
+
+/// Guest → host frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GuestFrame {
+    Pong {
+        uptime_ms: u64,
+    },
+    Ok,
+    Started {
+        pid: u32,
+    },
+    Stdout(#[serde(with = "serde_bytes")] Vec<u8>),
+    Stderr(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The process ended; no more frames follow.
+    Exit(ExitStatus),
+    /// The request failed; no more frames follow.
+    Error(WireError),
+}
+
+/// Serializes one frame payload (without the length prefix).
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // postcard only fails on types it cannot represent, which none of ours are.
+    postcard::to_stdvec(msg).unwrap_or_default()
+}
+
+/// Parses one frame payload.
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    postcard::from_bytes(bytes)
+}
+
+pub use postcard::Error as DecodeError;
+
+/// Per-VM settings the guest reads from its kernel command line at boot, so the host
+/// never mounts a guest disk. Keys are `banger.<field>=<value>`; values never contain
+/// spaces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootConfig {
+    pub hostname: Option<String>,
+    pub token: Option<String>,
+    /// `a.b.c.d/len`
+    pub ip: Option<String>,
+    pub gateway: Option<String>,
+    pub dns: Option<String>,
+    /// `type:base64` of the authorized SSH public key (no comment).
+    pub ssh_key: Option<String>,
+    /// Where the guest finds the agent channel: `serial` or `vsock`.
+    pub channel: Option<String>,
+}
+
+impl BootConfig {
+    const FIELDS: [&'static str; 7] = [
+        "hostname", "token", "ip", "gateway", "dns", "sshkey", "channel",
+    ];
+
+    fn slot(&mut self, key: &str) -> Option<&mut Option<String>> {
+        Some(match key {
+            "hostname" => &mut self.hostname,
+            "token" => &mut self.token,
+            "ip" => &mut self.ip,
+            "gateway" => &mut self.gateway,
+            "dns" => &mut self.dns,
+            "sshkey" => &mut self.ssh_key,
+            "channel" => &mut self.channel,
+            _ => return None,
+        })
+    }
+
+    /// Renders the `banger.*` arguments to append to a kernel command line.
+    pub fn to_cmdline(&self) -> String {
+        let mut copy = self.clone();
+        let mut out = Vec::new();
+        for key in Self::FIELDS {
+            if let Some(Some(v)) = copy.slot(key).map(|s| s.take()) {
+                out.push(format!("banger.{key}={v}"));
+            }
+        }
+        out.join(" ")
+    }
+
+    /// Parses a whole kernel command line, ignoring everything that is not `banger.*`.
+    pub fn from_cmdline(cmdline: &str) -> BootConfig {
+        let mut cfg = BootConfig::default();
+        for arg in cmdline.split_whitespace() {
+            let Some(rest) = arg.strip_prefix("banger.") else {
+                continue;
+            };
+            let Some((key, value)) = rest.split_once('=') else {
+                continue;
+            };
+            if let Some(slot) = cfg.slot(key) {
+                *slot = Some(value.to_string());
+            }
+        }
+        cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_spec_keeps_argv_exactly() {
+        let spec = ExecSpec {
+            argv: vec!["sh".into(), "-c".into(), "exit 42".into()],
+            env: vec![("A".into(), "b c".into())],
+            cwd: Some("/root/repo".into()),
+            tty: None,
+            timeout_ms: None,
+        };
+        let back: AgentRequest = decode(&encode(&AgentRequest::Exec(spec.clone()))).unwrap();
+        assert_eq!(back, AgentRequest::Exec(spec));
+    }
+
+    #[test]
+    fn data_frames_are_compact() {
+        let payload = vec![7u8; 1000];
+        let bytes = encode(&GuestFrame::Stdout(payload.clone()));
+        assert!(
+            bytes.len() < 1010,
+            "frame overhead too large: {}",
+            bytes.len()
+        );
+        assert_eq!(
+            decode::<GuestFrame>(&bytes).unwrap(),
+            GuestFrame::Stdout(payload)
+        );
+    }
+
+    #[test]
+    fn signal_exit_maps_to_128_plus_n() {
+        assert_eq!(ExitStatus::Signal(9).shell_code(), 137);
+        assert_eq!(ExitStatus::Code(42).shell_code(), 42);
+    }
+
+    #[test]
+    fn boot_config_round_trips_through_a_cmdline() {
+        let cfg = BootConfig {
+            hostname: Some("web".into()),
+            token: Some("abc123".into()),
+            ip: Some("172.30.0.2/24".into()),
+            gateway: Some("172.30.0.1".into()),
+            dns: Some("172.30.0.1".into()),
+            ssh_key: Some("ssh-ed25519:AAAAC3Nz".into()),
+            channel: Some("serial".into()),
+        };
+        let line = format!("console=ttyS0 quiet {} panic=-1", cfg.to_cmdline());
+        assert_eq!(BootConfig::from_cmdline(&line), cfg);
+    }
+
+    #[test]
+    fn boot_config_ignores_foreign_and_malformed_args() {
+        let cfg =
+            BootConfig::from_cmdline("root=/dev/vda banger.nope=1 banger.token banger.hostname=x");
+        assert_eq!(
+            cfg,
+            BootConfig {
+                hostname: Some("x".into()),
+                ..Default::default()
+            }
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! The CLI ⇄ `bangerd` API: HTTP+JSON over a Unix socket.
+//!
+//! Every verb is one variant of [`Request`], POSTed as JSON to [`RPC_PATH`]. A plain
+//! answer is a [`Response`]; a failure is a [`crate::WireError`] with a non-2xx status.
+//! Long-running verbs (image build, `vm logs -f`) answer with newline-delimited
+//! [`StreamEvent`]s. `vm exec` upgrades the HTTP connection on [`EXEC_PATH`] and then
+//! carries [`crate::agent::HostFrame`] / [`crate::agent::GuestFrame`] frames.
+
+use serde::{Deserialize, Serialize};
+
+use crate::agent::ExecSpec;
+
+/// Version prefix of every route. Bumped only on a breaking change.
+pub const API_VERSION: &str = "v1";
+/// Route for every [`Request`].
+pub const RPC_PATH: &str = "/v1/rpc";
+/// Route for the upgraded exec stream; the body is an [`ExecRequest`].
+pub const EXEC_PATH: &str = "/v1/exec";
+/// Protocol name in the `Upgrade:` header of an exec request.
+pub const EXEC_UPGRADE_PROTOCOL: &str = "banger-exec/1";
+
+/// The VMM that runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Firecracker,
+    Qemu,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Firecracker => "firecracker",
+            Backend::Qemu => "qemu",
+        }
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "firecracker" => Ok(Backend::Firecracker),
+            "qemu" => Ok(Backend::Qemu),
+            other => Err(format!(
+                "unknown backend {other:?} (expected firecracker or qemu)"
+            )),
+        }
+    }
+}
+
+/// Lifecycle state of a VM as recorded in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmState {
+    /// Created, never started or cleanly stopped.
+    Stopped,
+    /// VMM launched, agent not ready yet.
+    Starting,
+    /// Agent answered.
+    Running,
+    /// Graceful stop in progress.
+    Stopping,
+    /// The VMM exited without being asked to.
+    Crashed,
+}
+
+impl VmState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Stopped => "stopped",
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Stopping => "stopping",
+            VmState::Crashed => "crashed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<VmState> {
+        Some(match s {
+            "stopped" => VmState::Stopped,
+            "starting" => VmState::Starting,
+            "running" => VmState::Running,
+            "stopping" => VmState::Stopping,
+            "crashed" => VmState::Crashed,
+            _ => return None,
+        })
+    }
+}
+
+/// What `vm create` asks for. Unset fields take the daemon's configured defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmCreateSpec {
+    /// DNS label; generated when absent.
+    pub name: Option<String>,
+    pub image: Option<String>,
+    pub vcpu: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_size_mib: Option<u64>,
+    pub backend: Option<Backend>,
+    /// Create the VM but leave it stopped.
+    #[serde(default)]
+    pub no_start: bool,
+    /// Do not give the VM a network interface.
+    #[serde(default)]
+    pub no_network: bool,
+}
+
+/// Changes for `vm set`; only on a stopped VM.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSetSpec {
+    pub vcpu: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_size_mib: Option<u64>,
+}
+
+/// Boot timings of the last start, in milliseconds from the VMM spawn.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootTimings {
+    /// banger's own work before the VMM was spawned (disks, config).
+    pub prepare_ms: u64,
+    /// VMM spawn until the guest agent said hello.
+    pub agent_ready_ms: u64,
+}
+
+/// A VM as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInfo {
+    pub id: String,
+    pub name: String,
+    pub state: VmState,
+    pub backend: Backend,
+    pub image: String,
+    pub vcpu: u32,
+    pub memory_mib: u32,
+    pub disk_size_mib: u64,
+    pub ip: Option<String>,
+    pub pid: Option<u32>,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    pub boot: Option<BootTimings>,
+    /// Why the VM last crashed: the exit status and the tail of the VMM log.
+    pub last_error: Option<String>,
+}
+
+/// An image as the daemon reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    pub name: String,
+    /// sha256 of the image manifest: identifies the exact kernel, initrd and rootfs.
+    pub digest: String,
+    pub created_at: String,
+    pub rootfs_bytes: u64,
+    /// Where the image came from: `build:<suite>`, `import:<path>`, `pull:<url>`.
+    pub source: String,
+    pub dir: String,
+}
+
+/// `image build` inputs. The same inputs give the same image, and a rebuild is a no-op.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageBuildSpec {
+    pub name: Option<String>,
+    pub suite: Option<String>,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    pub size_mib: Option<u64>,
+    pub mirror: Option<String>,
+    /// Path of the guest agent binary to install; the daemon finds it when absent.
+    pub agent_path: Option<String>,
+    /// Rebuild even when an image with these inputs exists.
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// One request to the daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Ping,
+    DaemonStatus,
+    DaemonShutdown,
+    VmCreate {
+        spec: VmCreateSpec,
+    },
+    VmStart {
+        name: String,
+    },
+    VmStop {
+        name: String,
+        force: bool,
+    },
+    VmRestart {
+        name: String,
+    },
+    VmDelete {
+        name: String,
+        force: bool,
+    },
+    VmList,
+    VmShow {
+        name: String,
+    },
+    VmSet {
+        name: String,
+        spec: VmSetSpec,
+    },
+    /// Answers with a stream of [`StreamEvent::Log`] chunks; ends at EOF unless `follow`.
+    VmLogs {
+        name: String,
+        follow: bool,
+    },
+    ImageList,
+    ImageShow {
+        name: String,
+    },
+    ImageDelete {
+        name: String,
+    },
+    /// Answers with a stream of [`StreamEvent::Progress`] and a final image.
+    ImageBuild {
+        spec: ImageBuildSpec,
+    },
+    ImageImport {
+        path: String,
+        name: Option<String>,
+    },
+    ImagePull {
+        url: String,
+        name: Option<String>,
+    },
+}
+
+impl Request {
+    /// Whether the answer is a [`StreamEvent`] stream rather than one [`Response`].
+    pub fn is_streaming(&self) -> bool {
+        matches!(
+            self,
+            Request::VmLogs { .. }
+                | Request::ImageBuild { .. }
+                | Request::ImageImport { .. }
+                | Request::ImagePull { .. }
+        )
+    }
+}
+
+/// Daemon facts for `daemon status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonInfo {
+    pub version: String,
+    pub pid: u32,
+    pub socket: String,
+    pub state_dir: String,
+    pub uptime_secs: u64,
+    pub vms_running: u32,
+    pub vms_total: u32,
+}
+
+/// One successful answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data", rename_all = "snake_case")]
+pub enum Response {
+    Pong,
+    Ok,
+    Daemon(DaemonInfo),
+    Vm(VmInfo),
+    Vms(Vec<VmInfo>),
+    Image(ImageInfo),
+    Images(Vec<ImageInfo>),
+}
+
+/// One line of a streamed answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum StreamEvent {
+    /// A phase of long work moved on. `total` is absent when unknown.
+    Progress {
+        phase: String,
+        done: u64,
+        total: Option<u64>,
+        message: Option<String>,
+    },
+    /// A chunk of a log (UTF-8, lossily decoded).
+    Log { text: String },
+    /// The work finished with this answer.
+    Done { response: Response },
+    /// The work failed.
+    Error { error: crate::WireError },
+}
+
+/// Body of the exec upgrade request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecRequest {
+    pub vm: String,
+    pub spec: ExecSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_through_json_with_an_op_tag() {
+        let req = Request::VmCreate {
+            spec: VmCreateSpec {
+                name: Some("web".into()),
+                vcpu: Some(2),
+                backend: Some(Backend::Qemu),
+                ..Default::default()
+            },
+        };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(json["op"], "vm_create");
+        assert_eq!(json["spec"]["backend"], "qemu");
+        let back: Request = serde_json::from_value(json).unwrap();
+        assert_eq!(back, req);
+    }
+
+    #[test]
+    fn response_round_trips_through_json() {
+        let resp = Response::Vms(vec![VmInfo {
+            id: "01".into(),
+            name: "web".into(),
+            state: VmState::Running,
+            backend: Backend::Firecracker,
+            image: "default".into(),
+            vcpu: 2,
+            memory_mib: 1024,
+            disk_size_mib: 4096,
+            ip: Some("172.30.0.2".into()),
+            pid: Some(42),
+            created_at: "2026-11-24T00:00:00Z".into(),
+            boot: Some(BootTimings {
+                prepare_ms: 3,
+                agent_ready_ms: 2100,
+            }),
+            last_error: None,
+        }]);
+        let json = serde_json::to_string(&resp).unwrap();
+        let back: Response = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, resp);
+    }
+
+    #[test]
+    fn unknown_op_is_rejected() {
+        let err = serde_json::from_str::<Request>(r#"{"op":"vm_explode"}"#).unwrap_err();
+        assert!(err.to_string().contains("vm_explode"), "{err}");
+    }
+
+    #[test]
+    fn vm_state_parses_what_it_prints() {
+        for s in [
+            VmState::Stopped,
+            VmState::Starting,
+            VmState::Running,
+            VmState::Stopping,
+            VmState::Crashed,
+        ] {
+            assert_eq!(VmState::parse(s.as_str()), Some(s));
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! Wire types shared across process boundaries.
+//!
+//! * [`api`]: the CLI ⇄ `bangerd` contract (HTTP+JSON over a Unix socket).
+//! * [`agent`]: the `bangerd` ⇄ guest agent contract (postcard frames over one
+//!   multiplexed channel), also used for the exec stream the daemon relays to the CLI.
+//! * [`error`]: the structured error that crosses both boundaries.
+//!
+//! This crate holds data only: serde, no async runtime, no OS calls.
+
+pub mod agent;
+pub mod api;
+pub mod error;
+
+pub use error::{ErrorCode, WireError};

@@ -1,0 +1,7 @@
+//! bangerd: the per-host daemon. See ARCHITECTURE.md for the code map.
+
+pub mod config;
+
+pub fn main_entry() -> anyhow::Result<()> {
+    Ok(())
+}

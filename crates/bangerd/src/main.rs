@@ -1,0 +1,3 @@
+fn main() -> anyhow::Result<()> {
+    bangerd::main_entry()
+}
