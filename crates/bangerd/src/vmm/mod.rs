@@ -1,0 +1,125 @@
+//! VMM backends. A backend turns a [`LaunchSpec`] into a running VMM process and
+//! controls it afterwards; the VM manager owns the process's lifecycle (supervision,
+//! adoption, cleanup), so a backend never ties a VMM to a request or to the daemon.
+
+use std::path::PathBuf;
+
+use banger_wire::api::Backend;
+
+/// Everything a backend needs to start one VM.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub vm_id: String,
+    pub name: String,
+    pub vcpu: u32,
+    pub memory_mib: u32,
+    /// Uncompressed ELF kernel (Firecracker).
+    pub kernel_elf: PathBuf,
+    /// bzImage kernel (QEMU).
+    pub kernel_bzimage: PathBuf,
+    pub initrd: PathBuf,
+    /// `banger.*` arguments (see `banger_wire::agent::BootConfig`); the backend adds
+    /// its own console and reboot arguments.
+    pub boot_args: String,
+    /// Shared base root filesystem, attached read-only.
+    pub root_disk: PathBuf,
+    /// This VM's sparse writable disk (overlay upper layer).
+    pub upper_disk: PathBuf,
+    /// Host tap device and guest MAC, when the VM has a network.
+    pub net: Option<NetAttach>,
+    /// Directory for this VM's sockets; exists and is empty.
+    pub runtime_dir: PathBuf,
+    /// Guest serial console output goes here (appended).
+    pub serial_log: PathBuf,
+    /// The VMM's own log goes here (appended).
+    pub vmm_log: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetAttach {
+    pub tap: String,
+    pub mac: String,
+}
+
+/// How the daemon reaches the guest agent of a launched VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEndpoint {
+    /// Connect to this Unix socket (QEMU virtio-serial chardev, server side is QEMU).
+    /// The agent speaks first once it opens its port.
+    Connect(PathBuf),
+    /// Listen on this Unix socket; the agent connects out through Firecracker's vsock
+    /// (`<vsock uds>_<port>`). Must be bound before the guest boots.
+    Listen(PathBuf),
+}
+
+/// A VMM process that has been started.
+#[derive(Debug, Clone)]
+pub struct Launched {
+    pub pid: u32,
+    /// The VMM's control socket (Firecracker API or QMP).
+    pub control_socket: PathBuf,
+    pub agent: AgentEndpoint,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("{binary} not found")]
+    BinaryMissing { binary: String },
+    #[error("failed to spawn {binary}")]
+    Spawn {
+        binary: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The VMM refused the configuration; `message` is its own words, verbatim
+    /// (Firecracker's `fault_message`, QMP's `desc`).
+    #[error("{backend} refused the request: {message}")]
+    Refused { backend: &'static str, message: String },
+    #[error("{backend} exited during start: {detail}")]
+    DiedDuringStart { backend: &'static str, detail: String },
+    #[error("{backend} control socket {path} did not appear")]
+    NoControlSocket { backend: &'static str, path: PathBuf },
+    #[error("talking to {backend} over {path} failed")]
+    Control {
+        backend: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl VmmError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            VmmError::BinaryMissing { binary } if binary.contains("qemu") => {
+                Some("install it: apt-get install qemu-system-x86".into())
+            }
+            VmmError::BinaryMissing { .. } => Some(
+                "put firecracker on PATH or set BANGER_FIRECRACKER, or use --backend qemu".into(),
+            ),
+            VmmError::DiedDuringStart { .. } => Some("see `banger vm logs NAME`".into()),
+            _ => None,
+        }
+    }
+}
+
+/// One VMM implementation.
+#[async_trait::async_trait]
+pub trait Vmm: Send + Sync {
+    fn backend(&self) -> Backend;
+
+    /// Spawns and configures the VMM and boots the guest. Returns once the guest has
+    /// been started (not once it is ready: the agent's hello says that). The process
+    /// must not be tied to the caller: it keeps running when the future is dropped after
+    /// success, and when the daemon exits. On error nothing is left running.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, VmmError>;
+
+    /// Asks the guest to shut down (Ctrl-Alt-Del / ACPI power button). The caller
+    /// falls back to a kill after its timeout.
+    async fn request_shutdown(&self, launched: &Launched) -> Result<(), VmmError>;
+
+    async fn pause(&self, launched: &Launched) -> Result<(), VmmError>;
+    async fn resume(&self, launched: &Launched) -> Result<(), VmmError>;
+}
