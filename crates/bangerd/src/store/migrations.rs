@@ -1,0 +1,73 @@
+//! Embedded, append-only schema migrations. Never edit a migration that has shipped:
+//! add a new one at the end. The schema version is SQLite's `user_version`.
+
+use rusqlite_migration::{Migrations, M};
+
+/// Every migration, oldest first.
+pub const STEPS: &[&str] = &[
+    // 1: VMs and their IP leases.
+    r#"
+    CREATE TABLE vms (
+        id             TEXT PRIMARY KEY,
+        name           TEXT NOT NULL UNIQUE,
+        image          TEXT NOT NULL,
+        backend        TEXT NOT NULL,
+        vcpu           INTEGER NOT NULL,
+        memory_mib     INTEGER NOT NULL,
+        disk_size_mib  INTEGER NOT NULL,
+        state          TEXT NOT NULL,
+        no_network     INTEGER NOT NULL DEFAULT 0,
+        token          TEXT NOT NULL,
+        created_at     TEXT NOT NULL,
+        pid            INTEGER,
+        pid_start      INTEGER,
+        prepare_ms     INTEGER,
+        agent_ready_ms INTEGER,
+        last_error     TEXT
+    ) STRICT;
+    CREATE TABLE leases (
+        ip    TEXT PRIMARY KEY,
+        vm_id TEXT NOT NULL UNIQUE REFERENCES vms(id) ON DELETE CASCADE,
+        mac   TEXT NOT NULL
+    ) STRICT;
+    "#,
+];
+
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(STEPS.iter().map(|sql| M::up(sql)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(migrations().validate().is_ok());
+    }
+
+    #[test]
+    fn fresh_database_reaches_latest_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrations().to_latest(&mut conn).unwrap();
+        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(v as usize, STEPS.len());
+    }
+
+    #[test]
+    fn every_earlier_version_upgrades_to_latest() {
+        for from in 0..=STEPS.len() {
+            let mut conn = Connection::open_in_memory().unwrap();
+            if from > 0 {
+                let m = Migrations::new(STEPS[..from].iter().map(|sql| M::up(sql)).collect());
+                m.to_latest(&mut conn).unwrap();
+            }
+            migrations().to_latest(&mut conn).unwrap();
+            let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
+            conn.execute_batch("SELECT id, name, state, pid_start FROM vms; SELECT ip FROM leases;")
+                .unwrap();
+        }
+    }
+}
