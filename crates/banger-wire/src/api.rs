@@ -220,14 +220,6 @@ pub enum Request {
     ImageBuild {
         spec: ImageBuildSpec,
     },
-    ImageImport {
-        path: String,
-        name: Option<String>,
-    },
-    ImagePull {
-        url: String,
-        name: Option<String>,
-    },
 }
 
 impl Request {
@@ -235,10 +227,7 @@ impl Request {
     pub fn is_streaming(&self) -> bool {
         matches!(
             self,
-            Request::VmLogs { .. }
-                | Request::ImageBuild { .. }
-                | Request::ImageImport { .. }
-                | Request::ImagePull { .. }
+            Request::VmLogs { .. } | Request::ImageBuild { .. }
         )
     }
 }

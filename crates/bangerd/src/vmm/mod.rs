@@ -2,6 +2,14 @@
 //! controls it afterwards; the VM manager owns the process's lifecycle (supervision,
 //! adoption, cleanup), so a backend never ties a VMM to a request or to the daemon.
 
+pub mod firecracker;
+pub mod qemu;
+
+/// The Firecracker backend, when its binary is on this host.
+pub fn firecracker_backend() -> Option<std::sync::Arc<dyn Vmm>> {
+    firecracker::Firecracker::locate().ok().map(|f| std::sync::Arc::new(f) as std::sync::Arc<dyn Vmm>)
+}
+
 use std::path::PathBuf;
 
 use banger_wire::api::Backend;
@@ -31,7 +39,8 @@ pub struct LaunchSpec {
     pub runtime_dir: PathBuf,
     /// Guest serial console output goes here (appended).
     pub serial_log: PathBuf,
-    /// The VMM's own log goes here (appended).
+    /// The VMM's own log goes here (QEMU appends; Firecracker rotates the previous one
+    /// to `<vmm_log>.prev` because it cannot append).
     pub vmm_log: PathBuf,
 }
 
@@ -74,11 +83,20 @@ pub enum VmmError {
     /// The VMM refused the configuration; `message` is its own words, verbatim
     /// (Firecracker's `fault_message`, QMP's `desc`).
     #[error("{backend} refused the request: {message}")]
-    Refused { backend: &'static str, message: String },
+    Refused {
+        backend: &'static str,
+        message: String,
+    },
     #[error("{backend} exited during start: {detail}")]
-    DiedDuringStart { backend: &'static str, detail: String },
+    DiedDuringStart {
+        backend: &'static str,
+        detail: String,
+    },
     #[error("{backend} control socket {path} did not appear")]
-    NoControlSocket { backend: &'static str, path: PathBuf },
+    NoControlSocket {
+        backend: &'static str,
+        path: PathBuf,
+    },
     #[error("talking to {backend} over {path} failed")]
     Control {
         backend: &'static str,
@@ -119,6 +137,15 @@ pub trait Vmm: Send + Sync {
     /// Asks the guest to shut down (Ctrl-Alt-Del / ACPI power button). The caller
     /// falls back to a kill after its timeout.
     async fn request_shutdown(&self, launched: &Launched) -> Result<(), VmmError>;
+
+    /// Where the daemon must listen for the agent before launch, for backends whose
+    /// guest dials out (Firecracker vsock). `None` when the daemon connects instead.
+    fn agent_listen_path(&self, _runtime_dir: &std::path::Path) -> Option<PathBuf> {
+        None
+    }
+
+    /// Rebuilds the handle of a VMM that is still running after a daemon restart.
+    fn attach(&self, runtime_dir: &std::path::Path, pid: u32) -> Launched;
 
     async fn pause(&self, launched: &Launched) -> Result<(), VmmError>;
     async fn resume(&self, launched: &Launched) -> Result<(), VmmError>;

@@ -1,0 +1,38 @@
+# banger developer targets. `make test` is what CI runs (see .ci/run).
+CARGO ?= cargo
+AGENT_TARGET := x86_64-unknown-linux-gnu
+AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
+BIN_DIR := target/release
+
+.PHONY: all build agent install lint unit smoke test image clean-smoke
+
+all: build
+
+# The guest agent is a static binary: it runs in any guest rootfs.
+agent:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --locked -p banger-agent --profile agent --target $(AGENT_TARGET)
+
+build: agent
+	$(CARGO) build --locked --release -p banger -p bangerd
+	cp $(AGENT_BIN) $(BIN_DIR)/banger-agent
+
+install: build
+	install -m 0755 $(BIN_DIR)/banger $(BIN_DIR)/bangerd $(BIN_DIR)/banger-agent /usr/local/bin/
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+# Tiers 1 and 2: hermetic unit tests, and host integration tests (these need root
+# and say why they skip otherwise).
+unit:
+	$(CARGO) test --locked --workspace
+
+# Tier 3: the real-VM smoke suite against the built binaries.
+smoke: build
+	scripts/smoke.sh
+
+test: lint unit smoke
+
+clean-smoke:
+	rm -rf build/smoke

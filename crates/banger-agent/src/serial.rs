@@ -1,0 +1,160 @@
+//! The virtio-serial channel (QEMU).
+//!
+//! A virtio console port reads EOF while no host is connected and `EAGAIN` (non-blocking)
+//! while one is connected with nothing to say. The host cannot be told to reconnect, so
+//! the guest watches for it: before every hello it waits for a connected host.
+
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use std::os::unix::fs::OpenOptionsExt;
+
+use crate::channel::ChannelError;
+use crate::fdio::{FdStream, Kind};
+
+const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
+/// How often the port's connection state is probed.
+const PROBE: Duration = Duration::from_millis(50);
+/// After this long without the port, say so on the console (and keep looking).
+const PORT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The opened agent port.
+pub struct SerialPort {
+    path: PathBuf,
+    stream: FdStream,
+}
+
+impl SerialPort {
+    /// Waits for the port named `name` to appear, then opens it.
+    pub async fn open(name: &str) -> Result<SerialPort, ChannelError> {
+        let path = find_port(Path::new(VIRTIO_PORTS), name).await;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
+            .open(&path)
+            .map_err(|source| ChannelError::Open {
+                path: path.clone(),
+                source,
+            })?;
+        let stream = FdStream::new(OwnedFd::from(file), Kind::Device).map_err(|source| {
+            ChannelError::Open {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        tracing::info!(port = %path.display(), "agent port open");
+        Ok(SerialPort { path, stream })
+    }
+
+    /// Returns once a host is connected, discarding anything stale it finds buffered.
+    pub async fn wait_connected(&self) -> FdStream {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut announced = false;
+        loop {
+            match self.stream.read_now(&mut buf) {
+                Err(Errno::EAGAIN) => return self.stream.clone(),
+                Ok(0) => {
+                    if !announced {
+                        tracing::info!(port = %self.path.display(), "waiting for the host to connect");
+                        announced = true;
+                    }
+                    tokio::time::sleep(PROBE).await;
+                }
+                Ok(n) => tracing::debug!(bytes = n, "discarded stale bytes on the agent port"),
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    tracing::warn!(port = %self.path.display(), cause = %e, "agent port read failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Returns once the connected host has gone away (used to drop a refused host).
+    pub async fn wait_disconnected(&self) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match self.stream.read_now(&mut buf) {
+                Ok(0) => return,
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(Errno::EAGAIN) => tokio::time::sleep(PROBE).await,
+                Err(e) => {
+                    tracing::warn!(port = %self.path.display(), cause = %e, "agent port read failed");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Polls `sysfs` (`/sys/class/virtio-ports`) until a port named `name` shows up and
+/// returns its device node, `/dev/<port dir>`.
+async fn find_port(sysfs: &Path, name: &str) -> PathBuf {
+    let started = Instant::now();
+    let mut warned = false;
+    loop {
+        if let Some(dev) = scan_ports(sysfs, name) {
+            return Path::new("/dev").join(dev);
+        }
+        let waited = started.elapsed();
+        if waited > PORT_PATIENCE && !warned {
+            tracing::warn!(
+                port = name,
+                dir = %sysfs.display(),
+                "no virtio-serial port with this name yet; is virtio_console loaded and the port configured? still waiting"
+            );
+            warned = true;
+        }
+        let pause = if waited > PORT_PATIENCE {
+            Duration::from_secs(1)
+        } else {
+            PROBE
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// The directory name (e.g. `vport0p1`) of the port named `name`, if present.
+fn scan_ports(sysfs: &Path, name: &str) -> Option<String> {
+    let entries = std::fs::read_dir(sysfs).ok()?;
+    let mut found: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("name"))
+                .map(|n| n.trim() == name)
+                .unwrap_or(false)
+        })
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    found.sort();
+    found.into_iter().next()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_is_found_by_its_name_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for (port, name) in [("vport0p0", "other"), ("vport0p1", "org.banger.agent.0")] {
+            fs_err::create_dir(dir.path().join(port)).unwrap();
+            fs_err::write(dir.path().join(port).join("name"), format!("{name}\n")).unwrap();
+        }
+
+        let got = scan_ports(dir.path(), "org.banger.agent.0");
+
+        assert_eq!(got.as_deref(), Some("vport0p1"));
+    }
+
+    #[test]
+    fn missing_port_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+
+        assert_eq!(scan_ports(dir.path(), "org.banger.agent.0"), None);
+    }
+}

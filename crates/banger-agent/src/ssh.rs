@@ -1,0 +1,141 @@
+//! SSH access: the host's key from `banger.sshkey`, and sshd if the image has it.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+const SSHD: &str = "/usr/sbin/sshd";
+const HOST_KEYS: &[&str] = &[
+    "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssh/ssh_host_ecdsa_key",
+    "/etc/ssh/ssh_host_rsa_key",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("banger.sshkey {value:?} is not `type:base64`")]
+    MalformedKey { value: String },
+    #[error("cannot install the key into {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `type base64` from the boot config's `type:base64`.
+fn authorized_key_line(value: &str) -> Result<String, SshError> {
+    let malformed = || SshError::MalformedKey {
+        value: value.to_string(),
+    };
+    let (kind, blob) = value.split_once(':').ok_or_else(malformed)?;
+    let clean = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
+    if !clean(kind) || !clean(blob) {
+        return Err(malformed());
+    }
+    Ok(format!("{kind} {blob}"))
+}
+
+/// Makes sure `<home>/.ssh/authorized_keys` (0600, in a 0700 dir) holds the key, keeping
+/// any other keys already there.
+pub fn install_key(value: &str, home: &Path) -> Result<(), SshError> {
+    let line = authorized_key_line(value)?;
+    let dir = home.join(".ssh");
+    let file = dir.join("authorized_keys");
+    let write_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SshError::Write { path, source }
+    };
+    fs_err::create_dir_all(&dir).map_err(write_err(&dir))?;
+    fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(write_err(&dir))?;
+    let existing = fs_err::read_to_string(&file).unwrap_or_default();
+    if !existing.lines().any(|l| l.trim() == line) {
+        let mut text = existing;
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(&line);
+        text.push('\n');
+        fs_err::write(&file, text).map_err(write_err(&file))?;
+    }
+    fs_err::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+        .map_err(write_err(&file))?;
+    Ok(())
+}
+
+/// Generates missing host keys and runs sshd in the foreground (its log goes to the
+/// console). Never fails the boot: problems are logged.
+pub async fn run_sshd() {
+    if !Path::new(SSHD).exists() {
+        tracing::info!("no {SSHD} in the image; not starting sshd");
+        return;
+    }
+    if HOST_KEYS.iter().any(|k| !Path::new(k).exists()) {
+        tracing::info!("generating SSH host keys");
+        match Command::new("ssh-keygen").arg("-A").output().await {
+            Ok(out) if out.status.success() => {}
+            Ok(out) => tracing::error!(
+                status = %out.status,
+                stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+                "ssh-keygen -A failed"
+            ),
+            Err(e) => tracing::error!(cause = %e, "cannot run ssh-keygen"),
+        }
+    }
+    if let Err(e) = fs_err::create_dir_all("/run/sshd") {
+        tracing::error!(cause = %e, "cannot create /run/sshd");
+    }
+    let spawned = Command::new(SSHD)
+        .args(["-D", "-e"])
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn();
+    match spawned {
+        Ok(mut child) => {
+            tracing::info!(pid = child.id(), "sshd started");
+            match child.wait().await {
+                Ok(status) => tracing::error!(%status, "sshd exited"),
+                Err(e) => tracing::error!(cause = %e, "cannot wait for sshd"),
+            }
+        }
+        Err(e) => tracing::error!(cause = %e, "cannot start sshd"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_colon_becomes_space() {
+        assert_eq!(
+            authorized_key_line("ssh-ed25519:AAAAC3Nz").unwrap(),
+            "ssh-ed25519 AAAAC3Nz"
+        );
+    }
+
+    #[test]
+    fn key_without_type_is_refused() {
+        assert!(matches!(
+            authorized_key_line("AAAAC3Nz"),
+            Err(SshError::MalformedKey { .. })
+        ));
+    }
+
+    #[test]
+    fn key_is_installed_once_with_private_modes() {
+        let home = tempfile::tempdir().unwrap();
+
+        install_key("ssh-ed25519:AAAA", home.path()).unwrap();
+        install_key("ssh-ed25519:AAAA", home.path()).unwrap();
+
+        let file = home.path().join(".ssh/authorized_keys");
+        let mode = |p: &Path| fs_err::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(fs_err::read_to_string(&file).unwrap(), "ssh-ed25519 AAAA\n");
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(mode(&home.path().join(".ssh")), 0o700);
+    }
+}

@@ -1,0 +1,216 @@
+//! Command-line grammar (clap derive). Behaviour lives in `cmd/`.
+
+use clap::{Args, Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success (for exec/run: the guest command's own exit code is passed through,
+       a command killed by signal N gives 128+N)
+  1    the command ran and reported failure (e.g. doctor found a FAIL)
+  2    usage error
+  3    invalid argument          4  not found           5  already exists
+  6    wrong state for the verb  7  daemon unavailable   8  VMM failed
+  9    guest agent failed        10 timeout             11 permission denied
+  12   host resource failed      13 internal error
+
+Environment: BANGER_SOCKET, BANGER_STATE_DIR, BANGER_CONFIG_DIR, BANGER_CACHE_DIR,
+BANGER_RUNTIME_DIR override where banger keeps things; NO_COLOR disables colour.";
+
+/// Disposable, real, isolated Linux microVMs.
+#[derive(Debug, Parser)]
+#[command(name = "banger", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, run and manage VMs.
+    #[command(subcommand)]
+    Vm(VmCommand),
+    /// Build, list and delete guest images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Start, stop and inspect the banger daemon.
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+    /// Check that this host can run banger, with fixes for what is missing.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print shell completions.
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Debug, Args)]
+pub struct Resources {
+    /// Virtual CPUs.
+    #[arg(long)]
+    pub vcpu: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    pub memory: Option<u32>,
+    /// Writable disk capacity in MiB.
+    #[arg(long = "disk-size")]
+    pub disk_size: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create a VM (and start it, unless --no-start).
+    Create {
+        name: Option<String>,
+        #[arg(long)]
+        image: Option<String>,
+        #[command(flatten)]
+        res: Resources,
+        #[arg(long, value_parser = ["firecracker", "qemu"])]
+        backend: Option<String>,
+        #[arg(long)]
+        no_start: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create a VM, run a command in it, stream its output and exit with its code.
+    Run(RunArgs),
+    /// Start a stopped VM.
+    Start { name: String },
+    /// Stop a VM (clean guest shutdown, then a kill after the timeout).
+    Stop {
+        name: String,
+        /// Kill the VMM at once.
+        #[arg(long, short)]
+        force: bool,
+    },
+    /// Stop and start a VM.
+    Restart { name: String },
+    /// Delete a VM and its disk.
+    #[command(alias = "rm")]
+    Delete { names: Vec<String> },
+    /// List VMs.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one VM.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a stopped VM's resources.
+    Set {
+        name: String,
+        #[command(flatten)]
+        res: Resources,
+    },
+    /// Print the VM's serial console.
+    Logs {
+        name: String,
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Run a command in a running VM.
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecOpts {
+    /// Keep stdin attached (it is forwarded whenever stdin is not a terminal).
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a pseudo-terminal.
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Set an environment variable (K=V), repeatable.
+    #[arg(long = "env", short = 'e')]
+    pub env: Vec<String>,
+    /// Working directory in the guest.
+    #[arg(long, short = 'w')]
+    pub workdir: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub opts: ExecOpts,
+    /// The command and its arguments, passed to the guest exactly as given.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Delete the VM afterwards, also on failure or Ctrl-C.
+    #[arg(long)]
+    pub rm: bool,
+    /// Reuse this VM if it exists, else create it with this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long)]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub res: Resources,
+    #[arg(long, value_parser = ["firecracker", "qemu"])]
+    pub backend: Option<String>,
+    #[command(flatten)]
+    pub opts: ExecOpts,
+    /// The command and its arguments (default: a login shell).
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Build an image from Debian packages (debootstrap + Debian's cloud kernel).
+    Build {
+        name: Option<String>,
+        #[arg(long)]
+        suite: Option<String>,
+        /// Extra packages, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        packages: Vec<String>,
+        /// Root filesystem size in MiB (suffixes G and M accepted).
+        #[arg(long)]
+        size: Option<String>,
+        #[arg(long)]
+        mirror: Option<String>,
+        /// Rebuild even if an image with these inputs exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// List images.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one image.
+    Show {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an image no VM uses.
+    #[command(alias = "rm")]
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start bangerd in the background.
+    Start,
+    /// Stop bangerd. Running VMs keep running and are adopted at the next start.
+    Stop,
+    /// Show whether bangerd runs, and its facts.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the daemon's log.
+    Logs,
+}

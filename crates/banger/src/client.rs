@@ -1,0 +1,176 @@
+//! The daemon client: HTTP+JSON over the Unix socket, plus daemon autostart.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use banger_wire::api::{
+    ExecRequest, Request, Response, StreamEvent, EXEC_PATH, EXEC_UPGRADE_PROTOCOL, RPC_PATH,
+};
+use banger_wire::WireError;
+use bangerd::config::Paths;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::error::CliError;
+use crate::output;
+
+pub struct Client {
+    pub socket: PathBuf,
+}
+
+impl Client {
+    pub fn new(socket: &Path) -> Client {
+        Client { socket: socket.to_path_buf() }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CliError> {
+        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
+            CliError::Unreachable { socket: self.socket.display().to_string(), source }
+        })?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+
+    fn post(path: &str, body: Vec<u8>) -> hyper::Request<Full<Bytes>> {
+        hyper::Request::post(path)
+            .header(header::HOST, "bangerd")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap_or_default()
+    }
+
+    /// One request, one answer.
+    pub async fn rpc(&self, req: &Request) -> Result<Response, CliError> {
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?)).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            Ok(serde_json::from_slice(&body)?)
+        } else {
+            Err(CliError::Remote(serde_json::from_slice::<WireError>(&body)?))
+        }
+    }
+
+    /// A streamed answer: calls `on_event` for each progress/log event and returns the
+    /// final response.
+    pub async fn stream(
+        &self,
+        req: &Request,
+        mut on_event: impl FnMut(StreamEvent),
+    ) -> Result<Response, CliError> {
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?)).await?;
+        if !resp.status().is_success() {
+            let body = resp.into_body().collect().await?.to_bytes();
+            return Err(CliError::Remote(serde_json::from_slice::<WireError>(&body)?));
+        }
+        let mut body = resp.into_body();
+        let mut buf: Vec<u8> = Vec::new();
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                buf.extend_from_slice(&data);
+            }
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                match serde_json::from_slice::<StreamEvent>(&line)? {
+                    StreamEvent::Done { response } => return Ok(response),
+                    StreamEvent::Error { error } => return Err(CliError::Remote(error)),
+                    ev => on_event(ev),
+                }
+            }
+        }
+        Err(CliError::Io(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "bangerd ended the stream without a result",
+        )))
+    }
+
+    /// Opens an exec stream: after the upgrade the connection carries agent frames.
+    pub async fn exec(&self, req: &ExecRequest) -> Result<TokioIo<hyper::upgrade::Upgraded>, CliError> {
+        let mut sender = self.connect().await?;
+        let mut http = Self::post(EXEC_PATH, serde_json::to_vec(req)?);
+        http.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+        http.headers_mut()
+            .insert(header::UPGRADE, header::HeaderValue::from_static(EXEC_UPGRADE_PROTOCOL));
+        let resp = sender.send_request(http).await?;
+        if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+            let body = resp.into_body().collect().await?.to_bytes();
+            return Err(CliError::Remote(serde_json::from_slice::<WireError>(&body)?));
+        }
+        Ok(TokioIo::new(hyper::upgrade::on(resp).await?))
+    }
+}
+
+/// Returns a client for a running daemon, starting one (and saying so) if none answers.
+pub async fn ensure_daemon(paths: &Paths) -> Result<Client, CliError> {
+    let client = Client::new(&paths.socket);
+    match client.rpc(&Request::Ping).await {
+        Ok(_) => Ok(client),
+        Err(CliError::Unreachable { .. }) => {
+            let pid = start_daemon(paths).await?;
+            output::note(&format!("started bangerd (pid {pid}); stop it with `banger daemon stop`"));
+            Ok(client)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Finds the `bangerd` binary: `BANGER_DAEMON`, next to this executable, or PATH.
+fn daemon_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("BANGER_DAEMON") {
+        return p.into();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|d| d.join("bangerd")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| PathBuf::from("bangerd"))
+}
+
+/// Spawns bangerd detached, logging to the daemon log, and waits until it says it is
+/// ready (a line on its stdout), so no polling of the socket is needed.
+pub async fn start_daemon(paths: &Paths) -> Result<u32, CliError> {
+    fs_err::create_dir_all(&paths.state_dir)?;
+    let log = fs_err::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let mut child = tokio::process::Command::new(daemon_binary())
+        .env("BANGER_NOTIFY_STDOUT", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log.into_parts().0)
+        .process_group(0)
+        .kill_on_drop(false)
+        .spawn()
+        .map_err(|e| CliError::DaemonStart { detail: format!("cannot run bangerd: {e}") })?;
+    let pid = child.id().unwrap_or_default();
+    let stdout = child.stdout.take().ok_or_else(|| CliError::DaemonStart {
+        detail: "no stdout pipe".into(),
+    })?;
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+    match ready {
+        Ok(Ok(Some(line))) if line.trim() == "READY" => Ok(pid),
+        _ => {
+            let status = child.try_wait().ok().flatten();
+            let tail = fs_err::read_to_string(paths.daemon_log()).unwrap_or_default();
+            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            Err(CliError::DaemonStart {
+                detail: format!(
+                    "bangerd {} before it was ready: {}",
+                    status.map(|s| s.to_string()).unwrap_or_else(|| "hung".into()),
+                    tail.join(" | ")
+                ),
+            })
+        }
+    }
+}

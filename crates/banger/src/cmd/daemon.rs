@@ -1,0 +1,78 @@
+//! `banger daemon start|stop|status|logs`.
+
+use banger_wire::api::{Request, Response};
+use bangerd::config::Paths;
+
+use crate::cli::DaemonCommand;
+use crate::client::{self, Client};
+use crate::error::CliError;
+use crate::output;
+
+pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
+    let client = Client::new(&paths.socket);
+    match cmd {
+        DaemonCommand::Start => match client.rpc(&Request::Ping).await {
+            Ok(_) => {
+                output::note(&format!("bangerd is already running on {}", paths.socket.display()));
+                Ok(0)
+            }
+            Err(CliError::Unreachable { .. }) => {
+                let pid = client::start_daemon(paths).await?;
+                output::note(&format!("started bangerd (pid {pid}) on {}", paths.socket.display()));
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        },
+        DaemonCommand::Stop => match client.rpc(&Request::DaemonShutdown).await {
+            Ok(_) => {
+                wait_gone(paths).await;
+                output::note("bangerd stopped; running VMs keep running");
+                Ok(0)
+            }
+            Err(CliError::Unreachable { .. }) => {
+                output::note("bangerd is not running");
+                Ok(0)
+            }
+            Err(e) => Err(e),
+        },
+        DaemonCommand::Status { json } => match client.rpc(&Request::DaemonStatus).await {
+            Ok(Response::Daemon(info)) => {
+                if json {
+                    output::json(&info)?;
+                } else {
+                    output::data(&format!(
+                        "running\npid       {}\nversion   {}\nsocket    {}\nstate     {}\nuptime    {}s\nvms       {} running, {} total",
+                        info.pid, info.version, info.socket, info.state_dir, info.uptime_secs,
+                        info.vms_running, info.vms_total
+                    ));
+                }
+                Ok(0)
+            }
+            Ok(other) => Err(CliError::usage(format!("unexpected answer {other:?}"), None)),
+            Err(CliError::Unreachable { .. }) => {
+                if json {
+                    output::data("{\"running\": false}");
+                } else {
+                    output::data("not running");
+                }
+                Ok(banger_wire::ErrorCode::Unavailable.exit_code())
+            }
+            Err(e) => Err(e),
+        },
+        DaemonCommand::Logs => {
+            let text = fs_err::read_to_string(paths.daemon_log()).unwrap_or_default();
+            output::data(&text);
+            Ok(0)
+        }
+    }
+}
+
+/// Waits until the daemon's socket stops answering (it removes it on exit).
+async fn wait_gone(paths: &Paths) {
+    for _ in 0..100 {
+        if tokio::net::UnixStream::connect(&paths.socket).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,37 @@
+//! `banger vm exec NAME -- cmd args…`
+
+use std::io::IsTerminal;
+
+use banger_wire::agent::ExecSpec;
+use banger_wire::api::ExecRequest;
+
+use crate::cli::{ExecArgs, ExecOpts};
+use crate::client::Client;
+use crate::error::CliError;
+
+pub async fn run(client: &Client, args: ExecArgs) -> Result<i32, CliError> {
+    exec_in(client, &args.name, &args.opts, args.command, None).await
+}
+
+/// Runs `argv` in VM `name` with the given options; returns the guest exit code.
+pub async fn exec_in(
+    client: &Client,
+    name: &str,
+    opts: &ExecOpts,
+    argv: Vec<String>,
+    default_cwd: Option<String>,
+) -> Result<i32, CliError> {
+    let env = opts
+        .env
+        .iter()
+        .map(|kv| match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(CliError::usage(format!("invalid --env {kv:?}"), Some("use --env KEY=VALUE"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tty = if opts.tty { Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 })) } else { None };
+    let spec = ExecSpec { argv, env, cwd: opts.workdir.clone().or(default_cwd), tty, timeout_ms: None };
+    let io = client.exec(&ExecRequest { vm: name.to_string(), spec }).await?;
+    let forward_stdin = opts.interactive || opts.tty || !std::io::stdin().is_terminal();
+    crate::exec::pump(io, opts.tty, forward_stdin).await
+}

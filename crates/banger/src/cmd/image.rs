@@ -1,0 +1,134 @@
+//! `banger image …`
+
+use banger_wire::api::{ImageBuildSpec, ImageInfo, Request, Response, StreamEvent};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+
+use crate::cli::ImageCommand;
+use crate::client::Client;
+use crate::error::CliError;
+use crate::output;
+
+pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
+    match cmd {
+        ImageCommand::Build { name, suite, packages, size, mirror, force } => {
+            let size_mib = size.map(|s| parse_size(&s)).transpose()?;
+            let spec = ImageBuildSpec { name, suite, packages, size_mib, mirror, agent_path: None, force };
+            let img = with_progress(client, &Request::ImageBuild { spec }).await?;
+            output::data(&table(std::slice::from_ref(&img)));
+            Ok(0)
+        }
+        ImageCommand::List { json } => match client.rpc(&Request::ImageList).await? {
+            Response::Images(imgs) if json => output::json(&imgs).map(|_| 0),
+            Response::Images(imgs) => {
+                output::data(&table(&imgs));
+                Ok(0)
+            }
+            other => Err(CliError::usage(format!("unexpected answer {other:?}"), None)),
+        },
+        ImageCommand::Show { name, json } => match client.rpc(&Request::ImageShow { name }).await? {
+            Response::Image(img) if json => output::json(&img).map(|_| 0),
+            Response::Image(img) => {
+                output::data(&format!(
+                    "name     {}\ndigest   {}\nsource   {}\ncreated  {}\nrootfs   {} bytes\ndir      {}",
+                    img.name, img.digest, img.source, img.created_at, img.rootfs_bytes, img.dir
+                ));
+                Ok(0)
+            }
+            other => Err(CliError::usage(format!("unexpected answer {other:?}"), None)),
+        },
+        ImageCommand::Delete { name } => {
+            client.rpc(&Request::ImageDelete { name: name.clone() }).await?;
+            output::data(&name);
+            Ok(0)
+        }
+    }
+}
+
+/// Runs a streaming image request with one progress bar per phase (on stderr).
+async fn with_progress(client: &Client, req: &Request) -> Result<ImageInfo, CliError> {
+    let multi = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    let resp = client
+        .stream(req, |ev| {
+            if let StreamEvent::Progress { phase, done, total, message } = ev {
+                let bar = bars.entry(phase.clone()).or_insert_with(|| {
+                    let b = multi.add(match total {
+                        Some(t) => ProgressBar::new(t),
+                        None => ProgressBar::new_spinner(),
+                    });
+                    let style = if total.is_some() {
+                        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+                    } else {
+                        ProgressStyle::with_template("{prefix:>10} {spinner} {msg}")
+                    };
+                    if let Ok(s) = style {
+                        b.set_style(s.progress_chars("=> "));
+                    }
+                    b.set_prefix(phase.clone());
+                    b
+                });
+                if let Some(t) = total {
+                    bar.set_length(t);
+                }
+                bar.set_position(done);
+                if let Some(m) = message {
+                    bar.set_message(m);
+                }
+                if total.is_some_and(|t| done >= t) {
+                    bar.finish();
+                } else {
+                    bar.tick();
+                }
+            }
+        })
+        .await;
+    for b in bars.values() {
+        b.finish();
+    }
+    match resp? {
+        Response::Image(img) => Ok(img),
+        other => Err(CliError::usage(format!("unexpected answer {other:?}"), None)),
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, CliError> {
+    let s = s.trim();
+    let (num, mul) = match s.chars().last() {
+        Some('G' | 'g') => (&s[..s.len() - 1], 1024),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1),
+        _ => (s, 1),
+    };
+    num.parse::<u64>()
+        .map(|n| n * mul)
+        .map_err(|_| CliError::usage(format!("invalid size {s:?}"), Some("use e.g. 4G or 4096")))
+}
+
+fn table(imgs: &[ImageInfo]) -> String {
+    let rows: Vec<Vec<String>> = imgs
+        .iter()
+        .map(|i| {
+            vec![
+                i.name.clone(),
+                i.digest.chars().take(19).collect(),
+                format!("{} MiB", i.rootfs_bytes >> 20),
+                i.source.clone(),
+                i.created_at.clone(),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "DIGEST", "SIZE", "SOURCE", "CREATED"], &rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_suffixes() {
+        assert_eq!(parse_size("4G").unwrap(), 4096);
+        assert_eq!(parse_size("512M").unwrap(), 512);
+        assert_eq!(parse_size("100").unwrap(), 100);
+        assert!(parse_size("lots").is_err());
+    }
+}

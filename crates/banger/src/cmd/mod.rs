@@ -1,0 +1,39 @@
+//! One file per verb group; each command is a short function over the client.
+
+mod daemon;
+mod doctor;
+mod exec;
+mod image;
+mod run;
+mod vm;
+
+use bangerd::config::Paths;
+
+use crate::cli::{Cli, Command};
+use crate::client::{self, Client};
+use crate::error::CliError;
+
+/// Runs a parsed command line; returns the process exit code.
+pub async fn run(cli: Cli) -> Result<i32, CliError> {
+    let paths = Paths::from_env();
+    match cli.command {
+        Command::Daemon(cmd) => daemon::run(&paths, cmd).await,
+        Command::Doctor { json } => doctor::run(&paths, json),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "banger", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Vm(cmd) => vm::run(&connect(&paths).await?, cmd).await,
+        Command::Image(cmd) => image::run(&connect(&paths).await?, cmd).await,
+    }
+}
+
+async fn connect(paths: &Paths) -> Result<Client, CliError> {
+    client::ensure_daemon(paths).await
+}
+
+fn parse_backend(s: Option<String>) -> Result<Option<banger_wire::api::Backend>, CliError> {
+    s.map(|b| b.parse().map_err(|e: String| CliError::usage(e, None))).transpose()
+}

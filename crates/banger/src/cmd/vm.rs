@@ -1,0 +1,133 @@
+//! `banger vm …` lifecycle verbs.
+
+use banger_wire::api::{Request, Response, StreamEvent, VmCreateSpec, VmInfo, VmSetSpec};
+
+use super::parse_backend;
+use crate::cli::VmCommand;
+use crate::client::Client;
+use crate::error::CliError;
+use crate::output;
+
+pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
+    match cmd {
+        VmCommand::Create { name, image, res, backend, no_start, json } => {
+            let spec = VmCreateSpec {
+                name,
+                image,
+                vcpu: res.vcpu,
+                memory_mib: res.memory,
+                disk_size_mib: res.disk_size,
+                backend: parse_backend(backend)?,
+                no_start,
+                no_network: false,
+            };
+            let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
+            show(&vm, json)
+        }
+        VmCommand::Start { name } => one(client.rpc(&Request::VmStart { name }).await?),
+        VmCommand::Stop { name, force } => one(client.rpc(&Request::VmStop { name, force }).await?),
+        VmCommand::Restart { name } => one(client.rpc(&Request::VmRestart { name }).await?),
+        VmCommand::Delete { names } => {
+            for name in names {
+                client.rpc(&Request::VmDelete { name: name.clone(), force: true }).await?;
+                output::data(&name);
+            }
+            Ok(0)
+        }
+        VmCommand::List { json } => match client.rpc(&Request::VmList).await? {
+            Response::Vms(vms) if json => output::json(&vms).map(|_| 0),
+            Response::Vms(vms) => {
+                output::data(&list_table(&vms));
+                Ok(0)
+            }
+            other => Err(unexpected(other)),
+        },
+        VmCommand::Show { name, json } => {
+            let vm = expect_vm(client.rpc(&Request::VmShow { name }).await?)?;
+            show(&vm, json)
+        }
+        VmCommand::Set { name, res } => {
+            let spec = VmSetSpec { vcpu: res.vcpu, memory_mib: res.memory, disk_size_mib: res.disk_size };
+            one(client.rpc(&Request::VmSet { name, spec }).await?)
+        }
+        VmCommand::Logs { name, follow } => {
+            client
+                .stream(&Request::VmLogs { name, follow }, |ev| {
+                    if let StreamEvent::Log { text } = ev {
+                        output::raw(&text);
+                    }
+                })
+                .await?;
+            Ok(0)
+        }
+        VmCommand::Exec(args) => super::exec::run(client, args).await,
+        VmCommand::Run(args) => super::run::run(client, args).await,
+    }
+}
+
+pub fn expect_vm(resp: Response) -> Result<VmInfo, CliError> {
+    match resp {
+        Response::Vm(vm) => Ok(vm),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(resp: Response) -> CliError {
+    CliError::usage(format!("bangerd sent an unexpected answer: {resp:?}"), None)
+}
+
+fn one(resp: Response) -> Result<i32, CliError> {
+    let vm = expect_vm(resp)?;
+    output::data(&list_table(std::slice::from_ref(&vm)));
+    Ok(0)
+}
+
+fn list_table(vms: &[VmInfo]) -> String {
+    let rows: Vec<Vec<String>> = vms
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.state.as_str().to_string(),
+                v.backend.as_str().to_string(),
+                v.image.clone(),
+                v.vcpu.to_string(),
+                format!("{}M", v.memory_mib),
+                v.ip.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    output::table(&["NAME", "STATE", "BACKEND", "IMAGE", "VCPU", "MEMORY", "IP"], &rows)
+}
+
+fn show(vm: &VmInfo, json: bool) -> Result<i32, CliError> {
+    if json {
+        output::json(vm)?;
+        return Ok(0);
+    }
+    let mut s = format!(
+        "name      {}\nid        {}\nstate     {}\nbackend   {}\nimage     {}\nvcpu      {}\nmemory    {} MiB\ndisk      {} MiB\nip        {}\npid       {}\ncreated   {}\n",
+        vm.name,
+        vm.id,
+        vm.state.as_str(),
+        vm.backend.as_str(),
+        vm.image,
+        vm.vcpu,
+        vm.memory_mib,
+        vm.disk_size_mib,
+        vm.ip.as_deref().unwrap_or("-"),
+        vm.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        vm.created_at,
+    );
+    if let Some(b) = &vm.boot {
+        s.push_str(&format!(
+            "boot      {} ms prepare, {} ms VMM start to agent ready\n",
+            b.prepare_ms, b.agent_ready_ms
+        ));
+    }
+    if let Some(e) = &vm.last_error {
+        s.push_str(&format!("last error:\n{e}\n"));
+    }
+    output::data(&s);
+    Ok(0)
+}

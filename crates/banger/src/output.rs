@@ -1,0 +1,132 @@
+//! Everything the CLI prints goes through here: data on stdout, diagnostics on stderr.
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{IsTerminal, Write};
+
+use crate::error::CliError;
+
+/// Whether to colour stderr: a terminal, and `NO_COLOR` unset.
+pub fn color() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stderr().is_terminal()
+}
+
+/// Whether to colour stdout.
+pub fn color_stdout() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
+fn paint(code: &str, s: &str) -> String {
+    if color() {
+        format!("\x1b[{code}m{s}\x1b[0m")
+    } else {
+        s.to_string()
+    }
+}
+
+/// Renders an error as `error: …` / `caused by: …` / `hint: …`.
+pub fn render_error(e: &CliError, color: bool) -> String {
+    let p = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.into() };
+    let mut out = format!("{} {}\n", p("1;31", "error:"), e);
+    for cause in e.chain() {
+        for (i, line) in cause.lines().enumerate() {
+            if i == 0 {
+                out.push_str(&format!("{} {line}\n", p("33", "caused by:")));
+            } else {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
+    if let Some(h) = e.hint() {
+        out.push_str(&format!("{} {h}\n", p("36", "hint:")));
+    }
+    out
+}
+
+/// Prints the error and returns the exit code.
+pub fn fail(e: &CliError) -> i32 {
+    eprint!("{}", render_error(e, color()));
+    e.exit_code()
+}
+
+pub fn note(msg: &str) {
+    eprintln!("{} {msg}", paint("2", "banger:"));
+}
+
+pub fn data(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    if !s.ends_with('\n') {
+        let _ = out.write_all(b"\n");
+    }
+}
+
+/// Writes text to stdout as is (console logs).
+pub fn raw(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.flush();
+}
+
+pub fn json<T: serde::Serialize>(v: &T) -> Result<(), CliError> {
+    data(&serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// A left-aligned table with a header row.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(header.iter().map(|s| s.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_wire::{ErrorCode, WireError};
+
+    #[test]
+    fn error_renders_message_chain_and_hint() {
+        let e = CliError::Remote(WireError {
+            code: ErrorCode::VmmFailed,
+            message: "vm \"web\": the vmm failed".into(),
+            chain: vec!["qemu refused the request: bad drive".into()],
+            hint: Some("see `banger vm logs web`".into()),
+        });
+        assert_eq!(
+            render_error(&e, false),
+            "error: vm \"web\": the vmm failed\n\
+             caused by: qemu refused the request: bad drive\n\
+             hint: see `banger vm logs web`\n"
+        );
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let t = table(&["NAME", "STATE"], &[vec!["web".into(), "running".into()]]);
+        assert_eq!(t, "NAME  STATE\nweb   running\n");
+    }
+
+    #[test]
+    fn exit_code_follows_the_wire_code() {
+        let e = CliError::Remote(WireError::new(ErrorCode::NotFound, "vm \"x\" not found"));
+        assert_eq!(e.exit_code(), ErrorCode::NotFound.exit_code());
+    }
+}

@@ -1,0 +1,138 @@
+//! The daemon's error type and its mapping onto the wire error.
+
+use banger_wire::{ErrorCode, WireError};
+
+use crate::agent_conn::AgentError;
+use crate::store::StoreError;
+use crate::vmm::VmmError;
+
+/// Why a daemon request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("{message}")]
+    Invalid { message: String, hint: Option<String> },
+    #[error("vm {0:?} not found")]
+    VmNotFound(String),
+    #[error("vm {name:?} is {state}")]
+    WrongState { name: String, state: &'static str, hint: String },
+    #[error("a vm named {0:?} already exists")]
+    NameTaken(String),
+    #[error("image {name:?} is not usable")]
+    Image {
+        name: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+        code: ErrorCode,
+        hint: Option<String>,
+    },
+    #[error("vm {vm:?}: the vmm failed")]
+    Vmm {
+        vm: String,
+        #[source]
+        source: VmmError,
+    },
+    #[error("vm {vm:?} crashed during boot: {detail}")]
+    BootCrashed { vm: String, detail: String },
+    #[error("vm {vm:?}: the guest agent did not answer within {secs}s")]
+    BootTimeout { vm: String, secs: u64 },
+    #[error("vm {vm:?}: guest agent failed")]
+    Agent {
+        vm: String,
+        #[source]
+        source: AgentError,
+    },
+    #[error("store failed")]
+    Store(#[from] StoreError),
+    #[error("{what} failed for {path}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+}
+
+impl DaemonError {
+    pub fn invalid(message: impl Into<String>) -> DaemonError {
+        DaemonError::Invalid { message: message.into(), hint: None }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            DaemonError::Invalid { .. } => ErrorCode::InvalidArgument,
+            DaemonError::VmNotFound(_) => ErrorCode::NotFound,
+            DaemonError::WrongState { .. } => ErrorCode::FailedPrecondition,
+            DaemonError::NameTaken(_) | DaemonError::Store(StoreError::NameTaken(_)) => {
+                ErrorCode::AlreadyExists
+            }
+            DaemonError::Image { code, .. } => *code,
+            DaemonError::Vmm { .. } | DaemonError::BootCrashed { .. } => ErrorCode::VmmFailed,
+            DaemonError::BootTimeout { .. } => ErrorCode::Timeout,
+            DaemonError::Agent { source, .. } => source.code(),
+            DaemonError::Store(_) | DaemonError::Io { .. } => ErrorCode::HostFailed,
+            DaemonError::ShuttingDown => ErrorCode::Unavailable,
+        }
+    }
+
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            DaemonError::Invalid { hint, .. } => hint.clone(),
+            DaemonError::VmNotFound(_) => Some("list VMs with `banger vm list`".into()),
+            DaemonError::WrongState { hint, .. } => Some(hint.clone()),
+            DaemonError::NameTaken(_) | DaemonError::Store(StoreError::NameTaken(_)) => {
+                Some("pick another name, or delete the old VM with `banger vm delete NAME`".into())
+            }
+            DaemonError::Image { hint, .. } => hint.clone(),
+            DaemonError::Vmm { source, .. } => source.hint(),
+            DaemonError::BootCrashed { vm, .. } => {
+                Some(format!("see the guest console with `banger vm logs {vm}`"))
+            }
+            DaemonError::BootTimeout { vm, .. } => Some(format!(
+                "see the guest console with `banger vm logs {vm}`; raise boot_timeout_secs in config.toml on a slow host"
+            )),
+            DaemonError::Agent { source, .. } => source.hint(),
+            DaemonError::Store(_) => Some("run `banger doctor`".into()),
+            DaemonError::Io { .. } => None,
+            DaemonError::ShuttingDown => Some("start it again with `banger daemon start`".into()),
+        }
+    }
+
+    pub fn to_wire(&self) -> WireError {
+        WireError::from_error(self.code(), self, self.hint())
+    }
+}
+
+impl From<&DaemonError> for WireError {
+    fn from(e: &DaemonError) -> WireError {
+        e.to_wire()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_error_carries_code_chain_and_hint() {
+        let err = DaemonError::Vmm {
+            vm: "web".into(),
+            source: VmmError::Refused {
+                backend: "firecracker",
+                message: "Invalid vCPU count".into(),
+            },
+        };
+        let wire = err.to_wire();
+        assert_eq!(wire.code, ErrorCode::VmmFailed);
+        assert_eq!(wire.message, "vm \"web\": the vmm failed");
+        assert_eq!(wire.chain, vec!["firecracker refused the request: Invalid vCPU count"]);
+    }
+
+    #[test]
+    fn not_found_points_at_vm_list() {
+        let wire = DaemonError::VmNotFound("nope".into()).to_wire();
+        assert_eq!(wire.code, ErrorCode::NotFound);
+        assert!(wire.hint.unwrap().contains("banger vm list"));
+    }
+}

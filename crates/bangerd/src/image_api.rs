@@ -1,0 +1,107 @@
+//! Image verbs: glue between the API and [`crate::image`].
+
+use std::sync::Arc;
+
+use banger_wire::api::{ImageBuildSpec, ImageInfo, Response, StreamEvent};
+use banger_wire::ErrorCode;
+use tokio::sync::mpsc;
+
+use crate::error::DaemonError;
+use crate::image::{self, ImageError};
+use crate::server::event_line;
+use crate::vm::Manager;
+
+type Tx = mpsc::Sender<Result<String, std::io::Error>>;
+
+/// The wire code for an image failure.
+pub(crate) fn image_code(e: &ImageError) -> ErrorCode {
+    match e {
+        ImageError::InvalidName { .. }
+        | ImageError::InvalidInput { .. }
+        | ImageError::TooSmall { .. }
+        | ImageError::Shrink { .. }
+        | ImageError::UnsafeEntry { .. }
+        | ImageError::AgentNotElf { .. } => ErrorCode::InvalidArgument,
+        ImageError::NotFound { .. } => ErrorCode::NotFound,
+        ImageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+        ImageError::Busy { .. } => ErrorCode::FailedPrecondition,
+        ImageError::NeedsRoot => ErrorCode::PermissionDenied,
+        _ => ErrorCode::HostFailed,
+    }
+}
+
+pub(crate) fn image_err(name: &str, e: ImageError) -> DaemonError {
+    DaemonError::Image { name: name.to_string(), code: image_code(&e), hint: e.hint(), source: Box::new(e) }
+}
+
+pub fn list(m: &Manager) -> Result<Vec<ImageInfo>, DaemonError> {
+    let images = image::list(&m.paths).map_err(|e| image_err("*", e))?;
+    Ok(images.iter().map(|i| i.info()).collect())
+}
+
+pub fn show(m: &Manager, name: &str) -> Result<ImageInfo, DaemonError> {
+    Ok(image::get(&m.paths, name).map_err(|e| image_err(name, e))?.info())
+}
+
+/// Deletes an image unless a VM uses it.
+pub fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
+    let users: Vec<String> =
+        m.store.list_vms()?.into_iter().filter(|v| v.image == name).map(|v| v.name).collect();
+    if !users.is_empty() {
+        return Err(DaemonError::WrongState {
+            name: name.to_string(),
+            state: "in use",
+            hint: format!("delete the VMs that use it first: {}", users.join(", ")),
+        });
+    }
+    image::delete(&m.paths, name).map_err(|e| image_err(name, e))
+}
+
+fn progress_sender(tx: &Tx) -> impl Fn(image::Progress) + Send + Sync + 'static {
+    let tx = tx.clone();
+    move |p: image::Progress| {
+        let ev = StreamEvent::Progress {
+            phase: p.phase.to_string(),
+            done: p.done,
+            total: p.total,
+            message: p.message,
+        };
+        let _ = tx.try_send(Ok(event_line(&ev)));
+    }
+}
+
+/// Finds the guest agent binary to install into images: `BANGER_AGENT`, else next to
+/// the daemon's own executable.
+pub fn agent_binary(spec_path: Option<&str>) -> Result<std::path::PathBuf, DaemonError> {
+    let candidates = spec_path
+        .map(std::path::PathBuf::from)
+        .into_iter()
+        .chain(std::env::var_os("BANGER_AGENT").map(Into::into))
+        .chain(std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("banger-agent"))));
+    for c in candidates {
+        if c.is_file() {
+            return Ok(c);
+        }
+    }
+    Err(DaemonError::Invalid {
+        message: "guest agent binary banger-agent not found".into(),
+        hint: Some("build it with `make agent` or set BANGER_AGENT=/path/to/banger-agent".into()),
+    })
+}
+
+pub async fn build(
+    m: &Arc<Manager>,
+    spec: ImageBuildSpec,
+    tx: Tx,
+) -> Result<Option<Response>, DaemonError> {
+    let agent = agent_binary(spec.agent_path.as_deref())?;
+    let paths = m.paths.clone();
+    let progress = progress_sender(&tx);
+    let name = spec.name.clone().unwrap_or_else(|| m.config.default_image.clone());
+    let img = tokio::task::spawn_blocking(move || image::build(&paths, &spec, &agent, &progress))
+        .await
+        .map_err(|e| DaemonError::invalid(format!("image build task failed: {e}")))?
+        .map_err(|e| image_err(&name, e))?;
+    Ok(Some(Response::Image(img.info())))
+}
+

@@ -1,0 +1,125 @@
+//! What can fail while setting up or tearing down host networking.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::{PortHolder, Subnet};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("invalid subnet {value}: {reason}")]
+    InvalidSubnet { value: String, reason: String },
+    #[error("subnet {subnet} clashes with the host route {route} dev {dev}")]
+    SubnetClash {
+        subnet: Subnet,
+        route: Subnet,
+        dev: String,
+    },
+    #[error("no free /24 left in 172.16.0.0/12: the host routes all of it")]
+    NoFreeSubnet,
+    #[error("invalid port forward {spec}: {reason}")]
+    InvalidPublish { spec: String, reason: String },
+    #[error("lease {ip} is not a guest address of subnet {subnet}")]
+    LeaseOutsideSubnet {
+        ip: std::net::Ipv4Addr,
+        subnet: Subnet,
+    },
+    #[error("vm id {id:?} cannot name an nftables chain")]
+    InvalidVmId { id: String },
+    #[error("cannot open a netlink socket")]
+    NetlinkSocket(#[source] std::io::Error),
+    #[error("netlink request failed: {what}")]
+    Netlink {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("link {name} disappeared while being set up")]
+    NetlinkVanished { name: String },
+    #[error("cannot create tap device {name}")]
+    TapCreate {
+        name: String,
+        #[source]
+        source: tun::Error,
+    },
+    #[error("nftables request failed: {what}")]
+    Nft {
+        what: String,
+        #[source]
+        source: nftables::helper::NftablesError,
+    },
+    #[error("nftables request failed: {what}: {stderr}")]
+    NftFailed { what: String, stderr: String },
+    #[error("unexpected nftables output: {detail}")]
+    NftOutput { detail: String },
+    #[error("cannot access {path}")]
+    Sysctl {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dns port {addr} is already in use{}", in_use_by(.holder))]
+    DnsPortInUse {
+        addr: SocketAddr,
+        holder: Option<PortHolder>,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen for dns on {addr}")]
+    DnsBind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot set up dns forwarding: {reason}")]
+    DnsForwarder { reason: String },
+    #[error("cannot read resolver configuration {path}")]
+    ResolvConf {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn in_use_by(holder: &Option<PortHolder>) -> String {
+    match holder {
+        Some(h) => format!(" by {} (pid {})", h.name, h.pid),
+        None => String::new(),
+    }
+}
+
+impl NetError {
+    /// What a user can do about it, when there is something.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            NetError::SubnetClash { .. } | NetError::NoFreeSubnet => Some(
+                "set `subnet` in config.toml to a free /24, e.g. subnet = \"172.30.0.0/24\"".into(),
+            ),
+            NetError::InvalidSubnet { .. } => {
+                Some("`subnet` in config.toml takes the form \"172.30.0.0/24\"".into())
+            }
+            NetError::InvalidPublish { .. } => {
+                Some("use --publish HOST_PORT:GUEST_PORT[/tcp|/udp], e.g. 8080:80".into())
+            }
+            NetError::DnsPortInUse { holder, .. } => Some(match holder {
+                Some(h) => format!(
+                    "stop {} (pid {}) or set `dns_listen` in config.toml to a free port",
+                    h.name, h.pid
+                ),
+                None => "set `dns_listen` in config.toml to a free port".into(),
+            }),
+            NetError::Nft { source, .. } if is_missing_binary(source) => {
+                Some("install nftables: apt-get install nftables".into())
+            }
+            NetError::NetlinkSocket(_) | NetError::TapCreate { .. } | NetError::Netlink { .. } => {
+                Some("host networking needs root (CAP_NET_ADMIN) and /dev/net/tun".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+fn is_missing_binary(err: &nftables::helper::NftablesError) -> bool {
+    matches!(err, nftables::helper::NftablesError::NftExecution { inner, .. }
+        if inner.kind() == std::io::ErrorKind::NotFound)
+}

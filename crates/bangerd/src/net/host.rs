@@ -1,0 +1,244 @@
+//! The host side of VM networking as one object: bridge, NAT table, tap pool.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use super::nat::PortForward;
+use super::tap::{tap_index, Tap, TapPool};
+use super::{mac_for, nft, pick_subnet, Mac, NetError, Netlink, Subnet};
+use crate::config::Config;
+
+/// Spare taps kept ready by default.
+pub const DEFAULT_SPARE_TAPS: usize = 2;
+
+/// How the host network is set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetConfig {
+    pub bridge: String,
+    /// The subnet from `config.toml`, which wins when set.
+    pub subnet: Option<Subnet>,
+    /// The subnet used before (kept in the store), so leases stay valid across reboots.
+    pub previous_subnet: Option<Subnet>,
+    pub spare_taps: usize,
+}
+
+impl NetConfig {
+    pub fn from_config(config: &Config) -> Result<NetConfig, NetError> {
+        Ok(NetConfig {
+            bridge: config.bridge.clone(),
+            subnet: config.subnet.as_deref().map(str::parse).transpose()?,
+            previous_subnet: None,
+            spare_taps: DEFAULT_SPARE_TAPS,
+        })
+    }
+}
+
+/// One VM's network: its tap and the lease it was attached with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmNet {
+    pub tap: Tap,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub subnet: Subnet,
+}
+
+impl VmNet {
+    /// `ip/prefix` for the guest's boot config (`banger.ip=`).
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.ip, self.subnet.prefix())
+    }
+    /// The guest's default gateway, which is also its DNS server.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.gateway()
+    }
+}
+
+/// The bridge, its NAT table and the tap pool, set up.
+pub struct HostNetwork {
+    netlink: Netlink,
+    bridge: String,
+    subnet: Subnet,
+    taps: TapPool,
+}
+
+impl HostNetwork {
+    /// Makes the host ready for networked VMs: picks the subnet, creates the bridge with
+    /// the `.1` address, installs `table ip banger`, turns on IPv4 forwarding and fills
+    /// the tap pool. `keep_taps` are the taps of VMs still running; every other `bgtap*`
+    /// is deleted. Idempotent: a restarted daemon calls it again.
+    pub async fn setup(
+        config: &NetConfig,
+        keep_taps: &HashSet<String>,
+    ) -> Result<HostNetwork, NetError> {
+        let netlink = Netlink::open()?;
+        let on_bridge = match netlink.link(&config.bridge).await? {
+            Some(link) => netlink.subnet_of(link.index).await?,
+            None => None,
+        };
+        let routes: Vec<_> = netlink
+            .ipv4_routes()
+            .await?
+            .into_iter()
+            .filter(|r| r.dev.as_deref() != Some(config.bridge.as_str()))
+            .collect();
+        let subnet = pick_subnet(&routes, config.subnet, on_bridge.or(config.previous_subnet))?;
+        let index = netlink.ensure_bridge(&config.bridge).await?;
+        netlink
+            .set_only_ipv4(index, subnet.gateway(), subnet.prefix())
+            .await?;
+        nft::install_base(subnet, &config.bridge).await?;
+        nft::enable_forwarding()?;
+        let taps = TapPool::start(netlink.clone(), index, config.spare_taps, keep_taps).await?;
+        tracing::info!(bridge = %config.bridge, %subnet, "host network ready");
+        Ok(HostNetwork {
+            netlink,
+            bridge: config.bridge.clone(),
+            subnet,
+            taps,
+        })
+    }
+
+    pub fn subnet(&self) -> Subnet {
+        self.subnet
+    }
+
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// The bridge address: guests' gateway and DNS server.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.gateway()
+    }
+
+    pub fn taps(&self) -> &TapPool {
+        &self.taps
+    }
+
+    /// Gives VM `vm_id`, holding lease `ip`, a tap and its port forwards.
+    pub async fn attach(
+        &self,
+        vm_id: &str,
+        ip: Ipv4Addr,
+        forwards: &[PortForward],
+    ) -> Result<VmNet, NetError> {
+        if !self.subnet.lease_range().any(|l| l == ip) {
+            return Err(NetError::LeaseOutsideSubnet {
+                ip,
+                subnet: self.subnet,
+            });
+        }
+        let tap = self.taps.take().await?;
+        if let Err(e) = nft::add_forwards(vm_id, ip, forwards).await {
+            self.taps.give_back(tap).await?;
+            return Err(e);
+        }
+        tracing::info!(vm = vm_id, tap = %tap.name, %ip, "vm network attached");
+        Ok(VmNet {
+            tap,
+            ip,
+            mac: mac_for(ip),
+            subnet: self.subnet,
+        })
+    }
+
+    /// Removes VM `vm_id`'s port forwards and deletes its tap. Safe to repeat and safe
+    /// after a crash (missing pieces are skipped). The lease is the store's to free.
+    pub async fn release(&self, vm_id: &str, tap: Option<&str>) -> Result<(), NetError> {
+        nft::remove_forwards(vm_id).await?;
+        if let Some(name) = tap {
+            self.taps.destroy(name).await?;
+        }
+        tracing::info!(vm = vm_id, tap, "vm network released");
+        Ok(())
+    }
+
+    /// Removes the port forwards of every VM not in `live` (crash cleanup).
+    pub async fn prune_forwards(&self, live: &HashSet<String>) -> Result<Vec<String>, NetError> {
+        let mut pruned = Vec::new();
+        for vm in nft::vms_with_forwards().await? {
+            if !live.contains(&vm) {
+                nft::remove_forwards(&vm).await?;
+                pruned.push(vm);
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Daemon shutdown: deletes the spare taps only. Running VMs keep their taps, the
+    /// bridge and their port forwards.
+    pub async fn shutdown(self) -> Result<(), NetError> {
+        self.taps.drain().await
+    }
+
+    /// Deletes the netlink handle's view of everything banger made: every `bgtap*`, the
+    /// bridge and `table ip banger`. For tests and uninstall; IPv4 forwarding is left.
+    pub async fn cleanup_all(bridge: &str) -> Result<(), NetError> {
+        let netlink = Netlink::open()?;
+        for link in netlink.links().await? {
+            if tap_index(&link.name).is_some() {
+                netlink.delete(&link.name).await?;
+            }
+        }
+        netlink.delete(bridge).await?;
+        nft::delete_table().await
+    }
+
+    /// The netlink handle, for callers that inspect links.
+    pub fn netlink(&self) -> &Netlink {
+        &self.netlink
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shareable<T: Send + Sync>() {}
+
+    #[test]
+    fn host_network_can_be_shared_between_tasks() {
+        shareable::<HostNetwork>();
+        shareable::<super::super::DnsServer>();
+    }
+
+    #[test]
+    fn config_subnet_is_parsed() {
+        let config = Config {
+            subnet: Some("172.20.1.0/24".into()),
+            ..Config::default()
+        };
+        let net = NetConfig::from_config(&config).unwrap();
+        assert_eq!(net.subnet, Some("172.20.1.0/24".parse().unwrap()));
+        assert_eq!(net.bridge, "banger0");
+    }
+
+    #[test]
+    fn config_subnet_with_host_bits_is_refused() {
+        let config = Config {
+            subnet: Some("172.20.1.1/24".into()),
+            ..Config::default()
+        };
+        let err = NetConfig::from_config(&config).unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid subnet 172.20.1.1/24"),
+            "{err}"
+        );
+        assert!(err.hint().is_some());
+    }
+
+    #[test]
+    fn vm_net_gives_the_guest_boot_values() {
+        let ip = Ipv4Addr::new(172, 30, 0, 7);
+        let vm = VmNet {
+            tap: Tap {
+                name: "bgtap3".into(),
+            },
+            ip,
+            mac: mac_for(ip),
+            subnet: "172.30.0.0/24".parse().unwrap(),
+        };
+        assert_eq!(vm.cidr(), "172.30.0.7/24");
+        assert_eq!(vm.gateway(), Ipv4Addr::new(172, 30, 0, 1));
+    }
+}

@@ -1,0 +1,198 @@
+use serde_json::{json, Value};
+
+use super::*;
+
+fn subnet() -> Subnet {
+    "172.30.0.0/24".parse().unwrap()
+}
+
+fn objects(ruleset: &Nftables<'_>) -> Vec<Value> {
+    let doc = serde_json::to_value(ruleset).unwrap();
+    doc["nftables"].as_array().unwrap().clone()
+}
+
+fn rules_of(objects: &[Value], chain: &str) -> Vec<Value> {
+    objects
+        .iter()
+        .filter(|o| o["add"]["rule"]["chain"] == chain)
+        .map(|o| o["add"]["rule"]["expr"].clone())
+        .collect()
+}
+
+#[test]
+fn base_creates_the_table_and_hooked_chains() {
+    let objs = objects(&base_ruleset(subnet(), "banger0"));
+    assert_eq!(
+        objs[0],
+        json!({"add": {"table": {"family": "ip", "name": "banger"}}})
+    );
+    assert_eq!(
+        objs[1],
+        json!({"add": {"chain": {"family": "ip", "table": "banger", "name": "postrouting",
+            "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}})
+    );
+    let hooks: Vec<&Value> = objs[1..5]
+        .iter()
+        .map(|o| &o["add"]["chain"]["hook"])
+        .collect();
+    assert_eq!(hooks, ["postrouting", "forward", "prerouting", "output"]);
+}
+
+#[test]
+fn base_flushes_only_its_own_rule_chains() {
+    let objs = objects(&base_ruleset(subnet(), "banger0"));
+    let flushed: Vec<&Value> = objs
+        .iter()
+        .filter_map(|o| o.get("flush"))
+        .map(|f| &f["chain"]["name"])
+        .collect();
+    assert_eq!(flushed, ["postrouting", "forward"]);
+}
+
+#[test]
+fn base_masquerades_the_subnet_leaving_through_other_links() {
+    let objs = objects(&base_ruleset(subnet(), "banger0"));
+    let post = rules_of(&objs, "postrouting");
+    assert_eq!(
+        post[0],
+        json!([
+            {"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                       "right": {"prefix": {"addr": "172.30.0.0", "len": 24}}}},
+            {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "banger0"}},
+            {"masquerade": null}
+        ])
+    );
+    assert_eq!(post.len(), 2);
+}
+
+#[test]
+fn base_accepts_forwarding_for_the_bridge() {
+    let objs = objects(&base_ruleset(subnet(), "br-test"));
+    let fwd = rules_of(&objs, "forward");
+    assert_eq!(
+        fwd[0],
+        json!([
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "br-test"}},
+            {"accept": null}
+        ])
+    );
+    assert_eq!(
+        fwd[1][1],
+        json!({"match": {"op": "in", "left": {"ct": {"key": "state"}},
+                         "right": ["established", "related"]}})
+    );
+    assert_eq!(fwd.len(), 3);
+}
+
+#[test]
+fn vm_forwards_live_in_a_tagged_vm_chain() {
+    let fwds = ["8080:80".parse().unwrap(), "5353:53/udp".parse().unwrap()];
+    let ruleset = vm_forward_ruleset("abc123", Ipv4Addr::new(172, 30, 0, 2), &fwds).unwrap();
+    let objs = objects(&ruleset);
+    assert_eq!(
+        objs[0],
+        json!({"add": {"chain": {"family": "ip", "table": "banger", "name": "vm_abc123"}}})
+    );
+    let dnat = rules_of(&objs, "vm_abc123");
+    assert_eq!(
+        dnat[0],
+        json!([
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                       "right": 8080}},
+            {"dnat": {"addr": "172.30.0.2", "port": 80}}
+        ])
+    );
+    assert_eq!(dnat[1][0]["match"]["left"]["payload"]["protocol"], "udp");
+    let jumps: Vec<&Value> = objs
+        .iter()
+        .filter(|o| o["add"]["rule"]["comment"] == "banger vm abc123")
+        .map(|o| &o["add"]["rule"]["chain"])
+        .collect();
+    assert_eq!(jumps, ["prerouting", "output"]);
+}
+
+#[test]
+fn output_jump_skips_loopback_destinations() {
+    let fwds = ["8080:80".parse().unwrap()];
+    let objs = objects(&vm_forward_ruleset("a", Ipv4Addr::new(172, 30, 0, 2), &fwds).unwrap());
+    let output = rules_of(&objs, "output");
+    assert_eq!(
+        output[0],
+        json!([
+            {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}},
+                       "right": "local"}},
+            {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}},
+                       "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}},
+            {"jump": {"target": "vm_a"}}
+        ])
+    );
+}
+
+#[test]
+fn removal_deletes_jumps_by_handle_then_the_chain() {
+    let jumps = [("prerouting".to_string(), 7), ("output".to_string(), 9)];
+    let objs = objects(&vm_removal_ruleset(&jumps, Some("vm_a")));
+    assert_eq!(
+        objs,
+        vec![
+            json!({"delete": {"rule": {"family": "ip", "table": "banger", "chain": "prerouting",
+                                       "expr": [], "handle": 7}}}),
+            json!({"delete": {"rule": {"family": "ip", "table": "banger", "chain": "output",
+                                       "expr": [], "handle": 9}}}),
+            json!({"flush": {"chain": {"family": "ip", "table": "banger", "name": "vm_a"}}}),
+            json!({"delete": {"chain": {"family": "ip", "table": "banger", "name": "vm_a"}}}),
+        ]
+    );
+}
+
+#[test]
+fn vm_ids_that_cannot_name_a_chain_are_rejected() {
+    assert!(vm_chain("ok-id_1").is_ok());
+    assert!(matches!(vm_chain("a b"), Err(NetError::InvalidVmId { .. })));
+    assert!(matches!(vm_chain(""), Err(NetError::InvalidVmId { .. })));
+    assert!(matches!(
+        vm_chain("x;flush ruleset"),
+        Err(NetError::InvalidVmId { .. })
+    ));
+}
+
+#[test]
+fn tags_round_trip() {
+    assert_eq!(vm_of_tag(&vm_tag("abc")), Some("abc"));
+    assert_eq!(vm_of_tag("something else"), None);
+}
+
+#[test]
+fn publish_specs_parse() {
+    let tcp: PortForward = "8080:80".parse().unwrap();
+    assert_eq!(
+        tcp,
+        PortForward {
+            host: 8080,
+            guest: 80,
+            proto: Proto::Tcp
+        }
+    );
+    let udp: PortForward = "53:5353/udp".parse().unwrap();
+    assert_eq!(udp.proto, Proto::Udp);
+    assert_eq!(udp.to_string(), "53:5353/udp");
+}
+
+#[test]
+fn bad_publish_specs_say_why() {
+    let err = "8080".parse::<PortForward>().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid port forward 8080: expected HOST_PORT:GUEST_PORT"
+    );
+    assert!("0:80".parse::<PortForward>().is_err());
+    assert!("70000:80".parse::<PortForward>().is_err());
+    assert!("80:80/sctp".parse::<PortForward>().is_err());
+}
+
+#[test]
+fn a_host_port_cannot_be_published_twice() {
+    let fwds = ["8080:80".parse().unwrap(), "8080:81".parse().unwrap()];
+    let err = vm_forward_ruleset("a", Ipv4Addr::new(172, 30, 0, 2), &fwds).unwrap_err();
+    assert!(err.to_string().contains("published twice"), "{err}");
+}

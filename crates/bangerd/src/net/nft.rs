@@ -1,0 +1,219 @@
+//! Applies banger's nftables ruleset (see [`super::nat`]) with `nft`, and IPv4 forwarding.
+//!
+//! `nft` runs as a child of the calling thread, so it acts in that thread's network
+//! namespace.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use nftables::helper::{self, NftablesError, DEFAULT_NFT};
+use nftables::schema::Nftables;
+use serde_json::Value;
+
+use super::nat::{self, PortForward};
+use super::{NetError, Subnet};
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+fn wrap(what: &str) -> impl FnOnce(NftablesError) -> NetError + '_ {
+    move |source| match source {
+        NftablesError::NftFailed { stderr, .. } => NetError::NftFailed {
+            what: what.to_string(),
+            stderr: stderr.trim().to_string(),
+        },
+        source => NetError::Nft {
+            what: what.to_string(),
+            source,
+        },
+    }
+}
+
+async fn apply(ruleset: &Nftables<'_>, what: &str) -> Result<(), NetError> {
+    helper::apply_ruleset_async(ruleset)
+        .await
+        .map_err(wrap(what))
+}
+
+/// Creates `table ip banger` if needed and (re)writes its NAT and forward rules.
+pub async fn install_base(subnet: Subnet, bridge: &str) -> Result<(), NetError> {
+    apply(
+        &nat::base_ruleset(subnet, bridge),
+        "install table ip banger",
+    )
+    .await
+}
+
+/// Installs one VM's port forwards, replacing any it had.
+pub async fn add_forwards(
+    vm_id: &str,
+    guest_ip: Ipv4Addr,
+    forwards: &[PortForward],
+) -> Result<(), NetError> {
+    let ruleset = nat::vm_forward_ruleset(vm_id, guest_ip, forwards)?;
+    remove_forwards(vm_id).await?;
+    if forwards.is_empty() {
+        return Ok(());
+    }
+    apply(&ruleset, &format!("add port forwards of vm {vm_id}")).await
+}
+
+/// Removes one VM's port forwards; nothing to remove is not an error.
+pub async fn remove_forwards(vm_id: &str) -> Result<(), NetError> {
+    let chain = nat::vm_chain(vm_id)?;
+    let Some(listing) = list_table().await? else {
+        return Ok(());
+    };
+    let found = TableListing::parse(&listing)?;
+    let jumps: Vec<(String, u32)> = found
+        .tagged_rules
+        .iter()
+        .filter(|r| nat::vm_of_tag(&r.comment) == Some(vm_id))
+        .map(|r| (r.chain.clone(), r.handle))
+        .collect();
+    let has_chain = found.chains.contains(&chain);
+    if jumps.is_empty() && !has_chain {
+        return Ok(());
+    }
+    let ruleset = nat::vm_removal_ruleset(&jumps, has_chain.then_some(chain.as_str()));
+    apply(&ruleset, &format!("remove port forwards of vm {vm_id}")).await
+}
+
+/// The VMs that have port forwards installed, for pruning those of VMs that are gone.
+pub async fn vms_with_forwards() -> Result<Vec<String>, NetError> {
+    let Some(listing) = list_table().await? else {
+        return Ok(Vec::new());
+    };
+    let found = TableListing::parse(&listing)?;
+    let mut ids: Vec<String> = found
+        .tagged_rules
+        .iter()
+        .filter_map(|r| nat::vm_of_tag(&r.comment).map(str::to_string))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Deletes `table ip banger` and everything in it; a missing table is not an error.
+pub async fn delete_table() -> Result<(), NetError> {
+    if list_table().await?.is_none() {
+        return Ok(());
+    }
+    apply(&nat::delete_table_ruleset(), "delete table ip banger").await
+}
+
+/// `nft -j list table ip banger`, or `None` when the table does not exist.
+pub async fn list_table() -> Result<Option<String>, NetError> {
+    let args = ["list", "table", "ip", nat::TABLE];
+    match helper::get_current_ruleset_raw_async(DEFAULT_NFT, args).await {
+        Ok(json) => Ok(Some(json)),
+        Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file") => Ok(None),
+        Err(e) => Err(wrap("list table ip banger")(e)),
+    }
+}
+
+/// A rule carrying a comment, as listed by `nft -j`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaggedRule {
+    pub chain: String,
+    pub handle: u32,
+    pub comment: String,
+}
+
+/// What matters of a `nft -j list table` output.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TableListing {
+    pub chains: Vec<String>,
+    pub tagged_rules: Vec<TaggedRule>,
+}
+
+impl TableListing {
+    pub fn parse(json: &str) -> Result<TableListing, NetError> {
+        let bad = |detail: String| NetError::NftOutput { detail };
+        let doc: Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+        let objects = doc["nftables"]
+            .as_array()
+            .ok_or_else(|| bad("no \"nftables\" array".into()))?;
+        let mut out = TableListing::default();
+        for object in objects {
+            if let Some(name) = object["chain"]["name"].as_str() {
+                out.chains.push(name.to_string());
+            }
+            let rule = &object["rule"];
+            if let (Some(chain), Some(handle), Some(comment)) = (
+                rule["chain"].as_str(),
+                rule["handle"].as_u64(),
+                rule["comment"].as_str(),
+            ) {
+                out.tagged_rules.push(TaggedRule {
+                    chain: chain.to_string(),
+                    handle: u32::try_from(handle).map_err(|e| bad(e.to_string()))?,
+                    comment: comment.to_string(),
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Whether the kernel forwards IPv4 (`net.ipv4.ip_forward`), for doctor.
+pub fn forwarding_enabled() -> Result<bool, NetError> {
+    read_flag(Path::new(IP_FORWARD))
+}
+
+/// Turns IPv4 forwarding on; returns whether it was off before.
+pub fn enable_forwarding() -> Result<bool, NetError> {
+    let path = Path::new(IP_FORWARD);
+    if read_flag(path)? {
+        return Ok(false);
+    }
+    fs_err::write(path, "1\n").map_err(|source| NetError::Sysctl {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    tracing::info!("enabled IPv4 forwarding");
+    Ok(true)
+}
+
+fn read_flag(path: &Path) -> Result<bool, NetError> {
+    let text = fs_err::read_to_string(path).map_err(|source| NetError::Sysctl {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text.trim() == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_finds_chains_and_tagged_rules() {
+        let json = r#"{"nftables": [
+            {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+            {"table": {"family": "ip", "name": "banger", "handle": 3}},
+            {"chain": {"family": "ip", "table": "banger", "name": "prerouting", "handle": 3}},
+            {"chain": {"family": "ip", "table": "banger", "name": "vm_abc", "handle": 9}},
+            {"rule": {"family": "ip", "table": "banger", "chain": "prerouting", "handle": 11,
+                      "comment": "banger vm abc", "expr": []}},
+            {"rule": {"family": "ip", "table": "banger", "chain": "postrouting", "handle": 5,
+                      "expr": []}}
+        ]}"#;
+        let listing = TableListing::parse(json).unwrap();
+        assert_eq!(listing.chains, vec!["prerouting", "vm_abc"]);
+        assert_eq!(
+            listing.tagged_rules,
+            vec![TaggedRule {
+                chain: "prerouting".into(),
+                handle: 11,
+                comment: "banger vm abc".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn listing_rejects_garbage() {
+        assert!(TableListing::parse("{}").is_err());
+        assert!(TableListing::parse("not json").is_err());
+    }
+}

@@ -1,0 +1,234 @@
+//! Persistent tap devices `bgtap<N>` on the bridge, and a pool of spare ones so that a
+//! VM create never waits for one.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+
+use tokio::sync::Notify;
+
+use super::{NetError, Netlink};
+
+/// Name prefix of every tap banger creates.
+pub const TAP_PREFIX: &str = "bgtap";
+
+/// A tap device attached to the bridge, ready for a VMM to open by name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tap {
+    pub name: String,
+}
+
+/// The `N` of a `bgtap<N>` name.
+pub fn tap_index(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix(TAP_PREFIX)?;
+    match digits.starts_with('0') && digits.len() > 1 {
+        true => None,
+        false => digits.parse().ok(),
+    }
+}
+
+/// Creates tap `name` (TUNSETIFF) and makes it outlive this process (TUNSETPERSIST).
+fn create_persistent_tap(name: &str) -> Result<(), NetError> {
+    let wrap = |source| NetError::TapCreate {
+        name: name.to_string(),
+        source,
+    };
+    let mut config = tun::Configuration::default();
+    config.tun_name(name).layer(tun::Layer::L2);
+    config.platform_config(|p| {
+        // Address and state are set over netlink, not by the tun crate's ioctls.
+        p.ensure_root_privileges(false);
+    });
+    let mut device = tun::create(&config).map_err(wrap)?;
+    device.persist().map_err(wrap)
+}
+
+/// Spare taps, refilled in the background. Dropping the pool stops the refill and leaves
+/// every device in place; [`TapPool::drain`] deletes the spares.
+pub struct TapPool {
+    inner: Arc<Inner>,
+    refill: Arc<Notify>,
+}
+
+struct Inner {
+    netlink: Netlink,
+    bridge_index: u32,
+    spares_wanted: usize,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    spares: Vec<String>,
+    /// Indices of every banger tap that exists: spares, taken and kept.
+    used: BTreeSet<u32>,
+}
+
+impl TapPool {
+    /// Adopts the taps named in `keep` (those of running VMs), deletes every other
+    /// `bgtap*` device (spares and leftovers of an earlier daemon), creates `spares`
+    /// taps on the bridge with index `bridge_index`, and starts the background refill.
+    pub async fn start(
+        netlink: Netlink,
+        bridge_index: u32,
+        spares: usize,
+        keep: &HashSet<String>,
+    ) -> Result<TapPool, NetError> {
+        let mut used = BTreeSet::new();
+        for link in netlink.links().await? {
+            let Some(index) = tap_index(&link.name) else {
+                continue;
+            };
+            if keep.contains(&link.name) {
+                used.insert(index);
+            } else {
+                tracing::info!(tap = %link.name, "deleting stale tap");
+                netlink.delete(&link.name).await?;
+            }
+        }
+        let inner = Arc::new(Inner {
+            netlink,
+            bridge_index,
+            spares_wanted: spares,
+            state: Mutex::new(State {
+                spares: Vec::new(),
+                used,
+            }),
+        });
+        inner.fill().await?;
+        let refill = Arc::new(Notify::new());
+        tokio::spawn(refill_loop(Arc::downgrade(&inner), refill.clone()));
+        Ok(TapPool { inner, refill })
+    }
+
+    /// A tap for a new VM: a spare when there is one, else one made now.
+    pub async fn take(&self) -> Result<Tap, NetError> {
+        loop {
+            let spare = self.inner.lock().spares.pop();
+            self.refill.notify_one();
+            let Some(name) = spare else {
+                return self.inner.create().await.map(|name| Tap { name });
+            };
+            if self.inner.netlink.link(&name).await?.is_some() {
+                return Ok(Tap { name });
+            }
+            tracing::warn!(tap = %name, "spare tap vanished; taking another");
+            self.inner.forget(&name);
+        }
+    }
+
+    /// Returns a tap no VMM has used back to the spares, or deletes it when there are
+    /// enough spares.
+    pub async fn give_back(&self, tap: Tap) -> Result<(), NetError> {
+        {
+            let mut state = self.inner.lock();
+            if state.spares.len() < self.inner.spares_wanted {
+                state.spares.push(tap.name);
+                return Ok(());
+            }
+        }
+        self.destroy(&tap.name).await
+    }
+
+    /// Deletes tap `name`; a missing device is not an error.
+    pub async fn destroy(&self, name: &str) -> Result<(), NetError> {
+        self.inner.netlink.delete(name).await?;
+        self.inner.forget(name);
+        Ok(())
+    }
+
+    /// Deletes every spare tap (daemon shutdown). Taps handed out stay.
+    pub async fn drain(&self) -> Result<(), NetError> {
+        let spares = std::mem::take(&mut self.inner.lock().spares);
+        for name in spares {
+            self.destroy(&name).await?;
+        }
+        Ok(())
+    }
+
+    /// Names of the current spares.
+    pub fn spares(&self) -> Vec<String> {
+        self.inner.lock().spares.clone()
+    }
+
+    /// Fills up to the wanted number of spares now, without waiting for the background.
+    pub async fn fill(&self) -> Result<(), NetError> {
+        self.inner.fill().await
+    }
+}
+
+impl Drop for TapPool {
+    fn drop(&mut self) {
+        // Wakes the refill task so it sees the pool is gone and ends.
+        self.refill.notify_one();
+    }
+}
+
+async fn refill_loop(inner: Weak<Inner>, refill: Arc<Notify>) {
+    loop {
+        refill.notified().await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if let Err(e) = inner.fill().await {
+            tracing::warn!(error = %e, "could not refill the tap pool");
+        }
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn forget(&self, name: &str) {
+        let mut state = self.lock();
+        state.spares.retain(|s| s != name);
+        if let Some(index) = tap_index(name) {
+            state.used.remove(&index);
+        }
+    }
+
+    async fn fill(&self) -> Result<(), NetError> {
+        while self.lock().spares.len() < self.spares_wanted {
+            let name = self.create().await?;
+            self.lock().spares.push(name);
+        }
+        Ok(())
+    }
+
+    /// Makes a new tap on the bridge, up, under the lowest free index.
+    async fn create(&self) -> Result<String, NetError> {
+        let name = {
+            let mut state = self.lock();
+            let index = (0..).find(|i| !state.used.contains(i)).unwrap_or(0);
+            state.used.insert(index);
+            format!("{TAP_PREFIX}{index}")
+        };
+        let made = async {
+            create_persistent_tap(&name)?;
+            self.netlink.set_up(&name, Some(self.bridge_index)).await
+        };
+        if let Err(e) = made.await {
+            let _ = self.netlink.delete(&name).await;
+            self.forget(&name);
+            return Err(e);
+        }
+        tracing::debug!(tap = %name, "created tap");
+        Ok(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tap_index_parses_only_banger_names() {
+        assert_eq!(tap_index("bgtap0"), Some(0));
+        assert_eq!(tap_index("bgtap17"), Some(17));
+        assert_eq!(tap_index("bgtap"), None);
+        assert_eq!(tap_index("bgtap01"), None);
+        assert_eq!(tap_index("tap0"), None);
+        assert_eq!(tap_index("bgtapx"), None);
+    }
+}

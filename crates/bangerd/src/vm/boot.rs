@@ -1,0 +1,281 @@
+//! Booting a VM: launch the VMM, supervise it, and wait for its agent's hello.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_wire::agent::BootConfig;
+use banger_wire::api::{Backend, BootTimings, VmState};
+use banger_wire::ErrorCode;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+use super::process::{self, ExitWatch};
+use super::{Manager, Runtime, Slot};
+use crate::agent_conn::{self, AgentConn, AgentError};
+use crate::config::Paths;
+use crate::error::DaemonError;
+use crate::store::VmRecord;
+use crate::vmm::{AgentEndpoint, LaunchSpec};
+
+/// The files of an image that a VM boots from.
+pub struct ImageFiles {
+    pub vmlinux: PathBuf,
+    pub bzimage: PathBuf,
+    pub initrd: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+pub fn image(paths: &Paths, name: &str) -> Result<ImageFiles, DaemonError> {
+    let img = crate::image::get(paths, name).map_err(|e| crate::image_api::image_err(name, e))?;
+    Ok(ImageFiles {
+        vmlinux: img.vmlinux(),
+        bzimage: img.bzimage(),
+        initrd: img.initrd(),
+        rootfs: img.rootfs(),
+    })
+}
+
+fn upper_disk(paths: &Paths, rec: &VmRecord) -> PathBuf {
+    paths.vm_dir(&rec.id).join("upper.ext4")
+}
+
+fn io_err(what: &'static str, path: PathBuf) -> impl FnOnce(std::io::Error) -> DaemonError {
+    move |source| DaemonError::Io { what, path, source }
+}
+
+/// Creates the VM's directory and its sparse writable disk.
+pub fn create_disk(paths: &Paths, rec: &VmRecord) -> Result<(), DaemonError> {
+    let dir = paths.vm_dir(&rec.id);
+    std::fs::create_dir_all(&dir).map_err(io_err("creating vm directory", dir.clone()))?;
+    let disk = upper_disk(paths, rec);
+    crate::image::create_upper_disk(&disk, rec.disk_size_mib).map_err(|e| DaemonError::Image {
+        name: rec.image.clone(),
+        code: ErrorCode::HostFailed,
+        hint: e.hint(),
+        source: Box::new(e),
+    })
+}
+
+pub fn grow_disk(paths: &Paths, rec: &VmRecord, size_mib: u64) -> Result<(), DaemonError> {
+    let disk = upper_disk(paths, rec);
+    crate::image::grow_upper_disk(&disk, size_mib)
+        .map_err(|e| crate::image_api::image_err(&rec.image, e))
+}
+
+pub fn remove_files(paths: &Paths, rec: &VmRecord) {
+    for dir in [paths.vm_dir(&rec.id), paths.vm_runtime_dir(&rec.id)] {
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(vm = %rec.name, path = %dir.display(), cause = %e, "cannot remove");
+            }
+        }
+    }
+}
+
+impl Manager {
+    /// Launches the VMM and waits for the agent. On failure the VMM is killed and the
+    /// VM is left stopped (or crashed, with the console tail).
+    pub(crate) async fn boot(self: &Arc<Self>, slot: &Arc<Slot>, rec: &VmRecord) -> Result<(), DaemonError> {
+        let span = tracing::info_span!("boot", vm = %rec.name, backend = rec.backend.as_str());
+        async {
+            let t0 = Instant::now();
+            let vmm = self
+                .backends
+                .get(rec.backend)
+                .map_err(|source| DaemonError::Vmm { vm: rec.name.clone(), source })?;
+            let files = image(&self.paths, &rec.image)?;
+            let rt_dir = self.paths.vm_runtime_dir(&rec.id);
+            let _ = std::fs::remove_dir_all(&rt_dir);
+            std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", rt_dir.clone()))?;
+            let vm_dir = self.paths.vm_dir(&rec.id);
+            let boot_cfg = BootConfig {
+                hostname: Some(rec.name.clone()),
+                token: Some(rec.token.clone()),
+                channel: Some(match rec.backend {
+                    Backend::Qemu => "serial".into(),
+                    Backend::Firecracker => "vsock".into(),
+                }),
+                ..Default::default()
+            };
+            let spec = LaunchSpec {
+                vm_id: rec.id.clone(),
+                name: rec.name.clone(),
+                vcpu: rec.vcpu,
+                memory_mib: rec.memory_mib,
+                kernel_elf: files.vmlinux,
+                kernel_bzimage: files.bzimage,
+                initrd: files.initrd,
+                boot_args: boot_cfg.to_cmdline(),
+                root_disk: files.rootfs,
+                upper_disk: upper_disk(&self.paths, rec),
+                net: None,
+                runtime_dir: rt_dir.clone(),
+                serial_log: vm_dir.join("serial.log"),
+                vmm_log: vm_dir.join("vmm.log"),
+            };
+            // A listening endpoint must exist before the guest can dial it.
+            let listener = match vmm.agent_listen_path(&rt_dir) {
+                Some(p) => Some(
+                    tokio::net::UnixListener::bind(&p).map_err(io_err("binding agent socket", p))?,
+                ),
+                None => None,
+            };
+            let prepare_ms = t0.elapsed().as_millis() as u64;
+            let launch_t = Instant::now();
+            let launched = match tracing::info_span!("launch").in_scope(|| vmm.launch(&spec)).await {
+                Ok(l) => l,
+                Err(source) => {
+                    let _ = std::fs::remove_dir_all(&rt_dir);
+                    return Err(DaemonError::Vmm { vm: rec.name.clone(), source });
+                }
+            };
+            tracing::info!(pid = launched.pid, ms = launch_t.elapsed().as_millis() as u64, "vmm launched");
+            let rt = self.track(slot, rec, vmm, launched)?;
+            let ready = tokio::select! {
+                r = connect_agent(&rt.launched.agent, listener, &rec.token) => r.map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source }),
+                _ = tokio::time::sleep(Duration::from_secs(self.config.boot_timeout_secs)) => {
+                    Err(DaemonError::BootTimeout { vm: rec.name.clone(), secs: self.config.boot_timeout_secs })
+                }
+                _ = rt.wait_exited(Duration::MAX) => Err(DaemonError::BootCrashed {
+                    vm: rec.name.clone(),
+                    detail: self.record(&rec.id).ok().and_then(|r| r.last_error).unwrap_or_default(),
+                }),
+            };
+            let agent = match ready {
+                Ok(a) => a,
+                Err(e) => {
+                    process::signal(rt.launched.pid, nix::sys::signal::Signal::SIGKILL);
+                    rt.wait_exited(Duration::from_secs(10)).await;
+                    return Err(e);
+                }
+            };
+            let boot = BootTimings {
+                prepare_ms,
+                agent_ready_ms: launch_t.elapsed().as_millis() as u64,
+            };
+            tracing::info!(prepare_ms, agent_ready_ms = boot.agent_ready_ms, guest_uptime_ms = agent.hello.uptime_ms, "agent ready");
+            let _ = rt.agent.send(Some(agent));
+            self.store.set_state(&rec.id, VmState::Running)?;
+            self.store.set_boot_timings(&rec.id, &boot)?;
+            Ok(())
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Starts supervising a launched (or adopted) VMM and records it as starting.
+    fn track(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        rec: &VmRecord,
+        vmm: Arc<dyn crate::vmm::Vmm>,
+        launched: crate::vmm::Launched,
+    ) -> Result<Arc<Runtime>, DaemonError> {
+        let pid = launched.pid;
+        let watch_exit = ExitWatch::new(pid);
+        let start = process::start_time(pid).unwrap_or(0);
+        let rt = Arc::new(Runtime {
+            launched,
+            vmm,
+            stop_requested: AtomicBool::new(false),
+            agent: watch::channel(None).0,
+            exited: watch::channel(false).0,
+        });
+        slot.set_runtime(Some(rt.clone()));
+        self.store.set_running(&rec.id, VmState::Starting, pid, start)?;
+        let this = self.clone();
+        let (slot, rec, rt2) = (slot.clone(), rec.clone(), rt.clone());
+        tokio::spawn(async move {
+            match watch_exit {
+                Ok(w) => w.exited().await,
+                Err(e) => tracing::error!(vm = %rec.name, cause = %e, "cannot watch vmm pid"),
+            }
+            process::reap(pid);
+            let asked = rt2.stop_requested.load(Ordering::SeqCst);
+            let (state, why) = if asked {
+                (VmState::Stopped, None)
+            } else {
+                let vm_dir = this.paths.vm_dir(&rec.id);
+                let why = format!(
+                    "vmm (pid {pid}) exited unexpectedly\n--- vmm log ---\n{}\n--- console ---\n{}",
+                    process::tail(&vm_dir.join("vmm.log"), 10),
+                    process::tail(&vm_dir.join("serial.log"), 20)
+                );
+                tracing::warn!(vm = %rec.name, pid, "vmm exited unexpectedly");
+                (VmState::Crashed, Some(why))
+            };
+            if let Err(e) = this.store.set_exited(&rec.id, state, why.as_deref()) {
+                tracing::error!(vm = %rec.name, cause = %e, "cannot record vmm exit");
+            }
+            let _ = std::fs::remove_dir_all(this.paths.vm_runtime_dir(&rec.id));
+            {
+                let mut cur = slot.rt.lock().unwrap_or_else(|p| p.into_inner());
+                if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &rt2)) {
+                    *cur = None;
+                }
+            }
+            let _ = rt2.agent.send(None);
+            let _ = rt2.exited.send(true);
+        });
+        Ok(rt)
+    }
+
+    /// Re-adopts a VMM that survived a daemon restart and reconnects to its agent.
+    pub(crate) async fn adopt(self: &Arc<Self>, slot: &Arc<Slot>, rec: &VmRecord) -> Result<(), DaemonError> {
+        let vmm = self
+            .backends
+            .get(rec.backend)
+            .map_err(|source| DaemonError::Vmm { vm: rec.name.clone(), source })?;
+        let pid = rec.pid.unwrap_or_default();
+        let rt_dir = self.paths.vm_runtime_dir(&rec.id);
+        let launched = vmm.attach(&rt_dir, pid);
+        let listener = match vmm.agent_listen_path(&rt_dir) {
+            Some(p) => {
+                let _ = std::fs::remove_file(&p);
+                Some(tokio::net::UnixListener::bind(&p).map_err(io_err("binding agent socket", p))?)
+            }
+            None => None,
+        };
+        let rt = self.track(slot, rec, vmm, launched)?;
+        tracing::info!(vm = %rec.name, pid, "adopted running vmm");
+        let this = self.clone();
+        let rec = rec.clone();
+        tokio::spawn(async move {
+            let res = tokio::time::timeout(
+                Duration::from_secs(this.config.boot_timeout_secs),
+                connect_agent(&rt.launched.agent, listener, &rec.token),
+            )
+            .await;
+            match res {
+                Ok(Ok(agent)) => {
+                    let _ = rt.agent.send(Some(agent));
+                    let _ = this.store.set_state(&rec.id, VmState::Running);
+                }
+                Ok(Err(e)) => tracing::warn!(vm = %rec.name, cause = %e, "agent reconnect failed"),
+                Err(_) => tracing::warn!(vm = %rec.name, "agent did not answer after adoption"),
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Reaches the guest agent and authenticates. The guest speaks first, so this returns
+/// the moment the agent is up: no polling.
+async fn connect_agent(
+    endpoint: &AgentEndpoint,
+    listener: Option<tokio::net::UnixListener>,
+    token: &str,
+) -> Result<AgentConn, AgentError> {
+    let mut stream = match (endpoint, listener) {
+        (_, Some(l)) => l.accept().await?.0,
+        (AgentEndpoint::Connect(path), None) => UnixStream::connect(path).await?,
+        (AgentEndpoint::Listen(path), None) => {
+            tokio::net::UnixListener::bind(path)?.accept().await?.0
+        }
+    };
+    let hello = agent_conn::read_hello(&mut stream).await?;
+    agent_conn::authenticate(stream, hello, token).await
+}

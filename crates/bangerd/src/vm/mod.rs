@@ -1,0 +1,332 @@
+//! The VM manager: create, start, stop, delete, adopt. It owns every VMM's lifecycle;
+//! no VMM is ever tied to the request that started it.
+//!
+//! Locking: each VM has a [`Slot`] with an async operation lock, held for the whole of
+//! start/stop/delete/set, so operations on one VM serialise while different VMs proceed
+//! in parallel. The supervisor task never takes that lock.
+
+mod boot;
+pub mod process;
+pub mod spec;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use banger_wire::agent::{AgentRequest, ExecSpec};
+use banger_wire::api::{Backend, VmCreateSpec, VmInfo, VmSetSpec, VmState};
+use nix::sys::signal::Signal;
+use tokio::sync::watch;
+
+use crate::agent_conn::{AgentConn, AgentStream};
+use crate::config::{Config, Paths};
+use crate::error::DaemonError;
+use crate::store::{Store, VmRecord};
+use crate::vmm::{Launched, Vmm, VmmError};
+
+/// The VMM implementations this daemon can use.
+#[derive(Clone)]
+pub struct Backends {
+    pub qemu: Option<Arc<dyn Vmm>>,
+    pub firecracker: Option<Arc<dyn Vmm>>,
+    pub default: Backend,
+}
+
+impl Backends {
+    pub fn get(&self, b: Backend) -> Result<Arc<dyn Vmm>, VmmError> {
+        let (vmm, binary) = match b {
+            Backend::Qemu => (&self.qemu, "qemu-system-x86_64"),
+            Backend::Firecracker => (&self.firecracker, "firecracker"),
+        };
+        vmm.clone().ok_or(VmmError::BinaryMissing { binary: binary.into() })
+    }
+}
+
+/// A running VMM as the daemon tracks it.
+pub(crate) struct Runtime {
+    pub launched: Launched,
+    pub vmm: Arc<dyn Vmm>,
+    pub stop_requested: AtomicBool,
+    pub agent: watch::Sender<Option<AgentConn>>,
+    /// Becomes true once the exit has been recorded in the store.
+    pub exited: watch::Sender<bool>,
+}
+
+impl Runtime {
+    pub async fn wait_exited(&self, limit: Duration) -> bool {
+        let mut rx = self.exited.subscribe();
+        let res = tokio::time::timeout(limit, rx.wait_for(|e| *e)).await.is_ok();
+        res
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Slot {
+    pub op: tokio::sync::Mutex<()>,
+    pub rt: Mutex<Option<Arc<Runtime>>>,
+}
+
+impl Slot {
+    pub fn runtime(&self) -> Option<Arc<Runtime>> {
+        self.rt.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+    pub fn set_runtime(&self, rt: Option<Arc<Runtime>>) {
+        *self.rt.lock().unwrap_or_else(|p| p.into_inner()) = rt;
+    }
+}
+
+pub struct Manager {
+    pub paths: Paths,
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub backends: Backends,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+impl Manager {
+    pub fn new(paths: Paths, config: Config, store: Arc<Store>, backends: Backends) -> Manager {
+        Manager { paths, config, store, backends, slots: Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn slot(&self, id: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.entry(id.to_string()).or_default().clone()
+    }
+
+    fn forget_slot(&self, id: &str) {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    pub fn record(&self, name: &str) -> Result<VmRecord, DaemonError> {
+        self.store.get_vm(name)?.ok_or_else(|| DaemonError::VmNotFound(name.to_string()))
+    }
+
+    pub fn info(&self, rec: &VmRecord) -> Result<VmInfo, DaemonError> {
+        Ok(rec.info(self.store.lease_of(&rec.id)?.map(|l| l.ip)))
+    }
+
+    pub fn show(&self, name: &str) -> Result<VmInfo, DaemonError> {
+        self.info(&self.record(name)?)
+    }
+
+    pub fn list(&self) -> Result<Vec<VmInfo>, DaemonError> {
+        self.store.list_vms()?.iter().map(|r| self.info(r)).collect()
+    }
+
+    /// Creates a VM and (unless `no_start`) boots it. On any failure nothing is left:
+    /// no row, no files, no process.
+    pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
+        let name = spec.name.clone().unwrap_or_else(spec::generate_name);
+        spec::validate_name(&name)?;
+        let vcpu = spec.vcpu.unwrap_or(self.config.vcpu);
+        let memory_mib = spec.memory_mib.unwrap_or(self.config.memory_mib);
+        let disk_size_mib = spec.disk_size_mib.unwrap_or(self.config.disk_size_mib);
+        spec::validate_resources(vcpu, memory_mib, disk_size_mib)?;
+        let backend = spec.backend.unwrap_or(self.backends.default);
+        self.backends
+            .get(backend)
+            .map_err(|source| DaemonError::Vmm { vm: name.clone(), source })?;
+        let image = spec.image.clone().unwrap_or_else(|| self.config.default_image.clone());
+        boot::image(&self.paths, &image)?;
+        if self.store.get_vm(&name)?.is_some() {
+            return Err(DaemonError::NameTaken(name));
+        }
+        let rec = VmRecord {
+            id: hex::encode(rand::random::<[u8; 8]>()),
+            name,
+            image,
+            backend,
+            vcpu,
+            memory_mib,
+            disk_size_mib,
+            state: VmState::Stopped,
+            no_network: spec.no_network,
+            token: hex::encode(rand::random::<[u8; 16]>()),
+            created_at: now_rfc3339(),
+            pid: None,
+            pid_start: None,
+            boot: None,
+            last_error: None,
+        };
+        let slot = self.slot(&rec.id);
+        let _op = slot.op.lock().await;
+        if let Err(e) = self.store.insert_vm(&rec) {
+            self.forget_slot(&rec.id);
+            return Err(e.into());
+        }
+        let result = async {
+            boot::create_disk(&self.paths, &rec)?;
+            if !spec.no_start {
+                self.boot(&slot, &rec).await?;
+            }
+            Ok::<(), DaemonError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(vm = %rec.name, cause = %e, "create failed; removing everything");
+            self.destroy(&slot, &rec).await;
+            return Err(e);
+        }
+        self.show(&rec.id)
+    }
+
+    pub async fn start(self: &Arc<Self>, name: &str) -> Result<VmInfo, DaemonError> {
+        let rec = self.record(name)?;
+        let slot = self.slot(&rec.id);
+        let _op = slot.op.lock().await;
+        if slot.runtime().is_none() {
+            self.boot(&slot, &rec).await?;
+        }
+        self.show(&rec.id)
+    }
+
+    pub async fn stop(&self, name: &str, force: bool) -> Result<VmInfo, DaemonError> {
+        let rec = self.record(name)?;
+        let slot = self.slot(&rec.id);
+        let _op = slot.op.lock().await;
+        self.halt(&slot, &rec, force).await;
+        self.show(&rec.id)
+    }
+
+    pub async fn restart(self: &Arc<Self>, name: &str) -> Result<VmInfo, DaemonError> {
+        let rec = self.record(name)?;
+        let slot = self.slot(&rec.id);
+        let _op = slot.op.lock().await;
+        self.halt(&slot, &rec, false).await;
+        let rec = self.record(name)?;
+        self.boot(&slot, &rec).await?;
+        self.show(&rec.id)
+    }
+
+    pub async fn delete(&self, name: &str) -> Result<(), DaemonError> {
+        let rec = self.record(name)?;
+        let slot = self.slot(&rec.id);
+        let _op = slot.op.lock().await;
+        self.destroy(&slot, &rec).await;
+        Ok(())
+    }
+
+    pub async fn set(&self, name: &str, change: VmSetSpec) -> Result<VmInfo, DaemonError> {
+        let rec = self.record(name)?;
+        let slot = self.slot(&rec.id);
+        let _op = slot.op.lock().await;
+        let rec = self.record(&rec.id)?;
+        if slot.runtime().is_some() {
+            return Err(DaemonError::WrongState {
+                name: rec.name.clone(),
+                state: "running",
+                hint: format!("`vm set` changes a stopped VM only: `banger vm stop {}` first", rec.name),
+            });
+        }
+        let vcpu = change.vcpu.unwrap_or(rec.vcpu);
+        let memory_mib = change.memory_mib.unwrap_or(rec.memory_mib);
+        let disk_size_mib = change.disk_size_mib.unwrap_or(rec.disk_size_mib);
+        spec::validate_resources(vcpu, memory_mib, disk_size_mib)?;
+        if disk_size_mib != rec.disk_size_mib {
+            boot::grow_disk(&self.paths, &rec, disk_size_mib)?;
+        }
+        self.store.set_resources(&rec.id, vcpu, memory_mib, disk_size_mib)?;
+        self.show(&rec.id)
+    }
+
+    /// Opens an exec stream to the VM's agent; the request has been sent.
+    pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<AgentStream, DaemonError> {
+        let rec = self.record(name)?;
+        let agent = self.agent(&rec)?;
+        agent
+            .request(&AgentRequest::Exec(spec))
+            .await
+            .map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source })
+    }
+
+    fn agent(&self, rec: &VmRecord) -> Result<AgentConn, DaemonError> {
+        let not_running = || DaemonError::WrongState {
+            name: rec.name.clone(),
+            state: rec.state.as_str(),
+            hint: format!("start it with `banger vm start {}`", rec.name),
+        };
+        let rt = self.slot(&rec.id).runtime().ok_or_else(not_running)?;
+        let agent = rt.agent.borrow().clone();
+        agent.filter(|a| !a.is_closed()).ok_or_else(not_running)
+    }
+
+    /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a
+    /// kill after the timeout. Returns once the exit is recorded.
+    async fn halt(&self, slot: &Slot, rec: &VmRecord, force: bool) {
+        let Some(rt) = slot.runtime() else {
+            if matches!(rec.state, VmState::Running | VmState::Starting | VmState::Stopping) {
+                let _ = self.store.set_exited(&rec.id, VmState::Stopped, None);
+            }
+            return;
+        };
+        rt.stop_requested.store(true, Ordering::SeqCst);
+        let _ = self.store.set_state(&rec.id, VmState::Stopping);
+        let timeout = Duration::from_secs(self.config.stop_timeout_secs);
+        if !force {
+            let agent = rt.agent.borrow().clone();
+            let asked = match agent {
+                Some(a) if !a.is_closed() => a.shutdown().await.is_ok(),
+                _ => rt.vmm.request_shutdown(&rt.launched).await.is_ok(),
+            };
+            if asked && rt.wait_exited(timeout).await {
+                return;
+            }
+            tracing::warn!(vm = %rec.name, "graceful stop timed out; killing the vmm");
+        }
+        process::signal(rt.launched.pid, Signal::SIGKILL);
+        if !rt.wait_exited(Duration::from_secs(10)).await {
+            tracing::error!(vm = %rec.name, pid = rt.launched.pid, "vmm did not die after SIGKILL");
+        }
+    }
+
+    /// Kills the VM if it runs and removes every trace of it.
+    async fn destroy(&self, slot: &Slot, rec: &VmRecord) {
+        self.halt(slot, rec, true).await;
+        boot::remove_files(&self.paths, rec);
+        if let Err(e) = self.store.delete_vm(&rec.id) {
+            tracing::error!(vm = %rec.name, cause = %e, "cannot delete vm row");
+        }
+        self.forget_slot(&rec.id);
+    }
+
+    /// Reconciles the store with reality after a daemon start: adopts VMs whose VMM
+    /// still runs, marks dead ones stopped and cleans stale runtime files.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), DaemonError> {
+        for rec in self.store.list_vms()? {
+            let alive = match (rec.pid, rec.pid_start) {
+                (Some(pid), Some(start)) => process::is_same_process(pid, start),
+                _ => false,
+            };
+            if alive {
+                let this = self.clone();
+                let slot = self.slot(&rec.id);
+                if let Err(e) = this.adopt(&slot, &rec).await {
+                    tracing::warn!(vm = %rec.name, cause = %e, "cannot adopt running vm");
+                }
+            } else {
+                if rec.state != VmState::Stopped && rec.state != VmState::Crashed {
+                    tracing::info!(vm = %rec.name, "vmm is gone; marking stopped");
+                    self.store.set_exited(
+                        &rec.id,
+                        VmState::Stopped,
+                        Some("the vmm exited while the daemon was down"),
+                    )?;
+                }
+                let _ = fs_err::remove_dir_all(self.paths.vm_runtime_dir(&rec.id));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn running_count(&self) -> u32 {
+        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.values().filter(|s| s.runtime().is_some()).count() as u32
+    }
+}

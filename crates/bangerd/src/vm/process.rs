@@ -1,0 +1,104 @@
+//! VMM process identity and exit watching.
+//!
+//! The daemon never holds a VMM as a child it must wait on: QEMU daemonizes and
+//! Firecracker runs in its own process group. A pidfd tells us the instant a VMM exits,
+//! whether we started it or adopted it after a daemon restart, and the recorded start
+//! time guards against a recycled PID.
+
+use std::os::fd::OwnedFd;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::unix::AsyncFd;
+
+/// Start time of `pid` in clock ticks since boot, from `/proc/PID/stat` field 22.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields resume after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is still the process that was recorded with `start`.
+pub fn is_same_process(pid: u32, start: u64) -> bool {
+    start_time(pid) == Some(start) && !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// A handle that becomes readable when the process exits.
+pub struct ExitWatch {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl ExitWatch {
+    pub fn new(pid: u32) -> std::io::Result<ExitWatch> {
+        let pid = rustix::process::Pid::from_raw(pid as i32)
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+        // The pidfd is an OwnedFd moved in here and never shared, which is the I/O
+        // safety `AsyncFd::new` is deprecated for not checking.
+        #[allow(deprecated)]
+        let fd = AsyncFd::new(fd)?;
+        Ok(ExitWatch { fd })
+    }
+
+    /// Resolves when the process has exited.
+    pub async fn exited(&self) {
+        // A pidfd only ever becomes readable on exit; an error means it is gone too.
+        let _ = self.fd.readable().await;
+    }
+}
+
+pub fn signal(pid: u32, sig: Signal) {
+    let _ = kill(Pid::from_raw(pid as i32), sig);
+}
+
+/// Reaps `pid` if it is our child (Firecracker is spawned directly); harmless otherwise.
+pub fn reap(pid: u32) {
+    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+}
+
+/// The last `lines` lines of a log file, for crash reports.
+pub fn tail(path: &std::path::Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(16 * 1024);
+    let text = String::from_utf8_lossy(&text[start..]);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_identified_by_start_time() {
+        let me = std::process::id();
+        let start = start_time(me).unwrap();
+        assert!(is_same_process(me, start));
+        assert!(!is_same_process(me, start + 1));
+    }
+
+    #[tokio::test]
+    async fn exit_watch_fires_when_the_process_dies() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let watch = ExitWatch::new(child.id()).unwrap();
+        signal(child.id(), Signal::SIGKILL);
+        tokio::time::timeout(std::time::Duration::from_secs(5), watch.exited()).await.unwrap();
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
+        assert_eq!(tail(&p, 2), "c\nd");
+    }
+}

@@ -1,0 +1,86 @@
+//! Validation of what users ask for, before anything is created.
+
+use crate::error::DaemonError;
+
+pub const MAX_VCPU: u32 = 32;
+pub const MIN_MEMORY_MIB: u32 = 128;
+pub const MIN_DISK_MIB: u64 = 64;
+
+/// VM names are DNS labels: they become `<name>.vm` host names.
+pub fn validate_name(name: &str) -> Result<(), DaemonError> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(DaemonError::Invalid {
+            message: format!("invalid vm name {name:?}"),
+            hint: Some(
+                "use 1-63 lowercase letters, digits and '-', not starting or ending with '-'"
+                    .into(),
+            ),
+        })
+    }
+}
+
+pub fn validate_resources(vcpu: u32, memory_mib: u32, disk_mib: u64) -> Result<(), DaemonError> {
+    if vcpu == 0 || vcpu > MAX_VCPU {
+        return Err(DaemonError::Invalid {
+            message: format!("invalid vcpu count {vcpu}"),
+            hint: Some(format!("use --vcpu between 1 and {MAX_VCPU}")),
+        });
+    }
+    if memory_mib < MIN_MEMORY_MIB {
+        return Err(DaemonError::Invalid {
+            message: format!("memory of {memory_mib} MiB is too small to boot"),
+            hint: Some(format!("use --memory {MIN_MEMORY_MIB} or more (MiB)")),
+        });
+    }
+    if disk_mib < MIN_DISK_MIB {
+        return Err(DaemonError::Invalid {
+            message: format!("disk size of {disk_mib} MiB is too small"),
+            hint: Some(format!("use --disk-size {MIN_DISK_MIB} or more (MiB)")),
+        });
+    }
+    Ok(())
+}
+
+/// A fresh name like `vm-3fa9c2` for unnamed VMs.
+pub fn generate_name() -> String {
+    format!("vm-{}", hex::encode(rand::random::<[u8; 3]>()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels_are_accepted() {
+        for n in ["web", "a", "build-42", &"x".repeat(63)] {
+            assert!(validate_name(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn non_labels_are_refused() {
+        for n in ["", "-a", "a-", "Web", "a_b", "a.b", "ü", &"x".repeat(64)] {
+            assert!(validate_name(n).is_err(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn resource_bounds() {
+        assert!(validate_resources(0, 512, 1024).is_err());
+        assert!(validate_resources(1, 1, 1024).is_err());
+        assert!(validate_resources(1, 512, 1).is_err());
+        assert!(validate_resources(2, 512, 1024).is_ok());
+    }
+
+    #[test]
+    fn generated_names_are_valid() {
+        assert!(validate_name(&generate_name()).is_ok());
+    }
+}

@@ -1,0 +1,194 @@
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use super::*;
+use crate::vmm::NetAttach;
+
+fn spec(dir: &Path) -> LaunchSpec {
+    LaunchSpec {
+        vm_id: "0123abcd".into(),
+        name: "box".into(),
+        vcpu: 2,
+        memory_mib: 512,
+        kernel_elf: dir.join("vmlinux"),
+        kernel_bzimage: dir.join("vmlinuz"),
+        initrd: dir.join("initrd"),
+        boot_args: "banger.id=0123abcd".into(),
+        root_disk: dir.join("root.ext4"),
+        upper_disk: dir.join("upper.ext4"),
+        net: Some(NetAttach {
+            tap: "bgtap0".into(),
+            mac: "06:00:00:00:00:01".into(),
+        }),
+        runtime_dir: dir.join("run"),
+        serial_log: dir.join("serial.log"),
+        vmm_log: dir.join("firecracker.log"),
+    }
+}
+
+fn executable(path: &Path, text: &str) {
+    fs_err::write(path, text).unwrap();
+    fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn the_agent_listens_on_the_vsock_port_suffix() {
+    let path = agent_listen_path(Path::new("/run/banger/vms/abc"));
+
+    assert_eq!(path, Path::new("/run/banger/vms/abc/vsock.sock_10789"));
+}
+
+#[test]
+fn boot_args_start_with_console_and_reboot_policy() {
+    let dir = Path::new("/x");
+
+    let boot = boot_source(&spec(dir));
+
+    assert_eq!(
+        boot.boot_args.as_deref(),
+        Some("console=ttyS0 reboot=k panic=-1 pci=off banger.id=0123abcd")
+    );
+    assert_eq!(boot.kernel_image_path, Path::new("/x/vmlinux"));
+    assert_eq!(boot.initrd_path.as_deref(), Some(Path::new("/x/initrd")));
+}
+
+#[test]
+fn base_is_read_only_and_upper_is_writable() {
+    let [root, upper] = drives(&spec(Path::new("/x")));
+
+    assert_eq!(
+        (
+            root.drive_id.as_str(),
+            root.is_read_only,
+            root.is_root_device
+        ),
+        ("root", true, false)
+    );
+    assert_eq!(
+        (
+            upper.drive_id.as_str(),
+            upper.is_read_only,
+            upper.is_root_device
+        ),
+        ("upper", false, false)
+    );
+    assert_eq!(upper.path_on_host, Path::new("/x/upper.ext4"));
+}
+
+#[test]
+fn version_is_read_from_the_first_matching_line() {
+    let output = "Firecracker v1.16.1\n\n";
+
+    assert_eq!(parse_version(output).as_deref(), Some("1.16.1"));
+}
+
+#[test]
+fn locate_prefers_the_environment_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let binary = dir.path().join("fc-custom");
+    executable(&binary, "#!/bin/sh\n");
+    let env_binary = binary.clone().into_os_string();
+
+    let found = Firecracker::locate_with(&|k| match k {
+        BINARY_ENV => Some(env_binary.clone()),
+        _ => Some("/nonexistent".into()),
+    })
+    .unwrap();
+
+    assert_eq!(found.binary, binary);
+}
+
+#[test]
+fn locate_reports_a_missing_override_by_its_path() {
+    let err = Firecracker::locate_with(&|k| (k == BINARY_ENV).then(|| "/nope/firecracker".into()))
+        .unwrap_err();
+
+    assert_eq!(err.to_string(), "/nope/firecracker not found");
+    assert!(err.hint().unwrap().contains("BANGER_FIRECRACKER"));
+}
+
+#[test]
+fn locate_searches_path_for_an_executable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    fs_err::create_dir_all(&a).unwrap();
+    fs_err::create_dir_all(&b).unwrap();
+    fs_err::write(a.join("firecracker"), "not executable").unwrap();
+    executable(&b.join("firecracker"), "#!/bin/sh\n");
+    let path = std::env::join_paths([&a, &b]).unwrap();
+
+    let found = Firecracker::locate_with(&|k| (k == "PATH").then(|| path.clone())).unwrap();
+
+    assert_eq!(found.binary, b.join("firecracker"));
+}
+
+#[tokio::test]
+async fn a_vmm_that_exits_at_once_is_reported_with_its_output_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path());
+    fs_err::create_dir_all(&spec.runtime_dir).unwrap();
+    fs_err::write(&spec.serial_log, "previous boot\n").unwrap();
+    let binary = dir.path().join("firecracker");
+    executable(
+        &binary,
+        "#!/bin/sh\necho \"Error: bad option $1\" >&2\nexit 3\n",
+    );
+    let vmm = Firecracker { binary };
+
+    let err = vmm.launch(&spec).await.unwrap_err();
+
+    let VmmError::DiedDuringStart { detail, .. } = &err else {
+        panic!("expected DiedDuringStart, got {err:?}");
+    };
+    assert!(detail.contains("exit status: 3"), "{detail}");
+    assert!(detail.ends_with("Error: bad option --api-sock"), "{detail}");
+    assert_eq!(fs_err::read_dir(&spec.runtime_dir).unwrap().count(), 0);
+}
+
+#[tokio::test]
+async fn cancelling_a_launch_kills_the_vmm() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec(dir.path());
+    fs_err::create_dir_all(&spec.runtime_dir).unwrap();
+    let pid_file = dir.path().join("pid");
+    let binary = dir.path().join("firecracker");
+    // Never opens an API socket, so the launch waits until it is dropped.
+    executable(
+        &binary,
+        &format!(
+            "#!/bin/sh\necho $$ > {}\nexec sleep 60\n",
+            pid_file.display()
+        ),
+    );
+    let vmm = Firecracker { binary };
+
+    let outcome = tokio::time::timeout(Duration::from_millis(300), vmm.launch(&spec)).await;
+    let pid: i32 = fs_err::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let exited = wait_exit(pid);
+
+    assert!(outcome.is_err(), "launch finished: {outcome:?}");
+    assert!(exited, "the cancelled launch left {pid} running");
+}
+
+/// Whether `pid` exits (or is already gone) within 5 s.
+fn wait_exit(pid: i32) -> bool {
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(pid).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    );
+    match pidfd {
+        Err(e) => e == rustix::io::Errno::SRCH,
+        Ok(fd) => {
+            let mut fds = [nix::poll::PollFd::new(
+                fd.as_fd(),
+                nix::poll::PollFlags::POLLIN,
+            )];
+            nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16)).unwrap() == 1
+        }
+    }
+}

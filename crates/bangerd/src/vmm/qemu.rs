@@ -1,0 +1,318 @@
+//! QEMU backend: `-M microvm,acpi=on`, KVM when usable and TCG otherwise, QMP for control.
+//!
+//! QEMU is started with `-daemonize`: the launching process exits only once QEMU has
+//! initialised (sockets bound, devices realised), so its exit is the readiness signal and
+//! its stderr carries QEMU's own refusal verbatim. The daemonized VMM is not our child
+//! and shares nothing with the request or the daemon that started it.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use banger_wire::agent::SERIAL_PORT_NAME;
+use banger_wire::api::Backend;
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::{AgentEndpoint, LaunchSpec, Launched, Vmm, VmmError};
+
+const NAME: &str = "qemu";
+
+pub struct Qemu {
+    pub binary: PathBuf,
+    /// `kvm` or `tcg`.
+    pub accel: &'static str,
+}
+
+impl Qemu {
+    /// Finds `qemu-system-x86_64` (`BANGER_QEMU` overrides).
+    pub fn locate(accel: &'static str) -> Result<Qemu, VmmError> {
+        let binary = std::env::var_os("BANGER_QEMU")
+            .map(PathBuf::from)
+            .or_else(|| find_on_path("qemu-system-x86_64"))
+            .ok_or(VmmError::BinaryMissing {
+                binary: "qemu-system-x86_64".into(),
+            })?;
+        Ok(Qemu { binary, accel })
+    }
+
+    pub fn args(&self, spec: &LaunchSpec) -> Vec<String> {
+        let rt = &spec.runtime_dir;
+        let cpu = if self.accel == "kvm" { "host" } else { "max" };
+        let mut a: Vec<String> = vec![
+            "-name".into(),
+            format!("banger-{},process=banger-{}", spec.name, spec.vm_id),
+            "-M".into(),
+            "microvm,acpi=on,pit=off,pic=off,rtc=on".into(),
+            "-accel".into(),
+            self.accel.into(),
+            "-cpu".into(),
+            cpu.into(),
+            "-m".into(),
+            format!("{}M", spec.memory_mib),
+            "-smp".into(),
+            spec.vcpu.to_string(),
+            "-nodefaults".into(),
+            "-no-user-config".into(),
+            "-display".into(),
+            "none".into(),
+            "-no-reboot".into(),
+            "-kernel".into(),
+            spec.kernel_bzimage.display().to_string(),
+            "-initrd".into(),
+            spec.initrd.display().to_string(),
+            "-append".into(),
+            format!(
+                "console=ttyS0 reboot=k panic=-1 quiet loglevel=4 {}",
+                spec.boot_args
+            ),
+            "-drive".into(),
+            format!(
+                "id=root,file={},format=raw,if=none,readonly=on",
+                spec.root_disk.display()
+            ),
+            "-device".into(),
+            "virtio-blk-device,drive=root".into(),
+            "-drive".into(),
+            format!(
+                "id=upper,file={},format=raw,if=none,discard=unmap",
+                spec.upper_disk.display()
+            ),
+            "-device".into(),
+            "virtio-blk-device,drive=upper".into(),
+            "-device".into(),
+            "virtio-serial-device".into(),
+            "-chardev".into(),
+            format!(
+                "socket,id=agent,path={},server=on,wait=off",
+                rt.join("agent.sock").display()
+            ),
+            "-device".into(),
+            format!("virtserialport,chardev=agent,name={SERIAL_PORT_NAME}"),
+            "-chardev".into(),
+            format!(
+                "file,id=console,path={},append=on",
+                spec.serial_log.display()
+            ),
+            "-serial".into(),
+            "chardev:console".into(),
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", rt.join("qmp.sock").display()),
+            "-pidfile".into(),
+            rt.join("vmm.pid").display().to_string(),
+            "-D".into(),
+            spec.vmm_log.display().to_string(),
+            "-daemonize".into(),
+        ];
+        if let Some(net) = &spec.net {
+            a.extend([
+                "-netdev".into(),
+                format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+                "-device".into(),
+                format!("virtio-net-device,netdev=net0,mac={}", net.mac),
+            ]);
+        }
+        a
+    }
+}
+
+pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+#[async_trait::async_trait]
+impl Vmm for Qemu {
+    fn backend(&self) -> Backend {
+        Backend::Qemu
+    }
+
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, VmmError> {
+        let spawn_err = |source| VmmError::Spawn {
+            binary: self.binary.display().to_string(),
+            source,
+        };
+        let out = tokio::process::Command::new(&self.binary)
+            .args(self.args(spec))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(spawn_err)?;
+        if !out.status.success() {
+            let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(VmmError::Refused {
+                backend: NAME,
+                message,
+            });
+        }
+        let pid_path = spec.runtime_dir.join("vmm.pid");
+        let pid = fs_err::read_to_string(&pid_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .ok_or_else(|| VmmError::DiedDuringStart {
+                backend: NAME,
+                detail: format!("no pid in {}", pid_path.display()),
+            })?;
+        Ok(self.attach(&spec.runtime_dir, pid))
+    }
+
+    fn attach(&self, runtime_dir: &Path, pid: u32) -> Launched {
+        Launched {
+            pid,
+            control_socket: runtime_dir.join("qmp.sock"),
+            agent: AgentEndpoint::Connect(runtime_dir.join("agent.sock")),
+        }
+    }
+
+    async fn request_shutdown(&self, launched: &Launched) -> Result<(), VmmError> {
+        qmp(&launched.control_socket, "system_powerdown")
+            .await
+            .map(drop)
+    }
+
+    async fn pause(&self, launched: &Launched) -> Result<(), VmmError> {
+        qmp(&launched.control_socket, "stop").await.map(drop)
+    }
+
+    async fn resume(&self, launched: &Launched) -> Result<(), VmmError> {
+        qmp(&launched.control_socket, "cont").await.map(drop)
+    }
+}
+
+/// Runs one QMP command: greeting, `qmp_capabilities`, then `cmd`. QMP errors come back
+/// as [`VmmError::Refused`] with QEMU's `desc` verbatim.
+pub async fn qmp(socket: &Path, cmd: &str) -> Result<Value, VmmError> {
+    let io_err = |source| VmmError::Control {
+        backend: NAME,
+        path: socket.to_path_buf(),
+        source,
+    };
+    let stream = UnixStream::connect(socket).await.map_err(io_err)?;
+    let (r, mut w) = stream.into_split();
+    let mut lines = BufReader::new(r).lines();
+    next_reply(&mut lines, socket).await?; // greeting
+    for c in ["qmp_capabilities", cmd] {
+        let msg = json!({ "execute": c }).to_string() + "\n";
+        w.write_all(msg.as_bytes()).await.map_err(io_err)?;
+        let reply = next_reply(&mut lines, socket).await?;
+        if let Some(err) = reply.get("error") {
+            let message = err["desc"]
+                .as_str()
+                .unwrap_or("unknown QMP error")
+                .to_string();
+            return Err(VmmError::Refused {
+                backend: NAME,
+                message,
+            });
+        }
+        if c == cmd {
+            return Ok(reply["return"].clone());
+        }
+    }
+    Ok(Value::Null)
+}
+
+/// The next QMP reply line, skipping asynchronous events.
+async fn next_reply(
+    lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    socket: &Path,
+) -> Result<Value, VmmError> {
+    let io_err = |source| VmmError::Control { backend: NAME, path: socket.to_path_buf(), source };
+    loop {
+        let line = lines
+            .next_line()
+            .await
+            .map_err(io_err)?
+            .ok_or_else(|| io_err(std::io::ErrorKind::UnexpectedEof.into()))?;
+        let v: Value = serde_json::from_str(&line).map_err(|e| io_err(e.into()))?;
+        if v.get("event").is_none() {
+            return Ok(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::NetAttach;
+
+    fn spec() -> LaunchSpec {
+        LaunchSpec {
+            vm_id: "abc".into(),
+            name: "web".into(),
+            vcpu: 4,
+            memory_mib: 512,
+            kernel_elf: "/img/vmlinux".into(),
+            kernel_bzimage: "/img/bzImage".into(),
+            initrd: "/img/initrd.img".into(),
+            boot_args: "banger.token=t".into(),
+            root_disk: "/img/rootfs.ext4".into(),
+            upper_disk: "/vm/upper.ext4".into(),
+            net: Some(NetAttach {
+                tap: "bgtap0".into(),
+                mac: "02:00:00:00:00:02".into(),
+            }),
+            runtime_dir: "/run/banger/vms/abc".into(),
+            serial_log: "/vm/serial.log".into(),
+            vmm_log: "/vm/vmm.log".into(),
+        }
+    }
+
+    #[test]
+    fn base_disk_is_read_only_and_upper_is_writable() {
+        let args = Qemu {
+            binary: "q".into(),
+            accel: "tcg",
+        }
+        .args(&spec());
+        assert!(
+            args.contains(&"id=root,file=/img/rootfs.ext4,format=raw,if=none,readonly=on".into())
+        );
+        assert!(args
+            .iter()
+            .any(|a| a.starts_with("id=upper,file=/vm/upper.ext4") && !a.contains("readonly")));
+    }
+
+    #[test]
+    fn resources_accel_and_network_reach_the_command_line() {
+        let args = Qemu {
+            binary: "q".into(),
+            accel: "tcg",
+        }
+        .args(&spec())
+        .join(" ");
+        assert!(args.contains("-smp 4"), "{args}");
+        assert!(args.contains("-m 512M"), "{args}");
+        assert!(args.contains("-accel tcg -cpu max"), "{args}");
+        assert!(args.contains("-no-reboot"), "{args}");
+        assert!(args.contains("tap,id=net0,ifname=bgtap0"), "{args}");
+        assert!(args.contains("mac=02:00:00:00:00:02"), "{args}");
+        assert!(args.contains(&format!("name={SERIAL_PORT_NAME}")), "{args}");
+    }
+
+    #[tokio::test]
+    async fn qmp_error_is_reported_verbatim() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+        tokio::spawn(async move {
+            let (s, _) = listener.accept().await.unwrap();
+            let (r, mut w) = s.into_split();
+            let mut lines = BufReader::new(r).lines();
+            w.write_all(b"{\"QMP\": {}}\n").await.unwrap();
+            lines.next_line().await.unwrap();
+            w.write_all(b"{\"return\": {}}\n").await.unwrap();
+            lines.next_line().await.unwrap();
+            w.write_all(b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"no way\"}}\n")
+                .await
+                .unwrap();
+        });
+        let err = qmp(&sock, "stop").await.unwrap_err();
+        assert!(matches!(err, VmmError::Refused { message, .. } if message == "no way"));
+    }
+}

@@ -1,0 +1,196 @@
+#!/usr/bin/env bash
+# Real-VM smoke suite: drives the built `banger` binary against real VMs.
+# One PASS/FAIL line per scenario, then "N passed, M failed".
+#
+# State (images, debootstrap cache) persists under $BANGER_SMOKE_HOME for fast reruns;
+# the runtime dir is fresh on every run. Nothing touches the user's real banger state.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${BANGER_SMOKE_BIN:-$ROOT/target/release}
+SMOKE_HOME=${BANGER_SMOKE_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/banger-smoke}
+RUN_DIR=$(mktemp -d /tmp/banger-smoke.XXXXXX)
+
+export BANGER_STATE_DIR=$SMOKE_HOME/state
+export BANGER_CACHE_DIR=$SMOKE_HOME/cache
+export BANGER_CONFIG_DIR=$RUN_DIR/config
+export BANGER_RUNTIME_DIR=$RUN_DIR/run
+export BANGER_SOCKET=$RUN_DIR/run/bangerd.sock
+export BANGER_DAEMON=$BIN/bangerd
+export BANGER_AGENT=$BIN/banger-agent
+export NO_COLOR=1
+mkdir -p "$BANGER_CONFIG_DIR" "$BANGER_STATE_DIR" "$BANGER_CACHE_DIR"
+if [ -n "${BANGER_SMOKE_BACKEND:-}" ]; then
+  echo "backend = \"$BANGER_SMOKE_BACKEND\"" >"$BANGER_CONFIG_DIR/config.toml"
+fi
+# Guests boot under software emulation here: give them room.
+cat >>"$BANGER_CONFIG_DIR/config.toml" <<CFG
+memory_mib = 512
+disk_size_mib = 1024
+boot_timeout_secs = 180
+CFG
+
+banger() { "$BIN/banger" "$@"; }
+log() { printf '%s\n' "$*" >&2; }
+
+passed=0; failed=0; failures=()
+scenario() {
+  local name=$1; shift
+  local out="$RUN_DIR/$name.log" t0=$SECONDS
+  if ( set -e; "$@" ) >"$out" 2>&1; then
+    passed=$((passed+1)); printf 'PASS  %-28s %4ss\n' "$name" $((SECONDS-t0))
+  else
+    failed=$((failed+1)); failures+=("$name"); printf 'FAIL  %-28s %4ss\n' "$name" $((SECONDS-t0))
+    sed 's/^/      | /' "$out" | tail -n 30
+  fi
+}
+
+cleanup() {
+  for vm in $(banger vm list --json 2>/dev/null | sed -n 's/.*"name": "\(.*\)".*/\1/p'); do
+    banger vm delete "$vm" >/dev/null 2>&1 || true
+  done
+  banger daemon stop >/dev/null 2>&1 || true
+  rm -rf "$RUN_DIR"
+}
+trap cleanup EXIT
+
+expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
+vm_rows() { banger vm list --json | grep -c '"name"' || true; }
+
+# --- scenarios ---------------------------------------------------------------------
+s_bare() {
+  out=$(banger vm run --rm -- echo smoke-bare-ok)
+  expect_eq "$out" "smoke-bare-ok"
+  expect_eq "$(vm_rows)" "0"
+}
+
+s_exit_code() {
+  set +e
+  banger vm run --rm -- sh -c 'exit 42'; rc=$?
+  set -e
+  expect_eq "$rc" "42"
+}
+
+s_invalid_spec() {
+  set +e
+  banger vm create bad --vcpu 0; rc=$?
+  set -e
+  [ "$rc" -ne 0 ] || { echo "vcpu 0 was accepted"; return 1; }
+  expect_eq "$(vm_rows)" "0"
+  [ -z "$(ls -A "$BANGER_STATE_DIR/vms" 2>/dev/null)" ] || { echo "vm files left"; return 1; }
+}
+
+s_lifecycle() {
+  banger vm create life
+  banger vm exec life -- sh -c 'echo persisted >/root/mark && sync'
+  banger vm stop life
+  banger vm show life | grep -q 'state     stopped'
+  banger vm start life
+  expect_eq "$(banger vm exec life -- cat /root/mark)" "persisted"
+  banger vm delete life
+  expect_eq "$(vm_rows)" "0"
+}
+
+s_isolated_writes() {
+  banger vm create iso-a
+  banger vm create iso-b
+  banger vm exec iso-a -- sh -c 'echo a >/root/only-a'
+  set +e
+  banger vm exec iso-b -- test -e /root/only-a; rc=$?
+  set -e
+  banger vm delete iso-a iso-b
+  expect_eq "$rc" "1"
+}
+
+s_vm_set() {
+  banger vm create cpus --vcpu 2
+  expect_eq "$(banger vm exec cpus -- nproc)" "2"
+  banger vm stop cpus
+  banger vm set cpus --vcpu 4
+  banger vm start cpus
+  expect_eq "$(banger vm exec cpus -- nproc)" "4"
+  banger vm delete cpus
+}
+
+s_set_running_refused() {
+  banger vm create busy
+  set +e
+  banger vm set busy --vcpu 4 2>"$RUN_DIR/set.err"; rc=$?
+  set -e
+  banger vm delete busy
+  [ "$rc" -ne 0 ] && grep -q "stopped VM only" "$RUN_DIR/set.err"
+}
+
+s_concurrent_runs() {
+  banger vm run --rm -- echo one >"$RUN_DIR/c1" & p1=$!
+  banger vm run --rm -- echo two >"$RUN_DIR/c2" & p2=$!
+  wait $p1; wait $p2
+  expect_eq "$(cat "$RUN_DIR/c1")" "one"
+  expect_eq "$(cat "$RUN_DIR/c2")" "two"
+  expect_eq "$(vm_rows)" "0"
+}
+
+s_stdin_stream() {
+  head -c $((50*1024*1024)) /dev/urandom >"$RUN_DIR/blob"
+  banger vm create pipe
+  want=$(sha256sum <"$RUN_DIR/blob" | cut -d' ' -f1)
+  got=$(banger vm exec pipe -- cat <"$RUN_DIR/blob" | sha256sum | cut -d' ' -f1)
+  banger vm delete pipe
+  expect_eq "$got" "$want"
+}
+
+s_argv_exact() {
+  banger vm create argv
+  out=$(banger vm exec argv -- printf '[%s]' 'a b' "c'd" '$HOME' '')
+  set +e
+  banger vm exec argv -- sh -c 'kill -9 $$'; rc=$?
+  set -e
+  banger vm delete argv
+  expect_eq "$out" "[a b][c'd][\$HOME][]"
+  expect_eq "$rc" "137"
+}
+
+s_daemon_restart() {
+  banger vm create keep
+  banger daemon stop
+  banger daemon start
+  expect_eq "$(banger vm exec keep -- echo still-here)" "still-here"
+  banger vm show keep | grep -q 'state     running'
+  banger vm delete keep
+}
+
+s_vmm_killed() {
+  banger vm create doomed
+  pid=$(banger vm show doomed --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  kill -9 "$pid"
+  for _ in $(seq 50); do
+    banger vm show doomed | grep -q 'state     crashed' && break
+    sleep 0.1
+  done
+  banger vm show doomed | grep -q 'state     crashed'
+  banger vm delete doomed
+}
+
+# --- run ---------------------------------------------------------------------------
+log "smoke: state in $SMOKE_HOME, runtime in $RUN_DIR"
+banger doctor || { log "smoke: doctor reports a FAIL"; exit 1; }
+banger daemon start
+t0=$SECONDS
+banger image build || { log "smoke: image build failed"; exit 1; }
+log "smoke: image ready in $((SECONDS-t0))s"
+
+scenario bare                 s_bare
+scenario exit-code            s_exit_code
+scenario invalid-spec         s_invalid_spec
+scenario argv-and-signals     s_argv_exact
+scenario lifecycle            s_lifecycle
+scenario isolated-writes      s_isolated_writes
+scenario vm-set-vcpu          s_vm_set
+scenario set-running-refused  s_set_running_refused
+scenario concurrent-runs      s_concurrent_runs
+scenario stdin-50mib          s_stdin_stream
+scenario daemon-restart       s_daemon_restart
+scenario vmm-sigkill          s_vmm_killed
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
