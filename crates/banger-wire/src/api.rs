@@ -104,6 +104,9 @@ pub struct VmCreateSpec {
     /// Do not give the VM a network interface.
     #[serde(default)]
     pub no_network: bool,
+    /// Host ports forwarded to the guest: `HOST:GUEST` or `HOST:GUEST/udp`.
+    #[serde(default)]
+    pub publish: Vec<String>,
 }
 
 /// Changes for `vm set`; only on a stopped VM.

@@ -57,6 +57,16 @@ pub struct Resources {
     pub disk_size: Option<u64>,
 }
 
+#[derive(Debug, Args)]
+pub struct NetArgs {
+    /// Forward a host port to the guest: HOST:GUEST or HOST:GUEST/udp (repeatable).
+    #[arg(long, short = 'p')]
+    pub publish: Vec<String>,
+    /// Give the VM no network interface.
+    #[arg(long)]
+    pub no_network: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
     /// Create a VM (and start it, unless --no-start).
@@ -66,6 +76,8 @@ pub enum VmCommand {
         image: Option<String>,
         #[command(flatten)]
         res: Resources,
+        #[command(flatten)]
+        net: NetArgs,
         #[arg(long, value_parser = ["firecracker", "qemu"])]
         backend: Option<String>,
         #[arg(long)]
@@ -155,6 +167,8 @@ pub struct RunArgs {
     pub image: Option<String>,
     #[command(flatten)]
     pub res: Resources,
+    #[command(flatten)]
+    pub net: NetArgs,
     #[arg(long, value_parser = ["firecracker", "qemu"])]
     pub backend: Option<String>,
     #[command(flatten)]

@@ -28,7 +28,13 @@ impl Daemon {
         let backends =
             Backends { qemu: Some(Arc::new(qemu)), firecracker: None, default: Backend::Qemu };
         let manager =
-            Arc::new(Manager::new(paths.clone(), Config::default(), store.clone(), backends));
+            Arc::new(Manager::new(
+                paths.clone(),
+                Config::default(),
+                store.clone(),
+                backends,
+                Err("tests run without host networking".into()),
+            ));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let listener = rt.block_on(async { bangerd::daemon::bind_socket(&paths.socket, "banger") });
         let listener = listener.unwrap();

@@ -7,7 +7,11 @@ use std::sync::Arc;
 use anyhow::Context;
 use nix::sys::stat::{umask, Mode};
 
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
 use crate::config::{Config, Paths};
+use crate::net::{host_nameservers, DnsServer, HostNetwork, NetConfig, VmLookup, RESOLV_CONF};
 use crate::server::{serve, Deps};
 use crate::store::Store;
 use crate::vm::{Backends, Manager};
@@ -57,6 +61,62 @@ pub fn open(paths: &Paths) -> anyhow::Result<Store> {
     Ok(Store::open(&paths.db())?)
 }
 
+const SUBNET_KEY: &str = "net.subnet";
+
+/// Sets up the bridge, NAT and tap pool, keeping the taps of VMs that still run.
+pub async fn network(config: &Config, store: &Store) -> Result<Arc<HostNetwork>, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("bangerd is not root, so it cannot create taps".into());
+    }
+    let mut net_cfg = NetConfig::from_config(config).map_err(|e| e.to_string())?;
+    net_cfg.previous_subnet = store.meta(SUBNET_KEY).ok().flatten().and_then(|s| s.parse().ok());
+    let keep: HashSet<String> = store
+        .list_vms()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|v| match (v.pid, v.pid_start) {
+            (Some(pid), Some(start)) => crate::vm::process::is_same_process(pid, start),
+            _ => false,
+        })
+        .filter_map(|v| v.tap)
+        .collect();
+    match HostNetwork::setup(&net_cfg, &keep).await {
+        Ok(net) => {
+            let _ = store.set_meta(SUBNET_KEY, &net.subnet().to_string());
+            tracing::info!(bridge = net.bridge(), subnet = %net.subnet(), "host network ready");
+            Ok(Arc::new(net))
+        }
+        Err(e) => {
+            tracing::warn!(cause = %e, "host networking unavailable");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// Serves `<vm>.vm` names on `dns_listen`, and on the bridge address for guests.
+pub async fn start_dns(
+    config: &Config,
+    store: &Arc<Store>,
+    gateway: Option<std::net::Ipv4Addr>,
+) -> anyhow::Result<DnsServer> {
+    let mut listen: Vec<SocketAddr> = vec![config
+        .dns_listen
+        .parse()
+        .with_context(|| format!("invalid dns_listen {:?} in config.toml", config.dns_listen))?];
+    if let Some(gw) = gateway {
+        listen.push(SocketAddr::from((gw, 53)));
+    }
+    let upstreams = host_nameservers(Path::new(RESOLV_CONF), &listen).unwrap_or_else(|e| {
+        tracing::warn!(cause = %e, "no upstream resolvers: only <vm>.vm names will resolve");
+        Vec::new()
+    });
+    let store = store.clone();
+    let lookup: VmLookup = Arc::new(move |name: &str| {
+        store.ip_of_name(name).ok().flatten().and_then(|ip| ip.parse().ok())
+    });
+    Ok(DnsServer::start(&listen, &upstreams, lookup).await?)
+}
+
 pub fn run() -> anyhow::Result<()> {
     umask(Mode::from_bits_truncate(0o077));
     tracing_subscriber::fmt()
@@ -79,8 +139,13 @@ pub fn run() -> anyhow::Result<()> {
             default_backend = backends.default.as_str(),
             "bangerd starting"
         );
-        let manager = Arc::new(Manager::new(paths.clone(), config.clone(), store, backends));
+        if let Err(e) = crate::ssh::ensure_key(&paths) {
+            tracing::warn!(cause = %e, "no banger ssh key; `vm ssh` will not work");
+        }
         let listener = bind_socket(&paths.socket, &config.socket_group)?;
+        let net = network(&config, &store).await;
+        let dns = start_dns(&config, &store, net.as_ref().ok().map(|n| n.gateway())).await?;
+        let manager = Arc::new(Manager::new(paths.clone(), config.clone(), store, backends, net));
         manager.reconcile().await?;
         if std::env::var_os("BANGER_NOTIFY_STDOUT").is_some() {
             // `banger daemon start` waits for this line instead of polling the socket.
@@ -99,6 +164,7 @@ pub fn run() -> anyhow::Result<()> {
         };
         let socket = paths.socket.clone();
         serve(listener, Deps { manager, socket: socket.clone() }, shutdown).await?;
+        dns.shutdown().await;
         let _ = fs_err::remove_file(&socket);
         tracing::info!("bangerd stopped; running VMs keep running");
         Ok(())

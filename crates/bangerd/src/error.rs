@@ -41,6 +41,14 @@ pub enum DaemonError {
         #[source]
         source: AgentError,
     },
+    #[error("vm {vm:?}: host networking failed")]
+    Network {
+        vm: String,
+        #[source]
+        source: crate::net::NetError,
+    },
+    #[error("host networking is unavailable")]
+    NoNetwork { reason: String },
     #[error("store failed")]
     Store(#[from] StoreError),
     #[error("{what} failed for {path}")]
@@ -71,7 +79,10 @@ impl DaemonError {
             DaemonError::Vmm { .. } | DaemonError::BootCrashed { .. } => ErrorCode::VmmFailed,
             DaemonError::BootTimeout { .. } => ErrorCode::Timeout,
             DaemonError::Agent { source, .. } => source.code(),
-            DaemonError::Store(_) | DaemonError::Io { .. } => ErrorCode::HostFailed,
+            DaemonError::Store(_) | DaemonError::Io { .. } | DaemonError::Network { .. } => {
+                ErrorCode::HostFailed
+            }
+            DaemonError::NoNetwork { .. } => ErrorCode::FailedPrecondition,
             DaemonError::ShuttingDown => ErrorCode::Unavailable,
         }
     }
@@ -94,6 +105,10 @@ impl DaemonError {
             )),
             DaemonError::Agent { source, .. } => source.hint(),
             DaemonError::Store(_) => Some("run `banger doctor`".into()),
+            DaemonError::Network { source, .. } => source.hint(),
+            DaemonError::NoNetwork { reason } => Some(format!(
+                "{reason}; run bangerd as root, or create the VM with --no-network"
+            )),
             DaemonError::Io { .. } => None,
             DaemonError::ShuttingDown => Some("start it again with `banger daemon start`".into()),
         }

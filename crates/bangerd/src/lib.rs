@@ -11,6 +11,7 @@ pub mod net;
 pub(crate) mod image_api;
 mod logs;
 pub mod server;
+pub mod ssh;
 pub mod store;
 pub mod vm;
 pub mod vmm;

@@ -35,7 +35,8 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
                 disk_size_mib: args.res.disk_size,
                 backend: parse_backend(args.backend.clone())?,
                 no_start: false,
-                no_network: false,
+                no_network: args.net.no_network,
+                publish: args.net.publish.clone(),
             };
             // The daemon finishes or rolls back a create on its own, even if this
             // process is interrupted while the VM boots.

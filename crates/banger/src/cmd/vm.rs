@@ -10,7 +10,7 @@ use crate::output;
 
 pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
     match cmd {
-        VmCommand::Create { name, image, res, backend, no_start, json } => {
+        VmCommand::Create { name, image, res, net, backend, no_start, json } => {
             let spec = VmCreateSpec {
                 name,
                 image,
@@ -19,7 +19,8 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 disk_size_mib: res.disk_size,
                 backend: parse_backend(backend)?,
                 no_start,
-                no_network: false,
+                no_network: net.no_network,
+                publish: net.publish,
             };
             let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
             show(&vm, json)

@@ -31,6 +31,16 @@ pub const STEPS: &[&str] = &[
         mac   TEXT NOT NULL
     ) STRICT;
     "#,
+    // 2: host networking: the VM's tap while it runs, its published ports, and daemon
+    // facts that must survive restarts (the subnet in use).
+    r#"
+    ALTER TABLE vms ADD COLUMN tap TEXT;
+    ALTER TABLE vms ADD COLUMN publish TEXT NOT NULL DEFAULT '[]';
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 pub fn migrations() -> Migrations<'static> {
@@ -66,7 +76,7 @@ mod tests {
             migrations().to_latest(&mut conn).unwrap();
             let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
-            conn.execute_batch("SELECT id, name, state, pid_start FROM vms; SELECT ip FROM leases;")
+            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish FROM vms; SELECT ip FROM leases; SELECT key FROM meta;")
                 .unwrap();
         }
     }

@@ -53,6 +53,10 @@ pub struct VmRecord {
     pub pid_start: Option<u64>,
     pub boot: Option<BootTimings>,
     pub last_error: Option<String>,
+    /// Host tap device while the VM runs with a network.
+    pub tap: Option<String>,
+    /// `HOST:GUEST[/udp]` port forwards.
+    pub publish: Vec<String>,
 }
 
 impl VmRecord {
@@ -100,6 +104,8 @@ impl VmRecord {
                 _ => None,
             },
             last_error: row.get("last_error")?,
+            tap: row.get("tap")?,
+            publish: serde_json::from_str(&row.get::<_, String>("publish")?).unwrap_or_default(),
         })
     }
 }
@@ -155,8 +161,8 @@ impl Store {
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         let res = self.conn().execute(
             "INSERT INTO vms (id, name, image, backend, vcpu, memory_mib, disk_size_mib, state,
-                              no_network, token, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                              no_network, token, created_at, publish)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 vm.id,
                 vm.name,
@@ -168,7 +174,8 @@ impl Store {
                 vm.state.as_str(),
                 vm.no_network,
                 vm.token,
-                vm.created_at
+                vm.created_at,
+                serde_json::to_string(&vm.publish).unwrap_or_else(|_| "[]".into())
             ],
         );
         match res {
@@ -264,6 +271,39 @@ impl Store {
         Ok(())
     }
 
+    pub fn set_tap(&self, id: &str, tap: Option<&str>) -> Result<(), StoreError> {
+        self.conn().execute("UPDATE vms SET tap = ?2 WHERE id = ?1", params![id, tap])?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    /// The IP leased to the VM named `name`, for DNS.
+    pub fn ip_of_name(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT leases.ip FROM leases JOIN vms ON vms.id = leases.vm_id WHERE vms.name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     pub fn insert_lease(&self, lease: &Lease) -> Result<(), StoreError> {
         self.conn().execute(
             "INSERT INTO leases (ip, vm_id, mac) VALUES (?1, ?2, ?3)",
@@ -311,6 +351,8 @@ mod tests {
             pid_start: None,
             boot: None,
             last_error: None,
+            tap: None,
+            publish: vec![],
         }
     }
 

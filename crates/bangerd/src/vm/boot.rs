@@ -18,7 +18,7 @@ use crate::agent_conn::{self, AgentConn, AgentError};
 use crate::config::Paths;
 use crate::error::DaemonError;
 use crate::store::VmRecord;
-use crate::vmm::{AgentEndpoint, LaunchSpec};
+use crate::vmm::{AgentEndpoint, LaunchSpec, NetAttach};
 
 /// The files of an image that a VM boots from.
 pub struct ImageFiles {
@@ -91,6 +91,8 @@ impl Manager {
             let _ = std::fs::remove_dir_all(&rt_dir);
             std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", rt_dir.clone()))?;
             let vm_dir = self.paths.vm_dir(&rec.id);
+            let vm_net = self.attach_network(rec).await?;
+            let gateway = vm_net.as_ref().map(|n| n.gateway().to_string());
             let boot_cfg = BootConfig {
                 hostname: Some(rec.name.clone()),
                 token: Some(rec.token.clone()),
@@ -98,7 +100,10 @@ impl Manager {
                     Backend::Qemu => "serial".into(),
                     Backend::Firecracker => "vsock".into(),
                 }),
-                ..Default::default()
+                ip: vm_net.as_ref().map(|n| n.cidr()),
+                gateway: gateway.clone(),
+                dns: gateway,
+                ssh_key: crate::ssh::authorized_key(&self.paths),
             };
             let spec = LaunchSpec {
                 vm_id: rec.id.clone(),
@@ -111,16 +116,21 @@ impl Manager {
                 boot_args: boot_cfg.to_cmdline(),
                 root_disk: files.rootfs,
                 upper_disk: upper_disk(&self.paths, rec),
-                net: None,
+                net: vm_net.as_ref().map(|n| NetAttach { tap: n.tap.name.clone(), mac: n.mac.to_string() }),
                 runtime_dir: rt_dir.clone(),
                 serial_log: vm_dir.join("serial.log"),
                 vmm_log: vm_dir.join("vmm.log"),
             };
             // A listening endpoint must exist before the guest can dial it.
+            let tap = vm_net.as_ref().map(|n| n.tap.name.clone());
             let listener = match vmm.agent_listen_path(&rt_dir) {
-                Some(p) => Some(
-                    tokio::net::UnixListener::bind(&p).map_err(io_err("binding agent socket", p))?,
-                ),
+                Some(p) => match tokio::net::UnixListener::bind(&p) {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        self.detach_network(rec, tap.as_deref()).await;
+                        return Err(io_err("binding agent socket", p)(e));
+                    }
+                },
                 None => None,
             };
             let prepare_ms = t0.elapsed().as_millis() as u64;
@@ -129,6 +139,7 @@ impl Manager {
                 Ok(l) => l,
                 Err(source) => {
                     let _ = std::fs::remove_dir_all(&rt_dir);
+                    self.detach_network(rec, tap.as_deref()).await;
                     return Err(DaemonError::Vmm { vm: rec.name.clone(), source });
                 }
             };
@@ -211,6 +222,8 @@ impl Manager {
                 tracing::error!(vm = %rec.name, cause = %e, "cannot record vmm exit");
             }
             let _ = std::fs::remove_dir_all(this.paths.vm_runtime_dir(&rec.id));
+            let tap = this.store.get_vm(&rec.id).ok().flatten().and_then(|r| r.tap);
+            this.detach_network(&rec, tap.as_deref()).await;
             {
                 let mut cur = slot.rt.lock().unwrap_or_else(|p| p.into_inner());
                 if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &rt2)) {
@@ -221,6 +234,31 @@ impl Manager {
             let _ = rt2.exited.send(true);
         });
         Ok(rt)
+    }
+
+    /// Gives the VM its tap and port forwards when it holds a lease.
+    async fn attach_network(&self, rec: &VmRecord) -> Result<Option<crate::net::VmNet>, DaemonError> {
+        let Some(lease) = self.store.lease_of(&rec.id)? else { return Ok(None) };
+        let net = self.network()?;
+        let ip = lease.ip.parse().map_err(|_| DaemonError::invalid(format!("bad lease {}", lease.ip)))?;
+        let forwards: Vec<crate::net::PortForward> =
+            rec.publish.iter().filter_map(|p| p.parse().ok()).collect();
+        let vm_net = net
+            .attach(&rec.id, ip, &forwards)
+            .await
+            .map_err(|source| DaemonError::Network { vm: rec.name.clone(), source })?;
+        self.store.set_tap(&rec.id, Some(&vm_net.tap.name))?;
+        Ok(Some(vm_net))
+    }
+
+    /// Removes the VM's tap and forwards (its lease stays until delete).
+    pub(crate) async fn detach_network(&self, rec: &VmRecord, tap: Option<&str>) {
+        if let Ok(net) = &self.net {
+            if let Err(e) = net.release(&rec.id, tap).await {
+                tracing::warn!(vm = %rec.name, cause = %e, "cannot release vm network");
+            }
+        }
+        let _ = self.store.set_tap(&rec.id, None);
     }
 
     /// Re-adopts a VMM that survived a daemon restart and reconnects to its agent.

@@ -22,7 +22,8 @@ use tokio::sync::watch;
 use crate::agent_conn::{AgentConn, AgentStream};
 use crate::config::{Config, Paths};
 use crate::error::DaemonError;
-use crate::store::{Store, VmRecord};
+use crate::net::HostNetwork;
+use crate::store::{Lease, Store, VmRecord};
 use crate::vmm::{Launched, Vmm, VmmError};
 
 /// The VMM implementations this daemon can use.
@@ -81,7 +82,11 @@ pub struct Manager {
     pub config: Config,
     pub store: Arc<Store>,
     pub backends: Backends,
+    /// The host network, or why there is none (e.g. the daemon is not root).
+    pub net: Result<Arc<HostNetwork>, String>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// Serialises lease allocation so concurrent creates never pick the same IP.
+    lease_lock: Mutex<()>,
 }
 
 fn now_rfc3339() -> String {
@@ -91,8 +96,41 @@ fn now_rfc3339() -> String {
 }
 
 impl Manager {
-    pub fn new(paths: Paths, config: Config, store: Arc<Store>, backends: Backends) -> Manager {
-        Manager { paths, config, store, backends, slots: Mutex::new(HashMap::new()) }
+    pub fn new(
+        paths: Paths,
+        config: Config,
+        store: Arc<Store>,
+        backends: Backends,
+        net: Result<Arc<HostNetwork>, String>,
+    ) -> Manager {
+        Manager {
+            paths,
+            config,
+            store,
+            backends,
+            net,
+            slots: Mutex::new(HashMap::new()),
+            lease_lock: Mutex::new(()),
+        }
+    }
+
+    fn network(&self) -> Result<&Arc<HostNetwork>, DaemonError> {
+        self.net.as_ref().map_err(|reason| DaemonError::NoNetwork { reason: reason.clone() })
+    }
+
+    /// Leases the lowest free address of the bridge subnet to VM `id`.
+    fn lease(&self, rec: &VmRecord) -> Result<(), DaemonError> {
+        let net = self.network()?;
+        let _guard = self.lease_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let taken: std::collections::HashSet<std::net::Ipv4Addr> =
+            self.store.leases()?.iter().filter_map(|l| l.ip.parse().ok()).collect();
+        let ip = crate::net::allocate(net.subnet(), &taken).ok_or_else(|| DaemonError::Invalid {
+            message: format!("no free address left in {}", net.subnet()),
+            hint: Some("delete unused VMs, or set a larger `subnet` in config.toml".into()),
+        })?;
+        let mac = crate::net::mac_for(ip).to_string();
+        self.store.insert_lease(&Lease { ip: ip.to_string(), vm_id: rec.id.clone(), mac })?;
+        Ok(())
     }
 
     pub(crate) fn slot(&self, id: &str) -> Arc<Slot> {
@@ -135,6 +173,17 @@ impl Manager {
             .map_err(|source| DaemonError::Vmm { vm: name.clone(), source })?;
         let image = spec.image.clone().unwrap_or_else(|| self.config.default_image.clone());
         boot::image(&self.paths, &image)?;
+        for p in &spec.publish {
+            p.parse::<crate::net::PortForward>().map_err(|e| DaemonError::Invalid {
+                message: format!("invalid --publish {p:?}: {e}"),
+                hint: Some("use HOST:GUEST or HOST:GUEST/udp, e.g. --publish 8080:80".into()),
+            })?;
+        }
+        if !spec.no_network {
+            self.network()?;
+        } else if !spec.publish.is_empty() {
+            return Err(DaemonError::invalid("--publish needs a network; drop --no-network"));
+        }
         if self.store.get_vm(&name)?.is_some() {
             return Err(DaemonError::NameTaken(name));
         }
@@ -154,6 +203,8 @@ impl Manager {
             pid_start: None,
             boot: None,
             last_error: None,
+            tap: None,
+            publish: spec.publish.clone(),
         };
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
@@ -162,6 +213,9 @@ impl Manager {
             return Err(e.into());
         }
         let result = async {
+            if !rec.no_network {
+                self.lease(&rec)?;
+            }
             boot::create_disk(&self.paths, &rec)?;
             if !spec.no_start {
                 self.boot(&slot, &rec).await?;
