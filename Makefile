@@ -4,7 +4,7 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
 BIN_DIR := target/release
 
-.PHONY: all build agent install lint unit smoke test image clean-smoke
+.PHONY: all build agent install quickstart lint unit smoke test clean-smoke
 
 all: build
 
@@ -18,6 +18,14 @@ build: agent
 
 install: build
 	install -m 0755 $(BIN_DIR)/banger $(BIN_DIR)/bangerd $(BIN_DIR)/banger-agent /usr/local/bin/
+
+# One command from a fresh machine to a VM running a command.
+quickstart:
+	scripts/deps.sh
+	$(MAKE) install
+	banger doctor || true
+	banger image build
+	banger vm run --rm -- sh -c 'echo "hello from $$(hostname): $$(uname -sr)"'
 
 lint:
 	$(CARGO) fmt --all -- --check

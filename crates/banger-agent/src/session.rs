@@ -3,6 +3,7 @@
 
 use std::future::poll_fn;
 use std::sync::Arc;
+use std::time::Duration;
 
 use banger_wire::agent::{
     AgentRequest, AuthReply, GuestFrame, GuestHello, HostAuth, PROTOCOL_VERSION,
@@ -18,6 +19,9 @@ use crate::exec::{self, ExecDefaults};
 use crate::frame::{next_frame, read_frame_exact, split_stream, write_frame, FrameError};
 use crate::run::reply_once;
 use crate::sys;
+
+/// How long closing a session may take after a shutdown was acknowledged.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// What the agent is allowed to do to the machine it runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +143,12 @@ where
             },
             Some(reboot) = shutdown_rx.recv() => {
                 // Flushes every queued frame (the `Ok` reply included), then says goodbye.
-                if let Err(e) = poll_fn(|cx| conn.poll_close(cx)).await {
-                    tracing::debug!(cause = %e, "closing the session after shutdown");
+                // Bounded: a serial port blocks writes once the host has disconnected.
+                let close = poll_fn(|cx| conn.poll_close(cx));
+                match tokio::time::timeout(CLOSE_GRACE, close).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::debug!(cause = %e, "closing the session after shutdown"),
+                    Err(_) => tracing::debug!("host gone before the session closed cleanly"),
                 }
                 break Ok(SessionEnd::Shutdown { reboot });
             }

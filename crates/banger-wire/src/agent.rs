@@ -31,6 +31,13 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const VSOCK_PORT: u32 = 10_789;
 /// Name of the virtio-serial port (QEMU).
 pub const SERIAL_PORT_NAME: &str = "org.banger.agent.0";
+/// What the host writes first on a virtio-serial channel. A guest agent still in a
+/// session with a previous host (a restarted daemon reconnects faster than the guest
+/// can notice the hang-up) fails to parse it and starts over with a fresh
+/// [`GuestHello`]; a guest waiting to say hello discards it. 12 bytes with a first byte
+/// no yamux header or frame length can start with.
+pub const HOST_KNOCK: [u8; 12] = *b"\xffbanger-knok";
+
 /// Largest frame either side sends or accepts.
 pub const MAX_FRAME: usize = 1 << 20;
 /// Data chunk size for stdio and file streams.

@@ -228,10 +228,7 @@ pub enum Request {
 impl Request {
     /// Whether the answer is a [`StreamEvent`] stream rather than one [`Response`].
     pub fn is_streaming(&self) -> bool {
-        matches!(
-            self,
-            Request::VmLogs { .. } | Request::ImageBuild { .. }
-        )
+        matches!(self, Request::VmLogs { .. } | Request::ImageBuild { .. })
     }
 }
 

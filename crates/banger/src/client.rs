@@ -26,13 +26,19 @@ pub struct Client {
 
 impl Client {
     pub fn new(socket: &Path) -> Client {
-        Client { socket: socket.to_path_buf() }
+        Client {
+            socket: socket.to_path_buf(),
+        }
     }
 
     async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CliError> {
-        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
-            CliError::Unreachable { socket: self.socket.display().to_string(), source }
-        })?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| CliError::Unreachable {
+                    socket: self.socket.display().to_string(),
+                    source,
+                })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(async move {
             let _ = conn.with_upgrades().await;
@@ -51,13 +57,17 @@ impl Client {
     /// One request, one answer.
     pub async fn rpc(&self, req: &Request) -> Result<Response, CliError> {
         let mut sender = self.connect().await?;
-        let resp = sender.send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?)).await?;
+        let resp = sender
+            .send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?))
+            .await?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         if status.is_success() {
             Ok(serde_json::from_slice(&body)?)
         } else {
-            Err(CliError::Remote(serde_json::from_slice::<WireError>(&body)?))
+            Err(CliError::Remote(serde_json::from_slice::<WireError>(
+                &body,
+            )?))
         }
     }
 
@@ -69,10 +79,14 @@ impl Client {
         mut on_event: impl FnMut(StreamEvent),
     ) -> Result<Response, CliError> {
         let mut sender = self.connect().await?;
-        let resp = sender.send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?)).await?;
+        let resp = sender
+            .send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?))
+            .await?;
         if !resp.status().is_success() {
             let body = resp.into_body().collect().await?.to_bytes();
-            return Err(CliError::Remote(serde_json::from_slice::<WireError>(&body)?));
+            return Err(CliError::Remote(serde_json::from_slice::<WireError>(
+                &body,
+            )?));
         }
         let mut body = resp.into_body();
         let mut buf: Vec<u8> = Vec::new();
@@ -96,16 +110,26 @@ impl Client {
     }
 
     /// Opens an exec stream: after the upgrade the connection carries agent frames.
-    pub async fn exec(&self, req: &ExecRequest) -> Result<TokioIo<hyper::upgrade::Upgraded>, CliError> {
+    pub async fn exec(
+        &self,
+        req: &ExecRequest,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, CliError> {
         let mut sender = self.connect().await?;
         let mut http = Self::post(EXEC_PATH, serde_json::to_vec(req)?);
-        http.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
-        http.headers_mut()
-            .insert(header::UPGRADE, header::HeaderValue::from_static(EXEC_UPGRADE_PROTOCOL));
+        http.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("upgrade"),
+        );
+        http.headers_mut().insert(
+            header::UPGRADE,
+            header::HeaderValue::from_static(EXEC_UPGRADE_PROTOCOL),
+        );
         let resp = sender.send_request(http).await?;
         if resp.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
             let body = resp.into_body().collect().await?.to_bytes();
-            return Err(CliError::Remote(serde_json::from_slice::<WireError>(&body)?));
+            return Err(CliError::Remote(serde_json::from_slice::<WireError>(
+                &body,
+            )?));
         }
         Ok(TokioIo::new(hyper::upgrade::on(resp).await?))
     }
@@ -118,7 +142,9 @@ pub async fn ensure_daemon(paths: &Paths) -> Result<Client, CliError> {
         Ok(_) => Ok(client),
         Err(CliError::Unreachable { .. }) => {
             let pid = start_daemon(paths).await?;
-            output::note(&format!("started bangerd (pid {pid}); stop it with `banger daemon stop`"));
+            output::note(&format!(
+                "started bangerd (pid {pid}); stop it with `banger daemon stop`"
+            ));
             Ok(client)
         }
         Err(e) => Err(e),
@@ -141,7 +167,10 @@ fn daemon_binary() -> PathBuf {
 /// ready (a line on its stdout), so no polling of the socket is needed.
 pub async fn start_daemon(paths: &Paths) -> Result<u32, CliError> {
     fs_err::create_dir_all(&paths.state_dir)?;
-    let log = fs_err::OpenOptions::new().create(true).append(true).open(paths.daemon_log())?;
+    let log = fs_err::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.daemon_log())?;
     let mut child = tokio::process::Command::new(daemon_binary())
         .env("BANGER_NOTIFY_STDOUT", "1")
         .stdin(Stdio::null())
@@ -150,7 +179,9 @@ pub async fn start_daemon(paths: &Paths) -> Result<u32, CliError> {
         .process_group(0)
         .kill_on_drop(false)
         .spawn()
-        .map_err(|e| CliError::DaemonStart { detail: format!("cannot run bangerd: {e}") })?;
+        .map_err(|e| CliError::DaemonStart {
+            detail: format!("cannot run bangerd: {e}"),
+        })?;
     let pid = child.id().unwrap_or_default();
     let stdout = child.stdout.take().ok_or_else(|| CliError::DaemonStart {
         detail: "no stdout pipe".into(),
@@ -167,7 +198,9 @@ pub async fn start_daemon(paths: &Paths) -> Result<u32, CliError> {
             Err(CliError::DaemonStart {
                 detail: format!(
                     "bangerd {} before it was ready: {}",
-                    status.map(|s| s.to_string()).unwrap_or_else(|| "hung".into()),
+                    status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "hung".into()),
                     tail.join(" | ")
                 ),
             })

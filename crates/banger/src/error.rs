@@ -22,14 +22,20 @@ pub enum CliError {
     #[error("i/o failed")]
     Io(#[from] std::io::Error),
     #[error("{message}")]
-    Usage { message: String, hint: Option<String> },
+    Usage {
+        message: String,
+        hint: Option<String>,
+    },
     #[error("agent stream failed")]
     Decode(#[from] banger_wire::agent::DecodeError),
 }
 
 impl CliError {
     pub fn usage(message: impl Into<String>, hint: Option<&str>) -> CliError {
-        CliError::Usage { message: message.into(), hint: hint.map(String::from) }
+        CliError::Usage {
+            message: message.into(),
+            hint: hint.map(String::from),
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -66,9 +72,9 @@ impl CliError {
     pub fn hint(&self) -> Option<String> {
         match self {
             CliError::Remote(e) => e.hint.clone(),
-            CliError::Unreachable { .. } => Some(
-                "start it with `banger daemon start`, or check `banger daemon status`".into(),
-            ),
+            CliError::Unreachable { .. } => {
+                Some("start it with `banger daemon start`, or check `banger daemon status`".into())
+            }
             CliError::DaemonStart { .. } => Some("see `banger daemon logs`".into()),
             CliError::Usage { hint, .. } => hint.clone(),
             _ => None,

@@ -16,7 +16,10 @@ use crate::error::CliError;
 /// The local terminal size, if stdin is a terminal.
 pub fn tty_size() -> Option<TtySize> {
     let ws = rustix::termios::tcgetwinsize(std::io::stdin()).ok()?;
-    Some(TtySize { rows: ws.ws_row, cols: ws.ws_col })
+    Some(TtySize {
+        rows: ws.ws_row,
+        cols: ws.ws_col,
+    })
 }
 
 /// Puts the terminal in raw mode until dropped.
@@ -37,7 +40,11 @@ impl RawMode {
 
 impl Drop for RawMode {
     fn drop(&mut self) {
-        let _ = termios::tcsetattr(std::io::stdin().as_fd(), termios::SetArg::TCSANOW, &self.saved);
+        let _ = termios::tcsetattr(
+            std::io::stdin().as_fd(),
+            termios::SetArg::TCSANOW,
+            &self.saved,
+        );
     }
 }
 
@@ -47,9 +54,15 @@ pub async fn pump<S>(io: S, tty: bool, forward_stdin: bool) -> Result<i32, CliEr
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let codec = LengthDelimitedCodec::builder().max_frame_length(agent::MAX_FRAME).new_codec();
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(agent::MAX_FRAME)
+        .new_codec();
     let (mut sink, mut frames) = Framed::new(io, codec).split();
-    let _raw = if tty && std::io::stdin().is_terminal() { RawMode::enter() } else { None };
+    let _raw = if tty && std::io::stdin().is_terminal() {
+        RawMode::enter()
+    } else {
+        None
+    };
 
     let (tx, mut rx) = tokio::sync::mpsc::channel::<HostFrame>(16);
     if forward_stdin {

@@ -11,7 +11,10 @@ use clap::Parser;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => std::process::exit(output::fail(&error::CliError::from(e))),
     };

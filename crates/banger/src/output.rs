@@ -25,7 +25,13 @@ fn paint(code: &str, s: &str) -> String {
 
 /// Renders an error as `error: …` / `caused by: …` / `hint: …`.
 pub fn render_error(e: &CliError, color: bool) -> String {
-    let p = |code: &str, s: &str| if color { format!("\x1b[{code}m{s}\x1b[0m") } else { s.into() };
+    let p = |code: &str, s: &str| {
+        if color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.into()
+        }
+    };
     let mut out = format!("{} {}\n", p("1;31", "error:"), e);
     for cause in e.chain() {
         for (i, line) in cause.lines().enumerate() {

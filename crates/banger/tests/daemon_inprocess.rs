@@ -24,26 +24,40 @@ impl Daemon {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());
         let store = Arc::new(bangerd::daemon::open(&paths).unwrap());
-        let qemu = Qemu { binary: dir.path().join("no-such-qemu"), accel: "tcg" };
-        let backends =
-            Backends { qemu: Some(Arc::new(qemu)), firecracker: None, default: Backend::Qemu };
-        let manager =
-            Arc::new(Manager::new(
-                paths.clone(),
-                Config::default(),
-                store.clone(),
-                backends,
-                Err("tests run without host networking".into()),
-            ));
+        let qemu = Qemu {
+            binary: dir.path().join("no-such-qemu"),
+            accel: "tcg",
+        };
+        let backends = Backends {
+            qemu: Some(Arc::new(qemu)),
+            firecracker: None,
+            default: Backend::Qemu,
+        };
+        let manager = Arc::new(Manager::new(
+            paths.clone(),
+            Config::default(),
+            store.clone(),
+            backends,
+            Err("tests run without host networking".into()),
+        ));
         let rt = tokio::runtime::Runtime::new().unwrap();
         let listener = rt.block_on(async { bangerd::daemon::bind_socket(&paths.socket, "banger") });
         let listener = listener.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let deps = bangerd::Deps { manager, socket: paths.socket.clone() };
+        let deps = bangerd::Deps {
+            manager,
+            socket: paths.socket.clone(),
+        };
         rt.spawn(bangerd::serve(listener, deps, async {
             let _ = stopped.await;
         }));
-        Daemon { _dir: dir, paths, store, stop: Some(stop), rt }
+        Daemon {
+            _dir: dir,
+            paths,
+            store,
+            stop: Some(stop),
+            rt,
+        }
     }
 
     fn banger(&self, args: &[&str]) -> Output {
@@ -110,7 +124,11 @@ fn too_little_memory_is_refused() {
     let d = Daemon::start();
     let out = d.banger(&["vm", "create", "bad", "--memory", "1"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("memory of 1 MiB is too small"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("memory of 1 MiB is too small"),
+        "{}",
+        stderr(&out)
+    );
     assert!(d.store.list_vms().unwrap().is_empty());
 }
 

@@ -73,7 +73,9 @@ async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> Result<Vec<u8>, AgentEr
     }
     let len = u32::from_be_bytes(len) as usize;
     if len > agent::MAX_FRAME {
-        return Err(AgentError::Io(std::io::Error::other(format!("frame of {len} bytes"))));
+        return Err(AgentError::Io(std::io::Error::other(format!(
+            "frame of {len} bytes"
+        ))));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
@@ -91,17 +93,29 @@ async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, payload: &[u8]) -> Resul
 pub async fn read_hello<S: AsyncRead + Unpin>(io: &mut S) -> Result<GuestHello, AgentError> {
     let hello: GuestHello = agent::decode(&read_frame(io).await?)?;
     if hello.protocol != PROTOCOL_VERSION {
-        return Err(AgentError::Protocol { got: hello.protocol });
+        return Err(AgentError::Protocol {
+            got: hello.protocol,
+        });
     }
     Ok(hello)
 }
 
 /// Authenticates with `token` after [`read_hello`] and starts the yamux session.
-pub async fn authenticate<S>(mut io: S, hello: GuestHello, token: &str) -> Result<AgentConn, AgentError>
+pub async fn authenticate<S>(
+    mut io: S,
+    hello: GuestHello,
+    token: &str,
+) -> Result<AgentConn, AgentError>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    write_frame(&mut io, &agent::encode(&HostAuth { token: token.to_string() })).await?;
+    write_frame(
+        &mut io,
+        &agent::encode(&HostAuth {
+            token: token.to_string(),
+        }),
+    )
+    .await?;
     let reply: AuthReply = agent::decode(&read_frame(&mut io).await?)?;
     reply.map_err(AgentError::Remote)?;
 
@@ -109,7 +123,11 @@ where
     let (open_tx, open_rx) = mpsc::unbounded_channel();
     let (closed_tx, closed) = watch::channel(false);
     tokio::spawn(drive(conn, open_rx, closed_tx));
-    Ok(AgentConn { open_tx, closed, hello })
+    Ok(AgentConn {
+        open_tx,
+        closed,
+        hello,
+    })
 }
 
 /// Polls the yamux connection: opens outbound streams on request and refuses inbound
@@ -161,7 +179,9 @@ impl AgentConn {
         let (tx, rx) = oneshot::channel();
         self.open_tx.send(tx).map_err(|_| AgentError::Closed)?;
         let stream = rx.await.map_err(|_| AgentError::Closed)??;
-        let codec = LengthDelimitedCodec::builder().max_frame_length(agent::MAX_FRAME).new_codec();
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(agent::MAX_FRAME)
+            .new_codec();
         let mut framed = Framed::new(stream.compat(), codec);
         framed.send(bytes::Bytes::from(agent::encode(req))).await?;
         Ok(framed)
@@ -178,7 +198,9 @@ impl AgentConn {
 
     /// Asks the guest to shut down cleanly; returns once the agent acknowledged.
     pub async fn shutdown(&self) -> Result<(), AgentError> {
-        let mut s = self.request(&AgentRequest::Shutdown { reboot: false }).await?;
+        let mut s = self
+            .request(&AgentRequest::Shutdown { reboot: false })
+            .await?;
         match next_frame(&mut s).await? {
             GuestFrame::Ok => Ok(()),
             other => Err(unexpected(other)),
@@ -215,5 +237,7 @@ pub async fn send_frame(s: &mut AgentStream, frame: &HostFrame) -> Result<(), Ag
 }
 
 fn unexpected(frame: GuestFrame) -> AgentError {
-    AgentError::Io(std::io::Error::other(format!("unexpected agent frame {frame:?}")))
+    AgentError::Io(std::io::Error::other(format!(
+        "unexpected agent frame {frame:?}"
+    )))
 }

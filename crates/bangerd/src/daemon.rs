@@ -20,9 +20,15 @@ use crate::vmm::Vmm;
 
 /// Finds the VMMs this host has.
 pub fn backends(config: &Config) -> Backends {
-    let qemu = Qemu::locate(crate::host::qemu_accel()).ok().map(|q| Arc::new(q) as Arc<dyn Vmm>);
+    let qemu = Qemu::locate(crate::host::qemu_accel())
+        .ok()
+        .map(|q| Arc::new(q) as Arc<dyn Vmm>);
     let firecracker = crate::vmm::firecracker_backend();
-    Backends { qemu, firecracker, default: crate::host::default_backend(config) }
+    Backends {
+        qemu,
+        firecracker,
+        default: crate::host::default_backend(config),
+    }
 }
 
 /// Binds the daemon socket: 0660, group `socket_group` when that group exists. Refuses
@@ -37,7 +43,11 @@ pub fn bind_socket(path: &Path, group: &str) -> anyhow::Result<tokio::net::UnixL
     if let Some(dir) = path.parent() {
         fs_err::create_dir_all(dir)?;
         // Non-root group members must be able to reach the socket inside.
-        if nix::unistd::Group::from_name(group).ok().flatten().is_some() {
+        if nix::unistd::Group::from_name(group)
+            .ok()
+            .flatten()
+            .is_some()
+        {
             let _ = fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
         }
     }
@@ -55,7 +65,12 @@ pub fn bind_socket(path: &Path, group: &str) -> anyhow::Result<tokio::net::UnixL
 
 /// Creates the daemon's directories and opens its store.
 pub fn open(paths: &Paths) -> anyhow::Result<Store> {
-    for dir in [&paths.state_dir, &paths.runtime_dir, &paths.cache_dir, &paths.vms_dir()] {
+    for dir in [
+        &paths.state_dir,
+        &paths.runtime_dir,
+        &paths.cache_dir,
+        &paths.vms_dir(),
+    ] {
         fs_err::create_dir_all(dir)?;
     }
     Ok(Store::open(&paths.db())?)
@@ -69,7 +84,11 @@ pub async fn network(config: &Config, store: &Store) -> Result<Arc<HostNetwork>,
         return Err("bangerd is not root, so it cannot create taps".into());
     }
     let mut net_cfg = NetConfig::from_config(config).map_err(|e| e.to_string())?;
-    net_cfg.previous_subnet = store.meta(SUBNET_KEY).ok().flatten().and_then(|s| s.parse().ok());
+    net_cfg.previous_subnet = store
+        .meta(SUBNET_KEY)
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse().ok());
     let keep: HashSet<String> = store
         .list_vms()
         .map_err(|e| e.to_string())?
@@ -112,7 +131,11 @@ pub async fn start_dns(
     });
     let store = store.clone();
     let lookup: VmLookup = Arc::new(move |name: &str| {
-        store.ip_of_name(name).ok().flatten().and_then(|ip| ip.parse().ok())
+        store
+            .ip_of_name(name)
+            .ok()
+            .flatten()
+            .and_then(|ip| ip.parse().ok())
     });
     Ok(DnsServer::start(&listen, &upstreams, lookup).await?)
 }
@@ -145,7 +168,13 @@ pub fn run() -> anyhow::Result<()> {
         let listener = bind_socket(&paths.socket, &config.socket_group)?;
         let net = network(&config, &store).await;
         let dns = start_dns(&config, &store, net.as_ref().ok().map(|n| n.gateway())).await?;
-        let manager = Arc::new(Manager::new(paths.clone(), config.clone(), store, backends, net));
+        let manager = Arc::new(Manager::new(
+            paths.clone(),
+            config.clone(),
+            store,
+            backends,
+            net,
+        ));
         manager.reconcile().await?;
         if std::env::var_os("BANGER_NOTIFY_STDOUT").is_some() {
             // `banger daemon start` waits for this line instead of polling the socket.
@@ -155,15 +184,24 @@ pub fn run() -> anyhow::Result<()> {
             let _ = out.flush();
         }
         let shutdown = async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
         };
         let socket = paths.socket.clone();
-        serve(listener, Deps { manager, socket: socket.clone() }, shutdown).await?;
+        serve(
+            listener,
+            Deps {
+                manager,
+                socket: socket.clone(),
+            },
+            shutdown,
+        )
+        .await?;
         dns.shutdown().await;
         let _ = fs_err::remove_file(&socket);
         tracing::info!("bangerd stopped; running VMs keep running");

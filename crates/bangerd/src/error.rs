@@ -10,11 +10,18 @@ use crate::vmm::VmmError;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("{message}")]
-    Invalid { message: String, hint: Option<String> },
+    Invalid {
+        message: String,
+        hint: Option<String>,
+    },
     #[error("vm {0:?} not found")]
     VmNotFound(String),
     #[error("vm {name:?} is {state}")]
-    WrongState { name: String, state: &'static str, hint: String },
+    WrongState {
+        name: String,
+        state: &'static str,
+        hint: String,
+    },
     #[error("a vm named {0:?} already exists")]
     NameTaken(String),
     #[error("image {name:?} is not usable")]
@@ -64,7 +71,10 @@ pub enum DaemonError {
 
 impl DaemonError {
     pub fn invalid(message: impl Into<String>) -> DaemonError {
-        DaemonError::Invalid { message: message.into(), hint: None }
+        DaemonError::Invalid {
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn code(&self) -> ErrorCode {
@@ -141,7 +151,10 @@ mod tests {
         let wire = err.to_wire();
         assert_eq!(wire.code, ErrorCode::VmmFailed);
         assert_eq!(wire.message, "vm \"web\": the vmm failed");
-        assert_eq!(wire.chain, vec!["firecracker refused the request: Invalid vCPU count"]);
+        assert_eq!(
+            wire.chain,
+            vec!["firecracker refused the request: Invalid vCPU count"]
+        );
     }
 
     #[test]

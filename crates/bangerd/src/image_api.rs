@@ -31,7 +31,12 @@ pub(crate) fn image_code(e: &ImageError) -> ErrorCode {
 }
 
 pub(crate) fn image_err(name: &str, e: ImageError) -> DaemonError {
-    DaemonError::Image { name: name.to_string(), code: image_code(&e), hint: e.hint(), source: Box::new(e) }
+    DaemonError::Image {
+        name: name.to_string(),
+        code: image_code(&e),
+        hint: e.hint(),
+        source: Box::new(e),
+    }
 }
 
 pub fn list(m: &Manager) -> Result<Vec<ImageInfo>, DaemonError> {
@@ -40,13 +45,20 @@ pub fn list(m: &Manager) -> Result<Vec<ImageInfo>, DaemonError> {
 }
 
 pub fn show(m: &Manager, name: &str) -> Result<ImageInfo, DaemonError> {
-    Ok(image::get(&m.paths, name).map_err(|e| image_err(name, e))?.info())
+    Ok(image::get(&m.paths, name)
+        .map_err(|e| image_err(name, e))?
+        .info())
 }
 
 /// Deletes an image unless a VM uses it.
 pub fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
-    let users: Vec<String> =
-        m.store.list_vms()?.into_iter().filter(|v| v.image == name).map(|v| v.name).collect();
+    let users: Vec<String> = m
+        .store
+        .list_vms()?
+        .into_iter()
+        .filter(|v| v.image == name)
+        .map(|v| v.name)
+        .collect();
     if !users.is_empty() {
         return Err(DaemonError::WrongState {
             name: name.to_string(),
@@ -77,7 +89,11 @@ pub fn agent_binary(spec_path: Option<&str>) -> Result<std::path::PathBuf, Daemo
         .map(std::path::PathBuf::from)
         .into_iter()
         .chain(std::env::var_os("BANGER_AGENT").map(Into::into))
-        .chain(std::env::current_exe().ok().and_then(|e| e.parent().map(|d| d.join("banger-agent"))));
+        .chain(
+            std::env::current_exe()
+                .ok()
+                .and_then(|e| e.parent().map(|d| d.join("banger-agent"))),
+        );
     for c in candidates {
         if c.is_file() {
             return Ok(c);
@@ -97,11 +113,13 @@ pub async fn build(
     let agent = agent_binary(spec.agent_path.as_deref())?;
     let paths = m.paths.clone();
     let progress = progress_sender(&tx);
-    let name = spec.name.clone().unwrap_or_else(|| m.config.default_image.clone());
+    let name = spec
+        .name
+        .clone()
+        .unwrap_or_else(|| m.config.default_image.clone());
     let img = tokio::task::spawn_blocking(move || image::build(&paths, &spec, &agent, &progress))
         .await
         .map_err(|e| DaemonError::invalid(format!("image build task failed: {e}")))?
         .map_err(|e| image_err(&name, e))?;
     Ok(Some(Response::Image(img.info())))
 }
-

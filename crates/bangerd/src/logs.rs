@@ -26,7 +26,13 @@ pub async fn stream(
     let mut file = match tokio::fs::File::open(&path).await {
         Ok(f) => Some(f),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(source) => return Err(DaemonError::Io { what: "reading console log", path, source }),
+        Err(source) => {
+            return Err(DaemonError::Io {
+                what: "reading console log",
+                path,
+                source,
+            })
+        }
     };
     let mut pos = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
@@ -39,7 +45,9 @@ pub async fn stream(
                     break;
                 }
                 pos += n as u64;
-                let ev = StreamEvent::Log { text: String::from_utf8_lossy(&buf[..n]).into_owned() };
+                let ev = StreamEvent::Log {
+                    text: String::from_utf8_lossy(&buf[..n]).into_owned(),
+                };
                 if tx.send(Ok(event_line(&ev))).await.is_err() {
                     return Ok(None);
                 }

@@ -13,12 +13,18 @@ pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
     match cmd {
         DaemonCommand::Start => match client.rpc(&Request::Ping).await {
             Ok(_) => {
-                output::note(&format!("bangerd is already running on {}", paths.socket.display()));
+                output::note(&format!(
+                    "bangerd is already running on {}",
+                    paths.socket.display()
+                ));
                 Ok(0)
             }
             Err(CliError::Unreachable { .. }) => {
                 let pid = client::start_daemon(paths).await?;
-                output::note(&format!("started bangerd (pid {pid}) on {}", paths.socket.display()));
+                output::note(&format!(
+                    "started bangerd (pid {pid}) on {}",
+                    paths.socket.display()
+                ));
                 Ok(0)
             }
             Err(e) => Err(e),
@@ -48,7 +54,10 @@ pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
                 }
                 Ok(0)
             }
-            Ok(other) => Err(CliError::usage(format!("unexpected answer {other:?}"), None)),
+            Ok(other) => Err(CliError::usage(
+                format!("unexpected answer {other:?}"),
+                None,
+            )),
             Err(CliError::Unreachable { .. }) => {
                 if json {
                     output::data("{\"running\": false}");
@@ -70,7 +79,10 @@ pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
 /// Waits until the daemon's socket stops answering (it removes it on exit).
 async fn wait_gone(paths: &Paths) {
     for _ in 0..100 {
-        if tokio::net::UnixStream::connect(&paths.socket).await.is_err() {
+        if tokio::net::UnixStream::connect(&paths.socket)
+            .await
+            .is_err()
+        {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

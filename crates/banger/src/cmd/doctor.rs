@@ -11,7 +11,10 @@ pub fn run(paths: &Paths, json: bool) -> Result<i32, CliError> {
     if json {
         output::json(&report)?;
     } else {
-        output::data(&bangerd::doctor::render_table(&report, output::color_stdout()));
+        output::data(&bangerd::doctor::render_table(
+            &report,
+            output::color_stdout(),
+        ));
     }
     Ok(if report.has_failures() { 1 } else { 0 })
 }

@@ -26,12 +26,30 @@ pub async fn exec_in(
         .iter()
         .map(|kv| match kv.split_once('=') {
             Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(CliError::usage(format!("invalid --env {kv:?}"), Some("use --env KEY=VALUE"))),
+            _ => Err(CliError::usage(
+                format!("invalid --env {kv:?}"),
+                Some("use --env KEY=VALUE"),
+            )),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let tty = if opts.tty { Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 })) } else { None };
-    let spec = ExecSpec { argv, env, cwd: opts.workdir.clone().or(default_cwd), tty, timeout_ms: None };
-    let io = client.exec(&ExecRequest { vm: name.to_string(), spec }).await?;
+    let tty = if opts.tty {
+        Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 }))
+    } else {
+        None
+    };
+    let spec = ExecSpec {
+        argv,
+        env,
+        cwd: opts.workdir.clone().or(default_cwd),
+        tty,
+        timeout_ms: None,
+    };
+    let io = client
+        .exec(&ExecRequest {
+            vm: name.to_string(),
+            spec,
+        })
+        .await?;
     let forward_stdin = opts.interactive || opts.tty || !std::io::stdin().is_terminal();
     crate::exec::pump(io, opts.tty, forward_stdin).await
 }

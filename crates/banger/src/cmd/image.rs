@@ -11,9 +11,24 @@ use crate::output;
 
 pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
     match cmd {
-        ImageCommand::Build { name, suite, packages, size, mirror, force } => {
+        ImageCommand::Build {
+            name,
+            suite,
+            packages,
+            size,
+            mirror,
+            force,
+        } => {
             let size_mib = size.map(|s| parse_size(&s)).transpose()?;
-            let spec = ImageBuildSpec { name, suite, packages, size_mib, mirror, agent_path: None, force };
+            let spec = ImageBuildSpec {
+                name,
+                suite,
+                packages,
+                size_mib,
+                mirror,
+                agent_path: None,
+                force,
+            };
             let img = with_progress(client, &Request::ImageBuild { spec }).await?;
             output::data(&table(std::slice::from_ref(&img)));
             Ok(0)
@@ -24,21 +39,31 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                 output::data(&table(&imgs));
                 Ok(0)
             }
-            other => Err(CliError::usage(format!("unexpected answer {other:?}"), None)),
+            other => Err(CliError::usage(
+                format!("unexpected answer {other:?}"),
+                None,
+            )),
         },
-        ImageCommand::Show { name, json } => match client.rpc(&Request::ImageShow { name }).await? {
-            Response::Image(img) if json => output::json(&img).map(|_| 0),
-            Response::Image(img) => {
-                output::data(&format!(
+        ImageCommand::Show { name, json } => {
+            match client.rpc(&Request::ImageShow { name }).await? {
+                Response::Image(img) if json => output::json(&img).map(|_| 0),
+                Response::Image(img) => {
+                    output::data(&format!(
                     "name     {}\ndigest   {}\nsource   {}\ncreated  {}\nrootfs   {} bytes\ndir      {}",
                     img.name, img.digest, img.source, img.created_at, img.rootfs_bytes, img.dir
                 ));
-                Ok(0)
+                    Ok(0)
+                }
+                other => Err(CliError::usage(
+                    format!("unexpected answer {other:?}"),
+                    None,
+                )),
             }
-            other => Err(CliError::usage(format!("unexpected answer {other:?}"), None)),
-        },
+        }
         ImageCommand::Delete { name } => {
-            client.rpc(&Request::ImageDelete { name: name.clone() }).await?;
+            client
+                .rpc(&Request::ImageDelete { name: name.clone() })
+                .await?;
             output::data(&name);
             Ok(0)
         }
@@ -51,7 +76,13 @@ async fn with_progress(client: &Client, req: &Request) -> Result<ImageInfo, CliE
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
     let resp = client
         .stream(req, |ev| {
-            if let StreamEvent::Progress { phase, done, total, message } = ev {
+            if let StreamEvent::Progress {
+                phase,
+                done,
+                total,
+                message,
+            } = ev
+            {
                 let bar = bars.entry(phase.clone()).or_insert_with(|| {
                     let b = multi.add(match total {
                         Some(t) => ProgressBar::new(t),
@@ -88,7 +119,10 @@ async fn with_progress(client: &Client, req: &Request) -> Result<ImageInfo, CliE
     }
     match resp? {
         Response::Image(img) => Ok(img),
-        other => Err(CliError::usage(format!("unexpected answer {other:?}"), None)),
+        other => Err(CliError::usage(
+            format!("unexpected answer {other:?}"),
+            None,
+        )),
     }
 }
 

@@ -35,5 +35,6 @@ async fn connect(paths: &Paths) -> Result<Client, CliError> {
 }
 
 fn parse_backend(s: Option<String>) -> Result<Option<banger_wire::api::Backend>, CliError> {
-    s.map(|b| b.parse().map_err(|e: String| CliError::usage(e, None))).transpose()
+    s.map(|b| b.parse().map_err(|e: String| CliError::usage(e, None)))
+        .transpose()
 }

@@ -22,7 +22,11 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
     let vm = match existing {
         Some(vm) => {
             if vm.state != banger_wire::api::VmState::Running {
-                client.rpc(&Request::VmStart { name: vm.name.clone() }).await?;
+                client
+                    .rpc(&Request::VmStart {
+                        name: vm.name.clone(),
+                    })
+                    .await?;
             }
             vm
         }
@@ -58,7 +62,13 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
         _ = tokio::signal::ctrl_c(), if args.rm && opts.tty => Ok(130),
     };
     if args.rm {
-        if let Err(e) = client.rpc(&Request::VmDelete { name: vm.name.clone(), force: true }).await {
+        if let Err(e) = client
+            .rpc(&Request::VmDelete {
+                name: vm.name.clone(),
+                force: true,
+            })
+            .await
+        {
             output::note(&format!("could not delete vm {}: {e}", vm.name));
         }
     }

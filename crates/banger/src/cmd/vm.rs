@@ -10,7 +10,15 @@ use crate::output;
 
 pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
     match cmd {
-        VmCommand::Create { name, image, res, net, backend, no_start, json } => {
+        VmCommand::Create {
+            name,
+            image,
+            res,
+            net,
+            backend,
+            no_start,
+            json,
+        } => {
             let spec = VmCreateSpec {
                 name,
                 image,
@@ -26,11 +34,18 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             show(&vm, json)
         }
         VmCommand::Start { name } => one(client.rpc(&Request::VmStart { name }).await?),
-        VmCommand::Stop { name, force } => one(client.rpc(&Request::VmStop { name, force }).await?),
+        VmCommand::Stop { name, force } => {
+            one(client.rpc(&Request::VmStop { name, force }).await?)
+        }
         VmCommand::Restart { name } => one(client.rpc(&Request::VmRestart { name }).await?),
         VmCommand::Delete { names } => {
             for name in names {
-                client.rpc(&Request::VmDelete { name: name.clone(), force: true }).await?;
+                client
+                    .rpc(&Request::VmDelete {
+                        name: name.clone(),
+                        force: true,
+                    })
+                    .await?;
                 output::data(&name);
             }
             Ok(0)
@@ -48,7 +63,11 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             show(&vm, json)
         }
         VmCommand::Set { name, res } => {
-            let spec = VmSetSpec { vcpu: res.vcpu, memory_mib: res.memory, disk_size_mib: res.disk_size };
+            let spec = VmSetSpec {
+                vcpu: res.vcpu,
+                memory_mib: res.memory,
+                disk_size_mib: res.disk_size,
+            };
             one(client.rpc(&Request::VmSet { name, spec }).await?)
         }
         VmCommand::Logs { name, follow } => {
@@ -98,7 +117,10 @@ fn list_table(vms: &[VmInfo]) -> String {
             ]
         })
         .collect();
-    output::table(&["NAME", "STATE", "BACKEND", "IMAGE", "VCPU", "MEMORY", "IP"], &rows)
+    output::table(
+        &["NAME", "STATE", "BACKEND", "IMAGE", "VCPU", "MEMORY", "IP"],
+        &rows,
+    )
 }
 
 fn show(vm: &VmInfo, json: bool) -> Result<i32, CliError> {

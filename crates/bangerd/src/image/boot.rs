@@ -89,15 +89,22 @@ pub fn prepare(
         package: package.to_string(),
         lists: lists.to_path_buf(),
     };
-    let meta = found.remove(KERNEL_META).ok_or_else(|| missing(KERNEL_META))?;
+    let meta = found
+        .remove(KERNEL_META)
+        .ok_or_else(|| missing(KERNEL_META))?;
     let busybox = found.remove(BUSYBOX).ok_or_else(|| missing(BUSYBOX))?;
-    let kernel_name = meta.first_dependency().ok_or_else(|| missing(KERNEL_META))?;
+    let kernel_name = meta
+        .first_dependency()
+        .ok_or_else(|| missing(KERNEL_META))?;
     let kernel = packages::lookup_one(lists, kernel_name)?;
 
     let key = cache_key(&kernel, &busybox);
     let dir = boot_root(cache).join(format!("{}_{}.{}", kernel.package, kernel.version, key));
     if dir.join(BOOT_JSON).exists() {
-        progress(Progress::step("kernel", format!("cached {}", kernel.package)));
+        progress(Progress::step(
+            "kernel",
+            format!("cached {}", kernel.package),
+        ));
         return BootFiles::open(&dir);
     }
     let work = boot_root(cache).join(format!(".work.{}.{}", std::process::id(), key));
@@ -144,7 +151,10 @@ fn make(
         progress(Progress::bytes("kernel", done, total, &kernel.package));
     })?;
     let busybox_deb = packages::fetch(mirror, busybox, &debs, &|_, _| {})?;
-    progress(Progress::step("kernel", format!("unpacking {}", kernel.package)));
+    progress(Progress::step(
+        "kernel",
+        format!("unpacking {}", kernel.package),
+    ));
     let kroot = work.join("kernel");
     packages::extract(&kernel_deb, &kroot)?;
     let broot = work.join("busybox");
@@ -160,7 +170,10 @@ fn make(
     })?;
     fs_err::write(work.join(manifest::VMLINUX), vmlinux).ctx(|| "write vmlinux".into())?;
 
-    progress(Progress::step("initramfs", "resolving kernel modules".into()));
+    progress(Progress::step(
+        "initramfs",
+        "resolving kernel modules".into(),
+    ));
     let moddir = ["lib/modules", "usr/lib/modules"]
         .iter()
         .map(|d| kroot.join(d))
@@ -186,7 +199,10 @@ fn make(
             reason: "busybox from busybox-static is not statically linked".into(),
         });
     }
-    progress(Progress::step("initramfs", format!("{} modules", modules.len())));
+    progress(Progress::step(
+        "initramfs",
+        format!("{} modules", modules.len()),
+    ));
     initramfs::write(
         &initramfs::Contents {
             busybox: busybox_bytes,

@@ -37,7 +37,10 @@ pub fn build(
     let _lock = store::lock(&images, name)?;
     if !spec.force {
         if let Some(image) = up_to_date(paths, name, &digest) {
-            progress(Progress::step("check", format!("image {name} is up to date")));
+            progress(Progress::step(
+                "check",
+                format!("image {name} is up to date"),
+            ));
             return Ok(image);
         }
     }
@@ -49,7 +52,10 @@ pub fn build(
     let tree = staging.path().join("tree");
     let debs = boot::debs_dir(&paths.cache_dir);
 
-    progress(Progress::step("rootfs", format!("debootstrap {} from {}", inputs.suite, inputs.mirror)));
+    progress(Progress::step(
+        "rootfs",
+        format!("debootstrap {} from {}", inputs.suite, inputs.mirror),
+    ));
     let mut steps = 0;
     rootfs::debootstrap(
         &inputs.suite,
@@ -78,7 +84,11 @@ pub fn build(
     rootfs::finish(&tree, agent_bin)?;
 
     progress(Progress::step("ext4", format!("{} MiB", inputs.size_mib)));
-    ext4::make_rootfs(&tree, &staging.path().join(manifest::ROOTFS), inputs.size_mib)?;
+    ext4::make_rootfs(
+        &tree,
+        &staging.path().join(manifest::ROOTFS),
+        inputs.size_mib,
+    )?;
     store::remove_tree(&tree)?;
     boot.install(staging.path())?;
 
@@ -116,7 +126,10 @@ pub fn inputs(
     if !elf::is_static(&agent) {
         tracing::warn!(agent = %agent_bin.display(), "agent binary is dynamically linked; it must match the guest's libc");
     }
-    let mut packages: Vec<String> = rootfs::BASE_PACKAGES.iter().map(|p| p.to_string()).collect();
+    let mut packages: Vec<String> = rootfs::BASE_PACKAGES
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
     for p in &spec.packages {
         validate_package(p)?;
         packages.push(p.clone());
@@ -215,7 +228,13 @@ mod tests {
         let got = inputs(&s, &agent, root.path()).unwrap();
         assert_eq!(
             got.packages,
-            ["ca-certificates", "git", "iproute2", "openssh-server", "vim"]
+            [
+                "ca-certificates",
+                "git",
+                "iproute2",
+                "openssh-server",
+                "vim"
+            ]
         );
         assert_eq!(got.suite, "bookworm");
         assert_eq!(got.size_mib, 4096);
@@ -252,7 +271,13 @@ mod tests {
         // Nothing serves this mirror, so debootstrap fails after the staging dir exists.
         s.mirror = Some(format!("file://{}/no-mirror", root.path().display()));
         let err = build(&paths, &s, &agent, &|_| {}).unwrap_err();
-        assert!(matches!(err, ImageError::Command { .. } | ImageError::ToolMissing { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ImageError::Command { .. } | ImageError::ToolMissing { .. }
+            ),
+            "{err}"
+        );
         let left: Vec<String> = std::fs::read_dir(paths.images_dir())
             .unwrap()
             .filter_map(Result::ok)

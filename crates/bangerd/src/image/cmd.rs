@@ -149,6 +149,9 @@ mod tests {
     #[test]
     fn missing_tool_names_its_package() {
         let err = tool("banger-no-such-tool", "banger-pkg").unwrap_err();
-        assert_eq!(err.hint().unwrap(), "install it: apt-get install banger-pkg");
+        assert_eq!(
+            err.hint().unwrap(),
+            "install it: apt-get install banger-pkg"
+        );
     }
 }

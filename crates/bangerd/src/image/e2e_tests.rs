@@ -47,7 +47,15 @@ fn build_then_rebuild_is_a_no_op() {
         force: true,
         ..Default::default()
     };
-    let log = |p: Progress| eprintln!("[{}] {}/{:?} {}", p.phase, p.done, p.total, p.message.unwrap_or_default());
+    let log = |p: Progress| {
+        eprintln!(
+            "[{}] {}/{:?} {}",
+            p.phase,
+            p.done,
+            p.total,
+            p.message.unwrap_or_default()
+        )
+    };
 
     let start = Instant::now();
     let image = build(&paths, &spec, &agent, &log).unwrap();
@@ -60,10 +68,18 @@ fn build_then_rebuild_is_a_no_op() {
     for f in manifest::FILES {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(image.dir().join(f)).unwrap();
-        eprintln!("{f}: {} bytes apparent, {} bytes allocated", m.len(), m.blocks() * 512);
+        eprintln!(
+            "{f}: {} bytes apparent, {} bytes allocated",
+            m.len(),
+            m.blocks() * 512
+        );
     }
     assert_eq!(again.digest(), image.digest());
     assert!(noop_in.as_secs() < 2, "no-op rebuild took {noop_in:?}");
     image.manifest().verify(image.dir(), &|_, _| {}).unwrap();
-    assert!(image.manifest().boot.modules.contains(&"overlay".to_string()));
+    assert!(image
+        .manifest()
+        .boot
+        .modules
+        .contains(&"overlay".to_string()));
 }

@@ -56,7 +56,9 @@ pub enum ImageError {
     Kernel { path: PathBuf, reason: String },
     #[error("kernel module {module} not found under {dir}")]
     ModuleMissing { module: String, dir: PathBuf },
-    #[error("kernel module {module} under {dir} is compressed ({file}); banger needs plain .ko files")]
+    #[error(
+        "kernel module {module} under {dir} is compressed ({file}); banger needs plain .ko files"
+    )]
     ModuleCompressed {
         module: String,
         dir: PathBuf,
@@ -110,21 +112,22 @@ impl ImageError {
             ImageError::KeyringMissing { .. } => Some(
                 "install the debian-archive-keyring package so downloads can be verified".into(),
             ),
-            ImageError::TooSmall { needed_mib, .. } => {
-                Some(format!("build with a larger size, e.g. --size {}M", needed_mib * 2))
+            ImageError::TooSmall { needed_mib, .. } => Some(format!(
+                "build with a larger size, e.g. --size {}M",
+                needed_mib * 2
+            )),
+            ImageError::Shrink { .. } => {
+                Some("a writable disk can only grow; recreate the VM for a smaller disk".into())
             }
-            ImageError::Shrink { .. } => Some(
-                "a writable disk can only grow; recreate the VM for a smaller disk".into(),
-            ),
             ImageError::NoBootFiles => {
                 Some("run `banger image build` once to fetch a kernel".into())
             }
             ImageError::Download { .. } => {
                 Some("check the mirror URL and the host's network access".into())
             }
-            ImageError::ModuleCompressed { .. } => Some(
-                "build from a suite whose kernel ships uncompressed modules (bookworm)".into(),
-            ),
+            ImageError::ModuleCompressed { .. } => {
+                Some("build from a suite whose kernel ships uncompressed modules (bookworm)".into())
+            }
             _ => None,
         }
     }

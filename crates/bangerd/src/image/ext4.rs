@@ -23,7 +23,16 @@ fn mkfs() -> Result<std::path::PathBuf, ImageError> {
 pub fn make_rootfs(tree: &Path, out: &Path, size_mib: u64) -> Result<(), ImageError> {
     let result = cmd::run(
         Command::new(mkfs()?)
-            .args(["-q", "-F", "-L", ROOT_LABEL, "-m", "0", "-O", "^has_journal"])
+            .args([
+                "-q",
+                "-F",
+                "-L",
+                ROOT_LABEL,
+                "-m",
+                "0",
+                "-O",
+                "^has_journal",
+            ])
             .args(["-E", "lazy_itable_init=0,nodiscard"])
             .arg("-d")
             .arg(tree)
@@ -173,7 +182,11 @@ mod tests {
         use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(&disk).unwrap();
         assert_eq!(meta.len(), 8192 * MIB);
-        assert!(meta.blocks() * 512 < 200 * MIB, "{} bytes allocated", meta.blocks() * 512);
+        assert!(
+            meta.blocks() * 512 < 200 * MIB,
+            "{} bytes allocated",
+            meta.blocks() * 512
+        );
         assert_eq!(label_of(&disk), UPPER_LABEL);
         assert!(took.as_secs() < 5, "took {took:?}");
     }
@@ -192,7 +205,10 @@ mod tests {
         let err = grow_upper_disk(&disk, 64).unwrap_err();
         assert_eq!(
             err.to_string(),
-            format!("cannot shrink writable disk {} from 128 MiB to 64 MiB", disk.display())
+            format!(
+                "cannot shrink writable disk {} from 128 MiB to 64 MiB",
+                disk.display()
+            )
         );
     }
 
@@ -215,6 +231,9 @@ mod tests {
         std::fs::create_dir_all(&tree).unwrap();
         std::fs::write(tree.join("big"), vec![1u8; 12 << 20]).unwrap();
         let err = make_rootfs(&tree, &dir.path().join("r.ext4"), 8).unwrap_err();
-        assert!(matches!(err, ImageError::TooSmall { size_mib: 8, .. }), "{err}");
+        assert!(
+            matches!(err, ImageError::TooSmall { size_mib: 8, .. }),
+            "{err}"
+        );
     }
 }

@@ -32,16 +32,38 @@ const APPLETS: [&str; 14] = [
     "dmesg",
 ];
 const DIRS: [&str; 10] = [
-    "bin", "dev", "etc", "etc/banger", "lib", "lib/modules", "proc", "sys", "base", "upper",
+    "bin",
+    "dev",
+    "etc",
+    "etc/banger",
+    "lib",
+    "lib/modules",
+    "proc",
+    "sys",
+    "base",
+    "upper",
 ];
 
 /// One archive member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
-    Dir { path: String },
-    File { path: String, mode: u32, data: Vec<u8> },
-    Symlink { path: String, target: String },
-    CharDev { path: String, major: u32, minor: u32 },
+    Dir {
+        path: String,
+    },
+    File {
+        path: String,
+        mode: u32,
+        data: Vec<u8>,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    CharDev {
+        path: String,
+        major: u32,
+        minor: u32,
+    },
 }
 
 impl Entry {
@@ -117,7 +139,9 @@ pub fn write_cpio<W: Write>(entries: &[Entry], mut w: W) -> std::io::Result<W> {
         let b = Builder::new(entry.path()).ino(ino).uid(0).gid(0).mtime(0);
         let (b, data): (Builder, &[u8]) = match entry {
             Entry::Dir { .. } => (
-                b.mode(0o755).set_mode_file_type(ModeFileType::Directory).nlink(2),
+                b.mode(0o755)
+                    .set_mode_file_type(ModeFileType::Directory)
+                    .nlink(2),
                 &[],
             ),
             Entry::File { mode, data, .. } => (
@@ -137,7 +161,10 @@ pub fn write_cpio<W: Write>(entries: &[Entry], mut w: W) -> std::io::Result<W> {
             ),
         };
         let size = u32::try_from(data.len()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::InvalidInput, "initramfs member over 4 GiB")
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "initramfs member over 4 GiB",
+            )
         })?;
         let mut member = b.write(w, size);
         member.write_all(data)?;
@@ -228,6 +255,10 @@ mod tests {
             .args(["-n", "-c", INIT_SCRIPT])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -103,7 +103,10 @@ impl Manifest {
             path: path.to_path_buf(),
             source,
         })?;
-        Ok((manifest, format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))))
+        Ok((
+            manifest,
+            format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+        ))
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -135,10 +138,11 @@ impl Manifest {
 
     /// Full check: every listed file hashes to its recorded digest.
     pub fn verify(&self, dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<(), ImageError> {
-        self.check_sizes(dir).map_err(|reason| ImageError::Corrupt {
-            name: self.name.clone(),
-            reason,
-        })?;
+        self.check_sizes(dir)
+            .map_err(|reason| ImageError::Corrupt {
+                name: self.name.clone(),
+                reason,
+            })?;
         let actual = digest_files(dir, progress)?;
         for name in FILES {
             let (want, got) = (&self.files[name], &actual[name]);

@@ -57,7 +57,10 @@ pub fn pick(sources: &[Source]) -> Option<String> {
             let scheme_ok = ["http://", "https://", "file:/"]
                 .iter()
                 .any(|p| s.uri.starts_with(p));
-            let plain_suite = s.suites.iter().any(|x| !x.contains('-') && !x.contains('/'));
+            let plain_suite = s
+                .suites
+                .iter()
+                .any(|x| !x.contains('-') && !x.contains('/'));
             scheme_ok
                 && plain_suite
                 && s.components.iter().any(|c| c == "main")
@@ -203,10 +206,7 @@ deb [arch=amd64 signed-by=/k.gpg] https://mirror.example/debian/ bookworm main c
             "deb http://wrong.example/debian bookworm main\n",
         )
         .unwrap();
-        assert_eq!(
-            resolve(None, root.path()),
-            "http://deb.debian.org/debian"
-        );
+        assert_eq!(resolve(None, root.path()), "http://deb.debian.org/debian");
     }
 
     #[test]

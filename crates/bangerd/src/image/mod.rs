@@ -22,10 +22,10 @@
 //! All functions block; call them from a blocking thread.
 
 mod boot;
-#[cfg(test)]
-mod e2e_tests;
 mod build;
 mod cmd;
+#[cfg(test)]
+mod e2e_tests;
 mod elf;
 mod error;
 mod ext4;

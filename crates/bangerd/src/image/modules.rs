@@ -55,9 +55,7 @@ impl ModuleIndex {
             .unwrap_or_default();
         match std::fs::read_to_string(dir.join("modules.dep")) {
             Ok(text) => Ok(ModuleIndex::from_modules_dep(dir, &text, builtin)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                ModuleIndex::scan(dir, builtin)
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ModuleIndex::scan(dir, builtin),
             Err(e) => Err(e).ctx(|| format!("read {}", dir.join("modules.dep").display())),
         }
     }
@@ -108,8 +106,7 @@ impl ModuleIndex {
                 }
                 // Compressed modules are indexed too, so using one gives a clear error.
                 let deps = if rel.ends_with(".ko") {
-                    let bytes =
-                        std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
+                    let bytes = std::fs::read(&path).ctx(|| format!("read {}", path.display()))?;
                     elf::module_depends(&bytes).unwrap_or_default()
                 } else {
                     Vec::new()
@@ -234,7 +231,10 @@ kernel/fs/fuse/virtio-fs.ko.xz: kernel/drivers/virtio/virtio.ko
                 "overlay"
             ]
         );
-        assert_eq!(got[2].1, Path::new("/m/kernel/drivers/virtio/virtio_mmio.ko"));
+        assert_eq!(
+            got[2].1,
+            Path::new("/m/kernel/drivers/virtio/virtio_mmio.ko")
+        );
     }
 
     #[test]

@@ -66,7 +66,9 @@ mod tests {
 
     #[test]
     fn unsafe_or_odd_names_are_refused() {
-        for bad in ["", "-a", "a-", "A", "a.b", "a/b", "..", ".hidden", "a b", "é"] {
+        for bad in [
+            "", "-a", "a-", "A", "a.b", "a/b", "..", ".hidden", "a b", "é",
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(validate_name(&"a".repeat(64)).is_err());

@@ -232,9 +232,21 @@ pub fn extract(deb: &Path, dest: &Path) -> Result<(), ImageError> {
             status: "no data member".into(),
             detail: format!("{} has no data.tar.* member", deb.display()),
         })?;
-    cmd::run(Command::new(&ar).arg("x").arg(deb).arg(&data).current_dir(dest))?;
+    cmd::run(
+        Command::new(&ar)
+            .arg("x")
+            .arg(deb)
+            .arg(&data)
+            .current_dir(dest),
+    )?;
     let archive = dest.join(&data);
-    cmd::run(Command::new(tar).arg("-xf").arg(&archive).arg("-C").arg(dest))?;
+    cmd::run(
+        Command::new(tar)
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(dest),
+    )?;
     fs_err::remove_file(&archive).ctx(|| "remove an unpacked archive".into())?;
     Ok(())
 }

@@ -62,7 +62,12 @@ pub fn finish(tree: &Path, agent_bin: &Path) -> Result<(), ImageError> {
         clear_where(&ssh, &|name| name.starts_with("ssh_host_"))?;
     }
     write_new(tree, "etc/hostname", b"banger\n", 0o644)?;
-    write_new(tree, "etc/resolv.conf", b"# written by banger-agent at boot\n", 0o644)?;
+    write_new(
+        tree,
+        "etc/resolv.conf",
+        b"# written by banger-agent at boot\n",
+        0o644,
+    )?;
     for dir in ["var/cache/apt/archives", "var/lib/apt/lists"] {
         if let Some(d) = real_dir(tree, dir) {
             clear_where(&d, &|name| name != "lock")?;
@@ -91,8 +96,8 @@ fn real_dir(tree: &Path, rel: &str) -> Option<PathBuf> {
 /// (symlinks, files) are replaced by directories, and whatever was at `rel` is removed
 /// first, so the write cannot land outside `tree`.
 pub(crate) fn write_new(tree: &Path, rel: &str, data: &[u8], mode: u32) -> Result<(), ImageError> {
-    use std::io::Write;
     use fs_err::os::unix::fs::OpenOptionsExt;
+    use std::io::Write;
     let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel));
     let mut path = tree.to_path_buf();
     for part in parent.split('/').filter(|p| !p.is_empty()) {
@@ -106,9 +111,7 @@ pub(crate) fn write_new(tree: &Path, rel: &str, data: &[u8], mode: u32) -> Resul
     }
     path.push(name);
     match path.symlink_metadata() {
-        Ok(m) if m.is_dir() => {
-            fs_err::remove_dir_all(&path).ctx(|| format!("replace /{rel}"))?
-        }
+        Ok(m) if m.is_dir() => fs_err::remove_dir_all(&path).ctx(|| format!("replace /{rel}"))?,
         Ok(_) => fs_err::remove_file(&path).ctx(|| format!("replace /{rel}"))?,
         Err(_) => {}
     }
@@ -134,7 +137,9 @@ fn clear_where(dir: &Path, remove: &dyn Fn(&str) -> bool) -> Result<(), ImageErr
         return Ok(());
     };
     for entry in entries.filter_map(Result::ok) {
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file() || t.is_symlink());
+        let is_file = entry
+            .file_type()
+            .is_ok_and(|t| t.is_file() || t.is_symlink());
         if is_file && remove(&entry.file_name().to_string_lossy()) {
             fs_err::remove_file(entry.path()).ctx(|| format!("clean {}", dir.display()))?;
         }
@@ -150,13 +155,21 @@ mod tests {
     fn finish_removes_host_state_and_installs_the_agent() {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("tree");
-        for d in ["etc/ssh", "var/cache/apt/archives/partial", "var/lib/apt/lists/partial"] {
+        for d in [
+            "etc/ssh",
+            "var/cache/apt/archives/partial",
+            "var/lib/apt/lists/partial",
+        ] {
             std::fs::create_dir_all(tree.join(d)).unwrap();
         }
         std::fs::write(tree.join("etc/ssh/ssh_host_ed25519_key"), "secret").unwrap();
         std::fs::write(tree.join("etc/ssh/sshd_config"), "cfg").unwrap();
         std::fs::write(tree.join("etc/hostname"), "the-host\n").unwrap();
-        std::os::unix::fs::symlink("/run/systemd/resolve/stub-resolv.conf", tree.join("etc/resolv.conf")).unwrap();
+        std::os::unix::fs::symlink(
+            "/run/systemd/resolve/stub-resolv.conf",
+            tree.join("etc/resolv.conf"),
+        )
+        .unwrap();
         std::fs::write(tree.join("var/cache/apt/archives/bash_5_amd64.deb"), "deb").unwrap();
         std::fs::write(tree.join("var/cache/apt/pkgcache.bin"), "bin").unwrap();
         std::fs::write(tree.join("var/lib/apt/lists/x_Packages"), "idx").unwrap();
@@ -167,14 +180,26 @@ mod tests {
 
         assert!(!tree.join("etc/ssh/ssh_host_ed25519_key").exists());
         assert!(tree.join("etc/ssh/sshd_config").exists());
-        assert_eq!(std::fs::read_to_string(tree.join("etc/hostname")).unwrap(), "banger\n");
-        assert!(!tree.join("etc/resolv.conf").symlink_metadata().unwrap().is_symlink());
-        assert!(!tree.join("var/cache/apt/archives/bash_5_amd64.deb").exists());
+        assert_eq!(
+            std::fs::read_to_string(tree.join("etc/hostname")).unwrap(),
+            "banger\n"
+        );
+        assert!(!tree
+            .join("etc/resolv.conf")
+            .symlink_metadata()
+            .unwrap()
+            .is_symlink());
+        assert!(!tree
+            .join("var/cache/apt/archives/bash_5_amd64.deb")
+            .exists());
         assert!(!tree.join("var/cache/apt/pkgcache.bin").exists());
         assert!(!tree.join("var/lib/apt/lists/x_Packages").exists());
         assert!(tree.join("var/lib/apt/lists/partial").is_dir());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(tree.join(AGENT_PATH)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(tree.join(AGENT_PATH))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o755);
     }
 
@@ -197,7 +222,11 @@ mod tests {
 
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
         assert!(outside.join("ssh_host_rsa_key").exists());
-        assert!(tree.join("usr/local/sbin").symlink_metadata().unwrap().is_dir());
+        assert!(tree
+            .join("usr/local/sbin")
+            .symlink_metadata()
+            .unwrap()
+            .is_dir());
         assert_eq!(std::fs::read(tree.join(AGENT_PATH)).unwrap(), b"agent");
     }
 }

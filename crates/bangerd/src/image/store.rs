@@ -165,10 +165,11 @@ pub(crate) fn lock(images: &Path, name: &str) -> Result<NameLock, ImageError> {
         .write(true)
         .open(&path)
         .ctx(|| format!("open {}", path.display()))?;
-    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
-        .map_err(|_| ImageError::Busy {
+    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
+        |_| ImageError::Busy {
             name: name.to_string(),
-        })?;
+        },
+    )?;
     // Whatever hidden work directories of this name exist now were left by a build
     // that died: nobody else can hold them while we hold the lock.
     remove_leftovers(images, name);
@@ -298,9 +299,9 @@ fn parse_mount_points(text: &str) -> Vec<PathBuf> {
             let b = m.as_bytes();
             let mut i = 0;
             while i < b.len() {
-                let octal = b.get(i + 1..i + 4).and_then(|o| {
-                    u8::from_str_radix(std::str::from_utf8(o).ok()?, 8).ok()
-                });
+                let octal = b
+                    .get(i + 1..i + 4)
+                    .and_then(|o| u8::from_str_radix(std::str::from_utf8(o).ok()?, 8).ok());
                 match (b[i], octal) {
                     (b'\\', Some(c)) => {
                         out.push(c);
@@ -339,7 +340,10 @@ mod tests {
     fn get_returns_files_and_info() {
         let (_root, paths) = store_with(&["default"]);
         let image = get(&paths, "default").unwrap();
-        assert_eq!(image.rootfs(), paths.images_dir().join("default/rootfs.ext4"));
+        assert_eq!(
+            image.rootfs(),
+            paths.images_dir().join("default/rootfs.ext4")
+        );
         assert_eq!(image.vmlinux(), paths.images_dir().join("default/vmlinux"));
         let info = image.info();
         assert_eq!(info.name, "default");
@@ -410,7 +414,10 @@ mod tests {
         let staging = Staging::new(&images, "web").unwrap();
         std::fs::write(staging.path().join("x"), "new").unwrap();
         staging.commit(&images.join("web")).unwrap();
-        assert_eq!(std::fs::read_to_string(images.join("web/x")).unwrap(), "new");
+        assert_eq!(
+            std::fs::read_to_string(images.join("web/x")).unwrap(),
+            "new"
+        );
         assert!(!images.join("web/manifest.json").exists());
         let hidden: Vec<_> = std::fs::read_dir(&images)
             .unwrap()

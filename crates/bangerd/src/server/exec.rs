@@ -17,7 +17,9 @@ pub(crate) async fn exec(State(state): State<Arc<AppState>>, mut req: HttpReques
     let on_upgrade = hyper::upgrade::on(&mut req);
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return error_response(&WireError::new(ErrorCode::InvalidArgument, e.to_string())),
+        Err(e) => {
+            return error_response(&WireError::new(ErrorCode::InvalidArgument, e.to_string()))
+        }
     };
     let exec: ExecRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -29,7 +31,10 @@ pub(crate) async fn exec(State(state): State<Arc<AppState>>, mut req: HttpReques
         }
     };
     if exec.spec.argv.is_empty() {
-        return error_response(&WireError::new(ErrorCode::InvalidArgument, "no command given"));
+        return error_response(&WireError::new(
+            ErrorCode::InvalidArgument,
+            "no command given",
+        ));
     }
     let stream = match state.deps.manager.exec(&exec.vm, exec.spec).await {
         Ok(s) => s,
@@ -53,7 +58,10 @@ pub(crate) async fn exec(State(state): State<Arc<AppState>>, mut req: HttpReques
         StatusCode::SWITCHING_PROTOCOLS,
         [
             (header::CONNECTION, HeaderValue::from_static("upgrade")),
-            (header::UPGRADE, HeaderValue::from_static(EXEC_UPGRADE_PROTOCOL)),
+            (
+                header::UPGRADE,
+                HeaderValue::from_static(EXEC_UPGRADE_PROTOCOL),
+            ),
         ],
     )
         .into_response()

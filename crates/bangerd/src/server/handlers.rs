@@ -37,8 +37,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             crate::image_api::delete(vms, &name)?;
             Response::Ok
         }
-        Request::VmLogs { .. }
-        | Request::ImageBuild { .. } => {
+        Request::VmLogs { .. } | Request::ImageBuild { .. } => {
             return Err(DaemonError::invalid("this request streams its answer"))
         }
     })
@@ -79,10 +78,19 @@ pub(crate) async fn stream(state: Arc<AppState>, req: Request) -> HttpResponse {
         };
         match result {
             Ok(Some(response)) => send(StreamEvent::Done { response }).await,
-            Ok(None) => send(StreamEvent::Done { response: Response::Ok }).await,
+            Ok(None) => {
+                send(StreamEvent::Done {
+                    response: Response::Ok,
+                })
+                .await
+            }
             Err(e) => send(StreamEvent::Error { error: e.to_wire() }).await,
         }
     });
     let body = Body::from_stream(ReceiverStream::new(rx));
-    ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-ndjson")],
+        body,
+    )
+        .into_response()
 }

@@ -41,7 +41,11 @@ pub async fn serve(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let state = Arc::new(AppState { deps, started: Instant::now(), shutdown: Notify::new() });
+    let state = Arc::new(AppState {
+        deps,
+        started: Instant::now(),
+        shutdown: Notify::new(),
+    });
     let app = Router::new()
         .route(RPC_PATH, post(rpc))
         .route(EXEC_PATH, post(exec::exec))
@@ -52,7 +56,9 @@ pub async fn serve(
             _ = state.shutdown.notified() => {}
         }
     };
-    axum::serve(listener, app).with_graceful_shutdown(stop).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
 }
 
 async fn rpc(State(state): State<Arc<AppState>>, Json(req): Json<Request>) -> HttpResponse {

@@ -61,7 +61,9 @@ mod tests {
     fn fresh_database_reaches_latest_version() {
         let mut conn = Connection::open_in_memory().unwrap();
         migrations().to_latest(&mut conn).unwrap();
-        let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
         assert_eq!(v as usize, STEPS.len());
     }
 
@@ -74,7 +76,9 @@ mod tests {
                 m.to_latest(&mut conn).unwrap();
             }
             migrations().to_latest(&mut conn).unwrap();
-            let v: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+            let v: i64 = conn
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
             conn.execute_batch("SELECT id, name, state, pid_start, tap, publish FROM vms; SELECT ip FROM leases; SELECT key FROM meta;")
                 .unwrap();

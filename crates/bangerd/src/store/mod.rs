@@ -98,9 +98,10 @@ impl VmRecord {
             pid: row.get("pid")?,
             pid_start: row.get::<_, Option<i64>>("pid_start")?.map(|v| v as u64),
             boot: match (prepare, ready) {
-                (Some(p), Some(r)) => {
-                    Some(BootTimings { prepare_ms: p as u64, agent_ready_ms: r as u64 })
-                }
+                (Some(p), Some(r)) => Some(BootTimings {
+                    prepare_ms: p as u64,
+                    agent_ready_ms: r as u64,
+                }),
                 _ => None,
             },
             last_error: row.get("last_error")?,
@@ -125,27 +126,43 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) and migrates the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open_err = |source| StoreError::Open { path: path.to_path_buf(), source };
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         migrations::migrations()
             .to_latest(&mut conn)
-            .map_err(|source| StoreError::Migrate { path: path.to_path_buf(), source })?;
-        Ok(Store { conn: Mutex::new(conn) })
+            .map_err(|source| StoreError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     /// An in-memory store, for tests.
     pub fn in_memory() -> Result<Store, StoreError> {
         let mut conn = Connection::open_in_memory()?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrations::migrations().to_latest(&mut conn).map_err(|source| StoreError::Migrate {
-            path: PathBuf::from(":memory:"),
-            source,
-        })?;
-        Ok(Store { conn: Mutex::new(conn) })
+        migrations::migrations()
+            .to_latest(&mut conn)
+            .map_err(|source| StoreError::Migrate {
+                path: PathBuf::from(":memory:"),
+                source,
+            })?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -155,7 +172,9 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<i64, StoreError> {
-        Ok(self.conn().pragma_query_value(None, "user_version", |r| r.get(0))?)
+        Ok(self
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
@@ -209,7 +228,10 @@ impl Store {
     }
 
     pub fn set_state(&self, id: &str, state: VmState) -> Result<(), StoreError> {
-        self.conn().execute("UPDATE vms SET state = ?2 WHERE id = ?1", params![id, state.as_str()])?;
+        self.conn().execute(
+            "UPDATE vms SET state = ?2 WHERE id = ?1",
+            params![id, state.as_str()],
+        )?;
         Ok(())
     }
 
@@ -272,7 +294,8 @@ impl Store {
     }
 
     pub fn set_tap(&self, id: &str, tap: Option<&str>) -> Result<(), StoreError> {
-        self.conn().execute("UPDATE vms SET tap = ?2 WHERE id = ?1", params![id, tap])?;
+        self.conn()
+            .execute("UPDATE vms SET tap = ?2 WHERE id = ?1", params![id, tap])?;
         Ok(())
     }
 
@@ -315,17 +338,30 @@ impl Store {
     pub fn lease_of(&self, vm_id: &str) -> Result<Option<Lease>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT ip, vm_id, mac FROM leases WHERE vm_id = ?1", [vm_id], |r| {
-                Ok(Lease { ip: r.get(0)?, vm_id: r.get(1)?, mac: r.get(2)? })
-            })
+            .query_row(
+                "SELECT ip, vm_id, mac FROM leases WHERE vm_id = ?1",
+                [vm_id],
+                |r| {
+                    Ok(Lease {
+                        ip: r.get(0)?,
+                        vm_id: r.get(1)?,
+                        mac: r.get(2)?,
+                    })
+                },
+            )
             .optional()?)
     }
 
     pub fn leases(&self) -> Result<Vec<Lease>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare("SELECT ip, vm_id, mac FROM leases ORDER BY ip")?;
-        let rows =
-            stmt.query_map([], |r| Ok(Lease { ip: r.get(0)?, vm_id: r.get(1)?, mac: r.get(2)? }))?;
+        let rows = stmt.query_map([], |r| {
+            Ok(Lease {
+                ip: r.get(0)?,
+                vm_id: r.get(1)?,
+                mac: r.get(2)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -370,10 +406,17 @@ mod tests {
     fn vm_round_trips_and_tracks_process() {
         let store = Store::in_memory().unwrap();
         store.insert_vm(&vm("web")).unwrap();
-        store.set_running("id-web", VmState::Running, 42, 7).unwrap();
+        store
+            .set_running("id-web", VmState::Running, 42, 7)
+            .unwrap();
         let got = store.get_vm("web").unwrap().unwrap();
-        assert_eq!((got.state, got.pid, got.pid_start), (VmState::Running, Some(42), Some(7)));
-        store.set_exited("id-web", VmState::Crashed, Some("killed")).unwrap();
+        assert_eq!(
+            (got.state, got.pid, got.pid_start),
+            (VmState::Running, Some(42), Some(7))
+        );
+        store
+            .set_exited("id-web", VmState::Crashed, Some("killed"))
+            .unwrap();
         let got = store.get_vm("id-web").unwrap().unwrap();
         assert_eq!((got.state, got.pid), (VmState::Crashed, None));
         assert_eq!(got.last_error.as_deref(), Some("killed"));
@@ -383,7 +426,11 @@ mod tests {
     fn deleting_a_vm_frees_its_lease() {
         let store = Store::in_memory().unwrap();
         store.insert_vm(&vm("web")).unwrap();
-        let lease = Lease { ip: "172.30.0.2".into(), vm_id: "id-web".into(), mac: "02:00".into() };
+        let lease = Lease {
+            ip: "172.30.0.2".into(),
+            vm_id: "id-web".into(),
+            mac: "02:00".into(),
+        };
         store.insert_lease(&lease).unwrap();
         assert_eq!(store.lease_of("id-web").unwrap(), Some(lease));
         store.delete_vm("id-web").unwrap();
@@ -401,7 +448,10 @@ mod tests {
             std::mem::forget(store);
         }
         let store = Store::open(&path).unwrap();
-        assert_eq!(store.get_vm("web").unwrap().map(|v| v.name), Some("web".into()));
+        assert_eq!(
+            store.get_vm("web").unwrap().map(|v| v.name),
+            Some("web".into())
+        );
         assert_eq!(store.schema_version().unwrap() as usize, MIGRATIONS.len());
     }
 }

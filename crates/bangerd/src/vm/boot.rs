@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_wire::agent::BootConfig;
+use banger_wire::agent::{BootConfig, HOST_KNOCK};
 use banger_wire::api::{Backend, BootTimings, VmState};
 use banger_wire::ErrorCode;
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -78,7 +79,11 @@ pub fn remove_files(paths: &Paths, rec: &VmRecord) {
 impl Manager {
     /// Launches the VMM and waits for the agent. On failure the VMM is killed and the
     /// VM is left stopped (or crashed, with the console tail).
-    pub(crate) async fn boot(self: &Arc<Self>, slot: &Arc<Slot>, rec: &VmRecord) -> Result<(), DaemonError> {
+    pub(crate) async fn boot(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        rec: &VmRecord,
+    ) -> Result<(), DaemonError> {
         let span = tracing::info_span!("boot", vm = %rec.name, backend = rec.backend.as_str());
         async {
             let t0 = Instant::now();
@@ -168,7 +173,7 @@ impl Manager {
                 agent_ready_ms: launch_t.elapsed().as_millis() as u64,
             };
             tracing::info!(prepare_ms, agent_ready_ms = boot.agent_ready_ms, guest_uptime_ms = agent.hello.uptime_ms, "agent ready");
-            let _ = rt.agent.send(Some(agent));
+            let _ = rt.agent.send_replace(Some(agent));
             self.store.set_state(&rec.id, VmState::Running)?;
             self.store.set_boot_timings(&rec.id, &boot)?;
             Ok(())
@@ -196,7 +201,8 @@ impl Manager {
             exited: watch::channel(false).0,
         });
         slot.set_runtime(Some(rt.clone()));
-        self.store.set_running(&rec.id, VmState::Starting, pid, start)?;
+        self.store
+            .set_running(&rec.id, VmState::Starting, pid, start)?;
         let this = self.clone();
         let (slot, rec, rt2) = (slot.clone(), rec.clone(), rt.clone());
         tokio::spawn(async move {
@@ -222,7 +228,12 @@ impl Manager {
                 tracing::error!(vm = %rec.name, cause = %e, "cannot record vmm exit");
             }
             let _ = std::fs::remove_dir_all(this.paths.vm_runtime_dir(&rec.id));
-            let tap = this.store.get_vm(&rec.id).ok().flatten().and_then(|r| r.tap);
+            let tap = this
+                .store
+                .get_vm(&rec.id)
+                .ok()
+                .flatten()
+                .and_then(|r| r.tap);
             this.detach_network(&rec, tap.as_deref()).await;
             {
                 let mut cur = slot.rt.lock().unwrap_or_else(|p| p.into_inner());
@@ -230,23 +241,34 @@ impl Manager {
                     *cur = None;
                 }
             }
-            let _ = rt2.agent.send(None);
-            let _ = rt2.exited.send(true);
+            let _ = rt2.agent.send_replace(None);
+            let _ = rt2.exited.send_replace(true);
         });
         Ok(rt)
     }
 
     /// Gives the VM its tap and port forwards when it holds a lease.
-    async fn attach_network(&self, rec: &VmRecord) -> Result<Option<crate::net::VmNet>, DaemonError> {
-        let Some(lease) = self.store.lease_of(&rec.id)? else { return Ok(None) };
+    async fn attach_network(
+        &self,
+        rec: &VmRecord,
+    ) -> Result<Option<crate::net::VmNet>, DaemonError> {
+        let Some(lease) = self.store.lease_of(&rec.id)? else {
+            return Ok(None);
+        };
         let net = self.network()?;
-        let ip = lease.ip.parse().map_err(|_| DaemonError::invalid(format!("bad lease {}", lease.ip)))?;
+        let ip = lease
+            .ip
+            .parse()
+            .map_err(|_| DaemonError::invalid(format!("bad lease {}", lease.ip)))?;
         let forwards: Vec<crate::net::PortForward> =
             rec.publish.iter().filter_map(|p| p.parse().ok()).collect();
-        let vm_net = net
-            .attach(&rec.id, ip, &forwards)
-            .await
-            .map_err(|source| DaemonError::Network { vm: rec.name.clone(), source })?;
+        let vm_net =
+            net.attach(&rec.id, ip, &forwards)
+                .await
+                .map_err(|source| DaemonError::Network {
+                    vm: rec.name.clone(),
+                    source,
+                })?;
         self.store.set_tap(&rec.id, Some(&vm_net.tap.name))?;
         Ok(Some(vm_net))
     }
@@ -262,18 +284,28 @@ impl Manager {
     }
 
     /// Re-adopts a VMM that survived a daemon restart and reconnects to its agent.
-    pub(crate) async fn adopt(self: &Arc<Self>, slot: &Arc<Slot>, rec: &VmRecord) -> Result<(), DaemonError> {
+    pub(crate) async fn adopt(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        rec: &VmRecord,
+    ) -> Result<(), DaemonError> {
         let vmm = self
             .backends
             .get(rec.backend)
-            .map_err(|source| DaemonError::Vmm { vm: rec.name.clone(), source })?;
+            .map_err(|source| DaemonError::Vmm {
+                vm: rec.name.clone(),
+                source,
+            })?;
         let pid = rec.pid.unwrap_or_default();
         let rt_dir = self.paths.vm_runtime_dir(&rec.id);
         let launched = vmm.attach(&rt_dir, pid);
         let listener = match vmm.agent_listen_path(&rt_dir) {
             Some(p) => {
                 let _ = std::fs::remove_file(&p);
-                Some(tokio::net::UnixListener::bind(&p).map_err(io_err("binding agent socket", p))?)
+                Some(
+                    tokio::net::UnixListener::bind(&p)
+                        .map_err(io_err("binding agent socket", p))?,
+                )
             }
             None => None,
         };
@@ -289,7 +321,7 @@ impl Manager {
             .await;
             match res {
                 Ok(Ok(agent)) => {
-                    let _ = rt.agent.send(Some(agent));
+                    let _ = rt.agent.send_replace(Some(agent));
                     let _ = this.store.set_state(&rec.id, VmState::Running);
                 }
                 Ok(Err(e)) => tracing::warn!(vm = %rec.name, cause = %e, "agent reconnect failed"),
@@ -307,13 +339,35 @@ async fn connect_agent(
     listener: Option<tokio::net::UnixListener>,
     token: &str,
 ) -> Result<AgentConn, AgentError> {
-    let mut stream = match (endpoint, listener) {
-        (_, Some(l)) => l.accept().await?.0,
-        (AgentEndpoint::Connect(path), None) => UnixStream::connect(path).await?,
+    match (endpoint, listener) {
+        (_, Some(l)) => accept_agent(l, token).await,
         (AgentEndpoint::Listen(path), None) => {
-            tokio::net::UnixListener::bind(path)?.accept().await?.0
+            accept_agent(tokio::net::UnixListener::bind(path)?, token).await
         }
-    };
+        (AgentEndpoint::Connect(path), None) => {
+            // A guest can be mid-session with a previous daemon (it reconnected before
+            // the guest noticed the hang-up); the knock makes it start over, and a
+            // garbled first frame (that session's leftovers) is worth one more try.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                let mut stream = UnixStream::connect(path).await?;
+                stream.write_all(&HOST_KNOCK).await?;
+                match agent_conn::read_hello(&mut stream).await {
+                    Ok(hello) => return agent_conn::authenticate(stream, hello, token).await,
+                    Err(AgentError::Closed) => return Err(AgentError::Closed),
+                    Err(e) if attempt < 5 => {
+                        tracing::debug!(attempt, cause = %e, "no clean hello; reconnecting");
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}
+
+async fn accept_agent(l: tokio::net::UnixListener, token: &str) -> Result<AgentConn, AgentError> {
+    let (mut stream, _) = l.accept().await?;
     let hello = agent_conn::read_hello(&mut stream).await?;
     agent_conn::authenticate(stream, hello, token).await
 }

@@ -40,7 +40,9 @@ impl Backends {
             Backend::Qemu => (&self.qemu, "qemu-system-x86_64"),
             Backend::Firecracker => (&self.firecracker, "firecracker"),
         };
-        vmm.clone().ok_or(VmmError::BinaryMissing { binary: binary.into() })
+        vmm.clone().ok_or(VmmError::BinaryMissing {
+            binary: binary.into(),
+        })
     }
 }
 
@@ -57,7 +59,9 @@ pub(crate) struct Runtime {
 impl Runtime {
     pub async fn wait_exited(&self, limit: Duration) -> bool {
         let mut rx = self.exited.subscribe();
-        let res = tokio::time::timeout(limit, rx.wait_for(|e| *e)).await.is_ok();
+        let res = tokio::time::timeout(limit, rx.wait_for(|e| *e))
+            .await
+            .is_ok();
         res
     }
 }
@@ -115,21 +119,32 @@ impl Manager {
     }
 
     fn network(&self) -> Result<&Arc<HostNetwork>, DaemonError> {
-        self.net.as_ref().map_err(|reason| DaemonError::NoNetwork { reason: reason.clone() })
+        self.net.as_ref().map_err(|reason| DaemonError::NoNetwork {
+            reason: reason.clone(),
+        })
     }
 
     /// Leases the lowest free address of the bridge subnet to VM `id`.
     fn lease(&self, rec: &VmRecord) -> Result<(), DaemonError> {
         let net = self.network()?;
         let _guard = self.lease_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let taken: std::collections::HashSet<std::net::Ipv4Addr> =
-            self.store.leases()?.iter().filter_map(|l| l.ip.parse().ok()).collect();
-        let ip = crate::net::allocate(net.subnet(), &taken).ok_or_else(|| DaemonError::Invalid {
-            message: format!("no free address left in {}", net.subnet()),
-            hint: Some("delete unused VMs, or set a larger `subnet` in config.toml".into()),
-        })?;
+        let taken: std::collections::HashSet<std::net::Ipv4Addr> = self
+            .store
+            .leases()?
+            .iter()
+            .filter_map(|l| l.ip.parse().ok())
+            .collect();
+        let ip =
+            crate::net::allocate(net.subnet(), &taken).ok_or_else(|| DaemonError::Invalid {
+                message: format!("no free address left in {}", net.subnet()),
+                hint: Some("delete unused VMs, or set a larger `subnet` in config.toml".into()),
+            })?;
         let mac = crate::net::mac_for(ip).to_string();
-        self.store.insert_lease(&Lease { ip: ip.to_string(), vm_id: rec.id.clone(), mac })?;
+        self.store.insert_lease(&Lease {
+            ip: ip.to_string(),
+            vm_id: rec.id.clone(),
+            mac,
+        })?;
         Ok(())
     }
 
@@ -139,11 +154,16 @@ impl Manager {
     }
 
     fn forget_slot(&self, id: &str) {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+        self.slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
     }
 
     pub fn record(&self, name: &str) -> Result<VmRecord, DaemonError> {
-        self.store.get_vm(name)?.ok_or_else(|| DaemonError::VmNotFound(name.to_string()))
+        self.store
+            .get_vm(name)?
+            .ok_or_else(|| DaemonError::VmNotFound(name.to_string()))
     }
 
     pub fn info(&self, rec: &VmRecord) -> Result<VmInfo, DaemonError> {
@@ -155,7 +175,11 @@ impl Manager {
     }
 
     pub fn list(&self) -> Result<Vec<VmInfo>, DaemonError> {
-        self.store.list_vms()?.iter().map(|r| self.info(r)).collect()
+        self.store
+            .list_vms()?
+            .iter()
+            .map(|r| self.info(r))
+            .collect()
     }
 
     /// Creates a VM and (unless `no_start`) boots it. On any failure nothing is left:
@@ -170,19 +194,28 @@ impl Manager {
         let backend = spec.backend.unwrap_or(self.backends.default);
         self.backends
             .get(backend)
-            .map_err(|source| DaemonError::Vmm { vm: name.clone(), source })?;
-        let image = spec.image.clone().unwrap_or_else(|| self.config.default_image.clone());
+            .map_err(|source| DaemonError::Vmm {
+                vm: name.clone(),
+                source,
+            })?;
+        let image = spec
+            .image
+            .clone()
+            .unwrap_or_else(|| self.config.default_image.clone());
         boot::image(&self.paths, &image)?;
         for p in &spec.publish {
-            p.parse::<crate::net::PortForward>().map_err(|e| DaemonError::Invalid {
-                message: format!("invalid --publish {p:?}: {e}"),
-                hint: Some("use HOST:GUEST or HOST:GUEST/udp, e.g. --publish 8080:80".into()),
-            })?;
+            p.parse::<crate::net::PortForward>()
+                .map_err(|e| DaemonError::Invalid {
+                    message: format!("invalid --publish {p:?}: {e}"),
+                    hint: Some("use HOST:GUEST or HOST:GUEST/udp, e.g. --publish 8080:80".into()),
+                })?;
         }
         if !spec.no_network {
             self.network()?;
         } else if !spec.publish.is_empty() {
-            return Err(DaemonError::invalid("--publish needs a network; drop --no-network"));
+            return Err(DaemonError::invalid(
+                "--publish needs a network; drop --no-network",
+            ));
         }
         if self.store.get_vm(&name)?.is_some() {
             return Err(DaemonError::NameTaken(name));
@@ -276,7 +309,10 @@ impl Manager {
             return Err(DaemonError::WrongState {
                 name: rec.name.clone(),
                 state: "running",
-                hint: format!("`vm set` changes a stopped VM only: `banger vm stop {}` first", rec.name),
+                hint: format!(
+                    "`vm set` changes a stopped VM only: `banger vm stop {}` first",
+                    rec.name
+                ),
             });
         }
         let vcpu = change.vcpu.unwrap_or(rec.vcpu);
@@ -286,7 +322,8 @@ impl Manager {
         if disk_size_mib != rec.disk_size_mib {
             boot::grow_disk(&self.paths, &rec, disk_size_mib)?;
         }
-        self.store.set_resources(&rec.id, vcpu, memory_mib, disk_size_mib)?;
+        self.store
+            .set_resources(&rec.id, vcpu, memory_mib, disk_size_mib)?;
         self.show(&rec.id)
     }
 
@@ -297,25 +334,38 @@ impl Manager {
         agent
             .request(&AgentRequest::Exec(spec))
             .await
-            .map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source })
+            .map_err(|source| DaemonError::Agent {
+                vm: rec.name.clone(),
+                source,
+            })
     }
 
     fn agent(&self, rec: &VmRecord) -> Result<AgentConn, DaemonError> {
-        let not_running = || DaemonError::WrongState {
-            name: rec.name.clone(),
-            state: rec.state.as_str(),
-            hint: format!("start it with `banger vm start {}`", rec.name),
+        let Some(rt) = self.slot(&rec.id).runtime() else {
+            return Err(DaemonError::WrongState {
+                name: rec.name.clone(),
+                state: rec.state.as_str(),
+                hint: format!("start it with `banger vm start {}`", rec.name),
+            });
         };
-        let rt = self.slot(&rec.id).runtime().ok_or_else(not_running)?;
         let agent = rt.agent.borrow().clone();
-        agent.filter(|a| !a.is_closed()).ok_or_else(not_running)
+        agent
+            .filter(|a| !a.is_closed())
+            .ok_or_else(|| DaemonError::WrongState {
+                name: rec.name.clone(),
+                state: "running without a connected guest agent",
+                hint: format!("it may still be booting; see `banger vm logs {}`", rec.name),
+            })
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a
     /// kill after the timeout. Returns once the exit is recorded.
     async fn halt(&self, slot: &Slot, rec: &VmRecord, force: bool) {
         let Some(rt) = slot.runtime() else {
-            if matches!(rec.state, VmState::Running | VmState::Starting | VmState::Stopping) {
+            if matches!(
+                rec.state,
+                VmState::Running | VmState::Starting | VmState::Stopping
+            ) {
                 let _ = self.store.set_exited(&rec.id, VmState::Stopped, None);
             }
             return;

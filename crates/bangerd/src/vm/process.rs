@@ -61,7 +61,10 @@ pub fn signal(pid: u32, sig: Signal) {
 
 /// Reaps `pid` if it is our child (Firecracker is spawned directly); harmless otherwise.
 pub fn reap(pid: u32) {
-    let _ = nix::sys::wait::waitpid(Pid::from_raw(pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+    let _ = nix::sys::wait::waitpid(
+        Pid::from_raw(pid as i32),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
 }
 
 /// The last `lines` lines of a log file, for crash reports.
@@ -87,10 +90,15 @@ mod tests {
 
     #[tokio::test]
     async fn exit_watch_fires_when_the_process_dies() {
-        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let watch = ExitWatch::new(child.id()).unwrap();
         signal(child.id(), Signal::SIGKILL);
-        tokio::time::timeout(std::time::Duration::from_secs(5), watch.exited()).await.unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), watch.exited())
+            .await
+            .unwrap();
         child.wait().unwrap();
     }
 

@@ -7,7 +7,9 @@ pub mod qemu;
 
 /// The Firecracker backend, when its binary is on this host.
 pub fn firecracker_backend() -> Option<std::sync::Arc<dyn Vmm>> {
-    firecracker::Firecracker::locate().ok().map(|f| std::sync::Arc::new(f) as std::sync::Arc<dyn Vmm>)
+    firecracker::Firecracker::locate()
+        .ok()
+        .map(|f| std::sync::Arc::new(f) as std::sync::Arc<dyn Vmm>)
 }
 
 use std::path::PathBuf;

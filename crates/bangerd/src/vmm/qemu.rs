@@ -43,7 +43,7 @@ impl Qemu {
             "-name".into(),
             format!("banger-{},process=banger-{}", spec.name, spec.vm_id),
             "-M".into(),
-            "microvm,acpi=on,pit=off,pic=off,rtc=on".into(),
+            "microvm,acpi=on".into(),
             "-accel".into(),
             self.accel.into(),
             "-cpu".into(),
@@ -222,7 +222,11 @@ async fn next_reply(
     lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
     socket: &Path,
 ) -> Result<Value, VmmError> {
-    let io_err = |source| VmmError::Control { backend: NAME, path: socket.to_path_buf(), source };
+    let io_err = |source| VmmError::Control {
+        backend: NAME,
+        path: socket.to_path_buf(),
+        source,
+    };
     loop {
         let line = lines
             .next_line()

@@ -1,0 +1,154 @@
+//! What can go wrong while shipping a workspace in or bringing its changes back.
+
+use std::path::PathBuf;
+
+use banger_wire::{ErrorCode, WireError};
+
+use super::patch::Refusal;
+use crate::error::CliError;
+
+/// Text a failed command wrote on stderr, carried as the cause of an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stderr(pub String);
+
+impl Stderr {
+    pub fn from_bytes(bytes: &[u8]) -> Stderr {
+        Stderr(String::from_utf8_lossy(bytes).trim().to_string())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkspaceError {
+    #[error("{path} is not inside a git repository")]
+    NotARepo { path: PathBuf },
+    #[error("{path} is a bare git repository, which has no working tree to ship")]
+    BareRepo { path: PathBuf },
+    #[error("cannot run git")]
+    GitMissing(#[source] std::io::Error),
+    #[error("`git {command}` failed in {dir}")]
+    Git {
+        command: String,
+        dir: PathBuf,
+        #[source]
+        stderr: Stderr,
+    },
+    #[error("{repo} has submodules, which banger does not ship: {}", .paths.join(", "))]
+    Submodules { repo: PathBuf, paths: Vec<String> },
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} changed while it was being shipped")]
+    Changed { path: PathBuf },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the stream to vm {vm} failed")]
+    Stream {
+        vm: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("vm {vm}: {dest} already exists in the guest and is not empty")]
+    DestNotEmpty { vm: String, dest: String },
+    #[error("vm {vm} has no {tool}")]
+    GuestToolMissing { vm: String, tool: &'static str },
+    #[error("vm {vm}: {step} failed in the guest (exit code {code})")]
+    Guest {
+        vm: String,
+        step: &'static str,
+        code: i32,
+        #[source]
+        stderr: Stderr,
+    },
+    #[error("vm {vm}: {dest} holds no workspace shipped by banger")]
+    NoWorkspace { vm: String, dest: String },
+    #[error("refusing the patch from vm {vm}")]
+    Refused {
+        vm: String,
+        #[source]
+        refusal: Refusal,
+    },
+    #[error("the patch from vm {vm} does not apply to {repo}")]
+    DoesNotApply {
+        vm: String,
+        repo: PathBuf,
+        #[source]
+        stderr: Stderr,
+    },
+    /// The daemon or the exec stream failed; already a CLI error.
+    #[error(transparent)]
+    Cli(#[from] CliError),
+}
+
+impl WorkspaceError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            WorkspaceError::NotARepo { .. }
+            | WorkspaceError::BareRepo { .. }
+            | WorkspaceError::Submodules { .. } => ErrorCode::InvalidArgument,
+            WorkspaceError::DestNotEmpty { .. }
+            | WorkspaceError::NoWorkspace { .. }
+            | WorkspaceError::DoesNotApply { .. } => ErrorCode::FailedPrecondition,
+            WorkspaceError::Refused { .. } => ErrorCode::PermissionDenied,
+            WorkspaceError::GuestToolMissing { .. } | WorkspaceError::Guest { .. } => {
+                ErrorCode::AgentFailed
+            }
+            WorkspaceError::GitMissing(_)
+            | WorkspaceError::Git { .. }
+            | WorkspaceError::Read { .. }
+            | WorkspaceError::Changed { .. }
+            | WorkspaceError::Write { .. }
+            | WorkspaceError::Stream { .. } => ErrorCode::HostFailed,
+            WorkspaceError::Cli(e) => e.code(),
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            WorkspaceError::NotARepo { .. } => {
+                "pass a directory inside a git repository, or run `git init` there first".into()
+            }
+            WorkspaceError::GitMissing(_) => "install git on this host".into(),
+            WorkspaceError::Submodules { .. } => {
+                "ship a checkout without submodules, or copy them in with `banger vm exec`".into()
+            }
+            WorkspaceError::Changed { .. } => "run the command again".into(),
+            WorkspaceError::DestNotEmpty { vm, dest } => format!(
+                "choose another --dest, or empty it: `banger vm exec {vm} -- rm -rf {dest}`"
+            ),
+            WorkspaceError::GuestToolMissing { tool, .. } => {
+                format!("use an image that has {tool} installed")
+            }
+            WorkspaceError::NoWorkspace { vm, .. } => {
+                format!("ship one first: `banger workspace prepare {vm} PATH`")
+            }
+            WorkspaceError::Refused { .. } => {
+                "nothing was written; inspect the patch with `banger workspace export NAME -o FILE`"
+                    .into()
+            }
+            WorkspaceError::DoesNotApply { .. } => {
+                "nothing was written; save the patch with -o FILE and resolve by hand".into()
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl From<WorkspaceError> for CliError {
+    fn from(e: WorkspaceError) -> CliError {
+        match e {
+            WorkspaceError::Cli(e) => e,
+            other => {
+                let hint = other.hint();
+                CliError::Remote(WireError::from_error(other.code(), &other, hint))
+            }
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! A strict reader for the patches `git diff --binary` writes: every path a patch names,
+//! its modes, and the targets of the symlinks it makes.
+//!
+//! The guest writes the patch, so it is untrusted. The grammar is deliberately narrow:
+//! a patch is a sequence of `diff --git` sections and nothing else; hunks are read by
+//! their line counts, so no text can hide between them (git would read a stray
+//! `--- x` / `+++ y` pair there as another patch).
+
+use std::io::BufRead;
+
+/// Git's mode for a symlink.
+pub const SYMLINK_MODE: u32 = 0o120000;
+/// Symlink contents longer than this are refused (PATH_MAX).
+const MAX_TARGET: usize = 4096;
+
+/// Why a patch from the guest is not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("line {line} of the patch: {what}")]
+    Malformed { line: usize, what: String },
+    #[error("path {path:?} is absolute")]
+    Absolute { path: String },
+    #[error("path {path:?} climbs out with `..`")]
+    DotDot { path: String },
+    #[error("path {path:?} is inside a .git directory")]
+    GitDir { path: String },
+    #[error("path {path:?} is not a plain relative path")]
+    Unclean { path: String },
+    #[error("path {path:?} goes through the symlink {link:?}")]
+    ThroughSymlink { path: String, link: String },
+    #[error("symlink {path:?} would point outside the repository (target {target:?})")]
+    SymlinkEscapes { path: String, target: String },
+    #[error("symlink {path:?} would point into .git (target {target:?})")]
+    SymlinkIntoGit { path: String, target: String },
+    #[error("symlink {path:?}: its target cannot be checked from the patch")]
+    SymlinkUnchecked { path: String },
+    #[error("git reads the patch differently from banger's check (git names {path:?})")]
+    Differential { path: String },
+    #[error("cannot read the patch")]
+    Io(#[from] std::io::Error),
+}
+
+pub fn show(path: &[u8]) -> String {
+    String::from_utf8_lossy(path).into_owned()
+}
+
+/// One hunk's range header: `@@ -old_start,old_count +new_start,new_count @@`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hunk {
+    pub old_start: u64,
+    pub old_count: u64,
+    pub new_start: u64,
+    pub new_count: u64,
+}
+
+/// One `diff --git` section.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct FilePatch {
+    /// Every path the section names, prefixes stripped: both header sides, `---`/`+++`,
+    /// rename/copy from/to.
+    pub paths: Vec<Vec<u8>>,
+    /// The path before (`None`: created).
+    pub old_path: Option<Vec<u8>>,
+    /// The path after (`None`: deleted).
+    pub new_path: Option<Vec<u8>>,
+    /// `copy from/to`: the old path stays.
+    pub copy: bool,
+    pub old_mode: Option<u32>,
+    /// From `new mode`, `new file mode` or the `index` line.
+    pub new_mode: Option<u32>,
+    pub binary: bool,
+    pub hunks: Vec<Hunk>,
+    /// The text after the change (context and `+` lines), kept while short: what a
+    /// symlink will point to.
+    pub post_image: Option<Vec<u8>>,
+}
+
+/// Reads a whole patch. An empty patch has no sections.
+pub fn parse<R: BufRead>(reader: R) -> Result<Vec<FilePatch>, Refusal> {
+    let mut lines = Lines { reader, no: 0, peeked: None };
+    let mut out = Vec::new();
+    while let Some(line) = lines.next()? {
+        let Some(names) = line.strip_prefix(b"diff --git ") else {
+            return Err(lines.malformed("expected a `diff --git` line"));
+        };
+        let mut fp = FilePatch::default();
+        if let Some((a, b)) = header_names(names) {
+            let a = strip(&a, b"a/").ok_or_else(|| lines.malformed("no a/ prefix"))?;
+            let b = strip(&b, b"b/").ok_or_else(|| lines.malformed("no b/ prefix"))?;
+            fp.paths.extend([a.clone(), b.clone()]);
+            (fp.old_path, fp.new_path) = (Some(a), Some(b));
+        }
+        extended_header(&mut lines, &mut fp)?;
+        if fp.old_path.is_none() && fp.new_path.is_none() {
+            return Err(lines.malformed("cannot tell which file a section changes"));
+        }
+        if lines.peek_starts(b"--- ")? {
+            text_body(&mut lines, &mut fp)?;
+        } else if lines.peek_is(b"GIT binary patch")? {
+            lines.next()?;
+            fp.binary = true;
+            binary_block(&mut lines)?;
+            if lines.peek_starts(b"literal ")? || lines.peek_starts(b"delta ")? {
+                binary_block(&mut lines)?;
+            }
+        }
+        if !(lines.peek()?.is_none() || lines.peek_starts(b"diff --git ")?) {
+            return Err(lines.malformed("unexpected text after a file's changes"));
+        }
+        fp.paths.extend(fp.old_path.iter().chain(fp.new_path.iter()).cloned());
+        fp.paths.sort();
+        fp.paths.dedup();
+        out.push(fp);
+    }
+    Ok(out)
+}
+
+fn extended_header<R: BufRead>(lines: &mut Lines<R>, fp: &mut FilePatch) -> Result<(), Refusal> {
+    let mut created = false;
+    let mut deleted = false;
+    loop {
+        if lines.peek()?.is_none()
+            || lines.peek_starts(b"diff --git ")?
+            || lines.peek_starts(b"--- ")?
+            || lines.peek_starts(b"@@")?
+            || lines.peek_is(b"GIT binary patch")?
+        {
+            break;
+        }
+        let Some(line) = lines.next()? else { break };
+        let mode = |rest: &[u8]| parse_mode(rest).ok_or_else(|| lines.malformed("bad file mode"));
+        if let Some(rest) = line.strip_prefix(b"old mode ") {
+            fp.old_mode = Some(mode(rest)?);
+        } else if let Some(rest) = line.strip_prefix(b"new mode ") {
+            fp.new_mode = Some(mode(rest)?);
+        } else if let Some(rest) = line.strip_prefix(b"deleted file mode ") {
+            fp.old_mode = Some(mode(rest)?);
+            deleted = true;
+        } else if let Some(rest) = line.strip_prefix(b"new file mode ") {
+            fp.new_mode = Some(mode(rest)?);
+            created = true;
+        } else if line.starts_with(b"similarity index ") || line.starts_with(b"dissimilarity index ") {
+        } else if let Some(rest) = line.strip_prefix(b"rename from ").or(line.strip_prefix(b"copy from ")) {
+            fp.copy = line.starts_with(b"copy");
+            let path = name(rest).ok_or_else(|| lines.malformed("bad path"))?;
+            fp.paths.push(path.clone());
+            fp.old_path = Some(path);
+        } else if let Some(rest) = line.strip_prefix(b"rename to ").or(line.strip_prefix(b"copy to ")) {
+            let path = name(rest).ok_or_else(|| lines.malformed("bad path"))?;
+            fp.paths.push(path.clone());
+            fp.new_path = Some(path);
+        } else if let Some(rest) = line.strip_prefix(b"index ") {
+            // "index <old>..<new>[ <mode>]": the mode is unchanged, so it is the new one.
+            if let Some(sp) = rest.iter().position(|b| *b == b' ') {
+                let m = mode(&rest[sp + 1..])?;
+                fp.old_mode.get_or_insert(m);
+                fp.new_mode.get_or_insert(m);
+            }
+        } else {
+            return Err(lines.malformed("unexpected line in a file header"));
+        }
+    }
+    if created {
+        fp.old_path = None;
+        fp.old_mode = None;
+    }
+    if deleted {
+        fp.new_path = None;
+        fp.new_mode = None;
+    }
+    Ok(())
+}
+
+fn text_body<R: BufRead>(lines: &mut Lines<R>, fp: &mut FilePatch) -> Result<(), Refusal> {
+    let minus = lines.next()?.unwrap_or_default();
+    let plus = lines.next()?.unwrap_or_default();
+    let (Some(a), Some(b)) = (minus.strip_prefix(b"--- "), plus.strip_prefix(b"+++ ")) else {
+        return Err(lines.malformed("`---` without `+++`"));
+    };
+    for (side, prefix) in [(a, &b"a/"[..]), (b, &b"b/"[..])] {
+        let side = side.strip_suffix(b"\t").unwrap_or(side);
+        if side == b"/dev/null" {
+            continue;
+        }
+        let path = name(side).and_then(|n| strip(&n, prefix));
+        fp.paths.push(path.ok_or_else(|| lines.malformed("bad path after ---/+++"))?);
+    }
+    let mut post = Some(Vec::new());
+    if !lines.peek_starts(b"@@ ")? {
+        return Err(lines.malformed("`---`/`+++` without a hunk"));
+    }
+    while lines.peek_starts(b"@@ ")? {
+        let header = lines.next()?.unwrap_or_default();
+        let hunk = parse_hunk(&header).ok_or_else(|| lines.malformed("bad hunk header"))?;
+        fp.hunks.push(hunk);
+        let (mut old, mut new) = (hunk.old_count, hunk.new_count);
+        let mut last_in_post = false;
+        while old > 0 || new > 0 || lines.peek_starts(b"\\")? {
+            let Some(line) = lines.next()? else {
+                return Err(lines.malformed("hunk cut short"));
+            };
+            let (in_old, in_new) = match line.first() {
+                None | Some(b' ') => (true, true),
+                Some(b'-') => (true, false),
+                Some(b'+') => (false, true),
+                Some(b'\\') => {
+                    if let (true, Some(p)) = (last_in_post, post.as_mut()) {
+                        p.pop();
+                    }
+                    last_in_post = false;
+                    continue;
+                }
+                _ => return Err(lines.malformed("unexpected line in a hunk")),
+            };
+            if (in_old && old == 0) || (in_new && new == 0) {
+                return Err(lines.malformed("hunk longer than its header says"));
+            }
+            old -= u64::from(in_old);
+            new -= u64::from(in_new);
+            last_in_post = in_new;
+            if in_new {
+                if let Some(p) = post.as_mut() {
+                    p.extend_from_slice(line.get(1..).unwrap_or_default());
+                    p.push(b'\n');
+                }
+                if post.as_ref().is_some_and(|p| p.len() > MAX_TARGET + 1) {
+                    post = None;
+                }
+            }
+        }
+    }
+    fp.post_image = post;
+    Ok(())
+}
+
+fn binary_block<R: BufRead>(lines: &mut Lines<R>) -> Result<(), Refusal> {
+    let head = lines.next()?.unwrap_or_default();
+    let size = head.strip_prefix(b"literal ").or(head.strip_prefix(b"delta "));
+    if !size.is_some_and(|s| !s.is_empty() && s.iter().all(u8::is_ascii_digit)) {
+        return Err(lines.malformed("expected `literal N` or `delta N`"));
+    }
+    loop {
+        match lines.next()? {
+            None => return Err(lines.malformed("binary data cut short")),
+            Some(l) if l.is_empty() => return Ok(()),
+            Some(l) if l[0].is_ascii_alphabetic() => {}
+            Some(_) => return Err(lines.malformed("bad binary data line")),
+        }
+    }
+}
+
+fn parse_mode(s: &[u8]) -> Option<u32> {
+    let s = std::str::from_utf8(s).ok()?;
+    if s.len() != 6 {
+        return None;
+    }
+    u32::from_str_radix(s, 8).ok()
+}
+
+fn parse_hunk(line: &[u8]) -> Option<Hunk> {
+    let line = std::str::from_utf8(line.strip_prefix(b"@@ -")?).ok()?;
+    let (ranges, _) = line.split_once(" @@")?;
+    let (old, new) = ranges.split_once(" +")?;
+    let range = |r: &str| -> Option<(u64, u64)> {
+        match r.split_once(',') {
+            Some((s, c)) => Some((s.parse().ok()?, c.parse().ok()?)),
+            None => Some((r.parse().ok()?, 1)),
+        }
+    };
+    let ((old_start, old_count), (new_start, new_count)) = (range(old)?, range(new)?);
+    Some(Hunk { old_start, old_count, new_start, new_count })
+}
+
+fn strip(name: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
+    name.strip_prefix(prefix).map(<[u8]>::to_vec)
+}
+
+/// A path as written in a header: C-quoted or raw.
+fn name(s: &[u8]) -> Option<Vec<u8>> {
+    if s.first() == Some(&b'"') {
+        match unquote(s)? {
+            (n, rest) if rest.is_empty() => Some(n),
+            _ => None,
+        }
+    } else {
+        Some(s.to_vec())
+    }
+}
+
+/// The two names of `diff --git <a> <b>`; `None` when they cannot be told apart
+/// (unquoted names with spaces that differ: the rename lines then name them).
+fn header_names(s: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+    if s.first() == Some(&b'"') {
+        let (a, rest) = unquote(s)?;
+        return Some((a, name(rest.strip_prefix(b" ")?)?));
+    }
+    if s.last() == Some(&b'"') {
+        for (i, _) in s.windows(2).enumerate().filter(|(_, w)| w == b" \"") {
+            if let Some((b, rest)) = unquote(&s[i + 1..]) {
+                if rest.is_empty() {
+                    return Some((s[..i].to_vec(), b));
+                }
+            }
+        }
+        return None;
+    }
+    // "a/N b/N": equal names split in the middle.
+    let n = s.len().checked_sub(5)? / 2;
+    (s.len() == n * 2 + 5
+        && s.starts_with(b"a/")
+        && &s[2 + n..5 + n] == b" b/"
+        && s[2..2 + n] == s[5 + n..])
+        .then(|| (s[..2 + n].to_vec(), s[3 + n..].to_vec()))
+}
+
+/// Undoes git's C-style quoting; returns the name and what follows the closing quote.
+fn unquote(s: &[u8]) -> Option<(Vec<u8>, &[u8])> {
+    let mut out = Vec::new();
+    let mut i = 1;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some((out, &s[i + 1..])),
+            b'\\' => {
+                let c = *s.get(i + 1)?;
+                i += 2;
+                out.push(match c {
+                    b'a' => 7,
+                    b'b' => 8,
+                    b't' => b'\t',
+                    b'n' => b'\n',
+                    b'v' => 11,
+                    b'f' => 12,
+                    b'r' => b'\r',
+                    b'"' | b'\\' => c,
+                    b'0'..=b'3' => {
+                        let digits = s.get(i..i + 2)?;
+                        if !digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
+                            return None;
+                        }
+                        i += 2;
+                        (c - b'0') * 64 + (digits[0] - b'0') * 8 + (digits[1] - b'0')
+                    }
+                    _ => return None,
+                });
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+/// Lines of the patch, without their `\n`, with one line of lookahead.
+struct Lines<R> {
+    reader: R,
+    no: usize,
+    peeked: Option<Option<Vec<u8>>>,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn read(&mut self) -> Result<Option<Vec<u8>>, Refusal> {
+        let mut buf = Vec::new();
+        if self.reader.read_until(b'\n', &mut buf)? == 0 {
+            return Ok(None);
+        }
+        if buf.pop() != Some(b'\n') {
+            // A last line without a newline: git would not have written it.
+            return Err(Refusal::Malformed { line: self.no + 1, what: "no newline at the end".into() });
+        }
+        Ok(Some(buf))
+    }
+
+    fn next(&mut self) -> Result<Option<Vec<u8>>, Refusal> {
+        let line = match self.peeked.take() {
+            Some(line) => line,
+            None => self.read()?,
+        };
+        self.no += usize::from(line.is_some());
+        Ok(line)
+    }
+
+    fn peek(&mut self) -> Result<Option<&[u8]>, Refusal> {
+        if self.peeked.is_none() {
+            self.peeked = Some(self.read()?);
+        }
+        Ok(self.peeked.as_ref().and_then(|l| l.as_deref()))
+    }
+
+    fn peek_starts(&mut self, prefix: &[u8]) -> Result<bool, Refusal> {
+        Ok(self.peek()?.is_some_and(|l| l.starts_with(prefix)))
+    }
+
+    fn peek_is(&mut self, text: &[u8]) -> Result<bool, Refusal> {
+        Ok(self.peek()? == Some(text))
+    }
+
+    fn malformed(&self, what: &str) -> Refusal {
+        Refusal::Malformed { line: self.no, what: what.into() }
+    }
+}

@@ -1,0 +1,218 @@
+//! The host side of a workspace: which repository, which commit, which files to ship.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use super::error::{Stderr, WorkspaceError};
+
+/// Git's file mode for a submodule (a "gitlink").
+const GITLINK: &[u8] = b"160000";
+
+/// A git working tree on the host.
+#[derive(Debug, Clone)]
+pub struct HostRepo {
+    /// The top of the working tree.
+    pub root: PathBuf,
+    /// Where the given path sits below `root` (`""` or `sub/dir/`).
+    pub prefix: String,
+    /// The commit HEAD names; `None` before the first commit.
+    pub head: Option<String>,
+    /// The branch HEAD is on (`refs/heads/…`); `None` when detached.
+    pub branch: Option<String>,
+}
+
+/// Runs `git -C dir args…` and returns its stdout.
+pub fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
+    let out = git_command(dir, args).output().map_err(WorkspaceError::GitMissing)?;
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(WorkspaceError::Git {
+            command: args.join(" "),
+            dir: dir.to_path_buf(),
+            stderr: Stderr::from_bytes(&out.stderr),
+        })
+    }
+}
+
+/// `git -C dir args…`, with output captured and no prompts.
+pub fn git_command(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Like [`git`], but a plain "no" (exit code 1 with no stderr) is `None`.
+fn git_maybe(dir: &Path, args: &[&str]) -> Result<Option<String>, WorkspaceError> {
+    let out = git_command(dir, args).output().map_err(WorkspaceError::GitMissing)?;
+    match out.status.code() {
+        Some(0) => Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_string())),
+        Some(1) if out.stderr.is_empty() => Ok(None),
+        _ => Err(WorkspaceError::Git {
+            command: args.join(" "),
+            dir: dir.to_path_buf(),
+            stderr: Stderr::from_bytes(&out.stderr),
+        }),
+    }
+}
+
+impl HostRepo {
+    /// Finds the repository that holds `path`.
+    pub fn open(path: &Path) -> Result<HostRepo, WorkspaceError> {
+        let path = fs_err::canonicalize(path)
+            .map_err(|source| WorkspaceError::Read { path: path.to_path_buf(), source })?;
+        let out = git_command(&path, &["rev-parse", "--is-bare-repository", "--is-inside-work-tree"])
+            .output()
+            .map_err(WorkspaceError::GitMissing)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut flags = text.lines();
+        match (out.status.success(), flags.next(), flags.next()) {
+            (true, Some("true"), _) => return Err(WorkspaceError::BareRepo { path }),
+            (true, _, Some("true")) => {}
+            _ => return Err(WorkspaceError::NotARepo { path }),
+        }
+        let top = git(&path, &["rev-parse", "--show-toplevel"])?;
+        let root = PathBuf::from(OsStr::from_bytes(trim_newline(&top)));
+        let prefix = String::from_utf8_lossy(trim_newline(&git(&path, &["rev-parse", "--show-prefix"])?))
+            .into_owned();
+        let head = git_maybe(&root, &["rev-parse", "-q", "--verify", "HEAD^{commit}"])?;
+        let branch = git_maybe(&root, &["symbolic-ref", "-q", "HEAD"])?;
+        Ok(HostRepo { root, prefix, head, branch })
+    }
+}
+
+fn trim_newline(b: &[u8]) -> &[u8] {
+    b.strip_suffix(b"\n").unwrap_or(b)
+}
+
+/// What a shipped path is on the host right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    File,
+    Symlink,
+}
+
+/// One path to ship, relative to the repository root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShipEntry {
+    pub path: PathBuf,
+    pub kind: Kind,
+}
+
+/// Everything a workspace ship needs from the host repository.
+#[derive(Debug)]
+pub struct Manifest {
+    /// `git ls-files -s -z`: the index, replayed in the guest.
+    pub index: Vec<u8>,
+    /// The files and symlinks to put in the guest's working tree, in order.
+    pub entries: Vec<ShipEntry>,
+    /// Untracked paths that were skipped (nested repositories), for a note.
+    pub skipped: Vec<PathBuf>,
+}
+
+impl Manifest {
+    /// Tracked files as they are in the working tree (deleted ones left out), plus
+    /// untracked non-ignored files when `include_untracked`.
+    pub fn collect(repo: &HostRepo, include_untracked: bool) -> Result<Manifest, WorkspaceError> {
+        let index = git(&repo.root, &["ls-files", "-s", "-z"])?;
+        let mut tracked: Vec<&[u8]> = Vec::new();
+        let mut submodules = Vec::new();
+        for record in index.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            // "<mode> <sha> <stage>\t<path>"
+            let Some(tab) = record.iter().position(|b| *b == b'\t') else { continue };
+            let (meta, path) = (&record[..tab], &record[tab + 1..]);
+            if meta.starts_with(GITLINK) {
+                submodules.push(String::from_utf8_lossy(path).into_owned());
+            } else if tracked.last() != Some(&path) {
+                tracked.push(path);
+            }
+        }
+        if !submodules.is_empty() {
+            return Err(WorkspaceError::Submodules { repo: repo.root.clone(), paths: submodules });
+        }
+        let mut walker = Walker::new(&repo.root);
+        let mut entries = Vec::new();
+        for path in tracked {
+            if let Some(entry) = walker.entry(path)? {
+                entries.push(entry);
+            }
+        }
+        let mut skipped = Vec::new();
+        if include_untracked {
+            let others = git(&repo.root, &["ls-files", "-z", "--others", "--exclude-standard"])?;
+            for path in others.split(|b| *b == 0).filter(|p| !p.is_empty()) {
+                if path.ends_with(b"/") {
+                    skipped.push(PathBuf::from(OsStr::from_bytes(path)));
+                } else if let Some(entry) = walker.entry(path)? {
+                    entries.push(entry);
+                }
+            }
+        }
+        Ok(Manifest { index, entries, skipped })
+    }
+}
+
+/// Classifies working-tree paths, remembering which directories were checked.
+struct Walker<'a> {
+    root: &'a Path,
+    real_dirs: HashSet<PathBuf>,
+}
+
+impl<'a> Walker<'a> {
+    fn new(root: &'a Path) -> Walker<'a> {
+        Walker { root, real_dirs: HashSet::new() }
+    }
+
+    /// `None` when the path is gone, is not a file or symlink, or sits below a symlink
+    /// or non-directory (git then sees it as deleted too).
+    fn entry(&mut self, path: &[u8]) -> Result<Option<ShipEntry>, WorkspaceError> {
+        let rel = PathBuf::from(OsStr::from_bytes(path));
+        if let Some(parent) = rel.parent() {
+            if !self.real_dir(parent)? {
+                return Ok(None);
+            }
+        }
+        let kind = match lstat(&self.root.join(&rel))? {
+            Some(m) if m.file_type().is_file() => Kind::File,
+            Some(m) if m.file_type().is_symlink() => Kind::Symlink,
+            _ => return Ok(None),
+        };
+        Ok(Some(ShipEntry { path: rel, kind }))
+    }
+
+    fn real_dir(&mut self, dir: &Path) -> Result<bool, WorkspaceError> {
+        if dir.as_os_str().is_empty() || self.real_dirs.contains(dir) {
+            return Ok(true);
+        }
+        if let Some(parent) = dir.parent() {
+            if !self.real_dir(parent)? {
+                return Ok(false);
+            }
+        }
+        let is_dir = lstat(&self.root.join(dir))?.is_some_and(|m| m.file_type().is_dir());
+        if is_dir {
+            self.real_dirs.insert(dir.to_path_buf());
+        }
+        Ok(is_dir)
+    }
+}
+
+/// `lstat`, with "not there" as `None`.
+pub fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>, WorkspaceError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+            Ok(None)
+        }
+        Err(source) => Err(WorkspaceError::Read { path: path.to_path_buf(), source }),
+    }
+}

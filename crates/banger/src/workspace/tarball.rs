@@ -1,0 +1,146 @@
+//! The working tree as a tar stream, built on a blocking thread and handed to async
+//! code through a small bounded channel: no temp file, no whole copy in memory.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use banger_wire::agent::CHUNK;
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::io::StreamReader;
+
+use super::error::WorkspaceError;
+use super::repo::{lstat, Kind, ShipEntry};
+
+/// Chunks in flight between the tar thread and the exec stream.
+const IN_FLIGHT: usize = 4;
+
+/// Writes every entry of `entries` (relative to `root`) into `out` as a tar archive,
+/// reading each file as it is now. Ownership is left out (the guest extracts as root).
+pub fn write_tar<W: Write>(root: &Path, entries: &[ShipEntry], out: W) -> Result<W, WorkspaceError> {
+    let mut tar = tar::Builder::new(out);
+    let werr = |source: io::Error| WorkspaceError::Write { path: PathBuf::from("<tar stream>"), source };
+    for entry in entries {
+        let full = root.join(&entry.path);
+        let gone = || WorkspaceError::Changed { path: full.clone() };
+        let meta = lstat(&full)?.ok_or_else(gone)?;
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+        header.set_uid(0);
+        header.set_gid(0);
+        match entry.kind {
+            Kind::Symlink if meta.file_type().is_symlink() => {
+                let target = fs_err::read_link(&full)
+                    .map_err(|source| WorkspaceError::Read { path: full.clone(), source })?;
+                header.set_entry_type(tar::EntryType::Symlink);
+                header.set_mode(0o777);
+                header.set_size(0);
+                tar.append_link(&mut header, &entry.path, &target).map_err(werr)?;
+            }
+            Kind::File if meta.file_type().is_file() => {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                    .open(&full)
+                    .map_err(|source| WorkspaceError::Read { path: full.clone(), source })?;
+                let meta = file
+                    .metadata()
+                    .map_err(|source| WorkspaceError::Read { path: full.clone(), source })?;
+                if !meta.is_file() {
+                    return Err(gone());
+                }
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(meta.mode() & 0o7777);
+                header.set_size(meta.len());
+                let mut body = Exact { inner: file.take(meta.len()), left: meta.len() };
+                if let Err(e) = tar.append_data(&mut header, &entry.path, &mut body) {
+                    return Err(if body.left > 0 {
+                        gone()
+                    } else {
+                        WorkspaceError::Read { path: full.clone(), source: e }
+                    });
+                }
+            }
+            _ => return Err(gone()),
+        }
+    }
+    tar.into_inner().map_err(werr)
+}
+
+/// Yields exactly `left` bytes or fails: a file that shrank mid-read must not produce a
+/// tar entry shorter than its header says.
+struct Exact<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Exact<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Ok(0);
+        }
+        let n = self.inner.read(buf)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while read"));
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// A blocking [`Write`] that hands CHUNK-sized pieces to an async reader.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the exec stream went away"))
+    }
+}
+
+/// Starts building the tar of `entries` on a blocking thread. Read the archive from the
+/// returned reader; the handle reports how the build went. If the build fails, the
+/// reader fails too (it never ends cleanly on a partial archive).
+pub fn stream(
+    root: PathBuf,
+    entries: Vec<ShipEntry>,
+) -> (impl AsyncRead + Unpin + Send, JoinHandle<Result<(), WorkspaceError>>) {
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(IN_FLIGHT);
+    let handle = tokio::task::spawn_blocking(move || {
+        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+        let result = write_tar(&root, &entries, writer).and_then(|mut w| {
+            w.flush().map_err(|source| WorkspaceError::Write { path: "<tar stream>".into(), source })
+        });
+        if let Err(e) = &result {
+            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+        }
+        result
+    });
+    (StreamReader::new(tokio_stream_from(rx)), handle)
+}
+
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<io::Result<Bytes>>,
+) -> impl futures::Stream<Item = io::Result<Bytes>> + Unpin + Send {
+    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
