@@ -171,6 +171,130 @@ s_vmm_killed() {
   banger vm delete doomed
 }
 
+# --- workspace scenarios -----------------------------------------------------------
+# A repo with what shipping must keep: an exec bit, a symlink, binary data, odd names,
+# plus an uncommitted edit, a staged file, a deleted file, an untracked and an ignored one.
+ws_repo() {
+  local r=$1
+  rm -rf "$r"; mkdir -p "$r/dir with space"
+  git -C "$r" init -q -b main
+  git -C "$r" config user.email smoke@banger.test; git -C "$r" config user.name smoke
+  printf 'committed\n' >"$r/tracked.txt"
+  printf '#!/bin/sh\necho run\n' >"$r/run.sh"; chmod 755 "$r/run.sh"
+  head -c 4096 /dev/urandom >"$r/blob.bin"
+  head -c 1024 /dev/urandom >"$r/old.bin"
+  printf 'snow\n' >"$r/dir with space/ünï ☃.txt"
+  ln -s tracked.txt "$r/link"
+  printf 'gone\n' >"$r/deleted.txt"
+  printf '*.log\n' >"$r/.gitignore"
+  git -C "$r" add -A; git -C "$r" commit -qm base
+  printf 'uncommitted\n' >"$r/tracked.txt"
+  rm "$r/deleted.txt"
+  printf 'staged\n' >"$r/staged.txt"; git -C "$r" add staged.txt
+  printf 'SECRET=1\n' >"$r/untracked.env"
+  printf 'noise\n' >"$r/build.log"
+}
+
+# Every file and symlink below . (no .git): kind, mode or target, content hash, path.
+TREE_SUM='find . -path ./.git -prune -o \( -type f -o -type l \) -print | LC_ALL=C sort |
+  while IFS= read -r f; do
+    if [ -L "$f" ]; then echo "L $(readlink "$f") $f";
+    else echo "F $(stat -c %a "$f") $(sha256sum <"$f" | cut -c1-64) $f"; fi
+  done'
+
+s_workspace_run() {
+  ws_repo "$RUN_DIR/wsrun"
+  probe='cat tracked.txt; git status --porcelain --untracked-files=no; git rev-parse HEAD
+    test -e untracked.env || echo no-untracked; test -e build.log || echo no-ignored'
+  out=$(banger vm run --rm "$RUN_DIR/wsrun" -- sh -c "$probe; $TREE_SUM; pwd")
+  # The host, once its untracked and ignored files are gone, must look the same.
+  rm "$RUN_DIR/wsrun/untracked.env" "$RUN_DIR/wsrun/build.log"
+  want=$(cd "$RUN_DIR/wsrun" && sh -c "$probe; $TREE_SUM; pwd" | sed "s|^$RUN_DIR/wsrun\$|/root/repo|")
+  expect_eq "$out" "$want"
+  echo "$out" | grep -qx uncommitted
+  expect_eq "$(vm_rows)" "0"
+}
+
+s_workspace_dry_run() {
+  ws_repo "$RUN_DIR/wsdry"
+  # No daemon may be needed: point at a socket nobody serves and a daemon that cannot run.
+  out=$(BANGER_SOCKET=$RUN_DIR/nobody.sock BANGER_DAEMON=/bin/false \
+    banger vm run --rm --dry-run "$RUN_DIR/wsdry" -- true)
+  want=$(printf '%s\n' .gitignore blob.bin "dir with space/ünï ☃.txt" link old.bin run.sh \
+    staged.txt tracked.txt)
+  expect_eq "$out" "$want"
+  [ ! -e "$RUN_DIR/nobody.sock" ] || { echo "a daemon was started"; return 1; }
+  out=$(BANGER_SOCKET=$RUN_DIR/nobody.sock BANGER_DAEMON=/bin/false \
+    banger vm run --dry-run --include-untracked "$RUN_DIR/wsdry")
+  expect_eq "$out" "$(printf '%s\nuntracked.env' "$want")"
+}
+
+s_include_untracked() {
+  ws_repo "$RUN_DIR/wsun"
+  out=$(banger vm run --rm --include-untracked "$RUN_DIR/wsun" -- \
+    sh -c 'cat untracked.env; test -e build.log || echo no-ignored; git status --porcelain')
+  expect_eq "$out" "$(printf 'SECRET=1\nno-ignored\n D deleted.txt\nA  staged.txt\n M tracked.txt\n?? untracked.env')"
+}
+
+s_workspace_export() {
+  local r=$RUN_DIR/wsexp
+  ws_repo "$r"
+  git -C "$r" add -A; git -C "$r" commit -qm everything
+  banger vm create wsx
+  banger workspace prepare wsx "$r"
+  # Edit, add, delete and chmod a text and a binary file; rename a dir; repoint a link.
+  banger vm exec wsx -w /root/repo -- sh -c '
+    set -e
+    printf "from the guest\n" >>tracked.txt; head -c 300 /dev/urandom >>blob.bin
+    printf "new text\n" >new.txt; head -c 2048 /dev/urandom >new.bin
+    rm staged.txt old.bin
+    chmod 755 tracked.txt blob.bin; chmod 644 run.sh
+    mv "dir with space" "moved dir"; ln -sfn run.sh link'
+  banger workspace export wsx -o "$RUN_DIR/ws.patch"
+  git clone -q "$r" "$RUN_DIR/wsclone"
+  git -C "$RUN_DIR/wsclone" apply --check "$RUN_DIR/ws.patch"
+  git -C "$RUN_DIR/wsclone" apply "$RUN_DIR/ws.patch"
+  guest=$(banger vm exec wsx -w /root/repo -- sh -c "$TREE_SUM")
+  expect_eq "$(cd "$RUN_DIR/wsclone" && sh -c "$TREE_SUM")" "$guest"
+  # --apply brings the same changes into the host working tree.
+  banger workspace export wsx --apply --repo "$r"
+  expect_eq "$(cd "$r" && rm -f build.log && sh -c "$TREE_SUM")" "$guest"
+  banger vm delete wsx
+}
+
+s_workspace_hostile() {
+  local r=$RUN_DIR/wshost
+  ws_repo "$r"
+  banger vm create wsh
+  banger workspace prepare wsh "$r"
+  snap() { (cd "$r" && find . -print0 | LC_ALL=C sort -z | xargs -0 ls -ld --time-style=+%s.%N; \
+    find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); }
+  before=$(snap)
+  # A symlink out of the repo, made by the guest's real git.
+  banger vm exec wsh -w /root/repo -- ln -s /etc/passwd pw
+  set +e
+  banger workspace export wsh --apply --repo "$r" 2>"$RUN_DIR/hostile1.err"; rc1=$?
+  set -e
+  # A guest whose git writes a traversal patch.
+  banger vm exec wsh -- sh -c 'rm /root/repo/pw; cat >/usr/local/bin/git <<"EOF"
+#!/bin/sh
+case " $* " in *" diff "*)
+  printf "diff --git a/../../pwned b/../../pwned\nnew file mode 100644\n--- /dev/null\n+++ b/../../pwned\n@@ -0,0 +1 @@\n+owned\n"
+  exit 0;; esac
+exec /usr/bin/git "$@"
+EOF
+chmod 755 /usr/local/bin/git'
+  set +e
+  banger workspace export wsh --apply --repo "$r" 2>"$RUN_DIR/hostile2.err"; rc2=$?
+  set -e
+  banger vm delete wsh
+  cat "$RUN_DIR/hostile1.err" "$RUN_DIR/hostile2.err"
+  [ "$rc1" -ne 0 ] && grep -q 'would point outside the repository' "$RUN_DIR/hostile1.err"
+  [ "$rc2" -ne 0 ] && grep -q 'climbs out' "$RUN_DIR/hostile2.err"
+  expect_eq "$(snap)" "$before"
+  [ ! -e "$RUN_DIR/pwned" ] && [ ! -e "$(dirname "$RUN_DIR")/pwned" ]
+}
+
 # --- run ---------------------------------------------------------------------------
 log "smoke: state in $SMOKE_HOME, runtime in $RUN_DIR"
 banger doctor || { log "smoke: doctor reports a FAIL"; exit 1; }
@@ -191,6 +315,11 @@ scenario concurrent-runs      s_concurrent_runs
 scenario stdin-50mib          s_stdin_stream
 scenario daemon-restart       s_daemon_restart
 scenario vmm-sigkill          s_vmm_killed
+scenario workspace-run        s_workspace_run
+scenario workspace-dry-run    s_workspace_dry_run
+scenario include-untracked    s_include_untracked
+scenario workspace-export     s_workspace_export
+scenario workspace-hostile    s_workspace_hostile
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

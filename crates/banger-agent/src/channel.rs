@@ -9,6 +9,7 @@ use banger_wire::agent::{SERIAL_PORT_NAME, VSOCK_PORT};
 use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, VsockAddr};
 
 use crate::fdio::{FdStream, Kind};
+use crate::logging::chain;
 use crate::serial::SerialPort;
 
 /// The host's vsock context id.
@@ -124,9 +125,9 @@ impl Channel {
                             failures += 1;
                             // Refusals are normal while the host is (re)starting: say it once.
                             if failures == 1 {
-                                tracing::info!(cause = %e, "host not reachable yet; retrying");
+                                tracing::info!(cause = %chain(&e), "host not reachable yet; retrying");
                             } else {
-                                tracing::debug!(cause = %e, failures, "host still not reachable");
+                                tracing::debug!(cause = %chain(&e), failures, "host still not reachable");
                             }
                             tokio::time::sleep(backoff.next_delay()).await;
                         }

@@ -206,7 +206,7 @@ pub async fn serve(
     match spawn(&spec, defaults) {
         Ok(spawned) => run::run(spawned, timeout, reader, writer).await,
         Err(e) => {
-            tracing::info!(argv0 = spec.argv.first().map(String::as_str), cause = %e, "exec refused");
+            tracing::info!(argv0 = spec.argv.first().map(String::as_str), cause = %crate::logging::chain(&e), "exec refused");
             run::reply_once(&mut writer, &GuestFrame::Error(e.to_wire())).await;
         }
     }

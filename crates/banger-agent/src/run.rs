@@ -29,7 +29,7 @@ const DRAIN_AFTER_KILL: Duration = Duration::from_secs(2);
 /// Sends a single frame and closes the stream (errors mean the host left; nothing to do).
 pub async fn reply_once(writer: &mut FrameWriter, frame: &GuestFrame) {
     if let Err(e) = send_frame(writer, frame).await {
-        tracing::debug!(cause = %e, "reply not delivered");
+        tracing::debug!(cause = %crate::logging::chain(&e), "reply not delivered");
     }
     let _ = frame::close(writer).await;
 }
@@ -63,7 +63,7 @@ pub async fn run(
         let last = tokio::select! {
             last = finish(&mut child, &group, outputs, tx.clone(), timeout) => last,
             gone = host_input(&mut reader, &mut input, &group) => {
-                tracing::info!(pid, cause = %gone, "host stream ended before the process; killing its group");
+                tracing::info!(pid, cause = %crate::logging::chain(&gone), "host stream ended before the process; killing its group");
                 return false;
             }
         };
@@ -72,7 +72,7 @@ pub async fn run(
     let completed = tokio::select! {
         completed = work => completed,
         Err(e) = &mut writer => {
-            tracing::info!(pid, cause = %e, "cannot write to the host; killing the process group");
+            tracing::info!(pid, cause = %crate::logging::chain(&e), "cannot write to the host; killing the process group");
             false
         }
     };

@@ -2,15 +2,16 @@
 //! every inbound stream carries one request.
 
 use std::future::poll_fn;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use banger_wire::agent::{
+    HELLO_SYNC,
     AgentRequest, AuthReply, GuestFrame, GuestHello, HostAuth, PROTOCOL_VERSION,
 };
 use banger_wire::{ErrorCode, WireError};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
@@ -81,6 +82,9 @@ where
         boot_id: ctx.boot_id.clone(),
         uptime_ms: ctx.started_ms,
     };
+    io.write_all(&HELLO_SYNC)
+        .await
+        .map_err(|e| SessionError::Handshake(e.into()))?;
     write_frame(&mut io, &hello)
         .await
         .map_err(SessionError::Handshake)?;
@@ -131,17 +135,17 @@ where
     let mut conn =
         yamux::Connection::new(io.compat(), yamux::Config::default(), yamux::Mode::Server);
     let mut handlers = JoinSet::new();
-    let (shutdown_tx, mut shutdown_rx) = mpsc::channel::<bool>(1);
+    let shutdown = Arc::new(ShutdownRequest::default());
     let end = loop {
         tokio::select! {
             inbound = poll_fn(|cx| conn.poll_next_inbound(cx)) => match inbound {
                 Some(Ok(stream)) => {
-                    handlers.spawn(handle_stream(stream, ctx.clone(), shutdown_tx.clone()));
+                    handlers.spawn(handle_stream(stream, ctx.clone(), shutdown.clone()));
                 }
                 Some(Err(e)) => break Err(SessionError::Yamux(e)),
                 None => break Ok(SessionEnd::HostClosed),
             },
-            Some(reboot) = shutdown_rx.recv() => {
+            () = shutdown.acknowledged.notified() => {
                 // Flushes every queued frame (the `Ok` reply included), then says goodbye.
                 // Bounded: a serial port blocks writes once the host has disconnected.
                 let close = poll_fn(|cx| conn.poll_close(cx));
@@ -150,6 +154,7 @@ where
                     Ok(Err(e)) => tracing::debug!(cause = %e, "closing the session after shutdown"),
                     Err(_) => tracing::debug!("host gone before the session closed cleanly"),
                 }
+                let reboot = shutdown.reboot.get().copied().unwrap_or(false);
                 break Ok(SessionEnd::Shutdown { reboot });
             }
             Some(joined) = handlers.join_next(), if !handlers.is_empty() => {
@@ -159,6 +164,12 @@ where
             }
         }
     };
+    // Once a shutdown was requested it happens, even if the host hung up first.
+    let end = match shutdown.reboot.get() {
+        Some(&reboot) => Ok(SessionEnd::Shutdown { reboot }),
+        None => end,
+    };
+    while handlers.try_join_next().is_some() {}
     let running = handlers.len();
     handlers.shutdown().await;
     if running > 0 {
@@ -183,7 +194,16 @@ where
     }
 }
 
-async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: mpsc::Sender<bool>) {
+/// A shutdown request, shared between its handler and the session loop.
+#[derive(Default)]
+struct ShutdownRequest {
+    /// Set before the reply goes out, so the session cannot miss it.
+    reboot: OnceLock<bool>,
+    /// Signalled once the `Ok` reply is queued: time to close the session.
+    acknowledged: Notify,
+}
+
+async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: Arc<ShutdownRequest>) {
     let (mut reader, mut writer) = split_stream(stream);
     let request: AgentRequest = match next_frame(&mut reader).await {
         Ok(request) => request,
@@ -218,8 +238,9 @@ async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: mpsc::Sen
             }
             Role::Init => {
                 tracing::info!(reboot, "host requested shutdown");
+                let _ = shutdown.reboot.set(reboot);
                 reply_once(&mut writer, &GuestFrame::Ok).await;
-                let _ = shutdown.send(reboot).await;
+                shutdown.acknowledged.notify_one();
             }
         },
     }

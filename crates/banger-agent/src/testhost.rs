@@ -43,6 +43,9 @@ impl Host {
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let mut sync = [0u8; 8];
+        tokio::io::AsyncReadExt::read_exact(&mut io, &mut sync).await.expect("hello sync");
+        assert_eq!(sync, banger_wire::agent::HELLO_SYNC);
         let hello: GuestHello = read_frame_exact(&mut io).await.expect("guest hello");
         assert_eq!(hello.protocol, PROTOCOL_VERSION);
         let auth = HostAuth {

@@ -187,8 +187,11 @@ async fn missing_cwd_is_an_invalid_argument_naming_the_dir() {
 #[tokio::test]
 async fn unknown_command_is_not_found_naming_it() {
     let (host, _guest) = connect(Role::Serve).await;
+    let mut spec = cmd(&["banger-no-such-command", "x"]);
+    // Only searchable directories: one the caller cannot enter turns ENOENT into EACCES.
+    spec.env = vec![("PATH".into(), "/usr/bin:/bin".into())];
 
-    let done = host.exec(cmd(&["banger-no-such-command", "x"]), b"").await;
+    let done = host.exec(spec, b"").await;
 
     assert!(!done.started);
     assert_eq!(error_code(&done.last), Some(ErrorCode::NotFound));
@@ -363,6 +366,20 @@ async fn shutdown_as_init_is_acknowledged_and_ends_the_session() {
 
     assert_eq!(reply, GuestFrame::Ok);
     assert_eq!(end, Some(SessionEnd::Shutdown { reboot: true }));
+}
+
+#[tokio::test]
+async fn shutdown_happens_even_if_the_host_hangs_up_right_after_ok() {
+    let (host, guest) = connect(Role::Init).await;
+
+    let reply = host
+        .roundtrip(&AgentRequest::Shutdown { reboot: false })
+        .await;
+    host.disconnect();
+    let end = guest.await.unwrap().unwrap();
+
+    assert_eq!(reply, GuestFrame::Ok);
+    assert_eq!(end, Some(SessionEnd::Shutdown { reboot: false }));
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@
 //! ([`encode`] / [`decode`]). The same framing is used on the daemon ⇄ CLI exec stream.
 //!
 //! # Session
-//! 1. guest → host: [`GuestHello`]
+//! 1. guest → host: [`HELLO_SYNC`], then [`GuestHello`]
 //! 2. host → guest: [`HostAuth`] with the per-VM token
 //! 3. guest → host: [`AuthReply`]; on `Err` the guest closes the channel.
 //! 4. Both sides run a yamux session over the channel (host = client). Each yamux
@@ -37,6 +37,11 @@ pub const SERIAL_PORT_NAME: &str = "org.banger.agent.0";
 /// [`GuestHello`]; a guest waiting to say hello discards it. 12 bytes with a first byte
 /// no yamux header or frame length can start with.
 pub const HOST_KNOCK: [u8; 12] = *b"\xffbanger-knok";
+
+/// What the guest writes right before every [`GuestHello`]. The host discards bytes
+/// until it has seen it, so leftovers of a previous session (which QEMU may still hand
+/// to the next host) never pass for a hello.
+pub const HELLO_SYNC: [u8; 8] = *b"\xffBANGER\x01";
 
 /// Largest frame either side sends or accepts.
 pub const MAX_FRAME: usize = 1 << 20;

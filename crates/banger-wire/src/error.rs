@@ -99,9 +99,11 @@ impl fmt::Display for ErrorCode {
 pub struct WireError {
     pub code: ErrorCode,
     pub message: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    // No `skip_serializing_if`: postcard (the agent channel) is not self-describing
+    // and cannot read a struct with fields left out.
+    #[serde(default)]
     pub chain: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub hint: Option<String>,
 }
 
@@ -172,6 +174,13 @@ mod tests {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }
+    }
+
+    #[test]
+    fn wire_error_round_trips_through_postcard() {
+        let err = WireError::new(ErrorCode::Timeout, "command timed out after 1s and was killed");
+        let bytes = postcard::to_stdvec(&err).unwrap();
+        assert_eq!(postcard::from_bytes::<WireError>(&bytes).unwrap(), err);
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub enum Command {
     /// Build, list and delete guest images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Ship a git working tree into a VM, and bring the changes back as a patch.
+    #[command(subcommand)]
+    Workspace(WorkspaceCommand),
     /// Start, stop and inspect the banger daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),
@@ -173,9 +176,59 @@ pub struct RunArgs {
     pub backend: Option<String>,
     #[command(flatten)]
     pub opts: ExecOpts,
+    /// A git repository to ship into the VM (its tracked files as they are in the
+    /// working tree, with git history); the command then runs in it.
+    #[arg(value_name = "PATH")]
+    pub path: Option<std::path::PathBuf>,
+    /// With PATH: also ship untracked files that are not ignored.
+    #[arg(long, requires = "path")]
+    pub include_untracked: bool,
+    /// With PATH: print the files that would be shipped, one per line, and exit
+    /// without creating a VM.
+    #[arg(long, requires = "path")]
+    pub dry_run: bool,
+    /// With PATH: where the repository goes in the guest.
+    #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST, visible_alias = "dest")]
+    pub workdir_in_guest: String,
     /// The command and its arguments (default: a login shell).
     #[arg(last = true)]
     pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkspaceCommand {
+    /// Ship a git repository's working tree into a running VM: tracked files as they
+    /// are now (uncommitted edits included), with HEAD and the index, so `git status`
+    /// in the guest matches the host.
+    Prepare {
+        name: String,
+        path: std::path::PathBuf,
+        /// Also ship untracked files that are not ignored.
+        #[arg(long)]
+        include_untracked: bool,
+        /// Where the repository goes in the guest.
+        #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
+        dest: String,
+    },
+    /// Print the guest's changes as a git patch relative to the shipped HEAD (so it
+    /// applies to a clean checkout), or apply them here with --apply.
+    Export {
+        name: String,
+        /// Write the patch to FILE instead of stdout.
+        #[arg(short = 'o', long, value_name = "FILE", conflicts_with = "apply")]
+        output: Option<std::path::PathBuf>,
+        /// Apply the changes made in the guest since the ship to the host working
+        /// tree (3-way merge if they do not apply cleanly). Paths outside the
+        /// repository, in .git, or through symlinks are refused.
+        #[arg(long)]
+        apply: bool,
+        /// The repository to apply to (with --apply).
+        #[arg(long, value_name = "PATH", default_value = ".", requires = "apply")]
+        repo: std::path::PathBuf,
+        /// Where the repository is in the guest.
+        #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
+        dest: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

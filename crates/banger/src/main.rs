@@ -6,6 +6,7 @@ mod cmd;
 mod error;
 mod exec;
 mod output;
+mod workspace;
 
 use clap::Parser;
 

@@ -89,8 +89,36 @@ async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, payload: &[u8]) -> Resul
     Ok(())
 }
 
+/// Skips bytes up to and including [`agent::HELLO_SYNC`].
+async fn skip_to_sync<R: AsyncRead + Unpin>(io: &mut R) -> Result<(), AgentError> {
+    let sync = agent::HELLO_SYNC;
+    let mut window = [0u8; 8];
+    let mut seen = 0usize;
+    let mut byte = [0u8; 1];
+    while window != sync {
+        match io.read_exact(&mut byte).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(AgentError::Closed)
+            }
+            Err(e) => return Err(e.into()),
+        }
+        window.rotate_left(1);
+        window[7] = byte[0];
+        seen += 1;
+        if seen > agent::MAX_FRAME {
+            return Err(AgentError::Io(std::io::Error::other("no hello from the agent")));
+        }
+    }
+    if seen > sync.len() {
+        tracing::debug!(skipped = seen - sync.len(), "discarded stale bytes before the agent hello");
+    }
+    Ok(())
+}
+
 /// Waits for the guest's hello on a fresh channel (the guest speaks first).
 pub async fn read_hello<S: AsyncRead + Unpin>(io: &mut S) -> Result<GuestHello, AgentError> {
+    skip_to_sync(io).await?;
     let hello: GuestHello = agent::decode(&read_frame(io).await?)?;
     if hello.protocol != PROTOCOL_VERSION {
         return Err(AgentError::Protocol {

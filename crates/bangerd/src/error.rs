@@ -6,6 +6,11 @@ use crate::agent_conn::AgentError;
 use crate::store::StoreError;
 use crate::vmm::VmmError;
 
+/// The last lines of a guest's serial console, carried as the cause of a failed boot.
+#[derive(Debug, thiserror::Error)]
+#[error("the guest console ends with:\n{0}")]
+pub struct ConsoleTail(pub String);
+
 /// Why a daemon request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -41,7 +46,12 @@ pub enum DaemonError {
     #[error("vm {vm:?} crashed during boot: {detail}")]
     BootCrashed { vm: String, detail: String },
     #[error("vm {vm:?}: the guest agent did not answer within {secs}s")]
-    BootTimeout { vm: String, secs: u64 },
+    BootTimeout {
+        vm: String,
+        secs: u64,
+        #[source]
+        console: ConsoleTail,
+    },
     #[error("vm {vm:?}: guest agent failed")]
     Agent {
         vm: String,

@@ -6,6 +6,7 @@ mod exec;
 mod image;
 mod run;
 mod vm;
+mod workspace;
 
 use bangerd::config::Paths;
 
@@ -25,7 +26,9 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             clap_complete::generate(shell, &mut cmd, "banger", &mut std::io::stdout());
             Ok(0)
         }
+        Command::Vm(crate::cli::VmCommand::Run(args)) if args.dry_run => run::dry_run(&args),
         Command::Vm(cmd) => vm::run(&connect(&paths).await?, cmd).await,
+        Command::Workspace(cmd) => workspace::run(&connect(&paths).await?, cmd).await,
         Command::Image(cmd) => image::run(&connect(&paths).await?, cmd).await,
     }
 }

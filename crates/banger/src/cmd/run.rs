@@ -1,5 +1,6 @@
-//! `banger vm run [--rm] [--name N] -- cmd args…`: create (or reuse), run, exit with the
-//! command's code, and with `--rm` delete the VM whatever happened.
+//! `banger vm run [--rm] [--name N] [PATH] -- cmd args…`: create (or reuse), ship the
+//! git repository at PATH if given, run, exit with the command's code, and with `--rm`
+//! delete the VM whatever happened.
 
 use banger_wire::api::{Request, VmCreateSpec};
 use banger_wire::ErrorCode;
@@ -9,8 +10,27 @@ use crate::cli::RunArgs;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
+use crate::workspace::{self, ShipOptions};
+
+/// `vm run PATH --dry-run`: the files that would be shipped; no daemon, no VM.
+pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
+    let Some(path) = &args.path else {
+        return Err(CliError::usage("--dry-run needs a PATH to ship", None));
+    };
+    let repo = workspace::HostRepo::open(path)?;
+    workspace::list(&repo, args.include_untracked, std::io::stdout().lock())?;
+    Ok(0)
+}
 
 pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
+    // Check the repository before a VM exists for it.
+    let repo = match &args.path {
+        Some(path) => {
+            workspace::check_dest(&args.workdir_in_guest).map_err(|m| CliError::usage(m, None))?;
+            Some(workspace::HostRepo::open(path)?)
+        }
+        None => None,
+    };
     let existing = match &args.name {
         Some(n) => match client.rpc(&Request::VmShow { name: n.clone() }).await {
             Ok(resp) => Some(super::vm::expect_vm(resp)?),
@@ -57,8 +77,27 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
         opts.tty = true;
         opts.interactive = true;
     }
+    let work = async {
+        let cwd = match &repo {
+            Some(repo) => {
+                let ship = ShipOptions {
+                    include_untracked: args.include_untracked,
+                    dest: args.workdir_in_guest.clone(),
+                };
+                // A Ctrl-C while shipping still deletes the VM under --rm.
+                tokio::select! {
+                    r = super::workspace::prepare(client, &vm.name, repo, &ship) => r?,
+                    _ = tokio::signal::ctrl_c(), if args.rm => return Ok(130),
+                };
+                let dir = format!("{}/{}", ship.dest.trim_end_matches('/'), repo.prefix);
+                Some(dir.trim_end_matches('/').to_string())
+            }
+            None => None,
+        };
+        super::exec::exec_in(client, &vm.name, &opts, argv, cwd).await
+    };
     let result = tokio::select! {
-        r = super::exec::exec_in(client, &vm.name, &opts, argv, None) => r,
+        r = work => r,
         _ = tokio::signal::ctrl_c(), if args.rm && opts.tty => Ok(130),
     };
     if args.rm {

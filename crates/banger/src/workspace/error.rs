@@ -129,13 +129,13 @@ impl WorkspaceError {
             WorkspaceError::NoWorkspace { vm, .. } => {
                 format!("ship one first: `banger workspace prepare {vm} PATH`")
             }
-            WorkspaceError::Refused { .. } => {
-                "nothing was written; inspect the patch with `banger workspace export NAME -o FILE`"
-                    .into()
-            }
-            WorkspaceError::DoesNotApply { .. } => {
-                "nothing was written; save the patch with -o FILE and resolve by hand".into()
-            }
+            WorkspaceError::Refused { vm, .. } => format!(
+                "nothing was written; inspect the patch with `banger workspace export {vm} -o FILE`"
+            ),
+            WorkspaceError::DoesNotApply { vm, .. } => format!(
+                "nothing was written; save the patch with `banger workspace export {vm} -o FILE` \
+                 and apply it by hand"
+            ),
             _ => return None,
         })
     }
@@ -150,5 +150,29 @@ impl From<WorkspaceError> for CliError {
                 CliError::Remote(WireError::from_error(other.code(), &other, hint))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::output::render_error;
+
+    #[test]
+    fn a_refused_patch_renders_cause_and_hint_with_its_exit_code() {
+        let err = WorkspaceError::Refused {
+            vm: "dev".into(),
+            refusal: Refusal::DotDot { path: "../x".into() },
+        };
+
+        let cli = CliError::from(err);
+
+        assert_eq!(
+            render_error(&cli, false),
+            "error: refusing the patch from vm dev\n\
+             caused by: path \"../x\" climbs out with `..`\n\
+             hint: nothing was written; inspect the patch with `banger workspace export dev -o FILE`\n"
+        );
+        assert_eq!(cli.exit_code(), ErrorCode::PermissionDenied.exit_code());
     }
 }

@@ -49,32 +49,68 @@ pub fn spec(argv: &[&str]) -> ExecSpec {
     }
 }
 
-/// Runs `spec` in VM `vm`, streaming `stdin` in and `stdout` out; returns the exit code
-/// and stderr. A failure to read `stdin` aborts the command (the guest sees the stream
-/// vanish, not a clean end of input).
-pub async fn run<R, W>(
-    client: &Client,
-    vm: &str,
-    spec: ExecSpec,
-    stdin: R,
-    stdout: &mut W,
-) -> Result<Captured, CaptureError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let io = client.exec(&ExecRequest { vm: vm.to_string(), spec }).await?;
-    pump(io, stdin, stdout).await
+/// Somewhere commands run with streamed stdio: a VM through the daemon ([`Vm`]), or
+/// this host in tests.
+pub trait Runner {
+    /// Names the target in messages.
+    fn name(&self) -> &str;
+
+    /// Runs `spec`, streaming `stdin` in and `stdout` out; returns the exit code and
+    /// stderr. A failure to read `stdin` aborts the command: it sees its input vanish,
+    /// never a clean end of input.
+    async fn run<R, W>(
+        &self,
+        spec: ExecSpec,
+        stdin: R,
+        stdout: &mut W,
+    ) -> Result<Captured, CaptureError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin;
 }
 
-/// The frame loop of [`run`] over an already open exec stream.
+/// A running VM, reached through the daemon's exec stream.
+pub struct Vm<'a> {
+    pub client: &'a Client,
+    pub name: &'a str,
+}
+
+impl Runner for Vm<'_> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    async fn run<R, W>(
+        &self,
+        spec: ExecSpec,
+        stdin: R,
+        stdout: &mut W,
+    ) -> Result<Captured, CaptureError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let io = self
+            .client
+            .exec(&ExecRequest {
+                vm: self.name.to_string(),
+                spec,
+            })
+            .await?;
+        pump(io, stdin, stdout).await
+    }
+}
+
+/// The frame loop of [`Vm::run`] over an already open exec stream.
 pub async fn pump<S, R, W>(io: S, stdin: R, stdout: &mut W) -> Result<Captured, CaptureError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let codec = LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec();
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec();
     let (sink, frames) = Framed::new(io, codec).split();
 
     let feed = feed(stdin, sink);
@@ -111,8 +147,14 @@ where
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = stdin.read(&mut buf).await.map_err(FeedError::Read)?;
-        let frame = if n == 0 { HostFrame::StdinEof } else { HostFrame::Stdin(buf[..n].to_vec()) };
-        sink.send(Bytes::from(agent::encode(&frame))).await.map_err(|_| FeedError::Send)?;
+        let frame = if n == 0 {
+            HostFrame::StdinEof
+        } else {
+            HostFrame::Stdin(buf[..n].to_vec())
+        };
+        sink.send(Bytes::from(agent::encode(&frame)))
+            .await
+            .map_err(|_| FeedError::Send)?;
         if n == 0 {
             return Ok(sink);
         }
@@ -147,10 +189,163 @@ where
             }
             GuestFrame::Exit(status) => {
                 stdout.flush().await.map_err(CaptureError::Output)?;
-                return Ok(Captured { code: status.shell_code(), stderr });
+                return Ok(Captured {
+                    code: status.shell_code(),
+                    stderr,
+                });
             }
             GuestFrame::Error(e) => return Err(CliError::Remote(e).into()),
             GuestFrame::Started { .. } | GuestFrame::Pong { .. } | GuestFrame::Ok => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use banger_wire::agent::ExitStatus;
+    use tokio::io::{DuplexStream, ReadBuf};
+
+    use super::*;
+
+    type AgentSide = Framed<DuplexStream, LengthDelimitedCodec>;
+
+    /// The agent's end of an exec stream.
+    fn agent_pair() -> (DuplexStream, AgentSide) {
+        let (ours, theirs) = tokio::io::duplex(CHUNK);
+        let codec = LengthDelimitedCodec::builder()
+            .max_frame_length(MAX_FRAME)
+            .new_codec();
+        (ours, Framed::new(theirs, codec))
+    }
+
+    async fn send(agent: &mut AgentSide, frame: GuestFrame) {
+        agent
+            .send(Bytes::from(agent::encode(&frame)))
+            .await
+            .unwrap();
+    }
+
+    async fn recv(agent: &mut AgentSide) -> HostFrame {
+        agent::decode(&agent.next().await.unwrap().unwrap()).unwrap()
+    }
+
+    /// An endless input that counts how much was read from it.
+    struct Counting(Arc<AtomicUsize>);
+
+    impl AsyncRead for Counting {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = buf.remaining();
+            buf.put_slice(&vec![b'x'; n]);
+            self.0.fetch_add(n, Ordering::SeqCst);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn input_streams_in_chunks_and_output_comes_back_with_the_exit_code() {
+        let (io, mut agent) = agent_pair();
+        let input: Vec<u8> = (0..3 * CHUNK + 17).map(|i| (i % 251) as u8).collect();
+        let fake_agent = async move {
+            let mut echoed = 0;
+            loop {
+                match recv(&mut agent).await {
+                    HostFrame::Stdin(d) => {
+                        assert!(d.len() <= CHUNK);
+                        echoed += d.len();
+                        send(&mut agent, GuestFrame::Stdout(d)).await;
+                    }
+                    HostFrame::StdinEof => break,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            send(&mut agent, GuestFrame::Stderr(b"warning\n".to_vec())).await;
+            send(&mut agent, GuestFrame::Exit(ExitStatus::Code(3))).await;
+            echoed
+        };
+        let mut out = Vec::new();
+
+        let (captured, echoed) = tokio::join!(pump(io, &input[..], &mut out), fake_agent);
+
+        let captured = captured.unwrap();
+        assert_eq!(echoed, input.len());
+        assert_eq!(out, input);
+        assert_eq!((captured.code, captured.stderr), (3, b"warning\n".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn input_is_read_only_as_fast_as_the_guest_takes_it() {
+        let (io, mut agent) = agent_pair();
+        let read = Arc::new(AtomicUsize::new(0));
+        let stalled_agent = async {
+            // Take nothing for a while, then end the process.
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let read_while_stalled = read.load(Ordering::SeqCst);
+            send(&mut agent, GuestFrame::Exit(ExitStatus::Signal(9))).await;
+            read_while_stalled
+        };
+        let mut out = Vec::new();
+
+        let (captured, read_while_stalled) =
+            tokio::join!(pump(io, Counting(read.clone()), &mut out), stalled_agent);
+
+        assert_eq!(captured.unwrap().code, 137);
+        assert!(
+            read_while_stalled <= 4 * CHUNK,
+            "read {read_while_stalled} bytes ahead of the guest"
+        );
+    }
+
+    struct Failing;
+
+    impl AsyncRead for Failing {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Err(std::io::Error::other("producer died")))
+        }
+    }
+
+    #[tokio::test]
+    async fn an_input_failure_aborts_instead_of_sending_eof() {
+        let (io, mut agent) = agent_pair();
+        let mut out = Vec::new();
+
+        let err = pump(io, Failing, &mut out).await.unwrap_err();
+
+        assert!(matches!(err, CaptureError::Input(_)), "{err:?}");
+        // The stream closed without an end-of-input frame.
+        assert!(agent.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_guest_error_frame_is_the_error() {
+        let (io, mut agent) = agent_pair();
+        let wire = banger_wire::WireError {
+            code: banger_wire::ErrorCode::NotFound,
+            message: "command not found: gti".into(),
+            chain: vec!["no such file".into()],
+            hint: Some("install it".into()),
+        };
+        send(&mut agent, GuestFrame::Error(wire.clone())).await;
+        let mut out = Vec::new();
+
+        let err = pump(io, tokio::io::empty(), &mut out).await.unwrap_err();
+
+        assert!(
+            matches!(err, CaptureError::Cli(CliError::Remote(ref e)) if *e == wire),
+            "{err:?}"
+        );
     }
 }

@@ -10,6 +10,8 @@ use std::io::BufRead;
 
 /// Git's mode for a symlink.
 pub const SYMLINK_MODE: u32 = 0o120000;
+/// Git's mode for a submodule.
+pub const GITLINK_MODE: u32 = 0o160000;
 /// Symlink contents longer than this are refused (PATH_MAX).
 const MAX_TARGET: usize = 4096;
 
@@ -34,6 +36,8 @@ pub enum Refusal {
     SymlinkIntoGit { path: String, target: String },
     #[error("symlink {path:?}: its target cannot be checked from the patch")]
     SymlinkUnchecked { path: String },
+    #[error("path {path:?} would become a submodule, which banger does not apply")]
+    Submodule { path: String },
     #[error("git reads the patch differently from banger's check (git names {path:?})")]
     Differential { path: String },
     #[error("cannot read the patch")]
@@ -77,7 +81,11 @@ pub struct FilePatch {
 
 /// Reads a whole patch. An empty patch has no sections.
 pub fn parse<R: BufRead>(reader: R) -> Result<Vec<FilePatch>, Refusal> {
-    let mut lines = Lines { reader, no: 0, peeked: None };
+    let mut lines = Lines {
+        reader,
+        no: 0,
+        peeked: None,
+    };
     let mut out = Vec::new();
     while let Some(line) = lines.next()? {
         let Some(names) = line.strip_prefix(b"diff --git ") else {
@@ -105,9 +113,10 @@ pub fn parse<R: BufRead>(reader: R) -> Result<Vec<FilePatch>, Refusal> {
             }
         }
         if !(lines.peek()?.is_none() || lines.peek_starts(b"diff --git ")?) {
-            return Err(lines.malformed("unexpected text after a file's changes"));
+            return Err(lines.malformed_next("unexpected text after a file's changes"));
         }
-        fp.paths.extend(fp.old_path.iter().chain(fp.new_path.iter()).cloned());
+        fp.paths
+            .extend(fp.old_path.iter().chain(fp.new_path.iter()).cloned());
         fp.paths.sort();
         fp.paths.dedup();
         out.push(fp);
@@ -139,13 +148,21 @@ fn extended_header<R: BufRead>(lines: &mut Lines<R>, fp: &mut FilePatch) -> Resu
         } else if let Some(rest) = line.strip_prefix(b"new file mode ") {
             fp.new_mode = Some(mode(rest)?);
             created = true;
-        } else if line.starts_with(b"similarity index ") || line.starts_with(b"dissimilarity index ") {
-        } else if let Some(rest) = line.strip_prefix(b"rename from ").or(line.strip_prefix(b"copy from ")) {
+        } else if line.starts_with(b"similarity index ")
+            || line.starts_with(b"dissimilarity index ")
+        {
+        } else if let Some(rest) = line
+            .strip_prefix(b"rename from ")
+            .or(line.strip_prefix(b"copy from "))
+        {
             fp.copy = line.starts_with(b"copy");
             let path = name(rest).ok_or_else(|| lines.malformed("bad path"))?;
             fp.paths.push(path.clone());
             fp.old_path = Some(path);
-        } else if let Some(rest) = line.strip_prefix(b"rename to ").or(line.strip_prefix(b"copy to ")) {
+        } else if let Some(rest) = line
+            .strip_prefix(b"rename to ")
+            .or(line.strip_prefix(b"copy to "))
+        {
             let path = name(rest).ok_or_else(|| lines.malformed("bad path"))?;
             fp.paths.push(path.clone());
             fp.new_path = Some(path);
@@ -177,17 +194,21 @@ fn text_body<R: BufRead>(lines: &mut Lines<R>, fp: &mut FilePatch) -> Result<(),
     let (Some(a), Some(b)) = (minus.strip_prefix(b"--- "), plus.strip_prefix(b"+++ ")) else {
         return Err(lines.malformed("`---` without `+++`"));
     };
-    for (side, prefix) in [(a, &b"a/"[..]), (b, &b"b/"[..])] {
+    for (side, prefix, line) in [(a, &b"a/"[..], lines.no - 1), (b, &b"b/"[..], lines.no)] {
         let side = side.strip_suffix(b"\t").unwrap_or(side);
         if side == b"/dev/null" {
             continue;
         }
         let path = name(side).and_then(|n| strip(&n, prefix));
-        fp.paths.push(path.ok_or_else(|| lines.malformed("bad path after ---/+++"))?);
+        let bad = || Refusal::Malformed {
+            line,
+            what: "bad path after ---/+++".into(),
+        };
+        fp.paths.push(path.ok_or_else(bad)?);
     }
     let mut post = Some(Vec::new());
     if !lines.peek_starts(b"@@ ")? {
-        return Err(lines.malformed("`---`/`+++` without a hunk"));
+        return Err(lines.malformed_next("`---`/`+++` without a hunk"));
     }
     while lines.peek_starts(b"@@ ")? {
         let header = lines.next()?.unwrap_or_default();
@@ -235,7 +256,9 @@ fn text_body<R: BufRead>(lines: &mut Lines<R>, fp: &mut FilePatch) -> Result<(),
 
 fn binary_block<R: BufRead>(lines: &mut Lines<R>) -> Result<(), Refusal> {
     let head = lines.next()?.unwrap_or_default();
-    let size = head.strip_prefix(b"literal ").or(head.strip_prefix(b"delta "));
+    let size = head
+        .strip_prefix(b"literal ")
+        .or(head.strip_prefix(b"delta "));
     if !size.is_some_and(|s| !s.is_empty() && s.iter().all(u8::is_ascii_digit)) {
         return Err(lines.malformed("expected `literal N` or `delta N`"));
     }
@@ -268,7 +291,12 @@ fn parse_hunk(line: &[u8]) -> Option<Hunk> {
         }
     };
     let ((old_start, old_count), (new_start, new_count)) = (range(old)?, range(new)?);
-    Some(Hunk { old_start, old_count, new_start, new_count })
+    Some(Hunk {
+        old_start,
+        old_count,
+        new_start,
+        new_count,
+    })
 }
 
 fn strip(name: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
@@ -279,7 +307,7 @@ fn strip(name: &[u8], prefix: &[u8]) -> Option<Vec<u8>> {
 fn name(s: &[u8]) -> Option<Vec<u8>> {
     if s.first() == Some(&b'"') {
         match unquote(s)? {
-            (n, rest) if rest.is_empty() => Some(n),
+            (n, []) => Some(n),
             _ => None,
         }
     } else {
@@ -367,7 +395,10 @@ impl<R: BufRead> Lines<R> {
         }
         if buf.pop() != Some(b'\n') {
             // A last line without a newline: git would not have written it.
-            return Err(Refusal::Malformed { line: self.no + 1, what: "no newline at the end".into() });
+            return Err(Refusal::Malformed {
+                line: self.no + 1,
+                what: "no newline at the end".into(),
+            });
         }
         Ok(Some(buf))
     }
@@ -396,7 +427,178 @@ impl<R: BufRead> Lines<R> {
         Ok(self.peek()? == Some(text))
     }
 
+    /// About the line read last.
     fn malformed(&self, what: &str) -> Refusal {
-        Refusal::Malformed { line: self.no, what: what.into() }
+        Refusal::Malformed {
+            line: self.no,
+            what: what.into(),
+        }
+    }
+
+    /// About the line not read yet.
+    fn malformed_next(&self, what: &str) -> Refusal {
+        Refusal::Malformed {
+            line: self.no + 1,
+            what: what.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn parse_str(patch: &str) -> Result<Vec<FilePatch>, Refusal> {
+        parse(patch.as_bytes())
+    }
+
+    #[test]
+    fn a_git_patch_yields_paths_modes_and_symlink_targets() {
+        let patch = "\
+diff --git a/old name.txt b/new name.txt
+similarity index 90%
+rename from old name.txt
+rename to new name.txt
+index 1111111111111111111111111111111111111111..2222222222222222222222222222222222222222 100755
+--- a/old name.txt\t
++++ b/new name.txt\t
+@@ -1,2 +1,2 @@
+ keep
+-old
++new
+diff --git a/link b/link
+new file mode 120000
+index 0000000000000000000000000000000000000000..3333333333333333333333333333333333333333
+--- /dev/null
++++ b/link
+@@ -0,0 +1 @@
++sub/target
+\\ No newline at end of file
+diff --git \"a/t\\303\\251st\\tx\" \"b/t\\303\\251st\\tx\"
+deleted file mode 100644
+index 4444444444444444444444444444444444444444..0000000000000000000000000000000000000000
+GIT binary patch
+literal 0
+HcmV?d00001
+
+literal 5
+McmZQzWMX9i00aO80RR91
+
+";
+
+        let sections = parse_str(patch).unwrap();
+
+        assert_eq!(sections.len(), 3);
+        assert_eq!(sections[0].old_path.as_deref(), Some(&b"old name.txt"[..]));
+        assert_eq!(sections[0].new_path.as_deref(), Some(&b"new name.txt"[..]));
+        assert_eq!(sections[0].new_mode, Some(0o100755));
+        assert_eq!(sections[1].old_path, None);
+        assert_eq!(sections[1].new_mode, Some(SYMLINK_MODE));
+        assert_eq!(sections[1].post_image.as_deref(), Some(&b"sub/target"[..]));
+        assert_eq!(sections[2].paths, vec!["t\u{e9}st\tx".as_bytes().to_vec()]);
+        assert_eq!(sections[2].new_path, None);
+        assert!(sections[2].binary);
+    }
+
+    #[test]
+    fn an_empty_patch_has_no_sections() {
+        assert_eq!(parse_str("").unwrap(), vec![]);
+    }
+
+    #[test]
+    fn text_before_the_first_section_is_refused() {
+        let patch = "\
+--- a/x
++++ b/x
+@@ -1 +1 @@
+-a
++b
+";
+        let err = parse_str(patch).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "line 1 of the patch: expected a `diff --git` line"
+        );
+    }
+
+    #[test]
+    fn a_plain_diff_hidden_after_a_hunk_is_refused() {
+        let patch = "\
+diff --git a/x b/x
+--- a/x
++++ b/x
+@@ -1 +1 @@
+-a
++b
+--- a/../../etc/passwd
++++ b/../../etc/passwd
+@@ -1 +1 @@
+-root
++evil
+";
+        let err = parse_str(patch).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "line 7 of the patch: unexpected text after a file's changes"
+        );
+    }
+
+    #[test]
+    fn a_hunk_longer_than_its_header_is_refused() {
+        let patch = "\
+diff --git a/x b/x
+--- a/x
++++ b/x
+@@ -1 +1 @@
+-a
++b
++c
+";
+        assert!(matches!(
+            parse_str(patch),
+            Err(Refusal::Malformed { line: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn names_without_git_prefixes_are_refused() {
+        let patch = "\
+diff --git a/x b/x
+--- /etc/passwd
++++ b/x
+@@ -1 +1 @@
+-a
++b
+";
+        assert!(matches!(
+            parse_str(patch),
+            Err(Refusal::Malformed { line: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn unquoting_follows_git() {
+        assert_eq!(
+            unquote(b"\"a\\\\b\\\"c\\001\\n\" rest"),
+            Some((b"a\\b\"c\x01\n".to_vec(), &b" rest"[..]))
+        );
+        assert_eq!(unquote(b"\"unterminated"), None);
+        assert_eq!(unquote(b"\"bad \\q\""), None);
+    }
+
+    #[test]
+    fn header_names_split_equal_unquoted_names_with_spaces() {
+        assert_eq!(
+            header_names(b"a/x y b/x y"),
+            Some((b"a/x y".to_vec(), b"b/x y".to_vec()))
+        );
+        assert_eq!(header_names(b"a/x b/y z"), None);
+        assert_eq!(
+            header_names(b"a/plain \"b/t\\tab\""),
+            Some((b"a/plain".to_vec(), b"b/t\tab".to_vec()))
+        );
     }
 }

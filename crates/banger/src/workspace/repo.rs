@@ -26,7 +26,9 @@ pub struct HostRepo {
 
 /// Runs `git -C dir args…` and returns its stdout.
 pub fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
-    let out = git_command(dir, args).output().map_err(WorkspaceError::GitMissing)?;
+    let out = git_command(dir, args)
+        .output()
+        .map_err(WorkspaceError::GitMissing)?;
     if out.status.success() {
         Ok(out.stdout)
     } else {
@@ -53,9 +55,13 @@ pub fn git_command(dir: &Path, args: &[&str]) -> Command {
 
 /// Like [`git`], but a plain "no" (exit code 1 with no stderr) is `None`.
 fn git_maybe(dir: &Path, args: &[&str]) -> Result<Option<String>, WorkspaceError> {
-    let out = git_command(dir, args).output().map_err(WorkspaceError::GitMissing)?;
+    let out = git_command(dir, args)
+        .output()
+        .map_err(WorkspaceError::GitMissing)?;
     match out.status.code() {
-        Some(0) => Ok(Some(String::from_utf8_lossy(&out.stdout).trim().to_string())),
+        Some(0) => Ok(Some(
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        )),
         Some(1) if out.stderr.is_empty() => Ok(None),
         _ => Err(WorkspaceError::Git {
             command: args.join(" "),
@@ -68,11 +74,16 @@ fn git_maybe(dir: &Path, args: &[&str]) -> Result<Option<String>, WorkspaceError
 impl HostRepo {
     /// Finds the repository that holds `path`.
     pub fn open(path: &Path) -> Result<HostRepo, WorkspaceError> {
-        let path = fs_err::canonicalize(path)
-            .map_err(|source| WorkspaceError::Read { path: path.to_path_buf(), source })?;
-        let out = git_command(&path, &["rev-parse", "--is-bare-repository", "--is-inside-work-tree"])
-            .output()
-            .map_err(WorkspaceError::GitMissing)?;
+        let path = fs_err::canonicalize(path).map_err(|source| WorkspaceError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let out = git_command(
+            &path,
+            &["rev-parse", "--is-bare-repository", "--is-inside-work-tree"],
+        )
+        .output()
+        .map_err(WorkspaceError::GitMissing)?;
         let text = String::from_utf8_lossy(&out.stdout);
         let mut flags = text.lines();
         match (out.status.success(), flags.next(), flags.next()) {
@@ -82,11 +93,17 @@ impl HostRepo {
         }
         let top = git(&path, &["rev-parse", "--show-toplevel"])?;
         let root = PathBuf::from(OsStr::from_bytes(trim_newline(&top)));
-        let prefix = String::from_utf8_lossy(trim_newline(&git(&path, &["rev-parse", "--show-prefix"])?))
-            .into_owned();
+        let prefix =
+            String::from_utf8_lossy(trim_newline(&git(&path, &["rev-parse", "--show-prefix"])?))
+                .into_owned();
         let head = git_maybe(&root, &["rev-parse", "-q", "--verify", "HEAD^{commit}"])?;
         let branch = git_maybe(&root, &["symbolic-ref", "-q", "HEAD"])?;
-        Ok(HostRepo { root, prefix, head, branch })
+        Ok(HostRepo {
+            root,
+            prefix,
+            head,
+            branch,
+        })
     }
 }
 
@@ -128,7 +145,9 @@ impl Manifest {
         let mut submodules = Vec::new();
         for record in index.split(|b| *b == 0).filter(|r| !r.is_empty()) {
             // "<mode> <sha> <stage>\t<path>"
-            let Some(tab) = record.iter().position(|b| *b == b'\t') else { continue };
+            let Some(tab) = record.iter().position(|b| *b == b'\t') else {
+                continue;
+            };
             let (meta, path) = (&record[..tab], &record[tab + 1..]);
             if meta.starts_with(GITLINK) {
                 submodules.push(String::from_utf8_lossy(path).into_owned());
@@ -137,7 +156,10 @@ impl Manifest {
             }
         }
         if !submodules.is_empty() {
-            return Err(WorkspaceError::Submodules { repo: repo.root.clone(), paths: submodules });
+            return Err(WorkspaceError::Submodules {
+                repo: repo.root.clone(),
+                paths: submodules,
+            });
         }
         let mut walker = Walker::new(&repo.root);
         let mut entries = Vec::new();
@@ -148,7 +170,10 @@ impl Manifest {
         }
         let mut skipped = Vec::new();
         if include_untracked {
-            let others = git(&repo.root, &["ls-files", "-z", "--others", "--exclude-standard"])?;
+            let others = git(
+                &repo.root,
+                &["ls-files", "-z", "--others", "--exclude-standard"],
+            )?;
             for path in others.split(|b| *b == 0).filter(|p| !p.is_empty()) {
                 if path.ends_with(b"/") {
                     skipped.push(PathBuf::from(OsStr::from_bytes(path)));
@@ -157,7 +182,11 @@ impl Manifest {
                 }
             }
         }
-        Ok(Manifest { index, entries, skipped })
+        Ok(Manifest {
+            index,
+            entries,
+            skipped,
+        })
     }
 }
 
@@ -169,7 +198,10 @@ struct Walker<'a> {
 
 impl<'a> Walker<'a> {
     fn new(root: &'a Path) -> Walker<'a> {
-        Walker { root, real_dirs: HashSet::new() }
+        Walker {
+            root,
+            real_dirs: HashSet::new(),
+        }
     }
 
     /// `None` when the path is gone, is not a file or symlink, or sits below a symlink
@@ -210,9 +242,82 @@ impl<'a> Walker<'a> {
 pub fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>, WorkspaceError> {
     match std::fs::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
             Ok(None)
         }
-        Err(source) => Err(WorkspaceError::Read { path: path.to_path_buf(), source }),
+        Err(source) => Err(WorkspaceError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::workspace::testkit::TempRepo;
+
+    #[test]
+    fn submodules_are_refused_by_name() {
+        let repo = TempRepo::new();
+        repo.write("f", b"f\n");
+        repo.git(&["add", "f"]);
+        repo.git(&["commit", "-qm", "c"]);
+        let head = String::from_utf8(repo.git(&["rev-parse", "HEAD"])).unwrap();
+        let cacheinfo = format!("160000,{},vendor/lib", head.trim());
+        repo.git(&["update-index", "--add", "--cacheinfo", &cacheinfo]);
+
+        let err = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} has submodules, which banger does not ship: vendor/lib",
+                repo.path().canonicalize().unwrap().display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_subdirectory_opens_its_repository_with_a_prefix() {
+        let repo = TempRepo::new();
+        repo.write("sub/dir/f", b"f\n");
+
+        let opened = HostRepo::open(&repo.path().join("sub/dir")).unwrap();
+
+        assert_eq!(opened.root, repo.path().canonicalize().unwrap());
+        assert_eq!(opened.prefix, "sub/dir/");
+        assert_eq!(opened.head, None);
+        assert_eq!(opened.branch.as_deref(), Some("refs/heads/main"));
+    }
+
+    #[test]
+    fn a_plain_directory_is_not_a_repository() {
+        let dir = tempfile::tempdir().unwrap();
+
+        let err = HostRepo::open(dir.path()).unwrap_err();
+
+        assert!(matches!(err, WorkspaceError::NotARepo { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn files_below_a_symlinked_directory_are_not_followed() {
+        let repo = TempRepo::new();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        repo.write("d/secret", b"tracked\n");
+        repo.git(&["add", "-A"]);
+        std::fs::remove_dir_all(repo.path().join("d")).unwrap();
+        repo.symlink(outside.path().to_str().unwrap(), "d");
+
+        let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
+
+        assert_eq!(manifest.entries, vec![]);
     }
 }

@@ -18,10 +18,9 @@ use banger_wire::agent::ExecSpec;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::error::{Stderr, WorkspaceError};
-use super::exec::{self, CaptureError, Captured};
+use super::exec::{self, CaptureError, Captured, Runner};
 use super::repo::{HostRepo, Manifest};
 use super::tarball;
-use crate::client::Client;
 
 /// Where a workspace lands in the guest unless told otherwise.
 pub const DEFAULT_DEST: &str = "/root/repo";
@@ -78,66 +77,91 @@ fn script(name: &str, body: &str, args: &[&str]) -> ExecSpec {
     exec::spec(&argv)
 }
 
-/// Ships the working tree of `repo` into VM `vm` at `opts.dest`.
+/// Ships the working tree of `repo` into `guest` at `opts.dest`.
 pub async fn ship(
-    client: &Client,
-    vm: &str,
+    guest: &impl Runner,
     repo: &HostRepo,
     opts: &ShipOptions,
 ) -> Result<Shipped, WorkspaceError> {
+    let vm = guest.name();
     let manifest = Manifest::collect(repo, opts.include_untracked)?;
     let dest = opts.dest.as_str();
     let branch = repo.branch.as_deref().unwrap_or("");
     let head = repo.head.as_deref().unwrap_or("");
 
     let init = script("banger-ws-init", INIT, &[dest, branch]);
-    match guest(client, vm, "init", init, tokio::io::empty()).await {
+    match step(guest, "init", init, tokio::io::empty()).await {
         Err(WorkspaceError::Guest { code: 101, .. }) => {
-            return Err(WorkspaceError::GuestToolMissing { vm: vm.into(), tool: "git" })
+            return Err(WorkspaceError::GuestToolMissing {
+                vm: vm.into(),
+                tool: "git",
+            })
         }
         Err(WorkspaceError::Guest { code: 102, .. }) => {
-            return Err(WorkspaceError::GuestToolMissing { vm: vm.into(), tool: "tar" })
+            return Err(WorkspaceError::GuestToolMissing {
+                vm: vm.into(),
+                tool: "tar",
+            })
         }
         Err(WorkspaceError::Guest { code: 103, .. }) => {
-            return Err(WorkspaceError::DestNotEmpty { vm: vm.into(), dest: dest.into() })
+            return Err(WorkspaceError::DestNotEmpty {
+                vm: vm.into(),
+                dest: dest.into(),
+            })
         }
         other => other?,
     }
 
-    let objects = ship_objects(client, vm, repo, dest);
-    let files = ship_files(client, vm, repo, &manifest, dest);
+    let objects = ship_objects(guest, repo, dest);
+    let files = ship_files(guest, repo, &manifest, dest);
     futures::try_join!(objects, files)?;
 
     let finish = script("banger-ws-finish", FINISH, &[dest, head, branch]);
-    guest(client, vm, "recording the shipped state", finish, &manifest.index[..]).await?;
-    Ok(Shipped { files: manifest.entries.len(), skipped: manifest.skipped })
+    step(
+        guest,
+        "recording the shipped state",
+        finish,
+        &manifest.index[..],
+    )
+    .await?;
+    Ok(Shipped {
+        files: manifest.entries.len(),
+        skipped: manifest.skipped,
+    })
 }
 
 async fn ship_files(
-    client: &Client,
-    vm: &str,
+    guest: &impl Runner,
     repo: &HostRepo,
     manifest: &Manifest,
     dest: &str,
 ) -> Result<(), WorkspaceError> {
     let (tar, builder) = tarball::stream(repo.root.clone(), manifest.entries.clone());
     let spec = script("banger-ws-files", FILES, &[dest]);
-    let sent = guest(client, vm, "unpacking the files", spec, tar).await;
-    let built = builder
-        .await
-        .map_err(|e| WorkspaceError::Write { path: "<tar stream>".into(), source: e.into() })?;
-    // A failed build also fails the stream; its own error says why.
-    built?;
-    sent
+    let sent = step(guest, "unpacking the files", spec, tar).await;
+    let built = builder.await.map_err(|e| WorkspaceError::Write {
+        path: "<tar stream>".into(),
+        source: e.into(),
+    })?;
+    match (sent, built) {
+        // A failed build fails the stream too; the build's own error says why.
+        (Err(WorkspaceError::Stream { .. }), Err(e)) | (Ok(()), Err(e)) => Err(e),
+        (sent, _) => sent,
+    }
 }
 
 async fn ship_objects(
-    client: &Client,
-    vm: &str,
+    guest: &impl Runner,
     repo: &HostRepo,
     dest: &str,
 ) -> Result<(), WorkspaceError> {
-    let args = ["pack-objects", "--revs", "--indexed-objects", "--stdout", "-q"];
+    let args = [
+        "pack-objects",
+        "--revs",
+        "--indexed-objects",
+        "--stdout",
+        "-q",
+    ];
     let mut child = tokio::process::Command::from(super::repo::git_command(&repo.root, &args))
         .stdin(Stdio::piped())
         .kill_on_drop(true)
@@ -148,10 +172,15 @@ async fn ship_objects(
         stdin
             .write_all(revs.as_bytes())
             .await
-            .map_err(|source| WorkspaceError::Write { path: "git pack-objects".into(), source })?;
+            .map_err(|source| WorkspaceError::Write {
+                path: "git pack-objects".into(),
+                source,
+            })?;
     }
     let (Some(pack), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(WorkspaceError::GitMissing(std::io::Error::other("no pipes to git")));
+        return Err(WorkspaceError::GitMissing(std::io::Error::other(
+            "no pipes to git",
+        )));
     };
     let stderr = tokio::spawn(async move {
         let mut buf = Vec::new();
@@ -159,11 +188,8 @@ async fn ship_objects(
         buf
     });
     let spec = script("banger-ws-objects", OBJECTS, &[dest]);
-    let sent = guest(client, vm, "storing the git objects", spec, pack).await;
-    let status = child
-        .wait()
-        .await
-        .map_err(WorkspaceError::GitMissing)?;
+    let sent = step(guest, "storing the git objects", spec, pack).await;
+    let status = child.wait().await.map_err(WorkspaceError::GitMissing)?;
     if !status.success() {
         return Err(WorkspaceError::Git {
             command: args.join(" "),
@@ -176,17 +202,17 @@ async fn ship_objects(
 
 /// Runs a guest step whose stdout is not needed; a non-zero exit is an error that
 /// carries the step's stderr.
-pub async fn guest<R: AsyncRead + Unpin>(
-    client: &Client,
-    vm: &str,
-    step: &'static str,
+async fn step<R: AsyncRead + Unpin>(
+    guest: &impl Runner,
+    what: &'static str,
     spec: ExecSpec,
     stdin: R,
 ) -> Result<(), WorkspaceError> {
-    let captured = exec::run(client, vm, spec, stdin, &mut tokio::io::sink())
+    let captured = guest
+        .run(spec, stdin, &mut tokio::io::sink())
         .await
-        .map_err(|e| capture_error(vm, e))?;
-    check(vm, step, captured)
+        .map_err(|e| capture_error(guest.name(), e))?;
+    check(guest.name(), what, captured)
 }
 
 /// A non-zero exit as an error naming the step.
@@ -204,9 +230,10 @@ pub fn check(vm: &str, step: &'static str, captured: Captured) -> Result<(), Wor
 
 pub fn capture_error(vm: &str, e: CaptureError) -> WorkspaceError {
     match e {
-        CaptureError::Input(source) | CaptureError::Output(source) => {
-            WorkspaceError::Stream { vm: vm.into(), source }
-        }
+        CaptureError::Input(source) | CaptureError::Output(source) => WorkspaceError::Stream {
+            vm: vm.into(),
+            source,
+        },
         CaptureError::Cli(e) => WorkspaceError::Cli(e),
     }
 }

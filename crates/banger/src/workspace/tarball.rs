@@ -20,9 +20,16 @@ const IN_FLIGHT: usize = 4;
 
 /// Writes every entry of `entries` (relative to `root`) into `out` as a tar archive,
 /// reading each file as it is now. Ownership is left out (the guest extracts as root).
-pub fn write_tar<W: Write>(root: &Path, entries: &[ShipEntry], out: W) -> Result<W, WorkspaceError> {
+pub fn write_tar<W: Write>(
+    root: &Path,
+    entries: &[ShipEntry],
+    out: W,
+) -> Result<W, WorkspaceError> {
     let mut tar = tar::Builder::new(out);
-    let werr = |source: io::Error| WorkspaceError::Write { path: PathBuf::from("<tar stream>"), source };
+    let werr = |source: io::Error| WorkspaceError::Write {
+        path: PathBuf::from("<tar stream>"),
+        source,
+    };
     for entry in entries {
         let full = root.join(&entry.path);
         let gone = || WorkspaceError::Changed { path: full.clone() };
@@ -33,34 +40,47 @@ pub fn write_tar<W: Write>(root: &Path, entries: &[ShipEntry], out: W) -> Result
         header.set_gid(0);
         match entry.kind {
             Kind::Symlink if meta.file_type().is_symlink() => {
-                let target = fs_err::read_link(&full)
-                    .map_err(|source| WorkspaceError::Read { path: full.clone(), source })?;
+                let target = fs_err::read_link(&full).map_err(|source| WorkspaceError::Read {
+                    path: full.clone(),
+                    source,
+                })?;
                 header.set_entry_type(tar::EntryType::Symlink);
                 header.set_mode(0o777);
                 header.set_size(0);
-                tar.append_link(&mut header, &entry.path, &target).map_err(werr)?;
+                tar.append_link(&mut header, &entry.path, &target)
+                    .map_err(werr)?;
             }
             Kind::File if meta.file_type().is_file() => {
                 let file = std::fs::OpenOptions::new()
                     .read(true)
                     .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
                     .open(&full)
-                    .map_err(|source| WorkspaceError::Read { path: full.clone(), source })?;
-                let meta = file
-                    .metadata()
-                    .map_err(|source| WorkspaceError::Read { path: full.clone(), source })?;
+                    .map_err(|source| WorkspaceError::Read {
+                        path: full.clone(),
+                        source,
+                    })?;
+                let meta = file.metadata().map_err(|source| WorkspaceError::Read {
+                    path: full.clone(),
+                    source,
+                })?;
                 if !meta.is_file() {
                     return Err(gone());
                 }
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_mode(meta.mode() & 0o7777);
                 header.set_size(meta.len());
-                let mut body = Exact { inner: file.take(meta.len()), left: meta.len() };
+                let mut body = Exact {
+                    inner: file.take(meta.len()),
+                    left: meta.len(),
+                };
                 if let Err(e) = tar.append_data(&mut header, &entry.path, &mut body) {
                     return Err(if body.left > 0 {
                         gone()
                     } else {
-                        WorkspaceError::Read { path: full.clone(), source: e }
+                        WorkspaceError::Read {
+                            path: full.clone(),
+                            source: e,
+                        }
                     });
                 }
             }
@@ -84,7 +104,10 @@ impl<R: Read> Read for Exact<R> {
         }
         let n = self.inner.read(buf)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while read"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while read",
+            ));
         }
         self.left -= n as u64;
         Ok(n)
@@ -124,12 +147,21 @@ impl Write for ChannelWriter {
 pub fn stream(
     root: PathBuf,
     entries: Vec<ShipEntry>,
-) -> (impl AsyncRead + Unpin + Send, JoinHandle<Result<(), WorkspaceError>>) {
+) -> (
+    impl AsyncRead + Unpin + Send,
+    JoinHandle<Result<(), WorkspaceError>>,
+) {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(IN_FLIGHT);
     let handle = tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter { tx: tx.clone(), buf: Vec::with_capacity(CHUNK) };
+        let writer = ChannelWriter {
+            tx: tx.clone(),
+            buf: Vec::with_capacity(CHUNK),
+        };
         let result = write_tar(&root, &entries, writer).and_then(|mut w| {
-            w.flush().map_err(|source| WorkspaceError::Write { path: "<tar stream>".into(), source })
+            w.flush().map_err(|source| WorkspaceError::Write {
+                path: "<tar stream>".into(),
+                source,
+            })
         });
         if let Err(e) = &result {
             let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
@@ -143,4 +175,140 @@ fn tokio_stream_from(
     mut rx: mpsc::Receiver<io::Result<Bytes>>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> + Unpin + Send {
     Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::io::Read as _;
+
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+    use crate::workspace::repo::{HostRepo, Manifest};
+    use crate::workspace::testkit::TempRepo;
+
+    /// Path, entry type, mode, link target and content of a tar entry.
+    type Entry = (String, tar::EntryType, u32, Option<String>, Vec<u8>);
+
+    fn entries(tar_bytes: &[u8]) -> Vec<Entry> {
+        let mut archive = tar::Archive::new(tar_bytes);
+        let mut out = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut e = entry.unwrap();
+            let path = e.path().unwrap().to_string_lossy().into_owned();
+            let link = e
+                .link_name()
+                .unwrap()
+                .map(|l| l.to_string_lossy().into_owned());
+            let (kind, mode) = (e.header().entry_type(), e.header().mode().unwrap());
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            out.push((path, kind, mode, link, data));
+        }
+        out
+    }
+
+    #[test]
+    fn the_tar_keeps_content_modes_symlinks_and_odd_names() {
+        let repo = TempRepo::new();
+        let long = format!("{}/deep.txt", "d".repeat(150));
+        repo.write("a b.txt", b"committed\n");
+        repo.write("\u{e9}t\u{e9}.bin", &[0, 1, 2, 255]);
+        repo.write("tool", b"#!/bin/sh\n");
+        repo.chmod("tool", 0o755);
+        repo.write(&long, b"long\n");
+        repo.symlink("a b.txt", "link");
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-qm", "c"]);
+        repo.write("a b.txt", b"uncommitted\n");
+        let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
+
+        let bytes = write_tar(repo.path(), &manifest.entries, Vec::new()).unwrap();
+
+        use tar::EntryType::{Regular, Symlink};
+        assert_eq!(
+            entries(&bytes),
+            vec![
+                (
+                    "a b.txt".into(),
+                    Regular,
+                    0o644,
+                    None,
+                    b"uncommitted\n".to_vec()
+                ),
+                (long.clone(), Regular, 0o644, None, b"long\n".to_vec()),
+                (
+                    "link".into(),
+                    Symlink,
+                    0o777,
+                    Some("a b.txt".into()),
+                    vec![]
+                ),
+                ("tool".into(), Regular, 0o755, None, b"#!/bin/sh\n".to_vec()),
+                (
+                    "\u{e9}t\u{e9}.bin".into(),
+                    Regular,
+                    0o644,
+                    None,
+                    vec![0, 1, 2, 255]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn deleted_untracked_and_ignored_files_stay_out() {
+        let repo = TempRepo::new();
+        repo.write("kept", b"k\n");
+        repo.write("deleted", b"d\n");
+        repo.write(".gitignore", b"*.log\n");
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-qm", "c"]);
+        std::fs::remove_file(repo.path().join("deleted")).unwrap();
+        repo.write("untracked", b"u\n");
+        repo.write("x.log", b"ignored\n");
+        let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
+
+        let bytes = write_tar(repo.path(), &manifest.entries, Vec::new()).unwrap();
+
+        let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.0).collect();
+        assert_eq!(names, vec![".gitignore", "kept"]);
+    }
+
+    #[tokio::test]
+    async fn the_stream_carries_the_same_archive() {
+        let repo = TempRepo::new();
+        repo.write("big", &vec![7u8; 3 * CHUNK + 5]);
+        repo.write("small", b"s\n");
+        repo.git(&["add", "-A"]);
+        let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
+        let expected = write_tar(repo.path(), &manifest.entries, Vec::new()).unwrap();
+
+        let (mut reader, handle) = stream(repo.path().to_path_buf(), manifest.entries);
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.unwrap();
+
+        handle.await.unwrap().unwrap();
+        assert_eq!(got, expected);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_vanishes_fails_the_stream_instead_of_ending_it() {
+        let repo = TempRepo::new();
+        repo.write("a", b"a\n");
+        repo.write("b", b"b\n");
+        repo.git(&["add", "-A"]);
+        let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
+        std::fs::remove_file(repo.path().join("b")).unwrap();
+
+        let (mut reader, handle) = stream(repo.path().to_path_buf(), manifest.entries);
+        let read = reader.read_to_end(&mut Vec::new()).await;
+
+        assert!(read.is_err());
+        assert!(matches!(
+            handle.await.unwrap(),
+            Err(WorkspaceError::Changed { .. })
+        ));
+    }
 }

@@ -83,3 +83,73 @@ fn build_then_rebuild_is_a_no_op() {
         .modules
         .contains(&"overlay".to_string()));
 }
+
+/// Builds a one-layer OCI layout around a rootfs tarball.
+fn oci_layout_of(tarball: &std::path::Path, dir: &std::path::Path) {
+    use sha2::{Digest, Sha256};
+    let layer = std::fs::read(tarball).unwrap();
+    let put = |bytes: &[u8]| {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let (ld, ls) = put(&layer);
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{ld}","size":{ls}}}]}}"#
+    );
+    let (md, ms) = put(manifest.as_bytes());
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{ms}}}]}}"#),
+    )
+    .unwrap();
+}
+
+#[test]
+#[ignore = "slow: imports a real rootfs tarball twice (needs root, BANGER_TEST_ROOTFS_TAR and a built image's cached kernel)"]
+fn tarball_and_oci_layout_imports_match() {
+    let Some(agent) = agent() else { return };
+    let Some(tarball) = std::env::var_os("BANGER_TEST_ROOTFS_TAR").map(PathBuf::from) else {
+        eprintln!("skipping: set BANGER_TEST_ROOTFS_TAR to a rootfs .tar.gz");
+        return;
+    };
+    if !can_build() {
+        return;
+    }
+    let root = PathBuf::from(std::env::var_os("BANGER_TEST_ROOT").expect("BANGER_TEST_ROOT"));
+    let paths = Paths::under(&root);
+    let layout = tempfile::tempdir().unwrap();
+    oci_layout_of(&tarball, layout.path());
+    for name in ["imp-tar", "imp-oci"] {
+        let _ = delete(&paths, name);
+    }
+
+    let start = Instant::now();
+    let a = import(&paths, &tarball, Some("imp-tar"), &agent, &|_| {}).unwrap();
+    eprintln!("tarball import in {:?}", start.elapsed());
+    let start = Instant::now();
+    let b = import(&paths, layout.path(), Some("imp-oci"), &agent, &|_| {}).unwrap();
+    eprintln!("oci import in {:?}", start.elapsed());
+
+    let listing = |image: &Image| {
+        let out = std::process::Command::new("debugfs")
+            .args(["-R", "ls -p /etc"])
+            .arg(image.rootfs())
+            .output()
+            .unwrap();
+        // Inode numbers differ between file systems; names, modes and owners must not.
+        let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.split('/').skip(2).take(4).collect::<Vec<_>>().join("/"))
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(listing(&a), listing(&b));
+    assert_eq!(
+        a.manifest().files["initrd.img"],
+        b.manifest().files["initrd.img"]
+    );
+}

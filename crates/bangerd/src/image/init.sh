@@ -33,18 +33,22 @@ while read -r mod; do
 done < /etc/banger/modules
 log "modules loaded"
 
-# Disks appear asynchronously after virtio_blk binds; wait up to ~10 s for a label.
+# Disks appear asynchronously after virtio_blk binds; wait up to 10 s (of guest uptime)
+# for a label.
+uptime_s() {
+    read -r up _ < /proc/uptime
+    echo "${up%.*}"
+}
 find_disk() {
-    tries=0
-    while [ "$tries" -lt 500 ]; do
+    deadline=$(($(uptime_s) + 10))
+    while :; do
         if dev=$(findfs "LABEL=$1" 2>/dev/null); then
             echo "$dev"
             return 0
         fi
+        [ "$(uptime_s)" -lt "$deadline" ] || return 1
         sleep 0.02
-        tries=$((tries + 1))
     done
-    return 1
 }
 
 root=$(find_disk banger-root) || fail "no disk labelled banger-root (the base image) appeared"

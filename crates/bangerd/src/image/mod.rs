@@ -23,25 +23,31 @@
 
 mod boot;
 mod build;
+mod bundle;
 mod cmd;
 #[cfg(test)]
 mod e2e_tests;
 mod elf;
 mod error;
 mod ext4;
+mod import;
 mod initramfs;
 mod kernel;
+mod layers;
 mod manifest;
 mod mirror;
 mod modules;
 mod name;
+mod oci;
 mod packages;
 mod rootfs;
 mod store;
 
 pub use build::{build, DEFAULT_SIZE_MIB, DEFAULT_SUITE};
+pub use bundle::{export, pull};
 pub use error::ImageError;
 pub use ext4::{create_upper_disk, grow_upper_disk, ROOT_LABEL, UPPER_LABEL};
+pub use import::import;
 pub use manifest::{BootInfo, BuildInputs, FileDigest, Manifest, Origin};
 pub use name::{validate_name, DEFAULT_IMAGE};
 pub use rootfs::AGENT_PATH;

@@ -15,6 +15,9 @@ use sha2::{Digest, Sha256};
 use super::cmd;
 use super::error::{ImageError, IoContext};
 
+/// Bytes between two download progress reports.
+const PROGRESS_STEP: u64 = 1 << 20;
+
 /// One package of a `Packages` index.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DebEntry {
@@ -173,7 +176,37 @@ pub fn download(
     total: u64,
     progress: &dyn Fn(u64, u64),
 ) -> Result<String, ImageError> {
-    let mut reader: Box<dyn Read> = if url.starts_with("http://") || url.starts_with("https://") {
+    let mut reader = open_url(url)?;
+    let mut out = std::io::BufWriter::new(
+        fs_err::File::create(dest).ctx(|| "create a download file".into())?,
+    );
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut done = 0u64;
+    let mut reported = 0u64;
+    loop {
+        let n = reader.read(&mut buf).ctx(|| format!("download {url}"))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n])
+            .ctx(|| format!("write {}", dest.display()))?;
+        done += n as u64;
+        if done - reported >= PROGRESS_STEP {
+            progress(done, total.max(done));
+            reported = done;
+        }
+    }
+    progress(done, total.max(done));
+    out.flush().ctx(|| format!("write {}", dest.display()))?;
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Opens `url` (http, https, `file:` or a plain path) for reading. Non-2xx answers
+/// are errors.
+pub fn open_url(url: &str) -> Result<Box<dyn Read>, ImageError> {
+    if url.starts_with("http://") || url.starts_with("https://") {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_per_read(Some(Duration::from_secs(60)))
@@ -186,30 +219,13 @@ pub fn download(
                 url: url.to_string(),
                 source: Box::new(source),
             })?;
-        Box::new(resp.into_body().into_reader())
+        Ok(Box::new(resp.into_body().into_reader()))
     } else {
         let path = url.strip_prefix("file://").unwrap_or(url);
-        Box::new(fs_err::File::open(path).ctx(|| format!("read {url}"))?)
-    };
-    let mut out = std::io::BufWriter::new(
-        fs_err::File::create(dest).ctx(|| "create a download file".into())?,
-    );
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut done = 0u64;
-    loop {
-        let n = reader.read(&mut buf).ctx(|| format!("download {url}"))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        out.write_all(&buf[..n])
-            .ctx(|| format!("write {}", dest.display()))?;
-        done += n as u64;
-        progress(done, total.max(done));
+        Ok(Box::new(
+            fs_err::File::open(path).ctx(|| format!("read {url}"))?,
+        ))
     }
-    out.flush().ctx(|| format!("write {}", dest.display()))?;
-    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Unpacks a `.deb`'s files into `dest` with `dpkg-deb`, or with `ar` and `tar` on hosts

@@ -151,9 +151,13 @@ impl Manager {
             tracing::info!(pid = launched.pid, ms = launch_t.elapsed().as_millis() as u64, "vmm launched");
             let rt = self.track(slot, rec, vmm, launched)?;
             let ready = tokio::select! {
-                r = connect_agent(&rt.launched.agent, listener, &rec.token) => r.map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source }),
+                r = connect_agent(&rt.launched.agent, listener, &rec.token, false) => r.map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source }),
                 _ = tokio::time::sleep(Duration::from_secs(self.config.boot_timeout_secs)) => {
-                    Err(DaemonError::BootTimeout { vm: rec.name.clone(), secs: self.config.boot_timeout_secs })
+                    Err(DaemonError::BootTimeout {
+                        vm: rec.name.clone(),
+                        secs: self.config.boot_timeout_secs,
+                        console: crate::error::ConsoleTail(process::tail(&vm_dir.join("serial.log"), 15)),
+                    })
                 }
                 _ = rt.wait_exited(Duration::MAX) => Err(DaemonError::BootCrashed {
                     vm: rec.name.clone(),
@@ -316,7 +320,7 @@ impl Manager {
         tokio::spawn(async move {
             let res = tokio::time::timeout(
                 Duration::from_secs(this.config.boot_timeout_secs),
-                connect_agent(&rt.launched.agent, listener, &rec.token),
+                connect_agent(&rt.launched.agent, listener, &rec.token, true),
             )
             .await;
             match res {
@@ -334,10 +338,14 @@ impl Manager {
 
 /// Reaches the guest agent and authenticates. The guest speaks first, so this returns
 /// the moment the agent is up: no polling.
+///
+/// `knock` is for reconnecting to a guest that was already up (after a daemon restart);
+/// a fresh guest needs none, and a knock racing its first hello would only garble it.
 async fn connect_agent(
     endpoint: &AgentEndpoint,
     listener: Option<tokio::net::UnixListener>,
     token: &str,
+    knock: bool,
 ) -> Result<AgentConn, AgentError> {
     match (endpoint, listener) {
         (_, Some(l)) => accept_agent(l, token).await,
@@ -352,10 +360,16 @@ async fn connect_agent(
             loop {
                 attempt += 1;
                 let mut stream = UnixStream::connect(path).await?;
-                stream.write_all(&HOST_KNOCK).await?;
-                match agent_conn::read_hello(&mut stream).await {
-                    Ok(hello) => return agent_conn::authenticate(stream, hello, token).await,
-                    Err(AgentError::Closed) => return Err(AgentError::Closed),
+                if knock || attempt > 1 {
+                    stream.write_all(&HOST_KNOCK).await?;
+                }
+                let result = match agent_conn::read_hello(&mut stream).await {
+                    Ok(hello) => agent_conn::authenticate(stream, hello, token).await,
+                    Err(e) => Err(e),
+                };
+                match result {
+                    Ok(conn) => return Ok(conn),
+                    Err(e @ (AgentError::Closed | AgentError::Remote(_))) => return Err(e),
                     Err(e) if attempt < 5 => {
                         tracing::debug!(attempt, cause = %e, "no clean hello; reconnecting");
                     }

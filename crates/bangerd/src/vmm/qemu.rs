@@ -116,6 +116,33 @@ impl Qemu {
     }
 }
 
+impl Qemu {
+    /// Under TCG the guest kernel's TSC calibration against the emulated PIT can hang
+    /// the boot ("Marking TSC unstable" and no more); telling it the frequency skips
+    /// the calibration.
+    fn tsc_arg(&self) -> String {
+        if self.accel != "tcg" {
+            return String::new();
+        }
+        match host_cpu_khz() {
+            Some(khz) => format!("tsc_early_khz={khz} "),
+            None => String::new(),
+        }
+    }
+}
+
+/// The host CPU clock in kHz, from `/proc/cpuinfo`.
+fn host_cpu_khz() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    parse_cpu_khz(&info)
+}
+
+fn parse_cpu_khz(cpuinfo: &str) -> Option<u64> {
+    let line = cpuinfo.lines().find(|l| l.starts_with("cpu MHz"))?;
+    let mhz: f64 = line.split(':').nth(1)?.trim().parse().ok()?;
+    Some((mhz * 1000.0) as u64)
+}
+
 pub(crate) fn find_on_path(name: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
@@ -297,6 +324,12 @@ mod tests {
         assert!(args.contains("tap,id=net0,ifname=bgtap0"), "{args}");
         assert!(args.contains("mac=02:00:00:00:00:02"), "{args}");
         assert!(args.contains(&format!("name={SERIAL_PORT_NAME}")), "{args}");
+    }
+
+    #[test]
+    fn cpu_khz_comes_from_cpuinfo() {
+        assert_eq!(parse_cpu_khz("model name : AMD EPYC\ncpu MHz\t\t: 2596.096\n"), Some(2596096));
+        assert_eq!(parse_cpu_khz("model name : x\n"), None);
     }
 
     #[tokio::test]

@@ -1,0 +1,302 @@
+//! Image bundles: how images are published and pulled.
+//!
+//! A bundle is a directory (served over HTTP or on disk) holding the image's
+//! `manifest.json` and each image file gzip-compressed as `<file>.gz`. The manifest's
+//! digests and sizes are those of the uncompressed files; a pull checks every byte
+//! against them before the image appears in the store. gzip keeps the sparse 4 GiB root
+//! file system small in transit, and the pull writes it back sparse.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use super::build::now_rfc3339;
+use super::error::{ImageError, IoContext};
+use super::manifest::{self, Manifest, Origin, FORMAT};
+use super::name::validate_name;
+use super::packages::open_url;
+use super::store::{self, Image, Staging};
+use super::{Progress, ProgressFn};
+use crate::config::Paths;
+
+/// Largest manifest a pull accepts.
+const MAX_MANIFEST: u64 = 1 << 20;
+/// Chunk written, or skipped as a hole when all zero.
+const CHUNK: usize = 64 * 1024;
+
+/// Writes `image` as a bundle into `out` (created if needed).
+pub fn export(image: &Image, out: &Path, progress: ProgressFn<'_>) -> Result<(), ImageError> {
+    fs_err::create_dir_all(out).ctx(|| "create the bundle directory".into())?;
+    for (i, name) in manifest::FILES.iter().enumerate() {
+        progress(Progress {
+            phase: "export",
+            done: i as u64,
+            total: Some(manifest::FILES.len() as u64),
+            message: Some((*name).to_string()),
+        });
+        let mut src = fs_err::File::open(image.dir().join(name)).ctx(|| format!("read {name}"))?;
+        let dst = fs_err::File::create(out.join(format!("{name}.gz")))
+            .ctx(|| format!("write {name}.gz"))?;
+        let mut gz = flate2::write::GzEncoder::new(
+            std::io::BufWriter::new(dst),
+            flate2::Compression::fast(),
+        );
+        std::io::copy(&mut src, &mut gz).ctx(|| format!("compress {name}"))?;
+        gz.finish()
+            .and_then(|mut w| w.flush())
+            .ctx(|| format!("write {name}.gz"))?;
+    }
+    image.manifest().write(&out.join(manifest::MANIFEST))
+}
+
+/// `http://h/x/` or `http://h/x/manifest.json` -> `http://h/x/`
+fn base_url(url: &str) -> String {
+    let base = url.strip_suffix(manifest::MANIFEST).unwrap_or(url);
+    if base.ends_with('/') {
+        base.to_string()
+    } else {
+        format!("{base}/")
+    }
+}
+
+/// Fetches the bundle at `url` as image `name` (the bundle's own name when absent),
+/// verifying every file. Blocking; run it on a blocking thread.
+pub fn pull(
+    paths: &Paths,
+    url: &str,
+    name: Option<&str>,
+    progress: ProgressFn<'_>,
+) -> Result<Image, ImageError> {
+    let base = base_url(url);
+    let bundle_err = |reason: String| ImageError::Bundle {
+        url: url.to_string(),
+        reason,
+    };
+    let manifest_url = format!("{base}{}", manifest::MANIFEST);
+    let mut bytes = Vec::new();
+    open_url(&manifest_url)?
+        .take(MAX_MANIFEST)
+        .read_to_end(&mut bytes)
+        .ctx(|| format!("download {manifest_url}"))?;
+    let remote: Manifest = serde_json::from_slice(&bytes)
+        .map_err(|e| bundle_err(format!("manifest.json is not valid: {e}")))?;
+    if remote.format != FORMAT {
+        return Err(bundle_err(format!(
+            "manifest format {} is not supported (expected {FORMAT})",
+            remote.format
+        )));
+    }
+    let name = name.unwrap_or(&remote.name).to_string();
+    validate_name(&name)?;
+    let images = paths.images_dir();
+    let _lock = store::lock(&images, &name)?;
+    if images.join(&name).exists() {
+        return Err(ImageError::AlreadyExists { name });
+    }
+    let staging = Staging::new(&images, &name)?;
+    let total: u64 = remote.files.values().map(|f| f.bytes).sum();
+    let mut done = 0;
+    for file in manifest::FILES {
+        let want = remote
+            .files
+            .get(file)
+            .ok_or_else(|| bundle_err(format!("manifest.json lists no {file}")))?;
+        let file_url = format!("{base}{file}.gz");
+        let reader = flate2::read::GzDecoder::new(open_url(&file_url)?);
+        let dest = staging.path().join(file);
+        let (sha256, bytes) = write_sparse(reader, &dest, &mut |n| {
+            done += n;
+            progress(Progress::bytes("pull", done, total, file));
+        })
+        .ctx(|| format!("download {file_url}"))?;
+        if bytes != want.bytes || sha256 != want.sha256 {
+            return Err(ImageError::DigestMismatch {
+                what: file_url,
+                expected: format!("{} ({} bytes)", want.sha256, want.bytes),
+                actual: format!("{sha256} ({bytes} bytes)"),
+            });
+        }
+    }
+    let local = Manifest {
+        name: name.clone(),
+        created_at: now_rfc3339(),
+        origin: Origin::Pull {
+            url: url.to_string(),
+        },
+        inputs_digest: format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
+        ..remote
+    };
+    local.write(&staging.path().join(manifest::MANIFEST))?;
+    let target = images.join(&name);
+    staging.commit(&target)?;
+    Image::open(&target)
+}
+
+/// Copies `r` into a new file at `dest`, leaving all-zero chunks as holes. Returns the
+/// sha256 and length of everything read. `on_bytes` is told of progress every 64 MiB.
+fn write_sparse(
+    mut r: impl Read,
+    dest: &Path,
+    on_bytes: &mut dyn FnMut(u64),
+) -> std::io::Result<(String, u64)> {
+    let mut out = fs_err::File::create(dest)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; CHUNK];
+    let (mut len, mut unreported) = (0u64, 0u64);
+    loop {
+        let mut filled = 0;
+        while filled < CHUNK {
+            match r.read(&mut buf[filled..])? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        let chunk = &buf[..filled];
+        hasher.update(chunk);
+        if chunk.iter().all(|&b| b == 0) {
+            out.seek(SeekFrom::Current(filled as i64))?;
+        } else {
+            out.write_all(chunk)?;
+        }
+        len += filled as u64;
+        unreported += filled as u64;
+        if unreported >= 64 << 20 {
+            on_bytes(unreported);
+            unreported = 0;
+        }
+    }
+    on_bytes(unreported);
+    out.set_len(len)?;
+    out.sync_all()?;
+    Ok((hex::encode(hasher.finalize()), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::manifest::tests::{image_dir, inputs};
+    use std::io::BufRead;
+
+    /// Serves files of `dir` over HTTP/1.0 on 127.0.0.1 until the test ends.
+    fn serve(dir: &Path) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let dir = dir.to_path_buf();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut line = String::new();
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                reader.read_line(&mut line).unwrap();
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap() <= 2 {
+                        break;
+                    }
+                }
+                let path = line
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or("/")
+                    .trim_start_matches('/');
+                let reply = match std::fs::read(dir.join(path)) {
+                    Ok(body) => {
+                        let head =
+                            format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                        [head.into_bytes(), body].concat()
+                    }
+                    Err(_) => b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                };
+                let _ = stream.write_all(&reply);
+            }
+        });
+        format!("http://{addr}/")
+    }
+
+    /// A store with one image, and that image exported as a bundle.
+    fn published() -> (tempfile::TempDir, Paths, std::path::PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let src = root.path().join("src/default");
+        std::fs::create_dir_all(&src).unwrap();
+        // A rootfs with a large hole, to check it stays sparse.
+        let mut m = image_dir(&src, "default", inputs());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(src.join(manifest::ROOTFS))
+            .unwrap()
+            .set_len(8 << 20)
+            .unwrap();
+        m.files = manifest::digest_files(&src, &|_, _| {}).unwrap();
+        m.write(&src.join(manifest::MANIFEST)).unwrap();
+        let bundle = root.path().join("bundle");
+        export(&Image::open(&src).unwrap(), &bundle, &|_| {}).unwrap();
+        let paths = Paths::under(&root.path().join("store"));
+        (root, paths, bundle)
+    }
+
+    #[test]
+    fn pulled_bundle_is_verified_sparse_and_listed() {
+        let (_root, paths, bundle) = published();
+        let url = serve(&bundle);
+
+        let image = pull(
+            &paths,
+            &format!("{url}manifest.json"),
+            Some("pulled"),
+            &|_| {},
+        )
+        .unwrap();
+
+        assert_eq!(image.name(), "pulled");
+        assert_eq!(image.info().source, format!("pull:{url}manifest.json"));
+        image.manifest().verify(image.dir(), &|_, _| {}).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(image.rootfs()).unwrap();
+        assert_eq!(meta.len(), 8 << 20);
+        assert!(meta.blocks() * 512 < 1 << 20, "rootfs is not sparse");
+    }
+
+    #[test]
+    fn corrupted_bundle_is_refused_and_leaves_nothing() {
+        let (_root, paths, bundle) = published();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"initrd.img of DEFAULT").unwrap();
+        std::fs::write(bundle.join("initrd.img.gz"), gz.finish().unwrap()).unwrap();
+        let url = serve(&bundle);
+
+        let err = pull(&paths, &url, None, &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+        assert!(store::list(&paths).unwrap().is_empty());
+        let left: Vec<String> = std::fs::read_dir(paths.images_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [".lock.default"]);
+    }
+
+    #[test]
+    fn missing_bundle_file_is_a_download_error() {
+        let (_root, paths, bundle) = published();
+        std::fs::remove_file(bundle.join("vmlinux.gz")).unwrap();
+        let url = serve(&bundle);
+        let err = pull(&paths, &url, None, &|_| {}).unwrap_err();
+        assert!(matches!(err, ImageError::Download { .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_manifest_is_a_bundle_error() {
+        let (_root, paths, bundle) = published();
+        std::fs::write(bundle.join("manifest.json"), "<html>").unwrap();
+        let url = serve(&bundle);
+        let err = pull(&paths, &url, None, &|_| {}).unwrap_err();
+        assert!(
+            err.to_string().contains("manifest.json is not valid"),
+            "{err}"
+        );
+    }
+}

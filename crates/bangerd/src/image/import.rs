@@ -1,0 +1,366 @@
+//! `image import`: an image from someone else's root file system. Accepted sources: a
+//! rootfs tarball (plain or gzip), a directory, a `docker save` archive, and an OCI image
+//! layout (as a directory or a tarball). The result is ext4 via `mkfs.ext4 -d`, with the
+//! agent injected and the cached boot files (kernel, initramfs) of a previous build.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+use super::build::now_rfc3339;
+use super::error::{ImageError, IoContext};
+use super::manifest::{self, Manifest, Origin, FORMAT};
+use super::name::validate_name;
+use super::store::{self, Image, Staging};
+use super::{boot, cmd, elf, ext4, layers, oci, rootfs, Progress, ProgressFn};
+use crate::config::Paths;
+
+/// Imports `src` as image `name` (derived from the file name when absent), installing
+/// `agent_bin` as the guest agent. Blocking; run it on a blocking thread.
+pub fn import(
+    paths: &Paths,
+    src: &Path,
+    name: Option<&str>,
+    agent_bin: &Path,
+    progress: ProgressFn<'_>,
+) -> Result<Image, ImageError> {
+    let name = match name {
+        Some(n) => n.to_string(),
+        None => name_from_path(src).ok_or_else(|| ImageError::Import {
+            path: src.to_path_buf(),
+            reason: "no image name can be made from the file name; give one".into(),
+        })?,
+    };
+    validate_name(&name)?;
+    let src = fs_err::canonicalize(src).ctx(|| "find the import source".into())?;
+    let agent = fs_err::read(agent_bin).ctx(|| "read the agent binary".into())?;
+    if !elf::is_elf64(&agent) {
+        return Err(ImageError::AgentNotElf {
+            path: agent_bin.to_path_buf(),
+        });
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ImageError::NeedsRoot);
+    }
+    let boot = boot::latest(&paths.cache_dir)?;
+    let images = paths.images_dir();
+    let _lock = store::lock(&images, &name)?;
+    if images.join(&name).exists() {
+        return Err(ImageError::AlreadyExists { name });
+    }
+    let staging = Staging::new(&images, &name)?;
+    let tree = staging.path().join("tree");
+    fill_tree(&src, staging.path(), &tree, progress)?;
+    rootfs::finish(&tree, agent_bin)?;
+
+    // The base is read-only under the overlay, so free space in it is of no use.
+    let needed = ext4::estimate_mib(&tree);
+    let size_mib = needed + needed / 4 + 64;
+    progress(Progress::step("ext4", format!("{size_mib} MiB")));
+    ext4::make_rootfs(&tree, &staging.path().join(manifest::ROOTFS), size_mib)?;
+    store::remove_tree(&tree)?;
+    boot.install(staging.path())?;
+    let files = manifest::digest_files(staging.path(), &|done, total| {
+        progress(Progress::bytes("digest", done, total, "sha256"));
+    })?;
+    let agent_sha256 = hex::encode(Sha256::digest(&agent));
+    let source = src.display().to_string();
+    let inputs_digest = format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(format!("import\0{source}\0{agent_sha256}")))
+    );
+    let manifest = Manifest {
+        format: FORMAT,
+        name: name.clone(),
+        created_at: now_rfc3339(),
+        origin: Origin::Import {
+            path: source,
+            agent_sha256,
+        },
+        inputs_digest,
+        boot: boot.info,
+        files,
+    };
+    manifest.write(&staging.path().join(manifest::MANIFEST))?;
+    let target = images.join(&name);
+    staging.commit(&target)?;
+    Image::open(&target)
+}
+
+/// `ubuntu-22.04.tar.gz` -> `ubuntu-22`; `None` when nothing usable is left.
+fn name_from_path(src: &Path) -> Option<String> {
+    let file = src.file_name()?.to_string_lossy().to_lowercase();
+    let stem = file.split('.').next().unwrap_or("");
+    let mut name: String = stem
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    name.truncate(63);
+    let name = name.trim_matches('-').to_string();
+    validate_name(&name).ok().map(|()| name)
+}
+
+/// Puts the root file system of `src` into `tree`, using `work` for scratch space.
+fn fill_tree(
+    src: &Path,
+    work: &Path,
+    tree: &Path,
+    progress: ProgressFn<'_>,
+) -> Result<(), ImageError> {
+    if src.is_dir() {
+        if let Some(layout) = oci::detect(src) {
+            return apply_layers(src, layout, tree, progress);
+        }
+        progress(Progress::step(
+            "import",
+            format!("copying {}", src.display()),
+        ));
+        fs_err::create_dir_all(tree).ctx(|| "create the root tree".into())?;
+        let mut from = src.as_os_str().to_os_string();
+        from.push("/.");
+        cmd::run(
+            Command::new(cmd::tool("cp", "coreutils")?)
+                .arg("-a")
+                .arg(from)
+                .arg(tree),
+        )?;
+        return Ok(());
+    }
+    // A tarball: unpack it, then see whether it was a container image or a root tree.
+    let unpacked = work.join("unpacked");
+    fs_err::create_dir_all(&unpacked).ctx(|| "create an unpack directory".into())?;
+    progress(Progress::step(
+        "import",
+        format!("unpacking {}", src.display()),
+    ));
+    let file = fs_err::File::open(src).ctx(|| "open the import source".into())?;
+    layers::apply(&unpacked, layers::open(file, src)?, src)?;
+    match oci::detect(&unpacked) {
+        Some(layout) => {
+            apply_layers(&unpacked, layout, tree, progress)?;
+            store::remove_tree(&unpacked)
+        }
+        None => fs_err::rename(&unpacked, tree).ctx(|| "move the root tree".into()),
+    }
+}
+
+fn apply_layers(
+    dir: &Path,
+    layout: oci::Layout,
+    tree: &Path,
+    progress: ProgressFn<'_>,
+) -> Result<(), ImageError> {
+    let all = oci::layers(dir, layout)?;
+    fs_err::create_dir_all(tree).ctx(|| "create the root tree".into())?;
+    for (i, layer) in all.iter().enumerate() {
+        progress(Progress {
+            phase: "import",
+            done: i as u64,
+            total: Some(all.len() as u64),
+            message: Some(format!("layer {}", i + 1)),
+        });
+        apply_layer(layer, tree)?;
+    }
+    Ok(())
+}
+
+/// Applies one layer file, checking its digest (when known) as it streams through.
+fn apply_layer(layer: &oci::Layer, tree: &Path) -> Result<(), ImageError> {
+    let file = fs_err::File::open(&layer.path).ctx(|| "open a layer".into())?;
+    let hashing = HashingReader {
+        inner: file,
+        hasher: Sha256::new(),
+    };
+    let shared = std::rc::Rc::new(std::cell::RefCell::new(Some(hashing)));
+    let reader = SharedReader(shared.clone());
+    layers::apply(tree, layers::open(reader, &layer.path)?, &layer.path)?;
+    let Some(mut rest) = shared.borrow_mut().take() else {
+        return Ok(());
+    };
+    // The tar reader stops at the end-of-archive marker; hash any padding after it.
+    std::io::copy(&mut rest, &mut std::io::sink()).ctx(|| "read a layer".into())?;
+    let actual = format!("sha256:{}", hex::encode(rest.hasher.finalize()));
+    match &layer.digest {
+        Some(expected) if *expected != actual => Err(ImageError::DigestMismatch {
+            what: layer.path.display().to_string(),
+            expected: expected.clone(),
+            actual,
+        }),
+        _ => Ok(()),
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Lets the digest be finished after the decompressor that reads through it is dropped.
+struct SharedReader(std::rc::Rc<std::cell::RefCell<Option<HashingReader<fs_err::File>>>>);
+
+impl Read for SharedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self.0.borrow_mut().as_mut() {
+            Some(r) => r.read(buf),
+            None => Ok(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::layers::tests::layer;
+    use std::path::PathBuf;
+    use tar::EntryType;
+
+    fn ready() -> bool {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipping: import needs root (it keeps file owners)");
+            return false;
+        }
+        if cmd::tool("mkfs.ext4", "e2fsprogs").is_err() {
+            eprintln!("skipping: mkfs.ext4 not installed");
+            return false;
+        }
+        true
+    }
+
+    /// A store with cached boot files and a fake agent.
+    fn setup() -> (tempfile::TempDir, Paths, PathBuf) {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::under(root.path());
+        let boot = paths.cache_dir.join("boot/linux-test_1.abc");
+        std::fs::create_dir_all(&boot).unwrap();
+        for f in [manifest::VMLINUX, manifest::BZIMAGE, manifest::INITRD] {
+            std::fs::write(boot.join(f), f).unwrap();
+        }
+        std::fs::write(
+            boot.join("boot.json"),
+            r#"{"kernel_package":"linux-test","kernel_version":"1","kernel_deb_sha256":"00","busybox_version":"1","modules":[]}"#,
+        )
+        .unwrap();
+        let agent = root.path().join("agent");
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(64, 0);
+        std::fs::write(&agent, elf).unwrap();
+        (root, paths, agent)
+    }
+
+    fn rootfs_layer() -> Vec<u8> {
+        layer(&[
+            ("etc/", EntryType::Directory, ""),
+            ("etc/os-release", EntryType::Regular, "ID=test"),
+            ("etc/ssh/", EntryType::Directory, ""),
+            ("etc/ssh/ssh_host_rsa_key", EntryType::Regular, "secret"),
+            ("usr/", EntryType::Directory, ""),
+            ("usr/bin/", EntryType::Directory, ""),
+            ("bin", EntryType::Symlink, "usr/bin"),
+            ("usr/bin/sh", EntryType::Regular, "shell"),
+        ])
+    }
+
+    /// Lists the root directory of an ext4 image with debugfs (no mount).
+    fn ls(rootfs: &Path, dir: &str) -> String {
+        let out = Command::new(cmd::tool("debugfs", "e2fsprogs").unwrap())
+            .args(["-R", &format!("ls -l {dir}")])
+            .arg(rootfs)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    #[test]
+    fn rootfs_tarball_becomes_an_image_with_the_agent() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let tarball = root.path().join("my-rootfs.tar");
+        std::fs::write(&tarball, rootfs_layer()).unwrap();
+
+        let image = import(&paths, &tarball, None, &agent, &|_| {}).unwrap();
+
+        assert_eq!(image.name(), "my-rootfs");
+        assert!(image.manifest().source().starts_with("import:"));
+        assert!(ls(&image.rootfs(), "/usr/local/sbin").contains("banger-agent"));
+        assert!(ls(&image.rootfs(), "/etc").contains("os-release"));
+        assert!(!ls(&image.rootfs(), "/etc/ssh").contains("ssh_host_rsa_key"));
+        assert_eq!(
+            std::fs::read_to_string(image.initrd()).unwrap(),
+            "initrd.img"
+        );
+    }
+
+    #[test]
+    fn oci_layout_with_whiteout_becomes_an_image() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let layout = root.path().join("layout");
+        std::fs::create_dir_all(&layout).unwrap();
+        let top = layer(&[("etc/.wh.os-release", EntryType::Regular, "")]);
+        oci::tests::oci_dir(&layout, &[&rootfs_layer(), &top]);
+
+        let image = import(&paths, &layout, Some("oci"), &agent, &|_| {}).unwrap();
+
+        let etc = ls(&image.rootfs(), "/etc");
+        assert!(!etc.contains("os-release"), "{etc}");
+        assert!(etc.contains("hostname"), "{etc}");
+    }
+
+    #[test]
+    fn escaping_tarball_fails_and_leaves_no_image() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let tarball = root.path().join("evil.tar");
+        std::fs::write(&tarball, layer(&[("../../x", EntryType::Regular, "x")])).unwrap();
+
+        let err = import(&paths, &tarball, None, &agent, &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
+        let left: Vec<String> = std::fs::read_dir(paths.images_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(left, [".lock.evil"]);
+    }
+
+    #[test]
+    fn import_without_a_cached_kernel_says_to_build_first() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        std::fs::remove_dir_all(paths.cache_dir.join("boot")).unwrap();
+        let tarball = root.path().join("r.tar");
+        std::fs::write(&tarball, rootfs_layer()).unwrap();
+        let err = import(&paths, &tarball, None, &agent, &|_| {}).unwrap_err();
+        assert_eq!(
+            err.hint().unwrap(),
+            "run `banger image build` once to fetch a kernel"
+        );
+    }
+
+    #[test]
+    fn names_come_from_file_names() {
+        assert_eq!(
+            name_from_path(Path::new("/x/Ubuntu_22.04.tar.gz")).unwrap(),
+            "ubuntu-22"
+        );
+        assert_eq!(name_from_path(Path::new("/x/---.tar")), None);
+    }
+}

@@ -1,0 +1,284 @@
+//! Finding the ordered layers of a `docker save` archive or an OCI image layout that
+//! has been unpacked into a directory.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use super::error::{ImageError, IoContext};
+use super::layers::clean_relative;
+
+/// One layer file, bottom first, with the digest its name or manifest promises.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    pub path: PathBuf,
+    /// `sha256:<hex>` of the file's bytes, when the format records it.
+    pub digest: Option<String>,
+}
+
+/// What kind of container image a directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// `oci-layout` + `index.json` + `blobs/`.
+    Oci,
+    /// `manifest.json` listing `Layers` (what `docker save` writes).
+    DockerSave,
+}
+
+pub fn detect(dir: &Path) -> Option<Layout> {
+    if dir.join("oci-layout").is_file() && dir.join("index.json").is_file() {
+        Some(Layout::Oci)
+    } else if std::fs::read(dir.join("manifest.json"))
+        .is_ok_and(|b| serde_json::from_slice::<Vec<DockerManifest>>(&b).is_ok())
+    {
+        Some(Layout::DockerSave)
+    } else {
+        None
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifest {
+    layers: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: Option<String>,
+    digest: String,
+    platform: Option<Platform>,
+}
+
+#[derive(Deserialize)]
+struct Platform {
+    architecture: String,
+    os: String,
+}
+
+#[derive(Deserialize)]
+struct Index {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct ImageManifest {
+    layers: Vec<Descriptor>,
+}
+
+fn invalid(dir: &Path, reason: impl Into<String>) -> ImageError {
+    ImageError::Import {
+        path: dir.to_path_buf(),
+        reason: reason.into(),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, path: &Path) -> Result<T, ImageError> {
+    let bytes = fs_err::read(path).ctx(|| format!("read {}", path.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        let name = path.strip_prefix(dir).unwrap_or(path).display().to_string();
+        invalid(dir, format!("{name} is not valid: {e}"))
+    })
+}
+
+/// The layers of the image in `dir`, bottom first.
+pub fn layers(dir: &Path, layout: Layout) -> Result<Vec<Layer>, ImageError> {
+    match layout {
+        Layout::DockerSave => docker_layers(dir),
+        Layout::Oci => oci_layers(dir),
+    }
+}
+
+fn docker_layers(dir: &Path) -> Result<Vec<Layer>, ImageError> {
+    let manifests: Vec<DockerManifest> = read_json(dir, &dir.join("manifest.json"))?;
+    let first = match manifests.as_slice() {
+        [one] => one,
+        [] => return Err(invalid(dir, "manifest.json lists no image")),
+        more => {
+            return Err(invalid(
+                dir,
+                format!("the archive holds {} images; save just one", more.len()),
+            ))
+        }
+    };
+    first
+        .layers
+        .iter()
+        .map(|l| {
+            let rel = clean_relative(Path::new(l))
+                .ok_or_else(|| invalid(dir, format!("layer path {l:?} leaves the archive")))?;
+            // Newer docker names layers by digest (blobs/sha256/<hex>).
+            let digest = l
+                .strip_prefix("blobs/sha256/")
+                .map(|hex| format!("sha256:{hex}"));
+            Ok(Layer {
+                path: dir.join(rel),
+                digest,
+            })
+        })
+        .collect()
+}
+
+fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, ImageError> {
+    let (alg, hex) = digest
+        .split_once(':')
+        .filter(|(a, h)| {
+            *a == "sha256" && h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+        })
+        .ok_or_else(|| invalid(dir, format!("unsupported digest {digest:?}")))?;
+    Ok(dir.join("blobs").join(alg).join(hex))
+}
+
+/// Reads a blob and checks it against its digest.
+fn read_blob(dir: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
+    let path = blob_path(dir, digest)?;
+    let bytes = fs_err::read(&path).ctx(|| format!("read blob {digest}"))?;
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+    if actual != digest {
+        return Err(ImageError::DigestMismatch {
+            what: path.display().to_string(),
+            expected: digest.to_string(),
+            actual,
+        });
+    }
+    Ok(bytes)
+}
+
+fn is_index(media_type: Option<&str>) -> bool {
+    media_type.is_some_and(|m| m.contains("image.index") || m.contains("manifest.list"))
+}
+
+fn oci_layers(dir: &Path) -> Result<Vec<Layer>, ImageError> {
+    let mut index: Index = read_json(dir, &dir.join("index.json"))?;
+    // Follow nested indexes (multi-platform images) down to one linux/amd64 manifest.
+    for _ in 0..4 {
+        let pick = pick_manifest(&index.manifests)
+            .ok_or_else(|| invalid(dir, "index.json lists no linux/amd64 image"))?;
+        let blob = read_blob(dir, &pick.digest)?;
+        if is_index(pick.media_type.as_deref()) {
+            index = serde_json::from_slice(&blob).map_err(|e| {
+                invalid(
+                    dir,
+                    format!("image index {} is not valid: {e}", pick.digest),
+                )
+            })?;
+            continue;
+        }
+        let manifest: ImageManifest = serde_json::from_slice(&blob)
+            .map_err(|e| invalid(dir, format!("manifest {} is not valid: {e}", pick.digest)))?;
+        return manifest
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(Layer {
+                    path: blob_path(dir, &l.digest)?,
+                    digest: Some(l.digest.clone()),
+                })
+            })
+            .collect();
+    }
+    Err(invalid(dir, "image indexes nest too deeply"))
+}
+
+fn pick_manifest(manifests: &[Descriptor]) -> Option<&Descriptor> {
+    manifests
+        .iter()
+        .find(|d| {
+            d.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+        })
+        .or_else(|| {
+            // Single-platform layouts often omit the platform.
+            (manifests.len() == 1).then(|| &manifests[0])
+        })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn blob(dir: &Path, bytes: &[u8]) -> String {
+        let hex = hex::encode(Sha256::digest(bytes));
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        format!("sha256:{hex}")
+    }
+
+    /// An OCI layout with two layers behind a multi-platform index.
+    pub(crate) fn oci_dir(dir: &Path, layers: &[&[u8]]) -> Vec<String> {
+        let digests: Vec<String> = layers.iter().map(|l| blob(dir, l)).collect();
+        let layers_json: Vec<String> = digests
+            .iter()
+            .map(|d| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":1}}"#))
+            .collect();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"layers":[{}]}}"#,
+            layers_json.join(",")
+        );
+        let m = blob(dir, manifest.as_bytes());
+        let nested = format!(
+            r#"{{"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m}","platform":{{"architecture":"arm64","os":"linux"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m}","platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
+        );
+        let n = blob(dir, nested.as_bytes());
+        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        std::fs::write(
+            dir.join("index.json"),
+            format!(r#"{{"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{n}"}}]}}"#),
+        )
+        .unwrap();
+        digests
+    }
+
+    #[test]
+    fn oci_layout_layers_come_in_manifest_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let digests = oci_dir(dir.path(), &[b"bottom", b"top"]);
+        assert_eq!(detect(dir.path()), Some(Layout::Oci));
+        let got = layers(dir.path(), Layout::Oci).unwrap();
+        let got: Vec<_> = got.iter().map(|l| l.digest.clone().unwrap()).collect();
+        assert_eq!(got, digests);
+    }
+
+    #[test]
+    fn tampered_oci_manifest_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        oci_dir(dir.path(), &[b"layer"]);
+        for entry in std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap() {
+            let p = entry.unwrap().path();
+            if std::fs::read_to_string(&p).is_ok_and(|t| t.contains("schemaVersion")) {
+                std::fs::write(&p, r#"{"schemaVersion":2,"layers":[]}"#).unwrap();
+            }
+        }
+        let err = layers(dir.path(), Layout::Oci).unwrap_err();
+        assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn docker_save_layers_come_in_manifest_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            r#"[{"Config":"c.json","RepoTags":["x:1"],"Layers":["a/layer.tar","blobs/sha256/abcd"]}]"#,
+        )
+        .unwrap();
+        assert_eq!(detect(dir.path()), Some(Layout::DockerSave));
+        let got = layers(dir.path(), Layout::DockerSave).unwrap();
+        assert_eq!(got[0].path, dir.path().join("a/layer.tar"));
+        assert_eq!(got[1].digest.as_deref(), Some("sha256:abcd"));
+    }
+
+    #[test]
+    fn docker_layer_path_escaping_the_archive_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            r#"[{"Layers":["../../etc/shadow"]}]"#,
+        )
+        .unwrap();
+        let err = layers(dir.path(), Layout::DockerSave).unwrap_err();
+        assert!(err.to_string().contains("leaves the archive"), "{err}");
+    }
+}
