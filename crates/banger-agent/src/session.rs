@@ -6,8 +6,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use banger_wire::agent::{
-    HELLO_SYNC,
-    AgentRequest, AuthReply, GuestFrame, GuestHello, HostAuth, PROTOCOL_VERSION,
+    AgentRequest, AuthReply, GuestFrame, GuestHello, HostAuth, HELLO_SYNC, PROTOCOL_VERSION,
 };
 use banger_wire::{ErrorCode, WireError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};

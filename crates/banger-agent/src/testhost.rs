@@ -44,7 +44,9 @@ impl Host {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let mut sync = [0u8; 8];
-        tokio::io::AsyncReadExt::read_exact(&mut io, &mut sync).await.expect("hello sync");
+        tokio::io::AsyncReadExt::read_exact(&mut io, &mut sync)
+            .await
+            .expect("hello sync");
         assert_eq!(sync, banger_wire::agent::HELLO_SYNC);
         let hello: GuestHello = read_frame_exact(&mut io).await.expect("guest hello");
         assert_eq!(hello.protocol, PROTOCOL_VERSION);

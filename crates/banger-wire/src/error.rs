@@ -178,7 +178,10 @@ mod tests {
 
     #[test]
     fn wire_error_round_trips_through_postcard() {
-        let err = WireError::new(ErrorCode::Timeout, "command timed out after 1s and was killed");
+        let err = WireError::new(
+            ErrorCode::Timeout,
+            "command timed out after 1s and was killed",
+        );
         let bytes = postcard::to_stdvec(&err).unwrap();
         assert_eq!(postcard::from_bytes::<WireError>(&bytes).unwrap(), err);
     }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Runs a whole daemon in-process on a temp socket and drives it with the real CLI
 //! binary. Hermetic: no root, no VMM (the backend binary is absent on purpose).
 

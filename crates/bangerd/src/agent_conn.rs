@@ -107,11 +107,16 @@ async fn skip_to_sync<R: AsyncRead + Unpin>(io: &mut R) -> Result<(), AgentError
         window[7] = byte[0];
         seen += 1;
         if seen > agent::MAX_FRAME {
-            return Err(AgentError::Io(std::io::Error::other("no hello from the agent")));
+            return Err(AgentError::Io(std::io::Error::other(
+                "no hello from the agent",
+            )));
         }
     }
     if seen > sync.len() {
-        tracing::debug!(skipped = seen - sync.len(), "discarded stale bytes before the agent hello");
+        tracing::debug!(
+            skipped = seen - sync.len(),
+            "discarded stale bytes before the agent hello"
+        );
     }
     Ok(())
 }

@@ -62,7 +62,7 @@ pub enum DaemonError {
     Network {
         vm: String,
         #[source]
-        source: crate::net::NetError,
+        source: Box<crate::net::NetError>,
     },
     #[error("host networking is unavailable")]
     NoNetwork { reason: String },

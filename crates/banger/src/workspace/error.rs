@@ -162,7 +162,9 @@ mod tests {
     fn a_refused_patch_renders_cause_and_hint_with_its_exit_code() {
         let err = WorkspaceError::Refused {
             vm: "dev".into(),
-            refusal: Refusal::DotDot { path: "../x".into() },
+            refusal: Refusal::DotDot {
+                path: "../x".into(),
+            },
         };
 
         let cli = CliError::from(err);

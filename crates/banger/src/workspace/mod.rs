@@ -16,6 +16,7 @@ pub mod exec;
 mod export;
 mod guard;
 mod patch;
+mod quote;
 mod repo;
 mod ship;
 mod tarball;

@@ -271,7 +271,7 @@ impl Manager {
                 .await
                 .map_err(|source| DaemonError::Network {
                     vm: rec.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
         self.store.set_tap(&rec.id, Some(&vm_net.tap.name))?;
         Ok(Some(vm_net))

@@ -63,7 +63,8 @@ impl Qemu {
             spec.initrd.display().to_string(),
             "-append".into(),
             format!(
-                "console=ttyS0 reboot=k panic=-1 quiet loglevel=4 {}",
+                "console=ttyS0 reboot=k panic=-1 quiet loglevel=4 {}{}",
+                self.tsc_arg(),
                 spec.boot_args
             ),
             "-drive".into(),
@@ -328,7 +329,10 @@ mod tests {
 
     #[test]
     fn cpu_khz_comes_from_cpuinfo() {
-        assert_eq!(parse_cpu_khz("model name : AMD EPYC\ncpu MHz\t\t: 2596.096\n"), Some(2596096));
+        assert_eq!(
+            parse_cpu_khz("model name : AMD EPYC\ncpu MHz\t\t: 2596.096\n"),
+            Some(2596096)
+        );
         assert_eq!(parse_cpu_khz("model name : x\n"), None);
     }
 
