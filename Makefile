@@ -30,6 +30,8 @@ quickstart:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	@if command -v cargo-deny >/dev/null; then $(CARGO) deny check; \
+	 else echo "lint: cargo-deny not installed; skipping dependency policy check (cargo install cargo-deny)"; fi
 
 # Tiers 1 and 2: hermetic unit tests, and host integration tests (these need root
 # and say why they skip otherwise).

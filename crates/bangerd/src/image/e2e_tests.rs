@@ -47,9 +47,11 @@ fn build_then_rebuild_is_a_no_op() {
         force: true,
         ..Default::default()
     };
+    let t0 = Instant::now();
     let log = |p: Progress| {
         eprintln!(
-            "[{}] {}/{:?} {}",
+            "{:7.1}s [{}] {}/{:?} {}",
+            t0.elapsed().as_secs_f64(),
             p.phase,
             p.done,
             p.total,
