@@ -36,8 +36,12 @@ log() { printf '%s\n' "$*" >&2; }
 passed=0; failed=0; failures=()
 scenario() {
   local name=$1; shift
-  local out="$RUN_DIR/$name.log" t0=$SECONDS
-  if ( set -e; "$@" ) >"$out" 2>&1; then
+  local out="$RUN_DIR/$name.log" t0=$SECONDS rc
+  # Not inside `if`: bash ignores `set -e` in a condition, which would let every
+  # scenario pass.
+  ( set -e; "$@" ) >"$out" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
     passed=$((passed+1)); printf 'PASS  %-28s %4ss\n' "$name" $((SECONDS-t0))
   else
     failed=$((failed+1)); failures+=("$name"); printf 'FAIL  %-28s %4ss\n' "$name" $((SECONDS-t0))

@@ -130,6 +130,19 @@ pub enum VmCommand {
     },
     /// Run a command in a running VM.
     Exec(ExecArgs),
+    /// Copy a file or directory between the host and a VM (`NAME:/path` names the
+    /// guest side; relative guest paths start at /root). Modes are kept; into an
+    /// existing directory the copy keeps its name.
+    Cp { src: String, dst: String },
+    /// Open an SSH session in a VM, or run a command there over SSH.
+    Ssh {
+        name: String,
+        /// The command and its arguments, quoted so they arrive exactly as given.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Print a ~/.ssh/config block for a VM.
+    SshConfig { name: String },
 }
 
 #[derive(Debug, Args)]

@@ -1,10 +1,12 @@
 //! One file per verb group; each command is a short function over the client.
 
+mod cp;
 mod daemon;
 mod doctor;
 mod exec;
 mod image;
 mod run;
+mod ssh;
 mod vm;
 mod workspace;
 

@@ -130,6 +130,7 @@ pub fn pull(
     local.write(&staging.path().join(manifest::MANIFEST))?;
     let target = images.join(&name);
     staging.commit(&target)?;
+    tracing::info!(image = %name, url, "image pulled");
     Image::open(&target)
 }
 

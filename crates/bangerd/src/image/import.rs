@@ -86,6 +86,7 @@ pub fn import(
     manifest.write(&staging.path().join(manifest::MANIFEST))?;
     let target = images.join(&name);
     staging.commit(&target)?;
+    tracing::info!(image = %name, source = %src.display(), size_mib, "image imported");
     Image::open(&target)
 }
 
@@ -318,6 +319,39 @@ mod tests {
         let etc = ls(&image.rootfs(), "/etc");
         assert!(!etc.contains("os-release"), "{etc}");
         assert!(etc.contains("hostname"), "{etc}");
+    }
+
+    #[test]
+    fn docker_save_archive_becomes_an_image() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let mut outer = tar::Builder::new(Vec::new());
+        let mut add = |path: &str, data: &[u8]| {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            outer.append_data(&mut h, path, data).unwrap();
+        };
+        add("abc/layer.tar", &rootfs_layer());
+        add(
+            "def/layer.tar",
+            &layer(&[("etc/motd", EntryType::Regular, "hi")]),
+        );
+        add(
+            "manifest.json",
+            br#"[{"Config":"c.json","RepoTags":["t:1"],"Layers":["abc/layer.tar","def/layer.tar"]}]"#,
+        );
+        let archive = root.path().join("saved.tar");
+        std::fs::write(&archive, outer.into_inner().unwrap()).unwrap();
+
+        let image = import(&paths, &archive, None, &agent, &|_| {}).unwrap();
+
+        let etc = ls(&image.rootfs(), "/etc");
+        assert!(etc.contains("motd") && etc.contains("os-release"), "{etc}");
+        assert!(!ls(&image.rootfs(), "/").contains("manifest.json"));
     }
 
     #[test]
