@@ -4,9 +4,12 @@
 //!   init (reaper, Ctrl-Alt-Del, shutdown) and the agent, which sets the guest up from
 //!   the `banger.*` kernel arguments and then serves the host.
 //! * `banger-agent serve`: only the channel loop (under another init, or for tests).
+//! * `banger-agent connect HOST:PORT`: stdio joined to a TCP connection, so a guest
+//!   port can be reached through the exec stream (banger's SSH ProxyCommand).
 
 mod boot;
 mod channel;
+mod connect;
 mod exec;
 mod fdio;
 mod frame;
@@ -62,12 +65,19 @@ enum Cmd {
         #[arg(long, default_value = boot::HOME)]
         cwd: PathBuf,
     },
+    /// Join stdin/stdout to a TCP connection until both directions end (an SSH
+    /// ProxyCommand run through `banger vm exec`).
+    Connect {
+        /// HOST:PORT, e.g. 127.0.0.1:22.
+        addr: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     logging::init();
     match cli.cmd {
+        Cmd::Connect { addr } => connect::main(&addr),
         Cmd::Init => init_main(),
         Cmd::Serve { cmdline, unix, cwd } => {
             let cfg = read_boot_config(&cmdline)?;

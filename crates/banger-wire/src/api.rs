@@ -223,6 +223,22 @@ pub enum Request {
     ImageBuild {
         spec: ImageBuildSpec,
     },
+    /// Imports a rootfs tarball, a directory, a `docker save` archive or an OCI layout
+    /// (a path on the daemon's host). Streams progress.
+    ImageImport {
+        path: String,
+        name: Option<String>,
+    },
+    /// Fetches and verifies a published image bundle. Streams progress.
+    ImagePull {
+        url: String,
+        name: Option<String>,
+    },
+    /// Writes an image as a bundle (manifest + compressed files) into a directory.
+    ImageExport {
+        name: String,
+        dir: String,
+    },
 }
 
 impl Request {

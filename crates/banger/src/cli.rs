@@ -263,6 +263,23 @@ pub enum ImageCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Import a rootfs tarball, a directory, a `docker save` archive or an OCI layout.
+    Import {
+        path: std::path::PathBuf,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Fetch and verify a published image bundle (manifest.json + files with digests).
+    Pull {
+        url: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Write an image as a bundle into a directory (serve it over HTTP for `image pull`).
+    Export {
+        name: String,
+        dir: std::path::PathBuf,
+    },
     /// List images.
     #[command(alias = "ls")]
     List {

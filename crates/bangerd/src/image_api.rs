@@ -26,6 +26,10 @@ pub(crate) fn image_code(e: &ImageError) -> ErrorCode {
         ImageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
         ImageError::Busy { .. } => ErrorCode::FailedPrecondition,
         ImageError::NeedsRoot => ErrorCode::PermissionDenied,
+        ImageError::NoBootFiles => ErrorCode::FailedPrecondition,
+        ImageError::DigestMismatch { .. }
+        | ImageError::Bundle { .. }
+        | ImageError::Import { .. } => ErrorCode::InvalidArgument,
         _ => ErrorCode::HostFailed,
     }
 }
@@ -50,8 +54,9 @@ pub fn show(m: &Manager, name: &str) -> Result<ImageInfo, DaemonError> {
         .info())
 }
 
-/// Deletes an image unless a VM uses it.
-pub fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
+/// Refuses to replace or remove an image that VMs are built on: their writable layers
+/// would end up over a different base.
+fn refuse_if_used(m: &Manager, name: &str) -> Result<(), DaemonError> {
     let users: Vec<String> = m
         .store
         .list_vms()?
@@ -59,13 +64,19 @@ pub fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
         .filter(|v| v.image == name)
         .map(|v| v.name)
         .collect();
-    if !users.is_empty() {
-        return Err(DaemonError::WrongState {
-            name: name.to_string(),
-            state: "in use",
-            hint: format!("delete the VMs that use it first: {}", users.join(", ")),
-        });
+    if users.is_empty() {
+        return Ok(());
     }
+    Err(DaemonError::WrongState {
+        name: name.to_string(),
+        state: "in use",
+        hint: format!("delete the VMs that use it first ({})", users.join(", ")),
+    })
+}
+
+/// Deletes an image unless a VM uses it.
+pub fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
+    refuse_if_used(m, name)?;
     image::delete(&m.paths, name).map_err(|e| image_err(name, e))
 }
 
@@ -107,19 +118,93 @@ pub fn agent_binary(spec_path: Option<&str>) -> Result<std::path::PathBuf, Daemo
 
 pub async fn build(
     m: &Arc<Manager>,
-    spec: ImageBuildSpec,
+    mut spec: ImageBuildSpec,
     tx: Tx,
 ) -> Result<Option<Response>, DaemonError> {
     let agent = agent_binary(spec.agent_path.as_deref())?;
-    let paths = m.paths.clone();
-    let progress = progress_sender(&tx);
     let name = spec
         .name
         .clone()
         .unwrap_or_else(|| m.config.default_image.clone());
-    let img = tokio::task::spawn_blocking(move || image::build(&paths, &spec, &agent, &progress))
-        .await
-        .map_err(|e| DaemonError::invalid(format!("image build task failed: {e}")))?
-        .map_err(|e| image_err(&name, e))?;
+    spec.name = Some(name.clone());
+    if spec.force {
+        refuse_if_used(m, &name)?;
+    }
+    let paths = m.paths.clone();
+    let progress = progress_sender(&tx);
+    let img = blocking(name, move || image::build(&paths, &spec, &agent, &progress)).await?;
     Ok(Some(Response::Image(img.info())))
+}
+
+async fn blocking<T: Send + 'static>(
+    label: String,
+    f: impl FnOnce() -> Result<T, ImageError> + Send + 'static,
+) -> Result<T, DaemonError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DaemonError::invalid(format!("image task failed: {e}")))?
+        .map_err(|e| image_err(&label, e))
+}
+
+pub async fn import(
+    m: &Arc<Manager>,
+    path: String,
+    name: Option<String>,
+    tx: Tx,
+) -> Result<Option<Response>, DaemonError> {
+    let agent = agent_binary(None)?;
+    if let Some(n) = &name {
+        refuse_if_used(m, n)?;
+    }
+    let paths = m.paths.clone();
+    let progress = progress_sender(&tx);
+    let label = name.clone().unwrap_or_else(|| path.clone());
+    let img = blocking(label, move || {
+        image::import(
+            &paths,
+            std::path::Path::new(&path),
+            name.as_deref(),
+            &agent,
+            &progress,
+        )
+    })
+    .await?;
+    Ok(Some(Response::Image(img.info())))
+}
+
+pub async fn pull(
+    m: &Arc<Manager>,
+    url: String,
+    name: Option<String>,
+    tx: Tx,
+) -> Result<Option<Response>, DaemonError> {
+    if let Some(n) = &name {
+        refuse_if_used(m, n)?;
+    }
+    let paths = m.paths.clone();
+    let progress = progress_sender(&tx);
+    let label = name.clone().unwrap_or_else(|| url.clone());
+    let img = blocking(label, move || {
+        image::pull(&paths, &url, name.as_deref(), &progress)
+    })
+    .await?;
+    Ok(Some(Response::Image(img.info())))
+}
+
+pub async fn export(
+    m: &Arc<Manager>,
+    name: String,
+    dir: String,
+    tx: Tx,
+) -> Result<Option<Response>, DaemonError> {
+    let paths = m.paths.clone();
+    let progress = progress_sender(&tx);
+    let label = name.clone();
+    let info = blocking(label, move || {
+        let img = image::get(&paths, &name)?;
+        image::export(&img, std::path::Path::new(&dir), &progress)?;
+        Ok(img.info())
+    })
+    .await?;
+    Ok(Some(Response::Image(info)))
 }

@@ -89,9 +89,9 @@ async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<(), Copy
 
 async fn download(vm: &Vm<'_>, guest: &GuestPath, local: &Path) -> Result<(), CopyError> {
     let shown = format!("{}:{}", vm.name(), guest.as_str());
-    let (dir, name) = guest
-        .split()
-        .ok_or_else(|| CopyError::NoName { path: shown.clone() })?;
+    let (dir, name) = guest.split().ok_or_else(|| CopyError::NoName {
+        path: shown.clone(),
+    })?;
     let src_is_dir = match guest::probe(vm, guest).await? {
         Found::Dir => true,
         Found::Other => false,
@@ -196,7 +196,10 @@ mod tests {
 
         let t = local_target("web", tmp.path(), "etc", true, "web:/etc").unwrap();
 
-        assert_eq!((t.root.as_path(), t.to.as_os_str()), (tmp.path(), "etc".as_ref()));
+        assert_eq!(
+            (t.root.as_path(), t.to.as_os_str()),
+            (tmp.path(), "etc".as_ref())
+        );
     }
 
     #[test]
@@ -205,7 +208,10 @@ mod tests {
 
         let t = local_target("web", &tmp.path().join("copy"), "etc", true, "web:/etc").unwrap();
 
-        assert_eq!((t.root.as_path(), t.to.as_os_str()), (tmp.path(), "copy".as_ref()));
+        assert_eq!(
+            (t.root.as_path(), t.to.as_os_str()),
+            (tmp.path(), "copy".as_ref())
+        );
     }
 
     #[test]
@@ -215,7 +221,10 @@ mod tests {
 
         let err = local_target("web", &missing.join("f"), "f", false, "web:/f").unwrap_err();
 
-        assert_eq!(err.to_string(), format!("directory {} does not exist", missing.display()));
+        assert_eq!(
+            err.to_string(),
+            format!("directory {} does not exist", missing.display())
+        );
     }
 
     #[test]

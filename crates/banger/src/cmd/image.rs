@@ -33,6 +33,30 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
             output::data(&table(std::slice::from_ref(&img)));
             Ok(0)
         }
+        ImageCommand::Import { path, name } => {
+            let path = std::path::absolute(&path)?.display().to_string();
+            let img = with_progress(client, &Request::ImageImport { path, name }).await?;
+            output::data(&table(std::slice::from_ref(&img)));
+            Ok(0)
+        }
+        ImageCommand::Pull { url, name } => {
+            let img = with_progress(client, &Request::ImagePull { url, name }).await?;
+            output::data(&table(std::slice::from_ref(&img)));
+            Ok(0)
+        }
+        ImageCommand::Export { name, dir } => {
+            let dir = std::path::absolute(&dir)?.display().to_string();
+            with_progress(
+                client,
+                &Request::ImageExport {
+                    name,
+                    dir: dir.clone(),
+                },
+            )
+            .await?;
+            output::data(&dir);
+            Ok(0)
+        }
         ImageCommand::List { json } => match client.rpc(&Request::ImageList).await? {
             Response::Images(imgs) if json => output::json(&imgs).map(|_| 0),
             Response::Images(imgs) => {

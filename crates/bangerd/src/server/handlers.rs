@@ -37,7 +37,11 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             crate::image_api::delete(vms, &name)?;
             Response::Ok
         }
-        Request::VmLogs { .. } | Request::ImageBuild { .. } => {
+        Request::VmLogs { .. }
+        | Request::ImageBuild { .. }
+        | Request::ImageImport { .. }
+        | Request::ImagePull { .. }
+        | Request::ImageExport { .. } => {
             return Err(DaemonError::invalid("this request streams its answer"))
         }
     })
@@ -73,6 +77,15 @@ pub(crate) async fn stream(state: Arc<AppState>, req: Request) -> HttpResponse {
             }
             Request::ImageBuild { spec } => {
                 crate::image_api::build(&state.deps.manager, spec, tx.clone()).await
+            }
+            Request::ImageImport { path, name } => {
+                crate::image_api::import(&state.deps.manager, path, name, tx.clone()).await
+            }
+            Request::ImagePull { url, name } => {
+                crate::image_api::pull(&state.deps.manager, url, name, tx.clone()).await
+            }
+            Request::ImageExport { name, dir } => {
+                crate::image_api::export(&state.deps.manager, name, dir, tx.clone()).await
             }
             other => Err(DaemonError::invalid(format!("{other:?} does not stream"))),
         };

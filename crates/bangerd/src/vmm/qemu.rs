@@ -43,7 +43,13 @@ impl Qemu {
             "-name".into(),
             format!("banger-{},process=banger-{}", spec.name, spec.vm_id),
             "-M".into(),
-            "microvm,acpi=on".into(),
+            // Under TCG the guest needs the emulated PIT and PIC for a reliable boot.
+            if self.accel == "tcg" {
+                "microvm,acpi=on,pit=on,pic=on"
+            } else {
+                "microvm,acpi=on"
+            }
+            .into(),
             "-accel".into(),
             self.accel.into(),
             "-cpu".into(),

@@ -77,9 +77,7 @@ impl CopyError {
     fn code(&self) -> ErrorCode {
         match self {
             CopyError::SourceMissing { .. } | CopyError::DirMissing { .. } => ErrorCode::NotFound,
-            CopyError::DirOverFile { .. } | CopyError::NoName { .. } => {
-                ErrorCode::InvalidArgument
-            }
+            CopyError::DirOverFile { .. } | CopyError::NoName { .. } => ErrorCode::InvalidArgument,
             CopyError::Unsafe { .. } => ErrorCode::PermissionDenied,
             CopyError::NoTar { .. } | CopyError::Guest { .. } | CopyError::Malformed { .. } => {
                 ErrorCode::AgentFailed

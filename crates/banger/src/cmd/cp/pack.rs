@@ -77,11 +77,7 @@ pub fn write_tar<W: Write + Closable>(src: &Path, top: &Path, out: W) -> Result<
         let appended = if kind.is_dir() {
             let mut children = read_dir_sorted(&path)?;
             children.reverse();
-            todo.extend(
-                children
-                    .into_iter()
-                    .map(|c| (path.join(&c), name.join(&c))),
-            );
+            todo.extend(children.into_iter().map(|c| (path.join(&c), name.join(&c))));
             header.set_size(0);
             tar.append_data(&mut header, &name, io::empty())
         } else if kind.is_file() {
@@ -154,14 +150,13 @@ impl<R: Read> Read for Exact<R> {
         if self.left == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             self.shrank = true;
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "file shrank",
-            ));
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank"));
         }
         self.left -= n as u64;
         Ok(n)
@@ -276,11 +271,24 @@ mod tests {
         let names: Vec<&str> = got.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(
             names,
-            ["dst", "dst/run.sh", "dst/sub dir", "dst/sub dir/link", "dst/sub dir/ünï ☃", "dst/sub dir/ünï ☃/f"]
+            [
+                "dst",
+                "dst/run.sh",
+                "dst/sub dir",
+                "dst/sub dir/link",
+                "dst/sub dir/ünï ☃",
+                "dst/sub dir/ünï ☃/f"
+            ]
         );
-        assert_eq!((got[1].2, got[1].3.as_slice()), (0o750, &b"#!/bin/sh\n"[..]));
+        assert_eq!(
+            (got[1].2, got[1].3.as_slice()),
+            (0o750, &b"#!/bin/sh\n"[..])
+        );
         assert_eq!((got[2].1, got[2].2), (tar::EntryType::Directory, 0o701));
-        assert_eq!((got[3].1, got[3].3.as_slice()), (tar::EntryType::Symlink, &b"../run.sh"[..]));
+        assert_eq!(
+            (got[3].1, got[3].3.as_slice()),
+            (tar::EntryType::Symlink, &b"../run.sh"[..])
+        );
         assert_eq!(got[5].3, b"snow");
         assert_eq!(packed.entries, 6);
     }
@@ -304,7 +312,10 @@ mod tests {
 
         let err = write_tar(&gone, Path::new("x"), &mut Vec::new()).unwrap_err();
 
-        assert!(matches!(err, CopyError::Read { ref path, .. } if *path == gone), "{err:?}");
+        assert!(
+            matches!(err, CopyError::Read { ref path, .. } if *path == gone),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

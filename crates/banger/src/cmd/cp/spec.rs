@@ -35,7 +35,11 @@ impl GuestPath {
             p => format!("{GUEST_HOME}/{p}"),
         };
         let trimmed = abs.trim_end_matches('/');
-        GuestPath(if trimmed.is_empty() { "/".into() } else { trimmed.into() })
+        GuestPath(if trimmed.is_empty() {
+            "/".into()
+        } else {
+            trimmed.into()
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -132,7 +136,10 @@ mod tests {
 
     #[test]
     fn split_names_the_last_component_and_its_directory() {
-        assert_eq!(GuestPath::new("/etc/hosts").split(), Some(("/etc", "hosts")));
+        assert_eq!(
+            GuestPath::new("/etc/hosts").split(),
+            Some(("/etc", "hosts"))
+        );
         assert_eq!(GuestPath::new("/srv").split(), Some(("/", "srv")));
         assert_eq!(GuestPath::new("/").split(), None);
         assert_eq!(GuestPath::new("/tmp/..").split(), None);

@@ -250,13 +250,23 @@ mod tests {
         assert_eq!(done.entries, 6);
         assert_eq!(mode(&out), 0o555);
         assert_eq!(mode(&out.join("run.sh")), 0o750);
-        assert_eq!(fs_err::read_to_string(out.join("d i r/ünï ☃")).unwrap(), "snow");
-        assert_eq!(mode(&out.join("d i r/ünï ☃")), 0o755, "setuid must be dropped");
+        assert_eq!(
+            fs_err::read_to_string(out.join("d i r/ünï ☃")).unwrap(),
+            "snow"
+        );
+        assert_eq!(
+            mode(&out.join("d i r/ünï ☃")),
+            0o755,
+            "setuid must be dropped"
+        );
         assert_eq!(
             fs_err::read_link(out.join("d i r/link")).unwrap(),
             Path::new("/etc/passwd")
         );
-        assert_eq!(fs_err::read_to_string(out.join("hard")).unwrap(), "#!/bin/sh\n");
+        assert_eq!(
+            fs_err::read_to_string(out.join("hard")).unwrap(),
+            "#!/bin/sh\n"
+        );
         // Let the temp dir go, also for a caller that is not root.
         fs_err::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
@@ -282,7 +292,12 @@ mod tests {
         fs_err::create_dir(&dest).unwrap();
         let data = archive(&[
             ("src/", EntryType::Directory, 0o755, ""),
-            ("src/esc", EntryType::Symlink, 0o777, outside.to_str().unwrap()),
+            (
+                "src/esc",
+                EntryType::Symlink,
+                0o777,
+                outside.to_str().unwrap(),
+            ),
             ("src/esc/pwned", EntryType::Regular, 0o644, "owned"),
         ]);
 

@@ -58,9 +58,7 @@ pub enum SshError {
 impl SshError {
     fn code(&self) -> ErrorCode {
         match self {
-            SshError::NotRunning { .. } | SshError::NoSshd { .. } => {
-                ErrorCode::FailedPrecondition
-            }
+            SshError::NotRunning { .. } | SshError::NoSshd { .. } => ErrorCode::FailedPrecondition,
             SshError::NoKey { .. }
             | SshError::Write { .. }
             | SshError::SshMissing(_)
@@ -88,7 +86,9 @@ impl SshError {
                 "if the guest's key was changed on purpose, remove {} and connect again",
                 file.display()
             ),
-            SshError::SshMissing(_) => "install the OpenSSH client: apt-get install openssh-client".into(),
+            SshError::SshMissing(_) => {
+                "install the OpenSSH client: apt-get install openssh-client".into()
+            }
             _ => return None,
         })
     }

@@ -58,7 +58,11 @@ pub async fn pin(vm: &Vm<'_>, vm_id: &str, file: &Path) -> Result<(), SshError> 
     }
     let line = known_hosts_line(vm_id, &out).ok_or_else(|| SshError::BadHostKey {
         vm: name.clone(),
-        text: String::from_utf8_lossy(&out).trim().chars().take(200).collect(),
+        text: String::from_utf8_lossy(&out)
+            .trim()
+            .chars()
+            .take(200)
+            .collect(),
     })?;
     match fs_err::read_to_string(file) {
         Ok(pinned) if pinned == line => Ok(()),
@@ -86,8 +90,7 @@ fn known_hosts_line(vm_id: &str, text: &[u8]) -> Option<String> {
     let mut words = line.split_whitespace();
     let (kind, blob) = (words.next()?, words.next()?);
     let base64 = |c: char| c.is_ascii_alphanumeric() || "+/=".contains(c);
-    if kind != "ssh-ed25519" || blob.len() < 16 || blob.len() > 200 || !blob.chars().all(base64)
-    {
+    if kind != "ssh-ed25519" || blob.len() < 16 || blob.len() > 200 || !blob.chars().all(base64) {
         return None;
     }
     if !vm_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {

@@ -119,7 +119,10 @@ mod tests {
         assert!(argv.contains(&"StrictHostKeyChecking=yes"));
         assert!(!argv.iter().any(|a| a.contains("StrictHostKeyChecking=no")));
         assert!(argv.contains(&"UserKnownHostsFile=/var/lib/banger/ssh/known_hosts/0a1b"));
-        assert_eq!(argv[argv.len() - 3..], ["--", "172.30.0.2", "sh -c 'exit 42'"]);
+        assert_eq!(
+            argv[argv.len() - 3..],
+            ["--", "172.30.0.2", "sh -c 'exit 42'"]
+        );
     }
 
     #[test]
@@ -131,7 +134,11 @@ mod tests {
 
     #[test]
     fn the_proxy_runs_the_agent_connect_through_banger() {
-        let proxy = agent_proxy(Path::new("/opt/my banger/banger"), Path::new("/run/b%.sock"), "web");
+        let proxy = agent_proxy(
+            Path::new("/opt/my banger/banger"),
+            Path::new("/run/b%.sock"),
+            "web",
+        );
 
         assert_eq!(
             proxy,
