@@ -88,7 +88,7 @@ s_lifecycle() {
   banger vm create life
   banger vm exec life -- sh -c 'echo persisted >/root/mark && sync'
   banger vm stop life
-  banger vm show life | grep -q 'state     stopped'
+  banger vm show life | grep 'state     stopped' >/dev/null
   banger vm start life
   expect_eq "$(banger vm exec life -- cat /root/mark)" "persisted"
   banger vm delete life
@@ -159,7 +159,7 @@ s_daemon_restart() {
   banger daemon stop
   banger daemon start
   expect_eq "$(banger vm exec keep -- echo still-here)" "still-here"
-  banger vm show keep | grep -q 'state     running'
+  banger vm show keep | grep 'state     running' >/dev/null
   banger vm delete keep
 }
 
@@ -168,10 +168,10 @@ s_vmm_killed() {
   pid=$(banger vm show doomed --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
   kill -9 "$pid"
   for _ in $(seq 50); do
-    banger vm show doomed | grep -q 'state     crashed' && break
+    banger vm show doomed | grep 'state     crashed' >/dev/null && break
     sleep 0.1
   done
-  banger vm show doomed | grep -q 'state     crashed'
+  banger vm show doomed | grep 'state     crashed' >/dev/null
   banger vm delete doomed
 }
 
@@ -299,6 +299,63 @@ chmod 755 /usr/local/bin/git'
   [ ! -e "$RUN_DIR/pwned" ] && [ ! -e "$(dirname "$RUN_DIR")/pwned" ]
 }
 
+s_daemon_sigkill() {
+  banger vm create survivor
+  dpid=$(banger daemon status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  kill -9 "$dpid"
+  banger daemon start
+  banger vm list | grep survivor >/dev/null
+  expect_eq "$(banger vm exec survivor -- echo adopted)" "adopted"
+  banger vm delete survivor
+}
+
+# bash's /dev/tcp reaches a TCP port by IP or name; the SSH banner proves the peer.
+tcp_banner() { echo "exec 3<>/dev/tcp/$1/$2; head -c 4 <&3"; }
+
+s_network() {
+  banger vm create net-a
+  banger vm create net-b
+  ip_b=$(banger vm show net-b --json | sed -n 's/.*"ip": "\(.*\)".*/\1/p')
+  [ -n "$ip_b" ] || { echo "net-b has no ip"; return 1; }
+  # DNS on the host answers with the lease.
+  expect_eq "$(dig +short @127.0.0.1 -p 42069 net-b.vm)" "$ip_b"
+  # The host reaches a guest's sshd by IP.
+  expect_eq "$(timeout 20 bash -c "$(tcp_banner "$ip_b" 22)")" "SSH-"
+  # Guest to guest, by IP and by <name>.vm through the bridge DNS.
+  expect_eq "$(banger vm exec net-a -- timeout 20 bash -c "$(tcp_banner "$ip_b" 22)")" "SSH-"
+  expect_eq "$(banger vm exec net-a -- getent hosts net-b.vm | cut -d' ' -f1)" "$ip_b"
+  expect_eq "$(banger vm exec net-a -- timeout 20 bash -c "$(tcp_banner net-b.vm 22)")" "SSH-"
+  # A guest reaches a service the host listens on (the bridge gateway).
+  gw=$(banger vm exec net-a -- ip -4 route show default | cut -d' ' -f3)
+  echo "smoke-host-service" >"$RUN_DIR/index.html"
+  (cd "$RUN_DIR" && exec python3 -m http.server 18089 --bind "$gw") >/dev/null 2>&1 &
+  web=$!
+  got=$(banger vm exec net-a -- timeout 20 bash -c \
+    "exec 3<>/dev/tcp/$gw/18089; printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3; tail -n1 <&3")
+  kill "$web"
+  banger vm delete net-a net-b
+  expect_eq "$got" "smoke-host-service"
+}
+
+s_net_churn() {
+  # Booted cycles with a published port exercise taps and per-VM nft rules; the rest
+  # exercise leases.
+  for i in 1 2 3; do
+    banger vm create churn --publish 18090:22 >/dev/null
+    banger vm delete churn >/dev/null
+  done
+  for i in $(seq 17); do
+    banger vm create churn --no-start >/dev/null
+    banger vm delete churn >/dev/null
+  done
+  expect_eq "$(banger vm list --json | grep -c '"name"' || true)" "0"
+  taps=$(ip -o link show | grep -c 'bgtap' || true)
+  [ "$taps" -le 4 ] || { echo "$taps taps left"; return 1; }
+  if nft list table ip banger >/dev/null 2>&1; then
+    ! nft list table ip banger | grep 'chain vm_' >/dev/null || { echo "per-vm chains left"; return 1; }
+  fi
+}
+
 # --- run ---------------------------------------------------------------------------
 log "smoke: state in $SMOKE_HOME, runtime in $RUN_DIR"
 banger doctor || { log "smoke: doctor reports a FAIL"; exit 1; }
@@ -319,6 +376,9 @@ scenario concurrent-runs      s_concurrent_runs
 scenario stdin-50mib          s_stdin_stream
 scenario daemon-restart       s_daemon_restart
 scenario vmm-sigkill          s_vmm_killed
+scenario daemon-sigkill       s_daemon_sigkill
+scenario network              s_network
+scenario net-churn            s_net_churn
 scenario workspace-run        s_workspace_run
 scenario workspace-dry-run    s_workspace_dry_run
 scenario include-untracked    s_include_untracked
