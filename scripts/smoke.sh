@@ -24,7 +24,11 @@ if [ -n "${BANGER_SMOKE_BACKEND:-}" ]; then
   echo "backend = \"$BANGER_SMOKE_BACKEND\"" >"$BANGER_CONFIG_DIR/config.toml"
 fi
 # Guests boot under software emulation here: give them room.
+# Its own bridge and DNS port, so a smoke run never disturbs a real banger on this host.
+SMOKE_DNS_PORT=${BANGER_SMOKE_DNS_PORT:-42079}
 cat >>"$BANGER_CONFIG_DIR/config.toml" <<CFG
+bridge = "bgsmoke0"
+dns_listen = "127.0.0.1:$SMOKE_DNS_PORT"
 memory_mib = 512
 disk_size_mib = 1024
 boot_timeout_secs = 180
@@ -46,13 +50,19 @@ scenario() {
   else
     failed=$((failed+1)); failures+=("$name"); printf 'FAIL  %-28s %4ss\n' "$name" $((SECONDS-t0))
     sed 's/^/      | /' "$out" | tail -n 30
+    # A failed scenario may leave VMs behind; remove them so the next one starts clean.
+    delete_all_vms
   fi
 }
 
-cleanup() {
+delete_all_vms() {
   for vm in $(banger vm list --json 2>/dev/null | sed -n 's/.*"name": "\(.*\)".*/\1/p'); do
     banger vm delete "$vm" >/dev/null 2>&1 || true
   done
+}
+
+cleanup() {
+  delete_all_vms
   banger daemon stop >/dev/null 2>&1 || true
   rm -rf "$RUN_DIR"
 }
@@ -317,8 +327,12 @@ s_network() {
   banger vm create net-b
   ip_b=$(banger vm show net-b --json | sed -n 's/.*"ip": "\(.*\)".*/\1/p')
   [ -n "$ip_b" ] || { echo "net-b has no ip"; return 1; }
+  # sshd starts once the guest has made its host keys (seconds under TCG).
+  for vm in net-a net-b; do
+    banger vm exec "$vm" -- timeout 120 sh -c 'until [ -e /run/sshd.pid ]; do sleep 0.2; done'
+  done
   # DNS on the host answers with the lease.
-  expect_eq "$(dig +short @127.0.0.1 -p 42069 net-b.vm)" "$ip_b"
+  expect_eq "$(dig +short @127.0.0.1 -p "$SMOKE_DNS_PORT" net-b.vm)" "$ip_b"
   # The host reaches a guest's sshd by IP.
   expect_eq "$(timeout 20 bash -c "$(tcp_banner "$ip_b" 22)")" "SSH-"
   # Guest to guest, by IP and by <name>.vm through the bridge DNS.

@@ -65,7 +65,8 @@ struct State {
 
 impl TapPool {
     /// Adopts the taps named in `keep` (those of running VMs), deletes every other
-    /// `bgtap*` device (spares and leftovers of an earlier daemon), creates `spares`
+    /// `bgtap*` device that is detached or on this bridge (spares and leftovers of an
+    /// earlier daemon), leaves taps on other bridges alone, creates `spares`
     /// taps on the bridge with index `bridge_index`, and starts the background refill.
     pub async fn start(
         netlink: Netlink,
@@ -78,7 +79,10 @@ impl TapPool {
             let Some(index) = tap_index(&link.name) else {
                 continue;
             };
-            if keep.contains(&link.name) {
+            // Taps of running VMs stay, and so do taps on another bridge: they belong
+            // to another banger daemon (a smoke run beside a real install).
+            let foreign = link.controller.is_some_and(|c| c != bridge_index);
+            if keep.contains(&link.name) || foreign {
                 used.insert(index);
             } else {
                 tracing::info!(tap = %link.name, "deleting stale tap");

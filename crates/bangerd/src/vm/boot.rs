@@ -178,6 +178,7 @@ impl Manager {
             };
             tracing::info!(prepare_ms, agent_ready_ms = boot.agent_ready_ms, guest_uptime_ms = agent.hello.uptime_ms, "agent ready");
             let _ = rt.agent.send_replace(Some(agent));
+            keep_agent(rt.clone(), rec.token.clone(), rec.name.clone());
             self.store.set_state(&rec.id, VmState::Running)?;
             self.store.set_boot_timings(&rec.id, &boot)?;
             Ok(())
@@ -326,6 +327,7 @@ impl Manager {
             match res {
                 Ok(Ok(agent)) => {
                     let _ = rt.agent.send_replace(Some(agent));
+                    keep_agent(rt.clone(), rec.token.clone(), rec.name.clone());
                     let _ = this.store.set_state(&rec.id, VmState::Running);
                 }
                 Ok(Err(e)) => tracing::warn!(vm = %rec.name, cause = %e, "agent reconnect failed"),
@@ -334,6 +336,37 @@ impl Manager {
         });
         Ok(())
     }
+}
+
+/// Reconnects to the agent whenever its session drops while the VMM lives on (the
+/// guest agent restarted, or the channel hiccuped), unless a stop was asked for.
+fn keep_agent(rt: Arc<Runtime>, token: String, vm: String) {
+    let AgentEndpoint::Connect(_) = rt.launched.agent else { return };
+    tokio::spawn(async move {
+        loop {
+            let current = rt.agent.borrow().clone();
+            let Some(agent) = current else { return };
+            let mut exited = rt.exited.subscribe();
+            tokio::select! {
+                _ = agent.closed() => {}
+                _ = exited.wait_for(|e| *e) => return,
+            }
+            if rt.stop_requested.load(Ordering::SeqCst) || *rt.exited.borrow() {
+                return;
+            }
+            tracing::info!(vm = %vm, "agent session dropped; reconnecting");
+            match connect_agent(&rt.launched.agent, None, &token, true).await {
+                Ok(a) => {
+                    rt.agent.send_replace(Some(a));
+                }
+                Err(e) => {
+                    tracing::warn!(vm = %vm, cause = %e, "agent reconnect failed");
+                    rt.agent.send_replace(None);
+                    return;
+                }
+            }
+        }
+    });
 }
 
 /// Reaches the guest agent and authenticates. The guest speaks first, so this returns

@@ -330,17 +330,17 @@ impl Manager {
     /// Opens an exec stream to the VM's agent; the request has been sent.
     pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<AgentStream, DaemonError> {
         let rec = self.record(name)?;
-        let agent = self.agent(&rec)?;
+        let agent = self.agent(&rec).await?;
         agent
             .request(&AgentRequest::Exec(spec))
             .await
-            .map_err(|source| DaemonError::Agent {
-                vm: rec.name.clone(),
-                source,
-            })
+            .map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source })
     }
 
-    fn agent(&self, rec: &VmRecord) -> Result<AgentConn, DaemonError> {
+    /// The VM's agent session. A VM that is running but whose agent is (re)connecting,
+    /// e.g. right after a daemon restart adopted it, is waited for, up to the boot
+    /// timeout.
+    async fn agent(&self, rec: &VmRecord) -> Result<AgentConn, DaemonError> {
         let Some(rt) = self.slot(&rec.id).runtime() else {
             return Err(DaemonError::WrongState {
                 name: rec.name.clone(),
@@ -348,14 +348,20 @@ impl Manager {
                 hint: format!("start it with `banger vm start {}`", rec.name),
             });
         };
-        let agent = rt.agent.borrow().clone();
-        agent
-            .filter(|a| !a.is_closed())
-            .ok_or_else(|| DaemonError::WrongState {
-                name: rec.name.clone(),
-                state: "running without a connected guest agent",
-                hint: format!("it may still be booting; see `banger vm logs {}`", rec.name),
-            })
+        let mut agent = rt.agent.subscribe();
+        let mut exited = rt.exited.subscribe();
+        let limit = Duration::from_secs(self.config.boot_timeout_secs);
+        let ready = tokio::select! {
+            r = tokio::time::timeout(limit, agent.wait_for(|a| a.as_ref().is_some_and(|a| !a.is_closed()))) => {
+                r.ok().and_then(|r| r.ok()).and_then(|a| a.clone())
+            }
+            _ = exited.wait_for(|e| *e) => None,
+        };
+        ready.ok_or_else(|| DaemonError::WrongState {
+            name: rec.name.clone(),
+            state: "running without a connected guest agent",
+            hint: format!("see `banger vm logs {}`", rec.name),
+        })
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a
