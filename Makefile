@@ -4,7 +4,7 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
 BIN_DIR := target/release
 
-.PHONY: all build agent install quickstart lint unit smoke test clean-smoke
+.PHONY: all build agent install quickstart lint unit smoke smoke-plain coverage-html test clean-smoke
 
 all: build
 
@@ -38,11 +38,22 @@ lint:
 unit:
 	$(CARGO) test --locked --workspace
 
-# Tier 3: the real-VM smoke suite against the built binaries.
-smoke: build
-	scripts/smoke.sh
+# Tier 3: the real-VM smoke suite against the built binaries. Debug binaries: the test
+# build has compiled their dependencies already, and the VMs dominate the run time.
+# With cargo-llvm-cov installed the binaries are instrumented and per-crate coverage of
+# the run is printed afterwards (`make coverage-html` for a browsable report).
+smoke: agent
+	AGENT_BIN=$(CURDIR)/$(AGENT_BIN) scripts/coverage.sh
+
+smoke-plain: agent
+	$(CARGO) build --locked -p banger -p bangerd
+	cp $(AGENT_BIN) target/debug/banger-agent
+	BANGER_SMOKE_BIN=$(CURDIR)/target/debug scripts/smoke.sh
+
+coverage-html:
+	scripts/coverage.sh --html
 
 test: lint unit smoke
 
 clean-smoke:
-	rm -rf build/smoke
+	rm -rf $${BANGER_SMOKE_HOME:-$$HOME/.cache/banger-smoke}

@@ -4,6 +4,15 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 need=(qemu-system-x86 debootstrap busybox-static e2fsprogs lz4 nftables iproute2 dnsutils
       openssh-client git make gcc ca-certificates)
+# A fresh machine has no package lists yet.
+if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
+  apt-get update -qq
+fi
+# LLVM tools matching rustc's LLVM, for coverage of the smoke run.
+llvm_major=$(rustc -vV 2>/dev/null | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
+if [ -n "$llvm_major" ] && apt-cache show "llvm-$llvm_major" >/dev/null 2>&1; then
+  need+=("llvm-$llvm_major")
+fi
 missing=()
 for p in "${need[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -12,4 +21,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "deps: installing ${missing[*]}" >&2
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! cargo llvm-cov --version >/dev/null 2>&1; then
+  echo "deps: installing cargo-llvm-cov" >&2
+  cargo install --locked -q cargo-llvm-cov || echo "deps: cargo-llvm-cov unavailable; smoke runs without coverage" >&2
+fi
+
+# tests/mcp drives `banger mcp` with the official MCP Python SDK.
+if ! python3 -c 'import mcp' >/dev/null 2>&1; then
+  echo "deps: installing the mcp Python package" >&2
+  python3 -m pip --version >/dev/null 2>&1 ||
+    { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
+  # Debian's own python3 refuses a plain pip install (PEP 668).
+  python3 -m pip install -q mcp 2>/dev/null || python3 -m pip install -q --break-system-packages mcp
 fi

@@ -220,13 +220,13 @@ s_workspace_run() {
   ws_repo "$RUN_DIR/wsrun"
   probe='cat tracked.txt; git status --porcelain --untracked-files=no; git rev-parse HEAD
     test -e untracked.env || echo no-untracked; test -e build.log || echo no-ignored'
-  out=$(banger vm run --rm "$RUN_DIR/wsrun" -- sh -c "$probe; $TREE_SUM; pwd")
+  out=$(banger vm run --rm --name wsrun "$RUN_DIR/wsrun" -- sh -c "$probe; $TREE_SUM; pwd")
   # The host, once its untracked and ignored files are gone, must look the same.
   rm "$RUN_DIR/wsrun/untracked.env" "$RUN_DIR/wsrun/build.log"
   want=$(cd "$RUN_DIR/wsrun" && sh -c "$probe; $TREE_SUM; pwd" | sed "s|^$RUN_DIR/wsrun\$|/root/repo|")
   expect_eq "$out" "$want"
-  echo "$out" | grep -qx uncommitted
-  expect_eq "$(vm_rows)" "0"
+  grep -qx uncommitted <<<"$out"
+  if banger vm show wsrun >/dev/null 2>&1; then echo "vm wsrun left behind"; return 1; fi
 }
 
 s_workspace_dry_run() {
@@ -344,6 +344,10 @@ s_network() {
   echo "smoke-host-service" >"$RUN_DIR/index.html"
   (cd "$RUN_DIR" && exec python3 -m http.server 18089 --bind "$gw") >/dev/null 2>&1 &
   web=$!
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/$gw/18089") 2>/dev/null && break
+    sleep 0.1
+  done
   got=$(banger vm exec net-a -- timeout 20 bash -c \
     "exec 3<>/dev/tcp/$gw/18089; printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3; tail -n1 <&3")
   kill "$web"
@@ -368,6 +372,219 @@ s_net_churn() {
   if nft list table ip banger >/dev/null 2>&1; then
     ! nft list table ip banger | grep 'chain vm_' >/dev/null || { echo "per-vm chains left"; return 1; }
   fi
+}
+
+# --- mcp ---------------------------------------------------------------------------
+# `banger mcp` driven by the official MCP Python SDK (scripts/deps.sh installs it).
+s_mcp() {
+  python3 -c 'import mcp' || { echo "the mcp Python package is missing: python3 -m pip install mcp"; return 1; }
+  BANGER_BIN=$BIN/banger python3 tests/mcp/test_mcp.py
+}
+
+# --- access: cp, ssh, tty, agent auth ----------------------------------------------
+vm_id() { banger vm show "$1" --json | sed -n 's/.*"id": "\(.*\)".*/\1/p'; }
+vm_ip() { banger vm show "$1" --json | sed -n 's/.*"ip": "\(.*\)".*/\1/p'; }
+# Every directory below . with its mode.
+DIR_MODES='find . -type d -print | LC_ALL=C sort | while IFS= read -r d; do echo "D $(stat -c %a "$d") $d"; done'
+
+s_vm_cp() {
+  local d=$RUN_DIR/cp
+  rm -rf "$d"; mkdir -p "$d/src/dir with space/ünï ☃" "$d/back"
+  printf 'snow\n' >"$d/src/dir with space/ünï ☃/f ☃.txt"
+  printf '#!/bin/sh\necho run\n' >"$d/src/run.sh"; chmod 750 "$d/src/run.sh"
+  printf 'secret\n' >"$d/src/private"; chmod 600 "$d/src/private"
+  chmod 711 "$d/src/dir with space"
+  ln -s run.sh "$d/src/link"
+  head -c $((5*1024*1024)) /dev/urandom >"$d/src/blob.bin"
+  want=$(cd "$d/src" && sh -c "$TREE_SUM; $DIR_MODES")
+  banger vm create cpvm
+  # Host → guest to a new name, then guest → host into an existing directory.
+  banger vm cp "$d/src" "cpvm:/tmp/in dir"
+  guest=$(banger vm exec cpvm -w "/tmp/in dir" -- sh -c "$TREE_SUM; $DIR_MODES")
+  banger vm cp "cpvm:/tmp/in dir" "$d/back"
+  back=$(cd "$d/back/in dir" && sh -c "$TREE_SUM; $DIR_MODES")
+  # Missing sources and destinations are named.
+  set +e
+  banger vm cp "$d/nope" cpvm:/tmp 2>"$RUN_DIR/cp1.err"; rc1=$?
+  banger vm cp cpvm:/nope "$d" 2>"$RUN_DIR/cp2.err"; rc2=$?
+  banger vm cp "$d/src" cpvm:/no/such/x 2>"$RUN_DIR/cp3.err"; rc3=$?
+  set -e
+  banger vm delete cpvm
+  expect_eq "$guest" "$want"
+  expect_eq "$back" "$want"
+  cat "$RUN_DIR"/cp[123].err
+  expect_eq "$rc1 $rc2 $rc3" "4 4 4"
+  grep -F "$d/nope does not exist" "$RUN_DIR/cp1.err" >/dev/null
+  grep -F "cpvm:/nope does not exist" "$RUN_DIR/cp2.err" >/dev/null
+  grep -F "directory cpvm:/no/such does not exist" "$RUN_DIR/cp3.err" >/dev/null
+}
+
+s_vm_cp_hostile() {
+  # A guest whose tar sends a symlink out of the copy and a file through it.
+  local d=$RUN_DIR/cph
+  rm -rf "$d"; mkdir -p "$d/dest"
+  python3 - "$d" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1] + "/evil.tar", "w", format=tarfile.GNU_FORMAT) as t:
+    d = tarfile.TarInfo("./data"); d.type = tarfile.DIRTYPE; d.mode = 0o755; t.addfile(d)
+    l = tarfile.TarInfo("./data/esc"); l.type = tarfile.SYMTYPE; l.linkname = sys.argv[1]; t.addfile(l)
+    f = tarfile.TarInfo("./data/esc/pwned"); f.size = 6; t.addfile(f, io.BytesIO(b"owned\n"))
+PY
+  banger vm create cph
+  banger vm cp "$d/evil.tar" cph:/root/evil.tar
+  banger vm exec cph -- sh -c 'mkdir /root/data && printf "#!/bin/sh\nexec cat /root/evil.tar\n" >/usr/local/bin/tar && chmod 755 /usr/local/bin/tar'
+  set +e
+  banger vm cp cph:/root/data "$d/dest" 2>"$RUN_DIR/cph.err"; rc=$?
+  set -e
+  banger vm delete cph
+  cat "$RUN_DIR/cph.err"
+  expect_eq "$rc" "11"
+  grep -F 'refusing entry "./data/esc/pwned"' "$RUN_DIR/cph.err" >/dev/null
+  [ ! -e "$d/pwned" ] || { echo "written through the guest's symlink"; return 1; }
+}
+
+s_ssh() {
+  banger vm create sshvm
+  set +e
+  banger vm ssh sshvm -- sh -c 'exit 42' </dev/null; rc=$?
+  set -e
+  expect_eq "$rc" "42"
+  expect_eq "$(banger vm ssh sshvm -- echo ok </dev/null)" "ok"
+  expect_eq "$(banger vm ssh sshvm -- printf '[%s]' 'a b' "c'd" '$HOME' '' </dev/null)" \
+    "[a b][c'd][\$HOME][]"
+  # The printed block works with plain ssh and never turns host key checking off.
+  banger vm ssh-config sshvm >"$RUN_DIR/ssh_config"
+  grep -x '  StrictHostKeyChecking yes' "$RUN_DIR/ssh_config" >/dev/null
+  expect_eq "$(ssh -F "$RUN_DIR/ssh_config" -o BatchMode=yes sshvm echo via-config </dev/null)" \
+    "via-config"
+  banger vm delete sshvm
+}
+
+s_ssh_no_network() {
+  banger vm create sshnn --no-network
+  expect_eq "$(vm_ip sshnn)" ""
+  out=$(banger vm ssh sshnn -- sh -c 'echo over-agent; exit 3' </dev/null; echo "rc=$?")
+  banger vm ssh-config sshnn >"$RUN_DIR/ssh_config_nn"
+  via_config=$(ssh -F "$RUN_DIR/ssh_config_nn" -o BatchMode=yes sshnn hostname </dev/null)
+  banger vm delete sshnn
+  expect_eq "$out" "$(printf 'over-agent\nrc=3')"
+  grep '^  ProxyCommand .* vm exec sshnn -- /usr/local/sbin/banger-agent connect 127.0.0.1:22$' \
+    "$RUN_DIR/ssh_config_nn" >/dev/null
+  expect_eq "$via_config" "sshnn"
+}
+
+s_known_hosts_per_vm() {
+  banger vm create kh-a
+  banger vm create kh-b
+  # Pins both keys (and waits for both sshds).
+  banger vm ssh kh-a -- true </dev/null
+  banger vm ssh kh-b -- true </dev/null
+  id_a=$(vm_id kh-a); id_b=$(vm_id kh-b); ip_b=$(vm_ip kh-b)
+  kh_a=$BANGER_STATE_DIR/ssh/known_hosts/$id_a
+  kh_b=$BANGER_STATE_DIR/ssh/known_hosts/$id_b
+  by_hand() {
+    ssh -o BatchMode=yes -i "$BANGER_STATE_DIR/ssh/id_ed25519" -o IdentitiesOnly=yes \
+      -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes \
+      -o UserKnownHostsFile="$1" -o HostKeyAlias="$2" "root@$ip_b" echo reached </dev/null
+  }
+  # b's own pin lets ssh in; a's pin, presented for b's address, does not.
+  own=$(by_hand "$kh_b" "banger-$id_b")
+  set +e
+  by_hand "$kh_a" "banger-$id_a" 2>"$RUN_DIR/kh.err"; rc=$?
+  set -e
+  banger vm delete kh-a kh-b
+  cat "$RUN_DIR/kh.err"
+  expect_eq "$own" "reached"
+  [ "$(cut -d' ' -f3 "$kh_a")" != "$(cut -d' ' -f3 "$kh_b")" ] || { echo "same host key"; return 1; }
+  expect_eq "$rc" "255"
+  grep 'Host key verification failed' "$RUN_DIR/kh.err" >/dev/null
+}
+
+s_exec_tty() {
+  banger vm create ttyvm
+  timeout 120 python3 tests/access/pty_session.py "$BIN/banger" vm exec -t ttyvm -- sh
+  out=$(timeout 60 script -qec \
+    "stty rows 33 cols 101; $BIN/banger vm exec -t ttyvm -- sh -c 'tty; stty size'" /dev/null </dev/null)
+  banger vm delete ttyvm
+  echo "$out"
+  [[ "$out" == *"/dev/pts/"* ]] || { echo "no pty"; return 1; }
+  [[ "$out" == *"33 101"* ]] || { echo "size lost"; return 1; }
+}
+
+s_agent_token_refused() {
+  banger vm create authvm
+  id=$(vm_id authvm)
+  # Stopped, the daemon lets go of the VM's agent channel; the VM keeps running.
+  banger daemon stop
+  set +e
+  timeout 120 python3 tests/access/agent_bad_token.py "$BANGER_RUNTIME_DIR/vms/$id/agent.sock"; rc=$?
+  set -e
+  banger daemon start
+  expect_eq "$(banger vm exec authvm -- echo readopted)" "readopted"
+  banger vm delete authvm
+  expect_eq "$rc" "0"
+}
+
+s_guest_cannot_reach_daemon() {
+  banger vm create iso
+  dpid=$(banger daemon status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  # The daemon's only TCP listeners are DNS: on the bridge for guests, and dns_listen.
+  ports=$(ss -Hltnp | grep "pid=$dpid," | awk '{print $4}' | sed 's/.*://' | sort -nu | xargs)
+  gw=$(banger vm exec iso -- ip -4 route show default | cut -d' ' -f3)
+  # From the guest: DNS answers on the gateway, nothing else of the daemon's does, and
+  # the API socket is not there.
+  probe='for p in "$@"; do
+    if timeout 5 bash -c "exec 3<>/dev/tcp/$0/$p" 2>/dev/null; then echo "$p open"; else echo "$p closed"; fi
+  done'
+  seen=$(banger vm exec iso -- bash -c "$probe" "$gw" 53 "$SMOKE_DNS_PORT" 42069)
+  banger vm exec iso -- test ! -e "$BANGER_SOCKET"
+  banger vm exec iso -- test ! -e "$BANGER_RUNTIME_DIR"
+  banger vm delete iso
+  expect_eq "$ports" "53 $SMOKE_DNS_PORT"
+  expect_eq "$seen" "$(printf '53 open\n%s closed\n42069 closed' "$SMOKE_DNS_PORT")"
+}
+
+# --- snapshots and clones ----------------------------------------------------------
+s_snapshot_clone() {
+  banger vm snapshot delete snap-base >/dev/null 2>&1 || true
+  banger vm create snap-src
+  banger vm exec snap-src -- sh -c 'echo from-source >/root/mark && sync'
+  banger vm snapshot snap-src snap-base
+  banger vm snapshot list | grep -E '^snap-base +snap-src ' >/dev/null
+  banger vm create snap-c1 --from-snapshot snap-base
+  banger vm create snap-c2 --from-snapshot snap-base
+  # The source runs on, and every VM writes only its own disk.
+  banger vm exec snap-src -- sh -c 'echo src >/root/after'
+  banger vm exec snap-c1 -- sh -c 'echo c1 >/root/after && sync'
+  expect_eq "$(banger vm exec snap-c2 -- cat /root/mark)" "from-source"
+  set +e
+  banger vm exec snap-c2 -- test -e /root/after; rc=$?
+  set -e
+  expect_eq "$rc" "1"
+  expect_eq "$(banger vm exec snap-src -- cat /root/after)" "src"
+  # Each clone has its own name, address and clock, and is reachable by name.
+  ip1=$(vm_ip snap-c1)
+  expect_eq "$(banger vm exec snap-c1 -- hostname)" "snap-c1"
+  expect_eq "$(banger vm exec snap-c1 -- hostname -I | tr -d ' ')" "$ip1"
+  expect_eq "$(dig +short @127.0.0.1 -p "$SMOKE_DNS_PORT" snap-c1.vm)" "$ip1"
+  expect_eq "$(banger vm exec snap-c2 -- getent hosts snap-c1.vm | cut -d' ' -f1)" "$ip1"
+  skew=$(( $(banger vm exec snap-c2 -- date +%s) - $(date +%s) ))
+  [ "${skew#-}" -le 5 ] || { echo "clone clock is ${skew}s off"; return 1; }
+  # Re-keyed: the snapshot's agent token no longer opens a clone, its own does.
+  id1=$(vm_id snap-c1)
+  banger daemon stop
+  set +e
+  timeout 120 python3 tests/snapshot/agent_token.py "$BANGER_STATE_DIR/state.db" \
+    "$BANGER_RUNTIME_DIR/vms/$id1/agent.sock" snap-c1 snap-base; rc=$?
+  set -e
+  banger daemon start
+  expect_eq "$rc" "0"
+  # Clones outlive their snapshot, and boot cold from their own disk.
+  banger vm snapshot delete snap-base
+  banger vm restart snap-c1
+  expect_eq "$(banger vm exec snap-c1 -- cat /root/after)" "c1"
+  banger vm delete snap-src snap-c1 snap-c2
+  expect_eq "$(banger vm snapshot list --json)" "[]"
 }
 
 # --- run ---------------------------------------------------------------------------
@@ -398,6 +615,16 @@ scenario workspace-dry-run    s_workspace_dry_run
 scenario include-untracked    s_include_untracked
 scenario workspace-export     s_workspace_export
 scenario workspace-hostile    s_workspace_hostile
+scenario mcp                  s_mcp
+scenario vm-cp                s_vm_cp
+scenario vm-cp-hostile        s_vm_cp_hostile
+scenario ssh                  s_ssh
+scenario ssh-no-network       s_ssh_no_network
+scenario known-hosts-per-vm   s_known_hosts_per_vm
+scenario exec-tty             s_exec_tty
+scenario agent-token-refused  s_agent_token_refused
+scenario guest-cannot-reach-daemon s_guest_cannot_reach_daemon
+scenario snapshot-clone       s_snapshot_clone
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

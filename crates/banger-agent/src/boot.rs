@@ -54,7 +54,7 @@ fn dev_links() {
     }
 }
 
-fn set_hostname(name: &str) {
+pub(crate) fn set_hostname(name: &str) {
     if let Err(e) = nix::unistd::sethostname(name) {
         tracing::warn!(hostname = name, cause = %e, "cannot set the hostname");
     }

@@ -13,6 +13,7 @@ mod connect;
 mod exec;
 mod fdio;
 mod frame;
+mod identity;
 mod init;
 mod logging;
 mod mounts;
@@ -123,8 +124,8 @@ async fn agent(kind: ChannelKind, ctx: Ctx) -> anyhow::Result<()> {
 
 fn ctx(cfg: &BootConfig, role: Role, cwd: PathBuf) -> Ctx {
     Ctx {
-        token: cfg.token.clone(),
-        boot_id: sys::boot_id(),
+        token: std::sync::Mutex::new(cfg.token.clone()),
+        boot_id: std::sync::Mutex::new(sys::boot_id()),
         started_ms: sys::uptime_ms(),
         role,
         exec: ExecDefaults { cwd },

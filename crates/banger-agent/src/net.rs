@@ -32,6 +32,81 @@ pub fn configure(cfg: &BootConfig) {
     }
 }
 
+/// Gives the interface a new identity after a snapshot restore: its MAC, its only
+/// address, the default route, resolv.conf. One `ip -batch` process does it all (a
+/// freshly restored guest runs every new process slowly). Returns the failures.
+pub fn reconfigure(
+    ip_cidr: Option<&str>,
+    gateway: Option<&str>,
+    dns: Option<&str>,
+    mac: Option<&str>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    if let Some(ip_cidr) = ip_cidr {
+        match wait_for_nic() {
+            Some(nic) => {
+                let script = reconfigure_script(&nic, ip_cidr, gateway, mac);
+                if let Err(e) = ip_batch(&script) {
+                    failures.push(e);
+                }
+                tracing::info!(nic, ip = %ip_cidr, gateway, mac, "network reconfigured");
+            }
+            None => failures.push("no network interface besides lo".into()),
+        }
+    }
+    if let Some(dns) = dns {
+        write_resolv_conf(dns);
+    }
+    failures
+}
+
+/// `ip -batch` commands that move `nic` to a new MAC and address. Dropping the old
+/// address drops the routes through it, so the default route is added back.
+fn reconfigure_script(
+    nic: &str,
+    ip_cidr: &str,
+    gateway: Option<&str>,
+    mac: Option<&str>,
+) -> String {
+    let mut script = String::new();
+    if let Some(mac) = mac {
+        script.push_str(&format!("link set dev {nic} address {mac}\n"));
+    }
+    script.push_str(&format!("addr flush dev {nic}\n"));
+    script.push_str(&format!("addr add {ip_cidr} dev {nic}\n"));
+    if let Some(gw) = gateway {
+        script.push_str(&format!("route replace default via {gw} dev {nic}\n"));
+    }
+    script
+}
+
+/// Runs `ip -force -batch -` on `script`; the error carries ip's own words.
+fn ip_batch(script: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let run = || -> std::io::Result<std::process::Output> {
+        let mut child = Command::new("ip")
+            .args(["-force", "-batch", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(script.as_bytes())?;
+        }
+        child.wait_with_output()
+    };
+    match run() {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(format!(
+            "ip -batch: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+        Err(e) => Err(format!("cannot run ip -batch: {e}")),
+    }
+}
+
 fn ip(args: &[&str]) {
     match Command::new("ip").args(args).output() {
         Ok(out) if out.status.success() => {}
@@ -103,6 +178,22 @@ mod tests {
         assert_eq!(
             resolv_conf("172.30.0.1,1.1.1.1"),
             "nameserver 172.30.0.1\nnameserver 1.1.1.1\n"
+        );
+    }
+
+    #[test]
+    fn reconfigure_moves_mac_then_address_then_route() {
+        let script = reconfigure_script(
+            "eth0",
+            "172.30.0.9/24",
+            Some("172.30.0.1"),
+            Some("06:00:00:00:00:09"),
+        );
+
+        assert_eq!(
+            script,
+            "link set dev eth0 address 06:00:00:00:00:09\naddr flush dev eth0\n\
+             addr add 172.30.0.9/24 dev eth0\nroute replace default via 172.30.0.1 dev eth0\n"
         );
     }
 

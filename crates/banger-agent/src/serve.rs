@@ -70,6 +70,38 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn reconfigure_rekeys_the_token_and_renews_the_boot_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let agent = tokio::spawn(serve(ChannelKind::Unix(path), ctx(Role::Serve)));
+        let identity = banger_wire::agent::GuestIdentity {
+            token: "new-token".into(),
+            hostname: "clone".into(),
+            ip: None,
+            gateway: None,
+            dns: None,
+            mac: None,
+            unix_time_ms: 0,
+            entropy: vec![1; 32],
+        };
+
+        let (first, _) = listener.accept().await.unwrap();
+        let host = Host::connect(first, TOKEN).await.unwrap();
+        let reply = host.roundtrip(&AgentRequest::Reconfigure(identity)).await;
+        host.disconnect();
+        let (second, _) = listener.accept().await.unwrap();
+        let old_token = Host::connect(second, TOKEN).await.err().unwrap();
+        let (third, _) = listener.accept().await.unwrap();
+        let host = Host::connect(third, "new-token").await.unwrap();
+        agent.abort();
+
+        assert_eq!(reply, GuestFrame::Ok);
+        assert_eq!(old_token.code, ErrorCode::PermissionDenied);
+        assert_ne!(host.hello.boot_id, "boot-1");
+    }
+
+    #[tokio::test]
     async fn refused_host_is_dropped_and_the_next_one_served() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("agent.sock");

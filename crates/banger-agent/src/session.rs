@@ -2,11 +2,12 @@
 //! every inbound stream carries one request.
 
 use std::future::poll_fn;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use banger_wire::agent::{
-    AgentRequest, AuthReply, GuestFrame, GuestHello, HostAuth, HELLO_SYNC, PROTOCOL_VERSION,
+    AgentRequest, AuthReply, GuestFrame, GuestHello, GuestIdentity, HostAuth, HELLO_SYNC,
+    PROTOCOL_VERSION,
 };
 use banger_wire::{ErrorCode, WireError};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -35,9 +36,11 @@ pub enum Role {
 /// Everything a session needs, passed in explicitly.
 #[derive(Debug)]
 pub struct Ctx {
-    /// `banger.token`; with none, every host is refused.
-    pub token: Option<String>,
-    pub boot_id: String,
+    /// `banger.token`, until a [`AgentRequest::Reconfigure`] re-keys it; with none,
+    /// every host is refused.
+    pub token: Mutex<Option<String>>,
+    /// Told to every host in the hello; a re-keyed (cloned) guest gets a fresh one.
+    pub boot_id: Mutex<String>,
     /// Guest uptime when the agent came up.
     pub started_ms: u64,
     pub role: Role,
@@ -78,7 +81,7 @@ where
     let hello = GuestHello {
         protocol: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        boot_id: ctx.boot_id.clone(),
+        boot_id: lock(&ctx.boot_id).clone(),
         uptime_ms: ctx.started_ms,
     };
     io.write_all(&HELLO_SYNC)
@@ -90,7 +93,8 @@ where
     let auth: HostAuth = read_frame_exact(&mut io)
         .await
         .map_err(SessionError::Handshake)?;
-    let verdict = check_token(ctx.token.as_deref(), &auth.token);
+    let expected = lock(&ctx.token).clone();
+    let verdict = check_token(expected.as_deref(), &auth.token);
     let accepted = verdict.is_ok();
     write_frame(&mut io, &verdict)
         .await
@@ -100,6 +104,11 @@ where
     } else {
         Handshake::Refused
     })
+}
+
+/// A poisoned lock still holds a whole value (only assignments happen under it).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn check_token(expected: Option<&str>, presented: &str) -> AuthReply {
@@ -242,6 +251,31 @@ async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: Arc<Shutd
                 shutdown.acknowledged.notify_one();
             }
         },
+        AgentRequest::Reconfigure(id) => {
+            let reply = reconfigure(&ctx, &id);
+            reply_once(&mut writer, &reply).await;
+        }
+    }
+}
+
+/// Takes on a new identity after a snapshot restore. The new token holds from the next
+/// handshake on (this session stays authenticated). The machine (clock, randomness,
+/// name, network) is changed only by the agent that is init; one started under
+/// another init leaves that to it.
+fn reconfigure(ctx: &Ctx, id: &GuestIdentity) -> GuestFrame {
+    let t0 = std::time::Instant::now();
+    let failures = match ctx.role {
+        Role::Init => crate::identity::apply(id),
+        Role::Serve => Vec::new(),
+    };
+    let apply_ms = t0.elapsed().as_millis() as u64;
+    *lock(&ctx.token) = Some(id.token.clone());
+    *lock(&ctx.boot_id) = hex::encode(rand::random::<[u8; 16]>());
+    tracing::info!(hostname = %id.hostname, ip = id.ip.as_deref(), apply_ms, failures = failures.len(), "identity changed");
+    if failures.is_empty() {
+        GuestFrame::Ok
+    } else {
+        GuestFrame::Error(WireError::new(ErrorCode::AgentFailed, failures.join("; ")))
     }
 }
 

@@ -19,8 +19,8 @@ type Guest = JoinHandle<Result<Option<SessionEnd>, SessionError>>;
 
 pub fn ctx(role: Role) -> Arc<Ctx> {
     Arc::new(Ctx {
-        token: Some(TOKEN.to_string()),
-        boot_id: "boot-1".into(),
+        token: std::sync::Mutex::new(Some(TOKEN.to_string())),
+        boot_id: std::sync::Mutex::new("boot-1".into()),
         started_ms: 1234,
         role,
         exec: ExecDefaults {

@@ -98,6 +98,31 @@ pub enum AgentRequest {
     Exec(ExecSpec),
     /// Sync, unmount and power off (or reboot). Answered with [`GuestFrame::Ok`] first.
     Shutdown { reboot: bool },
+    /// Gives a guest restored from a snapshot its own identity (every clone starts as a
+    /// copy of the snapshotted guest). Answered with [`GuestFrame::Ok`] once applied;
+    /// from then on only the new token is accepted.
+    Reconfigure(GuestIdentity),
+}
+
+/// Who a guest is: what a fresh boot reads from [`BootConfig`], plus what a restored
+/// guest has to refresh (clock, randomness).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestIdentity {
+    pub token: String,
+    pub hostname: String,
+    /// `a.b.c.d/len`; replaces every address of the guest's network interface.
+    pub ip: Option<String>,
+    pub gateway: Option<String>,
+    pub dns: Option<String>,
+    /// The interface's new MAC address (a restored NIC keeps the snapshot's).
+    pub mac: Option<String>,
+    /// Host wall clock, milliseconds since the Unix epoch: a restored guest's clock
+    /// stands where the snapshot stopped it.
+    pub unix_time_ms: u64,
+    /// Fresh host randomness mixed into the guest's pool and reseeding its CRNG, so
+    /// clones of one snapshot do not share random numbers.
+    #[serde(with = "serde_bytes")]
+    pub entropy: Vec<u8>,
 }
 
 /// Exit status of a guest process.
@@ -239,6 +264,28 @@ mod tests {
         };
         let back: AgentRequest = decode(&encode(&AgentRequest::Exec(spec.clone()))).unwrap();
         assert_eq!(back, AgentRequest::Exec(spec));
+    }
+
+    #[test]
+    fn earlier_requests_keep_their_encoding() {
+        // Reconfigure was appended; an older agent still reads these the same way.
+        assert_eq!(encode(&AgentRequest::Ping), [0]);
+        assert_eq!(encode(&AgentRequest::Shutdown { reboot: true }), [2, 1]);
+    }
+
+    #[test]
+    fn reconfigure_round_trips() {
+        let req = AgentRequest::Reconfigure(GuestIdentity {
+            token: "t".into(),
+            hostname: "clone-1".into(),
+            ip: Some("172.30.0.9/24".into()),
+            gateway: Some("172.30.0.1".into()),
+            dns: None,
+            mac: Some("06:00:ac:1e:00:09".into()),
+            unix_time_ms: 1_800_000_000_000,
+            entropy: vec![9; 32],
+        });
+        assert_eq!(decode::<AgentRequest>(&encode(&req)).unwrap(), req);
     }
 
     #[test]

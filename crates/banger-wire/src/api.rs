@@ -107,6 +107,16 @@ pub struct VmCreateSpec {
     /// Host ports forwarded to the guest: `HOST:GUEST` or `HOST:GUEST/udp`.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// Clone this snapshot instead of booting: the VM resumes where the snapshotted
+    /// one was, with its own disk, address and agent token. Image, backend, vcpu,
+    /// memory and networking come from the snapshot.
+    #[serde(default)]
+    pub from_snapshot: Option<String>,
+    /// Resume the image's warm snapshot (see [`Request::ImageWarm`]) instead of
+    /// booting, when one was made for this machine (image, backend, vcpu, memory,
+    /// disk size, networking); boot as usual otherwise.
+    #[serde(default)]
+    pub warm: bool,
 }
 
 /// Changes for `vm set`; only on a stopped VM.
@@ -144,6 +154,29 @@ pub struct VmInfo {
     pub boot: Option<BootTimings>,
     /// Why the VM last crashed: the exit status and the tail of the VMM log.
     pub last_error: Option<String>,
+}
+
+/// A snapshot of a running VM: its memory, devices and writable disk at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    pub id: String,
+    pub name: String,
+    /// The VM it was taken of (which may have been deleted since).
+    pub vm: String,
+    pub image: String,
+    pub backend: Backend,
+    pub vcpu: u32,
+    pub memory_mib: u32,
+    pub disk_size_mib: u64,
+    pub no_network: bool,
+    /// RFC 3339 creation time.
+    pub created_at: String,
+    /// Bytes its files take on disk.
+    pub disk_bytes: u64,
+    /// How long the VM was paused to take it.
+    pub paused_ms: u64,
+    /// Whether it is an image's warm snapshot (a booted guest for `vm run`).
+    pub warm: bool,
 }
 
 /// An image as the daemon reports it.
@@ -239,6 +272,21 @@ pub enum Request {
         name: String,
         dir: String,
     },
+    /// Snapshots a running VM (it pauses for the copy, then runs on).
+    VmSnapshot {
+        vm: String,
+        /// Generated from the VM's name when absent.
+        name: Option<String>,
+    },
+    SnapshotList,
+    SnapshotDelete {
+        name: String,
+    },
+    /// Boots a VM of `spec`'s machine, waits until the guest has settled, and keeps a
+    /// snapshot of it that warm creates resume; replaces an earlier one.
+    ImageWarm {
+        spec: VmCreateSpec,
+    },
 }
 
 impl Request {
@@ -271,6 +319,8 @@ pub enum Response {
     Vms(Vec<VmInfo>),
     Image(ImageInfo),
     Images(Vec<ImageInfo>),
+    Snapshot(SnapshotInfo),
+    Snapshots(Vec<SnapshotInfo>),
 }
 
 /// One line of a streamed answer.

@@ -45,6 +45,13 @@ pub enum Command {
     },
     /// Print shell completions.
     Completions { shell: clap_complete::Shell },
+    /// Serve VMs as tools to an MCP client (Model Context Protocol over stdin/stdout).
+    Mcp {
+        /// A host directory tools may read repositories from and write patches to
+        /// (repeatable). Without it, tools that take host paths are refused.
+        #[arg(long = "allow-path", value_name = "DIR")]
+        allow_path: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -85,6 +92,10 @@ pub enum VmCommand {
         backend: Option<String>,
         #[arg(long)]
         no_start: bool,
+        /// Clone this snapshot: resume it on a copy of its disk, with a new address
+        /// and agent token (see `banger vm snapshot`).
+        #[arg(long, value_name = "SNAP")]
+        from_snapshot: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -130,9 +141,11 @@ pub enum VmCommand {
     },
     /// Run a command in a running VM.
     Exec(ExecArgs),
-    /// Copy a file or directory between the host and a VM (`NAME:/path` names the
-    /// guest side; relative guest paths start at /root). Modes are kept; into an
-    /// existing directory the copy keeps its name.
+    /// Copy a file or directory between the host and a VM.
+    ///
+    /// `NAME:/path` names the guest side; relative guest paths start at /root. Modes
+    /// are kept. Into an existing directory the copy keeps its name; otherwise it is
+    /// created as DST.
     Cp { src: String, dst: String },
     /// Open an SSH session in a VM, or run a command there over SSH.
     Ssh {
@@ -143,6 +156,39 @@ pub enum VmCommand {
     },
     /// Print a ~/.ssh/config block for a VM.
     SshConfig { name: String },
+    /// Snapshot a running VM (it pauses while its memory and disk are saved), or list
+    /// and delete snapshots. `vm create --from-snapshot SNAP` clones one.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Snapshot(SnapshotArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    #[command(subcommand)]
+    pub command: Option<SnapshotCommand>,
+    /// The running VM to snapshot.
+    #[arg(required = true)]
+    pub vm: Option<String>,
+    /// The snapshot's name (default: VM-YYYYMMDD-HHMMSS).
+    pub name: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// List snapshots.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete snapshots (VMs cloned from them are not affected).
+    #[command(alias = "rm")]
+    Delete {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +233,10 @@ pub struct RunArgs {
     pub net: NetArgs,
     #[arg(long, value_parser = ["firecracker", "qemu"])]
     pub backend: Option<String>,
+    /// Boot from scratch even when the image has a warm snapshot for this machine
+    /// (see `banger image warm`).
+    #[arg(long)]
+    pub cold: bool,
     #[command(flatten)]
     pub opts: ExecOpts,
     /// A git repository to ship into the VM (its tracked files as they are in the
@@ -295,6 +345,23 @@ pub enum ImageCommand {
     /// Delete an image no VM uses.
     #[command(alias = "rm")]
     Delete { name: String },
+    /// Boot the image once, let it settle, and keep a snapshot that `vm run` resumes
+    /// instead of booting (for VMs of the same vcpu, memory, disk size, backend and
+    /// networking). Replaces an earlier one. Warm VMs are clones: they share the
+    /// snapshot's SSH host keys.
+    Warm {
+        /// The image (default: the configured default image).
+        name: Option<String>,
+        #[command(flatten)]
+        res: Resources,
+        #[arg(long, value_parser = ["firecracker", "qemu"])]
+        backend: Option<String>,
+        /// For VMs run with --no-network.
+        #[arg(long)]
+        no_network: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

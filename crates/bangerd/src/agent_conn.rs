@@ -240,6 +240,16 @@ impl AgentConn {
         }
     }
 
+    /// Gives a guest restored from a snapshot its own identity; returns once the
+    /// agent has applied it (from then on it accepts only `id.token`).
+    pub async fn reconfigure(&self, id: &agent::GuestIdentity) -> Result<(), AgentError> {
+        let mut s = self.request(&AgentRequest::Reconfigure(id.clone())).await?;
+        match next_frame(&mut s).await? {
+            GuestFrame::Ok => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()
     }

@@ -21,6 +21,8 @@ pub enum DaemonError {
     },
     #[error("vm {0:?} not found")]
     VmNotFound(String),
+    #[error("snapshot {0:?} not found")]
+    SnapshotNotFound(String),
     #[error("vm {name:?} is {state}")]
     WrongState {
         name: String,
@@ -90,7 +92,8 @@ impl DaemonError {
     pub fn code(&self) -> ErrorCode {
         match self {
             DaemonError::Invalid { .. } => ErrorCode::InvalidArgument,
-            DaemonError::VmNotFound(_) => ErrorCode::NotFound,
+            DaemonError::VmNotFound(_) | DaemonError::SnapshotNotFound(_) => ErrorCode::NotFound,
+            DaemonError::Store(StoreError::SnapshotNameTaken(_)) => ErrorCode::AlreadyExists,
             DaemonError::WrongState { .. } => ErrorCode::FailedPrecondition,
             DaemonError::NameTaken(_) | DaemonError::Store(StoreError::NameTaken(_)) => {
                 ErrorCode::AlreadyExists
@@ -111,6 +114,13 @@ impl DaemonError {
         match self {
             DaemonError::Invalid { hint, .. } => hint.clone(),
             DaemonError::VmNotFound(_) => Some("list VMs with `banger vm list`".into()),
+            DaemonError::SnapshotNotFound(_) => {
+                Some("list snapshots with `banger vm snapshot list`".into())
+            }
+            DaemonError::Store(StoreError::SnapshotNameTaken(_)) => Some(
+                "pick another name, or delete the old one with `banger vm snapshot delete NAME`"
+                    .into(),
+            ),
             DaemonError::WrongState { hint, .. } => Some(hint.clone()),
             DaemonError::NameTaken(_) | DaemonError::Store(StoreError::NameTaken(_)) => {
                 Some("pick another name, or delete the old VM with `banger vm delete NAME`".into())

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bangerd::vmm::firecracker::{self, models::InstanceState, Firecracker};
-use bangerd::vmm::{AgentEndpoint, LaunchSpec, Launched, NetAttach, Vmm, VmmError};
+use bangerd::vmm::{AgentEndpoint, LaunchSpec, Launched, NetAttach, SnapshotFiles, Vmm, VmmError};
 
 /// Firecracker, or `None` after saying why the test cannot run here.
 fn firecracker_or_skip(test: &str) -> Option<Firecracker> {
@@ -347,4 +347,71 @@ impl Drop for Tap {
             .args(["link", "del", &self.0])
             .status();
     }
+}
+
+/// Paths the process has open, and the files it maps.
+fn open_files(pid: u32) -> (Vec<PathBuf>, String) {
+    let fds = fs_err::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .collect();
+    let maps = fs_err::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    (fds, maps)
+}
+
+#[tokio::test]
+async fn a_snapshot_resumes_as_a_clone_with_its_own_disk_and_mapped_memory() {
+    let Some(fc) =
+        firecracker_or_skip("a_snapshot_resumes_as_a_clone_with_its_own_disk_and_mapped_memory")
+    else {
+        return;
+    };
+    let source = Fixture::new(&unique_id("snapsrc"));
+    let launched = fc.launch(&source.spec).await.unwrap();
+    let dir = source.dir.path().join("snapshot");
+    fs_err::create_dir(&dir).unwrap();
+    let snap = SnapshotFiles {
+        disk: dir.join("upper.ext4"),
+        dir,
+    };
+    let clone = Fixture::new(&unique_id("snapclone"));
+
+    fc.pause(&launched).await.unwrap();
+    // The daemon's sparse copy of the paused VM's disk.
+    fs_err::copy(&source.spec.upper_disk, &snap.disk).unwrap();
+    let started = std::time::Instant::now();
+    fc.snapshot(&launched, &source.spec.upper_disk, &snap)
+        .await
+        .unwrap();
+    eprintln!("snapshot create took {:?}", started.elapsed());
+    fc.resume(&launched).await.unwrap();
+    let started = std::time::Instant::now();
+    let restored = fc.restore(&clone.spec, &snap).await.unwrap();
+    eprintln!("snapshot restore took {:?}", started.elapsed());
+    let states = (state(&fc, &launched).await, state(&fc, &restored).await);
+    let (source_fds, _) = open_files(launched.pid);
+    let (clone_fds, clone_maps) = open_files(restored.pid);
+    let clone_runtime = clone.runtime_files();
+    kill_and_wait(restored.pid);
+    kill_and_wait(launched.pid);
+    firecracker::remove_sockets(&source.spec.runtime_dir);
+    firecracker::remove_sockets(&clone.spec.runtime_dir);
+
+    assert_eq!(states, (InstanceState::Running, InstanceState::Running));
+    // Each VM writes its own disk; neither writes the snapshot's copy.
+    assert!(
+        source_fds.contains(&source.spec.upper_disk),
+        "{source_fds:?}"
+    );
+    assert!(clone_fds.contains(&clone.spec.upper_disk), "{clone_fds:?}");
+    assert!(!clone_fds.contains(&snap.disk), "{clone_fds:?}");
+    assert!(!source_fds.contains(&snap.disk), "{source_fds:?}");
+    // Guest memory is the snapshot's file, mapped (not read into anonymous memory).
+    let memory = snap.dir.join("firecracker.memory");
+    assert!(
+        clone_maps.contains(&*memory.to_string_lossy()),
+        "memory file not mapped:\n{clone_maps}"
+    );
+    // The clone's vsock device listens in the clone's own runtime dir.
+    assert_eq!(clone_runtime, ["fc.sock", "vsock.sock", "vsock.sock_10789"]);
 }

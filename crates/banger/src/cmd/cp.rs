@@ -40,7 +40,7 @@ pub async fn run(client: &Client, src: &str, dst: &str) -> Result<i32, CliError>
 }
 
 async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<(), CopyError> {
-    let meta = fs_err::symlink_metadata(local).map_err(|source| match source.kind() {
+    let meta = fs_err::metadata(local).map_err(|source| match source.kind() {
         ErrorKind::NotFound => CopyError::SourceMissing {
             path: local.display().to_string(),
         },
@@ -51,7 +51,7 @@ async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<(), Copy
     })?;
     let name = local_name(local)?;
     let shown = |p: &str| format!("{}:{p}", vm.name());
-    let (dir, top) = match guest::probe(vm, guest).await? {
+    let (dir, top) = match guest::probe(vm, guest).await?.found {
         Found::Dir => (guest.as_str().to_string(), name),
         Found::Other if meta.is_dir() => {
             return Err(CopyError::DirOverFile {
@@ -89,15 +89,19 @@ async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<(), Copy
 
 async fn download(vm: &Vm<'_>, guest: &GuestPath, local: &Path) -> Result<(), CopyError> {
     let shown = format!("{}:{}", vm.name(), guest.as_str());
-    let (dir, name) = guest.split().ok_or_else(|| CopyError::NoName {
+    let no_name = || CopyError::NoName {
         path: shown.clone(),
-    })?;
-    let src_is_dir = match guest::probe(vm, guest).await? {
-        Found::Dir => true,
-        Found::Other => false,
-        Found::Absent | Found::NoParent => return Err(CopyError::SourceMissing { path: shown }),
     };
-    let target = local_target(vm.name(), local, name, src_is_dir, &shown)?;
+    let (_, name) = guest.split().ok_or_else(no_name)?;
+    // A symlink named on the command line is followed: its target is what is copied.
+    let probe = guest::probe(vm, guest).await?;
+    let (src_is_dir, resolved) = match (probe.found, probe.resolved) {
+        (Found::Dir, Some(r)) => (true, r),
+        (Found::Other, Some(r)) => (false, r),
+        _ => return Err(CopyError::SourceMissing { path: shown }),
+    };
+    let (dir, from) = resolved.split().ok_or_else(no_name)?;
+    let target = local_target(vm.name(), local, (from, name), src_is_dir, &shown)?;
 
     let (mut tx, rx) = tokio::io::duplex(4 * CHUNK);
     let rx = SyncIoBridge::new(rx);
@@ -105,7 +109,7 @@ async fn download(vm: &Vm<'_>, guest: &GuestPath, local: &Path) -> Result<(), Co
         let target = target.clone();
         tokio::task::spawn_blocking(move || unpack::unpack(rx, &target))
     };
-    let fetched = guest::create(vm, dir, name, &mut tx).await;
+    let fetched = guest::create(vm, dir, from, &mut tx).await;
     drop(tx);
     let unpacked = match (unpacker.await?, fetched) {
         // A guest tar that failed midway leaves a truncated archive: its own error says why.
@@ -121,18 +125,19 @@ async fn download(vm: &Vm<'_>, guest: &GuestPath, local: &Path) -> Result<(), Co
     Ok(())
 }
 
-/// Where a download of `name` lands for the host path `local`.
+/// Where a download lands for the host path `local`. `from` is the name the archive
+/// holds and `name` the one that was asked for (they differ for a symlink).
 fn local_target(
     vm: &str,
     local: &Path,
-    name: &str,
+    (from, name): (&str, &str),
     src_is_dir: bool,
     shown: &str,
 ) -> Result<Target, CopyError> {
     let target = |root: PathBuf, to: OsString| Target {
         vm: vm.to_string(),
         root,
-        from: name.into(),
+        from: from.into(),
         to,
     };
     let parent = match local.parent() {
@@ -194,7 +199,7 @@ mod tests {
     fn a_download_into_an_existing_directory_keeps_the_guest_name() {
         let tmp = tempfile::tempdir().unwrap();
 
-        let t = local_target("web", tmp.path(), "etc", true, "web:/etc").unwrap();
+        let t = local_target("web", tmp.path(), ("etc", "etc"), true, "web:/etc").unwrap();
 
         assert_eq!(
             (t.root.as_path(), t.to.as_os_str()),
@@ -203,10 +208,29 @@ mod tests {
     }
 
     #[test]
+    fn a_followed_symlink_lands_under_the_name_that_was_asked_for() {
+        let tmp = tempfile::tempdir().unwrap();
+
+        let t = local_target("web", tmp.path(), ("vim.basic", "editor"), false, "web:/x").unwrap();
+
+        assert_eq!(
+            (t.from.as_os_str(), t.to.as_os_str()),
+            ("vim.basic".as_ref(), "editor".as_ref())
+        );
+    }
+
+    #[test]
     fn a_download_to_a_new_name_is_renamed() {
         let tmp = tempfile::tempdir().unwrap();
 
-        let t = local_target("web", &tmp.path().join("copy"), "etc", true, "web:/etc").unwrap();
+        let t = local_target(
+            "web",
+            &tmp.path().join("copy"),
+            ("etc", "etc"),
+            true,
+            "web:/etc",
+        )
+        .unwrap();
 
         assert_eq!(
             (t.root.as_path(), t.to.as_os_str()),
@@ -219,7 +243,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let missing = tmp.path().join("no such dir");
 
-        let err = local_target("web", &missing.join("f"), "f", false, "web:/f").unwrap_err();
+        let err = local_target("web", &missing.join("f"), ("f", "f"), false, "web:/f").unwrap_err();
 
         assert_eq!(
             err.to_string(),
@@ -233,7 +257,7 @@ mod tests {
         let file = tmp.path().join("f");
         fs_err::write(&file, "x").unwrap();
 
-        let err = local_target("web", &file, "etc", true, "web:/etc").unwrap_err();
+        let err = local_target("web", &file, ("etc", "etc"), true, "web:/etc").unwrap_err();
 
         assert!(matches!(err, CopyError::DirOverFile { .. }), "{err:?}");
     }

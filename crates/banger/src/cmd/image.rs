@@ -84,6 +84,37 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                 )),
             }
         }
+        ImageCommand::Warm {
+            name,
+            res,
+            backend,
+            no_network,
+            json,
+        } => {
+            let spec = banger_wire::api::VmCreateSpec {
+                image: name,
+                vcpu: res.vcpu,
+                memory_mib: res.memory,
+                disk_size_mib: res.disk_size,
+                backend: super::parse_backend(backend)?,
+                no_network,
+                ..Default::default()
+            };
+            match client.rpc(&Request::ImageWarm { spec }).await? {
+                Response::Snapshot(s) if json => output::json(&s).map(|_| 0),
+                Response::Snapshot(s) => {
+                    output::data(&format!(
+                        "{}  warm snapshot of {} ({} vcpu, {} MiB), paused {} ms",
+                        s.name, s.image, s.vcpu, s.memory_mib, s.paused_ms
+                    ));
+                    Ok(0)
+                }
+                other => Err(CliError::usage(
+                    format!("bangerd sent an unexpected answer: {other:?}"),
+                    None,
+                )),
+            }
+        }
         ImageCommand::Delete { name } => {
             client
                 .rpc(&Request::ImageDelete { name: name.clone() })

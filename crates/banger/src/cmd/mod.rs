@@ -5,7 +5,9 @@ mod daemon;
 mod doctor;
 mod exec;
 mod image;
+mod mcp;
 mod run;
+mod snapshot;
 mod ssh;
 mod vm;
 mod workspace;
@@ -22,6 +24,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Daemon(cmd) => daemon::run(&paths, cmd).await,
         Command::Doctor { json } => doctor::run(&paths, json),
+        Command::Mcp { allow_path } => mcp::run(paths, &allow_path).await,
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();

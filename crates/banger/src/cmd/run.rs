@@ -27,7 +27,9 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
     let repo = match &args.path {
         Some(path) => {
             workspace::check_dest(&args.workdir_in_guest).map_err(|m| CliError::usage(m, None))?;
-            Some(workspace::HostRepo::open(path)?)
+            let repo = workspace::HostRepo::open(path)?;
+            repo.check_shippable()?;
+            Some(repo)
         }
         None => None,
     };
@@ -61,6 +63,8 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
                 no_start: false,
                 no_network: args.net.no_network,
                 publish: args.net.publish.clone(),
+                from_snapshot: None,
+                warm: !args.cold,
             };
             // The daemon finishes or rolls back a create on its own, even if this
             // process is interrupted while the VM boots.

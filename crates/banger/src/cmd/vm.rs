@@ -17,6 +17,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             net,
             backend,
             no_start,
+            from_snapshot,
             json,
         } => {
             let spec = VmCreateSpec {
@@ -29,6 +30,8 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 no_start,
                 no_network: net.no_network,
                 publish: net.publish,
+                from_snapshot,
+                warm: false,
             };
             let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
             show(&vm, json)
@@ -85,6 +88,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
         VmCommand::Ssh { name, command } => super::ssh::run(client, &name, command).await,
         VmCommand::SshConfig { name } => super::ssh::config(client, &name).await,
         VmCommand::Run(args) => super::run::run(client, args).await,
+        VmCommand::Snapshot(args) => super::snapshot::run(client, args).await,
     }
 }
 

@@ -183,7 +183,10 @@ mod tests {
         c.push(b"defgh");
         c.push(b"ij");
 
-        assert_eq!((c.kept.as_slice(), c.total, c.truncated()), (&b"abcde"[..], 10, true));
+        assert_eq!(
+            (c.kept.as_slice(), c.total, c.truncated()),
+            (&b"abcde"[..], 10, true)
+        );
     }
 
     #[test]
@@ -221,7 +224,10 @@ mod tests {
         assert_eq!(c.ending, Ending::Exited(3));
         assert_eq!((c.stdout.text(), c.stdout.total), ("01234567".into(), 10));
         assert!(c.stdout.truncated());
-        assert_eq!((c.stderr.text(), c.stderr.truncated()), ("warn".into(), false));
+        assert_eq!(
+            (c.stderr.text(), c.stderr.truncated()),
+            ("warn".into(), false)
+        );
     }
 
     #[tokio::test]
@@ -255,7 +261,10 @@ mod tests {
 
         let err = collect(io, b"", 1024).await.unwrap_err();
 
-        assert!(matches!(err, CliError::Remote(ref e) if *e == wire), "{err:?}");
+        assert!(
+            matches!(err, CliError::Remote(ref e) if *e == wire),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

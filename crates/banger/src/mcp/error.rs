@@ -37,7 +37,7 @@ pub enum ToolError {
     Unresponsive { vm: String, secs: u64 },
     #[error("the patch from vm {vm} is {bytes} bytes, more than the {cap} an answer may carry")]
     PatchTooLarge { vm: String, bytes: u64, cap: usize },
-    #[error("the client cancelled the call; the command in vm {vm} was killed")]
+    #[error("the call was cancelled (by the client, or the server is stopping); the command in vm {vm} was killed")]
     Cancelled { vm: String },
     #[error("the repository around {path} has its top at {root}, outside the allowed directories")]
     RepoOutside {
@@ -95,7 +95,7 @@ impl ToolError {
             ),
             ToolError::PatchTooLarge { .. } => (
                 ErrorCode::FailedPrecondition,
-                Some("pass `output` (a host file inside an allowed directory) to write the patch there".into()),
+                Some("pass `output` (a .patch file inside an allowed directory) to write the patch there".into()),
             ),
             ToolError::Cancelled { .. } => (ErrorCode::Unavailable, None),
             ToolError::RepoOutside { .. } => (

@@ -52,7 +52,7 @@ pub struct ExecArgs {
     /// A shell command line run as `sh -c SHELL`, for pipes, redirections and `&&`,
     /// e.g. "cd /root/repo && make test 2>&1 | tail -n 50".
     pub shell: Option<String>,
-    /// Working directory in the guest (absolute); the agent's default (`/`) when absent.
+    /// Working directory in the guest (absolute); /root when absent.
     pub cwd: Option<String>,
     /// Extra environment variables, e.g. {"RUST_LOG": "debug"}.
     pub env: Option<BTreeMap<String, String>>,
@@ -132,8 +132,9 @@ pub struct WorkspaceExportArgs {
     pub vm: String,
     /// Where the repository is in the guest; default "/root/repo".
     pub dest: Option<String>,
-    /// Absolute host file to write the patch to (inside an allowed directory) instead
-    /// of returning it inline; needed for patches over 4 MiB.
+    /// Absolute host file to write the patch to instead of returning it inline (needed
+    /// for patches over 4 MiB): a `.patch` or `.diff` file inside an allowed directory,
+    /// not in `.git`.
     pub output: Option<PathBuf>,
 }
 
@@ -174,9 +175,7 @@ pub fn argv(command: Option<Vec<String>>, shell: Option<String>) -> Result<Vec<S
             "`command` must start with a program name",
             Some("e.g. [\"ls\", \"-la\"]"),
         )),
-        (None, Some(line)) if !line.trim().is_empty() => {
-            Ok(vec!["sh".into(), "-c".into(), line])
-        }
+        (None, Some(line)) if !line.trim().is_empty() => Ok(vec!["sh".into(), "-c".into(), line]),
         (None, Some(_)) => Err(ToolError::invalid("`shell` is empty", None)),
         (Some(_), Some(_)) => Err(ToolError::invalid(
             "give either `command` or `shell`, not both",

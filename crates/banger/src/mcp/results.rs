@@ -211,7 +211,10 @@ mod tests {
             stderr: capped(b"", 8),
         });
 
-        assert_eq!((out.exit_code, out.timed_out, out.truncated), (Some(3), false, false));
+        assert_eq!(
+            (out.exit_code, out.timed_out, out.truncated),
+            (Some(3), false, false)
+        );
         assert_eq!((out.stdout.as_str(), out.stdout_bytes), ("hello", 5));
         assert_eq!(out.note, None);
     }
@@ -238,7 +241,10 @@ mod tests {
         });
 
         assert_eq!((out.exit_code, out.timed_out), (None, true));
-        assert_eq!(out.note.as_deref(), Some("command timed out after 2s and was killed"));
+        assert_eq!(
+            out.note.as_deref(),
+            Some("command timed out after 2s and was killed")
+        );
         assert_eq!(out.stdout, "so far");
     }
 
@@ -246,7 +252,10 @@ mod tests {
     fn binary_file_content_falls_back_to_base64() {
         let f = FileContent::new("/b", vec![0xff, 0x00, 0x41], false, Encoding::Text);
 
-        assert_eq!((f.encoding.as_str(), f.content.as_str(), f.bytes), ("base64", "/wBB", 3));
+        assert_eq!(
+            (f.encoding.as_str(), f.content.as_str(), f.bytes),
+            ("base64", "/wBB", 3)
+        );
     }
 
     #[test]
@@ -254,13 +263,19 @@ mod tests {
         // "aé" is 61 c3 a9; the limit kept only 61 c3.
         let f = FileContent::new("/t", vec![0x61, 0xc3], true, Encoding::Text);
 
-        assert_eq!((f.encoding.as_str(), f.content.as_str(), f.bytes), ("text", "a", 1));
+        assert_eq!(
+            (f.encoding.as_str(), f.content.as_str(), f.bytes),
+            ("text", "a", 1)
+        );
     }
 
     #[test]
     fn base64_is_given_when_asked_for() {
         let f = FileContent::new("/t", b"hi".to_vec(), false, Encoding::Base64);
 
-        assert_eq!((f.encoding.as_str(), f.content.as_str()), ("base64", "aGk="));
+        assert_eq!(
+            (f.encoding.as_str(), f.content.as_str()),
+            ("base64", "aGk=")
+        );
     }
 }

@@ -110,10 +110,6 @@ impl AllowedRoots {
         Ok(AllowedRoots { roots })
     }
 
-    pub fn roots(&self) -> &[PathBuf] {
-        &self.roots
-    }
-
     /// An existing path, resolved: it and everything it resolves through stays inside
     /// a root.
     pub fn existing(&self, path: &Path) -> Result<PathBuf, PathError> {

@@ -114,6 +114,7 @@ impl Sandbox {
         }
     }
 
+    #[cfg(test)]
     pub fn tools(&self) -> Vec<rmcp::model::Tool> {
         self.tool_router.list_all()
     }

@@ -60,7 +60,11 @@ a single command, `run` is simpler.",
     #[tool(
         description = "Delete a VM: stop it if it runs and remove its disk. Everything in it \
 is lost. Delete the VMs you created once you are done with them.",
-        annotations(destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn vm_delete(
         &self,

@@ -152,7 +152,7 @@ fn three_way(
         return Err(WorkspaceError::DoesNotApply {
             vm: vm.into(),
             repo: root.to_path_buf(),
-            stderr: Stderr(stderr.trim().to_string()),
+            stderr: Stderr::from_bytes(&out.stderr),
         });
     }
     adopt_objects(scratch.path(), &objects)?;

@@ -7,14 +7,27 @@ use banger_wire::{ErrorCode, WireError};
 use super::patch::Refusal;
 use crate::error::CliError;
 
+/// Lines of a failed command's stderr kept in an error (its last ones).
+const STDERR_LINES: usize = 12;
+
 /// Text a failed command wrote on stderr, carried as the cause of an error.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Stderr(pub String);
 
 impl Stderr {
+    /// The last [`STDERR_LINES`] lines, with a marker if more came before.
     pub fn from_bytes(bytes: &[u8]) -> Stderr {
-        Stderr(String::from_utf8_lossy(bytes).trim().to_string())
+        let text = String::from_utf8_lossy(bytes);
+        let lines: Vec<&str> = text.trim().lines().collect();
+        let skip = lines.len().saturating_sub(STDERR_LINES);
+        let mut out = if skip > 0 {
+            format!("({skip} earlier lines left out)\n")
+        } else {
+            String::new()
+        };
+        out.push_str(&lines[skip..].join("\n"));
+        Stderr(out)
     }
 }
 
@@ -157,6 +170,17 @@ impl From<WorkspaceError> for CliError {
 mod tests {
     use super::*;
     use crate::output::render_error;
+
+    #[test]
+    fn long_stderr_keeps_its_tail() {
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+
+        let kept = Stderr::from_bytes(text.as_bytes());
+
+        assert_eq!(kept.0.lines().next(), Some("(18 earlier lines left out)"));
+        assert_eq!(kept.0.lines().last(), Some("line 30"));
+        assert_eq!(kept.0.lines().count(), 13);
+    }
 
     #[test]
     fn a_refused_patch_renders_cause_and_hint_with_its_exit_code() {

@@ -134,6 +134,10 @@ pub struct Manifest {
     pub entries: Vec<ShipEntry>,
     /// Untracked paths that were skipped (nested repositories), for a note.
     pub skipped: Vec<PathBuf>,
+    /// NUL-separated paths whose working-tree state differs from the index (modified,
+    /// deleted, untracked and shipped): all the guest must hash to record the shipped
+    /// tree, instead of every file.
+    pub changed: Vec<u8>,
 }
 
 impl Manifest {
@@ -141,31 +145,15 @@ impl Manifest {
     /// untracked non-ignored files when `include_untracked`.
     pub fn collect(repo: &HostRepo, include_untracked: bool) -> Result<Manifest, WorkspaceError> {
         let index = git(&repo.root, &["ls-files", "-s", "-z"])?;
-        let mut tracked: Vec<&[u8]> = Vec::new();
-        let mut submodules = Vec::new();
-        for record in index.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-            // "<mode> <sha> <stage>\t<path>"
-            let Some(tab) = record.iter().position(|b| *b == b'\t') else {
-                continue;
-            };
-            let (meta, path) = (&record[..tab], &record[tab + 1..]);
-            if meta.starts_with(GITLINK) {
-                submodules.push(String::from_utf8_lossy(path).into_owned());
-            } else if tracked.last() != Some(&path) {
-                tracked.push(path);
-            }
-        }
-        if !submodules.is_empty() {
-            return Err(WorkspaceError::Submodules {
-                repo: repo.root.clone(),
-                paths: submodules,
-            });
-        }
+        let tracked = tracked_paths(repo, &index)?;
+        // Modified and deleted as git sees them (stat data first, so this is quick).
+        let mut changed = git(&repo.root, &["diff-files", "--name-only", "-z"])?;
         let mut walker = Walker::new(&repo.root);
         let mut entries = Vec::new();
         for path in tracked {
-            if let Some(entry) = walker.entry(path)? {
-                entries.push(entry);
+            match walker.entry(path)? {
+                Some(entry) => entries.push(entry),
+                None => push_path(&mut changed, path),
             }
         }
         let mut skipped = Vec::new();
@@ -178,6 +166,7 @@ impl Manifest {
                 if path.ends_with(b"/") {
                     skipped.push(PathBuf::from(OsStr::from_bytes(path)));
                 } else if let Some(entry) = walker.entry(path)? {
+                    push_path(&mut changed, path);
                     entries.push(entry);
                 }
             }
@@ -186,8 +175,47 @@ impl Manifest {
             index,
             entries,
             skipped,
+            changed,
         })
     }
+}
+
+impl HostRepo {
+    /// Refuses a repository with submodules, before anything is set up for it.
+    pub fn check_shippable(&self) -> Result<(), WorkspaceError> {
+        tracked_paths(self, &git(&self.root, &["ls-files", "-s", "-z"])?).map(|_| ())
+    }
+}
+
+/// The distinct paths of `git ls-files -s -z` output; an error naming the submodules
+/// if there are any.
+fn tracked_paths<'a>(repo: &HostRepo, index: &'a [u8]) -> Result<Vec<&'a [u8]>, WorkspaceError> {
+    let mut tracked: Vec<&[u8]> = Vec::new();
+    let mut submodules = Vec::new();
+    for record in index.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+        // "<mode> <sha> <stage>\t<path>"
+        let Some(tab) = record.iter().position(|b| *b == b'\t') else {
+            continue;
+        };
+        let (meta, path) = (&record[..tab], &record[tab + 1..]);
+        if meta.starts_with(GITLINK) {
+            submodules.push(String::from_utf8_lossy(path).into_owned());
+        } else if tracked.last() != Some(&path) {
+            tracked.push(path);
+        }
+    }
+    if !submodules.is_empty() {
+        return Err(WorkspaceError::Submodules {
+            repo: repo.root.clone(),
+            paths: submodules,
+        });
+    }
+    Ok(tracked)
+}
+
+fn push_path(list: &mut Vec<u8>, path: &[u8]) {
+    list.extend_from_slice(path);
+    list.push(0);
 }
 
 /// Classifies working-tree paths, remembering which directories were checked.
@@ -273,7 +301,10 @@ mod tests {
         let cacheinfo = format!("160000,{},vendor/lib", head.trim());
         repo.git(&["update-index", "--add", "--cacheinfo", &cacheinfo]);
 
-        let err = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap_err();
+        let err = HostRepo::open(repo.path())
+            .unwrap()
+            .check_shippable()
+            .unwrap_err();
 
         assert_eq!(
             err.to_string(),

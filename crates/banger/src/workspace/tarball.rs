@@ -18,10 +18,20 @@ use super::repo::{lstat, Kind, ShipEntry};
 /// Chunks in flight between the tar thread and the exec stream.
 const IN_FLIGHT: usize = 4;
 
-/// Writes every entry of `entries` (relative to `root`) into `out` as a tar archive,
-/// reading each file as it is now. Ownership is left out (the guest extracts as root).
+/// A small file made on the host and carried first in the tar (bookkeeping for the
+/// guest's scripts).
+#[derive(Debug, Clone)]
+pub struct Prelude {
+    pub path: PathBuf,
+    pub data: Vec<u8>,
+}
+
+/// Writes `prelude`, then every entry of `entries` (relative to `root`) into `out` as a
+/// tar archive, reading each file as it is now. Ownership is left out (the guest
+/// extracts as root).
 pub fn write_tar<W: Write>(
     root: &Path,
+    prelude: &[Prelude],
     entries: &[ShipEntry],
     out: W,
 ) -> Result<W, WorkspaceError> {
@@ -30,6 +40,14 @@ pub fn write_tar<W: Write>(
         path: PathBuf::from("<tar stream>"),
         source,
     };
+    for file in prelude {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o600);
+        header.set_size(file.data.len() as u64);
+        tar.append_data(&mut header, &file.path, &file.data[..])
+            .map_err(werr)?;
+    }
     for entry in entries {
         let full = root.join(&entry.path);
         let gone = || WorkspaceError::Changed { path: full.clone() };
@@ -146,6 +164,7 @@ impl Write for ChannelWriter {
 /// reader fails too (it never ends cleanly on a partial archive).
 pub fn stream(
     root: PathBuf,
+    prelude: Vec<Prelude>,
     entries: Vec<ShipEntry>,
 ) -> (
     impl AsyncRead + Unpin + Send,
@@ -157,7 +176,7 @@ pub fn stream(
             tx: tx.clone(),
             buf: Vec::with_capacity(CHUNK),
         };
-        let result = write_tar(&root, &entries, writer).and_then(|mut w| {
+        let result = write_tar(&root, &prelude, &entries, writer).and_then(|mut w| {
             w.flush().map_err(|source| WorkspaceError::Write {
                 path: "<tar stream>".into(),
                 source,
@@ -224,7 +243,7 @@ mod tests {
         repo.write("a b.txt", b"uncommitted\n");
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
 
-        let bytes = write_tar(repo.path(), &manifest.entries, Vec::new()).unwrap();
+        let bytes = write_tar(repo.path(), &[], &manifest.entries, Vec::new()).unwrap();
 
         use tar::EntryType::{Regular, Symlink};
         assert_eq!(
@@ -270,7 +289,7 @@ mod tests {
         repo.write("x.log", b"ignored\n");
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
 
-        let bytes = write_tar(repo.path(), &manifest.entries, Vec::new()).unwrap();
+        let bytes = write_tar(repo.path(), &[], &manifest.entries, Vec::new()).unwrap();
 
         let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.0).collect();
         assert_eq!(names, vec![".gitignore", "kept"]);
@@ -283,9 +302,9 @@ mod tests {
         repo.write("small", b"s\n");
         repo.git(&["add", "-A"]);
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
-        let expected = write_tar(repo.path(), &manifest.entries, Vec::new()).unwrap();
+        let expected = write_tar(repo.path(), &[], &manifest.entries, Vec::new()).unwrap();
 
-        let (mut reader, handle) = stream(repo.path().to_path_buf(), manifest.entries);
+        let (mut reader, handle) = stream(repo.path().to_path_buf(), Vec::new(), manifest.entries);
         let mut got = Vec::new();
         reader.read_to_end(&mut got).await.unwrap();
 
@@ -302,7 +321,7 @@ mod tests {
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
         std::fs::remove_file(repo.path().join("b")).unwrap();
 
-        let (mut reader, handle) = stream(repo.path().to_path_buf(), manifest.entries);
+        let (mut reader, handle) = stream(repo.path().to_path_buf(), Vec::new(), manifest.entries);
         let read = reader.read_to_end(&mut Vec::new()).await;
 
         assert!(read.is_err());

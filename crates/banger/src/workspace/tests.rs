@@ -274,3 +274,26 @@ fn dry_run_lists_what_would_be_shipped() {
         ".gitignore\nbin.dat\ndir with space/\u{fc}nicode \u{2603}.txt\nlink\nrun.sh\ntext.txt\n"
     );
 }
+
+#[tokio::test]
+async fn the_shipped_tree_is_exactly_what_was_shipped() {
+    let repo = sample_repo();
+    repo.write("text.txt", b"edited\n");
+    std::fs::remove_file(repo.path().join("gone.txt")).unwrap();
+    repo.write("staged.txt", b"staged\n");
+    repo.git(&["add", "staged.txt"]);
+    repo.write("staged.txt", b"staged, then edited\n");
+    repo.write("untracked dir/new.txt", b"untracked\n");
+    let guest = tempfile::tempdir().unwrap();
+    let opts = ship_opts(guest.path(), true);
+    ship(&LocalGuest, &HostRepo::open(repo.path()).unwrap(), &opts)
+        .await
+        .unwrap();
+    let mut since_ship = Vec::new();
+
+    export(&LocalGuest, &opts.dest, Base::Shipped, &mut since_ship)
+        .await
+        .unwrap();
+
+    assert_eq!(String::from_utf8_lossy(&since_ship), "");
+}

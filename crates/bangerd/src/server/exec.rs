@@ -36,6 +36,8 @@ pub(crate) async fn exec(State(state): State<Arc<AppState>>, mut req: HttpReques
             "no command given",
         ));
     }
+    let t0 = std::time::Instant::now();
+    let vm = exec.vm.clone();
     let stream = match state.deps.manager.exec(&exec.vm, exec.spec).await {
         Ok(s) => s,
         Err(e) => return error_response(&e.to_wire()),
@@ -53,6 +55,8 @@ pub(crate) async fn exec(State(state): State<Arc<AppState>>, mut req: HttpReques
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut guest).await {
             tracing::debug!(cause = %e, "exec relay ended");
         }
+        let exec_ms = t0.elapsed().as_millis() as u64;
+        tracing::info!(vm = %vm, exec_ms, "exec finished");
     });
     (
         StatusCode::SWITCHING_PROTOCOLS,

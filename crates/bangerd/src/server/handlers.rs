@@ -37,6 +37,15 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             crate::image_api::delete(vms, &name)?;
             Response::Ok
         }
+        Request::VmSnapshot { vm, name } => {
+            Response::Snapshot(vms.snapshot(&vm, name, false).await?)
+        }
+        Request::SnapshotList => Response::Snapshots(vms.snapshot_list()?),
+        Request::ImageWarm { spec } => Response::Snapshot(vms.warm(spec).await?),
+        Request::SnapshotDelete { name } => {
+            vms.snapshot_delete(&name).await?;
+            Response::Ok
+        }
         Request::VmLogs { .. }
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }

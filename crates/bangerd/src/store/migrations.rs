@@ -41,6 +41,25 @@ pub const STEPS: &[&str] = &[
         value TEXT NOT NULL
     ) STRICT;
     "#,
+    // 3: snapshots of running VMs, and the warm snapshots of images `vm run` resumes.
+    r#"
+    CREATE TABLE snapshots (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL UNIQUE,
+        vm_name       TEXT NOT NULL,
+        image         TEXT NOT NULL,
+        image_digest  TEXT NOT NULL,
+        backend       TEXT NOT NULL,
+        vcpu          INTEGER NOT NULL,
+        memory_mib    INTEGER NOT NULL,
+        disk_size_mib INTEGER NOT NULL,
+        no_network    INTEGER NOT NULL,
+        token         TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        paused_ms     INTEGER NOT NULL,
+        warm          INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    "#,
 ];
 
 pub fn migrations() -> Migrations<'static> {
@@ -80,7 +99,7 @@ mod tests {
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
-            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish FROM vms; SELECT ip FROM leases; SELECT key FROM meta;")
+            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots;")
                 .unwrap();
         }
     }

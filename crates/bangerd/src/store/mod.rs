@@ -4,6 +4,7 @@
 //! reported. All access goes through one connection behind a mutex; queries are tiny.
 
 mod migrations;
+mod snapshots;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -12,6 +13,7 @@ use banger_wire::api::{Backend, BootTimings, VmInfo, VmState};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use migrations::STEPS as MIGRATIONS;
+pub use snapshots::SnapshotRecord;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -29,6 +31,8 @@ pub enum StoreError {
     },
     #[error("a vm named {0:?} already exists")]
     NameTaken(String),
+    #[error("a snapshot named {0:?} already exists")]
+    SnapshotNameTaken(String),
     #[error("store query failed")]
     Sql(#[from] rusqlite::Error),
 }

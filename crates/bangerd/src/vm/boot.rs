@@ -39,7 +39,7 @@ pub fn image(paths: &Paths, name: &str) -> Result<ImageFiles, DaemonError> {
     })
 }
 
-fn upper_disk(paths: &Paths, rec: &VmRecord) -> PathBuf {
+pub(super) fn upper_disk(paths: &Paths, rec: &VmRecord) -> PathBuf {
     paths.vm_dir(&rec.id).join("upper.ext4")
 }
 
@@ -83,6 +83,18 @@ impl Manager {
         self: &Arc<Self>,
         slot: &Arc<Slot>,
         rec: &VmRecord,
+    ) -> Result<(), DaemonError> {
+        self.boot_from(slot, rec, None).await
+    }
+
+    /// [`Manager::boot`], or with `from`, a restore of that snapshot: the guest
+    /// resumes instead of booting, is reached with the snapshot's agent token, and is
+    /// then given this VM's identity (token, name, address).
+    pub(crate) async fn boot_from(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        rec: &VmRecord,
+        from: Option<&crate::store::SnapshotRecord>,
     ) -> Result<(), DaemonError> {
         let span = tracing::info_span!("boot", vm = %rec.name, backend = rec.backend.as_str());
         async {
@@ -140,7 +152,12 @@ impl Manager {
             };
             let prepare_ms = t0.elapsed().as_millis() as u64;
             let launch_t = Instant::now();
-            let launched = match tracing::info_span!("launch").in_scope(|| vmm.launch(&spec)).await {
+            let snap_files = from.map(|s| super::snapshot::files(&self.paths.state_dir, &s.id));
+            let launching = match &snap_files {
+                None => vmm.launch(&spec),
+                Some(files) => vmm.restore(&spec, files),
+            };
+            let launched = match tracing::info_span!("launch").in_scope(|| launching).await {
                 Ok(l) => l,
                 Err(source) => {
                     let _ = std::fs::remove_dir_all(&rt_dir);
@@ -151,7 +168,7 @@ impl Manager {
             tracing::info!(pid = launched.pid, ms = launch_t.elapsed().as_millis() as u64, "vmm launched");
             let rt = self.track(slot, rec, vmm, launched)?;
             let ready = tokio::select! {
-                r = connect_agent(&rt.launched.agent, listener, &rec.token, false) => r.map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source }),
+                r = connect_agent(&rt.launched.agent, listener, from.map_or(&rec.token, |s| &s.token), from.is_some()) => r.map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source }),
                 _ = tokio::time::sleep(Duration::from_secs(self.config.boot_timeout_secs)) => {
                     Err(DaemonError::BootTimeout {
                         vm: rec.name.clone(),
@@ -163,6 +180,17 @@ impl Manager {
                     vm: rec.name.clone(),
                     detail: self.record(&rec.id).ok().and_then(|r| r.last_error).unwrap_or_default(),
                 }),
+            };
+            let ready = match (ready, from) {
+                (Ok(agent), Some(snap)) => {
+                    let hello_ms = launch_t.elapsed().as_millis() as u64;
+                    let id = super::clone::identity(rec, &boot_cfg, vm_net.as_ref());
+                    let done = agent.reconfigure(&id).await;
+                    let reconfigure_ms = launch_t.elapsed().as_millis() as u64 - hello_ms;
+                    tracing::info!(snapshot = %snap.name, hello_ms, reconfigure_ms, "vm restored");
+                    done.map(|()| agent).map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source })
+                }
+                (ready, _) => ready,
             };
             let agent = match ready {
                 Ok(a) => a,
@@ -341,7 +369,9 @@ impl Manager {
 /// Reconnects to the agent whenever its session drops while the VMM lives on (the
 /// guest agent restarted, or the channel hiccuped), unless a stop was asked for.
 fn keep_agent(rt: Arc<Runtime>, token: String, vm: String) {
-    let AgentEndpoint::Connect(_) = rt.launched.agent else { return };
+    let AgentEndpoint::Connect(_) = rt.launched.agent else {
+        return;
+    };
     tokio::spawn(async move {
         loop {
             let current = rt.agent.borrow().clone();

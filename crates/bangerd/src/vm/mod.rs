@@ -6,8 +6,12 @@
 //! in parallel. The supervisor task never takes that lock.
 
 mod boot;
+mod clone;
 pub mod process;
+mod snapshot;
+mod sparse;
 pub mod spec;
+mod warm;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -91,6 +95,8 @@ pub struct Manager {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     /// Serialises lease allocation so concurrent creates never pick the same IP.
     lease_lock: Mutex<()>,
+    /// Per snapshot: clones read its files (shared), a delete removes them (exclusive).
+    snapshot_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
 }
 
 fn now_rfc3339() -> String {
@@ -115,6 +121,7 @@ impl Manager {
             net,
             slots: Mutex::new(HashMap::new()),
             lease_lock: Mutex::new(()),
+            snapshot_locks: Mutex::new(HashMap::new()),
         }
     }
 
@@ -185,6 +192,15 @@ impl Manager {
     /// Creates a VM and (unless `no_start`) boots it. On any failure nothing is left:
     /// no row, no files, no process.
     pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
+        if let Some(from) = spec.from_snapshot.clone() {
+            return self.create_clone(spec, &from).await;
+        }
+        if spec.warm {
+            if let Some(vm) = self.create_warm(&spec).await? {
+                return Ok(vm);
+            }
+        }
+        let t0 = std::time::Instant::now();
         let name = spec.name.clone().unwrap_or_else(spec::generate_name);
         spec::validate_name(&name)?;
         let vcpu = spec.vcpu.unwrap_or(self.config.vcpu);
@@ -250,16 +266,23 @@ impl Manager {
                 self.lease(&rec)?;
             }
             boot::create_disk(&self.paths, &rec)?;
+            let disk_ms = t0.elapsed().as_millis() as u64;
             if !spec.no_start {
                 self.boot(&slot, &rec).await?;
             }
-            Ok::<(), DaemonError>(())
+            Ok::<u64, DaemonError>(disk_ms)
         }
         .await;
-        if let Err(e) = result {
-            tracing::warn!(vm = %rec.name, cause = %e, "create failed; removing everything");
-            self.destroy(&slot, &rec).await;
-            return Err(e);
+        match result {
+            Ok(disk_ms) => {
+                let create_ms = t0.elapsed().as_millis() as u64;
+                tracing::info!(vm = %rec.name, disk_ms, create_ms, "vm created");
+            }
+            Err(e) => {
+                tracing::warn!(vm = %rec.name, cause = %e, "create failed; removing everything");
+                self.destroy(&slot, &rec).await;
+                return Err(e);
+            }
         }
         self.show(&rec.id)
     }
@@ -296,7 +319,10 @@ impl Manager {
         let rec = self.record(name)?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
+        let t0 = std::time::Instant::now();
         self.destroy(&slot, &rec).await;
+        let delete_ms = t0.elapsed().as_millis() as u64;
+        tracing::info!(vm = %rec.name, delete_ms, "vm deleted");
         Ok(())
     }
 
@@ -334,7 +360,10 @@ impl Manager {
         agent
             .request(&AgentRequest::Exec(spec))
             .await
-            .map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source })
+            .map_err(|source| DaemonError::Agent {
+                vm: rec.name.clone(),
+                source,
+            })
     }
 
     /// The VM's agent session. A VM that is running but whose agent is (re)connecting,

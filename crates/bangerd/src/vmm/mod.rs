@@ -4,6 +4,7 @@
 
 pub mod firecracker;
 pub mod qemu;
+mod qmp;
 
 /// The Firecracker backend, when its binary is on this host.
 pub fn firecracker_backend() -> Option<std::sync::Arc<dyn Vmm>> {
@@ -44,6 +45,17 @@ pub struct LaunchSpec {
     /// The VMM's own log goes here (QEMU appends; Firecracker rotates the previous one
     /// to `<vmm_log>.prev` because it cannot append).
     pub vmm_log: PathBuf,
+}
+
+/// Where one snapshot's files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotFiles {
+    /// The backend's own files (device state, memory) go here; it exists.
+    pub dir: PathBuf,
+    /// The copy of the VM's writable disk taken with the snapshot, while it was
+    /// paused. A restore may open it before switching to the clone's own disk, so it
+    /// must stay where it is for as long as the snapshot exists.
+    pub disk: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -151,4 +163,19 @@ pub trait Vmm: Send + Sync {
 
     async fn pause(&self, launched: &Launched) -> Result<(), VmmError>;
     async fn resume(&self, launched: &Launched) -> Result<(), VmmError>;
+
+    /// Saves a paused guest's device and memory state into `snap.dir`; the guest stays
+    /// paused. `snap.disk` already holds the copy of the disk that `upper_disk` (the
+    /// VM's own writable disk) was at this instant.
+    async fn snapshot(
+        &self,
+        launched: &Launched,
+        upper_disk: &std::path::Path,
+        snap: &SnapshotFiles,
+    ) -> Result<(), VmmError>;
+
+    /// Like [`Vmm::launch`], but the guest resumes from `snap` instead of booting,
+    /// on `spec`'s writable disk, network and sockets. `spec`'s vcpu, memory and
+    /// device set must be the snapshotted VM's. On error nothing is left running.
+    async fn restore(&self, spec: &LaunchSpec, snap: &SnapshotFiles) -> Result<Launched, VmmError>;
 }

@@ -10,11 +10,12 @@ use std::process::Stdio;
 
 use banger_wire::agent::SERIAL_PORT_NAME;
 use banger_wire::api::Backend;
-use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
+use serde_json::Value;
 
-use super::{AgentEndpoint, LaunchSpec, Launched, Vmm, VmmError};
+use super::qmp::Qmp;
+use super::{AgentEndpoint, LaunchSpec, Launched, SnapshotFiles, Vmm, VmmError};
+
+mod snapshot;
 
 const NAME: &str = "qemu";
 
@@ -165,34 +166,7 @@ impl Vmm for Qemu {
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, VmmError> {
-        let spawn_err = |source| VmmError::Spawn {
-            binary: self.binary.display().to_string(),
-            source,
-        };
-        let out = tokio::process::Command::new(&self.binary)
-            .args(self.args(spec))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .map_err(spawn_err)?;
-        if !out.status.success() {
-            let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(VmmError::Refused {
-                backend: NAME,
-                message,
-            });
-        }
-        let pid_path = spec.runtime_dir.join("vmm.pid");
-        let pid = fs_err::read_to_string(&pid_path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .ok_or_else(|| VmmError::DiedDuringStart {
-                backend: NAME,
-                detail: format!("no pid in {}", pid_path.display()),
-            })?;
-        Ok(self.attach(&spec.runtime_dir, pid))
+        self.spawn(spec, &[]).await
     }
 
     fn attach(&self, runtime_dir: &Path, pid: u32) -> Launched {
@@ -216,68 +190,75 @@ impl Vmm for Qemu {
     async fn resume(&self, launched: &Launched) -> Result<(), VmmError> {
         qmp(&launched.control_socket, "cont").await.map(drop)
     }
+
+    async fn snapshot(
+        &self,
+        launched: &Launched,
+        _upper_disk: &Path,
+        snap: &SnapshotFiles,
+    ) -> Result<(), VmmError> {
+        snapshot::save(launched, snap).await
+    }
+
+    async fn restore(&self, spec: &LaunchSpec, snap: &SnapshotFiles) -> Result<Launched, VmmError> {
+        let launched = self.spawn(spec, &snapshot::INCOMING_ARGS).await?;
+        match snapshot::load(&launched, snap).await {
+            Ok(()) => Ok(launched),
+            Err(e) => {
+                crate::vm::process::signal(launched.pid, nix::sys::signal::Signal::SIGKILL);
+                Err(e)
+            }
+        }
+    }
 }
 
-/// Runs one QMP command: greeting, `qmp_capabilities`, then `cmd`. QMP errors come back
-/// as [`VmmError::Refused`] with QEMU's `desc` verbatim.
-pub async fn qmp(socket: &Path, cmd: &str) -> Result<Value, VmmError> {
-    let io_err = |source| VmmError::Control {
-        backend: NAME,
-        path: socket.to_path_buf(),
-        source,
-    };
-    let stream = UnixStream::connect(socket).await.map_err(io_err)?;
-    let (r, mut w) = stream.into_split();
-    let mut lines = BufReader::new(r).lines();
-    next_reply(&mut lines, socket).await?; // greeting
-    for c in ["qmp_capabilities", cmd] {
-        let msg = json!({ "execute": c }).to_string() + "\n";
-        w.write_all(msg.as_bytes()).await.map_err(io_err)?;
-        let reply = next_reply(&mut lines, socket).await?;
-        if let Some(err) = reply.get("error") {
-            let message = err["desc"]
-                .as_str()
-                .unwrap_or("unknown QMP error")
-                .to_string();
+impl Qemu {
+    /// Starts QEMU with `spec`'s arguments and `extra` ones, and waits until it has
+    /// daemonized (initialised, sockets bound).
+    async fn spawn(&self, spec: &LaunchSpec, extra: &[&str]) -> Result<Launched, VmmError> {
+        let spawn_err = |source| VmmError::Spawn {
+            binary: self.binary.display().to_string(),
+            source,
+        };
+        let out = tokio::process::Command::new(&self.binary)
+            .args(self.args(spec))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .await
+            .map_err(spawn_err)?;
+        if !out.status.success() {
+            let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
             return Err(VmmError::Refused {
                 backend: NAME,
                 message,
             });
         }
-        if c == cmd {
-            return Ok(reply["return"].clone());
-        }
+        let pid_path = spec.runtime_dir.join("vmm.pid");
+        let pid = fs_err::read_to_string(&pid_path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .ok_or_else(|| VmmError::DiedDuringStart {
+                backend: NAME,
+                detail: format!("no pid in {}", pid_path.display()),
+            })?;
+        Ok(self.attach(&spec.runtime_dir, pid))
     }
-    Ok(Value::Null)
 }
 
-/// The next QMP reply line, skipping asynchronous events.
-async fn next_reply(
-    lines: &mut tokio::io::Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
-    socket: &Path,
-) -> Result<Value, VmmError> {
-    let io_err = |source| VmmError::Control {
-        backend: NAME,
-        path: socket.to_path_buf(),
-        source,
-    };
-    loop {
-        let line = lines
-            .next_line()
-            .await
-            .map_err(io_err)?
-            .ok_or_else(|| io_err(std::io::ErrorKind::UnexpectedEof.into()))?;
-        let v: Value = serde_json::from_str(&line).map_err(|e| io_err(e.into()))?;
-        if v.get("event").is_none() {
-            return Ok(v);
-        }
-    }
+/// Runs one QMP command on a fresh session. QMP errors come back as
+/// [`VmmError::Refused`] with QEMU's `desc` verbatim.
+pub async fn qmp(socket: &Path, cmd: &str) -> Result<Value, VmmError> {
+    Qmp::connect(socket).await?.execute(cmd, None).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::vmm::NetAttach;
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
     fn spec() -> LaunchSpec {
         LaunchSpec {

@@ -12,7 +12,7 @@ use crate::workspace::exec::{self, Runner, Vm};
 pub enum Found {
     /// A directory (or a symlink to one).
     Dir,
-    /// Anything else that exists (a file, a symlink, a device).
+    /// Anything else that exists (a file, a device), or a symlink to nothing.
     Other,
     /// Nothing, but its directory exists.
     Absent,
@@ -20,11 +20,22 @@ pub enum Found {
     NoParent,
 }
 
+/// A guest path looked up: what is there, and (when it exists) the path with every
+/// symlink resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    pub found: Found,
+    pub resolved: Option<GuestPath>,
+}
+
+/// Prints the kind on the first line, then the resolved path of what exists.
 const PROBE: &str = r#"p=$1
 if [ -d "$p" ]; then echo dir
-elif [ -e "$p" ] || [ -L "$p" ]; then echo other
-elif [ -d "$(dirname -- "$p")" ]; then echo absent
-else echo noparent; fi"#;
+elif [ -e "$p" ]; then echo other
+elif [ -L "$p" ]; then echo dangling; exit 0
+elif [ -d "$(dirname -- "$p")" ]; then echo absent; exit 0
+else echo noparent; exit 0; fi
+exec readlink -f -- "$p""#;
 
 /// Reads from stdin into the directory `$1`. Ownership goes to root; modes are kept.
 const EXTRACT: &str = r#"command -v tar >/dev/null 2>&1 || exit 127
@@ -36,25 +47,34 @@ const CREATE: &str = r#"command -v tar >/dev/null 2>&1 || exit 127
 exec tar -c -f - -C "$1" "./$2""#;
 
 /// Says what is at `path` in the guest.
-pub async fn probe(vm: &Vm<'_>, path: &GuestPath) -> Result<Found, CopyError> {
+pub async fn probe(vm: &Vm<'_>, path: &GuestPath) -> Result<Probe, CopyError> {
     let mut out = Vec::new();
     let spec = exec::spec(&["sh", "-c", PROBE, "probe", path.as_str()]);
     let done = vm.run(spec, tokio::io::empty(), &mut out).await?;
-    let found = match (done.code, out.as_slice()) {
-        (0, b"dir\n") => Found::Dir,
-        (0, b"other\n") => Found::Other,
-        (0, b"absent\n") => Found::Absent,
-        (0, b"noparent\n") => Found::NoParent,
-        (code, _) => {
-            return Err(CopyError::Guest {
-                vm: vm.name().to_string(),
-                step: "looking up the path",
-                code,
-                stderr: Stderr::from_bytes(&done.stderr),
-            })
-        }
+    parse_probe(&out)
+        .filter(|_| done.code == 0)
+        .ok_or_else(|| CopyError::Guest {
+            vm: vm.name().to_string(),
+            step: "looking up the path",
+            code: done.code,
+            stderr: Stderr::from_bytes(&done.stderr),
+        })
+}
+
+fn parse_probe(out: &[u8]) -> Option<Probe> {
+    let text = std::str::from_utf8(out).ok()?;
+    let (kind, rest) = text.split_once('\n')?;
+    let resolved = rest.strip_suffix('\n').filter(|r| r.starts_with('/'));
+    let (found, resolved) = match (kind, resolved) {
+        ("dir", Some(r)) => (Found::Dir, Some(GuestPath::new(r))),
+        ("other", Some(r)) => (Found::Other, Some(GuestPath::new(r))),
+        // A symlink to nothing: replaced like a file, never read from.
+        ("dangling", None) => (Found::Other, None),
+        ("absent", None) => (Found::Absent, None),
+        ("noparent", None) => (Found::NoParent, None),
+        _ => return None,
     };
-    Ok(found)
+    Some(Probe { found, resolved })
 }
 
 /// Extracts the tar read from `archive` into the guest directory `dir`.
@@ -89,5 +109,27 @@ fn check(vm: &Vm<'_>, step: &'static str, done: exec::Captured) -> Result<(), Co
             code,
             stderr: Stderr::from_bytes(&done.stderr),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_answer_gives_the_kind_and_the_resolved_path() {
+        assert_eq!(
+            parse_probe(b"other\n/usr/lib/os-release \xc3\xbc x\n"),
+            Some(Probe {
+                found: Found::Other,
+                resolved: Some(GuestPath::new("/usr/lib/os-release ü x")),
+            })
+        );
+        assert_eq!(
+            parse_probe(b"dangling\n").map(|p| p.found),
+            Some(Found::Other)
+        );
+        assert_eq!(parse_probe(b"dir\n"), None, "an existing path must resolve");
+        assert_eq!(parse_probe(b"what\n"), None);
     }
 }

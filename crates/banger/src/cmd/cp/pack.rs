@@ -2,8 +2,9 @@
 //! blocking thread into a small bounded channel. Nothing is staged on disk and at most
 //! a few chunks sit in memory; the exec stream pulls as fast as the guest extracts.
 //!
-//! Entries keep their mode and mtime; symlinks are archived as links. Sockets, FIFOs
-//! and devices are skipped and reported.
+//! Entries keep their mode and mtime. The source itself is followed if it is a symlink;
+//! symlinks below it are archived as links. Sockets, FIFOs and devices are skipped and
+//! reported.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -62,10 +63,15 @@ pub fn spawn(src: PathBuf, top: OsString) -> (TarReader, JoinHandle<Result<Packe
 /// Writes `src` (a file, a symlink or a directory tree) as tar entries named from
 /// `top` into `out`.
 pub fn write_tar<W: Write + Closable>(src: &Path, top: &Path, out: W) -> Result<Packed, CopyError> {
+    // A symlink named as the source is followed; symlinks below it are archived as links.
+    let src = fs_err::canonicalize(src).map_err(|source| CopyError::Read {
+        path: src.to_path_buf(),
+        source,
+    })?;
     let mut tar = tar::Builder::new(out);
     let mut packed = Packed::default();
     // Depth first, a directory before its children, siblings in name order.
-    let mut todo = vec![(src.to_path_buf(), top.to_path_buf())];
+    let mut todo = vec![(src, top.to_path_buf())];
     while let Some((path, name)) = todo.pop() {
         let meta = fs_err::symlink_metadata(&path).map_err(|source| CopyError::Read {
             path: path.clone(),
@@ -294,9 +300,26 @@ mod tests {
     }
 
     #[test]
+    fn a_symlink_source_is_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs_err::write(tmp.path().join("real"), "data").unwrap();
+        std::os::unix::fs::symlink("real", tmp.path().join("link")).unwrap();
+        let mut out = Vec::new();
+
+        write_tar(&tmp.path().join("link"), Path::new("link"), &mut out).unwrap();
+
+        let got = entries(&out);
+        assert_eq!(
+            (got[0].0.as_str(), got[0].1, &got[0].3[..]),
+            ("link", tar::EntryType::Regular, &b"data"[..])
+        );
+    }
+
+    #[test]
     fn a_socket_is_skipped_and_reported() {
         let tmp = tempfile::tempdir().unwrap();
-        let sock = tmp.path().join("s.sock");
+        let tmp_path = fs_err::canonicalize(tmp.path()).unwrap();
+        let sock = tmp_path.join("s.sock");
         let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
 
         let packed = write_tar(tmp.path(), Path::new("d"), &mut Vec::new()).unwrap();

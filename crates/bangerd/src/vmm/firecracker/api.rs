@@ -18,7 +18,7 @@ use serde::Serialize;
 use tokio::net::UnixStream;
 
 use super::models::{
-    ActionType, BootSource, Drive, Fault, InstanceAction, InstanceInfo, MachineConfig,
+    ActionType, BootSource, Drive, DrivePatch, Fault, InstanceAction, InstanceInfo, MachineConfig,
     NetworkInterface, SnapshotCreate, SnapshotLoad, VmState, VmStateChange, Vsock,
 };
 use crate::vmm::VmmError;
@@ -65,6 +65,11 @@ impl ApiClient {
     pub async fn put_drive(&self, drive: &Drive) -> Result<(), VmmError> {
         let path = format!("/drives/{}", drive.drive_id);
         self.send(Method::PUT, &path, drive).await
+    }
+
+    pub async fn patch_drive(&self, patch: &DrivePatch) -> Result<(), VmmError> {
+        let path = format!("/drives/{}", patch.drive_id);
+        self.send(Method::PATCH, &path, patch).await
     }
 
     pub async fn put_network_interface(&self, iface: &NetworkInterface) -> Result<(), VmmError> {

@@ -15,6 +15,7 @@
 pub mod api;
 pub mod models;
 mod process;
+pub mod snapshot;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ use self::models::{
     ActionType, BootSource, CacheType, Drive, MachineConfig, NetworkInterface, VmState, Vsock,
 };
 use self::process::Starting;
-use super::{AgentEndpoint, LaunchSpec, Launched, Vmm, VmmError};
+use super::{AgentEndpoint, LaunchSpec, Launched, SnapshotFiles, Vmm, VmmError};
 
 const BACKEND: &str = "firecracker";
 /// Environment variable naming the firecracker binary; overrides `PATH`.
@@ -197,6 +198,46 @@ impl Vmm for Firecracker {
 
     async fn resume(&self, launched: &Launched) -> Result<(), VmmError> {
         self.api(launched).set_vm_state(VmState::Resumed).await
+    }
+
+    async fn snapshot(
+        &self,
+        launched: &Launched,
+        upper_disk: &Path,
+        snap: &SnapshotFiles,
+    ) -> Result<(), VmmError> {
+        snapshot::save(&self.api(launched), upper_disk, snap).await
+    }
+
+    /// Spawns firecracker and loads the snapshot into it. Cancel-safe like `launch`.
+    async fn restore(&self, spec: &LaunchSpec, snap: &SnapshotFiles) -> Result<Launched, VmmError> {
+        let api_socket = api_socket_path(&spec.runtime_dir);
+        let agent_socket = agent_listen_path(&spec.runtime_dir);
+        let t0 = Instant::now();
+        let mut starting = Starting::spawn(&self.binary, spec)?;
+        let api = ApiClient::new(&api_socket);
+        let outcome = async {
+            starting.wait_for_api().await?;
+            snapshot::load(&api, spec, snap).await
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                let pid = starting.detach();
+                tracing::info!(vm = %spec.vm_id, pid, ms = t0.elapsed().as_millis() as u64, "firecracker restored the guest");
+                Ok(Launched {
+                    pid,
+                    control_socket: api_socket,
+                    agent: AgentEndpoint::Listen(agent_socket),
+                })
+            }
+            Err(error) => {
+                let error = starting.explain(error).await;
+                tracing::warn!(vm = %spec.vm_id, pid = starting.pid(), error = %error, "firecracker restore failed");
+                starting.abort().await;
+                Err(error)
+            }
+        }
     }
 }
 

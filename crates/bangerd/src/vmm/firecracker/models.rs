@@ -50,6 +50,13 @@ pub struct Drive {
     pub cache_type: Option<CacheType>,
 }
 
+/// `PATCH /drives/{drive_id}`: points a started VM's drive at another file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DrivePatch {
+    pub drive_id: String,
+    pub path_on_host: PathBuf,
+}
+
 /// `PUT /network-interfaces/{iface_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NetworkInterface {

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Start-up benchmark of banger on the current backend (not a timed test: it measures
+# and reports, it never fails on a number). Prints a table, then `--- json ---` and a
+# JSON document. Series:
+#   raw         the floor: QEMU alone, with banger's exact command line for this image,
+#               a fresh upper disk, timed from spawn to the agent's hello (bench/raw_boot.py)
+#   cold        `banger vm run --rm --cold -- true`, split into phases from the daemon's log
+#   cold_nonet  the same with --no-network (no tap, no lease: closest to the raw floor)
+#   warm        `banger vm run --rm -- true` resuming the image's warm snapshot (made
+#               first with `banger image warm`, timed; removed afterwards unless one
+#               existed before)
+#   conc N      N = 1, 2, 4 concurrent runs, cold and warm
+#
+# Settings: BANGER_BENCH_BIN (default target/release), BANGER_BENCH_RUNS (5),
+# BANGER_BENCH_CONC_ROUNDS (2), BANGER_BENCH_STATE (the smoke suite's state, whose
+# image it reuses), BANGER_BENCH_JSON (also write the JSON there).
+# It never runs beside another daemon on the same state dir: it waits for it to go.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+BIN=${BANGER_BENCH_BIN:-$ROOT/target/release}
+RUNS=${BANGER_BENCH_RUNS:-5}
+CONC_ROUNDS=${BANGER_BENCH_CONC_ROUNDS:-2}
+STATE=${BANGER_BENCH_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/banger-smoke/state}
+RUN_DIR=$(mktemp -d /tmp/banger-bench.XXXXXX)
+
+export BANGER_STATE_DIR=$STATE
+export BANGER_CACHE_DIR=$(dirname "$STATE")/cache
+export BANGER_CONFIG_DIR=$RUN_DIR/config
+export BANGER_RUNTIME_DIR=$RUN_DIR/run
+export BANGER_SOCKET=$RUN_DIR/run/bangerd.sock
+export BANGER_DAEMON=$BIN/bangerd
+AGENT=$BIN/banger-agent
+[ -e "$AGENT" ] || AGENT=$ROOT/target/x86_64-unknown-linux-gnu/agent/banger-agent
+export BANGER_AGENT=${BANGER_AGENT:-$AGENT}
+export NO_COLOR=1
+mkdir -p "$BANGER_CONFIG_DIR" "$STATE"
+cat >"$BANGER_CONFIG_DIR/config.toml" <<CFG
+bridge = "bgbench0"
+dns_listen = "127.0.0.1:42089"
+memory_mib = 512
+disk_size_mib = 1024
+boot_timeout_secs = 180
+CFG
+
+banger() { "$BIN/banger" "$@"; }
+log() { printf 'bench: %s\n' "$*" >&2; }
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
+# A daemon of someone else (the smoke suite, a developer) using this state dir.
+other_daemon() {
+  local pid
+  for pid in $(pgrep -x bangerd || true); do
+    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "BANGER_STATE_DIR=$STATE"; then
+      echo "$pid"; return 0
+    fi
+  done
+  return 1
+}
+waited=0
+while pid=$(other_daemon); do
+  [ "$waited" -eq 0 ] && log "bangerd $pid uses $STATE; waiting for it to stop"
+  sleep 10; waited=$((waited+10))
+  [ "$waited" -lt "${BANGER_BENCH_WAIT_SECS:-3600}" ] || { log "gave up waiting"; exit 1; }
+done
+
+cleanup() {
+  for vm in $(banger vm list --json 2>/dev/null | sed -n 's/.*"name": "\(bench-.*\)".*/\1/p'); do
+    banger vm delete "$vm" >/dev/null 2>&1 || true
+  done
+  banger daemon stop >/dev/null 2>&1 || true
+  rm -rf "$RUN_DIR"
+}
+trap cleanup EXIT
+
+RESULTS=$RUN_DIR/results.jsonl
+: >"$RESULTS"
+LOG=$STATE/bangerd.log
+LOG_START=$(stat -c %s "$LOG" 2>/dev/null || echo 0)
+
+banger daemon start >/dev/null
+# A no-op when the image already has this agent; a rebuild (a minute or more) when not.
+log "image build (a no-op when it is current)"
+banger image build >/dev/null
+
+log "warm-up run (not counted)"
+banger vm run --rm --name bench-warmup -- true
+
+# The probe: a VM booted by banger whose QEMU command line the raw floor reuses, and
+# whose never-booted upper disk is the template for the raw runs' fresh disks.
+banger vm create bench-probe --no-start --no-network >/dev/null
+probe_id=$(banger vm show bench-probe --json | sed -n 's/.*"id": "\(.*\)".*/\1/p')
+backend=$(banger vm show bench-probe --json | sed -n 's/.*"backend": "\(.*\)".*/\1/p')
+cp --sparse=always "$STATE/vms/$probe_id/upper.ext4" "$RUN_DIR/upper-template.ext4"
+banger vm start bench-probe >/dev/null
+probe_pid=$(banger vm show bench-probe --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+cp "/proc/$probe_pid/cmdline" "$RUN_DIR/vmm.cmdline"
+banger vm delete bench-probe >/dev/null
+
+if [ "$backend" = qemu ]; then
+  log "raw qemu boots x$RUNS"
+  python3 bench/raw_boot.py "$RUN_DIR/vmm.cmdline" "$STATE/vms/$probe_id" \
+    "$BANGER_RUNTIME_DIR/vms/$probe_id" "$RUN_DIR/upper-template.ext4" "$RUNS" |
+    while read -r ms; do echo "{\"series\":\"raw\",\"ms\":$ms}" >>"$RESULTS"; done
+else
+  log "backend $backend: the raw floor script drives QEMU only; skipping it"
+fi
+
+warm_snapshots() {
+  banger vm snapshot list --json |
+    python3 -c 'import json, sys; print(" ".join(s["name"] for s in json.load(sys.stdin) if s["warm"]))'
+}
+had_warm=$(warm_snapshots)
+
+timed_run() { # series name [vm run flags...]
+  local series=$1 name=$2 t0 t1; shift 2
+  t0=$(now_ms)
+  banger vm run --rm --name "$name" "$@" -- true
+  t1=$(now_ms)
+  echo "{\"series\":\"$series\",\"name\":\"$name\",\"ms\":$((t1-t0))}" >>"$RESULTS"
+}
+
+log "cold vm run x$RUNS"
+for i in $(seq "$RUNS"); do timed_run cold "bench-cold-$i" --cold; done
+log "cold vm run --no-network x$RUNS"
+for i in $(seq "$RUNS"); do timed_run cold_nonet "bench-nonet-$i" --cold --no-network; done
+
+concurrent() { # series tag [vm run flags...]
+  local series=$1 tag=$2 n r k t0 batch ms pids; shift 2
+  for n in 1 2 4; do
+    for r in $(seq "$CONC_ROUNDS"); do
+      log "$series: $n concurrent runs, round $r"
+      t0=$(now_ms); pids=()
+      for k in $(seq "$n"); do
+        ( s=$(now_ms); banger vm run --rm --name "bench-$tag$n-$r-$k" "$@" -- true
+          echo "$(( $(now_ms) - s ))" >"$RUN_DIR/$tag-$n-$r-$k" ) & pids+=($!)
+      done
+      for p in "${pids[@]}"; do wait "$p"; done
+      batch=$(( $(now_ms) - t0 ))
+      for k in $(seq "$n"); do
+        ms=$(cat "$RUN_DIR/$tag-$n-$r-$k")
+        echo "{\"series\":\"$series\",\"n\":$n,\"round\":$r,\"name\":\"bench-$tag$n-$r-$k\",\"ms\":$ms,\"batch_ms\":$batch}" >>"$RESULTS"
+      done
+    done
+  done
+}
+concurrent conc c --cold
+
+log "banger image warm"
+t0=$(now_ms)
+banger image warm >/dev/null
+echo "{\"series\":\"warm_build\",\"ms\":$(( $(now_ms) - t0 ))}" >>"$RESULTS"
+log "warm vm run x$RUNS"
+for i in $(seq "$RUNS"); do timed_run warm "bench-warm-$i"; done
+concurrent conc_warm w
+if [ -z "$had_warm" ]; then
+  for s in $(warm_snapshots); do banger vm snapshot delete "$s" >/dev/null; done
+fi
+
+tail -c +"$((LOG_START+1))" "$LOG" >"$RUN_DIR/daemon.log"
+cat >"$RUN_DIR/meta.json" <<META
+{"backend":"$backend","runs":$RUNS,"conc_rounds":$CONC_ROUNDS,"date":"$(date -u +%FT%TZ)",
+ "host_cpus":$(nproc),"memory_mib":512,"bin":"$BIN"}
+META
+python3 bench/report.py "$RESULTS" "$RUN_DIR/daemon.log" "$RUN_DIR/meta.json" | tee "$RUN_DIR/report.txt"
+if [ -n "${BANGER_BENCH_JSON:-}" ]; then
+  sed -n '/^--- json ---$/,$p' "$RUN_DIR/report.txt" | tail -n +2 >"$BANGER_BENCH_JSON"
+fi

@@ -1,0 +1,235 @@
+//! `vm create --from-snapshot`: a new VM that resumes a snapshot instead of booting,
+//! on its own copy of the snapshot's disk, with its own address and agent token.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use banger_wire::agent::{BootConfig, GuestIdentity};
+use banger_wire::api::{VmCreateSpec, VmInfo, VmState};
+
+use super::{boot, snapshot, sparse, spec, Manager};
+use crate::error::DaemonError;
+use crate::store::{SnapshotRecord, VmRecord};
+
+/// The identity a restored guest takes on: what a boot would have put on its kernel
+/// command line, plus a fresh clock and randomness.
+pub(super) fn identity(
+    rec: &VmRecord,
+    cfg: &BootConfig,
+    net: Option<&crate::net::VmNet>,
+) -> GuestIdentity {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    GuestIdentity {
+        token: rec.token.clone(),
+        hostname: rec.name.clone(),
+        ip: cfg.ip.clone(),
+        gateway: cfg.gateway.clone(),
+        dns: cfg.dns.clone(),
+        mac: net.map(|n| n.mac.to_string()),
+        unix_time_ms: now.as_millis() as u64,
+        entropy: rand::random::<[u8; 32]>().to_vec(),
+    }
+}
+
+/// A clone is the snapshotted machine: refuses requests for another one.
+fn check_spec(spec: &VmCreateSpec, snap: &SnapshotRecord) -> Result<(), DaemonError> {
+    let differs = [
+        (
+            "image",
+            spec.image.as_ref().is_some_and(|i| *i != snap.image),
+        ),
+        ("backend", spec.backend.is_some_and(|b| b != snap.backend)),
+        ("vcpu", spec.vcpu.is_some_and(|v| v != snap.vcpu)),
+        (
+            "memory",
+            spec.memory_mib.is_some_and(|m| m != snap.memory_mib),
+        ),
+        (
+            "disk size",
+            spec.disk_size_mib.is_some_and(|d| d != snap.disk_size_mib),
+        ),
+        ("network", spec.no_network && !snap.no_network),
+    ];
+    if let Some((what, _)) = differs.iter().find(|(_, d)| *d) {
+        return Err(DaemonError::Invalid {
+            message: format!(
+                "a clone of snapshot {:?} has the snapshotted VM's {what}",
+                snap.name
+            ),
+            hint: Some("leave out --image, --backend, --vcpu, --memory, --disk-size and --no-network with --from-snapshot".into()),
+        });
+    }
+    if spec.no_start {
+        return Err(DaemonError::invalid(
+            "a clone resumes at once; --no-start does not apply to --from-snapshot",
+        ));
+    }
+    if snap.no_network && !spec.publish.is_empty() {
+        return Err(DaemonError::invalid(format!(
+            "snapshot {:?} has no network, so its clones cannot --publish",
+            snap.name
+        )));
+    }
+    Ok(())
+}
+
+impl Manager {
+    /// Creates a VM from snapshot `from`. On any failure nothing is left.
+    pub(super) async fn create_clone(
+        self: &Arc<Self>,
+        spec: VmCreateSpec,
+        from: &str,
+    ) -> Result<VmInfo, DaemonError> {
+        let t0 = Instant::now();
+        let snap = self.snapshot_record(from)?;
+        let lock = self.snapshot_lock(&snap.id);
+        let _read = lock.read().await;
+        // It may have been deleted while this waited for the lock.
+        let snap = self.snapshot_record(&snap.id)?;
+        check_spec(&spec, &snap)?;
+        let image = crate::image::get(&self.paths, &snap.image)
+            .map_err(|e| crate::image_api::image_err(&snap.image, e))?;
+        if image.digest() != snap.image_digest {
+            return Err(DaemonError::Invalid {
+                message: format!(
+                    "image {:?} changed since snapshot {:?} was taken",
+                    snap.image, snap.name
+                ),
+                hint: Some(
+                    "a snapshot resumes on the exact base disk it was taken on; take a new one"
+                        .into(),
+                ),
+            });
+        }
+        self.backends
+            .get(snap.backend)
+            .map_err(|source| DaemonError::Vmm {
+                vm: snap.name.clone(),
+                source,
+            })?;
+        if !snap.no_network {
+            self.network()?;
+        }
+        let name = spec.name.clone().unwrap_or_else(spec::generate_name);
+        spec::validate_name(&name)?;
+        for p in &spec.publish {
+            p.parse::<crate::net::PortForward>()
+                .map_err(|e| DaemonError::Invalid {
+                    message: format!("invalid --publish {p:?}: {e}"),
+                    hint: Some("use HOST:GUEST or HOST:GUEST/udp, e.g. --publish 8080:80".into()),
+                })?;
+        }
+        if self.store.get_vm(&name)?.is_some() {
+            return Err(DaemonError::NameTaken(name));
+        }
+        let rec = VmRecord {
+            id: hex::encode(rand::random::<[u8; 8]>()),
+            name,
+            image: snap.image.clone(),
+            backend: snap.backend,
+            vcpu: snap.vcpu,
+            memory_mib: snap.memory_mib,
+            disk_size_mib: snap.disk_size_mib,
+            state: VmState::Stopped,
+            no_network: snap.no_network,
+            token: hex::encode(rand::random::<[u8; 16]>()),
+            created_at: super::now_rfc3339(),
+            pid: None,
+            pid_start: None,
+            boot: None,
+            last_error: None,
+            tap: None,
+            publish: spec.publish.clone(),
+        };
+        let slot = self.slot(&rec.id);
+        let _op = slot.op.lock().await;
+        if let Err(e) = self.store.insert_vm(&rec) {
+            self.forget_slot(&rec.id);
+            return Err(e.into());
+        }
+        let result = async {
+            if !rec.no_network {
+                self.lease(&rec)?;
+            }
+            let dir = self.paths.vm_dir(&rec.id);
+            fs_err::create_dir_all(&dir).map_err(|source| DaemonError::Io {
+                what: "creating vm directory",
+                path: dir.clone(),
+                source,
+            })?;
+            let src = snapshot::files(&self.paths.state_dir, &snap.id).disk;
+            sparse::copy(&src, &boot::upper_disk(&self.paths, &rec)).map_err(|source| {
+                DaemonError::Io {
+                    what: "copying the snapshot's disk",
+                    path: src.clone(),
+                    source,
+                }
+            })?;
+            let disk_ms = t0.elapsed().as_millis() as u64;
+            self.boot_from(&slot, &rec, Some(&snap)).await?;
+            Ok::<u64, DaemonError>(disk_ms)
+        }
+        .await;
+        match result {
+            Ok(disk_ms) => {
+                let create_ms = t0.elapsed().as_millis() as u64;
+                tracing::info!(vm = %rec.name, snapshot = %snap.name, disk_ms, create_ms, "vm created");
+                self.show(&rec.id)
+            }
+            Err(e) => {
+                tracing::warn!(vm = %rec.name, cause = %e, "clone failed; removing everything");
+                self.destroy(&slot, &rec).await;
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_wire::api::Backend;
+
+    fn snap() -> SnapshotRecord {
+        SnapshotRecord {
+            id: "s".into(),
+            name: "base".into(),
+            vm_name: "web".into(),
+            image: "default".into(),
+            image_digest: "sha256:1".into(),
+            backend: Backend::Qemu,
+            vcpu: 2,
+            memory_mib: 512,
+            disk_size_mib: 1024,
+            no_network: false,
+            token: "t".into(),
+            created_at: String::new(),
+            paused_ms: 1,
+            warm: false,
+        }
+    }
+
+    #[test]
+    fn a_clone_takes_the_snapshots_machine() {
+        let same = VmCreateSpec {
+            vcpu: Some(2),
+            image: Some("default".into()),
+            ..Default::default()
+        };
+        let more_cpus = VmCreateSpec {
+            vcpu: Some(4),
+            ..Default::default()
+        };
+        let unplugged = VmCreateSpec {
+            no_network: true,
+            ..Default::default()
+        };
+
+        assert!(check_spec(&same, &snap()).is_ok());
+        let err = check_spec(&more_cpus, &snap()).unwrap_err();
+        assert!(err.to_string().contains("vcpu"), "{err}");
+        assert!(check_spec(&unplugged, &snap()).is_err());
+    }
+}

@@ -1,0 +1,87 @@
+//! A QMP session with one QEMU: greeting, `qmp_capabilities`, then commands in turn.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+use super::VmmError;
+
+const BACKEND: &str = "qemu";
+
+pub(crate) struct Qmp {
+    socket: PathBuf,
+    lines: Lines<BufReader<OwnedReadHalf>>,
+    writer: OwnedWriteHalf,
+}
+
+impl Qmp {
+    /// Connects and negotiates capabilities.
+    pub async fn connect(socket: &Path) -> Result<Qmp, VmmError> {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|source| control(socket, source))?;
+        let (r, writer) = stream.into_split();
+        let mut qmp = Qmp {
+            socket: socket.to_path_buf(),
+            lines: BufReader::new(r).lines(),
+            writer,
+        };
+        qmp.next_reply().await?; // greeting
+        qmp.execute("qmp_capabilities", None).await?;
+        Ok(qmp)
+    }
+
+    /// Runs `cmd` with `args`; QMP errors come back as [`VmmError::Refused`] with
+    /// QEMU's `desc` verbatim.
+    pub async fn execute(&mut self, cmd: &str, args: Option<Value>) -> Result<Value, VmmError> {
+        let msg = match args {
+            Some(a) => json!({ "execute": cmd, "arguments": a }),
+            None => json!({ "execute": cmd }),
+        };
+        let line = msg.to_string() + "\n";
+        self.writer
+            .write_all(line.as_bytes())
+            .await
+            .map_err(|source| control(&self.socket, source))?;
+        let reply = self.next_reply().await?;
+        if let Some(err) = reply.get("error") {
+            let message = err["desc"]
+                .as_str()
+                .unwrap_or("unknown QMP error")
+                .to_string();
+            return Err(VmmError::Refused {
+                backend: BACKEND,
+                message,
+            });
+        }
+        Ok(reply["return"].clone())
+    }
+
+    /// The next reply line, skipping asynchronous events.
+    async fn next_reply(&mut self) -> Result<Value, VmmError> {
+        loop {
+            let line = self
+                .lines
+                .next_line()
+                .await
+                .map_err(|source| control(&self.socket, source))?
+                .ok_or_else(|| control(&self.socket, std::io::ErrorKind::UnexpectedEof.into()))?;
+            let v: Value =
+                serde_json::from_str(&line).map_err(|e| control(&self.socket, e.into()))?;
+            if v.get("event").is_none() {
+                return Ok(v);
+            }
+        }
+    }
+}
+
+fn control(socket: &Path, source: std::io::Error) -> VmmError {
+    VmmError::Control {
+        backend: BACKEND,
+        path: socket.to_path_buf(),
+        source,
+    }
+}
