@@ -367,7 +367,7 @@ s_net_churn() {
     banger vm delete churn >/dev/null
   done
   expect_eq "$(banger vm list --json | grep -c '"name"' || true)" "0"
-  taps=$(ip -o link show | grep -c 'bgtap' || true)
+  taps=$(ip -o link show master bgsmoke0 | grep -c 'bgtap' || true)
   [ "$taps" -le 4 ] || { echo "$taps taps left"; return 1; }
   if nft list table ip banger >/dev/null 2>&1; then
     ! nft list table ip banger | grep 'chain vm_' >/dev/null || { echo "per-vm chains left"; return 1; }
