@@ -56,4 +56,4 @@ coverage-html:
 test: lint unit smoke
 
 clean-smoke:
-	rm -rf $${BANGER_SMOKE_HOME:-$$HOME/.cache/banger-smoke}
+	rm -rf $${BANGER_SMOKE_HOME:-target/smoke}

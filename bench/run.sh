@@ -14,14 +14,14 @@
 # Settings: BANGER_BENCH_BIN (default target/release), BANGER_BENCH_RUNS (5),
 # BANGER_BENCH_CONC_ROUNDS (2), BANGER_BENCH_STATE (the smoke suite's state, whose
 # image it reuses), BANGER_BENCH_JSON (also write the JSON there).
-# It never runs beside another daemon on the same state dir: it waits for it to go.
+# It never runs beside a smoke run on the same state dir: it waits for it to end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=${BANGER_BENCH_BIN:-$ROOT/target/release}
 RUNS=${BANGER_BENCH_RUNS:-5}
 CONC_ROUNDS=${BANGER_BENCH_CONC_ROUNDS:-2}
-STATE=${BANGER_BENCH_STATE:-${XDG_CACHE_HOME:-$HOME/.cache}/banger-smoke/state}
+STATE=${BANGER_BENCH_STATE:-${BANGER_SMOKE_HOME:-$ROOT/target/smoke}/state}
 RUN_DIR=$(mktemp -d /tmp/banger-bench.XXXXXX)
 
 export BANGER_STATE_DIR=$STATE
@@ -47,22 +47,12 @@ banger() { "$BIN/banger" "$@"; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
-# A daemon of someone else (the smoke suite, a developer) using this state dir.
-other_daemon() {
-  local pid
-  for pid in $(pgrep -x bangerd || true); do
-    if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "BANGER_STATE_DIR=$STATE"; then
-      echo "$pid"; return 0
-    fi
-  done
-  return 1
-}
-waited=0
-while pid=$(other_daemon); do
-  [ "$waited" -eq 0 ] && log "bangerd $pid uses $STATE; waiting for it to stop"
-  sleep 10; waited=$((waited+10))
-  [ "$waited" -lt "${BANGER_BENCH_WAIT_SECS:-3600}" ] || { log "gave up waiting"; exit 1; }
-done
+# Never beside a smoke run or another benchmark on the same state: take turns.
+exec 9>"$(dirname "$STATE")/smoke.lock"
+if ! flock -n 9; then
+  log "another smoke run or benchmark uses $STATE; waiting for it"
+  flock -w "${BANGER_BENCH_WAIT_SECS:-3600}" 9 || { log "gave up waiting"; exit 1; }
+fi
 
 cleanup() {
   for vm in $(banger vm list --json 2>/dev/null | sed -n 's/.*"name": "\(bench-.*\)".*/\1/p'); do

@@ -2,13 +2,20 @@
 # Real-VM smoke suite: drives the built `banger` binary against real VMs.
 # One PASS/FAIL line per scenario, then "N passed, M failed".
 #
-# State (images, debootstrap cache) persists under $BANGER_SMOKE_HOME for fast reruns;
-# the runtime dir is fresh on every run. Nothing touches the user's real banger state.
+# State (images, debootstrap cache) persists under $BANGER_SMOKE_HOME (default
+# target/smoke) for fast reruns; the runtime dir is fresh on every run. Nothing touches
+# the user's real banger state. Runs sharing a BANGER_SMOKE_HOME take turns.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=${BANGER_SMOKE_BIN:-$ROOT/target/release}
-SMOKE_HOME=${BANGER_SMOKE_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/banger-smoke}
+SMOKE_HOME=${BANGER_SMOKE_HOME:-$ROOT/target/smoke}
+mkdir -p "$SMOKE_HOME"
+exec 9>"$SMOKE_HOME/smoke.lock"
+if ! flock -n 9; then
+  echo "smoke: another smoke run or benchmark uses $SMOKE_HOME; waiting for it" >&2
+  flock -w "${BANGER_SMOKE_WAIT_SECS:-3600}" 9 || { echo "smoke: gave up waiting" >&2; exit 1; }
+fi
 RUN_DIR=$(mktemp -d /tmp/banger-smoke.XXXXXX)
 
 export BANGER_STATE_DIR=$SMOKE_HOME/state

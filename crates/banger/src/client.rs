@@ -163,6 +163,16 @@ fn daemon_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("bangerd"))
 }
 
+/// What the daemon log says about a failed start: bangerd's closing `error:` and
+/// `caused by:` lines when it wrote them, else the last lines.
+fn start_failure(log: &str) -> Vec<&str> {
+    let lines: Vec<&str> = log.lines().collect();
+    match lines.iter().rposition(|l| l.starts_with("error: ")) {
+        Some(i) => lines[i..].to_vec(),
+        None => lines[lines.len().saturating_sub(5)..].to_vec(),
+    }
+}
+
 /// Spawns bangerd detached, logging to the daemon log, and waits until it says it is
 /// ready (a line on its stdout), so no polling of the socket is needed.
 pub async fn start_daemon(paths: &Paths) -> Result<u32, CliError> {
@@ -192,9 +202,8 @@ pub async fn start_daemon(paths: &Paths) -> Result<u32, CliError> {
         Ok(Ok(Some(line))) if line.trim() == "READY" => Ok(pid),
         _ => {
             let status = child.try_wait().ok().flatten();
-            let tail = fs_err::read_to_string(paths.daemon_log()).unwrap_or_default();
-            let tail: Vec<&str> = tail.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let log = fs_err::read_to_string(paths.daemon_log()).unwrap_or_default();
+            let tail = start_failure(&log);
             Err(CliError::DaemonStart {
                 detail: format!(
                     "bangerd {} before it was ready: {}",
@@ -205,5 +214,25 @@ pub async fn start_daemon(paths: &Paths) -> Result<u32, CliError> {
                 ),
             })
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_failure;
+
+    #[test]
+    fn start_failure_shows_the_daemons_error_not_older_log_lines() {
+        let log = "INFO starting\nerror: old failure\nINFO started\nINFO dns listening\n\
+                   error: another bangerd (pid 7) owns the state dir /s\ncaused by: x\n";
+        assert_eq!(
+            start_failure(log),
+            [
+                "error: another bangerd (pid 7) owns the state dir /s",
+                "caused by: x"
+            ]
+        );
+        let log = "a\nb\nc\nd\ne\nf\n";
+        assert_eq!(start_failure(log), ["b", "c", "d", "e", "f"]);
     }
 }

@@ -63,6 +63,52 @@ pub fn bind_socket(path: &Path, group: &str) -> anyhow::Result<tokio::net::UnixL
     Ok(listener)
 }
 
+/// An exclusive lock on the state dir, held for the daemon's lifetime: two daemons on one
+/// store would each reconcile, and so stop or delete, the other's VMs. The file is opened
+/// close-on-exec, so VMM children never inherit the lock.
+pub struct StateLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+pub fn lock_state_dir(state_dir: &Path) -> anyhow::Result<StateLock> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Read, Seek, Write};
+
+    fs_err::create_dir_all(state_dir)?;
+    let path = state_dir.join("bangerd.lock");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err((mut file, errno)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            anyhow::ensure!(
+                errno != nix::errno::Errno::EWOULDBLOCK,
+                "another bangerd{} owns the state dir {}; stop it with `banger daemon stop`, \
+                 or give this one its own BANGER_STATE_DIR",
+                if holder.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (pid {holder})")
+                },
+                state_dir.display()
+            );
+            return Err(errno).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    };
+    lock.set_len(0)?;
+    lock.rewind()?;
+    writeln!(lock, "{}", std::process::id())?;
+    Ok(StateLock { _lock: lock })
+}
+
 /// Creates the daemon's directories and opens its store.
 pub fn open(paths: &Paths) -> anyhow::Result<Store> {
     for dir in [
@@ -154,6 +200,7 @@ pub fn run() -> anyhow::Result<()> {
     rt.block_on(async {
         let paths = Paths::from_env();
         let config = Config::load(&paths)?;
+        let _state_lock = lock_state_dir(&paths.state_dir)?;
         let store = Arc::new(open(&paths)?);
         let backends = backends(&config);
         tracing::info!(

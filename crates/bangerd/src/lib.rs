@@ -18,7 +18,20 @@ pub mod vmm;
 
 pub use server::{serve, Deps};
 
-/// Entry point of the `bangerd` binary.
-pub fn main_entry() -> anyhow::Result<()> {
-    daemon::run()
+/// Entry point of the `bangerd` binary. A start-up failure is printed as `error:` /
+/// `caused by:` lines (what `banger daemon start` shows from the log), never a backtrace.
+pub fn main_entry() -> std::process::ExitCode {
+    match daemon::run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            let mut chain = e.chain();
+            if let Some(top) = chain.next() {
+                eprintln!("error: {top}");
+            }
+            for cause in chain {
+                eprintln!("caused by: {cause}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
