@@ -15,7 +15,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bangerd::net::{
-    self, nft, HostNetwork, NetConfig, NetError, Netlink, PortForward, VmLookup, TAP_PREFIX,
+    self, nft, HostNetwork, NetConfig, NetError, Netlink, NftTable, PortForward, VmLookup,
+    TAP_PREFIX,
 };
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::A;
@@ -374,15 +375,16 @@ fn twenty_create_delete_cycles_leave_no_taps_or_rules() {
             let ip = net::allocate(host.subnet(), &HashSet::new()).unwrap();
             let fwd: PortForward = format!("{}:80", 8000 + i).parse().unwrap();
             let vm_net = host.attach(&vm, ip, &[fwd]).await.unwrap();
-            during.push(nft::vms_with_forwards().await.unwrap() == [vm.clone()]);
+            during.push(nft::vms_with_forwards(host.nft_table()).await.unwrap() == [vm.clone()]);
             host.release(&vm, Some(&vm_net.tap.name)).await.unwrap();
         }
         let netlink = Netlink::open().unwrap();
         host.taps().fill().await.unwrap();
         let after_cycles = bgtaps(&netlink).await;
+        let table = host.nft_table().clone();
         host.shutdown().await.unwrap();
         let after_shutdown = bgtaps(&netlink).await;
-        let listing = nft::list_table().await.unwrap().unwrap();
+        let listing = nft::list_table(&table).await.unwrap().unwrap();
         let parsed = nft::TableListing::parse(&listing).unwrap();
         (during, after_cycles, after_shutdown, parsed)
     });
@@ -395,6 +397,44 @@ fn twenty_create_delete_cycles_leave_no_taps_or_rules() {
         forwards_left.chains,
         ["postrouting", "forward", "prerouting", "output"]
     );
+}
+
+#[test]
+fn daemons_on_two_bridges_keep_out_of_each_others_rules_and_taps() {
+    require_privileges!();
+    let ns = Netns::new("host");
+
+    let (smoke_table, user_forwards, user_taps) = ns.run(|| async {
+        let user = HostNetwork::setup(&config(0), &HashSet::new())
+            .await
+            .unwrap();
+        let ip = net::allocate(user.subnet(), &HashSet::new()).unwrap();
+        let user_vm = user
+            .attach("uservm", ip, &["8080:80".parse().unwrap()])
+            .await
+            .unwrap();
+        // A second daemon (a smoke run) on its own bridge: set-up, pruning of forwards
+        // of VMs it does not know, and a full clean-up of its own things.
+        let smoke_cfg = NetConfig {
+            bridge: "bgsmoke0".into(),
+            ..config(1)
+        };
+        let smoke = HostNetwork::setup(&smoke_cfg, &HashSet::new())
+            .await
+            .unwrap();
+        let smoke_table = smoke.nft_table().name().to_string();
+        smoke.prune_forwards(&HashSet::new()).await.unwrap();
+        smoke.shutdown().await.unwrap();
+        HostNetwork::cleanup_all("bgsmoke0").await.unwrap();
+        let user_forwards = nft::vms_with_forwards(user.nft_table()).await.unwrap();
+        let user_taps = bgtaps(&Netlink::open().unwrap()).await;
+        assert!(user_taps.contains(&user_vm.tap.name));
+        (smoke_table, user_forwards, user_taps)
+    });
+
+    assert_eq!(smoke_table, "banger_bgsmoke0");
+    assert_eq!(user_forwards, ["uservm"]);
+    assert_eq!(user_taps.len(), 1, "{user_taps:?}");
 }
 
 #[test]
@@ -451,7 +491,8 @@ fn cleanup_all_removes_bridge_taps_and_table() {
             .into_iter()
             .map(|l| l.name)
             .collect();
-        (links, nft::list_table().await.unwrap())
+        let table = nft::list_table(&NftTable::for_bridge("banger0")).await;
+        (links, table.unwrap())
     });
 
     assert_eq!(links, ["lo"]);

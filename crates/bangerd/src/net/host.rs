@@ -3,7 +3,7 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use super::nat::PortForward;
+use super::nat::{NftTable, PortForward};
 use super::tap::{tap_index, Tap, TapPool};
 use super::{mac_for, nft, pick_subnet, Mac, NetError, Netlink, Subnet};
 use crate::config::Config;
@@ -57,13 +57,14 @@ impl VmNet {
 pub struct HostNetwork {
     netlink: Netlink,
     bridge: String,
+    table: NftTable,
     subnet: Subnet,
     taps: TapPool,
 }
 
 impl HostNetwork {
     /// Makes the host ready for networked VMs: picks the subnet, creates the bridge with
-    /// the `.1` address, installs `table ip banger`, turns on IPv4 forwarding and fills
+    /// the `.1` address, installs its nftables table, turns on IPv4 forwarding and fills
     /// the tap pool. `keep_taps` are the taps of VMs still running; every other `bgtap*`
     /// is deleted. Idempotent: a restarted daemon calls it again.
     pub async fn setup(
@@ -86,13 +87,15 @@ impl HostNetwork {
         netlink
             .set_only_ipv4(index, subnet.gateway(), subnet.prefix())
             .await?;
-        nft::install_base(subnet, &config.bridge).await?;
+        let table = NftTable::for_bridge(&config.bridge);
+        nft::install_base(&table, subnet, &config.bridge).await?;
         nft::enable_forwarding()?;
         let taps = TapPool::start(netlink.clone(), index, config.spare_taps, keep_taps).await?;
         tracing::info!(bridge = %config.bridge, %subnet, "host network ready");
         Ok(HostNetwork {
             netlink,
             bridge: config.bridge.clone(),
+            table,
             subnet,
             taps,
         })
@@ -109,6 +112,11 @@ impl HostNetwork {
     /// The bridge address: guests' gateway and DNS server.
     pub fn gateway(&self) -> Ipv4Addr {
         self.subnet.gateway()
+    }
+
+    /// The nftables table holding this bridge's NAT and port forwards.
+    pub fn nft_table(&self) -> &NftTable {
+        &self.table
     }
 
     pub fn taps(&self) -> &TapPool {
@@ -129,7 +137,7 @@ impl HostNetwork {
             });
         }
         let tap = self.taps.take().await?;
-        if let Err(e) = nft::add_forwards(vm_id, ip, forwards).await {
+        if let Err(e) = nft::add_forwards(&self.table, vm_id, ip, forwards).await {
             self.taps.give_back(tap).await?;
             return Err(e);
         }
@@ -145,7 +153,7 @@ impl HostNetwork {
     /// Removes VM `vm_id`'s port forwards and deletes its tap. Safe to repeat and safe
     /// after a crash (missing pieces are skipped). The lease is the store's to free.
     pub async fn release(&self, vm_id: &str, tap: Option<&str>) -> Result<(), NetError> {
-        nft::remove_forwards(vm_id).await?;
+        nft::remove_forwards(&self.table, vm_id).await?;
         if let Some(name) = tap {
             self.taps.destroy(name).await?;
         }
@@ -156,9 +164,9 @@ impl HostNetwork {
     /// Removes the port forwards of every VM not in `live` (crash cleanup).
     pub async fn prune_forwards(&self, live: &HashSet<String>) -> Result<Vec<String>, NetError> {
         let mut pruned = Vec::new();
-        for vm in nft::vms_with_forwards().await? {
+        for vm in nft::vms_with_forwards(&self.table).await? {
             if !live.contains(&vm) {
-                nft::remove_forwards(&vm).await?;
+                nft::remove_forwards(&self.table, &vm).await?;
                 pruned.push(vm);
             }
         }
@@ -171,17 +179,20 @@ impl HostNetwork {
         self.taps.drain().await
     }
 
-    /// Deletes the netlink handle's view of everything banger made: every `bgtap*`, the
-    /// bridge and `table ip banger`. For tests and uninstall; IPv4 forwarding is left.
+    /// Deletes everything banger made for `bridge`: the `bgtap*` devices on it (and
+    /// detached ones), the bridge and its nftables table. Taps on other bridges belong to
+    /// other daemons and stay. For tests and uninstall; IPv4 forwarding is left.
     pub async fn cleanup_all(bridge: &str) -> Result<(), NetError> {
         let netlink = Netlink::open()?;
+        let bridge_index = netlink.link(bridge).await?.map(|l| l.index);
         for link in netlink.links().await? {
-            if tap_index(&link.name).is_some() {
+            let ours = link.controller.is_none() || link.controller == bridge_index;
+            if tap_index(&link.name).is_some() && ours {
                 netlink.delete(&link.name).await?;
             }
         }
         netlink.delete(bridge).await?;
-        nft::delete_table().await
+        nft::delete_table(&NftTable::for_bridge(bridge)).await
     }
 
     /// The netlink handle, for callers that inspect links.

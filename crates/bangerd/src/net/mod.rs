@@ -1,6 +1,6 @@
 //! Host-side VM networking (issue 5): a bridge with a subnet that does not clash with
 //! the host's routes, a persistent tap per VM from a pool of spares, NAT and port
-//! forwards in nftables `table ip banger`, and a DNS server for `<vm>.vm` names.
+//! forwards in an nftables table of its own (`table ip banger` for `banger0`), and a DNS server for `<vm>.vm` names.
 //!
 //! Everything acts in the network namespace of the calling thread, which is what lets
 //! the privileged tests run in a throwaway namespace.
@@ -26,7 +26,7 @@ pub use holder::{port_holder, socket_inodes, PortHolder, Transport};
 pub use host::{HostNetwork, NetConfig, VmNet, DEFAULT_SPARE_TAPS};
 pub use lease::{allocate, mac_for, Mac, MAC_PREFIX};
 pub use link::{Link, Netlink};
-pub use nat::{PortForward, Proto};
+pub use nat::{NftTable, PortForward, Proto};
 pub use nft::{enable_forwarding, forwarding_enabled};
 pub use resolv::{host_nameservers, parse_nameservers, RESOLV_CONF};
 pub use subnet::{pick_subnet, HostRoute, Subnet, DEFAULT_POOL};

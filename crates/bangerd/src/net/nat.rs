@@ -1,5 +1,7 @@
-//! The nftables ruleset banger owns: `table ip banger`. Pure generation only; [`super::nft`]
-//! applies it.
+//! The nftables ruleset banger owns: `table ip banger` for the default bridge `banger0`,
+//! `table ip banger_<bridge>` for any other, so daemons on different bridges (a smoke run
+//! beside a real install) never rewrite or prune each other's rules. Pure generation
+//! only; [`super::nft`] applies it.
 //!
 //! ```text
 //! table ip banger {
@@ -43,7 +45,8 @@ use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 use super::subnet::LOOPBACK;
 use super::{NetError, Subnet};
 
-pub const TABLE: &str = "banger";
+const TABLE: &str = "banger";
+const DEFAULT_BRIDGE: &str = "banger0";
 pub const PREROUTING: &str = "prerouting";
 pub const OUTPUT: &str = "output";
 const POSTROUTING: &str = "postrouting";
@@ -153,191 +156,227 @@ pub fn vm_of_tag(comment: &str) -> Option<&str> {
     comment.strip_prefix(TAG_PREFIX)
 }
 
-/// Creates the table and base chains and (re)writes the NAT and forward rules, in one
-/// transaction. VM chains and jumps are kept.
-pub fn base_ruleset(subnet: Subnet, bridge: &str) -> Nftables<'static> {
-    let mut batch = Batch::new();
-    batch.add(NfListObject::Table(table()));
-    let base = [
-        (
-            POSTROUTING,
-            NfChainType::NAT,
-            NfHook::Postrouting,
-            PRIO_SRCNAT,
-        ),
-        (FORWARD, NfChainType::Filter, NfHook::Forward, PRIO_FILTER),
-        (
-            PREROUTING,
-            NfChainType::NAT,
-            NfHook::Prerouting,
-            PRIO_DSTNAT,
-        ),
-        (OUTPUT, NfChainType::NAT, NfHook::Output, PRIO_DSTNAT),
-    ];
-    for (name, kind, hook, prio) in base {
-        batch.add(NfListObject::Chain(Chain {
-            _type: Some(kind),
-            hook: Some(hook),
-            prio: Some(prio),
-            policy: Some(NfChainPolicy::Accept),
-            ..chain(name)
-        }));
-    }
-    batch.add_cmd(NfCmd::Flush(FlushObject::Chain(chain(POSTROUTING))));
-    batch.add_cmd(NfCmd::Flush(FlushObject::Chain(chain(FORWARD))));
-
-    let from_subnet = matches(payload("ip", "saddr"), prefix(subnet), Operator::EQ);
-    let to_bridge = matches(meta(MetaKey::Oifname), string(bridge), Operator::EQ);
-    let dnatted = matches(ct("status"), string("dnat"), Operator::IN);
-    let rules = [
-        (
-            POSTROUTING,
-            vec![
-                from_subnet.clone(),
-                matches(meta(MetaKey::Oifname), string(bridge), Operator::NEQ),
-                Statement::Masquerade(None),
-            ],
-        ),
-        (
-            POSTROUTING,
-            vec![
-                to_bridge.clone(),
-                from_subnet,
-                dnatted.clone(),
-                Statement::Masquerade(None),
-            ],
-        ),
-        (
-            FORWARD,
-            vec![
-                matches(meta(MetaKey::Iifname), string(bridge), Operator::EQ),
-                accept(),
-            ],
-        ),
-        (
-            FORWARD,
-            vec![
-                to_bridge.clone(),
-                matches(
-                    ct("state"),
-                    Expression::List(vec![string("established"), string("related")]),
-                    Operator::IN,
-                ),
-                accept(),
-            ],
-        ),
-        (FORWARD, vec![to_bridge, dnatted, accept()]),
-    ];
-    for (chain, expr) in rules {
-        batch.add(NfListObject::Rule(rule(chain, expr, None)));
-    }
-    batch.to_nftables()
+/// The nftables table of the daemon serving one bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NftTable {
+    name: String,
 }
 
-/// Adds one VM's forwards: its chain with a DNAT rule per forward, and a tagged jump from
-/// `prerouting` and `output`. The caller removes any earlier forwards of the VM first.
-pub fn vm_forward_ruleset(
-    vm_id: &str,
-    guest_ip: Ipv4Addr,
-    forwards: &[PortForward],
-) -> Result<Nftables<'static>, NetError> {
-    check_forwards(forwards)?;
-    let chain_name = vm_chain(vm_id)?;
-    let mut batch = Batch::new();
-    batch.add(NfListObject::Chain(chain(&chain_name)));
-    for fwd in forwards {
-        let dnat = Statement::DNAT(Some(NAT {
-            addr: Some(string(&guest_ip.to_string())),
-            family: None,
-            port: Some(Expression::Number(u32::from(fwd.guest))),
-            flags: None,
-        }));
-        let port = matches(
-            payload(fwd.proto.as_str(), "dport"),
-            Expression::Number(u32::from(fwd.host)),
+impl NftTable {
+    pub fn for_bridge(bridge: &str) -> NftTable {
+        let name = match bridge {
+            DEFAULT_BRIDGE => TABLE.to_string(),
+            other => {
+                let safe: String = other
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                format!("{TABLE}_{safe}")
+            }
+        };
+        NftTable { name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates the table and base chains and (re)writes the NAT and forward rules, in one
+    /// transaction. VM chains and jumps are kept.
+    pub fn base_ruleset(&self, subnet: Subnet, bridge: &str) -> Nftables<'static> {
+        let mut batch = Batch::new();
+        batch.add(NfListObject::Table(self.table()));
+        let base = [
+            (
+                POSTROUTING,
+                NfChainType::NAT,
+                NfHook::Postrouting,
+                PRIO_SRCNAT,
+            ),
+            (FORWARD, NfChainType::Filter, NfHook::Forward, PRIO_FILTER),
+            (
+                PREROUTING,
+                NfChainType::NAT,
+                NfHook::Prerouting,
+                PRIO_DSTNAT,
+            ),
+            (OUTPUT, NfChainType::NAT, NfHook::Output, PRIO_DSTNAT),
+        ];
+        for (name, kind, hook, prio) in base {
+            batch.add(NfListObject::Chain(Chain {
+                _type: Some(kind),
+                hook: Some(hook),
+                prio: Some(prio),
+                policy: Some(NfChainPolicy::Accept),
+                ..self.chain(name)
+            }));
+        }
+        batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.chain(POSTROUTING))));
+        batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.chain(FORWARD))));
+
+        let from_subnet = matches(payload("ip", "saddr"), prefix(subnet), Operator::EQ);
+        let to_bridge = matches(meta(MetaKey::Oifname), string(bridge), Operator::EQ);
+        let dnatted = matches(ct("status"), string("dnat"), Operator::IN);
+        let rules = [
+            (
+                POSTROUTING,
+                vec![
+                    from_subnet.clone(),
+                    matches(meta(MetaKey::Oifname), string(bridge), Operator::NEQ),
+                    Statement::Masquerade(None),
+                ],
+            ),
+            (
+                POSTROUTING,
+                vec![
+                    to_bridge.clone(),
+                    from_subnet,
+                    dnatted.clone(),
+                    Statement::Masquerade(None),
+                ],
+            ),
+            (
+                FORWARD,
+                vec![
+                    matches(meta(MetaKey::Iifname), string(bridge), Operator::EQ),
+                    accept(),
+                ],
+            ),
+            (
+                FORWARD,
+                vec![
+                    to_bridge.clone(),
+                    matches(
+                        ct("state"),
+                        Expression::List(vec![string("established"), string("related")]),
+                        Operator::IN,
+                    ),
+                    accept(),
+                ],
+            ),
+            (FORWARD, vec![to_bridge, dnatted, accept()]),
+        ];
+        for (chain, expr) in rules {
+            batch.add(NfListObject::Rule(self.rule(chain, expr, None)));
+        }
+        batch.to_nftables()
+    }
+
+    /// Adds one VM's forwards: its chain with a DNAT rule per forward, and a tagged jump from
+    /// `prerouting` and `output`. The caller removes any earlier forwards of the VM first.
+    pub fn vm_forward_ruleset(
+        &self,
+        vm_id: &str,
+        guest_ip: Ipv4Addr,
+        forwards: &[PortForward],
+    ) -> Result<Nftables<'static>, NetError> {
+        check_forwards(forwards)?;
+        let chain_name = vm_chain(vm_id)?;
+        let mut batch = Batch::new();
+        batch.add(NfListObject::Chain(self.chain(&chain_name)));
+        for fwd in forwards {
+            let dnat = Statement::DNAT(Some(NAT {
+                addr: Some(string(&guest_ip.to_string())),
+                family: None,
+                port: Some(Expression::Number(u32::from(fwd.guest))),
+                flags: None,
+            }));
+            let port = matches(
+                payload(fwd.proto.as_str(), "dport"),
+                Expression::Number(u32::from(fwd.host)),
+                Operator::EQ,
+            );
+            batch.add(NfListObject::Rule(self.rule(
+                &chain_name,
+                vec![port, dnat],
+                None,
+            )));
+        }
+        let local = matches(
+            Expression::Named(NamedExpression::Fib(Fib {
+                result: FibResult::Type,
+                flags: HashSet::from([FibFlag::Daddr]),
+            })),
+            string("local"),
             Operator::EQ,
         );
-        batch.add(NfListObject::Rule(rule(
-            &chain_name,
-            vec![port, dnat],
-            None,
+        let not_loopback = matches(payload("ip", "daddr"), prefix(LOOPBACK), Operator::NEQ);
+        let jump = Statement::Jump(JumpTarget {
+            target: chain_name.clone().into(),
+        });
+        let tag = Some(vm_tag(vm_id));
+        batch.add(NfListObject::Rule(self.rule(
+            PREROUTING,
+            vec![local.clone(), jump.clone()],
+            tag.clone(),
         )));
+        batch.add(NfListObject::Rule(self.rule(
+            OUTPUT,
+            vec![local, not_loopback, jump],
+            tag,
+        )));
+        Ok(batch.to_nftables())
     }
-    let local = matches(
-        Expression::Named(NamedExpression::Fib(Fib {
-            result: FibResult::Type,
-            flags: HashSet::from([FibFlag::Daddr]),
-        })),
-        string("local"),
-        Operator::EQ,
-    );
-    let not_loopback = matches(payload("ip", "daddr"), prefix(LOOPBACK), Operator::NEQ);
-    let jump = Statement::Jump(JumpTarget {
-        target: chain_name.clone().into(),
-    });
-    let tag = Some(vm_tag(vm_id));
-    batch.add(NfListObject::Rule(rule(
-        PREROUTING,
-        vec![local.clone(), jump.clone()],
-        tag.clone(),
-    )));
-    batch.add(NfListObject::Rule(rule(
-        OUTPUT,
-        vec![local, not_loopback, jump],
-        tag,
-    )));
-    Ok(batch.to_nftables())
-}
 
-/// Removes one VM's jump rules (by the handles found in a listing) and its chain.
-pub fn vm_removal_ruleset(jumps: &[(String, u32)], chain_name: Option<&str>) -> Nftables<'static> {
-    let mut batch = Batch::new();
-    for (chain, handle) in jumps {
-        batch.delete(NfListObject::Rule(Rule {
-            handle: Some(*handle),
-            ..rule(chain, Vec::new(), None)
-        }));
+    /// Removes one VM's jump rules (by the handles found in a listing) and its chain.
+    pub fn vm_removal_ruleset(
+        &self,
+        jumps: &[(String, u32)],
+        chain_name: Option<&str>,
+    ) -> Nftables<'static> {
+        let mut batch = Batch::new();
+        for (chain, handle) in jumps {
+            batch.delete(NfListObject::Rule(Rule {
+                handle: Some(*handle),
+                ..self.rule(chain, Vec::new(), None)
+            }));
+        }
+        if let Some(name) = chain_name {
+            batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.chain(name))));
+            batch.delete(NfListObject::Chain(self.chain(name)));
+        }
+        batch.to_nftables()
     }
-    if let Some(name) = chain_name {
-        batch.add_cmd(NfCmd::Flush(FlushObject::Chain(chain(name))));
-        batch.delete(NfListObject::Chain(chain(name)));
+
+    /// Deletes banger's whole table.
+    pub fn delete_table_ruleset(&self) -> Nftables<'static> {
+        let mut batch = Batch::new();
+        batch.delete(NfListObject::Table(self.table()));
+        batch.to_nftables()
     }
-    batch.to_nftables()
-}
 
-/// Deletes banger's whole table.
-pub fn delete_table_ruleset() -> Nftables<'static> {
-    let mut batch = Batch::new();
-    batch.delete(NfListObject::Table(table()));
-    batch.to_nftables()
-}
-
-fn table() -> Table<'static> {
-    Table {
-        family: NfFamily::IP,
-        name: TABLE.into(),
-        handle: None,
+    fn table(&self) -> Table<'static> {
+        Table {
+            family: NfFamily::IP,
+            name: self.name.clone().into(),
+            handle: None,
+        }
     }
-}
 
-fn chain(name: &str) -> Chain<'static> {
-    Chain {
-        family: NfFamily::IP,
-        table: TABLE.into(),
-        name: name.to_string().into(),
-        ..Chain::default()
+    fn chain(&self, name: &str) -> Chain<'static> {
+        Chain {
+            family: NfFamily::IP,
+            table: self.name.clone().into(),
+            name: name.to_string().into(),
+            ..Chain::default()
+        }
     }
-}
 
-fn rule(chain: &str, expr: Vec<Statement<'static>>, comment: Option<String>) -> Rule<'static> {
-    Rule {
-        family: NfFamily::IP,
-        table: TABLE.into(),
-        chain: chain.to_string().into(),
-        expr: Cow::Owned(expr),
-        handle: None,
-        index: None,
-        comment: comment.map(Cow::Owned),
+    fn rule(
+        &self,
+        chain: &str,
+        expr: Vec<Statement<'static>>,
+        comment: Option<String>,
+    ) -> Rule<'static> {
+        Rule {
+            family: NfFamily::IP,
+            table: self.name.clone().into(),
+            chain: chain.to_string().into(),
+            expr: Cow::Owned(expr),
+            handle: None,
+            index: None,
+            comment: comment.map(Cow::Owned),
+        }
     }
 }
 

@@ -6,6 +6,10 @@ fn subnet() -> Subnet {
     "172.30.0.0/24".parse().unwrap()
 }
 
+fn default_table() -> NftTable {
+    NftTable::for_bridge("banger0")
+}
+
 fn objects(ruleset: &Nftables<'_>) -> Vec<Value> {
     let doc = serde_json::to_value(ruleset).unwrap();
     doc["nftables"].as_array().unwrap().clone()
@@ -21,7 +25,7 @@ fn rules_of(objects: &[Value], chain: &str) -> Vec<Value> {
 
 #[test]
 fn base_creates_the_table_and_hooked_chains() {
-    let objs = objects(&base_ruleset(subnet(), "banger0"));
+    let objs = objects(&NftTable::for_bridge("banger0").base_ruleset(subnet(), "banger0"));
     assert_eq!(
         objs[0],
         json!({"add": {"table": {"family": "ip", "name": "banger"}}})
@@ -40,7 +44,7 @@ fn base_creates_the_table_and_hooked_chains() {
 
 #[test]
 fn base_flushes_only_its_own_rule_chains() {
-    let objs = objects(&base_ruleset(subnet(), "banger0"));
+    let objs = objects(&NftTable::for_bridge("banger0").base_ruleset(subnet(), "banger0"));
     let flushed: Vec<&Value> = objs
         .iter()
         .filter_map(|o| o.get("flush"))
@@ -51,7 +55,7 @@ fn base_flushes_only_its_own_rule_chains() {
 
 #[test]
 fn base_masquerades_the_subnet_leaving_through_other_links() {
-    let objs = objects(&base_ruleset(subnet(), "banger0"));
+    let objs = objects(&NftTable::for_bridge("banger0").base_ruleset(subnet(), "banger0"));
     let post = rules_of(&objs, "postrouting");
     assert_eq!(
         post[0],
@@ -67,7 +71,7 @@ fn base_masquerades_the_subnet_leaving_through_other_links() {
 
 #[test]
 fn base_accepts_forwarding_for_the_bridge() {
-    let objs = objects(&base_ruleset(subnet(), "br-test"));
+    let objs = objects(&NftTable::for_bridge("br-test").base_ruleset(subnet(), "br-test"));
     let fwd = rules_of(&objs, "forward");
     assert_eq!(
         fwd[0],
@@ -87,7 +91,9 @@ fn base_accepts_forwarding_for_the_bridge() {
 #[test]
 fn vm_forwards_live_in_a_tagged_vm_chain() {
     let fwds = ["8080:80".parse().unwrap(), "5353:53/udp".parse().unwrap()];
-    let ruleset = vm_forward_ruleset("abc123", Ipv4Addr::new(172, 30, 0, 2), &fwds).unwrap();
+    let ruleset = default_table()
+        .vm_forward_ruleset("abc123", Ipv4Addr::new(172, 30, 0, 2), &fwds)
+        .unwrap();
     let objs = objects(&ruleset);
     assert_eq!(
         objs[0],
@@ -114,7 +120,11 @@ fn vm_forwards_live_in_a_tagged_vm_chain() {
 #[test]
 fn output_jump_skips_loopback_destinations() {
     let fwds = ["8080:80".parse().unwrap()];
-    let objs = objects(&vm_forward_ruleset("a", Ipv4Addr::new(172, 30, 0, 2), &fwds).unwrap());
+    let objs = objects(
+        &default_table()
+            .vm_forward_ruleset("a", Ipv4Addr::new(172, 30, 0, 2), &fwds)
+            .unwrap(),
+    );
     let output = rules_of(&objs, "output");
     assert_eq!(
         output[0],
@@ -131,7 +141,7 @@ fn output_jump_skips_loopback_destinations() {
 #[test]
 fn removal_deletes_jumps_by_handle_then_the_chain() {
     let jumps = [("prerouting".to_string(), 7), ("output".to_string(), 9)];
-    let objs = objects(&vm_removal_ruleset(&jumps, Some("vm_a")));
+    let objs = objects(&default_table().vm_removal_ruleset(&jumps, Some("vm_a")));
     assert_eq!(
         objs,
         vec![
@@ -193,6 +203,15 @@ fn bad_publish_specs_say_why() {
 #[test]
 fn a_host_port_cannot_be_published_twice() {
     let fwds = ["8080:80".parse().unwrap(), "8080:81".parse().unwrap()];
-    let err = vm_forward_ruleset("a", Ipv4Addr::new(172, 30, 0, 2), &fwds).unwrap_err();
+    let err = default_table()
+        .vm_forward_ruleset("a", Ipv4Addr::new(172, 30, 0, 2), &fwds)
+        .unwrap_err();
     assert!(err.to_string().contains("published twice"), "{err}");
+}
+
+#[test]
+fn each_bridge_has_its_own_table() {
+    assert_eq!(NftTable::for_bridge("banger0").name(), "banger");
+    assert_eq!(NftTable::for_bridge("bgsmoke0").name(), "banger_bgsmoke0");
+    assert_eq!(NftTable::for_bridge("br-x.1").name(), "banger_br_x_1");
 }

@@ -10,7 +10,7 @@ use nftables::helper::{self, NftablesError, DEFAULT_NFT};
 use nftables::schema::Nftables;
 use serde_json::Value;
 
-use super::nat::{self, PortForward};
+use super::nat::{self, NftTable, PortForward};
 use super::{NetError, Subnet};
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
@@ -34,23 +34,21 @@ async fn apply(ruleset: &Nftables<'_>, what: &str) -> Result<(), NetError> {
         .map_err(wrap(what))
 }
 
-/// Creates `table ip banger` if needed and (re)writes its NAT and forward rules.
-pub async fn install_base(subnet: Subnet, bridge: &str) -> Result<(), NetError> {
-    apply(
-        &nat::base_ruleset(subnet, bridge),
-        "install table ip banger",
-    )
-    .await
+/// Creates the bridge's table if needed and (re)writes its NAT and forward rules.
+pub async fn install_base(table: &NftTable, subnet: Subnet, bridge: &str) -> Result<(), NetError> {
+    let what = format!("install table ip {}", table.name());
+    apply(&table.base_ruleset(subnet, bridge), &what).await
 }
 
 /// Installs one VM's port forwards, replacing any it had.
 pub async fn add_forwards(
+    table: &NftTable,
     vm_id: &str,
     guest_ip: Ipv4Addr,
     forwards: &[PortForward],
 ) -> Result<(), NetError> {
-    let ruleset = nat::vm_forward_ruleset(vm_id, guest_ip, forwards)?;
-    remove_forwards(vm_id).await?;
+    let ruleset = table.vm_forward_ruleset(vm_id, guest_ip, forwards)?;
+    remove_forwards(table, vm_id).await?;
     if forwards.is_empty() {
         return Ok(());
     }
@@ -58,9 +56,9 @@ pub async fn add_forwards(
 }
 
 /// Removes one VM's port forwards; nothing to remove is not an error.
-pub async fn remove_forwards(vm_id: &str) -> Result<(), NetError> {
+pub async fn remove_forwards(table: &NftTable, vm_id: &str) -> Result<(), NetError> {
     let chain = nat::vm_chain(vm_id)?;
-    let Some(listing) = list_table().await? else {
+    let Some(listing) = list_table(table).await? else {
         return Ok(());
     };
     let found = TableListing::parse(&listing)?;
@@ -74,13 +72,13 @@ pub async fn remove_forwards(vm_id: &str) -> Result<(), NetError> {
     if jumps.is_empty() && !has_chain {
         return Ok(());
     }
-    let ruleset = nat::vm_removal_ruleset(&jumps, has_chain.then_some(chain.as_str()));
+    let ruleset = table.vm_removal_ruleset(&jumps, has_chain.then_some(chain.as_str()));
     apply(&ruleset, &format!("remove port forwards of vm {vm_id}")).await
 }
 
 /// The VMs that have port forwards installed, for pruning those of VMs that are gone.
-pub async fn vms_with_forwards() -> Result<Vec<String>, NetError> {
-    let Some(listing) = list_table().await? else {
+pub async fn vms_with_forwards(table: &NftTable) -> Result<Vec<String>, NetError> {
+    let Some(listing) = list_table(table).await? else {
         return Ok(Vec::new());
     };
     let found = TableListing::parse(&listing)?;
@@ -94,21 +92,22 @@ pub async fn vms_with_forwards() -> Result<Vec<String>, NetError> {
     Ok(ids)
 }
 
-/// Deletes `table ip banger` and everything in it; a missing table is not an error.
-pub async fn delete_table() -> Result<(), NetError> {
-    if list_table().await?.is_none() {
+/// Deletes the table and everything in it; a missing table is not an error.
+pub async fn delete_table(table: &NftTable) -> Result<(), NetError> {
+    if list_table(table).await?.is_none() {
         return Ok(());
     }
-    apply(&nat::delete_table_ruleset(), "delete table ip banger").await
+    let what = format!("delete table ip {}", table.name());
+    apply(&table.delete_table_ruleset(), &what).await
 }
 
-/// `nft -j list table ip banger`, or `None` when the table does not exist.
-pub async fn list_table() -> Result<Option<String>, NetError> {
-    let args = ["list", "table", "ip", nat::TABLE];
+/// `nft -j list table ip <table>`, or `None` when the table does not exist.
+pub async fn list_table(table: &NftTable) -> Result<Option<String>, NetError> {
+    let args = ["list", "table", "ip", table.name()];
     match helper::get_current_ruleset_raw_async(DEFAULT_NFT, args).await {
         Ok(json) => Ok(Some(json)),
         Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file") => Ok(None),
-        Err(e) => Err(wrap("list table ip banger")(e)),
+        Err(e) => Err(wrap(&format!("list table ip {}", table.name()))(e)),
     }
 }
 
