@@ -24,12 +24,14 @@ pub fn main_entry() -> std::process::ExitCode {
     match daemon::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            use std::io::Write;
+            let mut err = std::io::stderr().lock();
             let mut chain = e.chain();
             if let Some(top) = chain.next() {
-                eprintln!("error: {top}");
+                let _ = writeln!(err, "error: {top}");
             }
             for cause in chain {
-                eprintln!("caused by: {cause}");
+                let _ = writeln!(err, "caused by: {cause}");
             }
             std::process::ExitCode::FAILURE
         }
