@@ -42,13 +42,14 @@ unit:
 # build has compiled their dependencies already, and the VMs dominate the run time.
 # With cargo-llvm-cov installed the binaries are instrumented and per-crate coverage of
 # the run is printed afterwards (`make coverage-html` for a browsable report).
+# `make smoke SCENARIOS="bare ssh"` runs only those scenarios.
 smoke: agent
-	AGENT_BIN=$(CURDIR)/$(AGENT_BIN) scripts/coverage.sh
+	AGENT_BIN=$(CURDIR)/$(AGENT_BIN) SCENARIOS="$(SCENARIOS)" scripts/coverage.sh
 
 smoke-plain: agent
 	$(CARGO) build --locked -p banger -p bangerd
 	cp $(AGENT_BIN) target/debug/banger-agent
-	BANGER_SMOKE_BIN=$(CURDIR)/target/debug scripts/smoke.sh
+	BANGER_SMOKE_BIN=$(CURDIR)/target/debug scripts/smoke.sh $(SCENARIOS)
 
 coverage-html:
 	scripts/coverage.sh --html

@@ -27,7 +27,8 @@ cargo build --locked -p banger -p bangerd
 bin="$CARGO_LLVM_COV_TARGET_DIR/debug"
 cp "$AGENT_BIN" "$bin/banger-agent"
 status=0
-BANGER_SMOKE_BIN="$bin" scripts/smoke.sh || status=$?
+# shellcheck disable=SC2086
+BANGER_SMOKE_BIN="$bin" scripts/smoke.sh ${SCENARIOS:-} || status=$?
 
 echo
 echo "coverage from the real-VM smoke run (lines):"

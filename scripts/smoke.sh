@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Real-VM smoke suite: drives the built `banger` binary against real VMs.
 # One PASS/FAIL line per scenario, then "N passed, M failed".
+#   scripts/smoke.sh               every scenario
+#   scripts/smoke.sh bare ssh      only these
 #
 # State (images, debootstrap cache) persists under $BANGER_SMOKE_HOME (default
 # target/smoke) for fast reruns; the runtime dir is fresh on every run. Nothing touches
@@ -44,9 +46,12 @@ CFG
 banger() { "$BIN/banger" "$@"; }
 log() { printf '%s\n' "$*" >&2; }
 
+# `scripts/smoke.sh [NAME...]` runs only the named scenarios; no names runs them all.
+ONLY=" $* "
 passed=0; failed=0; failures=()
 scenario() {
   local name=$1; shift
+  [ "$ONLY" = "  " ] || [[ "$ONLY" == *" $name "* ]] || return 0
   local out="$RUN_DIR/$name.log" t0=$SECONDS rc
   # Not inside `if`: bash ignores `set -e` in a condition, which would let every
   # scenario pass.
