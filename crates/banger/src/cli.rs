@@ -40,11 +40,15 @@ pub enum Command {
     Daemon(DaemonCommand),
     /// Check that this host can run banger, with fixes for what is missing.
     Doctor {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Print shell completions.
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to print completions for.
+        shell: clap_complete::Shell,
+    },
     /// Serve VMs as tools to an MCP client (Model Context Protocol over stdin/stdout).
     Mcp {
         /// A host directory tools may read repositories from and write patches to
@@ -81,61 +85,83 @@ pub struct NetArgs {
 pub enum VmCommand {
     /// Create a VM (and start it, unless --no-start).
     Create {
+        /// A DNS label, unique on this host (default: a generated name).
         name: Option<String>,
+        /// The image to boot (default: the configured default image).
         #[arg(long)]
         image: Option<String>,
         #[command(flatten)]
         res: Resources,
         #[command(flatten)]
         net: NetArgs,
+        /// The VMM (default: firecracker where KVM runs guests at speed, else qemu).
         #[arg(long, value_parser = ["firecracker", "qemu"])]
         backend: Option<String>,
+        /// Create the VM stopped.
         #[arg(long)]
         no_start: bool,
         /// Clone this snapshot: resume it on a copy of its disk, with a new address
         /// and agent token (see `banger vm snapshot`).
         #[arg(long, value_name = "SNAP")]
         from_snapshot: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Create a VM, run a command in it, stream its output and exit with its code.
     Run(RunArgs),
     /// Start a stopped VM.
-    Start { name: String },
+    Start {
+        /// The VM.
+        name: String,
+    },
     /// Stop a VM (clean guest shutdown, then a kill after the timeout).
     Stop {
+        /// The VM.
         name: String,
         /// Kill the VMM at once.
         #[arg(long, short)]
         force: bool,
     },
     /// Stop and start a VM.
-    Restart { name: String },
+    Restart {
+        /// The VM.
+        name: String,
+    },
     /// Delete a VM and its disk.
     #[command(alias = "rm")]
-    Delete { names: Vec<String> },
+    Delete {
+        /// The VMs (running ones are stopped first).
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// List VMs.
     #[command(alias = "ls")]
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one VM.
     Show {
+        /// The VM.
         name: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Change a stopped VM's resources.
     Set {
+        /// The stopped VM.
         name: String,
         #[command(flatten)]
         res: Resources,
     },
     /// Print the VM's serial console.
     Logs {
+        /// The VM.
         name: String,
+        /// Keep printing what the console writes, until Ctrl-C.
         #[arg(long, short)]
         follow: bool,
     },
@@ -146,16 +172,25 @@ pub enum VmCommand {
     /// `NAME:/path` names the guest side; relative guest paths start at /root. Modes
     /// are kept. Into an existing directory the copy keeps its name; otherwise it is
     /// created as DST.
-    Cp { src: String, dst: String },
+    Cp {
+        /// A host path, or NAME:/path in a VM.
+        src: String,
+        /// A host path, or NAME:/path in a VM.
+        dst: String,
+    },
     /// Open an SSH session in a VM, or run a command there over SSH.
     Ssh {
+        /// The running VM.
         name: String,
         /// The command and its arguments, quoted so they arrive exactly as given.
         #[arg(last = true)]
         command: Vec<String>,
     },
     /// Print a ~/.ssh/config block for a VM.
-    SshConfig { name: String },
+    SshConfig {
+        /// The VM.
+        name: String,
+    },
     /// Snapshot a running VM (it pauses while its memory and disk are saved), or list
     /// and delete snapshots. `vm create --from-snapshot SNAP` clones one.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -171,6 +206,7 @@ pub struct SnapshotArgs {
     pub vm: Option<String>,
     /// The snapshot's name (default: VM-YYYYMMDD-HHMMSS).
     pub name: Option<String>,
+    /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -180,6 +216,7 @@ pub enum SnapshotCommand {
     /// List snapshots.
     #[command(alias = "ls")]
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -209,6 +246,7 @@ pub struct ExecOpts {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
+    /// The running VM.
     pub name: String,
     #[command(flatten)]
     pub opts: ExecOpts,
@@ -225,12 +263,14 @@ pub struct RunArgs {
     /// Reuse this VM if it exists, else create it with this name.
     #[arg(long)]
     pub name: Option<String>,
+    /// The image to boot (default: the configured default image).
     #[arg(long)]
     pub image: Option<String>,
     #[command(flatten)]
     pub res: Resources,
     #[command(flatten)]
     pub net: NetArgs,
+    /// The VMM (default: firecracker where KVM runs guests at speed, else qemu).
     #[arg(long, value_parser = ["firecracker", "qemu"])]
     pub backend: Option<String>,
     /// Boot from scratch even when the image has a warm snapshot for this machine
@@ -264,7 +304,9 @@ pub enum WorkspaceCommand {
     /// are now (uncommitted edits included), with HEAD and the index, so `git status`
     /// in the guest matches the host.
     Prepare {
+        /// The running VM.
         name: String,
+        /// The git repository on the host.
         path: std::path::PathBuf,
         /// Also ship untracked files that are not ignored.
         #[arg(long)]
@@ -276,6 +318,7 @@ pub enum WorkspaceCommand {
     /// Print the guest's changes as a git patch relative to the shipped HEAD (so it
     /// applies to a clean checkout), or apply them here with --apply.
     Export {
+        /// The VM the workspace was shipped into.
         name: String,
         /// Write the patch to FILE instead of stdout.
         #[arg(short = 'o', long, value_name = "FILE", conflicts_with = "apply")]
@@ -298,7 +341,9 @@ pub enum WorkspaceCommand {
 pub enum ImageCommand {
     /// Build an image from Debian packages (debootstrap + Debian's cloud kernel).
     Build {
+        /// The image's name (default: the configured default image, `default`).
         name: Option<String>,
+        /// The Debian suite to bootstrap (default: bookworm).
         #[arg(long)]
         suite: Option<String>,
         /// Extra packages, comma separated.
@@ -307,6 +352,8 @@ pub enum ImageCommand {
         /// Root filesystem size in MiB (suffixes G and M accepted).
         #[arg(long)]
         size: Option<String>,
+        /// The Debian mirror (default: the one in the host's apt sources, else
+        /// deb.debian.org).
         #[arg(long)]
         mirror: Option<String>,
         /// Rebuild even if an image with these inputs exists.
@@ -315,50 +362,65 @@ pub enum ImageCommand {
     },
     /// Import a rootfs tarball, a directory, a `docker save` archive or an OCI layout.
     Import {
+        /// A .tar/.tar.gz rootfs, a directory, a `docker save` archive, or an OCI layout
+        /// (directory or tarball).
         path: std::path::PathBuf,
+        /// The image's name (default: made from the file name).
         #[arg(long)]
         name: Option<String>,
     },
     /// Fetch and verify a published image bundle (manifest.json + files with digests).
     Pull {
+        /// The bundle's base URL (where manifest.json is).
         url: String,
+        /// The image's name (default: the bundle's).
         #[arg(long)]
         name: Option<String>,
     },
     /// Write an image as a bundle into a directory (serve it over HTTP for `image pull`).
     Export {
+        /// The image.
         name: String,
+        /// The directory to write the bundle into (created if missing).
         dir: std::path::PathBuf,
     },
     /// List images.
     #[command(alias = "ls")]
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Show one image.
     Show {
+        /// The image.
         name: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
     /// Delete an image no VM uses.
     #[command(alias = "rm")]
-    Delete { name: String },
+    Delete {
+        /// The image.
+        name: String,
+    },
     /// Boot the image once, let it settle, and keep a snapshot that `vm run` resumes
     /// instead of booting (for VMs of the same vcpu, memory, disk size, backend and
-    /// networking). Replaces an earlier one. Warm VMs are clones: they share the
-    /// snapshot's SSH host keys.
+    /// networking). Replaces an earlier one. Warm VMs are clones, each with its own
+    /// name, address, agent token and SSH host key.
     Warm {
         /// The image (default: the configured default image).
         name: Option<String>,
         #[command(flatten)]
         res: Resources,
+        /// The VMM the snapshot is for.
         #[arg(long, value_parser = ["firecracker", "qemu"])]
         backend: Option<String>,
         /// For VMs run with --no-network.
         #[arg(long)]
         no_network: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -372,6 +434,7 @@ pub enum DaemonCommand {
     Stop,
     /// Show whether bangerd runs, and its facts.
     Status {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
