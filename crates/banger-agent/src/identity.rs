@@ -1,7 +1,7 @@
 //! A restored guest takes on its own identity ([`AgentRequest::Reconfigure`]): every
 //! clone of a snapshot wakes up as a copy of the snapshotted guest, with its clock
-//! stopped at the snapshot, its random state shared with every other clone, and its
-//! name and address.
+//! stopped at the snapshot, its random state and SSH host keys shared with every other
+//! clone, and its name and address. (The host keys are renewed by [`crate::ssh::rekey`].)
 //!
 //! [`AgentRequest::Reconfigure`]: banger_wire::agent::AgentRequest::Reconfigure
 

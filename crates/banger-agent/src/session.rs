@@ -265,7 +265,12 @@ async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: Arc<Shutd
 fn reconfigure(ctx: &Ctx, id: &GuestIdentity) -> GuestFrame {
     let t0 = std::time::Instant::now();
     let failures = match ctx.role {
-        Role::Init => crate::identity::apply(id),
+        Role::Init => {
+            let failures = crate::identity::apply(id);
+            // After the reseed: clones must not draw their new keys from shared state.
+            crate::ssh::rekey();
+            failures
+        }
         Role::Serve => Vec::new(),
     };
     let apply_ms = t0.elapsed().as_millis() as u64;

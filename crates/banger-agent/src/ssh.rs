@@ -66,42 +66,99 @@ pub fn install_key(value: &str, home: &Path) -> Result<(), SshError> {
     Ok(())
 }
 
+/// Wakes [`run_sshd`] to give this guest new host keys (see [`rekey`]).
+static REKEY: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
+/// A restored clone must not share the snapshot's SSH host keys with every other clone:
+/// sshd is stopped, the keys are deleted, and a new ed25519 key is made before sshd
+/// starts again. The host reads the key to pin only once sshd listens again, so it
+/// never pins a key that is about to go.
+pub fn rekey() {
+    REKEY.notify_one();
+}
+
 /// Generates missing host keys and runs sshd in the foreground (its log goes to the
-/// console). Never fails the boot: problems are logged.
+/// console), restarting it with new keys on [`rekey`]. Never fails the boot: problems
+/// are logged.
 pub async fn run_sshd() {
     if !Path::new(SSHD).exists() {
         tracing::info!("no {SSHD} in the image; not starting sshd");
         return;
     }
-    if HOST_KEYS.iter().any(|k| !Path::new(k).exists()) {
-        tracing::info!("generating SSH host keys");
-        match Command::new("ssh-keygen").arg("-A").output().await {
-            Ok(out) if out.status.success() => {}
-            Ok(out) => tracing::error!(
-                status = %out.status,
-                stderr = %String::from_utf8_lossy(&out.stderr).trim(),
-                "ssh-keygen -A failed"
-            ),
-            Err(e) => tracing::error!(cause = %e, "cannot run ssh-keygen"),
+    let mut keygen = Keygen::Missing;
+    loop {
+        generate_host_keys(keygen).await;
+        if let Err(e) = fs_err::create_dir_all("/run/sshd") {
+            tracing::error!(cause = %e, "cannot create /run/sshd");
         }
-    }
-    if let Err(e) = fs_err::create_dir_all("/run/sshd") {
-        tracing::error!(cause = %e, "cannot create /run/sshd");
-    }
-    let spawned = Command::new(SSHD)
-        .args(["-D", "-e"])
-        .stdin(Stdio::null())
-        .process_group(0)
-        .spawn();
-    match spawned {
-        Ok(mut child) => {
-            tracing::info!(pid = child.id(), "sshd started");
-            match child.wait().await {
-                Ok(status) => tracing::error!(%status, "sshd exited"),
-                Err(e) => tracing::error!(cause = %e, "cannot wait for sshd"),
+        let spawned = Command::new(SSHD)
+            .args(["-D", "-e"])
+            .stdin(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(true)
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(e) => return tracing::error!(cause = %e, "cannot start sshd"),
+        };
+        tracing::info!(pid = child.id(), "sshd started");
+        tokio::select! {
+            status = child.wait() => {
+                match status {
+                    Ok(status) => tracing::error!(%status, "sshd exited"),
+                    Err(e) => tracing::error!(cause = %e, "cannot wait for sshd"),
+                }
+                return;
+            }
+            () = REKEY.notified() => {
+                // Killed and reaped before the old keys go, so its listener is gone
+                // before a new key exists.
+                let _ = child.kill().await;
+                for key in HOST_KEYS {
+                    for path in [key.to_string(), format!("{key}.pub")] {
+                        if let Err(e) = fs_err::remove_file(&path) {
+                            if e.kind() != std::io::ErrorKind::NotFound {
+                                tracing::error!(cause = %e, "cannot remove an old host key");
+                            }
+                        }
+                    }
+                }
+                keygen = Keygen::Ed25519;
             }
         }
-        Err(e) => tracing::error!(cause = %e, "cannot start sshd"),
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Keygen {
+    /// `ssh-keygen -A` when any host key is missing (first boot).
+    Missing,
+    /// One new ed25519 key (a clone; RSA keys take seconds under emulation).
+    Ed25519,
+}
+
+async fn generate_host_keys(keygen: Keygen) {
+    let mut command = Command::new("ssh-keygen");
+    match keygen {
+        Keygen::Missing if HOST_KEYS.iter().all(|k| Path::new(k).exists()) => return,
+        Keygen::Missing => command.arg("-A"),
+        Keygen::Ed25519 => command.args(["-q", "-t", "ed25519", "-N", "", "-f", HOST_KEYS[0]]),
+    };
+    let t0 = std::time::Instant::now();
+    match command.stdin(Stdio::null()).output().await {
+        Ok(out) if out.status.success() => {
+            tracing::info!(
+                ?keygen,
+                ms = t0.elapsed().as_millis() as u64,
+                "SSH host keys made"
+            );
+        }
+        Ok(out) => tracing::error!(
+            status = %out.status,
+            stderr = %String::from_utf8_lossy(&out.stderr).trim(),
+            "ssh-keygen failed"
+        ),
+        Err(e) => tracing::error!(cause = %e, "cannot run ssh-keygen"),
     }
 }
 
