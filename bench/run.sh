@@ -48,9 +48,9 @@ log() { printf 'bench: %s\n' "$*" >&2; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
 # Never beside a smoke run or another benchmark on the same state: take turns.
-exec 9>"$(dirname "$STATE")/smoke.lock"
+exec 9>"${BANGER_SMOKE_LOCK:-/tmp/banger-smoke.lock}"
 if ! flock -n 9; then
-  log "another smoke run or benchmark uses $STATE; waiting for it"
+  log "a smoke run or another benchmark is running on this host; waiting for it"
   flock -w "${BANGER_BENCH_WAIT_SECS:-3600}" 9 || { log "gave up waiting"; exit 1; }
 fi
 

@@ -6,16 +6,17 @@
 #
 # State (images, debootstrap cache) persists under $BANGER_SMOKE_HOME (default
 # target/smoke) for fast reruns; the runtime dir is fresh on every run. Nothing touches
-# the user's real banger state. Runs sharing a BANGER_SMOKE_HOME take turns.
+# the user's real banger state. Runs on one host take turns.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=${BANGER_SMOKE_BIN:-$ROOT/target/release}
 SMOKE_HOME=${BANGER_SMOKE_HOME:-$ROOT/target/smoke}
 mkdir -p "$SMOKE_HOME"
-exec 9>"$SMOKE_HOME/smoke.lock"
+# One run at a time on a host: runs share the bridge and DNS port below, and the state.
+exec 9>"${BANGER_SMOKE_LOCK:-/tmp/banger-smoke.lock}"
 if ! flock -n 9; then
-  echo "smoke: another smoke run or benchmark uses $SMOKE_HOME; waiting for it" >&2
+  echo "smoke: another smoke run or benchmark is running on this host; waiting for it" >&2
   flock -w "${BANGER_SMOKE_WAIT_SECS:-3600}" 9 || { echo "smoke: gave up waiting" >&2; exit 1; }
 fi
 RUN_DIR=$(mktemp -d /tmp/banger-smoke.XXXXXX)
@@ -582,6 +583,13 @@ s_snapshot_clone() {
   expect_eq "$(banger vm exec snap-c2 -- getent hosts snap-c1.vm | cut -d' ' -f1)" "$ip1"
   skew=$(( $(banger vm exec snap-c2 -- date +%s) - $(date +%s) ))
   [ "${skew#-}" -le 5 ] || { echo "clone clock is ${skew}s off"; return 1; }
+  # Each clone gets its own SSH host key after the restore, and ssh pins and uses it.
+  local key=/etc/ssh/ssh_host_ed25519_key.pub k0 k1 k2
+  k0=$(banger vm exec snap-src -- cat "$key")
+  k1=$(banger vm ssh snap-c1 -- cat "$key")
+  k2=$(banger vm ssh snap-c2 -- cat "$key")
+  [ -n "$k1" ] && [ "$k1" != "$k2" ] && [ "$k1" != "$k0" ] && [ "$k2" != "$k0" ] ||
+    { echo "clones share SSH host keys: $k0 / $k1 / $k2"; return 1; }
   # Re-keyed: the snapshot's agent token no longer opens a clone, its own does.
   id1=$(vm_id snap-c1)
   banger daemon stop
@@ -597,6 +605,65 @@ s_snapshot_clone() {
   expect_eq "$(banger vm exec snap-c1 -- cat /root/after)" "c1"
   banger vm delete snap-src snap-c1 snap-c2
   expect_eq "$(banger vm snapshot list --json)" "[]"
+}
+
+# A rootfs tarball and an OCI layout made from it import to images that boot to the
+# same state; a tarball with a `../` entry is refused and leaves no image behind.
+s_image_import() {
+  local dir=$RUN_DIR/import
+  mkdir -p "$dir/root/bin" "$dir/root/etc" "$dir/layout/blobs/sha256"
+  cp "$(command -v busybox)" "$dir/root/bin/busybox"
+  for c in sh cat find stat sort; do ln -s busybox "$dir/root/bin/$c"; done
+  echo "imported rootfs" >"$dir/root/etc/marker"
+  printf '#!/bin/sh\necho "ran $0"\n' >"$dir/root/etc/run me.sh"
+  chmod 0750 "$dir/root/etc/run me.sh"
+  tar -czf "$dir/rootfs.tar.gz" --owner=0 --group=0 -C "$dir/root" .
+
+  # The OCI layout: that tarball as its one layer, a config and a manifest.
+  blob() { local d; d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" "$dir/layout/blobs/sha256/$d"; echo "$d"; }
+  local layer diff_id config manifest
+  layer=$(blob "$dir/rootfs.tar.gz")
+  diff_id=$(gzip -dc "$dir/rootfs.tar.gz" | sha256sum | cut -d' ' -f1)
+  printf '{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
+    "$diff_id" >"$dir/config.json"
+  config=$(blob "$dir/config.json")
+  printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%d},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:%s","size":%d}]}' \
+    "$config" "$(stat -c %s "$dir/config.json")" "$layer" "$(stat -c %s "$dir/rootfs.tar.gz")" >"$dir/manifest.json"
+  manifest=$(blob "$dir/manifest.json")
+  echo '{"imageLayoutVersion":"1.0.0"}' >"$dir/layout/oci-layout"
+  printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%d}]}' \
+    "$manifest" "$(stat -c %s "$dir/manifest.json")" >"$dir/layout/index.json"
+
+  banger image import "$dir/rootfs.tar.gz" --name smoke-imp-tar
+  banger image import "$dir/layout" --name smoke-imp-oci
+  local probe='cat /etc/marker; "/etc/run me.sh"; cd / && find bin etc/marker "etc/run me.sh" -exec stat -c "%n %a %s %u:%g" {} + | sort'
+  a=$(banger vm run --rm --image smoke-imp-tar -- sh -c "$probe")
+  b=$(banger vm run --rm --image smoke-imp-oci -- sh -c "$probe")
+  echo "$a"
+  expect_eq "$(echo "$a" | head -2)" "imported rootfs
+ran /etc/run me.sh"
+  expect_eq "$(echo "$a" | grep -c '^etc/run me.sh 750 ')" "1"
+  expect_eq "$b" "$a"
+  banger image delete smoke-imp-tar
+  banger image delete smoke-imp-oci
+
+  # Hostile input: refused with a clear error, nothing left in the image store.
+  python3 - "$dir/evil.tar" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w") as t:
+    for name in ["bin/ok", "../escaped"]:
+        info = tarfile.TarInfo(name); data = b"x"; info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+PY
+  set +e
+  err=$(banger image import "$dir/evil.tar" --name smoke-imp-evil 2>&1); rc=$?
+  set -e
+  echo "$err"
+  [ "$rc" -ne 0 ] || { echo "hostile tarball was imported"; return 1; }
+  case "$err" in *"../escaped"*) ;; *) echo "error does not name the entry"; return 1 ;; esac
+  case "$(banger image list)" in *smoke-imp*) echo "image left behind"; return 1 ;; esac
+  case "$(ls -A "$BANGER_STATE_DIR/images")" in *smoke-imp*) echo "files left behind"; return 1 ;; esac
+  [ ! -e "$BANGER_STATE_DIR/../escaped" ] && [ ! -e "$BANGER_STATE_DIR/images/escaped" ]
 }
 
 # --- run ---------------------------------------------------------------------------
@@ -637,6 +704,7 @@ scenario exec-tty             s_exec_tty
 scenario agent-token-refused  s_agent_token_refused
 scenario guest-cannot-reach-daemon s_guest_cannot_reach_daemon
 scenario snapshot-clone       s_snapshot_clone
+scenario image-import         s_image_import
 
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
