@@ -161,6 +161,10 @@ pub struct Config {
     pub boot_timeout_secs: u64,
     /// DNS listen address for `<vm>.vm` names.
     pub dns_listen: String,
+    /// The first `vm run` of a machine (image, backend, resources, networking) with no
+    /// warm snapshot takes one of its fresh VM before the command runs, so later runs
+    /// resume instead of booting.
+    pub warm_on_first_use: bool,
 }
 
 impl Default for Config {
@@ -177,6 +181,7 @@ impl Default for Config {
             stop_timeout_secs: 10,
             boot_timeout_secs: 120,
             dns_listen: "127.0.0.1:42069".into(),
+            warm_on_first_use: true,
         }
     }
 }

@@ -74,9 +74,31 @@ fn refuse_if_used(m: &Manager, name: &str) -> Result<(), DaemonError> {
     })
 }
 
-/// Deletes an image unless a VM uses it.
-pub fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
+/// Deletes an image unless a VM or a snapshot uses it. Its warm snapshots are caches of
+/// it and go with it.
+pub async fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
     refuse_if_used(m, name)?;
+    let (warm, kept): (Vec<_>, Vec<_>) = m
+        .store
+        .list_snapshots()?
+        .into_iter()
+        .filter(|s| s.image == name)
+        .partition(|s| s.warm);
+    if !kept.is_empty() {
+        let names: Vec<String> = kept.into_iter().map(|s| s.name).collect();
+        return Err(DaemonError::WrongState {
+            name: name.to_string(),
+            state: "in use",
+            hint: format!(
+                "snapshots of it exist; delete them first: banger vm snapshot delete {}",
+                names.join(" ")
+            ),
+        });
+    }
+    image::get(&m.paths, name).map_err(|e| image_err(name, e))?;
+    for snap in warm {
+        m.snapshot_delete(&snap.id).await?;
+    }
     image::delete(&m.paths, name).map_err(|e| image_err(name, e))
 }
 

@@ -101,10 +101,12 @@ command writes survives; use vm_create + exec for multi-step work.",
             None => None,
         };
         let client = self.shared.client().await?;
+        // Like `vm run`: resume the machine's warm snapshot when there is one.
         let create = VmCreateSpec {
             image: args.image,
             vcpu: args.vcpu,
             memory_mib: args.memory_mib,
+            warm: true,
             ..Default::default()
         };
         let shared = self.shared.clone();

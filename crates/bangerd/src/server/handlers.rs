@@ -34,7 +34,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
         Request::ImageList => Response::Images(crate::image_api::list(vms)?),
         Request::ImageShow { name } => Response::Image(crate::image_api::show(vms, &name)?),
         Request::ImageDelete { name } => {
-            crate::image_api::delete(vms, &name)?;
+            crate::image_api::delete(vms, &name).await?;
             Response::Ok
         }
         Request::VmSnapshot { vm, name } => {

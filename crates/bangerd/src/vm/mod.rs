@@ -78,10 +78,10 @@ pub(crate) struct Slot {
 
 impl Slot {
     pub fn runtime(&self) -> Option<Arc<Runtime>> {
-        self.rt.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        lock(&self.rt).clone()
     }
     pub fn set_runtime(&self, rt: Option<Arc<Runtime>>) {
-        *self.rt.lock().unwrap_or_else(|p| p.into_inner()) = rt;
+        *lock(&self.rt) = rt;
     }
 }
 
@@ -97,6 +97,13 @@ pub struct Manager {
     lease_lock: Mutex<()>,
     /// Per snapshot: clones read its files (shared), a delete removes them (exclusive).
     snapshot_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+    /// Machines whose warm snapshot is being taken, so concurrent first runs take one.
+    warming: Mutex<std::collections::HashSet<String>>,
+}
+
+/// A std mutex's guard; a poisoned lock is still usable (its holder only panicked).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn now_rfc3339() -> String {
@@ -122,6 +129,7 @@ impl Manager {
             slots: Mutex::new(HashMap::new()),
             lease_lock: Mutex::new(()),
             snapshot_locks: Mutex::new(HashMap::new()),
+            warming: Mutex::new(std::collections::HashSet::new()),
         }
     }
 
@@ -134,7 +142,7 @@ impl Manager {
     /// Leases the lowest free address of the bridge subnet to VM `id`.
     fn lease(&self, rec: &VmRecord) -> Result<(), DaemonError> {
         let net = self.network()?;
-        let _guard = self.lease_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let _guard = lock(&self.lease_lock);
         let taken: std::collections::HashSet<std::net::Ipv4Addr> = self
             .store
             .leases()?
@@ -156,7 +164,7 @@ impl Manager {
     }
 
     pub(crate) fn slot(&self, id: &str) -> Arc<Slot> {
-        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slots = lock(&self.slots);
         slots.entry(id.to_string()).or_default().clone()
     }
 
@@ -190,16 +198,27 @@ impl Manager {
     }
 
     /// Creates a VM and (unless `no_start`) boots it. On any failure nothing is left:
-    /// no row, no files, no process.
+    /// no row, no files, no process. A warm create resumes a clone of the machine's warm
+    /// snapshot when there is one, and otherwise boots and (on first use) takes one.
     pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
         if let Some(from) = spec.from_snapshot.clone() {
             return self.create_clone(spec, &from).await;
         }
-        if spec.warm {
-            if let Some(vm) = self.create_warm(&spec).await? {
-                return Ok(vm);
-            }
+        if !spec.warm {
+            return self.create_cold(spec).await;
         }
+        if let Some(vm) = self.create_warm(&spec).await? {
+            return Ok(vm);
+        }
+        let vm = self.create_cold(spec.clone()).await?;
+        if self.config.warm_on_first_use && !spec.no_start {
+            self.warm_on_first_use(&spec, &vm).await;
+        }
+        Ok(vm)
+    }
+
+    /// Creates a VM from its image by booting it.
+    async fn create_cold(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
         let t0 = std::time::Instant::now();
         let name = spec.name.clone().unwrap_or_else(spec::generate_name);
         spec::validate_name(&name)?;
@@ -465,7 +484,7 @@ impl Manager {
     }
 
     pub fn running_count(&self) -> u32 {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let slots = lock(&self.slots);
         slots.values().filter(|s| s.runtime().is_some()).count() as u32
     }
 }

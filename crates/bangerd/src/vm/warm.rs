@@ -6,7 +6,7 @@ use std::sync::Arc;
 use banger_wire::agent::{ExecSpec, ExitStatus, GuestFrame};
 use banger_wire::api::{Backend, SnapshotInfo, VmCreateSpec, VmInfo};
 
-use super::Manager;
+use super::{lock, Manager};
 use crate::error::DaemonError;
 use crate::store::SnapshotRecord;
 
@@ -123,17 +123,48 @@ impl Manager {
             ..Default::default()
         };
         let vm = self.create(builder).await?;
-        let taken = async {
-            self.settle(&vm.name).await?;
-            let name = format!("warm-{}", hex::encode(rand::random::<[u8; 4]>()));
-            self.snapshot(&vm.name, Some(name), true).await
-        }
-        .await;
+        let taken = self.take_warm(&vm.name, &m).await;
         if let Err(e) = self.delete(&vm.name).await {
             tracing::warn!(vm = %vm.name, cause = %e, "cannot delete the warm builder vm");
         }
-        let info = taken?;
-        for old in self.warm_snapshots(&m, false)? {
+        taken
+    }
+
+    /// The first warm create of a machine with no warm snapshot booted `vm`: before its
+    /// command runs (the guest is as fresh as a builder's), it becomes the machine's
+    /// warm snapshot. A failure costs only the snapshot; the VM is kept.
+    pub(super) async fn warm_on_first_use(self: &Arc<Self>, spec: &VmCreateSpec, vm: &VmInfo) {
+        let m = self.machine(spec);
+        match self.warm_snapshots(&m, true) {
+            Ok(found) if found.is_empty() => {}
+            // One exists (its resume failed) or the store is unreadable: nothing to do.
+            _ => return,
+        }
+        let key = format!("{m:?}");
+        if !lock(&self.warming).insert(key.clone()) {
+            return;
+        }
+        let t0 = std::time::Instant::now();
+        let taken = self.take_warm(&vm.name, &m).await;
+        lock(&self.warming).remove(&key);
+        match taken {
+            Ok(info) => tracing::info!(
+                vm = %vm.name,
+                snapshot = %info.name,
+                ms = t0.elapsed().as_millis() as u64,
+                "warm snapshot taken on first use"
+            ),
+            Err(e) => tracing::warn!(vm = %vm.name, cause = %e, "no warm snapshot on first use"),
+        }
+    }
+
+    /// Waits until `vm` has settled and snapshots it as machine `m`'s warm snapshot,
+    /// replacing earlier ones.
+    async fn take_warm(&self, vm: &str, m: &Machine) -> Result<SnapshotInfo, DaemonError> {
+        self.settle(vm).await?;
+        let name = format!("warm-{}", hex::encode(rand::random::<[u8; 4]>()));
+        let info = self.snapshot(vm, Some(name), true).await?;
+        for old in self.warm_snapshots(m, false)? {
             if old.id != info.id {
                 self.snapshot_delete(&old.id).await?;
             }
