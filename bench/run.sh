@@ -18,6 +18,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+# Never beside a smoke run or another benchmark: take turns (see scripts/smoke.sh).
+LOCK=${BANGER_SMOKE_LOCK:-/tmp/banger-smoke.lock}
+if [ "${BANGER_SMOKE_LOCKED:-}" != "$LOCK" ]; then
+  flock -n "$LOCK" true || echo "bench: a smoke run or another benchmark is running on this host; waiting for it" >&2
+  exec env BANGER_SMOKE_LOCKED="$LOCK" flock -o -w "${BANGER_BENCH_WAIT_SECS:-3600}" "$LOCK" "$ROOT/bench/run.sh" "$@"
+fi
+
 BIN=${BANGER_BENCH_BIN:-$ROOT/target/release}
 RUNS=${BANGER_BENCH_RUNS:-5}
 CONC_ROUNDS=${BANGER_BENCH_CONC_ROUNDS:-2}
@@ -46,13 +53,6 @@ CFG
 banger() { "$BIN/banger" "$@"; }
 log() { printf 'bench: %s\n' "$*" >&2; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
-
-# Never beside a smoke run or another benchmark on the same state: take turns.
-exec 9>"${BANGER_SMOKE_LOCK:-/tmp/banger-smoke.lock}"
-if ! flock -n 9; then
-  log "a smoke run or another benchmark is running on this host; waiting for it"
-  flock -w "${BANGER_BENCH_WAIT_SECS:-3600}" 9 || { log "gave up waiting"; exit 1; }
-fi
 
 cleanup() {
   for vm in $(banger vm list --json 2>/dev/null | sed -n 's/.*"name": "\(bench-.*\)".*/\1/p'); do

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use banger_wire::agent::BootConfig;
 
-use crate::{mounts, net, ssh};
+use crate::{mounts, ssh};
 
 /// `PATH` every process started by the agent gets.
 pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -30,7 +30,6 @@ pub fn configure(cfg: &BootConfig) {
     if let Some(name) = &cfg.hostname {
         set_hostname(name);
     }
-    net::configure(cfg);
     if let Some(key) = &cfg.ssh_key {
         if let Err(e) = ssh::install_key(key, Path::new(HOME)) {
             tracing::error!(cause = %crate::logging::chain(&e), "cannot install the SSH key");

@@ -16,7 +16,7 @@ use crate::{boot, net};
 
 /// Applies `id` to the machine: clock, randomness, hostname, network. Every step is
 /// tried; the failures are returned, one line each.
-pub fn apply(id: &GuestIdentity) -> Vec<String> {
+pub async fn apply(id: &GuestIdentity) -> Vec<String> {
     let mut failures = Vec::new();
     if let Err(e) = set_clock(id.unix_time_ms) {
         failures.push(format!("cannot set the clock: {e}"));
@@ -25,12 +25,15 @@ pub fn apply(id: &GuestIdentity) -> Vec<String> {
         failures.push(format!("cannot reseed the random number generator: {e}"));
     }
     boot::set_hostname(&id.hostname);
-    failures.extend(net::reconfigure(
-        id.ip.as_deref(),
-        id.gateway.as_deref(),
-        id.dns.as_deref(),
-        id.mac.as_deref(),
-    ));
+    failures.extend(
+        net::reconfigure(
+            id.ip.as_deref(),
+            id.gateway.as_deref(),
+            id.dns.as_deref(),
+            id.mac.as_deref(),
+        )
+        .await,
+    );
     failures
 }
 

@@ -100,6 +100,7 @@ fn init_main() -> anyhow::Result<()> {
     let kind = channel_kind(&cfg)?;
     let ctx = ctx(&cfg, Role::Init, PathBuf::from(boot::HOME));
     runtime()?.block_on(async move {
+        net::configure(&cfg).await;
         tokio::spawn(ssh::run_sshd());
         agent(kind, ctx).await
     })

@@ -252,7 +252,7 @@ async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: Arc<Shutd
             }
         },
         AgentRequest::Reconfigure(id) => {
-            let reply = reconfigure(&ctx, &id);
+            let reply = reconfigure(&ctx, &id).await;
             reply_once(&mut writer, &reply).await;
         }
     }
@@ -262,11 +262,11 @@ async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: Arc<Shutd
 /// handshake on (this session stays authenticated). The machine (clock, randomness,
 /// name, network) is changed only by the agent that is init; one started under
 /// another init leaves that to it.
-fn reconfigure(ctx: &Ctx, id: &GuestIdentity) -> GuestFrame {
+async fn reconfigure(ctx: &Ctx, id: &GuestIdentity) -> GuestFrame {
     let t0 = std::time::Instant::now();
     let failures = match ctx.role {
         Role::Init => {
-            let failures = crate::identity::apply(id);
+            let failures = crate::identity::apply(id).await;
             // After the reseed: clones must not draw their new keys from shared state.
             crate::ssh::rekey();
             failures

@@ -292,7 +292,14 @@ pub enum Request {
 impl Request {
     /// Whether the answer is a [`StreamEvent`] stream rather than one [`Response`].
     pub fn is_streaming(&self) -> bool {
-        matches!(self, Request::VmLogs { .. } | Request::ImageBuild { .. })
+        matches!(
+            self,
+            Request::VmLogs { .. }
+                | Request::ImageBuild { .. }
+                | Request::ImageImport { .. }
+                | Request::ImagePull { .. }
+                | Request::ImageExport { .. }
+        )
     }
 }
 
@@ -351,6 +358,35 @@ pub struct ExecRequest {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_image_jobs_and_logs_stream_their_answers() {
+        let streaming = [
+            Request::VmLogs {
+                name: "a".into(),
+                follow: false,
+            },
+            Request::ImageBuild {
+                spec: ImageBuildSpec::default(),
+            },
+            Request::ImageImport {
+                path: "/x".into(),
+                name: None,
+            },
+            Request::ImagePull {
+                url: "http://x".into(),
+                name: None,
+            },
+            Request::ImageExport {
+                name: "a".into(),
+                dir: "/x".into(),
+            },
+        ];
+        for req in streaming {
+            assert!(req.is_streaming(), "{req:?}");
+        }
+        assert!(!Request::VmList.is_streaming());
+    }
+
     use super::*;
 
     #[test]
