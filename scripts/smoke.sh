@@ -627,8 +627,16 @@ busybox_rootfs() {
   tar -czf "$dir/rootfs.tar.gz" --owner=0 --group=0 -C "$dir/root" .
 }
 
+IMPORTED="smoke-imp-tar smoke-imp-oci smoke-imp-pulled"
+drop_imported() {
+  [ -z "${HTTP_PID:-}" ] || kill "$HTTP_PID" 2>/dev/null || true
+  for image in $IMPORTED; do banger image delete "$image" >/dev/null 2>&1 || true; done
+}
+
 s_image_import() {
   local dir=$RUN_DIR/import
+  drop_imported
+  trap drop_imported EXIT
   busybox_rootfs "$dir"
   mkdir -p "$dir/layout/blobs/sha256"
 
@@ -665,7 +673,6 @@ ran /etc/run me.sh"
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >/dev/null 2>&1 &
   HTTP_PID=$!
-  trap 'kill $HTTP_PID 2>/dev/null' EXIT
   for _ in $(seq 50); do
     (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
@@ -697,10 +704,8 @@ PY
   echo "$err"
   [ "$rc" -ne 0 ] || { echo "bundle with a wrong digest was pulled"; return 1; }
   case "$err" in *digest*|*sha256*) ;; *) echo "error does not name the digest"; return 1 ;; esac
-  kill $HTTP_PID
-  banger image delete smoke-imp-tar
-  banger image delete smoke-imp-oci
-  banger image delete smoke-imp-pulled
+  kill $HTTP_PID; HTTP_PID=
+  for image in $IMPORTED; do banger image delete "$image"; done
 
   # Hostile input: refused with a clear error, nothing left in the image store.
   python3 - "$dir/evil.tar" <<'PY'
@@ -724,17 +729,21 @@ PY
 # The first `vm run` of a machine leaves a warm snapshot; the next run resumes a clone
 # of it (with its own name). Deleting the image takes its warm snapshots along, and is
 # refused while a snapshot of the user's depends on it.
+# The config as the other scenarios want it; also after a failure.
+warm_config_off() {
+  sed -i 's/^warm_on_first_use = true$/warm_on_first_use = false/' "$BANGER_CONFIG_DIR/config.toml"
+  banger daemon stop >/dev/null; banger daemon start >/dev/null
+  banger vm snapshot delete warm-user >/dev/null 2>&1 || true
+  banger image delete smoke-warm >/dev/null 2>&1 || true
+}
+
 s_warm_first_use() {
-  local dir=$RUN_DIR/warm cfg=$BANGER_CONFIG_DIR/config.toml
+  local dir=$RUN_DIR/warm
   busybox_rootfs "$dir"
+  banger image delete smoke-warm >/dev/null 2>&1 || true
   banger image import "$dir/rootfs.tar.gz" --name smoke-warm
-  restore() {
-    sed -i 's/^warm_on_first_use = true$/warm_on_first_use = false/' "$cfg"
-    banger daemon stop >/dev/null; banger daemon start >/dev/null
-    banger image delete smoke-warm >/dev/null 2>&1 || true
-  }
-  trap restore EXIT
-  sed -i 's/^warm_on_first_use = false$/warm_on_first_use = true/' "$cfg"
+  trap warm_config_off EXIT
+  sed -i 's/^warm_on_first_use = false$/warm_on_first_use = true/' "$BANGER_CONFIG_DIR/config.toml"
   banger daemon stop; banger daemon start
   expect_eq "$(banger vm run --rm --image smoke-warm -- cat /etc/marker)" "imported rootfs"
   expect_eq "$(banger vm snapshot list --json | grep -c '"warm": true')" "1"

@@ -29,6 +29,8 @@ pub enum DaemonError {
         state: &'static str,
         hint: String,
     },
+    #[error("image {name:?} is in use")]
+    ImageInUse { name: String, hint: String },
     #[error("a vm named {0:?} already exists")]
     NameTaken(String),
     #[error("image {name:?} is not usable")]
@@ -94,7 +96,9 @@ impl DaemonError {
             DaemonError::Invalid { .. } => ErrorCode::InvalidArgument,
             DaemonError::VmNotFound(_) | DaemonError::SnapshotNotFound(_) => ErrorCode::NotFound,
             DaemonError::Store(StoreError::SnapshotNameTaken(_)) => ErrorCode::AlreadyExists,
-            DaemonError::WrongState { .. } => ErrorCode::FailedPrecondition,
+            DaemonError::WrongState { .. } | DaemonError::ImageInUse { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             DaemonError::NameTaken(_) | DaemonError::Store(StoreError::NameTaken(_)) => {
                 ErrorCode::AlreadyExists
             }
@@ -121,7 +125,9 @@ impl DaemonError {
                 "pick another name, or delete the old one with `banger vm snapshot delete NAME`"
                     .into(),
             ),
-            DaemonError::WrongState { hint, .. } => Some(hint.clone()),
+            DaemonError::WrongState { hint, .. } | DaemonError::ImageInUse { hint, .. } => {
+                Some(hint.clone())
+            }
             DaemonError::NameTaken(_) | DaemonError::Store(StoreError::NameTaken(_)) => {
                 Some("pick another name, or delete the old VM with `banger vm delete NAME`".into())
             }

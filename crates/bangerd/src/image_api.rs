@@ -67,9 +67,8 @@ fn refuse_if_used(m: &Manager, name: &str) -> Result<(), DaemonError> {
     if users.is_empty() {
         return Ok(());
     }
-    Err(DaemonError::WrongState {
+    Err(DaemonError::ImageInUse {
         name: name.to_string(),
-        state: "in use",
         hint: format!("delete the VMs that use it first ({})", users.join(", ")),
     })
 }
@@ -86,9 +85,8 @@ pub async fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
         .partition(|s| s.warm);
     if !kept.is_empty() {
         let names: Vec<String> = kept.into_iter().map(|s| s.name).collect();
-        return Err(DaemonError::WrongState {
+        return Err(DaemonError::ImageInUse {
             name: name.to_string(),
-            state: "in use",
             hint: format!(
                 "snapshots of it exist; delete them first: banger vm snapshot delete {}",
                 names.join(" ")

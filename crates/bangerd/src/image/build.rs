@@ -283,6 +283,6 @@ mod tests {
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(left, [".lock.default"]);
+        assert!(left.is_empty(), "{left:?}");
     }
 }

@@ -370,7 +370,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(left, [".lock.evil"]);
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

@@ -152,28 +152,46 @@ pub fn delete(paths: &Paths, name: &str) -> Result<(), ImageError> {
 }
 
 /// An exclusive lock on one image name, held while it is built, imported or deleted.
+/// Its file `.lock.<name>` goes when the lock does, so a failed import leaves no file.
 pub(crate) struct NameLock {
+    path: PathBuf,
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
+impl Drop for NameLock {
+    fn drop(&mut self) {
+        // Unlinked while still locked (the lock field drops after this): whoever opened
+        // the old file meanwhile sees it is gone and locks a new one.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 pub(crate) fn lock(images: &Path, name: &str) -> Result<NameLock, ImageError> {
+    use std::os::unix::fs::MetadataExt;
     fs_err::create_dir_all(images).ctx(|| "create the image store".into())?;
     let path = images.join(format!(".lock.{name}"));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .ctx(|| format!("open {}", path.display()))?;
-    let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).map_err(
-        |_| ImageError::Busy {
-            name: name.to_string(),
-        },
-    )?;
-    // Whatever hidden work directories of this name exist now were left by a build
-    // that died: nobody else can hold them while we hold the lock.
-    remove_leftovers(images, name);
-    Ok(NameLock { _lock: lock })
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .ctx(|| format!("open {}", path.display()))?;
+        let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+            .map_err(|_| ImageError::Busy {
+                name: name.to_string(),
+            })?;
+        let held = lock.metadata().ctx(|| format!("stat {}", path.display()))?;
+        let still_there = std::fs::metadata(&path)
+            .is_ok_and(|now| now.ino() == held.ino() && now.dev() == held.dev());
+        if !still_there {
+            continue;
+        }
+        // Whatever hidden work directories of this name exist now were left by a build
+        // that died: nobody else can hold them while we hold the lock.
+        remove_leftovers(images, name);
+        return Ok(NameLock { path, _lock: lock });
+    }
 }
 
 /// `<images>/.<kind>.<name>.<pid>.<n>`; `.` cannot occur in an image name.
@@ -381,7 +399,7 @@ mod tests {
             get(&paths, "web").unwrap_err(),
             ImageError::NotFound { .. }
         ));
-        assert_eq!(std::fs::read_dir(paths.images_dir()).unwrap().count(), 1); // .lock.web
+        assert_eq!(std::fs::read_dir(paths.images_dir()).unwrap().count(), 0);
     }
 
     #[test]
@@ -391,6 +409,21 @@ mod tests {
         let err = lock(&paths.images_dir(), "web").err().unwrap();
         assert!(matches!(err, ImageError::Busy { .. }), "{err}");
         assert!(lock(&paths.images_dir(), "web-2").is_ok());
+    }
+
+    #[test]
+    fn a_released_lock_leaves_no_file_and_the_name_locks_again() {
+        let (_root, paths) = store_with(&[]);
+        let images = paths.images_dir();
+        drop(lock(&images, "web").unwrap());
+        assert!(!images.join(".lock.web").exists());
+        let again = lock(&images, "web").unwrap();
+        assert!(images.join(".lock.web").exists());
+        assert!(matches!(
+            lock(&images, "web").err().unwrap(),
+            ImageError::Busy { .. }
+        ));
+        drop(again);
     }
 
     #[test]
