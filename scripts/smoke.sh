@@ -183,6 +183,8 @@ s_argv_exact() {
 s_daemon_restart() {
   banger vm create keep
   banger daemon stop
+  # The running VM keeps its tap; the spare taps went with the daemon.
+  expect_eq "$(ip -o link show master bgsmoke0 | grep -c 'bgtap' || true)" "1"
   banger daemon start
   expect_eq "$(banger vm exec keep -- echo still-here)" "still-here"
   banger vm show keep | grep 'state     running' >/dev/null

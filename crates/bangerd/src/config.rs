@@ -131,6 +131,10 @@ impl Paths {
     pub fn config_file(&self) -> PathBuf {
         self.config_dir.join("config.toml")
     }
+    /// Held by the running daemon (see `daemon::lock_state_dir`); free once it is gone.
+    pub fn daemon_lock(&self) -> PathBuf {
+        self.state_dir.join("bangerd.lock")
+    }
     pub fn daemon_log(&self) -> PathBuf {
         self.state_dir.join("bangerd.log")
     }

@@ -70,12 +70,13 @@ pub struct StateLock {
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
-pub fn lock_state_dir(state_dir: &Path) -> anyhow::Result<StateLock> {
+pub fn lock_state_dir(paths: &Paths) -> anyhow::Result<StateLock> {
     use nix::fcntl::{Flock, FlockArg};
     use std::io::{Read, Seek, Write};
 
+    let state_dir = &paths.state_dir;
     fs_err::create_dir_all(state_dir)?;
-    let path = state_dir.join("bangerd.lock");
+    let path = paths.daemon_lock();
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -200,7 +201,7 @@ pub fn run() -> anyhow::Result<()> {
     rt.block_on(async {
         let paths = Paths::from_env();
         let config = Config::load(&paths)?;
-        let _state_lock = lock_state_dir(&paths.state_dir)?;
+        let _state_lock = lock_state_dir(&paths)?;
         let store = Arc::new(open(&paths)?);
         let backends = backends(&config);
         tracing::info!(
@@ -240,6 +241,7 @@ pub fn run() -> anyhow::Result<()> {
             }
         };
         let socket = paths.socket.clone();
+        let net = manager.net.clone();
         serve(
             listener,
             Deps {
@@ -250,6 +252,12 @@ pub fn run() -> anyhow::Result<()> {
         )
         .await?;
         dns.shutdown().await;
+        // Spare taps go; running VMs keep theirs, the bridge and their NAT rules.
+        if let Ok(net) = net {
+            if let Err(e) = net.shutdown().await {
+                tracing::warn!(cause = %e, "cannot delete the spare taps");
+            }
+        }
         let _ = fs_err::remove_file(&socket);
         tracing::info!("bangerd stopped; running VMs keep running");
         Ok(())

@@ -77,14 +77,18 @@ pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
 }
 
 /// Waits until the daemon's socket stops answering (it removes it on exit).
+/// Waits until the daemon has let go of the state dir, i.e. has exited: its lock comes
+/// free only then, so a `daemon start` right after never meets the old one.
 async fn wait_gone(paths: &Paths) {
-    for _ in 0..100 {
-        if tokio::net::UnixStream::connect(&paths.socket)
-            .await
-            .is_err()
-        {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let path = paths.daemon_lock();
+    let wait = tokio::task::spawn_blocking(move || {
+        let file = std::fs::File::open(path).ok()?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockShared).ok()
+    });
+    if tokio::time::timeout(std::time::Duration::from_secs(30), wait)
+        .await
+        .is_err()
+    {
+        output::note("bangerd is still exiting after 30 s");
     }
 }

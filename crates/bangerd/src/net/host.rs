@@ -175,7 +175,7 @@ impl HostNetwork {
 
     /// Daemon shutdown: deletes the spare taps only. Running VMs keep their taps, the
     /// bridge and their port forwards.
-    pub async fn shutdown(self) -> Result<(), NetError> {
+    pub async fn shutdown(&self) -> Result<(), NetError> {
         self.taps.drain().await
     }
 
