@@ -86,6 +86,16 @@ trap cleanup EXIT
 
 expect_eq() { [ "$1" = "$2" ] || { echo "expected [$2], got [$1]"; return 1; }; }
 vm_rows() { banger vm list --json | grep -c '"name"' || true; }
+# expect_failure CODE PATTERN CMD...: CMD must exit with CODE (`any`: not 0), with
+# output that matches the glob PATTERN.
+expect_failure() {
+  local code=$1 pattern=$2 out rc; shift 2
+  set +e; out=$("$@" 2>&1); rc=$?; set -e
+  echo "$out"
+  [ "$rc" -ne 0 ] || { echo "succeeded: $*"; return 1; }
+  [ "$code" = any ] || expect_eq "$rc" "$code"
+  case "$out" in $pattern) ;; *) echo "output of '$*' does not match $pattern"; return 1 ;; esac
+}
 
 # --- scenarios ---------------------------------------------------------------------
 s_bare() {
@@ -685,12 +695,7 @@ ran /etc/run me.sh"
   local victim
   victim=$(find "$dir/bad" -type f ! -name manifest.json | head -1)
   printf 'corrupt' | dd of="$victim" bs=1 seek=100 conv=notrunc 2>/dev/null
-  set +e
-  err=$(banger image pull "http://127.0.0.1:$port/bad" --name smoke-imp-bad 2>&1); rc=$?
-  set -e
-  echo "$err"
-  [ "$rc" -ne 0 ] || { echo "corrupted bundle was pulled"; return 1; }
-  case "$err" in *digest*|*checksum*) ;; *) echo "error does not say what failed"; return 1 ;; esac
+  expect_failure any '*checksum*' banger image pull "http://127.0.0.1:$port/bad" --name smoke-imp-bad
   # A bundle whose file does not match the manifest's digest.
   cp -r "$dir/bundle" "$dir/lying"
   python3 - "$dir/lying/manifest.json" <<'PY'
@@ -700,12 +705,8 @@ for f in m["files"].values():
     f["sha256"] = "0" * 64
 json.dump(m, open(sys.argv[1], "w"))
 PY
-  set +e
-  err=$(banger image pull "http://127.0.0.1:$port/lying" --name smoke-imp-lying 2>&1); rc=$?
-  set -e
-  echo "$err"
-  [ "$rc" -ne 0 ] || { echo "bundle with a wrong digest was pulled"; return 1; }
-  case "$err" in *digest*|*sha256*) ;; *) echo "error does not name the digest"; return 1 ;; esac
+  expect_failure any '*expected 0000000000*' \
+    banger image pull "http://127.0.0.1:$port/lying" --name smoke-imp-lying
   kill $HTTP_PID; HTTP_PID=
   for image in $IMPORTED; do banger image delete "$image"; done
 
@@ -717,12 +718,7 @@ with tarfile.open(sys.argv[1], "w") as t:
         info = tarfile.TarInfo(name); data = b"x"; info.size = len(data)
         t.addfile(info, io.BytesIO(data))
 PY
-  set +e
-  err=$(banger image import "$dir/evil.tar" --name smoke-imp-evil 2>&1); rc=$?
-  set -e
-  echo "$err"
-  [ "$rc" -ne 0 ] || { echo "hostile tarball was imported"; return 1; }
-  case "$err" in *"../escaped"*) ;; *) echo "error does not name the entry"; return 1 ;; esac
+  expect_failure any '*"../escaped"*' banger image import "$dir/evil.tar" --name smoke-imp-evil
   case "$(banger image list)" in *smoke-imp*) echo "image left behind"; return 1 ;; esac
   case "$(ls -A "$BANGER_STATE_DIR/images")" in *smoke-imp*) echo "files left behind"; return 1 ;; esac
   [ ! -e "$BANGER_STATE_DIR/../escaped" ] && [ ! -e "$BANGER_STATE_DIR/images/escaped" ]
@@ -759,12 +755,7 @@ s_warm_first_use() {
   banger vm create warm-src --image smoke-warm
   banger vm snapshot warm-src warm-user
   banger vm delete warm-src
-  set +e
-  err=$(banger image delete smoke-warm 2>&1); rc=$?
-  set -e
-  echo "$err"
-  expect_eq "$rc" "6"
-  case "$err" in *"warm-user"*) ;; *) echo "error does not name the snapshot"; return 1 ;; esac
+  expect_failure 6 '*"smoke-warm" is in use*warm-user*' banger image delete smoke-warm
   banger vm snapshot delete warm-user
   banger image delete smoke-warm
   expect_eq "$(banger vm snapshot list --json)" "[]"
