@@ -12,6 +12,8 @@ use nix::errno::Errno;
 use nix::fcntl::OFlag;
 use std::os::unix::fs::OpenOptionsExt;
 
+use banger_wire::agent::HOST_KNOCK;
+
 use crate::channel::ChannelError;
 use crate::fdio::{FdStream, Kind};
 
@@ -74,13 +76,22 @@ impl SerialPort {
         }
     }
 
-    /// Returns once the connected host has gone away (used to drop a refused host).
+    /// Returns once the connected host has gone away (used to drop a refused host), or
+    /// a host knocks: a new host can connect between two probes, so the guest never
+    /// sees the port without one, and its knock is the only sign.
     pub async fn wait_disconnected(&self) {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut tail = Vec::new();
         loop {
             match self.stream.read_now(&mut buf) {
                 Ok(0) => return,
-                Ok(_) | Err(Errno::EINTR) => {}
+                Ok(n) => {
+                    if knocked(&mut tail, &buf[..n]) {
+                        tracing::info!("a host knocked on the agent port");
+                        return;
+                    }
+                }
+                Err(Errno::EINTR) => {}
                 Err(Errno::EAGAIN) => tokio::time::sleep(PROBE).await,
                 Err(e) => {
                     tracing::warn!(port = %self.path.display(), cause = %e, "agent port read failed");
@@ -89,6 +100,18 @@ impl SerialPort {
             }
         }
     }
+}
+
+/// Whether [`HOST_KNOCK`] is in what was read so far; `tail` keeps the last bytes
+/// between reads, so a knock split across two reads is seen.
+fn knocked(tail: &mut Vec<u8>, read: &[u8]) -> bool {
+    tail.extend_from_slice(read);
+    let found = tail.windows(HOST_KNOCK.len()).any(|w| w == HOST_KNOCK);
+    let keep = HOST_KNOCK.len() - 1;
+    if tail.len() > keep {
+        tail.drain(..tail.len() - keep);
+    }
+    found
 }
 
 /// Polls `sysfs` (`/sys/class/virtio-ports`) until a port named `name` shows up and
@@ -136,6 +159,19 @@ fn scan_ports(sysfs: &Path, name: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_knock_is_seen_whole_or_split_across_reads() {
+        let mut tail = Vec::new();
+        assert!(!knocked(&mut tail, b"leftovers of the refused host"));
+        assert!(!knocked(&mut tail, &HOST_KNOCK[..5]));
+        assert!(knocked(&mut tail, &HOST_KNOCK[5..]));
+        let mut tail = Vec::new();
+        let mut burst = b"junk".to_vec();
+        burst.extend_from_slice(&HOST_KNOCK);
+        assert!(knocked(&mut tail, &burst));
+        assert!(tail.len() < HOST_KNOCK.len());
+    }
     use super::*;
 
     #[test]
