@@ -48,6 +48,8 @@ dns_listen = "127.0.0.1:42089"
 memory_mib = 512
 disk_size_mib = 1024
 boot_timeout_secs = 180
+# The warm series makes its snapshot with `image warm`, timed; no run makes one itself.
+warm_on_first_use = false
 CFG
 
 banger() { "$BIN/banger" "$@"; }
@@ -74,7 +76,7 @@ log "image build (a no-op when it is current)"
 banger image build >/dev/null
 
 log "warm-up run (not counted)"
-banger vm run --rm --name bench-warmup -- true
+banger vm run --rm --cold --name bench-warmup -- true
 
 # The probe: a VM booted by banger whose QEMU command line the raw floor reuses, and
 # whose never-booted upper disk is the template for the raw runs' fresh disks.

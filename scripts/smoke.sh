@@ -111,13 +111,26 @@ s_exit_code() {
   expect_eq "$rc" "42"
 }
 
+# Bad input fails with a clear error and leaves no row, no VMM and no files; a
+# duplicate name leaves the first VM as it was.
 s_invalid_spec() {
-  set +e
-  banger vm create bad --vcpu 0; rc=$?
-  set -e
-  [ "$rc" -ne 0 ] || { echo "vcpu 0 was accepted"; return 1; }
+  local vmms
+  vmms=$(pgrep -c qemu-system || true)
+  expect_failure 3 '*vcpu*' banger vm create bad --vcpu 0
+  expect_failure 3 '*memory of 1 MiB is too small*' banger vm create bad --memory 1
+  expect_failure 4 '*no-such-image*' banger vm create bad --image no-such-image
   expect_eq "$(vm_rows)" "0"
   [ -z "$(ls -A "$BANGER_STATE_DIR/vms" 2>/dev/null)" ] || { echo "vm files left"; return 1; }
+  expect_eq "$(pgrep -c qemu-system || true)" "$vmms"
+  banger vm create dup --no-start
+  local id
+  id=$(vm_id dup)
+  expect_failure 5 '*"dup" already exists*' banger vm create dup
+  expect_eq "$(vm_rows)" "1"
+  expect_eq "$(vm_id dup)" "$id"
+  expect_eq "$(ls "$BANGER_STATE_DIR/vms")" "$id"
+  expect_eq "$(pgrep -c qemu-system || true)" "$vmms"
+  banger vm delete dup
 }
 
 s_lifecycle() {

@@ -7,6 +7,8 @@ use std::process::Stdio;
 use tokio::process::Command;
 
 const SSHD: &str = "/usr/sbin/sshd";
+/// The host key banger makes (first), and those older images made too, all removed
+/// when a clone is rekeyed.
 const HOST_KEYS: &[&str] = &[
     "/etc/ssh/ssh_host_ed25519_key",
     "/etc/ssh/ssh_host_ecdsa_key",
@@ -77,22 +79,21 @@ pub fn rekey() {
     REKEY.notify_one();
 }
 
-/// Generates missing host keys and runs sshd in the foreground (its log goes to the
-/// console), restarting it with new keys on [`rekey`]. Never fails the boot: problems
-/// are logged.
+/// Makes the host key if missing and runs sshd with it in the foreground (its log goes
+/// to the console), restarting it with a new key on [`rekey`]. Never fails the boot:
+/// problems are logged.
 pub async fn run_sshd() {
     if !Path::new(SSHD).exists() {
         tracing::info!("no {SSHD} in the image; not starting sshd");
         return;
     }
-    let mut keygen = Keygen::Missing;
     loop {
-        generate_host_keys(keygen).await;
+        ensure_host_key().await;
         if let Err(e) = fs_err::create_dir_all("/run/sshd") {
             tracing::error!(cause = %e, "cannot create /run/sshd");
         }
         let spawned = Command::new(SSHD)
-            .args(["-D", "-e"])
+            .args(["-D", "-e", "-h", HOST_KEYS[0]])
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true)
@@ -123,35 +124,25 @@ pub async fn run_sshd() {
                         }
                     }
                 }
-                keygen = Keygen::Ed25519;
             }
         }
     }
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Keygen {
-    /// `ssh-keygen -A` when any host key is missing (first boot).
-    Missing,
-    /// One new ed25519 key (a clone; RSA keys take seconds under emulation).
-    Ed25519,
-}
-
-async fn generate_host_keys(keygen: Keygen) {
+/// Makes the guest's ed25519 host key when it has none (first boot, or a rekeyed clone).
+/// Only ed25519: RSA keys take seconds of CPU under emulation, and every OpenSSH client
+/// of the last decade takes ed25519. sshd is started with this key alone (`-h`).
+async fn ensure_host_key() {
+    let key = HOST_KEYS[0];
+    if Path::new(key).exists() {
+        return;
+    }
     let mut command = Command::new("ssh-keygen");
-    match keygen {
-        Keygen::Missing if HOST_KEYS.iter().all(|k| Path::new(k).exists()) => return,
-        Keygen::Missing => command.arg("-A"),
-        Keygen::Ed25519 => command.args(["-q", "-t", "ed25519", "-N", "", "-f", HOST_KEYS[0]]),
-    };
+    command.args(["-q", "-t", "ed25519", "-N", "", "-f", key]);
     let t0 = std::time::Instant::now();
     match command.stdin(Stdio::null()).output().await {
         Ok(out) if out.status.success() => {
-            tracing::info!(
-                ?keygen,
-                ms = t0.elapsed().as_millis() as u64,
-                "SSH host keys made"
-            );
+            tracing::info!(ms = t0.elapsed().as_millis() as u64, "SSH host key made");
         }
         Ok(out) => tracing::error!(
             status = %out.status,

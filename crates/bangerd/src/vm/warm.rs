@@ -11,7 +11,7 @@ use crate::error::DaemonError;
 use crate::store::SnapshotRecord;
 
 /// What a guest does once after its first boot and must not redo in every clone:
-/// sshd's host keys (seconds of CPU under TCG).
+/// sshd's host key and start.
 const SETTLED: &str = "until [ ! -x /usr/sbin/sshd ] || [ -e /run/sshd.pid ]; do sleep 0.1; done";
 
 /// The machine a warm snapshot serves; a create uses it when every field matches.
