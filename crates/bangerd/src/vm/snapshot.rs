@@ -36,22 +36,7 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Dae
 
 /// Snapshot names follow VM names: they are typed on command lines.
 pub fn validate_name(name: &str) -> Result<(), DaemonError> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !name.starts_with('-')
-        && !name.ends_with('-');
-    if ok {
-        return Ok(());
-    }
-    Err(DaemonError::Invalid {
-        message: format!("invalid snapshot name {name:?}"),
-        hint: Some(
-            "use 1-63 lowercase letters, digits and '-', not starting or ending with '-'".into(),
-        ),
-    })
+    super::spec::validate_label("snapshot", name)
 }
 
 /// `web` → `web-20261124-170512`.

@@ -8,6 +8,12 @@ pub const MIN_DISK_MIB: u64 = 64;
 
 /// VM names are DNS labels: they become `<name>.vm` host names.
 pub fn validate_name(name: &str) -> Result<(), DaemonError> {
+    validate_label("vm", name)
+}
+
+/// A DNS label (1-63 lowercase letters, digits and `-`, no `-` at either end), the rule
+/// for every name typed on banger's command line; `what` names the thing in the error.
+pub fn validate_label(what: &str, name: &str) -> Result<(), DaemonError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name
@@ -16,16 +22,14 @@ pub fn validate_name(name: &str) -> Result<(), DaemonError> {
         && !name.starts_with('-')
         && !name.ends_with('-');
     if ok {
-        Ok(())
-    } else {
-        Err(DaemonError::Invalid {
-            message: format!("invalid vm name {name:?}"),
-            hint: Some(
-                "use 1-63 lowercase letters, digits and '-', not starting or ending with '-'"
-                    .into(),
-            ),
-        })
+        return Ok(());
     }
+    Err(DaemonError::Invalid {
+        message: format!("invalid {what} name {name:?}"),
+        hint: Some(
+            "use 1-63 lowercase letters, digits and '-', not starting or ending with '-'".into(),
+        ),
+    })
 }
 
 pub fn validate_resources(vcpu: u32, memory_mib: u32, disk_mib: u64) -> Result<(), DaemonError> {
