@@ -140,7 +140,8 @@ pub async fn ensure_daemon(paths: &Paths) -> Result<Client, CliError> {
     let client = Client::new(&paths.socket);
     match client.rpc(&Request::Ping).await {
         Ok(_) => Ok(client),
-        Err(CliError::Unreachable { .. }) => {
+        // A connection dropped mid-ping: a daemon that is dying, not serving.
+        Err(CliError::Unreachable { .. } | CliError::Http(_)) => {
             let pid = start_daemon(paths).await?;
             output::note(&format!(
                 "started bangerd (pid {pid}); stop it with `banger daemon stop`"

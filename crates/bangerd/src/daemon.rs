@@ -70,6 +70,9 @@ pub struct StateLock {
     _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
+/// How long a starting daemon waits for the state dir's previous owner to finish exiting.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub fn lock_state_dir(paths: &Paths) -> anyhow::Result<StateLock> {
     use nix::fcntl::{Flock, FlockArg};
     use std::io::{Read, Seek, Write};
@@ -84,14 +87,22 @@ pub fn lock_state_dir(paths: &Paths) -> anyhow::Result<StateLock> {
         .truncate(false)
         .open(&path)
         .with_context(|| format!("cannot open {}", path.display()))?;
-    let mut lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(lock) => lock,
-        Err((mut file, errno)) => {
-            let mut holder = String::new();
-            let _ = file.read_to_string(&mut holder);
+    let mut holder = String::new();
+    let _ = (&file).read_to_string(&mut holder);
+    // A daemon that was just stopped or killed lets go within moments of exiting; one
+    // that still runs keeps it, and then this one refuses.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Flock::lock(file, FlockArg::LockExclusive));
+    });
+    let mut lock = match rx.recv_timeout(LOCK_PATIENCE) {
+        Ok(Ok(lock)) => lock,
+        Ok(Err((_, errno))) => {
+            return Err(errno).with_context(|| format!("cannot lock {}", path.display()))
+        }
+        Err(_) => {
             let holder = holder.trim();
-            anyhow::ensure!(
-                errno != nix::errno::Errno::EWOULDBLOCK,
+            anyhow::bail!(
                 "another bangerd{} owns the state dir {}; stop it with `banger daemon stop`, \
                  or give this one its own BANGER_STATE_DIR",
                 if holder.is_empty() {
@@ -101,7 +112,6 @@ pub fn lock_state_dir(paths: &Paths) -> anyhow::Result<StateLock> {
                 },
                 state_dir.display()
             );
-            return Err(errno).with_context(|| format!("cannot lock {}", path.display()));
         }
     };
     lock.set_len(0)?;

@@ -19,7 +19,8 @@ pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
                 ));
                 Ok(0)
             }
-            Err(CliError::Unreachable { .. }) => {
+            // A connection dropped mid-ping: a daemon that is dying, not serving.
+            Err(CliError::Unreachable { .. } | CliError::Http(_)) => {
                 let pid = client::start_daemon(paths).await?;
                 output::note(&format!(
                     "started bangerd (pid {pid}) on {}",
