@@ -114,13 +114,7 @@ impl Manager {
         }
         let name = spec.name.clone().unwrap_or_else(spec::generate_name);
         spec::validate_name(&name)?;
-        for p in &spec.publish {
-            p.parse::<crate::net::PortForward>()
-                .map_err(|e| DaemonError::Invalid {
-                    message: format!("invalid --publish {p:?}: {e}"),
-                    hint: Some("use HOST:GUEST or HOST:GUEST/udp, e.g. --publish 8080:80".into()),
-                })?;
-        }
+        spec::validate_publish(&spec.publish)?;
         if self.store.get_vm(&name)?.is_some() {
             return Err(DaemonError::NameTaken(name));
         }

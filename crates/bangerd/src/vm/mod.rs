@@ -238,13 +238,7 @@ impl Manager {
             .clone()
             .unwrap_or_else(|| self.config.default_image.clone());
         boot::image(&self.paths, &image)?;
-        for p in &spec.publish {
-            p.parse::<crate::net::PortForward>()
-                .map_err(|e| DaemonError::Invalid {
-                    message: format!("invalid --publish {p:?}: {e}"),
-                    hint: Some("use HOST:GUEST or HOST:GUEST/udp, e.g. --publish 8080:80".into()),
-                })?;
-        }
+        spec::validate_publish(&spec.publish)?;
         if !spec.no_network {
             self.network()?;
         } else if !spec.publish.is_empty() {

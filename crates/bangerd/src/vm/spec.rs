@@ -55,6 +55,18 @@ pub fn validate_resources(vcpu: u32, memory_mib: u32, disk_mib: u64) -> Result<(
 }
 
 /// A fresh name like `vm-3fa9c2` for unnamed VMs.
+/// Each `--publish HOST:GUEST[/udp]` parses.
+pub fn validate_publish(publish: &[String]) -> Result<(), DaemonError> {
+    for p in publish {
+        p.parse::<crate::net::PortForward>()
+            .map_err(|e| DaemonError::Invalid {
+                message: format!("invalid --publish {p:?}: {e}"),
+                hint: Some("use HOST:GUEST or HOST:GUEST/udp, e.g. --publish 8080:80".into()),
+            })?;
+    }
+    Ok(())
+}
+
 pub fn generate_name() -> String {
     format!("vm-{}", hex::encode(rand::random::<[u8; 3]>()))
 }
