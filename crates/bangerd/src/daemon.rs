@@ -273,3 +273,27 @@ pub fn run() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_daemon_on_a_state_dir_is_refused_until_the_first_lets_go() {
+        let root = tempfile::tempdir().unwrap();
+        let paths = Paths::under(root.path());
+        let first = lock_state_dir(&paths).unwrap();
+
+        let err = lock_state_dir(&paths).err().unwrap().to_string();
+        assert!(
+            err.contains(&format!(
+                "another bangerd (pid {}) owns",
+                std::process::id()
+            )),
+            "{err}"
+        );
+
+        drop(first);
+        assert!(lock_state_dir(&paths).is_ok());
+    }
+}
