@@ -330,8 +330,7 @@ mod tests {
     }
 
     fn executable(root: &Path, rel: &str, script: &str) {
-        write(root, rel, script);
-        fs_err::set_permissions(root.join(rel), std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::test_support::write_script(&root.join(rel), script);
     }
 
     #[test]

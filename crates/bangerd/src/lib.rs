@@ -16,6 +16,9 @@ pub mod store;
 pub mod vm;
 pub mod vmm;
 
+#[cfg(test)]
+mod test_support;
+
 pub use server::{serve, Deps};
 
 /// Entry point of the `bangerd` binary. A start-up failure is printed as `error:` /

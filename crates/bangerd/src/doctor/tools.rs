@@ -85,11 +85,10 @@ fn probe(ctx: &Ctx<'_>, tool: &Tool) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
     use crate::config::{Config, Paths};
     use crate::doctor::testing::fake_host;
+    use crate::test_support::write_script;
 
     #[test]
     fn missing_mkfs_fails_and_missing_ssh_warns() {
@@ -117,9 +116,7 @@ mod tests {
     fn version_is_read_from_stderr() {
         let t = tempfile::tempdir().unwrap();
         let bin = t.path().join("bin/ssh");
-        fs_err::create_dir_all(bin.parent().unwrap()).unwrap();
-        fs_err::write(&bin, "#!/bin/sh\necho 'OpenSSH_9.2p1 Debian-2' >&2\n").unwrap();
-        fs_err::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        write_script(&bin, "#!/bin/sh\necho 'OpenSSH_9.2p1 Debian-2' >&2\n");
         let (host, paths, config) = (
             fake_host(t.path()),
             Paths::under(t.path()),

@@ -201,7 +201,6 @@ fn broken_binary(
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
 
     use super::*;
     use crate::config::{Config, Paths};
@@ -256,13 +255,10 @@ mod tests {
         );
         let missing = firecracker(&Ctx::new(&host, &paths, &config));
         let bin = t.path().join("bin/firecracker");
-        fs_err::create_dir_all(bin.parent().unwrap()).unwrap();
-        fs_err::write(
+        crate::test_support::write_script(
             &bin,
             "#!/bin/sh\necho 'Firecracker v1.9.1'\necho\necho 'Supported snapshot versions'\n",
-        )
-        .unwrap();
-        fs_err::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
 
         let found = firecracker(&Ctx::new(&host, &paths, &config));
 

@@ -1,5 +1,4 @@
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use super::*;
@@ -28,8 +27,7 @@ fn spec(dir: &Path) -> LaunchSpec {
 }
 
 fn executable(path: &Path, text: &str) {
-    fs_err::write(path, text).unwrap();
-    fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::test_support::write_script(path, text);
 }
 
 #[test]
