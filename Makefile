@@ -4,7 +4,7 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
 BIN_DIR := target/release
 
-.PHONY: all build agent install quickstart lint unit smoke smoke-plain coverage-html test clean-smoke
+.PHONY: all build agent install quickstart lint audit unit smoke smoke-plain coverage-html test clean-smoke
 
 all: build
 
@@ -30,8 +30,12 @@ quickstart:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
-	@if command -v cargo-deny >/dev/null; then $(CARGO) deny check; \
+	@if command -v cargo-deny >/dev/null; then $(CARGO) deny -L error check bans licenses sources; \
 	 else echo "lint: cargo-deny not installed; skipping dependency policy check (cargo install cargo-deny)"; fi
+
+# Known vulnerabilities in dependencies (fetches the RustSec advisory database).
+audit:
+	$(CARGO) deny check advisories
 
 # Tiers 1 and 2: hermetic unit tests, and host integration tests (these need root
 # and say why they skip otherwise).

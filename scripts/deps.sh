@@ -23,6 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+if ! cargo deny --version >/dev/null 2>&1; then
+  echo "deps: installing cargo-deny" >&2
+  cargo install --locked -q cargo-deny || echo "deps: cargo-deny unavailable; lint skips the dependency policy" >&2
+fi
 if ! cargo llvm-cov --version >/dev/null 2>&1; then
   echo "deps: installing cargo-llvm-cov" >&2
   cargo install --locked -q cargo-llvm-cov || echo "deps: cargo-llvm-cov unavailable; smoke runs without coverage" >&2
