@@ -400,6 +400,29 @@ fn twenty_create_delete_cycles_leave_no_taps_or_rules() {
 }
 
 #[test]
+fn shutdown_during_a_refill_leaves_only_the_taps_handed_out() {
+    require_privileges!();
+    let ns = Netns::new("host");
+
+    let (taken, left) = ns.run(|| async {
+        let host = HostNetwork::setup(&config(2), &HashSet::new())
+            .await
+            .unwrap();
+        // Taking a spare wakes the refill; the daemon stops at once.
+        let taken = host.taps().take().await.unwrap().name;
+        host.shutdown().await.unwrap();
+        drop(host);
+        // Give a refill that would still run every chance to.
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        (taken, bgtaps(&Netlink::open().unwrap()).await)
+    });
+
+    assert_eq!(left, [taken]);
+}
+
+#[test]
 fn daemons_on_two_bridges_keep_out_of_each_others_rules_and_taps() {
     require_privileges!();
     let ns = Netns::new("host");

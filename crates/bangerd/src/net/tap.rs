@@ -2,6 +2,7 @@
 //! VM create never waits for one.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::Notify;
@@ -54,6 +55,11 @@ struct Inner {
     bridge_index: u32,
     spares_wanted: usize,
     state: Mutex<State>,
+    /// Set by [`TapPool::drain`] and on drop: no more spares are made.
+    closed: AtomicBool,
+    /// Held while spares are being made, so a drain waits for a refill under way and
+    /// no spare appears after it.
+    filling: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -97,6 +103,8 @@ impl TapPool {
                 spares: Vec::new(),
                 used,
             }),
+            closed: AtomicBool::new(false),
+            filling: tokio::sync::Mutex::new(()),
         });
         inner.fill().await?;
         let refill = Arc::new(Notify::new());
@@ -140,8 +148,10 @@ impl TapPool {
         Ok(())
     }
 
-    /// Deletes every spare tap (daemon shutdown). Taps handed out stay.
+    /// Deletes every spare tap and makes no more (daemon shutdown). Taps handed out stay.
     pub async fn drain(&self) -> Result<(), NetError> {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let _filling = self.inner.filling.lock().await;
         let spares = std::mem::take(&mut self.inner.lock().spares);
         for name in spares {
             self.destroy(&name).await?;
@@ -162,7 +172,8 @@ impl TapPool {
 
 impl Drop for TapPool {
     fn drop(&mut self) {
-        // Wakes the refill task so it sees the pool is gone and ends.
+        // Wakes the refill task so it sees the pool is closed and ends.
+        self.inner.closed.store(true, Ordering::SeqCst);
         self.refill.notify_one();
     }
 }
@@ -173,6 +184,9 @@ async fn refill_loop(inner: Weak<Inner>, refill: Arc<Notify>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
         if let Err(e) = inner.fill().await {
             tracing::warn!(error = %e, "could not refill the tap pool");
         }
@@ -193,7 +207,8 @@ impl Inner {
     }
 
     async fn fill(&self) -> Result<(), NetError> {
-        while self.lock().spares.len() < self.spares_wanted {
+        let _filling = self.filling.lock().await;
+        while !self.closed.load(Ordering::SeqCst) && self.lock().spares.len() < self.spares_wanted {
             let name = self.create().await?;
             self.lock().spares.push(name);
         }
