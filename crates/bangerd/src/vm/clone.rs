@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use banger_wire::agent::{BootConfig, GuestIdentity};
-use banger_wire::api::{VmCreateSpec, VmInfo, VmState};
+use banger_wire::api::{VmCreateSpec, VmInfo};
 
-use super::{boot, snapshot, sparse, spec, Manager};
+use super::{boot, snapshot, sparse, spec, Manager, NewVm};
 use crate::error::DaemonError;
 use crate::store::{SnapshotRecord, VmRecord};
 
@@ -109,34 +109,18 @@ impl Manager {
                 vm: snap.name.clone(),
                 source,
             })?;
-        if !snap.no_network {
-            self.network()?;
-        }
         let name = spec.name.clone().unwrap_or_else(spec::generate_name);
         spec::validate_name(&name)?;
-        spec::validate_publish(&spec.publish)?;
-        if self.store.get_vm(&name)?.is_some() {
-            return Err(DaemonError::NameTaken(name));
-        }
-        let rec = VmRecord {
-            id: hex::encode(rand::random::<[u8; 8]>()),
+        let rec = self.new_record(NewVm {
             name,
             image: snap.image.clone(),
             backend: snap.backend,
             vcpu: snap.vcpu,
             memory_mib: snap.memory_mib,
             disk_size_mib: snap.disk_size_mib,
-            state: VmState::Stopped,
             no_network: snap.no_network,
-            token: hex::encode(rand::random::<[u8; 16]>()),
-            created_at: super::now_rfc3339(),
-            pid: None,
-            pid_start: None,
-            boot: None,
-            last_error: None,
-            tap: None,
             publish: spec.publish.clone(),
-        };
+        })?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
         if let Err(e) = self.store.insert_vm(&rec) {

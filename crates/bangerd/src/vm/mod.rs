@@ -101,6 +101,18 @@ pub struct Manager {
     warming: Mutex<std::collections::HashSet<String>>,
 }
 
+/// What a create chooses of a new VM's row (see [`Manager::new_record`]).
+struct NewVm {
+    name: String,
+    image: String,
+    backend: Backend,
+    vcpu: u32,
+    memory_mib: u32,
+    disk_size_mib: u64,
+    no_network: bool,
+    publish: Vec<String>,
+}
+
 /// A std mutex's guard; a poisoned lock is still usable (its holder only panicked).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -217,6 +229,41 @@ impl Manager {
         Ok(vm)
     }
 
+    /// The row of a new VM: checks that its name is free, its port forwards parse and
+    /// it has the network they need; gives it a fresh id and agent token.
+    fn new_record(&self, new: NewVm) -> Result<VmRecord, DaemonError> {
+        spec::validate_publish(&new.publish)?;
+        if !new.no_network {
+            self.network()?;
+        } else if !new.publish.is_empty() {
+            return Err(DaemonError::invalid(
+                "--publish needs a network; drop --no-network",
+            ));
+        }
+        if self.store.get_vm(&new.name)?.is_some() {
+            return Err(DaemonError::NameTaken(new.name));
+        }
+        Ok(VmRecord {
+            id: hex::encode(rand::random::<[u8; 8]>()),
+            name: new.name,
+            image: new.image,
+            backend: new.backend,
+            vcpu: new.vcpu,
+            memory_mib: new.memory_mib,
+            disk_size_mib: new.disk_size_mib,
+            state: VmState::Stopped,
+            no_network: new.no_network,
+            token: hex::encode(rand::random::<[u8; 16]>()),
+            created_at: now_rfc3339(),
+            pid: None,
+            pid_start: None,
+            boot: None,
+            last_error: None,
+            tap: None,
+            publish: new.publish,
+        })
+    }
+
     /// Creates a VM from its image by booting it.
     async fn create_cold(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
         let t0 = std::time::Instant::now();
@@ -238,36 +285,16 @@ impl Manager {
             .clone()
             .unwrap_or_else(|| self.config.default_image.clone());
         boot::image(&self.paths, &image)?;
-        spec::validate_publish(&spec.publish)?;
-        if !spec.no_network {
-            self.network()?;
-        } else if !spec.publish.is_empty() {
-            return Err(DaemonError::invalid(
-                "--publish needs a network; drop --no-network",
-            ));
-        }
-        if self.store.get_vm(&name)?.is_some() {
-            return Err(DaemonError::NameTaken(name));
-        }
-        let rec = VmRecord {
-            id: hex::encode(rand::random::<[u8; 8]>()),
+        let rec = self.new_record(NewVm {
             name,
             image,
             backend,
             vcpu,
             memory_mib,
             disk_size_mib,
-            state: VmState::Stopped,
             no_network: spec.no_network,
-            token: hex::encode(rand::random::<[u8; 16]>()),
-            created_at: now_rfc3339(),
-            pid: None,
-            pid_start: None,
-            boot: None,
-            last_error: None,
-            tap: None,
             publish: spec.publish.clone(),
-        };
+        })?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
         if let Err(e) = self.store.insert_vm(&rec) {
