@@ -150,30 +150,17 @@ impl Vmm for Firecracker {
             Ok::<_, VmmError>((t_socket, t_configured, t0.elapsed()))
         }
         .await;
-        match outcome {
-            Ok((socket, configured, started)) => {
-                let pid = starting.detach();
-                tracing::info!(
-                    vm = %spec.vm_id,
-                    pid,
-                    socket_ms = socket.as_millis() as u64,
-                    configure_ms = (configured - socket).as_millis() as u64,
-                    start_ms = (started - configured).as_millis() as u64,
-                    "firecracker started the guest"
-                );
-                Ok(Launched {
-                    pid,
-                    control_socket: api_socket,
-                    agent: AgentEndpoint::Listen(agent_socket),
-                })
-            }
-            Err(error) => {
-                let error = starting.explain(error).await;
-                tracing::warn!(vm = %spec.vm_id, pid = starting.pid(), error = %error, "firecracker launch failed");
-                starting.abort().await;
-                Err(error)
-            }
-        }
+        let (pid, (socket, configured, started)) =
+            settle(starting, outcome, spec, "launch").await?;
+        tracing::info!(
+            vm = %spec.vm_id,
+            pid,
+            socket_ms = socket.as_millis() as u64,
+            configure_ms = (configured - socket).as_millis() as u64,
+            start_ms = (started - configured).as_millis() as u64,
+            "firecracker started the guest"
+        );
+        Ok(launched(pid, api_socket, agent_socket))
     }
 
     fn agent_listen_path(&self, runtime_dir: &Path) -> Option<PathBuf> {
@@ -221,23 +208,37 @@ impl Vmm for Firecracker {
             snapshot::load(&api, spec, snap).await
         }
         .await;
-        match outcome {
-            Ok(()) => {
-                let pid = starting.detach();
-                tracing::info!(vm = %spec.vm_id, pid, ms = t0.elapsed().as_millis() as u64, "firecracker restored the guest");
-                Ok(Launched {
-                    pid,
-                    control_socket: api_socket,
-                    agent: AgentEndpoint::Listen(agent_socket),
-                })
-            }
-            Err(error) => {
-                let error = starting.explain(error).await;
-                tracing::warn!(vm = %spec.vm_id, pid = starting.pid(), error = %error, "firecracker restore failed");
-                starting.abort().await;
-                Err(error)
-            }
+        let (pid, ()) = settle(starting, outcome, spec, "restore").await?;
+        tracing::info!(vm = %spec.vm_id, pid, ms = t0.elapsed().as_millis() as u64, "firecracker restored the guest");
+        Ok(launched(pid, api_socket, agent_socket))
+    }
+}
+
+/// The end of a start: on success the process is let go (its pid returned with the
+/// outcome); on failure the error is explained in the process's own words and the
+/// process killed, reaped and its sockets removed.
+async fn settle<T>(
+    mut starting: Starting,
+    outcome: Result<T, VmmError>,
+    spec: &LaunchSpec,
+    what: &str,
+) -> Result<(u32, T), VmmError> {
+    match outcome {
+        Ok(value) => Ok((starting.detach(), value)),
+        Err(error) => {
+            let error = starting.explain(error).await;
+            tracing::warn!(vm = %spec.vm_id, pid = starting.pid(), error = %error, "firecracker {what} failed");
+            starting.abort().await;
+            Err(error)
         }
+    }
+}
+
+fn launched(pid: u32, api_socket: PathBuf, agent_socket: PathBuf) -> Launched {
+    Launched {
+        pid,
+        control_socket: api_socket,
+        agent: AgentEndpoint::Listen(agent_socket),
     }
 }
 
