@@ -18,12 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-# Never beside a smoke run or another benchmark: take turns (see scripts/smoke.sh).
-LOCK=${BANGER_SMOKE_LOCK:-/tmp/banger-smoke.lock}
-if [ "${BANGER_SMOKE_LOCKED:-}" != "$LOCK" ]; then
-  flock -n "$LOCK" true || echo "bench: a smoke run or another benchmark is running on this host; waiting for it" >&2
-  exec env BANGER_SMOKE_LOCKED="$LOCK" flock -o -w "${BANGER_BENCH_WAIT_SECS:-3600}" "$LOCK" "$ROOT/bench/run.sh" "$@"
-fi
+# shellcheck source=scripts/take-turn.sh
+. "$ROOT/scripts/take-turn.sh"
+take_turn bench "$ROOT/bench/run.sh" "$@"
 
 BIN=${BANGER_BENCH_BIN:-$ROOT/target/release}
 RUNS=${BANGER_BENCH_RUNS:-5}

@@ -13,13 +13,9 @@ ROOT=$PWD
 BIN=${BANGER_SMOKE_BIN:-$ROOT/target/release}
 SMOKE_HOME=${BANGER_SMOKE_HOME:-$ROOT/target/smoke}
 mkdir -p "$SMOKE_HOME"
-# One run at a time on a host: runs share the bridge and DNS port below, and the state.
-# flock -o holds the lock in flock itself, so no daemon or VMM started here inherits it.
-LOCK=${BANGER_SMOKE_LOCK:-/tmp/banger-smoke.lock}
-if [ "${BANGER_SMOKE_LOCKED:-}" != "$LOCK" ]; then
-  flock -n "$LOCK" true || echo "smoke: another smoke run or benchmark is running on this host; waiting for it" >&2
-  exec env BANGER_SMOKE_LOCKED="$LOCK" flock -o -w "${BANGER_SMOKE_WAIT_SECS:-3600}" "$LOCK" "$ROOT/scripts/smoke.sh" "$@"
-fi
+# shellcheck source=scripts/take-turn.sh
+. "$ROOT/scripts/take-turn.sh"
+take_turn smoke "$ROOT/scripts/smoke.sh" "$@"
 RUN_DIR=$(mktemp -d /tmp/banger-smoke.XXXXXX)
 
 export BANGER_STATE_DIR=$SMOKE_HOME/state

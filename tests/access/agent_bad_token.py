@@ -3,54 +3,22 @@
 
 Run: python3 tests/access/agent_bad_token.py <runtime_dir>/vms/<id>/agent.sock while no
 daemon holds that channel (scripts/smoke.sh stops it in the agent-token-refused scenario).
-Speaks the start of the protocol in banger_wire::agent by hand: knock, wait for the
-HELLO_SYNC marker and the hello frame, send a HostAuth with a wrong token, and expect an
-AuthReply of Err with the code PermissionDenied.
+Expects an AuthReply of Err with the code PermissionDenied.
 """
 
-import socket
-import struct
+import os
 import sys
 
-HOST_KNOCK = b"\xffbanger-knok"  # banger_wire::agent::HOST_KNOCK
-HELLO_SYNC = b"\xffBANGER\x01"  # banger_wire::agent::HELLO_SYNC
-ERR = 1  # postcard's variant index of Result::Err
-PERMISSION_DENIED = 8  # variant index of banger_wire::ErrorCode::PermissionDenied
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from agent_proto import ERR, PERMISSION_DENIED, authenticate, verdict  # noqa: E402
 
 
 def main():
-    sock = socket.socket(socket.AF_UNIX)
-    sock.settimeout(60)
-    sock.connect(sys.argv[1])
-
-    def exact(n):
-        out = b""
-        while len(out) < n:
-            chunk = sock.recv(n - len(out))
-            if not chunk:
-                sys.exit(f"the agent closed the channel after {out!r}")
-            out += chunk
-        return out
-
-    def frame():
-        return exact(struct.unpack(">I", exact(4))[0])
-
-    # A guest still in a session with the stopped daemon starts over on the knock.
-    sock.sendall(HOST_KNOCK)
-    window = b""
-    while window != HELLO_SYNC:
-        window = (window + exact(1))[-len(HELLO_SYNC):]
-    hello = frame()
-
-    token = b"not-the-token"
-    auth = bytes([len(token)]) + token  # HostAuth { token }: a varint length, the bytes
-    sock.sendall(struct.pack(">I", len(auth)) + auth)
-    reply = frame()
-
+    hello, reply = authenticate(sys.argv[1], "not-the-token")
     message = reply[3 : 3 + reply[2]].decode(errors="replace")
     print(f"hello: {len(hello)} bytes; reply: {reply[:2]!r} {message!r}")
     assert reply[0] == ERR, "the agent accepted a wrong token"
-    assert reply[1] == PERMISSION_DENIED, f"error code index {reply[1]}, not PermissionDenied"
+    assert verdict(reply) == (ERR, PERMISSION_DENIED), f"error code index {reply[1]}, not PermissionDenied"
     print("wrong token refused")
 
 
