@@ -7,7 +7,7 @@ use std::time::Instant;
 use banger_wire::agent::{BootConfig, GuestIdentity};
 use banger_wire::api::{VmCreateSpec, VmInfo};
 
-use super::{boot, snapshot, sparse, spec, Manager, NewVm};
+use super::{boot, snapshot, sparse, spec, Machine, Manager, NewVm};
 use crate::error::DaemonError;
 use crate::store::{SnapshotRecord, VmRecord};
 
@@ -113,12 +113,7 @@ impl Manager {
         spec::validate_name(&name)?;
         let rec = self.new_record(NewVm {
             name,
-            image: snap.image.clone(),
-            backend: snap.backend,
-            vcpu: snap.vcpu,
-            memory_mib: snap.memory_mib,
-            disk_size_mib: snap.disk_size_mib,
-            no_network: snap.no_network,
+            machine: Machine::of_snapshot(&snap),
             publish: spec.publish.clone(),
         })?;
         let slot = self.slot(&rec.id);

@@ -101,15 +101,22 @@ pub struct Manager {
     warming: Mutex<std::collections::HashSet<String>>,
 }
 
-/// What a create chooses of a new VM's row (see [`Manager::new_record`]).
-struct NewVm {
-    name: String,
+/// A VM's machine: what it boots and on what. A warm snapshot serves the creates whose
+/// machine equals its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Machine {
     image: String,
     backend: Backend,
     vcpu: u32,
     memory_mib: u32,
     disk_size_mib: u64,
     no_network: bool,
+}
+
+/// What a create chooses of a new VM's row (see [`Manager::new_record`]).
+struct NewVm {
+    name: String,
+    machine: Machine,
     publish: Vec<String>,
 }
 
@@ -232,8 +239,9 @@ impl Manager {
     /// The row of a new VM: checks that its name is free, its port forwards parse and
     /// it has the network they need; gives it a fresh id and agent token.
     fn new_record(&self, new: NewVm) -> Result<VmRecord, DaemonError> {
+        let m = new.machine;
         spec::validate_publish(&new.publish)?;
-        if !new.no_network {
+        if !m.no_network {
             self.network()?;
         } else if !new.publish.is_empty() {
             return Err(DaemonError::invalid(
@@ -246,13 +254,13 @@ impl Manager {
         Ok(VmRecord {
             id: hex::encode(rand::random::<[u8; 8]>()),
             name: new.name,
-            image: new.image,
-            backend: new.backend,
-            vcpu: new.vcpu,
-            memory_mib: new.memory_mib,
-            disk_size_mib: new.disk_size_mib,
+            image: m.image,
+            backend: m.backend,
+            vcpu: m.vcpu,
+            memory_mib: m.memory_mib,
+            disk_size_mib: m.disk_size_mib,
             state: VmState::Stopped,
-            no_network: new.no_network,
+            no_network: m.no_network,
             token: hex::encode(rand::random::<[u8; 16]>()),
             created_at: now_rfc3339(),
             pid: None,
@@ -269,30 +277,18 @@ impl Manager {
         let t0 = std::time::Instant::now();
         let name = spec.name.clone().unwrap_or_else(spec::generate_name);
         spec::validate_name(&name)?;
-        let vcpu = spec.vcpu.unwrap_or(self.config.vcpu);
-        let memory_mib = spec.memory_mib.unwrap_or(self.config.memory_mib);
-        let disk_size_mib = spec.disk_size_mib.unwrap_or(self.config.disk_size_mib);
-        spec::validate_resources(vcpu, memory_mib, disk_size_mib)?;
-        let backend = spec.backend.unwrap_or(self.backends.default);
+        let machine = self.machine(&spec);
+        spec::validate_resources(machine.vcpu, machine.memory_mib, machine.disk_size_mib)?;
         self.backends
-            .get(backend)
+            .get(machine.backend)
             .map_err(|source| DaemonError::Vmm {
                 vm: name.clone(),
                 source,
             })?;
-        let image = spec
-            .image
-            .clone()
-            .unwrap_or_else(|| self.config.default_image.clone());
-        boot::image(&self.paths, &image)?;
+        boot::image(&self.paths, &machine.image)?;
         let rec = self.new_record(NewVm {
             name,
-            image,
-            backend,
-            vcpu,
-            memory_mib,
-            disk_size_mib,
-            no_network: spec.no_network,
+            machine,
             publish: spec.publish.clone(),
         })?;
         let slot = self.slot(&rec.id);

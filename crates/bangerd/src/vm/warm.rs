@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use banger_wire::agent::{ExecSpec, ExitStatus, GuestFrame};
-use banger_wire::api::{Backend, SnapshotInfo, VmCreateSpec, VmInfo};
+use banger_wire::api::{SnapshotInfo, VmCreateSpec, VmInfo};
 
-use super::{lock, Manager};
+use super::{lock, Machine, Manager};
 use crate::error::DaemonError;
 use crate::store::SnapshotRecord;
 
@@ -14,19 +14,8 @@ use crate::store::SnapshotRecord;
 /// sshd's host key and start.
 const SETTLED: &str = "until [ ! -x /usr/sbin/sshd ] || [ -e /run/sshd.pid ]; do sleep 0.1; done";
 
-/// The machine a warm snapshot serves; a create uses it when every field matches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Machine {
-    image: String,
-    backend: Backend,
-    vcpu: u32,
-    memory_mib: u32,
-    disk_size_mib: u64,
-    no_network: bool,
-}
-
 impl Machine {
-    fn of_snapshot(s: &SnapshotRecord) -> Machine {
+    pub(super) fn of_snapshot(s: &SnapshotRecord) -> Machine {
         Machine {
             image: s.image.clone(),
             backend: s.backend,
@@ -51,7 +40,8 @@ fn resume_failed(e: &DaemonError) -> bool {
 }
 
 impl Manager {
-    fn machine(&self, spec: &VmCreateSpec) -> Machine {
+    /// The machine `spec` asks for, with the config's defaults filled in.
+    pub(super) fn machine(&self, spec: &VmCreateSpec) -> Machine {
         Machine {
             image: spec
                 .image
