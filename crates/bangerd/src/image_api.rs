@@ -21,7 +21,8 @@ pub(crate) fn image_code(e: &ImageError) -> ErrorCode {
         | ImageError::TooSmall { .. }
         | ImageError::Shrink { .. }
         | ImageError::UnsafeEntry { .. }
-        | ImageError::AgentNotElf { .. } => ErrorCode::InvalidArgument,
+        | ImageError::AgentNotElf { .. }
+        | ImageError::AgentNotStatic { .. } => ErrorCode::InvalidArgument,
         ImageError::NotFound { .. } => ErrorCode::NotFound,
         ImageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
         ImageError::Busy { .. } => ErrorCode::FailedPrecondition,

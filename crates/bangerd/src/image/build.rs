@@ -10,11 +10,11 @@ use std::time::Instant;
 use banger_wire::api::ImageBuildSpec;
 use sha2::{Digest, Sha256};
 
-use super::error::{ImageError, IoContext};
+use super::error::ImageError;
 use super::manifest::{self, BuildInputs, Manifest, Origin, FORMAT, RECIPE};
 use super::name::{validate_name, validate_package, DEFAULT_IMAGE};
 use super::store::{self, Image, Staging};
-use super::{boot, elf, ext4, initramfs, mirror, rootfs, Progress, ProgressFn};
+use super::{boot, ext4, initramfs, mirror, rootfs, Progress, ProgressFn};
 use crate::config::Paths;
 
 /// Default suite and size of a built image.
@@ -117,15 +117,7 @@ pub fn inputs(
     agent_bin: &Path,
     host_root: &Path,
 ) -> Result<BuildInputs, ImageError> {
-    let agent = fs_err::read(agent_bin).ctx(|| "read the agent binary".into())?;
-    if !elf::is_elf64(&agent) {
-        return Err(ImageError::AgentNotElf {
-            path: agent_bin.to_path_buf(),
-        });
-    }
-    if !elf::is_static(&agent) {
-        tracing::warn!(agent = %agent_bin.display(), "agent binary is dynamically linked; it must match the guest's libc");
-    }
+    let agent = rootfs::read_agent(agent_bin)?;
     let mut packages: Vec<String> = rootfs::BASE_PACKAGES
         .iter()
         .map(|p| p.to_string())

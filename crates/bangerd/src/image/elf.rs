@@ -134,7 +134,7 @@ pub(crate) mod tests {
         assert_eq!(section(b"not elf", ".modinfo"), None);
     }
 
-    fn elf_with_program_headers(types: &[u32]) -> Vec<u8> {
+    pub(crate) fn elf_with_program_headers(types: &[u32]) -> Vec<u8> {
         let mut b = vec![0u8; 64];
         b[..4].copy_from_slice(MAGIC);
         b[4] = 2;

@@ -68,6 +68,10 @@ pub enum ImageError {
     ModuleCycle { chain: String },
     #[error("agent binary {path} is not an ELF executable")]
     AgentNotElf { path: PathBuf },
+    #[error(
+        "agent binary {path} is dynamically linked; it must run in any guest root file system"
+    )]
+    AgentNotStatic { path: PathBuf },
     #[error("the root filesystem needs about {needed_mib} MiB, more than the image size of {size_mib} MiB")]
     TooSmall { needed_mib: u64, size_mib: u64 },
     #[error("cannot shrink writable disk {path} from {current_mib} MiB to {requested_mib} MiB")]
@@ -99,6 +103,11 @@ impl ImageError {
     pub fn hint(&self) -> Option<String> {
         match self {
             ImageError::NotFound { .. } => Some("build it with `banger image build`".into()),
+            ImageError::AgentNotStatic { .. } => Some(
+                "build the static agent with `make agent` (-C target-feature=+crt-static) and \
+                 point BANGER_AGENT at it"
+                    .into(),
+            ),
             ImageError::AlreadyExists { name } => Some(format!(
                 "delete it first with `banger image delete {name}`, or pick another name"
             )),

@@ -14,7 +14,7 @@ use super::error::{ImageError, IoContext};
 use super::manifest::{self, Manifest, Origin, FORMAT};
 use super::name::validate_name;
 use super::store::{self, Image, Staging};
-use super::{boot, cmd, elf, ext4, layers, oci, rootfs, Progress, ProgressFn};
+use super::{boot, cmd, ext4, layers, oci, rootfs, Progress, ProgressFn};
 use crate::config::Paths;
 
 /// Imports `src` as image `name` (derived from the file name when absent), installing
@@ -35,12 +35,7 @@ pub fn import(
     };
     validate_name(&name)?;
     let src = fs_err::canonicalize(src).ctx(|| "find the import source".into())?;
-    let agent = fs_err::read(agent_bin).ctx(|| "read the agent binary".into())?;
-    if !elf::is_elf64(&agent) {
-        return Err(ImageError::AgentNotElf {
-            path: agent_bin.to_path_buf(),
-        });
-    }
+    let agent = rootfs::read_agent(agent_bin)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(ImageError::NeedsRoot);
     }

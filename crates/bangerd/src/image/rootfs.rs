@@ -14,6 +14,20 @@ pub const AGENT_PATH: &str = "usr/local/sbin/banger-agent";
 /// debootstrap checks Release signatures against this keyring.
 const KEYRING: &str = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
+/// Reads the agent binary to install: a static ELF executable, as it is PID 1 of guests
+/// whose libc (if any) banger does not know.
+pub fn read_agent(agent_bin: &Path) -> Result<Vec<u8>, ImageError> {
+    let agent = fs_err::read(agent_bin).ctx(|| "read the agent binary".into())?;
+    let path = agent_bin.to_path_buf();
+    if !super::elf::is_elf64(&agent) {
+        return Err(ImageError::AgentNotElf { path });
+    }
+    if !super::elf::is_static(&agent) {
+        return Err(ImageError::AgentNotStatic { path });
+    }
+    Ok(agent)
+}
+
 /// The package index debootstrap verified and left in the tree.
 pub fn lists_dir(tree: &Path) -> PathBuf {
     tree.join("var/lib/apt/lists")
@@ -150,6 +164,32 @@ fn clear_where(dir: &Path, remove: &dyn Fn(&str) -> bool) -> Result<(), ImageErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_must_be_a_static_elf() {
+        use super::super::elf::tests::elf_with_program_headers;
+        const PT_LOAD: u32 = 1;
+        const PT_INTERP: u32 = 3;
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, bytes: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, bytes).unwrap();
+            p
+        };
+        let static_elf = write("static", &elf_with_program_headers(&[PT_LOAD]));
+        let dynamic = write("dynamic", &elf_with_program_headers(&[PT_INTERP, PT_LOAD]));
+        let script = write("script", b"#!/bin/sh\n");
+
+        assert!(read_agent(&static_elf).is_ok());
+        assert!(matches!(
+            read_agent(&dynamic),
+            Err(ImageError::AgentNotStatic { .. })
+        ));
+        assert!(matches!(
+            read_agent(&script),
+            Err(ImageError::AgentNotElf { .. })
+        ));
+    }
 
     #[test]
     fn finish_removes_host_state_and_installs_the_agent() {
