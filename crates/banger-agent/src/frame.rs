@@ -6,7 +6,7 @@
 
 use std::io;
 
-use banger_wire::agent::{decode, encode, MAX_FRAME};
+use banger_wire::agent::{decode, encode, HOST_KNOCK, MAX_FRAME};
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -44,14 +44,39 @@ where
     Ok(())
 }
 
-/// Reads exactly one length-prefixed frame: `read_exact` of the length, then of the payload.
-pub async fn read_frame_exact<R, T>(r: &mut R) -> Result<T, FrameError>
+/// Reads exactly one length-prefixed frame (`read_exact` of the length, then of the
+/// payload, so the stream is left at the next byte), skipping any [`HOST_KNOCK`]s
+/// before it. A host that
+/// knocked just as the guest's hello went out already has that hello: the knock asks for
+/// nothing more. (A knock's first four bytes, read as a length, exceed [`MAX_FRAME`], so
+/// no frame is mistaken for one.)
+pub async fn read_frame_after_knocks<R, T>(r: &mut R) -> Result<T, FrameError>
 where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len).await.map_err(eof_is_closed)?;
+    loop {
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).await.map_err(eof_is_closed)?;
+        if len != HOST_KNOCK[..4] {
+            return read_payload(r, len).await;
+        }
+        let mut rest = [0u8; HOST_KNOCK.len() - 4];
+        r.read_exact(&mut rest).await.map_err(eof_is_closed)?;
+        if rest != HOST_KNOCK[4..] {
+            return Err(FrameError::TooLarge {
+                len: u32::from_be_bytes(len) as usize,
+            });
+        }
+        tracing::debug!("the host knocked after the hello; still waiting for its auth");
+    }
+}
+
+async fn read_payload<R, T>(r: &mut R, len: [u8; 4]) -> Result<T, FrameError>
+where
+    R: AsyncRead + Unpin,
+    T: DeserializeOwned,
+{
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge { len });
@@ -143,7 +168,7 @@ mod tests {
         a.write_all(b"yamux bytes").await.unwrap();
         drop(a);
 
-        let got: HostAuth = read_frame_exact(&mut b).await.unwrap();
+        let got: HostAuth = read_frame_after_knocks(&mut b).await.unwrap();
         let mut rest = Vec::new();
         b.read_to_end(&mut rest).await.unwrap();
 
@@ -152,11 +177,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn knocks_before_the_auth_are_skipped_and_a_garbled_one_is_refused() {
+        let (mut a, mut b) = tokio::io::duplex(1024);
+        let auth = HostAuth {
+            token: "t0k".into(),
+        };
+        a.write_all(&HOST_KNOCK).await.unwrap();
+        a.write_all(&HOST_KNOCK).await.unwrap();
+        write_frame(&mut a, &auth).await.unwrap();
+        let got: HostAuth = read_frame_after_knocks(&mut b).await.unwrap();
+        assert_eq!(got, auth);
+
+        a.write_all(&HOST_KNOCK[..4]).await.unwrap();
+        a.write_all(b"not-a-knock!").await.unwrap();
+        let got = read_frame_after_knocks::<_, HostAuth>(&mut b).await;
+        assert!(matches!(got, Err(FrameError::TooLarge { .. })), "{got:?}");
+    }
+
+    #[tokio::test]
     async fn oversized_length_is_refused_before_allocating() {
         let (mut a, mut b) = tokio::io::duplex(64);
         a.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
 
-        let got = read_frame_exact::<_, HostAuth>(&mut b).await;
+        let got = read_frame_after_knocks::<_, HostAuth>(&mut b).await;
 
         assert!(matches!(got, Err(FrameError::TooLarge { .. })), "{got:?}");
     }

@@ -17,7 +17,7 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
 use crate::exec::{self, ExecDefaults};
-use crate::frame::{next_frame, read_frame_exact, split_stream, write_frame, FrameError};
+use crate::frame::{next_frame, read_frame_after_knocks, split_stream, write_frame, FrameError};
 use crate::run::reply_once;
 use crate::sys;
 
@@ -90,7 +90,7 @@ where
     write_frame(&mut io, &hello)
         .await
         .map_err(SessionError::Handshake)?;
-    let auth: HostAuth = read_frame_exact(&mut io)
+    let auth: HostAuth = read_frame_after_knocks(&mut io)
         .await
         .map_err(SessionError::Handshake)?;
     let expected = lock(&ctx.token).clone();

@@ -15,8 +15,8 @@ use tokio::task::JoinHandle;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::frame::{
-    next_frame, read_frame_exact, send_frame, split_stream, write_frame, FrameError, FrameReader,
-    FrameWriter,
+    next_frame, read_frame_after_knocks, send_frame, split_stream, write_frame, FrameError,
+    FrameReader, FrameWriter,
 };
 
 type OpenRequest = oneshot::Sender<yamux::Stream>;
@@ -48,13 +48,13 @@ impl Host {
             .await
             .expect("hello sync");
         assert_eq!(sync, banger_wire::agent::HELLO_SYNC);
-        let hello: GuestHello = read_frame_exact(&mut io).await.expect("guest hello");
+        let hello: GuestHello = read_frame_after_knocks(&mut io).await.expect("guest hello");
         assert_eq!(hello.protocol, PROTOCOL_VERSION);
         let auth = HostAuth {
             token: token.to_string(),
         };
         write_frame(&mut io, &auth).await.expect("send auth");
-        let reply: AuthReply = read_frame_exact(&mut io).await.expect("auth reply");
+        let reply: AuthReply = read_frame_after_knocks(&mut io).await.expect("auth reply");
         reply?;
         let conn =
             yamux::Connection::new(io.compat(), yamux::Config::default(), yamux::Mode::Client);
