@@ -42,6 +42,17 @@ async fn connect(paths: &Paths) -> Result<Client, CliError> {
     client::ensure_daemon(paths).await
 }
 
+/// The policy flags of `vm create` / `vm run`, for the daemon to check.
+fn policy(args: &crate::cli::PolicyArgs) -> banger_wire::api::NetPolicy {
+    banger_wire::api::NetPolicy {
+        mode: args.mode.as_deref().and_then(|m| m.parse().ok()),
+        group: args.group.clone(),
+        allow_host: args.allow_host.clone(),
+        allow: args.allow.clone(),
+        egress_allow: args.egress_allow.clone(),
+    }
+}
+
 fn parse_backend(s: Option<String>) -> Result<Option<banger_wire::api::Backend>, CliError> {
     s.map(|b| b.parse().map_err(|e: String| CliError::usage(e, None)))
         .transpose()

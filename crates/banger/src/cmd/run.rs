@@ -63,6 +63,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
                 no_start: false,
                 no_network: args.net.no_network,
                 publish: args.net.publish.clone(),
+                policy: super::policy(&args.net.policy),
                 from_snapshot: None,
                 warm: !args.cold,
             };

@@ -298,13 +298,14 @@ impl Manager {
             .map_err(|_| DaemonError::invalid(format!("bad lease {}", lease.ip)))?;
         let forwards: Vec<crate::net::PortForward> =
             rec.publish.iter().filter_map(|p| p.parse().ok()).collect();
-        let vm_net =
-            net.attach(&rec.id, ip, &forwards)
-                .await
-                .map_err(|source| DaemonError::Network {
-                    vm: rec.name.clone(),
-                    source: Box::new(source),
-                })?;
+        let rules = crate::net::Rules::parse(&rec.policy).map_err(DaemonError::from_net)?;
+        let vm_net = net
+            .attach(&rec.id, ip, &forwards, rules)
+            .await
+            .map_err(|source| DaemonError::Network {
+                vm: rec.name.clone(),
+                source: Box::new(source),
+            })?;
         self.store.set_tap(&rec.id, Some(&vm_net.tap.name))?;
         Ok(Some(vm_net))
     }

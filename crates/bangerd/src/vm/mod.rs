@@ -118,6 +118,8 @@ struct NewVm {
     name: String,
     machine: Machine,
     publish: Vec<String>,
+    /// The policy asked for, before the configured defaults.
+    policy: banger_wire::api::NetPolicy,
 }
 
 /// A std mutex's guard; a poisoned lock is still usable (its holder only panicked).
@@ -236,11 +238,13 @@ impl Manager {
         Ok(vm)
     }
 
-    /// The row of a new VM: checks that its name is free, its port forwards parse and
-    /// it has the network they need; gives it a fresh id and agent token.
+    /// The row of a new VM: checks that its name is free, its port forwards and network
+    /// policy parse and it has the network they need; gives it a fresh id and agent token.
     fn new_record(&self, new: NewVm) -> Result<VmRecord, DaemonError> {
         let m = new.machine;
         spec::validate_publish(&new.publish)?;
+        let policy = crate::net::policy::resolve(&self.config.default_policy(), &new.policy);
+        crate::net::Rules::parse(&policy).map_err(DaemonError::from_net)?;
         if !m.no_network {
             self.network()?;
         } else if !new.publish.is_empty() {
@@ -269,6 +273,7 @@ impl Manager {
             last_error: None,
             tap: None,
             publish: new.publish,
+            policy,
         })
     }
 
@@ -290,6 +295,7 @@ impl Manager {
             name,
             machine,
             publish: spec.publish.clone(),
+            policy: spec.policy.clone(),
         })?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
@@ -377,6 +383,9 @@ impl Manager {
                 ),
             });
         }
+        let policy = (!change.policy.is_empty())
+            .then(|| self.changed_policy(&rec, &change.policy))
+            .transpose()?;
         let vcpu = change.vcpu.unwrap_or(rec.vcpu);
         let memory_mib = change.memory_mib.unwrap_or(rec.memory_mib);
         let disk_size_mib = change.disk_size_mib.unwrap_or(rec.disk_size_mib);
@@ -386,7 +395,42 @@ impl Manager {
         }
         self.store
             .set_resources(&rec.id, vcpu, memory_mib, disk_size_mib)?;
+        if let Some(policy) = policy {
+            self.store.set_policy(&rec.id, &policy)?;
+        }
         self.show(&rec.id)
+    }
+
+    /// The VM's policy with `vm set`'s changes, checked.
+    fn changed_policy(
+        &self,
+        rec: &VmRecord,
+        change: &banger_wire::api::NetPolicyChange,
+    ) -> Result<banger_wire::api::NetPolicy, DaemonError> {
+        if rec.no_network {
+            return Err(DaemonError::invalid(format!(
+                "vm {} has no network, so it has no network policy",
+                rec.name
+            )));
+        }
+        let mut policy = rec.policy.clone();
+        if let Some(mode) = change.mode {
+            policy.mode = Some(mode);
+        }
+        if let Some(group) = &change.group {
+            policy.group = (!group.is_empty()).then(|| group.clone());
+        }
+        for (new, old) in [
+            (&change.allow_host, &mut policy.allow_host),
+            (&change.allow, &mut policy.allow),
+            (&change.egress_allow, &mut policy.egress_allow),
+        ] {
+            if let Some(new) = new {
+                *old = new.clone();
+            }
+        }
+        crate::net::Rules::parse(&policy).map_err(DaemonError::from_net)?;
+        Ok(policy)
     }
 
     /// Opens an exec stream to the VM's agent; the request has been sent.
@@ -474,6 +518,7 @@ impl Manager {
     /// Reconciles the store with reality after a daemon start: adopts VMs whose VMM
     /// still runs, marks dead ones stopped and cleans stale runtime files.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), DaemonError> {
+        let mut guests = Vec::new();
         for rec in self.store.list_vms()? {
             let alive = match (rec.pid, rec.pid_start) {
                 (Some(pid), Some(start)) => process::is_same_process(pid, start),
@@ -482,8 +527,9 @@ impl Manager {
             if alive {
                 let this = self.clone();
                 let slot = self.slot(&rec.id);
-                if let Err(e) = this.adopt(&slot, &rec).await {
-                    tracing::warn!(vm = %rec.name, cause = %e, "cannot adopt running vm");
+                match this.adopt(&slot, &rec).await {
+                    Ok(()) => guests.extend(self.guest_of(&rec)?),
+                    Err(e) => tracing::warn!(vm = %rec.name, cause = %e, "cannot adopt running vm"),
                 }
             } else {
                 if rec.state != VmState::Stopped && rec.state != VmState::Crashed {
@@ -497,7 +543,29 @@ impl Manager {
                 let _ = fs_err::remove_dir_all(self.paths.vm_runtime_dir(&rec.id));
             }
         }
+        // Exactly the adopted guests keep their isolation rules; stale ones go.
+        if let Ok(net) = &self.net {
+            net.restore(guests).await.map_err(DaemonError::from_net)?;
+        }
         Ok(())
+    }
+
+    /// An adopted VM's guest entry: its tap, lease and policy.
+    fn guest_of(&self, rec: &VmRecord) -> Result<Option<crate::net::Guest>, DaemonError> {
+        let (Some(tap), Some(lease)) = (&rec.tap, self.store.lease_of(&rec.id)?) else {
+            return Ok(None);
+        };
+        let Ok(ip) = lease.ip.parse() else {
+            return Ok(None);
+        };
+        let rules = crate::net::Rules::parse(&rec.policy).unwrap_or_default();
+        Ok(Some(crate::net::Guest {
+            vm_id: rec.id.clone(),
+            tap: tap.clone(),
+            ip,
+            mac: crate::net::mac_for(ip),
+            rules,
+        }))
     }
 
     pub fn running_count(&self) -> u32 {
