@@ -158,8 +158,11 @@ impl HostNetwork {
             mac: mac_for(ip),
             rules,
         };
+        let t0 = std::time::Instant::now();
+        let mut isolation_ms = 0;
         let attached = async {
             self.update_guests(|g| g.insert(guest)).await?;
+            isolation_ms = t0.elapsed().as_millis() as u64;
             nft::add_forwards(&self.table, vm_id, ip, forwards).await
         }
         .await;
@@ -168,7 +171,7 @@ impl HostNetwork {
             self.taps.give_back(tap).await?;
             return Err(e);
         }
-        tracing::info!(vm = vm_id, tap = %tap.name, %ip, "vm network attached");
+        tracing::info!(vm = vm_id, tap = %tap.name, %ip, isolation_ms, "vm network attached");
         Ok(VmNet {
             tap,
             ip,
