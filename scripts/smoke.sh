@@ -210,6 +210,26 @@ s_daemon_restart() {
   banger vm delete keep
 }
 
+# A daemon restart must not leave the guest agent busy: the VMM's CPU time over a few
+# idle seconds after the restart stays near what it was before.
+vmm_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+s_restart_idle_cpu() {
+  banger vm create idle
+  pid=$(banger vm show idle --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  banger vm exec idle -- true
+  sleep 2
+  t0=$(vmm_ticks "$pid"); sleep 4; before=$(( $(vmm_ticks "$pid") - t0 ))
+  banger daemon stop
+  banger daemon start
+  banger vm exec idle -- true
+  sleep 2
+  t0=$(vmm_ticks "$pid"); sleep 4; after=$(( $(vmm_ticks "$pid") - t0 ))
+  echo "vmm cpu ticks over 4 s: before $before, after $after"
+  banger vm delete idle
+  # A spinning agent costs a whole vCPU: ~400 ticks here.
+  [ "$after" -le $(( before * 2 + 60 )) ] || { echo "the guest got busier after the restart"; return 1; }
+}
+
 s_vmm_killed() {
   banger vm create doomed
   pid=$(banger vm show doomed --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
@@ -403,7 +423,7 @@ s_isolation() {
   trap 'kill $web 2>/dev/null || true' EXIT
   banger vm create iso-a
   banger vm create iso-b
-  banger vm create iso-c --allow-host 18091
+  banger vm create iso-c --allow-host 18091 --publish 18092:22
   banger vm show iso-c | grep 'network   isolated, host ports 18091' >/dev/null
   ip_b=$(vm_ip iso-b)
   banger vm exec iso-b -- timeout 120 sh -c 'until [ -e /run/sshd.pid ]; do sleep 0.2; done'
@@ -418,6 +438,15 @@ s_isolation() {
   seen=$(banger vm exec iso-a -- bash -c "$probe" x "$gw:18091" "$other:18091" "$ip_b:22" "$gw:22")
   expect_eq "$seen" "$(printf '%s closed\n' "$gw:18091" "$other:18091" "$ip_b:22" "$gw:22")"
   expect_eq "$(banger vm exec iso-c -- bash -c "$probe" x "$gw:18091")" "$gw:18091 open"
+  # A published port answers on the host's loopback too.
+  banger vm exec iso-c -- timeout 120 sh -c 'until [ -e /run/sshd.pid ]; do sleep 0.2; done'
+  expect_eq "$(timeout 20 bash -c "$(tcp_banner 127.0.0.1 18092)")" "SSH-"
+  # The policy changes on a stopped VM only.
+  expect_failure any '*stopped VM only*' banger vm set iso-c --net-group g
+  banger vm stop iso-c
+  banger vm set iso-c --allow-host none --net-group g
+  banger vm show iso-c | grep 'network   isolated, group g$' >/dev/null
+  expect_failure 3 '*invalid --allow*' banger vm set iso-c --allow 10.0.0.1/8
   # Names of VMs it cannot reach do not resolve; the host still sees them all.
   expect_eq "$(banger vm exec iso-a -- getent hosts iso-b.vm || true)" ""
   expect_eq "$(dig +short @127.0.0.1 -p "$SMOKE_DNS_PORT" iso-b.vm)" "$ip_b"
@@ -872,6 +901,7 @@ scenario set-running-refused  s_set_running_refused
 scenario concurrent-runs      s_concurrent_runs
 scenario stdin-50mib          s_stdin_stream
 scenario daemon-restart       s_daemon_restart
+scenario restart-idle-cpu     s_restart_idle_cpu
 scenario vmm-sigkill          s_vmm_killed
 scenario daemon-sigkill       s_daemon_sigkill
 scenario network              s_network

@@ -44,6 +44,12 @@ async fn connect(paths: &Paths) -> Result<Client, CliError> {
 
 /// The policy flags of `vm create` / `vm run`, for the daemon to check.
 fn policy(args: &crate::cli::PolicyArgs) -> banger_wire::api::NetPolicy {
+    if args.mode.as_deref() == Some("open") {
+        crate::output::note(
+            "warning: --net open lets this VM reach every host service and the LAN; \
+             prefer --allow-host PORT or --allow CIDR",
+        );
+    }
     banger_wire::api::NetPolicy {
         mode: args.mode.as_deref().and_then(|m| m.parse().ok()),
         group: args.group.clone(),
