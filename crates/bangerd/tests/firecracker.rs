@@ -795,3 +795,72 @@ async fn a_jail_on_another_filesystem_gets_bind_mounts_that_its_release_removes(
     assert!(!fixture.spec.runtime_dir.join("jail").exists());
     assert!(fixture.spec.upper_disk.exists() && fixture.spec.root_disk.exists());
 }
+
+#[tokio::test]
+async fn a_jailed_vmm_that_swapped_its_snapshot_dir_for_a_symlink_gets_no_snapshot() {
+    let Some(fc) =
+        jailed_or_skip("a_jailed_vmm_that_swapped_its_snapshot_dir_for_a_symlink_gets_no_snapshot")
+    else {
+        return;
+    };
+    let fixture = Fixture::new(&fc, &unique_id("jswap"));
+    let launched = fc.launch(&fixture.spec).await.unwrap();
+    let dir = fixture.dir.path().join("snap");
+    fs_err::create_dir(&dir).unwrap();
+    let snap = SnapshotFiles {
+        disk: dir.join("upper.ext4"),
+        dir,
+    };
+    fs_err::copy(&fixture.spec.upper_disk, &snap.disk).unwrap();
+    // What a compromised VMM could do: its root is its own, so it can move the
+    // root-owned snapshot dir away and point the name at a directory of its choice.
+    let lure = fixture.dir.path().join("lure");
+    fs_err::create_dir(&lure).unwrap();
+    let jail = fixture.socket_dir();
+    fs_err::rename(jail.join("snapshot"), jail.join("moved")).unwrap();
+    std::os::unix::fs::symlink(&lure, jail.join("snapshot")).unwrap();
+
+    fc.pause(&launched).await.unwrap();
+    let err = fc
+        .snapshot(&launched, &fixture.spec.upper_disk, &snap)
+        .await
+        .unwrap_err();
+    let lured = fs_err::read_dir(&lure).unwrap().count();
+    fixture.kill(&launched);
+
+    assert_eq!(lured, 0);
+    assert!(matches!(err, VmmError::Jail { .. }), "{err:?}");
+    assert_eq!(fs_err::metadata(&snap.disk).unwrap().uid(), 0);
+}
+
+#[test]
+fn releasing_a_jail_does_not_unmount_through_a_symlink_left_in_it() {
+    let Some(fc) = jailed_or_skip("releasing_a_jail_does_not_unmount_through_a_symlink_left_in_it")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (runtime_dir, vm_id) = (dir.path().join("run"), unique_id("jrelease"));
+    let jail = fc.jail_dir(&runtime_dir, &vm_id).unwrap();
+    // A host mount point, and a symlink to it where the VMM could have left one.
+    let (source, target) = (dir.path().join("source"), dir.path().join("target"));
+    fs_err::write(&source, "host file").unwrap();
+    fs_err::write(&target, "").unwrap();
+    nix::mount::mount(
+        Some(&source),
+        &target,
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    fs_err::create_dir_all(&jail.root).unwrap();
+    std::os::unix::fs::symlink(&target, jail.root.join("upper.ext4")).unwrap();
+
+    fc.release(&runtime_dir, &vm_id);
+    let still_mounted = mounts_under(dir.path());
+    let _ = nix::mount::umount2(&target, nix::mount::MntFlags::MNT_DETACH);
+
+    assert_eq!(still_mounted, [target.display().to_string()]);
+    assert!(!jail.base.exists());
+}

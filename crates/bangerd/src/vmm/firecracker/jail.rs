@@ -144,23 +144,68 @@ pub fn cgroup_v2_available() -> bool {
         .is_ok_and(|c| c.split_whitespace().any(|name| name == "cpu"))
 }
 
-/// Creates the jail root (root-owned; the jailer hands it to the jail user). The
-/// daemon may have bound the agent socket in it already; a previous run's jail is
-/// removed by [`remove`] when that run ends.
+/// The jail's root-owned directory for files the daemon lends a running VMM
+/// (snapshots): the VMM can use what is in it but cannot add, rename or replace
+/// anything there.
+pub const LEND_DIR: &str = "snapshot";
+
+/// Creates the jail root (root-owned; the jailer hands it to the jail user) and its
+/// [`LEND_DIR`]. The daemon may have bound the agent socket in it already; a previous
+/// run's jail is removed by [`remove`] when that run ends.
 pub fn create(jail: &JailDir) -> io::Result<()> {
-    fs_err::create_dir_all(&jail.root)
+    fs_err::create_dir_all(&jail.root)?;
+    let lend = jail.host(LEND_DIR);
+    fs_err::create_dir(&lend)?;
+    fs_err::set_permissions(&lend, std::fs::Permissions::from_mode(0o755))
 }
 
-/// Puts `src` into the jail as `name`: a hard link, else (another filesystem) a bind
-/// mount, read-only unless `writable`.
-pub fn link_in(jail: &JailDir, src: &Path, name: &str, writable: bool) -> io::Result<()> {
-    let dst = jail.host(name);
+/// [`LEND_DIR`] of a jail whose VMM may be running, opened without following links
+/// and checked to be root's and not writable by others. Files are reached through it
+/// (`/proc/self/fd/N/<name>`), so nothing the VMM does to its jail redirects them.
+pub struct LendDir {
+    fd: OwnedFd,
+}
+
+impl LendDir {
+    pub fn open(jail: &JailDir) -> io::Result<LendDir> {
+        let path = jail.host(LEND_DIR);
+        let fd = open_path(&path)?;
+        let stat = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| with_path(e, &path))?;
+        let is_dir = stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR;
+        if !is_dir || stat.st_uid != 0 || stat.st_mode & 0o022 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} is not a root-owned directory only root can write (uid {}, mode {:o})",
+                    path.display(),
+                    stat.st_uid,
+                    stat.st_mode
+                ),
+            ));
+        }
+        Ok(LendDir { fd })
+    }
+
+    /// The directory as a path the daemon can use (`/proc/self/fd/N`).
+    pub fn path(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+    }
+}
+
+/// Puts `src` into `dir` (the jail root before the jailer runs, or a [`LendDir`]) as
+/// `name`: a hard link, else (another filesystem) a bind mount, read-only unless
+/// `writable`.
+pub fn link_in(dir: &Path, src: &Path, name: &str, writable: bool) -> io::Result<()> {
+    let dst = dir.join(name);
     match fs_err::hard_link(src, &dst) {
         Ok(()) => return Ok(()),
         Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {}
         Err(e) => return Err(e),
     }
-    fs_err::File::create(&dst)?;
+    fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&dst)?;
     let mount_error = |e: nix::Error| {
         io::Error::other(format!(
             "bind-mounting {} on {}: {e}",
@@ -183,10 +228,10 @@ pub fn link_in(jail: &JailDir, src: &Path, name: &str, writable: bool) -> io::Re
     Ok(())
 }
 
-/// Takes `name` out of the jail (unmounts or unlinks it); the file it pointed to stays.
-pub fn unlink(jail: &JailDir, name: &str) {
-    let path = jail.host(name);
-    let _ = umount2(&path, MntFlags::MNT_DETACH);
+/// Takes `name` out of `dir` (unmounts or unlinks it); the file it stood for stays.
+pub fn unlink(dir: &Path, name: &str) {
+    let path = dir.join(name);
+    unmount(&path);
     match fs_err::remove_file(&path) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -194,15 +239,27 @@ pub fn unlink(jail: &JailDir, name: &str) {
     }
 }
 
+/// Detaches a bind mount at `path`, never following a symlink the VMM put there.
+/// EINVAL (not a mount point) is the usual, harmless outcome.
+fn unmount(path: &Path) {
+    let _ = umount2(path, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
+}
+
 /// Removes the whole jail: bind mounts first (so no removal reaches their sources),
-/// then the tree, and the VM's cgroup. Call once the VMM has exited.
+/// then the tree. Call once the VMM has exited.
 pub fn remove(jail: &JailDir) {
-    if let Ok(entries) = fs_err::read_dir(&jail.root) {
-        for entry in entries.flatten() {
-            // EINVAL (not a mount point) for hard links and the VMM's own files.
-            let _ = umount2(&entry.path(), MntFlags::MNT_DETACH);
+    let mut dirs = vec![jail.root.clone()];
+    // Through the checked fd: the VMM may have put a symlink in its place.
+    let lend = LendDir::open(jail).ok();
+    dirs.extend(lend.as_ref().map(LendDir::path));
+    for dir in dirs {
+        if let Ok(entries) = fs_err::read_dir(&dir) {
+            for entry in entries.flatten() {
+                unmount(&dir.join(entry.file_name()));
+            }
         }
     }
+    drop(lend);
     match fs_err::remove_dir_all(&jail.base) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -234,9 +291,17 @@ pub fn grant_read(path: &Path, gid: u32) -> io::Result<()> {
     )
 }
 
-/// Gives `path` to the jail user (a file the VMM writes).
+/// Gives `path` to the jail user (a file the VMM writes). A symlink is not followed:
+/// the path may be in a jail whose VMM runs.
 pub fn give(path: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {
-    chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| with_path(e, path))
+    nix::unistd::fchownat(
+        None,
+        path,
+        Some(Uid::from_raw(uid)),
+        Some(Gid::from_raw(gid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| with_path(e, path))
 }
 
 /// Takes back a file lent to the VMM: it must be a regular file owned by the jail user

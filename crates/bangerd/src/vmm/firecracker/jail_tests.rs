@@ -101,7 +101,7 @@ fn a_file_on_the_same_filesystem_is_hard_linked_into_the_jail() {
     fs_err::write(&disk, "disk").unwrap();
     create(&jail).unwrap();
 
-    link_in(&jail, &disk, "upper.ext4", true).unwrap();
+    link_in(&jail.root, &disk, "upper.ext4", true).unwrap();
 
     let linked = fs_err::metadata(jail.host("upper.ext4")).unwrap();
     assert_eq!(linked.ino(), fs_err::metadata(&disk).unwrap().ino());
@@ -170,4 +170,34 @@ async fn a_socket_of_another_user_is_refused() {
 
     assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     assert!(err.to_string().contains("not a socket owned by"), "{err}");
+}
+
+#[test]
+fn a_symlink_in_place_of_the_lend_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let jail = JailDir::new(dir.path(), "firecracker", "vm1");
+    fs_err::create_dir_all(&jail.root).unwrap();
+    std::os::unix::fs::symlink(dir.path(), jail.host(LEND_DIR)).unwrap();
+
+    let opened = LendDir::open(&jail);
+
+    assert_eq!(
+        opened.err().map(|e| e.kind()),
+        Some(io::ErrorKind::PermissionDenied)
+    );
+}
+
+#[test]
+fn giving_a_symlink_away_leaves_its_target_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    fs_err::write(&target, "x").unwrap();
+    let link = dir.path().join("vsock.sock_10789");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let before = fs_err::metadata(&target).unwrap().uid();
+
+    let _ = give(&link, (euid(), 12345));
+
+    assert_eq!(fs_err::metadata(&target).unwrap().uid(), before);
+    assert_ne!(fs_err::metadata(&target).unwrap().gid(), 12345);
 }

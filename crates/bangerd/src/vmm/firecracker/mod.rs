@@ -85,6 +85,14 @@ impl Layout {
         }
     }
 
+    /// Firecracker's name for a file lent in the jail's [`jail::LEND_DIR`] as `name`.
+    fn lent(&self, path: &Path, name: &str) -> PathBuf {
+        match &self.jail {
+            Some(_) => jail::inside(jail::LEND_DIR).join(name),
+            None => path.to_path_buf(),
+        }
+    }
+
     fn agent_socket(&self) -> PathBuf {
         let mut path = self.host(VSOCK_UDS).into_os_string();
         path.push(format!("_{VSOCK_PORT}"));
@@ -248,12 +256,12 @@ fn inputs(
     for (path, name) in shared {
         if path.exists() {
             jail::grant_read(path, user.1)?;
-            jail::link_in(jail, path, name, false)?;
+            jail::link_in(&jail.root, path, name, false)?;
         }
     }
     for (path, name) in [(&spec.upper_disk, UPPER_DISK), (&spec.vmm_log, VMM_LOG)] {
         jail::give(path, user)?;
-        jail::link_in(jail, path, name, true)?;
+        jail::link_in(&jail.root, path, name, true)?;
     }
     Ok(())
 }
@@ -395,7 +403,7 @@ fn launched_jail(launched: &Launched) -> Option<JailDir> {
 
 /// The end of a start: on success the process is let go (its pid returned with the
 /// outcome); on failure the error is explained in the process's own words and the
-/// process killed, reaped and what it created removed (its jail too).
+/// process killed, reaped and its sockets removed (the caller releases its jail).
 async fn settle<T>(
     mut starting: Starting,
     outcome: Result<T, VmmError>,

@@ -10,9 +10,9 @@
 //!
 //! Jailed, firecracker names files by their place in its jail: the daemon creates the
 //! snapshot files in `snap.dir`, links them into the jail for firecracker to write, and
-//! takes them back with checks. The drive path saved is the jail's
-//! `/snapshot-upper.ext4`, which a restoring jail links to the clone's own disk. A
-//! snapshot restores in the mode it was taken in (jailed or not).
+//! takes them back with checks, all in the jail's root-owned `/snapshot` dir. The drive
+//! path saved is the jail's `/snapshot/upper.ext4`, which a restoring jail links to the
+//! clone's own disk. A snapshot restores in the mode it was taken in (jailed or not).
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -28,8 +28,8 @@ use crate::vmm::{LaunchSpec, SnapshotFiles, VmmError};
 
 const STATE_FILE: &str = "firecracker.vmstate";
 const MEMORY_FILE: &str = "firecracker.memory";
-/// The snapshot's disk copy as a jailed firecracker names it.
-const SNAPSHOT_UPPER: &str = "snapshot-upper.ext4";
+/// The snapshot's disk copy in the jail's [`jail::LEND_DIR`].
+const SNAPSHOT_UPPER: &str = "upper.ext4";
 const UPPER_DRIVE: &str = "upper";
 const NIC: &str = "eth0";
 
@@ -84,36 +84,38 @@ pub(super) async fn save_jailed(
         source,
     };
     let [state, memory] = files(&snap.dir);
+    let lent = [
+        (&state, STATE_FILE),
+        (&memory, MEMORY_FILE),
+        (&snap.disk, SNAPSHOT_UPPER),
+    ];
+    // Reached through a checked fd: the VMM runs and owns the rest of its jail.
+    let dir = jail::LendDir::open(jail).map_err(jail_error)?;
     let lend = || -> io::Result<()> {
         for path in [&state, &memory] {
             fs_err::File::create(path)?;
         }
-        for (path, name) in [
-            (&state, STATE_FILE),
-            (&memory, MEMORY_FILE),
-            (&snap.disk, SNAPSHOT_UPPER),
-        ] {
+        for (path, name) in lent {
             jail::give(path, user)?;
-            jail::link_in(jail, path, name, true)?;
+            jail::link_in(&dir.path(), path, name, true)?;
         }
         Ok(())
     };
-    let lent = lend().map_err(jail_error);
-    let saved = match lent {
+    let saved = match lend().map_err(jail_error) {
         Ok(()) => {
             save_as(
                 api,
-                &inside(SNAPSHOT_UPPER),
+                &lent_name(SNAPSHOT_UPPER),
                 &inside(UPPER_DISK),
-                inside(STATE_FILE),
-                inside(MEMORY_FILE),
+                lent_name(STATE_FILE),
+                lent_name(MEMORY_FILE),
             )
             .await
         }
         Err(e) => Err(e),
     };
-    for name in [STATE_FILE, MEMORY_FILE, SNAPSHOT_UPPER] {
-        jail::unlink(jail, name);
+    for (_, name) in lent {
+        jail::unlink(&dir.path(), name);
     }
     let taken = [
         jail::take_back(&state, user.0, user.1, 0o640),
@@ -124,6 +126,11 @@ pub(super) async fn save_jailed(
     .collect::<io::Result<Vec<()>>>()
     .map_err(jail_error);
     saved.and(taken.map(drop))
+}
+
+/// Firecracker's name for a file in the jail's [`jail::LEND_DIR`].
+fn lent_name(name: &str) -> PathBuf {
+    inside(jail::LEND_DIR).join(name)
 }
 
 /// Puts what a jailed restore of `snap` opens into the jail: the state and memory
@@ -137,11 +144,12 @@ pub(super) fn link_for_load(
     snap: &SnapshotFiles,
 ) -> io::Result<()> {
     let [state, memory] = files(&snap.dir);
+    let dir = jail.host(jail::LEND_DIR);
     for (path, name) in [(&state, STATE_FILE), (&memory, MEMORY_FILE)] {
         jail::grant_read(path, user.1)?;
-        jail::link_in(jail, path, name, false)?;
+        jail::link_in(&dir, path, name, false)?;
     }
-    jail::link_in(jail, &spec.upper_disk, SNAPSHOT_UPPER, true)
+    jail::link_in(&dir, &spec.upper_disk, SNAPSHOT_UPPER, true)
 }
 
 /// The load request for a clone: the memory file mapped, its tap and vsock socket in
@@ -153,10 +161,10 @@ pub(super) fn load_request(
 ) -> SnapshotLoad {
     let [state, memory] = files(&snap.dir);
     SnapshotLoad {
-        snapshot_path: layout.input(&state, STATE_FILE),
+        snapshot_path: layout.lent(&state, STATE_FILE),
         mem_backend: MemoryBackend {
             backend_type: MemoryBackendType::File,
-            backend_path: layout.input(&memory, MEMORY_FILE),
+            backend_path: layout.lent(&memory, MEMORY_FILE),
         },
         track_dirty_pages: None,
         resume_vm: false,
