@@ -18,6 +18,8 @@ build: agent
 
 install: build
 	install -m 0755 $(BIN_DIR)/banger $(BIN_DIR)/bangerd $(BIN_DIR)/banger-agent /usr/local/bin/
+	# The user a jailed firecracker runs as.
+	id -u banger-vmm >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin banger-vmm
 
 # One command from a fresh machine to a VM running a command.
 quickstart:

@@ -138,6 +138,7 @@ type CheckFn = fn(&Ctx<'_>) -> Check;
 const CHECKS: &[CheckFn] = &[
     virt::kvm,
     virt::firecracker,
+    virt::jailer,
     virt::qemu,
     net::tun,
     net::nftables,
@@ -191,6 +192,7 @@ pub(crate) mod testing {
             root: root.to_path_buf(),
             path_var: Some(root.join("bin").into_os_string()),
             firecracker_env: None,
+            jailer_env: None,
             is_root: false,
         }
     }
@@ -213,6 +215,7 @@ mod tests {
             [
                 "kvm",
                 "firecracker",
+                "jailer",
                 "qemu",
                 "tun",
                 "nftables",

@@ -540,7 +540,11 @@ impl Manager {
                         Some("the vmm exited while the daemon was down"),
                     )?;
                 }
-                let _ = fs_err::remove_dir_all(self.paths.vm_runtime_dir(&rec.id));
+                let rt_dir = self.paths.vm_runtime_dir(&rec.id);
+                if let Ok(vmm) = self.backends.get(rec.backend) {
+                    vmm.release(&rt_dir, &rec.id);
+                }
+                let _ = fs_err::remove_dir_all(rt_dir);
             }
         }
         // Exactly the adopted guests keep their isolation rules; stale ones go.

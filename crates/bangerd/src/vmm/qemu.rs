@@ -169,11 +169,12 @@ impl Vmm for Qemu {
         self.spawn(spec, &[]).await
     }
 
-    fn attach(&self, runtime_dir: &Path, pid: u32) -> Launched {
+    fn attach(&self, runtime_dir: &Path, _vm_id: &str, pid: u32) -> Launched {
         Launched {
             pid,
             control_socket: runtime_dir.join("qmp.sock"),
             agent: AgentEndpoint::Connect(runtime_dir.join("agent.sock")),
+            vmm_uid: None,
         }
     }
 
@@ -244,7 +245,7 @@ impl Qemu {
                 backend: NAME,
                 detail: format!("no pid in {}", pid_path.display()),
             })?;
-        Ok(self.attach(&spec.runtime_dir, pid))
+        Ok(self.attach(&spec.runtime_dir, &spec.vm_id, pid))
     }
 }
 
