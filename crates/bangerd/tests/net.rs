@@ -879,3 +879,47 @@ fn guests_reach_only_what_their_policy_allows() {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
 }
+
+/// A guest holding TCP connections to the bridge DNS gets at most
+/// `DNS_TCP_PER_GUEST` of them; the rest are dropped, so it cannot exhaust the daemon's
+/// file descriptors.
+#[test]
+fn dns_tcp_connections_per_guest_are_capped() {
+    require_privileges!();
+    let host = Netns::new("host");
+    let guest = Netns::new("guest");
+    let (h, g) = (host.name.clone(), guest.name.clone());
+    let held = host.run(move || async move {
+        let net = Arc::new(
+            HostNetwork::setup(&config(1), &HashSet::new())
+                .await
+                .unwrap(),
+        );
+        let listen: [SocketAddr; 1] = [(net.gateway(), 53).into()];
+        let dns = net::DnsServer::start(&listen, &[], lookup_of(&[]), Some(net.clone()))
+            .await
+            .unwrap();
+        let ip = Ipv4Addr::new(172, 30, 0, 2);
+        let vm = net.attach("a", ip, &[], Rules::default()).await.unwrap();
+        plug_guest(&h, &g, &vm.tap.name, &vm.mac.to_string(), "172.30.0.2/24");
+        let held = tokio::task::spawn_blocking(move || {
+            in_netns(&g, || {
+                let addr: SocketAddr = "172.30.0.1:53".parse().unwrap();
+                (0..24)
+                    .filter_map(|_| {
+                        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap()
+            .len()
+        })
+        .await
+        .unwrap();
+        net.release("a", None).await.unwrap();
+        dns.shutdown().await;
+        held
+    });
+    assert_eq!(held as u32, net::isolation::DNS_TCP_PER_GUEST);
+}

@@ -30,6 +30,8 @@
 //!                                    # or bridged (seen here when br_netfilter is on) @allow/@allow_all accept; @open accept; @egress accept
 //!     @egress_limited drop; private, shared, link-local, loopback, multicast drop; accept }
 //! }
+//! table ip banger_dnslimit { chain input { hook input, ahead of the one above:
+//!   iifname BRIDGE tcp dport 53: over 16 connections per guest or 256 in all: drop } }
 //! ```
 //!
 //! The static sets are rewritten as a whole from [`Guest`]s on every attach and detach
@@ -68,6 +70,13 @@ const ALLOW: &str = "allow";
 const ALLOW_ALL: &str = "allow_all";
 const EGRESS_LIMITED: &str = "egress_limited";
 pub const EGRESS: &str = "egress";
+
+/// TCP connections to the daemon's DNS one guest may hold, and all guests together, so
+/// no guest can run the daemon out of file descriptors (idle ones time out in the DNS
+/// server).
+pub const DNS_TCP_PER_GUEST: u32 = 16;
+pub const DNS_TCP_TOTAL: u32 = 256;
+const DNS_CONNS: &str = "dns_conns";
 
 /// Priority of the bridge family's filter hooks.
 const PRIO_BRIDGE_FILTER: i32 = -200;
@@ -186,6 +195,46 @@ impl NftTable {
                 comment: None,
             }));
         }
+    }
+
+    /// The DNS connection caps, applied with the base ruleset: a table of their own
+    /// (`<table>_dnslimit`), made anew each time (the kernel marks the set `dynamic`,
+    /// which nft 1.0.6's JSON cannot declare, so it cannot be re-added in place), with an
+    /// input chain ahead of the main one. Raw JSON: the nftables crate cannot express a
+    /// set statement carrying `ct count`.
+    pub fn dns_limit_objects(&self, bridge: &str) -> Vec<serde_json::Value> {
+        use serde_json::json;
+        let table = self.dns_limit_table();
+        let on_dns = [
+            json!({"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": bridge}}),
+            json!({"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 53}}),
+        ];
+        let rule = |cap: serde_json::Value| {
+            let mut expr = on_dns.to_vec();
+            expr.extend([cap, json!({"drop": null})]);
+            json!({"add": {"rule": {"family": "ip", "table": table, "chain": INPUT, "expr": expr}}})
+        };
+        let t = json!({"family": "ip", "name": table});
+        vec![
+            json!({"add": {"table": t}}),
+            json!({"delete": {"table": t}}),
+            json!({"add": {"table": t}}),
+            json!({"add": {"chain": {"family": "ip", "table": table, "name": INPUT,
+                "type": "filter", "hook": "input", "prio": PRIO_FILTER - 10, "policy": "accept"}}}),
+            json!({"add": {"set": {"family": "ip", "table": table, "name": DNS_CONNS,
+                "type": "ipv4_addr", "size": 65535}}}),
+            rule(json!({"set": {
+                "op": "add", "elem": {"payload": {"protocol": "ip", "field": "saddr"}},
+                "set": format!("@{DNS_CONNS}"),
+                "stmt": [{"ct count": {"val": DNS_TCP_PER_GUEST, "inv": true}}]
+            }})),
+            rule(json!({"ct count": {"val": DNS_TCP_TOTAL, "inv": true}})),
+        ]
+    }
+
+    /// The table holding the DNS connection caps.
+    pub fn dns_limit_table(&self) -> String {
+        format!("{}_dnslimit", self.name())
     }
 
     /// Rewrites the static sets for exactly these guests.

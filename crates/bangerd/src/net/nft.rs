@@ -34,10 +34,22 @@ async fn apply(ruleset: &Nftables<'_>, what: &str) -> Result<(), NetError> {
         .map_err(wrap(what))
 }
 
-/// Creates the bridge's table if needed and (re)writes its NAT and forward rules.
+/// Creates the bridge's tables if needed and (re)writes their base rules, in one
+/// transaction.
 pub async fn install_base(table: &NftTable, subnet: Subnet, bridge: &str) -> Result<(), NetError> {
     let what = format!("install table ip {}", table.name());
-    apply(&table.base_ruleset(subnet, bridge), &what).await
+    let mut doc = serde_json::to_value(table.base_ruleset(subnet, bridge)).map_err(|e| {
+        NetError::NftOutput {
+            detail: e.to_string(),
+        }
+    })?;
+    if let Some(objects) = doc["nftables"].as_array_mut() {
+        objects.extend(table.dns_limit_objects(bridge));
+    }
+    helper::apply_ruleset_raw_async(&doc.to_string(), DEFAULT_NFT, std::iter::empty::<&str>())
+        .await
+        .map(drop)
+        .map_err(wrap(&what))
 }
 
 /// Installs one VM's port forwards, replacing any it had.
@@ -160,9 +172,16 @@ fn egress_pairs(json: &str) -> Result<Vec<(Ipv4Addr, Ipv4Addr)>, NetError> {
     Ok(pairs)
 }
 
-/// Deletes the bridge's tables (ip and bridge family) and everything in them; missing
-/// tables are not an error.
+/// Deletes the bridge's tables (ip and bridge family, and the DNS caps) and everything
+/// in them; missing tables are not an error.
 pub async fn delete_table(table: &NftTable) -> Result<(), NetError> {
+    let limits = serde_json::json!({"nftables": [
+        {"add": {"table": {"family": "ip", "name": table.dns_limit_table()}}},
+        {"delete": {"table": {"family": "ip", "name": table.dns_limit_table()}}}
+    ]});
+    helper::apply_ruleset_raw_async(&limits.to_string(), DEFAULT_NFT, std::iter::empty::<&str>())
+        .await
+        .map_err(wrap("delete the DNS limit table"))?;
     let bridge = format!("delete table bridge {}", table.name());
     match apply(&table.delete_bridge_table_ruleset(), &bridge).await {
         Err(NetError::NftFailed { stderr, .. }) if stderr.contains("No such file") => {}
