@@ -593,6 +593,8 @@ PY
 
 s_ssh() {
   banger vm create sshvm
+  # Ready means ready: sshd accepts connections the moment `vm create` returns.
+  expect_eq "$(timeout 5 bash -c "$(tcp_banner "$(vm_ip sshvm)" 22)")" "SSH-"
   set +e
   banger vm ssh sshvm -- sh -c 'exit 42' </dev/null; rc=$?
   set -e

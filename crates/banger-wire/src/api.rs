@@ -120,6 +120,11 @@ pub struct VmCreateSpec {
     /// disk size, networking); boot as usual otherwise.
     #[serde(default)]
     pub warm: bool,
+    /// The caller only runs commands through the agent (`vm run`, MCP): answer once the
+    /// agent is up. Otherwise the answer waits until the guest's sshd accepts
+    /// connections, so an `ssh` right after `vm create` works.
+    #[serde(default)]
+    pub exec_only: bool,
 }
 
 /// Changes for `vm set`; only on a stopped VM.

@@ -66,6 +66,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
                 policy: super::policy(&args.net.policy),
                 from_snapshot: None,
                 warm: !args.cold,
+                exec_only: true,
             };
             // The daemon finishes or rolls back a create on its own, even if this
             // process is interrupted while the VM boots.

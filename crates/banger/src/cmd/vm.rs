@@ -35,6 +35,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 policy: super::policy(&net.policy),
                 from_snapshot,
                 warm: false,
+                exec_only: false,
             };
             let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
             show(&vm, json)

@@ -35,6 +35,8 @@ a single command, `run` is simpler.",
             memory_mib: args.memory_mib,
             disk_size_mib: args.disk_size_mib,
             no_network: args.no_network,
+            // Tools reach the VM through the agent, never ssh.
+            exec_only: true,
             ..Default::default()
         };
         let client = self.shared.client().await?;
@@ -107,6 +109,7 @@ command writes survives; use vm_create + exec for multi-step work.",
             vcpu: args.vcpu,
             memory_mib: args.memory_mib,
             warm: true,
+            exec_only: true,
             ..Default::default()
         };
         let shared = self.shared.clone();

@@ -222,20 +222,43 @@ impl Manager {
     /// no row, no files, no process. A warm create resumes a clone of the machine's warm
     /// snapshot when there is one, and otherwise boots and (on first use) takes one.
     pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
-        if let Some(from) = spec.from_snapshot.clone() {
-            return self.create_clone(spec, &from).await;
-        }
-        if !spec.warm {
-            return self.create_cold(spec).await;
-        }
-        if let Some(vm) = self.create_warm(&spec).await? {
-            return Ok(vm);
-        }
-        let vm = self.create_cold(spec.clone()).await?;
-        if self.config.warm_on_first_use && !spec.no_start {
-            self.warm_on_first_use(&spec, &vm).await;
+        let vm = if let Some(from) = spec.from_snapshot.clone() {
+            self.create_clone(spec.clone(), &from).await?
+        } else if !spec.warm {
+            self.create_cold(spec.clone()).await?
+        } else if let Some(vm) = self.create_warm(&spec).await? {
+            vm
+        } else {
+            let vm = self.create_cold(spec.clone()).await?;
+            if self.config.warm_on_first_use && !spec.no_start {
+                self.warm_on_first_use(&spec, &vm).await;
+            }
+            vm
+        };
+        if !spec.exec_only && !spec.no_start {
+            self.wait_ssh(&vm.id).await;
         }
         Ok(vm)
+    }
+
+    /// Waits until the guest's sshd accepts connections (the agent knows when), so a
+    /// VM is answered as ready only when `ssh` works. An agent too old to tell, or a
+    /// guest without sshd, is not waited for.
+    async fn wait_ssh(&self, id: &str) {
+        let t0 = std::time::Instant::now();
+        let Ok(rec) = self.record(id) else { return };
+        let Ok(agent) = self.agent(&rec).await else {
+            return;
+        };
+        match agent.ssh_ready().await {
+            Ok(listening) => {
+                let ssh_ready_ms = t0.elapsed().as_millis() as u64;
+                tracing::info!(vm = %rec.name, listening, ssh_ready_ms, "sshd ready");
+            }
+            Err(e) => {
+                tracing::debug!(vm = %rec.name, cause = %e, "agent cannot tell when sshd is ready")
+            }
+        }
     }
 
     /// The row of a new VM: checks that its name is free, its port forwards and network
@@ -336,6 +359,7 @@ impl Manager {
         if slot.runtime().is_none() {
             self.boot(&slot, &rec).await?;
         }
+        self.wait_ssh(&rec.id).await;
         self.show(&rec.id)
     }
 
@@ -354,6 +378,7 @@ impl Manager {
         self.halt(&slot, &rec, false).await;
         let rec = self.record(name)?;
         self.boot(&slot, &rec).await?;
+        self.wait_ssh(&rec.id).await;
         self.show(&rec.id)
     }
 
