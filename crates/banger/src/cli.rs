@@ -57,6 +57,12 @@ pub enum Command {
         /// (repeatable). Without it, tools that take host paths are refused.
         #[arg(long = "allow-path", value_name = "DIR")]
         allow_path: Vec<std::path::PathBuf>,
+        /// A VM the tools may act on besides those they create (repeatable).
+        #[arg(long = "allow-vm", value_name = "NAME")]
+        allow_vm: Vec<String>,
+        /// Let the tools act on every VM of this host.
+        #[arg(long = "all-vms")]
+        all_vms: bool,
     },
 }
 

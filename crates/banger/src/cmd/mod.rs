@@ -24,7 +24,18 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Daemon(cmd) => daemon::run(&paths, cmd).await,
         Command::Doctor { json } => doctor::run(&paths, json),
-        Command::Mcp { allow_path } => mcp::run(paths, &allow_path).await,
+        Command::Mcp {
+            allow_path,
+            allow_vm,
+            all_vms,
+        } => {
+            mcp::run(
+                paths,
+                &allow_path,
+                crate::mcp::VmScope::new(all_vms, allow_vm),
+            )
+            .await
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
