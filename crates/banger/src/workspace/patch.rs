@@ -14,6 +14,21 @@ use super::quote::{header_names, name, strip};
 pub const SYMLINK_MODE: u32 = 0o120000;
 /// Git's mode for a submodule.
 pub const GITLINK_MODE: u32 = 0o160000;
+/// The only modes banger applies: a file, an executable file, a symlink.
+pub const ALLOWED_MODES: [u32; 3] = [0o100644, 0o100755, SYMLINK_MODE];
+/// The file-type bits of a mode: git decides what to create by these alone.
+const S_IFMT: u32 = 0o170000;
+
+/// Whether git makes a symlink for `mode` (`120755` too).
+pub fn is_symlink(mode: u32) -> bool {
+    mode & S_IFMT == SYMLINK_MODE
+}
+
+/// Whether git reads `mode` as a submodule.
+pub fn is_gitlink(mode: u32) -> bool {
+    mode & S_IFMT == GITLINK_MODE
+}
+
 /// Symlink contents longer than this are refused (PATH_MAX).
 const MAX_TARGET: usize = 4096;
 
@@ -40,6 +55,12 @@ pub enum Refusal {
     SymlinkUnchecked { path: String },
     #[error("path {path:?} would become a submodule, which banger does not apply")]
     Submodule { path: String },
+    #[error(
+        "path {path:?} has file mode {mode:06o}; banger applies only 100644, 100755 and 120000"
+    )]
+    Mode { path: String, mode: u32 },
+    #[error("resolving the patch's symlinks takes over {limit} steps (a chain of links?)")]
+    LinkBudget { limit: usize },
     #[error("git reads the patch differently from banger's check (git names {path:?})")]
     Differential { path: String },
     #[error("cannot read the patch")]
