@@ -357,6 +357,31 @@ mod tests {
     }
 
     #[test]
+    fn a_patch_line_over_the_limit_is_refused_and_nothing_changes() {
+        let repo = committed_repo();
+        let before = tree(repo.path(), true);
+        let long = "x".repeat(patch::MAX_PATCH_LINE + 1);
+        let patch = patch_file(&format!(
+            "diff --git a/big b/big\nnew file mode 100644\n--- /dev/null\n+++ b/big\n\
+             @@ -0,0 +1 @@\n+{long}\n"
+        ));
+
+        let err = apply(repo.path(), patch.path(), "vm1").unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                WorkspaceError::Refused {
+                    refusal: Refusal::LineTooLong { line: 6, .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(tree(repo.path(), true), before);
+    }
+
+    #[test]
     fn git_creating_another_mode_than_banger_saw_is_refused() {
         let repo = committed_repo();
         let seen = patch::parse(&b"diff --git a/a b/a\nnew file mode 100644\n--- /dev/null\n+++ b/a\n@@ -0,0 +1 @@\n+x\n"[..]).unwrap();

@@ -6,7 +6,7 @@
 //! their line counts, so no text can hide between them (git would read a stray
 //! `--- x` / `+++ y` pair there as another patch).
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use super::quote::{header_names, name, strip};
 
@@ -31,6 +31,8 @@ pub fn is_gitlink(mode: u32) -> bool {
 
 /// Symlink contents longer than this are refused (PATH_MAX).
 const MAX_TARGET: usize = 4096;
+/// The longest patch line read, in bytes (its newline left out).
+pub const MAX_PATCH_LINE: usize = 1 << 20;
 
 /// Why a patch from the guest is not applied.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ pub enum Refusal {
     LinkBudget { limit: usize },
     #[error("git reads the patch differently from banger's check (git names {path:?})")]
     Differential { path: String },
+    #[error("line {line} of the patch is longer than {} KiB", .limit >> 10)]
+    LineTooLong { line: usize, limit: usize },
     #[error("cannot read the patch")]
     Io(#[from] std::io::Error),
 }
@@ -332,8 +336,15 @@ struct Lines<R> {
 impl<R: BufRead> Lines<R> {
     fn read(&mut self) -> Result<Option<Vec<u8>>, Refusal> {
         let mut buf = Vec::new();
-        if self.reader.read_until(b'\n', &mut buf)? == 0 {
+        let mut limited = self.reader.by_ref().take(MAX_PATCH_LINE as u64 + 1);
+        if limited.read_until(b'\n', &mut buf)? == 0 {
             return Ok(None);
+        }
+        if buf.len() > MAX_PATCH_LINE && buf.last() != Some(&b'\n') {
+            return Err(Refusal::LineTooLong {
+                line: self.no + 1,
+                limit: MAX_PATCH_LINE,
+            });
         }
         if buf.pop() != Some(b'\n') {
             // A last line without a newline: git would not have written it.
