@@ -38,9 +38,14 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Completions { shell } => {
             use clap::CommandFactory;
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "banger", &mut std::io::stdout());
-            Ok(0)
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "banger", &mut script);
+            // A reader that stops early (`| head`) is not an error.
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Io(e)),
+                _ => Ok(0),
+            }
         }
         Command::Vm(crate::cli::VmCommand::Run(args)) if args.dry_run => run::dry_run(&args),
         Command::Vm(cmd) => vm::run(&connect(&paths).await?, cmd).await,
