@@ -92,10 +92,13 @@ pub struct NetArgs {
 }
 
 /// What a guest may reach. By default: the internet through NAT and banger's DNS on
-/// its gateway, and nothing else (no host service, LAN, link-local or other VM).
+/// its gateway, and nothing else (no host service, LAN, link-local or other VM). On
+/// `vm set`, each flag given replaces that part of the VM's policy: an empty group
+/// leaves the group, `none` empties a list.
 #[derive(Debug, Args, Default)]
 pub struct PolicyArgs {
-    /// `open`: the guest also reaches every host service and the LAN (use with care).
+    /// `open`: the guest also reaches every host service and the LAN (use with care);
+    /// `isolated`: the default.
     #[arg(long = "net", value_name = "MODE", value_parser = ["isolated", "open"])]
     pub mode: Option<String>,
     /// Join a group: VMs of one group reach each other, by address and <name>.vm.
@@ -109,26 +112,6 @@ pub struct PolicyArgs {
     pub allow: Vec<String>,
     /// Limit egress to this domain and its subdomains, as banger's DNS resolves them
     /// (repeatable).
-    #[arg(long = "egress-allow", value_name = "DOMAIN")]
-    pub egress_allow: Vec<String>,
-}
-
-/// `vm set`'s network changes: each flag given replaces that part of the policy.
-#[derive(Debug, Args)]
-pub struct PolicyChangeArgs {
-    /// `isolated` or `open`.
-    #[arg(long = "net", value_name = "MODE", value_parser = ["isolated", "open"])]
-    pub mode: Option<String>,
-    /// The VM's group; an empty name leaves its group.
-    #[arg(long = "net-group", value_name = "NAME")]
-    pub group: Option<String>,
-    /// Host ports on the gateway, replacing the VM's (`none` clears them).
-    #[arg(long = "allow-host", value_name = "PORT")]
-    pub allow_host: Vec<String>,
-    /// Networks, replacing the VM's (`none` clears them).
-    #[arg(long = "allow", value_name = "CIDR")]
-    pub allow: Vec<String>,
-    /// Egress domains, replacing the VM's (`none` lifts the limit).
     #[arg(long = "egress-allow", value_name = "DOMAIN")]
     pub egress_allow: Vec<String>,
 }
@@ -202,14 +185,17 @@ pub enum VmCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Change a stopped VM's resources.
+    /// Change a stopped VM's resources or network policy.
+    ///
+    /// Each policy flag replaces that part of the VM's policy: an empty --net-group
+    /// leaves the group, `none` empties a list (e.g. --allow-host none).
     Set {
         /// The stopped VM.
         name: String,
         #[command(flatten)]
         res: Resources,
         #[command(flatten)]
-        policy: PolicyChangeArgs,
+        policy: PolicyArgs,
     },
     /// Print the VM's serial console.
     Logs {

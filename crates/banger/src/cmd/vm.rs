@@ -97,7 +97,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
     }
 }
 
-fn policy_change(args: crate::cli::PolicyChangeArgs) -> NetPolicyChange {
+fn policy_change(args: crate::cli::PolicyArgs) -> NetPolicyChange {
     let list = |v: Vec<String>| match v.as_slice() {
         [] => None,
         [none] if none == "none" => Some(Vec::new()),
