@@ -923,3 +923,33 @@ fn dns_tcp_connections_per_guest_are_capped() {
     });
     assert_eq!(held as u32, net::isolation::DNS_TCP_PER_GUEST);
 }
+
+/// Two daemons that started before either made a tap never hand out the same tap name:
+/// the second one's new tap gets a free index instead of opening (and moving to its
+/// own bridge) the first one's device.
+#[test]
+fn daemons_started_together_never_share_a_tap() {
+    require_privileges!();
+    let ns = Netns::new("host");
+
+    let (a, b, a_master) = ns.run(|| async {
+        let first = HostNetwork::setup(&config(0), &HashSet::new())
+            .await
+            .unwrap();
+        let other = NetConfig {
+            bridge: "bgother0".into(),
+            ..config(0)
+        };
+        let second = HostNetwork::setup(&other, &HashSet::new()).await.unwrap();
+        let a = first.taps().take().await.unwrap();
+        let b = second.taps().take().await.unwrap();
+        let netlink = Netlink::open().unwrap();
+        let bridge = netlink.link("banger0").await.unwrap().unwrap().index;
+        let a_master = netlink.link(&a.name).await.unwrap().unwrap().controller == Some(bridge);
+        HostNetwork::cleanup_all("bgother0").await.unwrap();
+        (a.name, b.name, a_master)
+    });
+
+    assert_ne!(a, b);
+    assert!(a_master, "the first daemon's tap moved to the other bridge");
+}

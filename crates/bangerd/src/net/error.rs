@@ -42,6 +42,12 @@ pub enum NetError {
     },
     #[error("link {name} disappeared while being set up")]
     NetlinkVanished { name: String },
+    #[error("cannot take the tap lock {path}")]
+    TapLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create tap device {name}")]
     TapCreate {
         name: String,

@@ -12,6 +12,28 @@ use super::{NetError, Netlink};
 /// Name prefix of every tap banger creates.
 pub const TAP_PREFIX: &str = "bgtap";
 
+/// Held by a daemon while it creates a tap or sweeps stale ones, host-wide: creating a
+/// tap under a name that exists would open the other daemon's device instead of
+/// failing, and a sweep could delete a tap another daemon has made but not yet put on
+/// its bridge.
+const TAP_LOCK: &str = "/run/banger-taps.lock";
+
+/// The host-wide tap lock (blocking; held for milliseconds).
+fn tap_lock() -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
+    let io = |source| NetError::TapLock {
+        path: TAP_LOCK.into(),
+        source,
+    };
+    let file = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(TAP_LOCK)
+        .map_err(io)?;
+    nix::fcntl::Flock::lock(file.into_parts().0, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| io(e.into()))
+}
+
 /// A tap device attached to the bridge, ready for a VMM to open by name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Tap {
@@ -81,6 +103,7 @@ impl TapPool {
         keep: &HashSet<String>,
     ) -> Result<TapPool, NetError> {
         let mut used = BTreeSet::new();
+        let swept = tap_lock()?;
         for link in netlink.links().await? {
             let Some(index) = tap_index(&link.name) else {
                 continue;
@@ -95,6 +118,7 @@ impl TapPool {
                 netlink.delete(&link.name).await?;
             }
         }
+        drop(swept);
         let inner = Arc::new(Inner {
             netlink,
             bridge_index,
@@ -215,13 +239,21 @@ impl Inner {
         Ok(())
     }
 
-    /// Makes a new tap on the bridge, up, under the lowest free index.
+    /// Makes a new tap on the bridge, up, under the lowest index that is free on the
+    /// host (another daemon's taps included), under the host-wide tap lock.
     async fn create(&self) -> Result<String, NetError> {
-        let name = {
-            let mut state = self.lock();
-            let index = (0..).find(|i| !state.used.contains(i)).unwrap_or(0);
-            state.used.insert(index);
-            format!("{TAP_PREFIX}{index}")
+        let _creating = tap_lock()?;
+        let name = loop {
+            let name = {
+                let mut state = self.lock();
+                let index = (0..).find(|i| !state.used.contains(i)).unwrap_or(0);
+                state.used.insert(index);
+                format!("{TAP_PREFIX}{index}")
+            };
+            // Taken by another daemon since we looked: keep the index marked used.
+            if self.netlink.link(&name).await?.is_none() {
+                break name;
+            }
         };
         let made = async {
             create_persistent_tap(&name)?;
