@@ -3,15 +3,13 @@
 use std::io::IsTerminal;
 use std::os::fd::AsFd;
 
-use banger_wire::agent::{self, ExitStatus, GuestFrame, HostFrame, TtySize, CHUNK};
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use banger_wire::agent::{ExitStatus, HostFrame, TtySize, CHUNK};
 use nix::sys::termios;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::error::CliError;
+use crate::exec_stream::Event;
 
 /// The local terminal size, if stdin is a terminal.
 pub fn tty_size() -> Option<TtySize> {
@@ -54,10 +52,7 @@ pub async fn pump<S>(io: S, tty: bool, forward_stdin: bool) -> Result<i32, CliEr
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(agent::MAX_FRAME)
-        .new_codec();
-    let (mut sink, mut frames) = Framed::new(io, codec).split();
+    let (mut sink, mut events) = crate::exec_stream::open(io);
     let _raw = if tty && std::io::stdin().is_terminal() {
         RawMode::enter()
     } else {
@@ -118,7 +113,7 @@ where
 
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
-            if sink.send(Bytes::from(agent::encode(&frame))).await.is_err() {
+            if sink.send(&frame).await.is_err() {
                 break;
             }
         }
@@ -127,27 +122,18 @@ where
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
     let result = loop {
-        let Some(bytes) = frames.next().await else {
-            break Err(CliError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the exec stream ended before the command exited (did the VM stop?)",
-            )));
-        };
-        match agent::decode::<GuestFrame>(&bytes?)? {
-            GuestFrame::Stdout(d) => {
+        match events.next().await {
+            Ok(Event::Stdout(d)) => {
                 stdout.write_all(&d).await?;
                 stdout.flush().await?;
             }
-            GuestFrame::Stderr(d) => {
+            Ok(Event::Stderr(d)) => {
                 stderr.write_all(&d).await?;
                 stderr.flush().await?;
             }
-            GuestFrame::Exit(status) => break Ok(status),
-            GuestFrame::Error(e) => break Err(CliError::Remote(e)),
-            GuestFrame::Started { .. }
-            | GuestFrame::Pong { .. }
-            | GuestFrame::Ok
-            | GuestFrame::Ssh { .. } => {}
+            Ok(Event::Exit(status)) => break Ok(status),
+            Ok(Event::Failed(e)) => break Err(CliError::Remote(e)),
+            Err(e) => break Err(e),
         }
     };
     writer.abort();

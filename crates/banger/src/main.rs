@@ -5,6 +5,7 @@ mod client;
 mod cmd;
 mod error;
 mod exec;
+mod exec_stream;
 mod mcp;
 mod output;
 mod workspace;

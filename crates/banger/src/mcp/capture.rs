@@ -6,16 +6,14 @@
 //! a timeout there is an error that loses the output; a tool answer needs both streams
 //! and the partial output of a killed command, hence this loop.
 
-use banger_wire::agent::{self, ExecSpec, GuestFrame, HostFrame, CHUNK, MAX_FRAME};
+use banger_wire::agent::ExecSpec;
 use banger_wire::api::ExecRequest;
 use banger_wire::ErrorCode;
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::client::Client;
 use crate::error::CliError;
+use crate::exec_stream::Event;
 
 /// One output stream, kept up to `cap` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,46 +87,26 @@ pub async fn collect<S>(io: S, stdin: &[u8], cap: usize) -> Result<Collected, Cl
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec();
-    let (mut sink, mut frames) = Framed::new(io, codec).split();
+    let (mut sink, mut events) = crate::exec_stream::open(io);
     // The sink lives until the command ends: the agent kills a command whose host
     // side closes.
-    let feed = async {
-        for chunk in stdin.chunks(CHUNK) {
-            let frame = HostFrame::Stdin(chunk.to_vec());
-            sink.send(Bytes::from(agent::encode(&frame))).await?;
-        }
-        sink.send(Bytes::from(agent::encode(&HostFrame::StdinEof)))
-            .await
-    };
+    let feed = sink.send_stdin(stdin);
     let drain = async {
         let mut stdout = Capped::new(cap);
         let mut stderr = Capped::new(cap);
         loop {
-            let Some(bytes) = frames.next().await else {
-                return Err(CliError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the exec stream ended before the command exited (did the VM stop?)",
-                )));
-            };
-            let ending = match agent::decode::<GuestFrame>(&bytes?)? {
-                GuestFrame::Stdout(d) => {
+            let ending = match events.next().await? {
+                Event::Stdout(d) => {
                     stdout.push(&d);
                     continue;
                 }
-                GuestFrame::Stderr(d) => {
+                Event::Stderr(d) => {
                     stderr.push(&d);
                     continue;
                 }
-                GuestFrame::Exit(status) => Ending::Exited(status.shell_code()),
-                GuestFrame::Error(e) if e.code == ErrorCode::Timeout => Ending::TimedOut(e.message),
-                GuestFrame::Error(e) => return Err(CliError::Remote(e)),
-                GuestFrame::Started { .. }
-                | GuestFrame::Pong { .. }
-                | GuestFrame::Ok
-                | GuestFrame::Ssh { .. } => continue,
+                Event::Exit(status) => Ending::Exited(status.shell_code()),
+                Event::Failed(e) if e.code == ErrorCode::Timeout => Ending::TimedOut(e.message),
+                Event::Failed(e) => return Err(CliError::Remote(e)),
             };
             return Ok(Collected {
                 ending,
@@ -151,32 +129,11 @@ where
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use banger_wire::agent::ExitStatus;
+    use banger_wire::agent::{ExitStatus, GuestFrame, HostFrame, CHUNK};
     use banger_wire::WireError;
-    use tokio::io::DuplexStream;
 
     use super::*;
-
-    type AgentSide = Framed<DuplexStream, LengthDelimitedCodec>;
-
-    fn agent_pair() -> (DuplexStream, AgentSide) {
-        let (ours, theirs) = tokio::io::duplex(CHUNK);
-        let codec = LengthDelimitedCodec::builder()
-            .max_frame_length(MAX_FRAME)
-            .new_codec();
-        (ours, Framed::new(theirs, codec))
-    }
-
-    async fn send(agent: &mut AgentSide, frame: GuestFrame) {
-        agent
-            .send(Bytes::from(agent::encode(&frame)))
-            .await
-            .unwrap();
-    }
-
-    async fn recv(agent: &mut AgentSide) -> HostFrame {
-        agent::decode(&agent.next().await.unwrap().unwrap()).unwrap()
-    }
+    use crate::exec_stream::testing::{agent_pair, recv, send};
 
     #[test]
     fn capped_keeps_the_head_and_counts_everything() {

@@ -5,15 +5,13 @@
 //! the exec stream carries no more than the agent accepts, so input of any size is never
 //! held in memory. Output is written out as frames arrive.
 
-use banger_wire::agent::{self, ExecSpec, GuestFrame, HostFrame, CHUNK, MAX_FRAME};
+use banger_wire::agent::{ExecSpec, HostFrame, CHUNK};
 use banger_wire::api::ExecRequest;
-use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::client::Client;
 use crate::error::CliError;
+use crate::exec_stream::{self, Event, Events, Frames};
 
 /// Keep at most this much of a command's stderr (its tail).
 const STDERR_KEEP: usize = 64 * 1024;
@@ -108,21 +106,17 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let codec = LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec();
-    let (sink, frames) = Framed::new(io, codec).split();
-
-    let feed = feed(stdin, sink);
-    let drain = drain(frames, stdout);
+    let (frames, events) = exec_stream::open(io);
+    let feed = feed(stdin, frames);
+    let drain = drain(events, stdout);
     tokio::pin!(feed, drain);
-    // The sink must outlive the drain: the agent kills the process when our half of
-    // the stream closes. `None` while input still flows.
-    let mut fed: Option<Option<Sink<S>>> = None;
+    // The sending half must outlive the drain: the agent kills the process when our
+    // half of the stream closes. `None` while input still flows.
+    let mut fed: Option<Option<Frames<S>>> = None;
     loop {
         tokio::select! {
             result = &mut feed, if fed.is_none() => match result {
-                Ok(sink) => fed = Some(Some(sink)),
+                Ok(frames) => fed = Some(Some(frames)),
                 Err(FeedError::Read(e)) => return Err(CaptureError::Input(e)),
                 // The stream broke: the drain reports how.
                 Err(FeedError::Send) => fed = Some(None),
@@ -137,9 +131,7 @@ enum FeedError {
     Send,
 }
 
-type Sink<S> = futures::stream::SplitSink<Framed<S, LengthDelimitedCodec>, Bytes>;
-
-async fn feed<R, S>(mut stdin: R, mut sink: Sink<S>) -> Result<Sink<S>, FeedError>
+async fn feed<R, S>(mut stdin: R, mut frames: Frames<S>) -> Result<Frames<S>, FeedError>
 where
     R: AsyncRead + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -152,53 +144,36 @@ where
         } else {
             HostFrame::Stdin(buf[..n].to_vec())
         };
-        sink.send(Bytes::from(agent::encode(&frame)))
-            .await
-            .map_err(|_| FeedError::Send)?;
+        frames.send(&frame).await.map_err(|_| FeedError::Send)?;
         if n == 0 {
-            return Ok(sink);
+            return Ok(frames);
         }
     }
 }
 
-async fn drain<S, W>(
-    mut frames: futures::stream::SplitStream<Framed<S, LengthDelimitedCodec>>,
-    stdout: &mut W,
-) -> Result<Captured, CaptureError>
+async fn drain<S, W>(mut events: Events<S>, stdout: &mut W) -> Result<Captured, CaptureError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut stderr = Vec::new();
     loop {
-        let Some(bytes) = frames.next().await else {
-            return Err(CliError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the exec stream ended before the command exited (did the VM stop?)",
-            ))
-            .into());
-        };
-        let bytes = bytes.map_err(CliError::Io)?;
-        match agent::decode::<GuestFrame>(&bytes).map_err(CliError::Decode)? {
-            GuestFrame::Stdout(d) => stdout.write_all(&d).await.map_err(CaptureError::Output)?,
-            GuestFrame::Stderr(d) => {
+        match events.next().await? {
+            Event::Stdout(d) => stdout.write_all(&d).await.map_err(CaptureError::Output)?,
+            Event::Stderr(d) => {
                 stderr.extend_from_slice(&d);
                 if stderr.len() > STDERR_KEEP {
                     stderr.drain(..stderr.len() - STDERR_KEEP);
                 }
             }
-            GuestFrame::Exit(status) => {
+            Event::Exit(status) => {
                 stdout.flush().await.map_err(CaptureError::Output)?;
                 return Ok(Captured {
                     code: status.shell_code(),
                     stderr,
                 });
             }
-            GuestFrame::Error(e) => return Err(CliError::Remote(e).into()),
-            GuestFrame::Started { .. }
-            | GuestFrame::Pong { .. }
-            | GuestFrame::Ok
-            | GuestFrame::Ssh { .. } => {}
+            Event::Failed(e) => return Err(CliError::Remote(e).into()),
         }
     }
 }
@@ -211,32 +186,12 @@ mod tests {
     use std::sync::Arc;
     use std::task::{Context, Poll};
 
-    use banger_wire::agent::ExitStatus;
-    use tokio::io::{DuplexStream, ReadBuf};
+    use banger_wire::agent::{ExitStatus, GuestFrame};
+    use futures::StreamExt;
+    use tokio::io::ReadBuf;
 
     use super::*;
-
-    type AgentSide = Framed<DuplexStream, LengthDelimitedCodec>;
-
-    /// The agent's end of an exec stream.
-    fn agent_pair() -> (DuplexStream, AgentSide) {
-        let (ours, theirs) = tokio::io::duplex(CHUNK);
-        let codec = LengthDelimitedCodec::builder()
-            .max_frame_length(MAX_FRAME)
-            .new_codec();
-        (ours, Framed::new(theirs, codec))
-    }
-
-    async fn send(agent: &mut AgentSide, frame: GuestFrame) {
-        agent
-            .send(Bytes::from(agent::encode(&frame)))
-            .await
-            .unwrap();
-    }
-
-    async fn recv(agent: &mut AgentSide) -> HostFrame {
-        agent::decode(&agent.next().await.unwrap().unwrap()).unwrap()
-    }
+    use crate::exec_stream::testing::{agent_pair, recv, send};
 
     /// An endless input that counts how much was read from it.
     struct Counting(Arc<AtomicUsize>);
