@@ -30,7 +30,9 @@ pub(crate) fn image_code(e: &ImageError) -> ErrorCode {
         ImageError::NoBootFiles => ErrorCode::FailedPrecondition,
         ImageError::DigestMismatch { .. }
         | ImageError::Bundle { .. }
-        | ImageError::Import { .. } => ErrorCode::InvalidArgument,
+        | ImageError::Import { .. }
+        | ImageError::NotAnImage { .. }
+        | ImageError::NotRegular { .. } => ErrorCode::InvalidArgument,
         _ => ErrorCode::HostFailed,
     }
 }

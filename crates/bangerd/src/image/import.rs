@@ -48,6 +48,16 @@ pub fn import(
     let staging = Staging::new(&images, &name)?;
     let tree = staging.path().join("tree");
     fill_tree(&src, staging.path(), &tree, progress)?;
+    if fs_err::read_dir(&tree)
+        .ctx(|| "list the root tree".into())?
+        .next()
+        .is_none()
+    {
+        return Err(ImageError::NotAnImage {
+            path: src,
+            reason: "it holds no files".into(),
+        });
+    }
     rootfs::finish(&tree, agent_bin)?;
 
     // The base is read-only under the overlay, so free space in it is of no use.
@@ -105,8 +115,11 @@ fn fill_tree(
     tree: &Path,
     progress: ProgressFn<'_>,
 ) -> Result<(), ImageError> {
-    if src.is_dir() {
-        if let Some(layout) = oci::detect(src) {
+    let kind = fs_err::metadata(src)
+        .ctx(|| "read the import source".into())?
+        .file_type();
+    if kind.is_dir() {
+        if let Some(layout) = oci::detect(src)? {
             return apply_layers(src, layout, tree, progress);
         }
         progress(Progress::step(
@@ -124,6 +137,12 @@ fn fill_tree(
         )?;
         return Ok(());
     }
+    if !kind.is_file() {
+        return Err(ImageError::NotAnImage {
+            path: src.to_path_buf(),
+            reason: "it is neither a file nor a directory".into(),
+        });
+    }
     // A tarball: unpack it, then see whether it was a container image or a root tree.
     let unpacked = work.join("unpacked");
     fs_err::create_dir_all(&unpacked).ctx(|| "create an unpack directory".into())?;
@@ -133,7 +152,7 @@ fn fill_tree(
     ));
     let file = fs_err::File::open(src).ctx(|| "open the import source".into())?;
     layers::apply(&unpacked, layers::open(file, src)?, src)?;
-    match oci::detect(&unpacked) {
+    match oci::detect(&unpacked)? {
         Some(layout) => {
             apply_layers(&unpacked, layout, tree, progress)?;
             store::remove_tree(&unpacked)
@@ -142,6 +161,7 @@ fn fill_tree(
     }
 }
 
+/// Applies the layers of the image in `dir` onto `tree`.
 fn apply_layers(
     dir: &Path,
     layout: oci::Layout,
@@ -157,21 +177,23 @@ fn apply_layers(
             total: Some(all.len() as u64),
             message: Some(format!("layer {}", i + 1)),
         });
-        apply_layer(layer, tree)?;
+        apply_layer(dir, layer, tree)?;
     }
     Ok(())
 }
 
-/// Applies one layer file, checking its digest (when known) as it streams through.
-fn apply_layer(layer: &oci::Layer, tree: &Path) -> Result<(), ImageError> {
-    let file = fs_err::File::open(&layer.path).ctx(|| "open a layer".into())?;
+/// Applies one layer file of `dir`, checking its digest (when known) as it streams
+/// through.
+fn apply_layer(dir: &Path, layer: &oci::Layer, tree: &Path) -> Result<(), ImageError> {
+    let file = oci::open(dir, &layer.path)?;
+    let shown = dir.join(&layer.path);
     let hashing = HashingReader {
         inner: file,
         hasher: Sha256::new(),
     };
     let shared = std::rc::Rc::new(std::cell::RefCell::new(Some(hashing)));
     let reader = SharedReader(shared.clone());
-    layers::apply(tree, layers::open(reader, &layer.path)?, &layer.path)?;
+    layers::apply(tree, layers::open(reader, &shown)?, &shown)?;
     let Some(mut rest) = shared.borrow_mut().take() else {
         return Ok(());
     };
@@ -180,7 +202,7 @@ fn apply_layer(layer: &oci::Layer, tree: &Path) -> Result<(), ImageError> {
     let actual = format!("sha256:{}", hex::encode(rest.hasher.finalize()));
     match &layer.digest {
         Some(expected) if *expected != actual => Err(ImageError::DigestMismatch {
-            what: layer.path.display().to_string(),
+            what: shown.display().to_string(),
             expected: expected.clone(),
             actual,
         }),
@@ -382,6 +404,124 @@ mod tests {
             err.hint().unwrap(),
             "run `banger image build` once to fetch a kernel"
         );
+    }
+
+    /// Names left in the image store: none after a refused import.
+    fn store_entries(paths: &Paths) -> Vec<String> {
+        std::fs::read_dir(paths.images_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// An outer `docker save`-like archive from `(path, kind, data-or-link-target)`.
+    fn outer(entries: &[(&str, EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(if kind.is_symlink() {
+                0
+            } else {
+                data.len() as u64
+            });
+            if kind.is_symlink() {
+                let target = std::str::from_utf8(data).unwrap();
+                b.append_link(&mut h, path, target).unwrap();
+            } else {
+                h.set_cksum();
+                b.append_data(&mut h, path, *data).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn empty_file_is_refused_and_leaves_nothing() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let empty = root.path().join("empty.tar");
+        std::fs::write(&empty, b"").unwrap();
+
+        let err = import(&paths, &empty, None, &agent, &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
+        assert_eq!(
+            crate::image_api::image_code(&err),
+            banger_wire::ErrorCode::InvalidArgument
+        );
+        assert!(err.hint().unwrap().contains("tarball"));
+        assert!(
+            store_entries(&paths).is_empty(),
+            "{:?}",
+            store_entries(&paths)
+        );
+    }
+
+    #[test]
+    fn file_that_is_no_archive_is_refused_and_leaves_nothing() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let text = root.path().join("notes.txt");
+        std::fs::write(&text, "just some notes\n").unwrap();
+
+        let err = import(&paths, &text, None, &agent, &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
+        assert!(
+            store_entries(&paths).is_empty(),
+            "{:?}",
+            store_entries(&paths)
+        );
+    }
+
+    #[test]
+    fn archive_with_manifest_linked_to_dev_zero_is_refused() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let archive = root.path().join("saved.tar");
+        let bytes = outer(&[("manifest.json", EntryType::Symlink, b"/dev/zero")]);
+        std::fs::write(&archive, bytes).unwrap();
+
+        let err = import(&paths, &archive, None, &agent, &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
+        assert!(
+            store_entries(&paths).is_empty(),
+            "{:?}",
+            store_entries(&paths)
+        );
+    }
+
+    #[test]
+    fn layer_path_through_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host.path().join("x")).unwrap();
+        std::fs::write(
+            host.path().join("x/layer.tar"),
+            layer(&[("host-file", EntryType::Regular, "from the host")]),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            r#"[{"Layers":["r/x/layer.tar"]}]"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(host.path(), dir.path().join("r")).unwrap();
+        let tree = dir.path().join("tree");
+
+        let err = apply_layers(dir.path(), oci::Layout::DockerSave, &tree, &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
+        assert!(!tree.join("host-file").exists());
     }
 
     #[test]

@@ -55,10 +55,14 @@ pub fn apply(root: &Path, layer: impl Read, archive: &Path) -> Result<(), ImageE
         entry: entry.to_string(),
     };
     let io = |what: &str| format!("apply {what} from {}", archive.display());
+    let not_tar = |e: std::io::Error| ImageError::NotAnImage {
+        path: archive.to_path_buf(),
+        reason: format!("not a valid tar archive ({e})"),
+    };
     let mut ar = tar::Archive::new(layer);
     let mut written: HashSet<PathBuf> = HashSet::new();
-    for entry in ar.entries().ctx(|| io("a layer"))? {
-        let mut entry = entry.ctx(|| io("a layer"))?;
+    for entry in ar.entries().map_err(not_tar)? {
+        let mut entry = entry.map_err(not_tar)?;
         let raw = entry.path().ctx(|| io("an entry"))?.into_owned();
         let shown = raw.display().to_string();
         let rel = clean_relative(&raw).ok_or_else(|| bad(&shown))?;
@@ -399,5 +403,15 @@ pub(crate) mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, plain);
+    }
+
+    #[test]
+    fn garbage_is_not_a_tar_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = "this is not a tarball\n".repeat(100);
+
+        let err = apply(dir.path(), garbage.as_bytes(), Path::new("g")).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
     }
 }
