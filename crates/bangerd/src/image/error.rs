@@ -104,6 +104,12 @@ pub enum ImageError {
         entry: String,
         kind: &'static str,
     },
+    #[error("{what} is over the limit of {limit}")]
+    TooLarge {
+        what: String,
+        limit: String,
+        setting: &'static str,
+    },
 }
 
 impl ImageError {
@@ -152,6 +158,9 @@ impl ImageError {
                  archive; save the image again (`docker save`, `skopeo copy`)"
                     .into(),
             ),
+            ImageError::TooLarge { setting, .. } => Some(format!(
+                "raise `{setting}` in config.toml if you trust the source"
+            )),
             ImageError::ModuleCompressed { .. } => {
                 Some("build from a suite whose kernel ships uncompressed modules (bookworm)".into())
             }

@@ -14,16 +14,18 @@ use super::error::{ImageError, IoContext};
 use super::manifest::{self, Manifest, Origin, FORMAT};
 use super::name::validate_name;
 use super::store::{self, Image, Staging};
-use super::{boot, cmd, ext4, layers, oci, rootfs, Progress, ProgressFn};
+use super::{boot, cmd, ext4, layers, oci, rootfs, Limits, Progress, ProgressFn};
 use crate::config::Paths;
 
 /// Imports `src` as image `name` (derived from the file name when absent), installing
-/// `agent_bin` as the guest agent. Blocking; run it on a blocking thread.
+/// `agent_bin` as the guest agent and unpacking no more than `limits`. Blocking; run it
+/// on a blocking thread.
 pub fn import(
     paths: &Paths,
     src: &Path,
     name: Option<&str>,
     agent_bin: &Path,
+    limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<Image, ImageError> {
     let name = match name {
@@ -47,7 +49,7 @@ pub fn import(
     }
     let staging = Staging::new(&images, &name)?;
     let tree = staging.path().join("tree");
-    fill_tree(&src, staging.path(), &tree, progress)?;
+    fill_tree(&src, staging.path(), &tree, limits, progress)?;
     if fs_err::read_dir(&tree)
         .ctx(|| "list the root tree".into())?
         .next()
@@ -113,6 +115,7 @@ fn fill_tree(
     src: &Path,
     work: &Path,
     tree: &Path,
+    limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<(), ImageError> {
     let kind = fs_err::metadata(src)
@@ -120,7 +123,7 @@ fn fill_tree(
         .file_type();
     if kind.is_dir() {
         if let Some(layout) = oci::detect(src)? {
-            return apply_layers(src, layout, tree, progress);
+            return apply_layers(src, layout, tree, limits, progress);
         }
         progress(Progress::step(
             "import",
@@ -151,24 +154,27 @@ fn fill_tree(
         format!("unpacking {}", src.display()),
     ));
     let file = fs_err::File::open(src).ctx(|| "open the import source".into())?;
-    layers::apply(&unpacked, layers::open(file, src)?, src)?;
+    let budget = layers::Budget::new(limits);
+    layers::apply(&unpacked, layers::open(file, src)?, src, &budget)?;
     match oci::detect(&unpacked)? {
         Some(layout) => {
-            apply_layers(&unpacked, layout, tree, progress)?;
+            apply_layers(&unpacked, layout, tree, limits, progress)?;
             store::remove_tree(&unpacked)
         }
         None => fs_err::rename(&unpacked, tree).ctx(|| "move the root tree".into()),
     }
 }
 
-/// Applies the layers of the image in `dir` onto `tree`.
+/// Applies the layers of the image in `dir` onto `tree`, all of them within `limits`.
 fn apply_layers(
     dir: &Path,
     layout: oci::Layout,
     tree: &Path,
+    limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<(), ImageError> {
     let all = oci::layers(dir, layout)?;
+    let budget = layers::Budget::new(limits);
     fs_err::create_dir_all(tree).ctx(|| "create the root tree".into())?;
     for (i, layer) in all.iter().enumerate() {
         progress(Progress {
@@ -177,14 +183,19 @@ fn apply_layers(
             total: Some(all.len() as u64),
             message: Some(format!("layer {}", i + 1)),
         });
-        apply_layer(dir, layer, tree)?;
+        apply_layer(dir, layer, tree, &budget)?;
     }
     Ok(())
 }
 
 /// Applies one layer file of `dir`, checking its digest (when known) as it streams
 /// through.
-fn apply_layer(dir: &Path, layer: &oci::Layer, tree: &Path) -> Result<(), ImageError> {
+fn apply_layer(
+    dir: &Path,
+    layer: &oci::Layer,
+    tree: &Path,
+    budget: &layers::Budget,
+) -> Result<(), ImageError> {
     let file = oci::open(dir, &layer.path)?;
     let shown = dir.join(&layer.path);
     let hashing = HashingReader {
@@ -193,7 +204,7 @@ fn apply_layer(dir: &Path, layer: &oci::Layer, tree: &Path) -> Result<(), ImageE
     };
     let shared = std::rc::Rc::new(std::cell::RefCell::new(Some(hashing)));
     let reader = SharedReader(shared.clone());
-    layers::apply(tree, layers::open(reader, &shown)?, &shown)?;
+    layers::apply(tree, layers::open(reader, &shown)?, &shown, budget)?;
     let Some(mut rest) = shared.borrow_mut().take() else {
         return Ok(());
     };
@@ -307,7 +318,7 @@ mod tests {
         let tarball = root.path().join("my-rootfs.tar");
         std::fs::write(&tarball, rootfs_layer()).unwrap();
 
-        let image = import(&paths, &tarball, None, &agent, &|_| {}).unwrap();
+        let image = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap();
 
         assert_eq!(image.name(), "my-rootfs");
         assert!(image.manifest().source().starts_with("import:"));
@@ -331,7 +342,15 @@ mod tests {
         let top = layer(&[("etc/.wh.os-release", EntryType::Regular, "")]);
         oci::tests::oci_dir(&layout, &[&rootfs_layer(), &top]);
 
-        let image = import(&paths, &layout, Some("oci"), &agent, &|_| {}).unwrap();
+        let image = import(
+            &paths,
+            &layout,
+            Some("oci"),
+            &agent,
+            Limits::default(),
+            &|_| {},
+        )
+        .unwrap();
 
         let etc = ls(&image.rootfs(), "/etc");
         assert!(!etc.contains("os-release"), "{etc}");
@@ -364,7 +383,7 @@ mod tests {
         let archive = root.path().join("saved.tar");
         std::fs::write(&archive, outer.into_inner().unwrap()).unwrap();
 
-        let image = import(&paths, &archive, None, &agent, &|_| {}).unwrap();
+        let image = import(&paths, &archive, None, &agent, Limits::default(), &|_| {}).unwrap();
 
         let etc = ls(&image.rootfs(), "/etc");
         assert!(etc.contains("motd") && etc.contains("os-release"), "{etc}");
@@ -380,7 +399,7 @@ mod tests {
         let tarball = root.path().join("evil.tar");
         std::fs::write(&tarball, layer(&[("../../x", EntryType::Regular, "x")])).unwrap();
 
-        let err = import(&paths, &tarball, None, &agent, &|_| {}).unwrap_err();
+        let err = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap_err();
 
         assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
         let left: Vec<String> = std::fs::read_dir(paths.images_dir())
@@ -399,7 +418,7 @@ mod tests {
         std::fs::remove_dir_all(paths.cache_dir.join("boot")).unwrap();
         let tarball = root.path().join("r.tar");
         std::fs::write(&tarball, rootfs_layer()).unwrap();
-        let err = import(&paths, &tarball, None, &agent, &|_| {}).unwrap_err();
+        let err = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap_err();
         assert_eq!(
             err.hint().unwrap(),
             "run `banger image build` once to fetch a kernel"
@@ -446,7 +465,7 @@ mod tests {
         let empty = root.path().join("empty.tar");
         std::fs::write(&empty, b"").unwrap();
 
-        let err = import(&paths, &empty, None, &agent, &|_| {}).unwrap_err();
+        let err = import(&paths, &empty, None, &agent, Limits::default(), &|_| {}).unwrap_err();
 
         assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
         assert_eq!(
@@ -470,7 +489,7 @@ mod tests {
         let text = root.path().join("notes.txt");
         std::fs::write(&text, "just some notes\n").unwrap();
 
-        let err = import(&paths, &text, None, &agent, &|_| {}).unwrap_err();
+        let err = import(&paths, &text, None, &agent, Limits::default(), &|_| {}).unwrap_err();
 
         assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
         assert!(
@@ -490,7 +509,7 @@ mod tests {
         let bytes = outer(&[("manifest.json", EntryType::Symlink, b"/dev/zero")]);
         std::fs::write(&archive, bytes).unwrap();
 
-        let err = import(&paths, &archive, None, &agent, &|_| {}).unwrap_err();
+        let err = import(&paths, &archive, None, &agent, Limits::default(), &|_| {}).unwrap_err();
 
         assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
         assert!(
@@ -518,10 +537,43 @@ mod tests {
         std::os::unix::fs::symlink(host.path(), dir.path().join("r")).unwrap();
         let tree = dir.path().join("tree");
 
-        let err = apply_layers(dir.path(), oci::Layout::DockerSave, &tree, &|_| {}).unwrap_err();
+        let err = apply_layers(
+            dir.path(),
+            oci::Layout::DockerSave,
+            &tree,
+            Limits::default(),
+            &|_| {},
+        )
+        .unwrap_err();
 
         assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
         assert!(!tree.join("host-file").exists());
+    }
+
+    #[test]
+    fn layers_over_the_entry_limit_are_refused_and_leave_nothing() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let tarball = root.path().join("many.tar");
+        std::fs::write(&tarball, rootfs_layer()).unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_entries: 3,
+        };
+
+        let err = import(&paths, &tarball, None, &agent, limits, &|_| {}).unwrap_err();
+
+        assert_eq!(
+            err.hint().unwrap(),
+            "raise `import_max_entries` in config.toml if you trust the source"
+        );
+        assert!(
+            store_entries(&paths).is_empty(),
+            "{:?}",
+            store_entries(&paths)
+        );
     }
 
     #[test]
