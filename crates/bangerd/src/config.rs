@@ -183,6 +183,10 @@ pub struct Config {
     /// Resolvers the DNS server forwards to (`IP` or `IP:PORT`); default: the host's
     /// `/etc/resolv.conf`.
     pub dns_upstreams: Vec<String>,
+    /// Most uncompressed MiB an `image import` or `image pull` may unpack.
+    pub import_max_mib: u64,
+    /// Most archive entries (files, directories, links) an `image import` may unpack.
+    pub import_max_entries: u64,
 }
 
 impl Default for Config {
@@ -206,11 +210,21 @@ impl Default for Config {
             allow: Vec::new(),
             egress_allow: Vec::new(),
             dns_upstreams: Vec::new(),
+            import_max_mib: crate::image::Limits::default().max_bytes >> 20,
+            import_max_entries: crate::image::Limits::default().max_entries,
         }
     }
 }
 
 impl Config {
+    /// The caps on image imports and pulls.
+    pub fn image_limits(&self) -> crate::image::Limits {
+        crate::image::Limits {
+            max_bytes: self.import_max_mib.saturating_mul(1 << 20),
+            max_entries: self.import_max_entries,
+        }
+    }
+
     /// The network policy defaults new VMs start from.
     pub fn default_policy(&self) -> NetPolicy {
         NetPolicy {
@@ -304,6 +318,26 @@ mod tests {
     fn root_with_explicit_xdg_state_is_isolated() {
         let p = Paths::resolve(true, &env_of(&[("XDG_STATE_HOME", "/tmp/smoke/state")]));
         assert_eq!(p.state_dir, PathBuf::from("/tmp/smoke/state/banger"));
+    }
+
+    #[test]
+    fn import_limits_have_defaults_and_can_be_set() {
+        let set: Config = toml::from_str("import_max_mib = 2\nimport_max_entries = 5").unwrap();
+
+        assert_eq!(
+            Config::default().image_limits(),
+            crate::image::Limits {
+                max_bytes: 16 << 30,
+                max_entries: 1_000_000
+            }
+        );
+        assert_eq!(
+            set.image_limits(),
+            crate::image::Limits {
+                max_bytes: 2 << 20,
+                max_entries: 5
+            }
+        );
     }
 
     #[test]

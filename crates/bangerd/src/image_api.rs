@@ -30,7 +30,10 @@ pub(crate) fn image_code(e: &ImageError) -> ErrorCode {
         ImageError::NoBootFiles => ErrorCode::FailedPrecondition,
         ImageError::DigestMismatch { .. }
         | ImageError::Bundle { .. }
-        | ImageError::Import { .. } => ErrorCode::InvalidArgument,
+        | ImageError::Import { .. }
+        | ImageError::NotAnImage { .. }
+        | ImageError::NotRegular { .. }
+        | ImageError::TooLarge { .. } => ErrorCode::InvalidArgument,
         _ => ErrorCode::HostFailed,
     }
 }
@@ -178,6 +181,7 @@ pub async fn import(
         refuse_if_used(m, n)?;
     }
     let paths = m.paths.clone();
+    let limits = m.config.image_limits();
     let progress = progress_sender(&tx);
     let label = name.clone().unwrap_or_else(|| path.clone());
     let img = blocking(label, move || {
@@ -186,6 +190,7 @@ pub async fn import(
             std::path::Path::new(&path),
             name.as_deref(),
             &agent,
+            limits,
             &progress,
         )
     })
@@ -203,10 +208,11 @@ pub async fn pull(
         refuse_if_used(m, n)?;
     }
     let paths = m.paths.clone();
+    let limits = m.config.image_limits();
     let progress = progress_sender(&tx);
     let label = name.clone().unwrap_or_else(|| url.clone());
     let img = blocking(label, move || {
-        image::pull(&paths, &url, name.as_deref(), &progress)
+        image::pull(&paths, &url, name.as_deref(), limits, &progress)
     })
     .await?;
     Ok(Some(Response::Image(img.info())))

@@ -189,8 +189,9 @@ fn parse_size(s: &str) -> Result<u64, CliError> {
         _ => (s, 1),
     };
     num.parse::<u64>()
-        .map(|n| n * mul)
-        .map_err(|_| CliError::usage(format!("invalid size {s:?}"), Some("use e.g. 4G or 4096")))
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| CliError::usage(format!("invalid size {s:?}"), Some("use e.g. 4G or 4096")))
 }
 
 fn table(imgs: &[ImageInfo]) -> String {
@@ -219,5 +220,11 @@ mod tests {
         assert_eq!(parse_size("512M").unwrap(), 512);
         assert_eq!(parse_size("100").unwrap(), 100);
         assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn size_past_64_bits_is_refused_not_wrapped() {
+        let err = parse_size("18014398509481984G").unwrap_err();
+        assert!(err.to_string().contains("invalid size"), "{err}");
     }
 }

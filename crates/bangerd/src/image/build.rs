@@ -133,11 +133,18 @@ pub fn inputs(
         what: "suite",
         value: suite.clone(),
     })?;
+    let size_mib = spec.size_mib.unwrap_or(DEFAULT_SIZE_MIB);
+    if size_mib > crate::vm::spec::MAX_DISK_MIB {
+        return Err(ImageError::InvalidInput {
+            what: "image size in MiB (at most 16 TiB)",
+            value: size_mib.to_string(),
+        });
+    }
     Ok(BuildInputs {
         suite,
         mirror: mirror::resolve(spec.mirror.as_deref(), host_root),
         packages,
-        size_mib: spec.size_mib.unwrap_or(DEFAULT_SIZE_MIB),
+        size_mib,
         agent_sha256: hex::encode(Sha256::digest(&agent)),
         recipe: RECIPE,
         init_sha256: hex::encode(Sha256::digest(initramfs::INIT_SCRIPT.as_bytes())),
@@ -209,6 +216,21 @@ mod tests {
         let new = inputs(&more, &agent, root.path()).unwrap();
         assert!(up_to_date(&paths, "default", &new.digest()).is_none());
         assert!(up_to_date(&paths, "default", &old.digest()).is_some());
+    }
+
+    #[test]
+    fn image_size_past_the_disk_cap_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let agent = fake_agent(root.path());
+        let mut s = spec();
+        s.size_mib = Some(17592186044417);
+
+        let err = inputs(&s, &agent, root.path()).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "invalid image size in MiB (at most 16 TiB) \"17592186044417\""
+        );
     }
 
     #[test]

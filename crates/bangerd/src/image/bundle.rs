@@ -4,7 +4,9 @@
 //! `manifest.json` and each image file gzip-compressed as `<file>.gz`. The manifest's
 //! digests and sizes are those of the uncompressed files; a pull checks every byte
 //! against them before the image appears in the store. gzip keeps the sparse 4 GiB root
-//! file system small in transit, and the pull writes it back sparse.
+//! file system small in transit, and the pull writes it back sparse. A pull reads no
+//! more of a file than the manifest declares, and refuses a bundle whose files add up
+//! to more than the configured import limit.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
@@ -17,7 +19,7 @@ use super::manifest::{self, Manifest, Origin, FORMAT};
 use super::name::validate_name;
 use super::packages::open_url;
 use super::store::{self, Image, Staging};
-use super::{Progress, ProgressFn};
+use super::{Limits, Progress, ProgressFn};
 use crate::config::Paths;
 
 /// Largest manifest a pull accepts.
@@ -61,11 +63,13 @@ fn base_url(url: &str) -> String {
 }
 
 /// Fetches the bundle at `url` as image `name` (the bundle's own name when absent),
-/// verifying every file. Blocking; run it on a blocking thread.
+/// verifying every file; its files may add up to `limits.max_bytes`. Blocking; run it
+/// on a blocking thread.
 pub fn pull(
     paths: &Paths,
     url: &str,
     name: Option<&str>,
+    limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<Image, ImageError> {
     let base = base_url(url);
@@ -87,6 +91,17 @@ pub fn pull(
             remote.format
         )));
     }
+    let total = remote
+        .files
+        .values()
+        .fold(0u64, |sum, f| sum.saturating_add(f.bytes));
+    if total > limits.max_bytes {
+        return Err(ImageError::TooLarge {
+            what: format!("bundle {url} ({} MiB)", total >> 20),
+            limit: format!("{} MiB", limits.max_bytes >> 20),
+            setting: "import_max_mib",
+        });
+    }
     let name = name.unwrap_or(&remote.name).to_string();
     validate_name(&name)?;
     let images = paths.images_dir();
@@ -95,7 +110,6 @@ pub fn pull(
         return Err(ImageError::AlreadyExists { name });
     }
     let staging = Staging::new(&images, &name)?;
-    let total: u64 = remote.files.values().map(|f| f.bytes).sum();
     let mut done = 0;
     for file in manifest::FILES {
         let want = remote
@@ -103,13 +117,21 @@ pub fn pull(
             .get(file)
             .ok_or_else(|| bundle_err(format!("manifest.json lists no {file}")))?;
         let file_url = format!("{base}{file}.gz");
-        let reader = flate2::read::GzDecoder::new(open_url(&file_url)?);
+        // One byte past the declared size is enough to know the server sends too much.
+        let reader =
+            flate2::read::GzDecoder::new(open_url(&file_url)?).take(want.bytes.saturating_add(1));
         let dest = staging.path().join(file);
         let (sha256, bytes) = write_sparse(reader, &dest, &mut |n| {
             done += n;
             progress(Progress::bytes("pull", done, total, file));
         })
         .ctx(|| format!("download {file_url}"))?;
+        if bytes > want.bytes {
+            return Err(bundle_err(format!(
+                "{file}.gz holds more than the {} bytes manifest.json declares",
+                want.bytes
+            )));
+        }
         if bytes != want.bytes || sha256 != want.sha256 {
             return Err(ImageError::DigestMismatch {
                 what: file_url,
@@ -248,6 +270,7 @@ mod tests {
             &paths,
             &format!("{url}manifest.json"),
             Some("pulled"),
+            Limits::default(),
             &|_| {},
         )
         .unwrap();
@@ -269,7 +292,7 @@ mod tests {
         std::fs::write(bundle.join("initrd.img.gz"), gz.finish().unwrap()).unwrap();
         let url = serve(&bundle);
 
-        let err = pull(&paths, &url, None, &|_| {}).unwrap_err();
+        let err = pull(&paths, &url, None, Limits::default(), &|_| {}).unwrap_err();
 
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
         assert!(store::list(&paths).unwrap().is_empty());
@@ -281,11 +304,57 @@ mod tests {
     }
 
     #[test]
+    fn bundle_file_longer_than_declared_is_cut_off_and_refused() {
+        let (_root, paths, bundle) = published();
+        // A server that sends 32 MiB where the manifest declares a few bytes.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&vec![7u8; 32 << 20]).unwrap();
+        std::fs::write(bundle.join("initrd.img.gz"), gz.finish().unwrap()).unwrap();
+        let url = serve(&bundle);
+        let pulled = std::sync::Mutex::new(0u64);
+
+        let err = pull(&paths, &url, None, Limits::default(), &|p| {
+            *pulled.lock().unwrap() = p.done;
+        })
+        .unwrap_err();
+
+        assert!(
+            err.to_string()
+                .contains("initrd.img.gz holds more than the"),
+            "{err}"
+        );
+        assert!(*pulled.lock().unwrap() < 1 << 20);
+        assert!(std::fs::read_dir(paths.images_dir())
+            .unwrap()
+            .next()
+            .is_none());
+    }
+
+    #[test]
+    fn bundle_over_the_size_limit_is_refused_before_download() {
+        let (_root, paths, bundle) = published();
+        let url = serve(&bundle);
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_entries: 10,
+        };
+
+        let err = pull(&paths, &url, None, limits, &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
+        assert_eq!(
+            err.hint().unwrap(),
+            "raise `import_max_mib` in config.toml if you trust the source"
+        );
+        assert!(!paths.images_dir().exists() || store::list(&paths).unwrap().is_empty());
+    }
+
+    #[test]
     fn missing_bundle_file_is_a_download_error() {
         let (_root, paths, bundle) = published();
         std::fs::remove_file(bundle.join("vmlinux.gz")).unwrap();
         let url = serve(&bundle);
-        let err = pull(&paths, &url, None, &|_| {}).unwrap_err();
+        let err = pull(&paths, &url, None, Limits::default(), &|_| {}).unwrap_err();
         assert!(matches!(err, ImageError::Download { .. }), "{err}");
     }
 
@@ -294,7 +363,7 @@ mod tests {
         let (_root, paths, bundle) = published();
         std::fs::write(bundle.join("manifest.json"), "<html>").unwrap();
         let url = serve(&bundle);
-        let err = pull(&paths, &url, None, &|_| {}).unwrap_err();
+        let err = pull(&paths, &url, None, Limits::default(), &|_| {}).unwrap_err();
         assert!(
             err.to_string().contains("manifest.json is not valid"),
             "{err}"

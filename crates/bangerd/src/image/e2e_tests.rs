@@ -129,10 +129,26 @@ fn tarball_and_oci_layout_imports_match() {
     }
 
     let start = Instant::now();
-    let a = import(&paths, &tarball, Some("imp-tar"), &agent, &|_| {}).unwrap();
+    let a = import(
+        &paths,
+        &tarball,
+        Some("imp-tar"),
+        &agent,
+        Default::default(),
+        &|_| {},
+    )
+    .unwrap();
     eprintln!("tarball import in {:?}", start.elapsed());
     let start = Instant::now();
-    let b = import(&paths, layout.path(), Some("imp-oci"), &agent, &|_| {}).unwrap();
+    let b = import(
+        &paths,
+        layout.path(),
+        Some("imp-oci"),
+        &agent,
+        Default::default(),
+        &|_| {},
+    )
+    .unwrap();
     eprintln!("oci import in {:?}", start.elapsed());
 
     let listing = |image: &Image| {

@@ -96,6 +96,20 @@ pub enum ImageError {
     UnsafeEntry { archive: PathBuf, entry: String },
     #[error("bundle {url} is invalid: {reason}")]
     Bundle { url: String, reason: String },
+    #[error("{path} is not an image: {reason}")]
+    NotAnImage { path: PathBuf, reason: String },
+    #[error("{entry} in {archive} is {kind}, not a regular file")]
+    NotRegular {
+        archive: PathBuf,
+        entry: String,
+        kind: &'static str,
+    },
+    #[error("{what} is over the limit of {limit}")]
+    TooLarge {
+        what: String,
+        limit: String,
+        setting: &'static str,
+    },
 }
 
 impl ImageError {
@@ -134,6 +148,19 @@ impl ImageError {
             ImageError::Download { .. } => {
                 Some("check the mirror URL and the host's network access".into())
             }
+            ImageError::NotAnImage { .. } => Some(
+                "give a root file system tarball (plain or gzip), a directory, a `docker save` \
+                 archive or an OCI image layout"
+                    .into(),
+            ),
+            ImageError::NotRegular { .. } => Some(
+                "manifest.json, index.json, blobs and layers must be plain files in the \
+                 archive; save the image again (`docker save`, `skopeo copy`)"
+                    .into(),
+            ),
+            ImageError::TooLarge { setting, .. } => Some(format!(
+                "raise `{setting}` in config.toml if you trust the source"
+            )),
             ImageError::ModuleCompressed { .. } => {
                 Some("build from a suite whose kernel ships uncompressed modules (bookworm)".into())
             }

@@ -14,6 +14,16 @@ pub const UPPER_LABEL: &str = "banger-upper";
 
 const MIB: u64 = 1 << 20;
 
+/// `size_mib` in bytes; a size that does not fit in 64 bits is refused, not wrapped.
+fn mib_to_bytes(size_mib: u64) -> Result<u64, ImageError> {
+    size_mib
+        .checked_mul(MIB)
+        .ok_or_else(|| ImageError::InvalidInput {
+            what: "disk size in MiB",
+            value: size_mib.to_string(),
+        })
+}
+
 fn mkfs() -> Result<std::path::PathBuf, ImageError> {
     cmd::tool("mkfs.ext4", "e2fsprogs")
 }
@@ -77,13 +87,14 @@ pub fn estimate_mib(tree: &Path) -> u64 {
 /// [`UPPER_LABEL`]. Inode tables and journal are initialised lazily (by the guest), so
 /// this takes milliseconds whatever the size.
 pub fn create_upper_disk(path: &Path, size_mib: u64) -> Result<(), ImageError> {
+    let bytes = mib_to_bytes(size_mib)?;
     let file = fs_err::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
         .ctx(|| "create a writable disk".into())?;
     let sized = file
-        .set_len(size_mib * MIB)
+        .set_len(bytes)
         .ctx(|| format!("size {}", path.display()));
     drop(file);
     let made = sized.and_then(|()| {
@@ -107,7 +118,7 @@ pub fn grow_upper_disk(path: &Path, size_mib: u64) -> Result<(), ImageError> {
     let current = fs_err::metadata(path)
         .ctx(|| "read the writable disk".into())?
         .len();
-    let wanted = size_mib * MIB;
+    let wanted = mib_to_bytes(size_mib)?;
     if wanted < current {
         return Err(ImageError::Shrink {
             path: path.to_path_buf(),
@@ -210,6 +221,32 @@ mod tests {
                 disk.display()
             )
         );
+    }
+
+    #[test]
+    fn disk_size_past_64_bits_is_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("upper.ext4");
+
+        let err = create_upper_disk(&disk, 17592186044417).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "invalid disk size in MiB \"17592186044417\""
+        );
+        assert!(!disk.exists());
+    }
+
+    #[test]
+    fn growing_past_64_bits_is_refused_not_wrapped() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("upper.ext4");
+        std::fs::write(&disk, "guest data").unwrap();
+
+        let err = grow_upper_disk(&disk, u64::MAX).unwrap_err();
+
+        assert!(matches!(err, ImageError::InvalidInput { .. }), "{err}");
+        assert_eq!(std::fs::read_to_string(&disk).unwrap(), "guest data");
     }
 
     #[test]

@@ -14,16 +14,18 @@ use super::error::{ImageError, IoContext};
 use super::manifest::{self, Manifest, Origin, FORMAT};
 use super::name::validate_name;
 use super::store::{self, Image, Staging};
-use super::{boot, cmd, ext4, layers, oci, rootfs, Progress, ProgressFn};
+use super::{boot, cmd, ext4, layers, oci, rootfs, Limits, Progress, ProgressFn};
 use crate::config::Paths;
 
 /// Imports `src` as image `name` (derived from the file name when absent), installing
-/// `agent_bin` as the guest agent. Blocking; run it on a blocking thread.
+/// `agent_bin` as the guest agent and unpacking no more than `limits`. Blocking; run it
+/// on a blocking thread.
 pub fn import(
     paths: &Paths,
     src: &Path,
     name: Option<&str>,
     agent_bin: &Path,
+    limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<Image, ImageError> {
     let name = match name {
@@ -47,7 +49,17 @@ pub fn import(
     }
     let staging = Staging::new(&images, &name)?;
     let tree = staging.path().join("tree");
-    fill_tree(&src, staging.path(), &tree, progress)?;
+    fill_tree(&src, staging.path(), &tree, limits, progress)?;
+    if fs_err::read_dir(&tree)
+        .ctx(|| "list the root tree".into())?
+        .next()
+        .is_none()
+    {
+        return Err(ImageError::NotAnImage {
+            path: src,
+            reason: "it holds no files".into(),
+        });
+    }
     rootfs::finish(&tree, agent_bin)?;
 
     // The base is read-only under the overlay, so free space in it is of no use.
@@ -103,11 +115,15 @@ fn fill_tree(
     src: &Path,
     work: &Path,
     tree: &Path,
+    limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<(), ImageError> {
-    if src.is_dir() {
-        if let Some(layout) = oci::detect(src) {
-            return apply_layers(src, layout, tree, progress);
+    let kind = fs_err::metadata(src)
+        .ctx(|| "read the import source".into())?
+        .file_type();
+    if kind.is_dir() {
+        if let Some(layout) = oci::detect(src)? {
+            return apply_layers(src, layout, tree, limits, progress);
         }
         progress(Progress::step(
             "import",
@@ -124,6 +140,12 @@ fn fill_tree(
         )?;
         return Ok(());
     }
+    if !kind.is_file() {
+        return Err(ImageError::NotAnImage {
+            path: src.to_path_buf(),
+            reason: "it is neither a file nor a directory".into(),
+        });
+    }
     // A tarball: unpack it, then see whether it was a container image or a root tree.
     let unpacked = work.join("unpacked");
     fs_err::create_dir_all(&unpacked).ctx(|| "create an unpack directory".into())?;
@@ -132,23 +154,27 @@ fn fill_tree(
         format!("unpacking {}", src.display()),
     ));
     let file = fs_err::File::open(src).ctx(|| "open the import source".into())?;
-    layers::apply(&unpacked, layers::open(file, src)?, src)?;
-    match oci::detect(&unpacked) {
+    let budget = layers::Budget::new(limits);
+    layers::apply(&unpacked, layers::open(file, src)?, src, &budget)?;
+    match oci::detect(&unpacked)? {
         Some(layout) => {
-            apply_layers(&unpacked, layout, tree, progress)?;
+            apply_layers(&unpacked, layout, tree, limits, progress)?;
             store::remove_tree(&unpacked)
         }
         None => fs_err::rename(&unpacked, tree).ctx(|| "move the root tree".into()),
     }
 }
 
+/// Applies the layers of the image in `dir` onto `tree`, all of them within `limits`.
 fn apply_layers(
     dir: &Path,
     layout: oci::Layout,
     tree: &Path,
+    limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<(), ImageError> {
     let all = oci::layers(dir, layout)?;
+    let budget = layers::Budget::new(limits);
     fs_err::create_dir_all(tree).ctx(|| "create the root tree".into())?;
     for (i, layer) in all.iter().enumerate() {
         progress(Progress {
@@ -157,21 +183,28 @@ fn apply_layers(
             total: Some(all.len() as u64),
             message: Some(format!("layer {}", i + 1)),
         });
-        apply_layer(layer, tree)?;
+        apply_layer(dir, layer, tree, &budget)?;
     }
     Ok(())
 }
 
-/// Applies one layer file, checking its digest (when known) as it streams through.
-fn apply_layer(layer: &oci::Layer, tree: &Path) -> Result<(), ImageError> {
-    let file = fs_err::File::open(&layer.path).ctx(|| "open a layer".into())?;
+/// Applies one layer file of `dir`, checking its digest (when known) as it streams
+/// through.
+fn apply_layer(
+    dir: &Path,
+    layer: &oci::Layer,
+    tree: &Path,
+    budget: &layers::Budget,
+) -> Result<(), ImageError> {
+    let file = oci::open(dir, &layer.path)?;
+    let shown = dir.join(&layer.path);
     let hashing = HashingReader {
         inner: file,
         hasher: Sha256::new(),
     };
     let shared = std::rc::Rc::new(std::cell::RefCell::new(Some(hashing)));
     let reader = SharedReader(shared.clone());
-    layers::apply(tree, layers::open(reader, &layer.path)?, &layer.path)?;
+    layers::apply(tree, layers::open(reader, &shown)?, &shown, budget)?;
     let Some(mut rest) = shared.borrow_mut().take() else {
         return Ok(());
     };
@@ -180,7 +213,7 @@ fn apply_layer(layer: &oci::Layer, tree: &Path) -> Result<(), ImageError> {
     let actual = format!("sha256:{}", hex::encode(rest.hasher.finalize()));
     match &layer.digest {
         Some(expected) if *expected != actual => Err(ImageError::DigestMismatch {
-            what: layer.path.display().to_string(),
+            what: shown.display().to_string(),
             expected: expected.clone(),
             actual,
         }),
@@ -285,7 +318,7 @@ mod tests {
         let tarball = root.path().join("my-rootfs.tar");
         std::fs::write(&tarball, rootfs_layer()).unwrap();
 
-        let image = import(&paths, &tarball, None, &agent, &|_| {}).unwrap();
+        let image = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap();
 
         assert_eq!(image.name(), "my-rootfs");
         assert!(image.manifest().source().starts_with("import:"));
@@ -309,7 +342,15 @@ mod tests {
         let top = layer(&[("etc/.wh.os-release", EntryType::Regular, "")]);
         oci::tests::oci_dir(&layout, &[&rootfs_layer(), &top]);
 
-        let image = import(&paths, &layout, Some("oci"), &agent, &|_| {}).unwrap();
+        let image = import(
+            &paths,
+            &layout,
+            Some("oci"),
+            &agent,
+            Limits::default(),
+            &|_| {},
+        )
+        .unwrap();
 
         let etc = ls(&image.rootfs(), "/etc");
         assert!(!etc.contains("os-release"), "{etc}");
@@ -342,7 +383,7 @@ mod tests {
         let archive = root.path().join("saved.tar");
         std::fs::write(&archive, outer.into_inner().unwrap()).unwrap();
 
-        let image = import(&paths, &archive, None, &agent, &|_| {}).unwrap();
+        let image = import(&paths, &archive, None, &agent, Limits::default(), &|_| {}).unwrap();
 
         let etc = ls(&image.rootfs(), "/etc");
         assert!(etc.contains("motd") && etc.contains("os-release"), "{etc}");
@@ -358,7 +399,7 @@ mod tests {
         let tarball = root.path().join("evil.tar");
         std::fs::write(&tarball, layer(&[("../../x", EntryType::Regular, "x")])).unwrap();
 
-        let err = import(&paths, &tarball, None, &agent, &|_| {}).unwrap_err();
+        let err = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap_err();
 
         assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
         let left: Vec<String> = std::fs::read_dir(paths.images_dir())
@@ -377,10 +418,161 @@ mod tests {
         std::fs::remove_dir_all(paths.cache_dir.join("boot")).unwrap();
         let tarball = root.path().join("r.tar");
         std::fs::write(&tarball, rootfs_layer()).unwrap();
-        let err = import(&paths, &tarball, None, &agent, &|_| {}).unwrap_err();
+        let err = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap_err();
         assert_eq!(
             err.hint().unwrap(),
             "run `banger image build` once to fetch a kernel"
+        );
+    }
+
+    /// Names left in the image store: none after a refused import.
+    fn store_entries(paths: &Paths) -> Vec<String> {
+        std::fs::read_dir(paths.images_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// An outer `docker save`-like archive from `(path, kind, data-or-link-target)`.
+    fn outer(entries: &[(&str, EntryType, &[u8])]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, kind, data) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(if kind.is_symlink() {
+                0
+            } else {
+                data.len() as u64
+            });
+            if kind.is_symlink() {
+                let target = std::str::from_utf8(data).unwrap();
+                b.append_link(&mut h, path, target).unwrap();
+            } else {
+                h.set_cksum();
+                b.append_data(&mut h, path, *data).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn empty_file_is_refused_and_leaves_nothing() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let empty = root.path().join("empty.tar");
+        std::fs::write(&empty, b"").unwrap();
+
+        let err = import(&paths, &empty, None, &agent, Limits::default(), &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
+        assert_eq!(
+            crate::image_api::image_code(&err),
+            banger_wire::ErrorCode::InvalidArgument
+        );
+        assert!(err.hint().unwrap().contains("tarball"));
+        assert!(
+            store_entries(&paths).is_empty(),
+            "{:?}",
+            store_entries(&paths)
+        );
+    }
+
+    #[test]
+    fn file_that_is_no_archive_is_refused_and_leaves_nothing() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let text = root.path().join("notes.txt");
+        std::fs::write(&text, "just some notes\n").unwrap();
+
+        let err = import(&paths, &text, None, &agent, Limits::default(), &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
+        assert!(
+            store_entries(&paths).is_empty(),
+            "{:?}",
+            store_entries(&paths)
+        );
+    }
+
+    #[test]
+    fn archive_with_manifest_linked_to_dev_zero_is_refused() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let archive = root.path().join("saved.tar");
+        let bytes = outer(&[("manifest.json", EntryType::Symlink, b"/dev/zero")]);
+        std::fs::write(&archive, bytes).unwrap();
+
+        let err = import(&paths, &archive, None, &agent, Limits::default(), &|_| {}).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
+        assert!(
+            store_entries(&paths).is_empty(),
+            "{:?}",
+            store_entries(&paths)
+        );
+    }
+
+    #[test]
+    fn layer_path_through_a_symlink_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host.path().join("x")).unwrap();
+        std::fs::write(
+            host.path().join("x/layer.tar"),
+            layer(&[("host-file", EntryType::Regular, "from the host")]),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("manifest.json"),
+            r#"[{"Layers":["r/x/layer.tar"]}]"#,
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(host.path(), dir.path().join("r")).unwrap();
+        let tree = dir.path().join("tree");
+
+        let err = apply_layers(
+            dir.path(),
+            oci::Layout::DockerSave,
+            &tree,
+            Limits::default(),
+            &|_| {},
+        )
+        .unwrap_err();
+
+        assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
+        assert!(!tree.join("host-file").exists());
+    }
+
+    #[test]
+    fn layers_over_the_entry_limit_are_refused_and_leave_nothing() {
+        if !ready() {
+            return;
+        }
+        let (root, paths, agent) = setup();
+        let tarball = root.path().join("many.tar");
+        std::fs::write(&tarball, rootfs_layer()).unwrap();
+        let limits = Limits {
+            max_bytes: 1 << 20,
+            max_entries: 3,
+        };
+
+        let err = import(&paths, &tarball, None, &agent, limits, &|_| {}).unwrap_err();
+
+        assert_eq!(
+            err.hint().unwrap(),
+            "raise `import_max_entries` in config.toml if you trust the source"
+        );
+        assert!(
+            store_entries(&paths).is_empty(),
+            "{:?}",
+            store_entries(&paths)
         );
     }
 

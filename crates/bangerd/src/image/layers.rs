@@ -6,7 +6,12 @@
 //!   reach the host;
 //! - whiteouts: `.wh.NAME` deletes NAME from lower layers, `.wh..wh..opq` empties its
 //!   directory of what lower layers put there.
+//!
+//! A [`Budget`] caps what the streams unpacked into one tree may take: bytes read after
+//! decompression (a gzip bomb stops at the cap), file data (a sparse file counts at its
+//! expanded size, before a byte is written) and entries.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::ffi::OsString;
 use std::io::Read;
@@ -16,6 +21,7 @@ use std::path::{Component, Path, PathBuf};
 use tar::EntryType;
 
 use super::error::{ImageError, IoContext};
+use super::Limits;
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";
@@ -48,17 +54,115 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-/// Applies one layer (a tar stream) onto `root`. `archive` names the source in errors.
-pub fn apply(root: &Path, layer: impl Read, archive: &Path) -> Result<(), ImageError> {
+/// What the tar streams unpacked into one tree have taken so far, against [`Limits`].
+pub struct Budget {
+    limits: Limits,
+    /// Bytes read from the (decompressed) tar streams.
+    stream: Cell<u64>,
+    /// Bytes of file data, sparse files at their expanded size.
+    data: Cell<u64>,
+    entries: Cell<u64>,
+}
+
+impl Budget {
+    pub fn new(limits: Limits) -> Budget {
+        Budget {
+            limits,
+            stream: Cell::new(0),
+            data: Cell::new(0),
+            entries: Cell::new(0),
+        }
+    }
+
+    fn over(&self) -> bool {
+        let max = self.limits.max_bytes;
+        self.stream.get() > max
+            || self.data.get() > max
+            || self.entries.get() > self.limits.max_entries
+    }
+
+    /// The refusal once a limit is passed.
+    fn refusal(&self, archive: &Path) -> Option<ImageError> {
+        if !self.over() {
+            return None;
+        }
+        let what = format!("unpacking {}", archive.display());
+        Some(if self.entries.get() > self.limits.max_entries {
+            ImageError::TooLarge {
+                what,
+                limit: format!("{} entries", self.limits.max_entries),
+                setting: "import_max_entries",
+            }
+        } else {
+            ImageError::TooLarge {
+                what,
+                limit: format!("{} MiB uncompressed", self.limits.max_bytes >> 20),
+                setting: "import_max_mib",
+            }
+        })
+    }
+}
+
+/// Counts the bytes of a tar stream into a [`Budget`] and fails once it is spent.
+struct Counted<'a, R> {
+    inner: R,
+    budget: &'a Budget,
+}
+
+impl<R: Read> Read for Counted<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let s = &self.budget.stream;
+        s.set(s.get().saturating_add(n as u64));
+        if self.budget.over() {
+            return Err(std::io::Error::other("import size limit reached"));
+        }
+        Ok(n)
+    }
+}
+
+/// Applies one layer (a tar stream) onto `root`, charging it to `budget`. `archive`
+/// names the source in errors.
+pub fn apply(
+    root: &Path,
+    layer: impl Read,
+    archive: &Path,
+    budget: &Budget,
+) -> Result<(), ImageError> {
+    let stream = Counted {
+        inner: layer,
+        budget,
+    };
+    apply_entries(root, stream, archive, budget).map_err(|e| budget.refusal(archive).unwrap_or(e))
+}
+
+fn apply_entries(
+    root: &Path,
+    layer: impl Read,
+    archive: &Path,
+    budget: &Budget,
+) -> Result<(), ImageError> {
     let bad = |entry: &str| ImageError::UnsafeEntry {
         archive: archive.to_path_buf(),
         entry: entry.to_string(),
     };
     let io = |what: &str| format!("apply {what} from {}", archive.display());
+    let not_tar = |e: std::io::Error| ImageError::NotAnImage {
+        path: archive.to_path_buf(),
+        reason: format!("not a valid tar archive ({e})"),
+    };
     let mut ar = tar::Archive::new(layer);
     let mut written: HashSet<PathBuf> = HashSet::new();
-    for entry in ar.entries().ctx(|| io("a layer"))? {
-        let mut entry = entry.ctx(|| io("a layer"))?;
+    for entry in ar.entries().map_err(not_tar)? {
+        let mut entry = entry.map_err(not_tar)?;
+        let e = &budget.entries;
+        e.set(e.get() + 1);
+        // The real size: for a GNU sparse file, holes included.
+        let d = &budget.data;
+        d.set(d.get().saturating_add(entry.size()));
+        if let Some(refused) = budget.refusal(archive) {
+            return Err(refused);
+        }
         let raw = entry.path().ctx(|| io("an entry"))?.into_owned();
         let shown = raw.display().to_string();
         let rel = clean_relative(&raw).ok_or_else(|| bad(&shown))?;
@@ -286,8 +390,9 @@ pub(crate) mod tests {
     }
 
     fn apply_all(root: &Path, layers: &[Vec<u8>]) -> Result<(), ImageError> {
+        let budget = Budget::new(Limits::default());
         for l in layers {
-            apply(root, l.as_slice(), Path::new("test.tar"))?;
+            apply(root, l.as_slice(), Path::new("test.tar"), &budget)?;
         }
         Ok(())
     }
@@ -399,5 +504,185 @@ pub(crate) mod tests {
             .read_to_end(&mut out)
             .unwrap();
         assert_eq!(out, plain);
+    }
+
+    fn small() -> Budget {
+        Budget::new(Limits {
+            max_bytes: 1 << 20,
+            max_entries: 10,
+        })
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(data).unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// Writes `v` as a NUL-terminated octal number filling `field`.
+    fn octal(field: &mut [u8], v: u64) {
+        let text = format!("{v:0w$o}\0", w = field.len() - 1);
+        field.copy_from_slice(text.as_bytes());
+    }
+
+    #[test]
+    fn too_many_entries_are_refused_before_the_next_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..20).map(|i| format!("f{i:02}")).collect();
+        let entries: Vec<_> = names
+            .iter()
+            .map(|n| (n.as_str(), EntryType::Regular, "x"))
+            .collect();
+
+        let err = apply(
+            dir.path(),
+            layer(&entries).as_slice(),
+            Path::new("t.tar"),
+            &small(),
+        )
+        .unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                ImageError::TooLarge {
+                    setting: "import_max_entries",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(dir.path().join("f09").exists());
+        assert!(!dir.path().join("f10").exists());
+    }
+
+    #[test]
+    fn gzip_bomb_is_refused_before_it_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let zeros = "\0".repeat(8 << 20);
+        let bomb = gzip(&layer(&[("bomb", EntryType::Regular, &zeros)]));
+        let stream = open(std::io::Cursor::new(bomb), Path::new("bomb.tar.gz")).unwrap();
+
+        let err = apply(dir.path(), stream, Path::new("bomb.tar.gz"), &small()).unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                ImageError::TooLarge {
+                    setting: "import_max_mib",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "unpacking bomb.tar.gz is over the limit of 1 MiB uncompressed"
+        );
+        assert!(!dir.path().join("bomb").exists());
+    }
+
+    #[test]
+    fn long_name_records_count_against_the_byte_limit() {
+        // The tar reader buffers a GNU long name whole; it is never an entry of its own.
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::GNULongName);
+        h.set_path("././@LongLink").unwrap();
+        h.set_size(4 << 20);
+        h.set_cksum();
+        b.append(&h, vec![b'a'; 4 << 20].as_slice()).unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_path("short").unwrap();
+        h.set_size(0);
+        h.set_cksum();
+        b.append(&h, &[][..]).unwrap();
+        let bytes = gzip(&b.into_inner().unwrap());
+        let stream = open(std::io::Cursor::new(bytes), Path::new("l.tar.gz")).unwrap();
+
+        let err = apply(dir.path(), stream, Path::new("l.tar.gz"), &small()).unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                ImageError::TooLarge {
+                    setting: "import_max_mib",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gnu_sparse_file_counts_at_its_expanded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        // 512 bytes of data at the end of an 8 MiB file that is otherwise a hole.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::GNUSparse);
+        h.set_path("sparse").unwrap();
+        h.set_mode(0o644);
+        h.set_size(512);
+        let gnu = h.as_gnu_mut().unwrap();
+        octal(&mut gnu.sparse[0].offset, (8 << 20) - 512);
+        octal(&mut gnu.sparse[0].numbytes, 512);
+        octal(&mut gnu.realsize, 8 << 20);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, [b'x'; 512].as_slice()).unwrap();
+        let tarball = b.into_inner().unwrap();
+
+        let err = apply(dir.path(), tarball.as_slice(), Path::new("s.tar"), &small()).unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                ImageError::TooLarge {
+                    setting: "import_max_mib",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(!dir.path().join("sparse").exists());
+    }
+
+    #[test]
+    fn gnu_sparse_file_within_the_limit_is_expanded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(EntryType::GNUSparse);
+        h.set_path("sparse").unwrap();
+        h.set_mode(0o644);
+        h.set_uid(nix::unistd::geteuid().as_raw().into());
+        h.set_gid(nix::unistd::getegid().as_raw().into());
+        h.set_size(512);
+        let gnu = h.as_gnu_mut().unwrap();
+        octal(&mut gnu.sparse[0].offset, 4096);
+        octal(&mut gnu.sparse[0].numbytes, 512);
+        octal(&mut gnu.realsize, 4096 + 512);
+        h.set_cksum();
+        let mut b = tar::Builder::new(Vec::new());
+        b.append(&h, [b'x'; 512].as_slice()).unwrap();
+        let tarball = b.into_inner().unwrap();
+
+        apply(dir.path(), tarball.as_slice(), Path::new("s.tar"), &small()).unwrap();
+
+        assert_eq!(
+            std::fs::metadata(dir.path().join("sparse")).unwrap().len(),
+            4096 + 512
+        );
+    }
+
+    #[test]
+    fn garbage_is_not_a_tar_archive() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = "this is not a tarball\n".repeat(100);
+
+        let err = apply(dir.path(), garbage.as_bytes(), Path::new("g"), &small()).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
     }
 }

@@ -53,6 +53,26 @@ pub use name::{validate_name, DEFAULT_IMAGE};
 pub use rootfs::AGENT_PATH;
 pub use store::{delete, get, list, Image};
 
+/// Caps on what one `image import` or `image pull` may unpack (`import_max_mib` and
+/// `import_max_entries` in `config.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Uncompressed bytes: of the tar streams unpacked into one tree, of the file data
+    /// they write (sparse files at their full size), and of a pulled bundle's files.
+    pub max_bytes: u64,
+    /// Entries of the tar streams unpacked into one tree.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 16 << 30,
+            max_entries: 1_000_000,
+        }
+    }
+}
+
 /// One step of long image work; maps onto `StreamEvent::Progress`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {

@@ -1,6 +1,9 @@
 //! Finding the ordered layers of a `docker save` archive or an OCI image layout that
-//! has been unpacked into a directory.
+//! has been unpacked into a directory. Every file is opened inside that directory
+//! without following a symlink and must be a regular file: an archive cannot point the
+//! daemon at host files, devices or FIFOs.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -9,9 +12,13 @@ use sha2::{Digest, Sha256};
 use super::error::{ImageError, IoContext};
 use super::layers::clean_relative;
 
+/// Largest `manifest.json`, `index.json` or manifest blob read.
+const MAX_JSON: u64 = 4 << 20;
+
 /// One layer file, bottom first, with the digest its name or manifest promises.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layer {
+    /// Relative to the layout's directory; open it with [`open`].
     pub path: PathBuf,
     /// `sha256:<hex>` of the file's bytes, when the format records it.
     pub digest: Option<String>,
@@ -26,16 +33,93 @@ pub enum Layout {
     DockerSave,
 }
 
-pub fn detect(dir: &Path) -> Option<Layout> {
-    if dir.join("oci-layout").is_file() && dir.join("index.json").is_file() {
-        Some(Layout::Oci)
-    } else if std::fs::read(dir.join("manifest.json"))
-        .is_ok_and(|b| serde_json::from_slice::<Vec<DockerManifest>>(&b).is_ok())
-    {
-        Some(Layout::DockerSave)
-    } else {
-        None
+/// What `dir` holds; `None` for a plain root tree. An `index.json` or `manifest.json`
+/// that is not a regular file is refused rather than read.
+pub fn detect(dir: &Path) -> Result<Option<Layout>, ImageError> {
+    let present = |name: &str| dir.join(name).symlink_metadata().is_ok();
+    if present("oci-layout") && present("index.json") {
+        open(dir, Path::new("index.json"))?;
+        return Ok(Some(Layout::Oci));
     }
+    if !present("manifest.json") {
+        return Ok(None);
+    }
+    let bytes = read_small(dir, Path::new("manifest.json"))?;
+    Ok(serde_json::from_slice::<Vec<DockerManifest>>(&bytes)
+        .is_ok()
+        .then_some(Layout::DockerSave))
+}
+
+/// Opens `rel` for reading inside `dir`, following no symlink on the way, and only
+/// when it is a regular file.
+pub fn open(dir: &Path, rel: &Path) -> Result<fs_err::File, ImageError> {
+    use rustix::fs::{openat2, Mode, OFlags, ResolveFlags};
+    let shown = dir.join(rel);
+    let io = |e: rustix::io::Errno| ImageError::Io {
+        action: format!("open {}", shown.display()),
+        source: e.into(),
+    };
+    let not_regular = |kind| ImageError::NotRegular {
+        archive: dir.to_path_buf(),
+        entry: rel.display().to_string(),
+        kind,
+    };
+    let base = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io)?;
+    // O_PATH first: opening a device or FIFO for reading can block or have effects.
+    let path_fd = openat2(
+        &base,
+        rel,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(|e| match e {
+        rustix::io::Errno::LOOP => not_regular("a symbolic link or under one"),
+        rustix::io::Errno::XDEV => not_regular("outside the archive"),
+        e => io(e),
+    })?;
+    let kind =
+        rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&path_fd).map_err(io)?.st_mode);
+    match kind {
+        rustix::fs::FileType::RegularFile => {}
+        rustix::fs::FileType::Directory => return Err(not_regular("a directory")),
+        rustix::fs::FileType::Symlink => return Err(not_regular("a symbolic link")),
+        rustix::fs::FileType::Fifo => return Err(not_regular("a FIFO")),
+        _ => return Err(not_regular("a device or socket")),
+    }
+    // Reopen the very inode found for reading.
+    let proc_path = format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(&path_fd)
+    );
+    let fd = rustix::fs::open(
+        proc_path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(io)?;
+    Ok(fs_err::File::from_parts(std::fs::File::from(fd), shown))
+}
+
+/// Reads a small regular file (a manifest or an index) inside `dir`.
+fn read_small(dir: &Path, rel: &Path) -> Result<Vec<u8>, ImageError> {
+    let mut bytes = Vec::new();
+    open(dir, rel)?
+        .take(MAX_JSON + 1)
+        .read_to_end(&mut bytes)
+        .ctx(|| format!("read {}", dir.join(rel).display()))?;
+    if bytes.len() as u64 > MAX_JSON {
+        return Err(invalid(
+            dir,
+            format!("{} is larger than {} MiB", rel.display(), MAX_JSON >> 20),
+        ));
+    }
+    Ok(bytes)
 }
 
 #[derive(Deserialize)]
@@ -75,12 +159,10 @@ fn invalid(dir: &Path, reason: impl Into<String>) -> ImageError {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, path: &Path) -> Result<T, ImageError> {
-    let bytes = fs_err::read(path).ctx(|| format!("read {}", path.display()))?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        let name = path.strip_prefix(dir).unwrap_or(path).display().to_string();
-        invalid(dir, format!("{name} is not valid: {e}"))
-    })
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, rel: &Path) -> Result<T, ImageError> {
+    let bytes = read_small(dir, rel)?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| invalid(dir, format!("{} is not valid: {e}", rel.display())))
 }
 
 /// The layers of the image in `dir`, bottom first.
@@ -92,7 +174,7 @@ pub fn layers(dir: &Path, layout: Layout) -> Result<Vec<Layer>, ImageError> {
 }
 
 fn docker_layers(dir: &Path) -> Result<Vec<Layer>, ImageError> {
-    let manifests: Vec<DockerManifest> = read_json(dir, &dir.join("manifest.json"))?;
+    let manifests: Vec<DockerManifest> = read_json(dir, Path::new("manifest.json"))?;
     let first = match manifests.as_slice() {
         [one] => one,
         [] => return Err(invalid(dir, "manifest.json lists no image")),
@@ -113,10 +195,7 @@ fn docker_layers(dir: &Path) -> Result<Vec<Layer>, ImageError> {
             let digest = l
                 .strip_prefix("blobs/sha256/")
                 .map(|hex| format!("sha256:{hex}"));
-            Ok(Layer {
-                path: dir.join(rel),
-                digest,
-            })
+            Ok(Layer { path: rel, digest })
         })
         .collect()
 }
@@ -128,17 +207,17 @@ fn blob_path(dir: &Path, digest: &str) -> Result<PathBuf, ImageError> {
             *a == "sha256" && h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
         })
         .ok_or_else(|| invalid(dir, format!("unsupported digest {digest:?}")))?;
-    Ok(dir.join("blobs").join(alg).join(hex))
+    Ok(Path::new("blobs").join(alg).join(hex))
 }
 
 /// Reads a blob and checks it against its digest.
 fn read_blob(dir: &Path, digest: &str) -> Result<Vec<u8>, ImageError> {
     let path = blob_path(dir, digest)?;
-    let bytes = fs_err::read(&path).ctx(|| format!("read blob {digest}"))?;
+    let bytes = read_small(dir, &path)?;
     let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
     if actual != digest {
         return Err(ImageError::DigestMismatch {
-            what: path.display().to_string(),
+            what: dir.join(path).display().to_string(),
             expected: digest.to_string(),
             actual,
         });
@@ -151,7 +230,7 @@ fn is_index(media_type: Option<&str>) -> bool {
 }
 
 fn oci_layers(dir: &Path) -> Result<Vec<Layer>, ImageError> {
-    let mut index: Index = read_json(dir, &dir.join("index.json"))?;
+    let mut index: Index = read_json(dir, Path::new("index.json"))?;
     // Follow nested indexes (multi-platform images) down to one linux/amd64 manifest.
     for _ in 0..4 {
         let pick = pick_manifest(&index.manifests)
@@ -236,7 +315,7 @@ pub(crate) mod tests {
     fn oci_layout_layers_come_in_manifest_order() {
         let dir = tempfile::tempdir().unwrap();
         let digests = oci_dir(dir.path(), &[b"bottom", b"top"]);
-        assert_eq!(detect(dir.path()), Some(Layout::Oci));
+        assert_eq!(detect(dir.path()).unwrap(), Some(Layout::Oci));
         let got = layers(dir.path(), Layout::Oci).unwrap();
         let got: Vec<_> = got.iter().map(|l| l.digest.clone().unwrap()).collect();
         assert_eq!(got, digests);
@@ -264,9 +343,9 @@ pub(crate) mod tests {
             r#"[{"Config":"c.json","RepoTags":["x:1"],"Layers":["a/layer.tar","blobs/sha256/abcd"]}]"#,
         )
         .unwrap();
-        assert_eq!(detect(dir.path()), Some(Layout::DockerSave));
+        assert_eq!(detect(dir.path()).unwrap(), Some(Layout::DockerSave));
         let got = layers(dir.path(), Layout::DockerSave).unwrap();
-        assert_eq!(got[0].path, dir.path().join("a/layer.tar"));
+        assert_eq!(got[0].path, Path::new("a/layer.tar"));
         assert_eq!(got[1].digest.as_deref(), Some("sha256:abcd"));
     }
 
@@ -280,5 +359,74 @@ pub(crate) mod tests {
         .unwrap();
         let err = layers(dir.path(), Layout::DockerSave).unwrap_err();
         assert!(err.to_string().contains("leaves the archive"), "{err}");
+    }
+
+    #[test]
+    fn manifest_symlinked_out_of_the_archive_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let host = outside.path().join("m.json");
+        std::fs::write(&host, r#"[{"Layers":["a/layer.tar"]}]"#).unwrap();
+        std::os::unix::fs::symlink(&host, dir.path().join("manifest.json")).unwrap();
+
+        let err = detect(dir.path()).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "manifest.json in {} is a symbolic link, not a regular file",
+                dir.path().display()
+            )
+        );
+    }
+
+    #[test]
+    fn manifest_linked_to_a_device_is_refused_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/dev/zero", dir.path().join("manifest.json")).unwrap();
+        let err = detect(dir.path()).unwrap_err();
+        assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
+    }
+
+    #[test]
+    fn fifo_index_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        oci_dir(dir.path(), &[b"layer"]);
+        std::fs::remove_file(dir.path().join("index.json")).unwrap();
+        nix::unistd::mkfifo(
+            &dir.path().join("index.json"),
+            nix::sys::stat::Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+
+        let err = detect(dir.path()).unwrap_err();
+
+        assert!(
+            matches!(err, ImageError::NotRegular { kind: "a FIFO", .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn blob_behind_a_symlinked_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        oci_dir(elsewhere.path(), &[b"layer"]);
+        std::fs::copy(
+            elsewhere.path().join("index.json"),
+            dir.path().join("index.json"),
+        )
+        .unwrap();
+        std::fs::copy(
+            elsewhere.path().join("oci-layout"),
+            dir.path().join("oci-layout"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(elsewhere.path().join("blobs"), dir.path().join("blobs"))
+            .unwrap();
+
+        let err = layers(dir.path(), Layout::Oci).unwrap_err();
+
+        assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
     }
 }

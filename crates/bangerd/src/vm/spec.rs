@@ -5,6 +5,9 @@ use crate::error::DaemonError;
 pub const MAX_VCPU: u32 = 32;
 pub const MIN_MEMORY_MIB: u32 = 128;
 pub const MIN_DISK_MIB: u64 = 64;
+/// Largest writable disk: 16 TiB, ext4's limit with 4 KiB blocks on a 32-bit layout. The
+/// disk is sparse, so free space is not checked: it fills as the guest writes.
+pub const MAX_DISK_MIB: u64 = 16 << 20;
 
 /// VM names are DNS labels: they become `<name>.vm` host names.
 pub fn validate_name(name: &str) -> Result<(), DaemonError> {
@@ -32,7 +35,31 @@ pub fn validate_label(what: &str, name: &str) -> Result<(), DaemonError> {
     })
 }
 
+/// Checks vCPUs, memory (at most this host's RAM) and disk size against their bounds.
 pub fn validate_resources(vcpu: u32, memory_mib: u32, disk_mib: u64) -> Result<(), DaemonError> {
+    check_resources(vcpu, memory_mib, disk_mib, host_memory_mib())
+}
+
+/// `MemTotal` of `/proc/meminfo` in MiB; `None` when it cannot be read.
+fn host_memory_mib() -> Option<u64> {
+    let text = fs_err::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024)
+}
+
+fn check_resources(
+    vcpu: u32,
+    memory_mib: u32,
+    disk_mib: u64,
+    host_memory_mib: Option<u64>,
+) -> Result<(), DaemonError> {
     if vcpu == 0 || vcpu > MAX_VCPU {
         return Err(DaemonError::Invalid {
             message: format!("invalid vcpu count {vcpu}"),
@@ -45,10 +72,26 @@ pub fn validate_resources(vcpu: u32, memory_mib: u32, disk_mib: u64) -> Result<(
             hint: Some(format!("use --memory {MIN_MEMORY_MIB} or more (MiB)")),
         });
     }
+    if let Some(host) = host_memory_mib.filter(|&h| u64::from(memory_mib) > h) {
+        return Err(DaemonError::Invalid {
+            message: format!("memory of {memory_mib} MiB is more than this host's {host} MiB"),
+            hint: Some(format!(
+                "use --memory between {MIN_MEMORY_MIB} and {host} (MiB)"
+            )),
+        });
+    }
     if disk_mib < MIN_DISK_MIB {
         return Err(DaemonError::Invalid {
             message: format!("disk size of {disk_mib} MiB is too small"),
             hint: Some(format!("use --disk-size {MIN_DISK_MIB} or more (MiB)")),
+        });
+    }
+    if disk_mib > MAX_DISK_MIB {
+        return Err(DaemonError::Invalid {
+            message: format!("disk size of {disk_mib} MiB is too large"),
+            hint: Some(format!(
+                "use --disk-size between {MIN_DISK_MIB} and {MAX_DISK_MIB} (MiB, 16 TiB)"
+            )),
         });
     }
     Ok(())
@@ -95,6 +138,34 @@ mod tests {
         assert!(validate_resources(1, 1, 1024).is_err());
         assert!(validate_resources(1, 512, 1).is_err());
         assert!(validate_resources(2, 512, 1024).is_ok());
+    }
+
+    #[test]
+    fn resource_upper_bounds() {
+        let host = Some(8192);
+        let disk = check_resources(2, 512, 17592186044417, host).unwrap_err();
+        let memory = check_resources(2, 8193, 1024, host).unwrap_err();
+        let vcpu = check_resources(MAX_VCPU + 1, 512, 1024, host).unwrap_err();
+
+        assert_eq!(
+            disk.to_string(),
+            "disk size of 17592186044417 MiB is too large"
+        );
+        assert_eq!(
+            disk.hint().unwrap(),
+            "use --disk-size between 64 and 16777216 (MiB, 16 TiB)"
+        );
+        assert_eq!(
+            memory.hint().unwrap(),
+            "use --memory between 128 and 8192 (MiB)"
+        );
+        assert_eq!(vcpu.hint().unwrap(), "use --vcpu between 1 and 32");
+        assert!(check_resources(2, 8192, MAX_DISK_MIB, host).is_ok());
+    }
+
+    #[test]
+    fn host_memory_is_read() {
+        assert!(host_memory_mib().is_some_and(|m| m > 0));
     }
 
     #[test]
