@@ -41,6 +41,8 @@ disk_size_mib = 1024
 boot_timeout_secs = 180
 # Scenarios boot cold; warm-first-use turns this on for itself.
 warm_on_first_use = false
+# console-flood fills more than this.
+console_log_max_mib = 1
 CFG
 
 banger() { "$BIN/banger" "$@"; }
@@ -228,6 +230,19 @@ s_restart_idle_cpu() {
   banger vm delete idle
   # A spinning agent costs a whole vCPU: ~400 ticks here.
   [ "$after" -le $(( before * 2 + 60 )) ] || { echo "the guest got busier after the restart"; return 1; }
+}
+
+# A guest that floods its console leaves a log under the cap, with its newest output.
+s_console_flood() {
+  banger vm create flood
+  banger vm exec flood -- sh -c 'i=0; while [ $i -lt 40000 ]; do echo "flood line $i padded to be a little longer"; i=$((i+1)); done >/dev/console; echo flood-done >/dev/console'
+  log=$BANGER_STATE_DIR/vms/$(vm_id flood)/serial.log
+  for _ in $(seq 100); do grep -q flood-done "$log" && break; sleep 0.1; done
+  size=$(stat -c %s "$log")
+  echo "console log: $size bytes after ~2 MiB written"
+  [ "$size" -le $((1024 * 1024)) ] || { echo "console log over its cap"; return 1; }
+  grep -q flood-done "$log" || { echo "the newest output is missing"; return 1; }
+  banger vm delete flood
 }
 
 s_vmm_killed() {
@@ -904,6 +919,7 @@ scenario concurrent-runs      s_concurrent_runs
 scenario stdin-50mib          s_stdin_stream
 scenario daemon-restart       s_daemon_restart
 scenario restart-idle-cpu     s_restart_idle_cpu
+scenario console-flood        s_console_flood
 scenario vmm-sigkill          s_vmm_killed
 scenario daemon-sigkill       s_daemon_sigkill
 scenario network              s_network

@@ -180,6 +180,9 @@ pub struct Config {
     pub allow: Vec<String>,
     /// When not empty, new VMs reach only these domains (and their subdomains).
     pub egress_allow: Vec<String>,
+    /// A running VM's console log (`serial.log`) is kept under this size: the oldest
+    /// output goes first.
+    pub console_log_max_mib: u64,
     /// Resolvers the DNS server forwards to (`IP` or `IP:PORT`); default: the host's
     /// `/etc/resolv.conf`.
     pub dns_upstreams: Vec<String>,
@@ -212,6 +215,7 @@ impl Default for Config {
             dns_upstreams: Vec::new(),
             import_max_mib: crate::image::Limits::default().max_bytes >> 20,
             import_max_entries: crate::image::Limits::default().max_entries,
+            console_log_max_mib: 4,
         }
     }
 }

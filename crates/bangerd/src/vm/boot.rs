@@ -241,6 +241,11 @@ impl Manager {
         slot.set_runtime(Some(rt.clone()));
         self.store
             .set_running(&rec.id, VmState::Starting, pid, start)?;
+        tokio::spawn(super::console::keep_capped(
+            self.paths.vm_dir(&rec.id).join("serial.log"),
+            self.config.console_log_max_mib.saturating_mul(1024 * 1024),
+            rt.exited.subscribe(),
+        ));
         let this = self.clone();
         let (slot, rec, rt2) = (slot.clone(), rec.clone(), rt.clone());
         tokio::spawn(async move {

@@ -7,6 +7,7 @@
 
 mod boot;
 mod clone;
+mod console;
 pub mod process;
 mod snapshot;
 mod sparse;

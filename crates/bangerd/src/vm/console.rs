@@ -1,0 +1,114 @@
+//! Keeps a running VM's console log (`serial.log`) under a cap: the guest writes it at
+//! will, so its size is not ours to trust. When the log grows past the cap, its oldest
+//! part is cut in place (`FALLOC_FL_COLLAPSE_RANGE`), keeping the newest half; the
+//! VMM appends (`O_APPEND`), so its writes land at the new end. On filesystems that
+//! cannot collapse a range, the log is emptied and starts again with a marker line.
+
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+use inotify::{Inotify, WatchMask};
+use tokio::sync::watch;
+
+/// What the log says where older output was dropped.
+const DROPPED: &str = "[banger: older console output dropped]\n";
+
+/// Watches `path` until `exited` turns true, capping it at `cap` bytes on every write.
+pub async fn keep_capped(path: PathBuf, cap: u64, mut exited: watch::Receiver<bool>) {
+    let events = Inotify::init().and_then(|inotify| {
+        inotify.watches().add(&path, WatchMask::MODIFY)?;
+        inotify.into_event_stream([0u8; 1024])
+    });
+    let mut events = match events {
+        Ok(events) => events,
+        Err(e) => {
+            return tracing::warn!(path = %path.display(), cause = %e, "cannot watch the console log; it is not capped")
+        }
+    };
+    // Whatever was written before the watch started counts too.
+    cap_once(&path, cap);
+    loop {
+        tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(_)) => {
+                    cap_once(&path, cap);
+                }
+                _ => return,
+            },
+            _ = exited.wait_for(|e| *e) => return,
+        }
+    }
+}
+
+/// Cuts the log back to about half of `cap` once it is over `cap`; returns the bytes
+/// cut. Errors are logged: a console log is never worth failing a VM for.
+pub fn cap_once(path: &Path, cap: u64) -> u64 {
+    match try_cap(path, cap) {
+        Ok(cut) => cut,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), cause = %e, "cannot cap the console log");
+            0
+        }
+    }
+}
+
+fn try_cap(path: &Path, cap: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    let file = fs_err::OpenOptions::new().write(true).open(path)?;
+    let meta = file.metadata()?;
+    let size = meta.len();
+    if size <= cap {
+        return Ok(0);
+    }
+    let block = meta.blksize().max(1);
+    let cut = (size - cap / 2) / block * block;
+    let collapsed = cut > 0
+        && rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::COLLAPSE_RANGE, 0, cut).is_ok();
+    if collapsed {
+        return Ok(cut);
+    }
+    file.set_len(0)?;
+    fs_err::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, DROPPED.as_bytes()))?;
+    Ok(size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_log_over_the_cap_keeps_its_newest_part() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        let line = |i: usize| format!("line {i:07}\n");
+        let text: String = (0..200_000).map(line).collect();
+        fs_err::write(&path, &text).unwrap();
+        let cap = 256 * 1024;
+
+        let cut = cap_once(&path, cap);
+
+        let after = fs_err::read_to_string(&path).unwrap();
+        assert!(cut > 0);
+        assert!(after.len() as u64 <= cap, "{} bytes left", after.len());
+        assert!(after.ends_with(&line(199_999)), "the newest output stays");
+        assert_eq!(cap_once(&path, cap), 0, "under the cap nothing more is cut");
+    }
+
+    #[test]
+    fn appends_after_a_cut_land_at_the_new_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("serial.log");
+        fs_err::write(&path, vec![b'x'; 1 << 20]).unwrap();
+        let mut vmm = fs_err::OpenOptions::new().append(true).open(&path).unwrap();
+
+        cap_once(&path, 64 * 1024);
+        std::io::Write::write_all(&mut vmm, b"after the cut\n").unwrap();
+
+        let after = fs_err::read(&path).unwrap();
+        assert!(after.len() <= 64 * 1024 + 14, "{} bytes", after.len());
+        assert!(after.ends_with(b"after the cut\n"));
+    }
+}
