@@ -60,6 +60,59 @@ impl Qmp {
         Ok(reply["return"].clone())
     }
 
+    /// Hands QEMU `fd` under `name` (QMP `getfd`), for commands that take `fd:<name>`.
+    pub async fn send_fd(
+        &mut self,
+        name: &str,
+        fd: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), VmmError> {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+        let line =
+            json!({ "execute": "getfd", "arguments": { "fdname": name } }).to_string() + "\n";
+        let fds = [fd];
+        let mut space = [0u8; rustix::cmsg_space!(ScmRights(1))];
+        let sent = loop {
+            let stream: &tokio::net::UnixStream = self.writer.as_ref();
+            stream
+                .writable()
+                .await
+                .map_err(|source| control(&self.socket, source))?;
+            let mut control_msg = SendAncillaryBuffer::new(&mut space);
+            control_msg.push(SendAncillaryMessage::ScmRights(&fds));
+            let tried = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                rustix::net::sendmsg(
+                    stream,
+                    &[std::io::IoSlice::new(line.as_bytes())],
+                    &mut control_msg,
+                    SendFlags::NOSIGNAL,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match tried {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => break other.map_err(|source| control(&self.socket, source))?,
+            }
+        };
+        if sent != line.len() {
+            // The descriptor went with the first bytes; the rest is plain JSON.
+            self.writer
+                .write_all(&line.as_bytes()[sent..])
+                .await
+                .map_err(|source| control(&self.socket, source))?;
+        }
+        let reply = self.next_reply().await?;
+        match reply.get("error") {
+            Some(err) => Err(VmmError::Refused {
+                backend: BACKEND,
+                message: err["desc"]
+                    .as_str()
+                    .unwrap_or("unknown QMP error")
+                    .to_string(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// The next reply line, skipping asynchronous events.
     async fn next_reply(&mut self) -> Result<Value, VmmError> {
         loop {
