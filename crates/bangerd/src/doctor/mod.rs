@@ -6,6 +6,7 @@
 //! [`run`] probes the real machine; [`run_with`] takes a [`Host`] so tests can point
 //! the probes at a fake `/dev`, `/proc` and `/sys`.
 
+mod confine;
 mod net;
 mod port;
 mod render;
@@ -139,6 +140,8 @@ const CHECKS: &[CheckFn] = &[
     virt::kvm,
     virt::firecracker,
     virt::qemu,
+    confine::vmm_user,
+    confine::qemu_sandbox,
     net::tun,
     net::nftables,
     net::ip_forward,
@@ -213,6 +216,8 @@ mod tests {
                 "kvm",
                 "firecracker",
                 "qemu",
+                "vmm_user",
+                "qemu_sandbox",
                 "tun",
                 "nftables",
                 "ip_forward",
