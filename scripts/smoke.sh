@@ -356,6 +356,24 @@ s_daemon_sigkill() {
   banger vm delete survivor
 }
 
+# A VM's QEMU runs as the unprivileged VMM user under QEMU's seccomp sandbox (mode 2:
+# filter), and no host process's command line carries an agent token; the guest got
+# its token anyway.
+s_vmm_confined() {
+  banger vm create confined
+  local pid user
+  pid=$(banger vm show confined --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  [ -n "$pid" ] || { echo "confined has no vmm pid"; return 1; }
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F "$(vm_id confined)" >/dev/null ||
+    { echo "pid $pid is not the qemu of confined"; return 1; }
+  user=$(ps -o user= -p "$pid")
+  [ "$user" != root ] || { echo "qemu (pid $pid) runs as root"; return 1; }
+  expect_eq "$(sed -n 's/^Seccomp:\t//p' "/proc/$pid/status")" "2"
+  expect_eq "$(ps -eo args | grep -c '[b]anger[.]token=' || true)" "0"
+  expect_eq "$(banger vm exec confined -- echo authenticated)" "authenticated"
+  banger vm delete confined
+}
+
 # bash's /dev/tcp reaches a TCP port by IP or name; the SSH banner proves the peer.
 tcp_banner() { echo "exec 3<>/dev/tcp/$1/$2; head -c 4 <&3"; }
 
@@ -791,6 +809,7 @@ scenario stdin-50mib          s_stdin_stream
 scenario daemon-restart       s_daemon_restart
 scenario vmm-sigkill          s_vmm_killed
 scenario daemon-sigkill       s_daemon_sigkill
+scenario vmm-confined         s_vmm_confined
 scenario network              s_network
 scenario net-churn            s_net_churn
 scenario workspace-run        s_workspace_run
