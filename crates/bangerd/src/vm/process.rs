@@ -55,6 +55,22 @@ impl ExitWatch {
     }
 }
 
+/// Marks every descriptor above stdio close-on-exec: whatever started the daemon may
+/// have left some open, and they must not reach a confined VMM.
+pub fn close_inherited_on_exec() {
+    let Ok(dir) = fs_err::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+}
+
 pub fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), sig);
 }
