@@ -138,3 +138,64 @@ fn control(socket: &Path, source: std::io::Error) -> VmmError {
         source,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, Read, Write};
+    use std::os::fd::AsFd;
+
+    /// A QMP server that takes one descriptor with `getfd` and writes `hello` to it.
+    fn fake_qemu(listener: std::os::unix::net::UnixListener) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"{\"QMP\": {}}\n").unwrap();
+            let mut caps = String::new();
+            std::io::BufReader::new(&s).read_line(&mut caps).unwrap();
+            s.write_all(b"{\"return\": {}}\n").unwrap();
+            let mut space = [0u8; rustix::cmsg_space!(ScmRights(1))];
+            let mut anc = RecvAncillaryBuffer::new(&mut space);
+            let mut buf = [0u8; 256];
+            let got = rustix::net::recvmsg(
+                &s,
+                &mut [std::io::IoSliceMut::new(&mut buf)],
+                &mut anc,
+                RecvFlags::empty(),
+            )
+            .unwrap();
+            let fd = anc
+                .drain()
+                .find_map(|m| match m {
+                    RecvAncillaryMessage::ScmRights(mut fds) => fds.next(),
+                    _ => None,
+                })
+                .unwrap();
+            std::fs::File::from(fd).write_all(b"hello").unwrap();
+            s.write_all(b"{\"return\": {}}\n").unwrap();
+            String::from_utf8_lossy(&buf[..got.bytes]).into_owned()
+        })
+    }
+
+    #[tokio::test]
+    async fn getfd_hands_qemu_the_descriptor_with_the_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("qmp.sock");
+        let server = fake_qemu(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        let path = dir.path().join("state");
+        let file = std::fs::File::create(&path).unwrap();
+
+        let mut qmp = Qmp::connect(&sock).await.unwrap();
+        qmp.send_fd("snap", file.as_fd()).await.unwrap();
+
+        let command = server.join().unwrap();
+        assert!(command.contains(r#""execute":"getfd""#), "{command}");
+        assert!(command.contains(r#""fdname":"snap""#), "{command}");
+        let mut written = String::new();
+        std::fs::File::open(&path)
+            .unwrap()
+            .read_to_string(&mut written)
+            .unwrap();
+        assert_eq!(written, "hello");
+    }
+}
