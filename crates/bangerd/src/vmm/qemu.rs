@@ -25,6 +25,8 @@ use handoff::fd;
 
 mod handoff;
 mod snapshot;
+#[cfg(test)]
+mod spawn_tests;
 
 const NAME: &str = "qemu";
 
@@ -273,6 +275,8 @@ impl Qemu {
             backend: NAME,
             detail: "it exited at once".into(),
         })?;
+        // Until QEMU is handed to the VM manager, dropping this future kills it.
+        let mut guard = KillUnlessReady(Some(pid));
         let qmp_socket = spec.runtime_dir.join("qmp.sock");
         let ready = tokio::select! {
             r = Qmp::connect(&qmp_socket) => r.map(drop),
@@ -284,9 +288,12 @@ impl Qemu {
         match ready {
             // The child is not waited for: it outlives this call (and the daemon), and
             // the VM manager watches its pid.
-            Ok(()) => Ok(self.attach(&spec.runtime_dir, pid)),
+            Ok(()) => {
+                guard.0 = None;
+                Ok(self.attach(&spec.runtime_dir, pid))
+            }
             Err(e) => {
-                crate::vm::process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+                drop(guard);
                 let _ = child.wait().await;
                 let said = handoff::log_since(&mut handoff.log, handoff.log_start);
                 Err(match said.is_empty() {
@@ -297,6 +304,17 @@ impl Qemu {
                     },
                 })
             }
+        }
+    }
+}
+
+/// Kills the QEMU with this pid when dropped, unless it was taken out.
+struct KillUnlessReady(Option<u32>);
+
+impl Drop for KillUnlessReady {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            crate::vm::process::signal(pid, nix::sys::signal::Signal::SIGKILL);
         }
     }
 }
