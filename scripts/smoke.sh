@@ -359,7 +359,9 @@ s_daemon_sigkill() {
 # A VM's QEMU runs as the unprivileged VMM user under QEMU's seccomp sandbox (mode 2:
 # filter), and no host process's command line carries an agent token; the guest got
 # its token anyway.
+drop_confined() { banger vm delete confined >/dev/null 2>&1 || true; }
 s_vmm_confined() {
+  trap drop_confined EXIT
   banger vm create confined
   local pid user
   pid=$(banger vm show confined --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')

@@ -31,8 +31,7 @@ fn fixture(dir: &Path, script: &str) -> (Qemu, LaunchSpec) {
     }
     fs_err::create_dir(dir.join("run")).unwrap();
     let binary = dir.join("qemu");
-    fs_err::write(&binary, format!("#!/bin/sh\n{script}\n")).unwrap();
-    fs_err::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    crate::test_support::write_script(&binary, &format!("#!/bin/sh\n{script}\n"));
     let spec = LaunchSpec {
         vm_id: "abc".into(),
         name: "web".into(),
