@@ -16,7 +16,7 @@ build: agent
 	$(CARGO) build --locked --release -p banger -p bangerd
 	cp $(AGENT_BIN) $(BIN_DIR)/banger-agent
 
-# QEMU runs as the unprivileged system user banger-vmm, never as root.
+# QEMU and a jailed Firecracker run as the unprivileged system user banger-vmm, never as root.
 VMM_USER := banger-vmm
 
 install: build

@@ -15,6 +15,7 @@ import sys
 # log message, with the fields to take from it.
 LOG_FIELDS = {
     "vm created": ["disk_ms", "create_ms"],
+    "vm network attached": ["isolation_ms"],
     "vmm launched": ["ms"],
     "agent ready": ["prepare_ms", "agent_ready_ms", "guest_uptime_ms"],
     "vm restored": ["hello_ms", "reconfigure_ms"],
@@ -65,6 +66,8 @@ def phases(sample, daemon):
     hello = daemon.get("hello_ms", daemon["agent_ready_ms"])
     p = {
         "disk_and_lease_ms": daemon["disk_ms"],
+        # The guest's isolation rules (one nft transaction), inside prepare_ms.
+        "isolation_ms": daemon.get("isolation_ms", 0),
         "prepare_ms": daemon["prepare_ms"],
         "vmm_launch_ms": launch,
         "guest_to_hello_ms": hello - launch,

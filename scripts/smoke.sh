@@ -210,6 +210,26 @@ s_daemon_restart() {
   banger vm delete keep
 }
 
+# A daemon restart must not leave the guest agent busy: the VMM's CPU time over a few
+# idle seconds after the restart stays near what it was before.
+vmm_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+s_restart_idle_cpu() {
+  banger vm create idle
+  pid=$(banger vm show idle --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  banger vm exec idle -- true
+  sleep 2
+  t0=$(vmm_ticks "$pid"); sleep 4; before=$(( $(vmm_ticks "$pid") - t0 ))
+  banger daemon stop
+  banger daemon start
+  banger vm exec idle -- true
+  sleep 2
+  t0=$(vmm_ticks "$pid"); sleep 4; after=$(( $(vmm_ticks "$pid") - t0 ))
+  echo "vmm cpu ticks over 4 s: before $before, after $after"
+  banger vm delete idle
+  # A spinning agent costs a whole vCPU: ~400 ticks here.
+  [ "$after" -le $(( before * 2 + 60 )) ] || { echo "the guest got busier after the restart"; return 1; }
+}
+
 s_vmm_killed() {
   banger vm create doomed
   pid=$(banger vm show doomed --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
@@ -380,8 +400,9 @@ s_vmm_confined() {
 tcp_banner() { echo "exec 3<>/dev/tcp/$1/$2; head -c 4 <&3"; }
 
 s_network() {
-  banger vm create net-a
-  banger vm create net-b
+  # One group: they reach each other. net-a may reach one host port.
+  banger vm create net-a --net-group pair --allow-host 18089
+  banger vm create net-b --net-group pair
   ip_b=$(banger vm show net-b --json | sed -n 's/.*"ip": "\(.*\)".*/\1/p')
   [ -n "$ip_b" ] || { echo "net-b has no ip"; return 1; }
   # sshd starts once the guest has made its host keys (seconds under TCG).
@@ -396,7 +417,7 @@ s_network() {
   expect_eq "$(banger vm exec net-a -- timeout 20 bash -c "$(tcp_banner "$ip_b" 22)")" "SSH-"
   expect_eq "$(banger vm exec net-a -- getent hosts net-b.vm | cut -d' ' -f1)" "$ip_b"
   expect_eq "$(banger vm exec net-a -- timeout 20 bash -c "$(tcp_banner net-b.vm 22)")" "SSH-"
-  # A guest reaches a service the host listens on (the bridge gateway).
+  # A guest reaches the host service its --allow-host names (on the bridge gateway).
   gw=$(banger vm exec net-a -- ip -4 route show default | cut -d' ' -f3)
   echo "smoke-host-service" >"$RUN_DIR/index.html"
   (cd "$RUN_DIR" && exec python3 -m http.server 18089 --bind "$gw") >/dev/null 2>&1 &
@@ -410,6 +431,96 @@ s_network() {
   kill "$web"
   banger vm delete net-a net-b
   expect_eq "$got" "smoke-host-service"
+}
+
+# A default guest reaches no host service (on the gateway or any other host address)
+# and no other VM, cannot even learn their names; --allow-host opens one port; a
+# guest that takes another's address or MAC is cut off and steals nothing.
+s_isolation() {
+  echo "smoke-isolation" >"$RUN_DIR/iso.html"
+  (cd "$RUN_DIR" && exec python3 -m http.server 18091 --bind 0.0.0.0) >/dev/null 2>&1 &
+  web=$!
+  trap 'kill $web 2>/dev/null || true' EXIT
+  banger vm create iso-a
+  banger vm create iso-b
+  banger vm create iso-c --allow-host 18091 --publish 18092:22
+  banger vm show iso-c | grep 'network   isolated, host ports 18091' >/dev/null
+  ip_b=$(vm_ip iso-b)
+  banger vm exec iso-b -- timeout 120 sh -c 'until [ -e /run/sshd.pid ]; do sleep 0.2; done'
+  gw=$(banger vm exec iso-a -- ip -4 route show default | cut -d' ' -f3)
+  # Another address of the host: the source of its default route, else any non-bridge one.
+  other=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
+  [ -n "$other" ] || other=$(ip -4 -o addr show scope global | grep -v bgsmoke0 | awk '{print $4}' | cut -d/ -f1 | head -1)
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/18091") 2>/dev/null && break; sleep 0.1; done
+  probe='for t in "$@"; do
+    if timeout 3 bash -c "exec 3<>/dev/tcp/${t%:*}/${t#*:}" 2>/dev/null; then echo "$t open"; else echo "$t closed"; fi
+  done'
+  seen=$(banger vm exec iso-a -- bash -c "$probe" x "$gw:18091" "$other:18091" "$ip_b:22" "$gw:22")
+  expect_eq "$seen" "$(printf '%s closed\n' "$gw:18091" "$other:18091" "$ip_b:22" "$gw:22")"
+  expect_eq "$(banger vm exec iso-c -- bash -c "$probe" x "$gw:18091")" "$gw:18091 open"
+  # A published port answers on the host's loopback too.
+  banger vm exec iso-c -- timeout 120 sh -c 'until [ -e /run/sshd.pid ]; do sleep 0.2; done'
+  expect_eq "$(timeout 20 bash -c "$(tcp_banner 127.0.0.1 18092)")" "SSH-"
+  # The policy changes on a stopped VM only.
+  expect_failure any '*stopped VM only*' banger vm set iso-c --net-group g
+  banger vm stop iso-c
+  banger vm set iso-c --allow-host none --net-group g
+  banger vm show iso-c | grep 'network   isolated, group g$' >/dev/null
+  expect_failure 3 '*invalid --allow*' banger vm set iso-c --allow 10.0.0.1/8
+  # Names of VMs it cannot reach do not resolve; the host still sees them all.
+  expect_eq "$(banger vm exec iso-a -- getent hosts iso-b.vm || true)" ""
+  expect_eq "$(dig +short @127.0.0.1 -p "$SMOKE_DNS_PORT" iso-b.vm)" "$ip_b"
+  # iso-a takes iso-b's address: it loses its network, iso-b keeps its own, and the
+  # host's neighbour entry for that address stays iso-b's.
+  mac_b=$(banger vm exec iso-b -- cat /sys/class/net/eth0/address)
+  banger vm exec iso-a -- sh -c "ip addr flush dev eth0 && ip addr add $ip_b/24 dev eth0 && ip route add default via $gw"
+  expect_eq "$(banger vm exec iso-a -- bash -c "$probe" x "$gw:53")" "$gw:53 closed"
+  expect_eq "$(banger vm exec iso-b -- bash -c "$probe" x "$gw:53")" "$gw:53 open"
+  expect_eq "$(timeout 20 bash -c "$(tcp_banner "$ip_b" 22)")" "SSH-"
+  expect_eq "$(ip neigh show "$ip_b" dev bgsmoke0 | grep -o 'lladdr [0-9a-f:]*' | cut -d' ' -f2)" "$mac_b"
+  # ...and with iso-b's MAC too.
+  banger vm exec iso-a -- sh -c "ip link set eth0 down && ip link set eth0 address $mac_b && ip link set eth0 up && ip route add default via $gw" || true
+  expect_eq "$(banger vm exec iso-a -- bash -c "$probe" x "$gw:53")" "$gw:53 closed"
+  expect_eq "$(banger vm exec iso-b -- bash -c "$probe" x "$gw:53")" "$gw:53 open"
+  banger vm delete iso-a iso-b iso-c
+}
+
+# Egress, with a test host in a network namespace playing the internet on documentation
+# addresses, and a DNS upstream there that the daemon is configured to use: a default
+# guest reaches it through NAT; an --egress-allow guest reaches the allowed name only.
+s_egress() {
+  local ns=bgsmoke-inet cfg=$BANGER_CONFIG_DIR/config.toml
+  cp "$cfg" "$RUN_DIR/config.saved"
+  trap 'kill $(ip netns pids '"$ns"' 2>/dev/null) 2>/dev/null; ip netns del '"$ns"' 2>/dev/null; ip link del bgsmoke-up 2>/dev/null; cp "$RUN_DIR/config.saved" '"$cfg"'; banger daemon stop >/dev/null 2>&1' EXIT
+  ip netns del "$ns" 2>/dev/null || true
+  ip netns add "$ns"
+  ip link add bgsmoke-up type veth peer name eth0 netns "$ns"
+  ip addr add 203.0.113.1/24 dev bgsmoke-up
+  ip link set bgsmoke-up up
+  ip -n "$ns" addr add 203.0.113.10/24 dev eth0
+  ip -n "$ns" addr add 203.0.113.11/24 dev eth0
+  ip -n "$ns" link set eth0 up
+  ip -n "$ns" link set lo up
+  echo "smoke-inet" >"$RUN_DIR/inet.html"
+  for a in 203.0.113.10 203.0.113.11; do
+    (cd "$RUN_DIR" && exec ip netns exec "$ns" python3 -m http.server 80 --bind "$a") >/dev/null 2>&1 &
+  done
+  ip netns exec "$ns" python3 "$ROOT/tests/net/tiny_dns.py" 203.0.113.10 \
+    allowed.test=203.0.113.10 www.allowed.test=203.0.113.10 other.test=203.0.113.11 >/dev/null 2>&1 &
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/203.0.113.11/80) 2>/dev/null && break; sleep 0.1; done
+  banger daemon stop >/dev/null 2>&1 || true
+  echo 'dns_upstreams = ["203.0.113.10"]' >>"$cfg"
+  banger vm create eg-open
+  banger vm create eg-lim --egress-allow allowed.test
+  get='for t in "$@"; do
+    out=$(timeout 5 bash -c "exec 3<>/dev/tcp/$t/80 && printf \"GET /inet.html HTTP/1.0\r\n\r\n\" >&3 && tail -n1 <&3" 2>/dev/null) || out=blocked
+    echo "$t $out"
+  done'
+  expect_eq "$(banger vm exec eg-open -- bash -c "$get" x allowed.test other.test 203.0.113.11)" \
+    "$(printf 'allowed.test smoke-inet\nother.test smoke-inet\n203.0.113.11 smoke-inet')"
+  expect_eq "$(banger vm exec eg-lim -- bash -c "$get" x 203.0.113.10 allowed.test www.allowed.test other.test 203.0.113.11)" \
+    "$(printf '203.0.113.10 blocked\nallowed.test smoke-inet\nwww.allowed.test smoke-inet\nother.test blocked\n203.0.113.11 blocked')"
+  banger vm delete eg-open eg-lim
 }
 
 s_net_churn() {
@@ -502,6 +613,8 @@ PY
 
 s_ssh() {
   banger vm create sshvm
+  # Ready means ready: sshd accepts connections the moment `vm create` returns.
+  expect_eq "$(timeout 5 bash -c "$(tcp_banner "$(vm_ip sshvm)" 22)")" "SSH-"
   set +e
   banger vm ssh sshvm -- sh -c 'exit 42' </dev/null; rc=$?
   set -e
@@ -611,8 +724,9 @@ s_snapshot_clone() {
   banger vm exec snap-src -- sh -c 'echo from-source >/root/mark && sync'
   banger vm snapshot snap-src snap-base
   banger vm snapshot list | grep -E '^snap-base +snap-src ' >/dev/null
-  banger vm create snap-c1 --from-snapshot snap-base
-  banger vm create snap-c2 --from-snapshot snap-base
+  # Clones in one group, so one resolves the other by name.
+  banger vm create snap-c1 --from-snapshot snap-base --net-group clones
+  banger vm create snap-c2 --from-snapshot snap-base --net-group clones
   # The source runs on, and every VM writes only its own disk.
   banger vm exec snap-src -- sh -c 'echo src >/root/after'
   banger vm exec snap-c1 -- sh -c 'echo c1 >/root/after && sync'
@@ -809,10 +923,13 @@ scenario set-running-refused  s_set_running_refused
 scenario concurrent-runs      s_concurrent_runs
 scenario stdin-50mib          s_stdin_stream
 scenario daemon-restart       s_daemon_restart
+scenario restart-idle-cpu     s_restart_idle_cpu
 scenario vmm-sigkill          s_vmm_killed
 scenario daemon-sigkill       s_daemon_sigkill
 scenario vmm-confined         s_vmm_confined
 scenario network              s_network
+scenario isolation            s_isolation
+scenario egress               s_egress
 scenario net-churn            s_net_churn
 scenario workspace-run        s_workspace_run
 scenario workspace-dry-run    s_workspace_dry_run

@@ -222,6 +222,26 @@ async def scenario(banger, root):
             names = {v["name"] for v in (await t.ok("vm_list", {}))["vms"]}
             assert vm not in names, names
             await check_run(t, repo)
+            await check_scope(t, banger)
+
+
+async def check_scope(t, banger):
+    """Tools act only on the VMs this server created: another VM of the host is
+    neither listed nor reachable."""
+    other = f"mcp-other-{os.getpid()}"
+    subprocess.run([banger, "vm", "create", other, "--no-start"], check=True,
+                   stdout=subprocess.DEVNULL)
+    try:
+        names = {v["name"] for v in (await t.ok("vm_list", {}))["vms"]}
+        assert other not in names, names
+        for tool, args in [("exec", {"vm": other, "command": ["true"]}),
+                           ("read_file", {"vm": other, "path": "/etc/hostname"}),
+                           ("vm_delete", {"name": other})]:
+            text = await t.refused(tool, args)
+            assert "not created by this MCP server" in text and "--allow-vm" in text, text
+        log("VMs this server did not create are out of reach")
+    finally:
+        subprocess.run([banger, "vm", "delete", other], check=True, stdout=subprocess.DEVNULL)
 
 
 def main():

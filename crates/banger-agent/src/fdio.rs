@@ -40,11 +40,6 @@ impl FdStream {
             kind,
         })
     }
-
-    /// One non-blocking read outside the reactor (used to probe a serial port's state).
-    pub fn read_now(&self, buf: &mut [u8]) -> Result<usize, Errno> {
-        nix::unistd::read(self.fd.get_ref().as_raw_fd(), buf)
-    }
 }
 
 #[allow(unsafe_code)]

@@ -3,8 +3,12 @@
 //! A virtio console port reads EOF while no host is connected and `EAGAIN` (non-blocking)
 //! while one is connected with nothing to say. The host cannot be told to reconnect, so
 //! the guest watches for it: before every hello it waits for a connected host.
+//!
+//! Each session gets the port through a fresh descriptor (a `dup`), registered with the
+//! reactor anew: once a host hangs up, tokio keeps the descriptor's "closed" readiness
+//! for good, and a session on it would spin on reads that never block.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -26,7 +30,8 @@ const PORT_PATIENCE: Duration = Duration::from_secs(10);
 /// The opened agent port.
 pub struct SerialPort {
     path: PathBuf,
-    stream: FdStream,
+    /// Non-blocking; probed directly, never through the reactor.
+    fd: OwnedFd,
 }
 
 impl SerialPort {
@@ -42,23 +47,31 @@ impl SerialPort {
                 path: path.clone(),
                 source,
             })?;
-        let stream = FdStream::new(OwnedFd::from(file), Kind::Device).map_err(|source| {
-            ChannelError::Open {
-                path: path.clone(),
-                source,
-            }
-        })?;
         tracing::info!(port = %path.display(), "agent port open");
-        Ok(SerialPort { path, stream })
+        Ok(SerialPort {
+            path,
+            fd: OwnedFd::from(file),
+        })
     }
 
-    /// Returns once a host is connected, discarding anything stale it finds buffered.
+    fn read_now(&self, buf: &mut [u8]) -> Result<usize, Errno> {
+        nix::unistd::read(self.fd.as_raw_fd(), buf)
+    }
+
+    /// Returns once a host is connected, discarding anything stale it finds buffered,
+    /// with a stream of its own for the session.
     pub async fn wait_connected(&self) -> FdStream {
         let mut buf = vec![0u8; 64 * 1024];
         let mut announced = false;
         loop {
-            match self.stream.read_now(&mut buf) {
-                Err(Errno::EAGAIN) => return self.stream.clone(),
+            match self.read_now(&mut buf) {
+                Err(Errno::EAGAIN) => match session_stream(&self.fd) {
+                    Ok(stream) => return stream,
+                    Err(e) => {
+                        tracing::warn!(port = %self.path.display(), cause = %e, "cannot open a session on the agent port");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
                 Ok(0) => {
                     if !announced {
                         tracing::info!(port = %self.path.display(), "waiting for the host to connect");
@@ -83,7 +96,7 @@ impl SerialPort {
         let mut buf = vec![0u8; 64 * 1024];
         let mut tail = Vec::new();
         loop {
-            match self.stream.read_now(&mut buf) {
+            match self.read_now(&mut buf) {
                 Ok(0) => return,
                 Ok(n) => {
                     if knocked(&mut tail, &buf[..n]) {
@@ -100,6 +113,11 @@ impl SerialPort {
             }
         }
     }
+}
+
+/// A stream of its own on `fd`, for one session (see the module docs).
+pub(crate) fn session_stream(fd: &OwnedFd) -> std::io::Result<FdStream> {
+    FdStream::new(fd.try_clone()?, Kind::Device)
 }
 
 /// Whether [`HOST_KNOCK`] is in what was read so far; `tail` keeps the last bytes

@@ -255,6 +255,13 @@ async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: Arc<Shutd
             let reply = reconfigure(&ctx, &id).await;
             reply_once(&mut writer, &reply).await;
         }
+        AgentRequest::SshReady => {
+            let listening = match ctx.role {
+                Role::Init => crate::ssh::ready().await,
+                Role::Serve => false,
+            };
+            reply_once(&mut writer, &GuestFrame::Ssh { listening }).await;
+        }
     }
 }
 

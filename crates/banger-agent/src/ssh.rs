@@ -71,11 +71,56 @@ pub fn install_key(value: &str, home: &Path) -> Result<(), SshError> {
 /// Wakes [`run_sshd`] to give this guest new host keys (see [`rekey`]).
 static REKEY: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
+/// Where sshd stands, for [`ready`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Starting,
+    Listening,
+    /// No sshd in the image, or it failed.
+    Absent,
+}
+
+static STATE: std::sync::OnceLock<tokio::sync::watch::Sender<State>> = std::sync::OnceLock::new();
+
+fn state() -> &'static tokio::sync::watch::Sender<State> {
+    STATE.get_or_init(|| tokio::sync::watch::channel(State::Starting).0)
+}
+
+/// How long sshd may take to listen before [`ready`] gives up on it.
+const LISTEN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until sshd accepts connections; `false` when the guest has none.
+pub async fn ready() -> bool {
+    let mut rx = state().subscribe();
+    let settled = async { rx.wait_for(|s| *s != State::Starting).await.map(|s| *s) };
+    let result = tokio::time::timeout(LISTEN_DEADLINE, settled).await;
+    matches!(result, Ok(Ok(State::Listening)))
+}
+
+/// Marks sshd listening once its port accepts a connection (polled: sshd gives no
+/// other sign), or absent after [`LISTEN_DEADLINE`].
+async fn watch_listening() {
+    let started = std::time::Instant::now();
+    while started.elapsed() < LISTEN_DEADLINE {
+        if tokio::net::TcpStream::connect(("127.0.0.1", 22))
+            .await
+            .is_ok()
+        {
+            state().send_replace(State::Listening);
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    tracing::warn!("sshd did not listen on port 22");
+    state().send_replace(State::Absent);
+}
+
 /// A restored clone must not share the snapshot's SSH host keys with every other clone:
 /// sshd is stopped, the keys are deleted, and a new ed25519 key is made before sshd
 /// starts again. The host reads the key to pin only once sshd listens again, so it
 /// never pins a key that is about to go.
 pub fn rekey() {
+    state().send_replace(State::Starting);
     REKEY.notify_one();
 }
 
@@ -85,6 +130,7 @@ pub fn rekey() {
 pub async fn run_sshd() {
     if !Path::new(SSHD).exists() {
         tracing::info!("no {SSHD} in the image; not starting sshd");
+        state().send_replace(State::Absent);
         return;
     }
     loop {
@@ -100,20 +146,27 @@ pub async fn run_sshd() {
             .spawn();
         let mut child = match spawned {
             Ok(child) => child,
-            Err(e) => return tracing::error!(cause = %e, "cannot start sshd"),
+            Err(e) => {
+                state().send_replace(State::Absent);
+                return tracing::error!(cause = %e, "cannot start sshd");
+            }
         };
         tracing::info!(pid = child.id(), "sshd started");
+        let listening = tokio::spawn(watch_listening());
         tokio::select! {
             status = child.wait() => {
                 match status {
                     Ok(status) => tracing::error!(%status, "sshd exited"),
                     Err(e) => tracing::error!(cause = %e, "cannot wait for sshd"),
                 }
+                listening.abort();
+                state().send_replace(State::Absent);
                 return;
             }
             () = REKEY.notified() => {
                 // Killed and reaped before the old keys go, so its listener is gone
                 // before a new key exists.
+                listening.abort();
                 let _ = child.kill().await;
                 for key in HOST_KEYS {
                     for path in [key.to_string(), format!("{key}.pub")] {

@@ -102,6 +102,10 @@ pub enum AgentRequest {
     /// copy of the snapshotted guest). Answered with [`GuestFrame::Ok`] once applied;
     /// from then on only the new token is accepted.
     Reconfigure(GuestIdentity),
+    /// Answered with [`GuestFrame::Ssh`] once the guest's sshd accepts connections (or
+    /// at once when the image has none). Newer than the other requests: an older agent
+    /// answers it with an error.
+    SshReady,
 }
 
 /// Who a guest is: what a fresh boot reads from [`BootConfig`], plus what a restored
@@ -169,6 +173,11 @@ pub enum GuestFrame {
     Exit(ExitStatus),
     /// The request failed; no more frames follow.
     Error(WireError),
+    /// Answer to [`AgentRequest::SshReady`]: whether sshd listens (false: the image has
+    /// none, or it could not start).
+    Ssh {
+        listening: bool,
+    },
 }
 
 /// Serializes one frame payload (without the length prefix).

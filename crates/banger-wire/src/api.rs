@@ -107,6 +107,9 @@ pub struct VmCreateSpec {
     /// Host ports forwarded to the guest: `HOST:GUEST` or `HOST:GUEST/udp`.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// What the guest may reach, on top of the daemon's configured defaults.
+    #[serde(default)]
+    pub policy: NetPolicy,
     /// Clone this snapshot instead of booting: the VM resumes where the snapshotted
     /// one was, with its own disk, address and agent token. Image, backend, vcpu,
     /// memory and networking come from the snapshot.
@@ -117,6 +120,11 @@ pub struct VmCreateSpec {
     /// disk size, networking); boot as usual otherwise.
     #[serde(default)]
     pub warm: bool,
+    /// The caller only runs commands through the agent (`vm run`, MCP): answer once the
+    /// agent is up. Otherwise the answer waits until the guest's sshd accepts
+    /// connections, so an `ssh` right after `vm create` works.
+    #[serde(default)]
+    pub exec_only: bool,
 }
 
 /// Changes for `vm set`; only on a stopped VM.
@@ -125,6 +133,82 @@ pub struct VmSetSpec {
     pub vcpu: Option<u32>,
     pub memory_mib: Option<u32>,
     pub disk_size_mib: Option<u64>,
+    /// Network policy changes; each given field replaces the VM's.
+    #[serde(default)]
+    pub policy: NetPolicyChange,
+}
+
+/// Whether a guest is confined to the default policy or may reach the host and LAN.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    /// The internet through NAT, the daemon's DNS, and what the policy allows.
+    #[default]
+    Isolated,
+    /// Every host service, the LAN and other open VMs (banger's behaviour before
+    /// isolation). Other VMs' isolation still holds.
+    Open,
+}
+
+impl NetMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetMode::Isolated => "isolated",
+            NetMode::Open => "open",
+        }
+    }
+}
+
+impl std::str::FromStr for NetMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "isolated" => Ok(NetMode::Isolated),
+            "open" => Ok(NetMode::Open),
+            other => Err(format!(
+                "unknown network mode {other:?} (expected isolated or open)"
+            )),
+        }
+    }
+}
+
+/// What a guest may reach beyond NAT to the internet and the daemon's DNS. The host
+/// enforces it; nothing of it is inside the guest, so snapshots serve any policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPolicy {
+    /// `None` takes the configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<NetMode>,
+    /// VMs in one group reach each other, by address and by `<name>.vm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Host ports on the gateway address: `PORT` or `PORT/udp`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_host: Vec<String>,
+    /// Networks beyond the host: `CIDR`, `CIDR:PORT` or `CIDR:PORT/udp`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow: Vec<String>,
+    /// When not empty, egress is limited to the addresses the daemon's DNS resolved for
+    /// these domains and their subdomains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub egress_allow: Vec<String>,
+}
+
+/// `vm set`'s network changes: each `Some` replaces that part of the policy (an empty
+/// group or list clears it).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetPolicyChange {
+    pub mode: Option<NetMode>,
+    pub group: Option<String>,
+    pub allow_host: Option<Vec<String>>,
+    pub allow: Option<Vec<String>>,
+    pub egress_allow: Option<Vec<String>>,
+}
+
+impl NetPolicyChange {
+    pub fn is_empty(&self) -> bool {
+        *self == NetPolicyChange::default()
+    }
 }
 
 /// Boot timings of the last start, in milliseconds from the VMM spawn.
@@ -154,6 +238,9 @@ pub struct VmInfo {
     pub boot: Option<BootTimings>,
     /// Why the VM last crashed: the exit status and the tail of the VMM log.
     pub last_error: Option<String>,
+    /// What the guest may reach (absent without a network).
+    #[serde(default)]
+    pub policy: Option<NetPolicy>,
 }
 
 /// A snapshot of a running VM: its memory, devices and writable disk at one instant.
@@ -344,7 +431,7 @@ pub enum StreamEvent {
     /// A chunk of a log (UTF-8, lossily decoded).
     Log { text: String },
     /// The work finished with this answer.
-    Done { response: Response },
+    Done { response: Box<Response> },
     /// The work failed.
     Error { error: crate::WireError },
 }
@@ -425,6 +512,7 @@ mod tests {
                 agent_ready_ms: 2100,
             }),
             last_error: None,
+            policy: Some(NetPolicy::default()),
         }]);
         let json = serde_json::to_string(&resp).unwrap();
         let back: Response = serde_json::from_str(&json).unwrap();

@@ -25,6 +25,8 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+// Parsed once per process; boxing variants would only add noise.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Create, run and manage VMs.
     #[command(subcommand)]
@@ -55,6 +57,12 @@ pub enum Command {
         /// (repeatable). Without it, tools that take host paths are refused.
         #[arg(long = "allow-path", value_name = "DIR")]
         allow_path: Vec<std::path::PathBuf>,
+        /// A VM the tools may act on besides those they create (repeatable).
+        #[arg(long = "allow-vm", value_name = "NAME")]
+        allow_vm: Vec<String>,
+        /// Let the tools act on every VM of this host.
+        #[arg(long = "all-vms")]
+        all_vms: bool,
     },
 }
 
@@ -79,6 +87,50 @@ pub struct NetArgs {
     /// Give the VM no network interface.
     #[arg(long)]
     pub no_network: bool,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// What a guest may reach. By default: the internet through NAT and banger's DNS on
+/// its gateway, and nothing else (no host service, LAN, link-local or other VM).
+#[derive(Debug, Args, Default)]
+pub struct PolicyArgs {
+    /// `open`: the guest also reaches every host service and the LAN (use with care).
+    #[arg(long = "net", value_name = "MODE", value_parser = ["isolated", "open"])]
+    pub mode: Option<String>,
+    /// Join a group: VMs of one group reach each other, by address and <name>.vm.
+    #[arg(long = "net-group", value_name = "NAME")]
+    pub group: Option<String>,
+    /// Let the guest reach this host port on its gateway: PORT or PORT/udp (repeatable).
+    #[arg(long = "allow-host", value_name = "PORT")]
+    pub allow_host: Vec<String>,
+    /// Let the guest reach a network: CIDR, CIDR:PORT or CIDR:PORT/udp (repeatable).
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<String>,
+    /// Limit egress to this domain and its subdomains, as banger's DNS resolves them
+    /// (repeatable).
+    #[arg(long = "egress-allow", value_name = "DOMAIN")]
+    pub egress_allow: Vec<String>,
+}
+
+/// `vm set`'s network changes: each flag given replaces that part of the policy.
+#[derive(Debug, Args)]
+pub struct PolicyChangeArgs {
+    /// `isolated` or `open`.
+    #[arg(long = "net", value_name = "MODE", value_parser = ["isolated", "open"])]
+    pub mode: Option<String>,
+    /// The VM's group; an empty name leaves its group.
+    #[arg(long = "net-group", value_name = "NAME")]
+    pub group: Option<String>,
+    /// Host ports on the gateway, replacing the VM's (`none` clears them).
+    #[arg(long = "allow-host", value_name = "PORT")]
+    pub allow_host: Vec<String>,
+    /// Networks, replacing the VM's (`none` clears them).
+    #[arg(long = "allow", value_name = "CIDR")]
+    pub allow: Vec<String>,
+    /// Egress domains, replacing the VM's (`none` lifts the limit).
+    #[arg(long = "egress-allow", value_name = "DOMAIN")]
+    pub egress_allow: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -156,6 +208,8 @@ pub enum VmCommand {
         name: String,
         #[command(flatten)]
         res: Resources,
+        #[command(flatten)]
+        policy: PolicyChangeArgs,
     },
     /// Print the VM's serial console.
     Logs {

@@ -97,7 +97,7 @@ impl Client {
             while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = buf.drain(..=pos).collect();
                 match serde_json::from_slice::<StreamEvent>(&line)? {
-                    StreamEvent::Done { response } => return Ok(response),
+                    StreamEvent::Done { response } => return Ok(*response),
                     StreamEvent::Error { error } => return Err(CliError::Remote(error)),
                     ev => on_event(ev),
                 }

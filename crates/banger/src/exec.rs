@@ -144,7 +144,10 @@ where
             }
             GuestFrame::Exit(status) => break Ok(status),
             GuestFrame::Error(e) => break Err(CliError::Remote(e)),
-            GuestFrame::Started { .. } | GuestFrame::Pong { .. } | GuestFrame::Ok => {}
+            GuestFrame::Started { .. }
+            | GuestFrame::Pong { .. }
+            | GuestFrame::Ok
+            | GuestFrame::Ssh { .. } => {}
         }
     };
     writer.abort();

@@ -1,6 +1,8 @@
 //! Everything the CLI prints goes through here: data on stdout, diagnostics on stderr.
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 
 use crate::error::CliError;
@@ -23,7 +25,30 @@ fn paint(code: &str, s: &str) -> String {
     }
 }
 
-/// Renders an error as `error: …` / `caused by: …` / `hint: …`.
+/// `text` with every control character but newline and tab written as an escape
+/// (`\x1b`, `\u{9b}`): text a guest chose (console tails, agent errors, file names)
+/// cannot move the cursor, retitle or clear the terminal.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| c.is_control() && c != '\n' && c != '\t';
+    if !text.chars().any(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        let n = u32::from(c);
+        if !unsafe_char(c) {
+            out.push(c);
+        } else if n < 0x80 {
+            let _ = write!(out, "\\x{n:02x}");
+        } else {
+            let _ = write!(out, "\\u{{{n:x}}}");
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Renders an error as `error: …` / `caused by: …` / `hint: …`, control characters
+/// escaped (the daemon's errors carry guest output).
 pub fn render_error(e: &CliError, color: bool) -> String {
     let p = |code: &str, s: &str| {
         if color {
@@ -32,9 +57,14 @@ pub fn render_error(e: &CliError, color: bool) -> String {
             s.into()
         }
     };
-    let mut out = format!("{} {}\n", p("1;31", "error:"), e);
+    let mut out = format!(
+        "{} {}\n",
+        p("1;31", "error:"),
+        escape_controls(&e.to_string())
+    );
     for cause in e.chain() {
         for (i, line) in cause.lines().enumerate() {
+            let line = escape_controls(line);
             if i == 0 {
                 out.push_str(&format!("{} {line}\n", p("33", "caused by:")));
             } else {
@@ -43,7 +73,7 @@ pub fn render_error(e: &CliError, color: bool) -> String {
         }
     }
     if let Some(h) = e.hint() {
-        out.push_str(&format!("{} {h}\n", p("36", "hint:")));
+        out.push_str(&format!("{} {}\n", p("36", "hint:"), escape_controls(&h)));
     }
     out
 }
@@ -54,8 +84,9 @@ pub fn fail(e: &CliError) -> i32 {
     e.exit_code()
 }
 
+/// A diagnostic line on stderr, control characters escaped.
 pub fn note(msg: &str) {
-    eprintln!("{} {msg}", paint("2", "banger:"));
+    eprintln!("{} {}", paint("2", "banger:"), escape_controls(msg));
 }
 
 pub fn data(s: &str) {
@@ -121,6 +152,40 @@ mod tests {
             "error: vm \"web\": the vmm failed\n\
              caused by: qemu refused the request: bad drive\n\
              hint: see `banger vm logs web`\n"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_but_newlines_and_tabs_stay() {
+        let text = "a\tb\nc\x1b]0;owned\x07\r\x7f\u{9b}2J é";
+
+        assert_eq!(
+            escape_controls(text),
+            "a\tb\nc\\x1b]0;owned\\x07\\x0d\\x7f\\u{9b}2J é"
+        );
+        assert!(matches!(escape_controls("plain ü"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_console_tail_in_an_error_cannot_drive_the_terminal() {
+        let e = CliError::Remote(WireError {
+            code: ErrorCode::VmmFailed,
+            message: "vm \"web\" crashed\x1b[2J".into(),
+            chain: vec!["console:\n\x1b]0;pwned\x07login:".into()],
+            hint: Some("see \x1b[8m`banger vm logs web`".into()),
+        });
+
+        let rendered = render_error(&e, false);
+
+        assert!(
+            !rendered.contains('\x1b') && !rendered.contains('\x07'),
+            "{rendered:?}"
+        );
+        assert_eq!(
+            rendered,
+            "error: vm \"web\" crashed\\x1b[2J\n\
+             caused by: console:\n  \\x1b]0;pwned\\x07login:\n\
+             hint: see \\x1b[8m`banger vm logs web`\n"
         );
     }
 

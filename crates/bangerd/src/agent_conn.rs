@@ -250,6 +250,15 @@ impl AgentConn {
         }
     }
 
+    /// Waits until the guest's sshd accepts connections; `false` when it has none.
+    pub async fn ssh_ready(&self) -> Result<bool, AgentError> {
+        let mut s = self.request(&AgentRequest::SshReady).await?;
+        match next_frame(&mut s).await? {
+            GuestFrame::Ssh { listening } => Ok(listening),
+            other => Err(unexpected(other)),
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         *self.closed.borrow()
     }

@@ -13,7 +13,7 @@
 
 use std::path::{Path, PathBuf};
 
-use banger_wire::api::Backend;
+use banger_wire::api::{Backend, NetMode, NetPolicy};
 use serde::{Deserialize, Serialize};
 
 /// Resolved directories of one banger installation.
@@ -169,6 +169,20 @@ pub struct Config {
     /// warm snapshot takes one of its fresh VM before the command runs, so later runs
     /// resume instead of booting.
     pub warm_on_first_use: bool,
+    /// `isolated` (default): guests reach the internet and the daemon's DNS only;
+    /// `open`: also the host and the LAN.
+    pub net: NetMode,
+    /// The group new VMs join (VMs of one group reach each other).
+    pub net_group: Option<String>,
+    /// Host ports every new VM may reach on its gateway (`PORT[/udp]`).
+    pub allow_host: Vec<String>,
+    /// Networks every new VM may reach (`CIDR[:PORT[/udp]]`).
+    pub allow: Vec<String>,
+    /// When not empty, new VMs reach only these domains (and their subdomains).
+    pub egress_allow: Vec<String>,
+    /// Resolvers the DNS server forwards to (`IP` or `IP:PORT`); default: the host's
+    /// `/etc/resolv.conf`.
+    pub dns_upstreams: Vec<String>,
 }
 
 impl Default for Config {
@@ -186,6 +200,25 @@ impl Default for Config {
             boot_timeout_secs: 120,
             dns_listen: "127.0.0.1:42069".into(),
             warm_on_first_use: true,
+            net: NetMode::Isolated,
+            net_group: None,
+            allow_host: Vec::new(),
+            allow: Vec::new(),
+            egress_allow: Vec::new(),
+            dns_upstreams: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// The network policy defaults new VMs start from.
+    pub fn default_policy(&self) -> NetPolicy {
+        NetPolicy {
+            mode: Some(self.net),
+            group: self.net_group.clone(),
+            allow_host: self.allow_host.clone(),
+            allow: self.allow.clone(),
+            egress_allow: self.egress_allow.clone(),
         }
     }
 }

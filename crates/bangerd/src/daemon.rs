@@ -173,8 +173,9 @@ pub async fn network(config: &Config, store: &Store) -> Result<Arc<HostNetwork>,
 pub async fn start_dns(
     config: &Config,
     store: &Arc<Store>,
-    gateway: Option<std::net::Ipv4Addr>,
+    net: Option<Arc<HostNetwork>>,
 ) -> anyhow::Result<DnsServer> {
+    let gateway = net.as_ref().map(|n| n.gateway());
     let mut listen: Vec<SocketAddr> = vec![config
         .dns_listen
         .parse()
@@ -182,10 +183,23 @@ pub async fn start_dns(
     if let Some(gw) = gateway {
         listen.push(SocketAddr::from((gw, 53)));
     }
-    let upstreams = host_nameservers(Path::new(RESOLV_CONF), &listen).unwrap_or_else(|e| {
-        tracing::warn!(cause = %e, "no upstream resolvers: only <vm>.vm names will resolve");
-        Vec::new()
-    });
+    let upstreams = match config.dns_upstreams.as_slice() {
+        [] => host_nameservers(Path::new(RESOLV_CONF), &listen).unwrap_or_else(|e| {
+            tracing::warn!(cause = %e, "no upstream resolvers: only <vm>.vm names will resolve");
+            Vec::new()
+        }),
+        given => given
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .or_else(|_| {
+                        s.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .with_context(|| format!("invalid dns_upstreams entry {s:?} in config.toml"))
+            })
+            .collect::<anyhow::Result<_>>()?,
+    };
     let store = store.clone();
     let lookup: VmLookup = Arc::new(move |name: &str| {
         store
@@ -194,7 +208,7 @@ pub async fn start_dns(
             .flatten()
             .and_then(|ip| ip.parse().ok())
     });
-    Ok(DnsServer::start(&listen, &upstreams, lookup).await?)
+    Ok(DnsServer::start(&listen, &upstreams, lookup, net).await?)
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -225,7 +239,9 @@ pub fn run() -> anyhow::Result<()> {
         }
         let listener = bind_socket(&paths.socket, &config.socket_group)?;
         let net = network(&config, &store).await;
-        let dns = start_dns(&config, &store, net.as_ref().ok().map(|n| n.gateway())).await?;
+        crate::net::Rules::parse(&config.default_policy())
+            .context("invalid network policy defaults in config.toml")?;
+        let dns = start_dns(&config, &store, net.as_ref().ok().cloned()).await?;
         let manager = Arc::new(Manager::new(
             paths.clone(),
             config.clone(),

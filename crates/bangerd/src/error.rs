@@ -91,6 +91,20 @@ impl DaemonError {
         }
     }
 
+    /// A network failure outside any one VM's operation; a refused policy is bad input.
+    pub fn from_net(e: crate::net::NetError) -> DaemonError {
+        match e {
+            crate::net::NetError::InvalidPolicy { .. } => DaemonError::Invalid {
+                message: e.to_string(),
+                hint: e.hint(),
+            },
+            e => DaemonError::Network {
+                vm: "(all)".into(),
+                source: Box::new(e),
+            },
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             DaemonError::Invalid { .. } => ErrorCode::InvalidArgument,

@@ -20,6 +20,7 @@ use crate::config::Config;
 
 /// Environment variable naming the firecracker binary; overrides `PATH`.
 pub const FIRECRACKER_ENV: &str = "BANGER_FIRECRACKER";
+pub use crate::vmm::firecracker::jail::JAILER_ENV;
 
 /// What KVM can do for guests on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +54,8 @@ pub struct Host {
     pub path_var: Option<OsString>,
     /// Value of [`FIRECRACKER_ENV`], if set.
     pub firecracker_env: Option<PathBuf>,
+    /// Value of [`JAILER_ENV`], if set.
+    pub jailer_env: Option<PathBuf>,
     /// Whether probes run with root privileges.
     pub is_root: bool,
 }
@@ -64,6 +67,9 @@ impl Host {
             root: PathBuf::from("/"),
             path_var: std::env::var_os("PATH"),
             firecracker_env: std::env::var_os(FIRECRACKER_ENV)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            jailer_env: std::env::var_os(JAILER_ENV)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             is_root: rustix::process::geteuid().is_root(),
@@ -151,6 +157,16 @@ impl Host {
             Some(p) => is_executable(p).then(|| p.clone()),
             None => self.which("firecracker"),
         }
+    }
+
+    /// Firecracker's jailer: [`JAILER_ENV`] when set, else `jailer` beside `firecracker`;
+    /// `None` unless it is an executable file (as the backend finds it).
+    pub fn jailer(&self, firecracker: &Path) -> Option<PathBuf> {
+        let candidate = match &self.jailer_env {
+            Some(p) => p.clone(),
+            None => firecracker.with_file_name("jailer"),
+        };
+        is_executable(&candidate).then_some(candidate)
     }
 
     /// `config.backend` when set; else Firecracker when its binary is found and KVM
@@ -319,6 +335,7 @@ mod tests {
             root: root.to_path_buf(),
             path_var: Some(root.join("bin").into_os_string()),
             firecracker_env: None,
+            jailer_env: None,
             is_root: false,
         }
     }

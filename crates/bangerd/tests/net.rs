@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bangerd::net::{
-    self, nft, HostNetwork, NetConfig, NetError, Netlink, NftTable, PortForward, VmLookup,
+    self, nft, HostNetwork, NetConfig, NetError, Netlink, NftTable, PortForward, Rules, VmLookup,
     TAP_PREFIX,
 };
 use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -209,7 +209,7 @@ async fn bgtaps(netlink: &Netlink) -> Vec<String> {
 #[tokio::test]
 async fn dns_answers_vm_names_and_nxdomain_for_unknown_ones() {
     let lookup = lookup_of(&[("web", Ipv4Addr::new(172, 30, 0, 2))]);
-    let dns = net::DnsServer::start(&["127.0.0.1:0".parse().unwrap()], &[], lookup)
+    let dns = net::DnsServer::start(&["127.0.0.1:0".parse().unwrap()], &[], lookup, None)
         .await
         .unwrap();
     let addr = dns.local_addrs()[0];
@@ -234,7 +234,7 @@ async fn dns_sees_vms_added_after_start() {
     let table = Arc::new(std::sync::Mutex::new(HashMap::<String, Ipv4Addr>::new()));
     let reader = table.clone();
     let lookup: VmLookup = Arc::new(move |name| reader.lock().unwrap().get(name).copied());
-    let dns = net::DnsServer::start(&["127.0.0.1:0".parse().unwrap()], &[], lookup)
+    let dns = net::DnsServer::start(&["127.0.0.1:0".parse().unwrap()], &[], lookup, None)
         .await
         .unwrap();
     let addr = dns.local_addrs()[0];
@@ -257,6 +257,7 @@ async fn dns_forwards_other_names_to_the_upstream() {
         &["127.0.0.1:0".parse().unwrap()],
         &[upstream],
         lookup_of(&[]),
+        None,
     )
     .await
     .unwrap();
@@ -271,7 +272,7 @@ async fn dns_forwards_other_names_to_the_upstream() {
 
 #[tokio::test]
 async fn dns_without_upstreams_refuses_other_names() {
-    let dns = net::DnsServer::start(&["127.0.0.1:0".parse().unwrap()], &[], lookup_of(&[]))
+    let dns = net::DnsServer::start(&["127.0.0.1:0".parse().unwrap()], &[], lookup_of(&[]), None)
         .await
         .unwrap();
 
@@ -285,7 +286,7 @@ async fn dns_port_in_use_names_the_holder() {
     let squatter = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr = squatter.local_addr().unwrap();
 
-    let err = net::DnsServer::start(&[addr], &[], lookup_of(&[]))
+    let err = net::DnsServer::start(&[addr], &[], lookup_of(&[]), None)
         .await
         .err()
         .unwrap();
@@ -374,7 +375,10 @@ fn twenty_create_delete_cycles_leave_no_taps_or_rules() {
             let vm = format!("vm{i}");
             let ip = net::allocate(host.subnet(), &HashSet::new()).unwrap();
             let fwd: PortForward = format!("{}:80", 8000 + i).parse().unwrap();
-            let vm_net = host.attach(&vm, ip, &[fwd]).await.unwrap();
+            let vm_net = host
+                .attach(&vm, ip, &[fwd], Rules::default())
+                .await
+                .unwrap();
             during.push(nft::vms_with_forwards(host.nft_table()).await.unwrap() == [vm.clone()]);
             host.release(&vm, Some(&vm_net.tap.name)).await.unwrap();
         }
@@ -386,6 +390,11 @@ fn twenty_create_delete_cycles_leave_no_taps_or_rules() {
         let after_shutdown = bgtaps(&netlink).await;
         let listing = nft::list_table(&table).await.unwrap().unwrap();
         let parsed = nft::TableListing::parse(&listing).unwrap();
+        let ports = run("nft", &["list", "set", "bridge", table.name(), "ports"]);
+        assert!(
+            !ports.contains("bgtap"),
+            "isolation rules left behind: {ports}"
+        );
         (during, after_cycles, after_shutdown, parsed)
     });
 
@@ -395,7 +404,15 @@ fn twenty_create_delete_cycles_leave_no_taps_or_rules() {
     assert!(forwards_left.tagged_rules.is_empty(), "{forwards_left:?}");
     assert_eq!(
         forwards_left.chains,
-        ["postrouting", "forward", "prerouting", "output"]
+        [
+            "postrouting",
+            "prerouting",
+            "output",
+            "input",
+            "forward",
+            "from_guest",
+            "to_guest"
+        ]
     );
 }
 
@@ -433,7 +450,12 @@ fn daemons_on_two_bridges_keep_out_of_each_others_rules_and_taps() {
             .unwrap();
         let ip = net::allocate(user.subnet(), &HashSet::new()).unwrap();
         let user_vm = user
-            .attach("uservm", ip, &["8080:80".parse().unwrap()])
+            .attach(
+                "uservm",
+                ip,
+                &["8080:80".parse().unwrap()],
+                Rules::default(),
+            )
             .await
             .unwrap();
         // A second daemon (a smoke run) on its own bridge: set-up, pruning of forwards
@@ -470,7 +492,7 @@ fn nat_rules_are_what_nft_lists() {
             .await
             .unwrap();
         let ip = Ipv4Addr::new(172, 30, 0, 2);
-        host.attach("vm1", ip, &["8080:80".parse().unwrap()])
+        host.attach("vm1", ip, &["8080:80".parse().unwrap()], Rules::default())
             .await
             .unwrap();
         run("nft", &["list", "table", "ip", "banger"])
@@ -479,10 +501,14 @@ fn nat_rules_are_what_nft_lists() {
     let expected = [
         "ip saddr 172.30.0.0/24 oifname != \"banger0\" masquerade",
         "oifname \"banger0\" ip saddr 172.30.0.0/24 ct status dnat masquerade",
-        "iifname \"banger0\" accept",
-        "oifname \"banger0\" ct state established,related accept",
+        "oifname \"banger0\" ip saddr 127.0.0.0/8 masquerade",
+        "iifname \"banger0\" jump from_guest",
+        "oifname \"banger0\" jump to_guest",
+        "ip daddr 172.30.0.1 meta l4proto { tcp, udp } th dport 53 accept",
+        "oifname \"banger0\" ip saddr . ip daddr @peer_ips accept",
+        "ip saddr . ip daddr @egress accept",
+        "ip saddr @egress_limited drop",
         "fib daddr type local jump vm_vm1 comment \"banger vm vm1\"",
-        "fib daddr type local ip daddr != 127.0.0.0/8 jump vm_vm1 comment \"banger vm vm1\"",
         "tcp dport 8080 dnat to 172.30.0.2:80",
     ];
     let missing: Vec<&str> = expected
@@ -502,7 +528,7 @@ fn cleanup_all_removes_bridge_taps_and_table() {
             .await
             .unwrap();
         let ip = Ipv4Addr::new(172, 30, 0, 2);
-        host.attach("vm1", ip, &["8080:80".parse().unwrap()])
+        host.attach("vm1", ip, &["8080:80".parse().unwrap()], Rules::default())
             .await
             .unwrap();
         HostNetwork::cleanup_all("banger0").await.unwrap();
@@ -557,133 +583,343 @@ fn configured_subnet_that_clashes_is_refused() {
     );
 }
 
-/// A guest namespace on a veth port of the bridge: it resolves a `.vm` name through the
-/// bridge DNS, reaches an "uplink" namespace through the NAT (which sees the host's
-/// address), and the host reaches the guest's port 80 through `--publish 8080:80`.
-#[test]
-fn guest_on_the_bridge_resolves_names_and_reaches_out() {
-    require_privileges!();
-    let host = Netns::new("host");
-    let guest = Netns::new("guest");
-    let uplink = Netns::new("uplink");
-    let (h, g, u) = (&host.name, &guest.name, &uplink.name);
+/// Plugs a guest namespace in where VM `tap` would be: the tap is swapped for a veth of
+/// the same name (the rules match ports by name), the guest gets the VM's MAC and address.
+fn plug_guest(host: &str, guest: &str, tap: &str, mac: &str, cidr: &str) {
+    run("ip", &["-n", host, "link", "del", tap]);
+    let veth = [
+        "-n", host, "link", "add", tap, "type", "veth", "peer", "name", "eth0",
+    ];
+    run("ip", &[&veth[..], &["netns", guest]].concat());
     run(
         "ip",
-        &[
-            "-n", h, "link", "add", "up0", "type", "veth", "peer", "name", "eth0", "netns", u,
-        ],
+        &["-n", host, "link", "set", tap, "master", "banger0", "up"],
     );
+    run("ip", &["-n", guest, "link", "set", "eth0", "address", mac]);
+    run("ip", &["-n", guest, "addr", "add", cidr, "dev", "eth0"]);
+    run("ip", &["-n", guest, "link", "set", "eth0", "up"]);
     run(
         "ip",
-        &["-n", h, "addr", "add", "10.99.0.1/24", "dev", "up0"],
+        &["-n", guest, "route", "add", "default", "via", "172.30.0.1"],
     );
-    run("ip", &["-n", h, "link", "set", "up0", "up"]);
-    run(
-        "ip",
-        &["-n", u, "addr", "add", "10.99.0.2/24", "dev", "eth0"],
-    );
-    run("ip", &["-n", u, "link", "set", "eth0", "up"]);
-    let (g2, u2, h2) = (g.clone(), u.clone(), h.clone());
-
-    let results = host.run(move || async move {
-        let net = HostNetwork::setup(&config(1), &HashSet::new())
-            .await
-            .unwrap();
-        let lookup = lookup_of(&[("web", Ipv4Addr::new(172, 30, 0, 2))]);
-        let listen: [SocketAddr; 2] = [
-            "127.0.0.1:42069".parse().unwrap(),
-            (net.gateway(), 53).into(),
-        ];
-        let dns = net::DnsServer::start(&listen, &[], lookup).await.unwrap();
-        net.attach(
-            "web",
-            Ipv4Addr::new(172, 30, 0, 2),
-            &["8080:80".parse().unwrap()],
-        )
-        .await
-        .unwrap();
-        run(
-            "ip",
-            &[
-                "-n", &h2, "link", "add", "vport0", "type", "veth", "peer", "name", "eth0",
-                "netns", &g2,
-            ],
-        );
-        run(
-            "ip",
-            &[
-                "-n", &h2, "link", "set", "vport0", "master", "banger0", "up",
-            ],
-        );
-        run(
-            "ip",
-            &["-n", &g2, "addr", "add", "172.30.0.2/24", "dev", "eth0"],
-        );
-        run("ip", &["-n", &g2, "link", "set", "eth0", "up"]);
-        run(
-            "ip",
-            &["-n", &g2, "route", "add", "default", "via", "172.30.0.1"],
-        );
-        let guest_web = serve_once(&g2, "0.0.0.0:80", |_| "hello from guest".to_string());
-        let uplink_svc = serve_once(&u2, "10.99.0.2:7000", |peer| peer.ip().to_string());
-
-        let from_guest = tokio::task::spawn_blocking(move || {
-            in_netns(&g2, || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                let answer = rt.block_on(query(
-                    "172.30.0.1:53".parse().unwrap(),
-                    "web.vm.",
-                    RecordType::A,
-                ));
-                (a_records(&answer), read_all("10.99.0.2:7000"))
-            })
-            .join()
-            .unwrap()
-        })
-        .await
-        .unwrap();
-        let on_host = query(dns.local_addrs()[0], "web.vm.", RecordType::A).await;
-        let published = tokio::task::spawn_blocking(|| read_all("172.30.0.1:8080"))
-            .await
-            .unwrap();
-        guest_web.join().unwrap();
-        uplink_svc.join().unwrap();
-        dns.shutdown().await;
-        (from_guest, a_records(&on_host), published)
-    });
-
-    let ((guest_answer, seen_by_uplink), host_answer, published) = results;
-    assert_eq!(guest_answer, [Ipv4Addr::new(172, 30, 0, 2)]);
-    assert_eq!(seen_by_uplink, "10.99.0.1");
-    assert_eq!(host_answer, [Ipv4Addr::new(172, 30, 0, 2)]);
-    assert_eq!(published, "hello from guest");
 }
 
-/// Listens on `addr` in namespace `ns`, answers one connection with `reply(peer)`.
-fn serve_once(
-    ns: &str,
-    addr: &str,
-    reply: impl FnOnce(SocketAddr) -> String + Send + 'static,
-) -> std::thread::JoinHandle<()> {
+/// Serves `addr` in namespace `ns` until the test ends: each connection gets the peer's
+/// address.
+fn serve(ns: &str, addr: &str) {
     let addr = addr.to_string();
     let listener = in_netns(ns, move || std::net::TcpListener::bind(addr).unwrap())
         .join()
         .unwrap();
     std::thread::spawn(move || {
-        let (mut conn, peer) = listener.accept().unwrap();
-        conn.write_all(reply(peer).as_bytes()).unwrap();
-    })
+        while let Ok((mut conn, peer)) = listener.accept() {
+            let _ = conn.write_all(peer.ip().to_string().as_bytes());
+        }
+    });
 }
 
-/// Connects to `addr` and reads until the peer closes.
-fn read_all(addr: &str) -> String {
+/// Whether a TCP connection from namespace `ns` to `addr` gets an answer within a second.
+fn reaches(ns: &str, addr: &str) -> bool {
     let addr: SocketAddr = addr.parse().unwrap();
-    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut out = String::new();
-    conn.read_to_string(&mut out).unwrap();
-    out
+    in_netns(ns, move || {
+        let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+            return false;
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+        let mut out = String::new();
+        conn.read_to_string(&mut out).is_ok() && !out.is_empty()
+    })
+    .join()
+    .unwrap()
+}
+
+/// A query from namespace `ns` to the bridge DNS.
+fn query_from(ns: &str, name: &'static str) -> Message {
+    in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(query("172.30.0.1:53".parse().unwrap(), name, RecordType::A))
+    })
+    .join()
+    .unwrap()
+}
+
+/// Guests in namespaces on the bridge, as VMs with policies: isolated ones reach the
+/// "internet" (an uplink namespace on documentation addresses) and the bridge DNS only;
+/// a group's members reach each other; `--allow-host` opens one host port; an egress
+/// allow-list opens exactly what DNS answered for the allowed name; a guest that takes
+/// another address or MAC loses its network; published ports answer on 127.0.0.1.
+#[test]
+fn guests_reach_only_what_their_policy_allows() {
+    require_privileges!();
+    let host = Netns::new("host");
+    let uplink = Netns::new("uplink");
+    let guests: Vec<Netns> = (0..5).map(|_| Netns::new("guest")).collect();
+    let (h, u) = (host.name.clone(), uplink.name.clone());
+    let veth = [
+        "-n", &h, "link", "add", "up0", "type", "veth", "peer", "name", "eth0",
+    ];
+    run("ip", &[&veth[..], &["netns", &u]].concat());
+    run(
+        "ip",
+        &["-n", &h, "addr", "add", "203.0.113.1/24", "dev", "up0"],
+    );
+    run("ip", &["-n", &h, "link", "set", "up0", "up"]);
+    for addr in ["203.0.113.10/24", "192.0.2.7/24"] {
+        run("ip", &["-n", &u, "addr", "add", addr, "dev", "eth0"]);
+    }
+    run("ip", &["-n", &u, "link", "set", "eth0", "up"]);
+    run(
+        "ip",
+        &[
+            "-n",
+            &h,
+            "route",
+            "add",
+            "192.0.2.0/24",
+            "via",
+            "203.0.113.10",
+        ],
+    );
+    serve(&u, "0.0.0.0:80");
+    serve(&h, "0.0.0.0:7001");
+    serve(&h, "0.0.0.0:7002");
+    let g: Vec<String> = guests.iter().map(|n| n.name.clone()).collect();
+    for ns in &g[..4] {
+        serve(ns, "0.0.0.0:80");
+    }
+    let rules = |f: &dyn Fn(&mut banger_wire::api::NetPolicy)| {
+        let mut p = banger_wire::api::NetPolicy::default();
+        f(&mut p);
+        Rules::parse(&p).unwrap()
+    };
+    // a: default with one host port; b: default; c, d: group g; e: egress allow-list.
+    let vms = [
+        ("a", 2, rules(&|p| p.allow_host = vec!["7001".into()])),
+        ("b", 3, rules(&|_| {})),
+        ("c", 4, rules(&|p| p.group = Some("g".into()))),
+        ("d", 5, rules(&|p| p.group = Some("g".into()))),
+        (
+            "e",
+            6,
+            rules(&|p| p.egress_allow = vec!["example.test".into()]),
+        ),
+    ];
+    let g2 = g.clone();
+    let checks = host.run(move || async move {
+        let net = Arc::new(
+            HostNetwork::setup(&config(1), &HashSet::new())
+                .await
+                .unwrap(),
+        );
+        let ip = |n: u8| Ipv4Addr::new(172, 30, 0, n);
+        let lookup = lookup_of(&[("a", ip(2)), ("b", ip(3)), ("c", ip(4)), ("d", ip(5))]);
+        let upstream = fake_upstream().await;
+        let listen: [SocketAddr; 2] = ["127.0.0.1:0".parse().unwrap(), (net.gateway(), 53).into()];
+        let dns = net::DnsServer::start(&listen, &[upstream], lookup, Some(net.clone()))
+            .await
+            .unwrap();
+        for (i, (name, n, rules)) in vms.into_iter().enumerate() {
+            let publish: Vec<PortForward> = match name {
+                "a" => vec!["8080:80".parse().unwrap()],
+                _ => vec![],
+            };
+            let vm = net.attach(name, ip(n), &publish, rules).await.unwrap();
+            let cidr = format!("{}/24", ip(n));
+            plug_guest(&h, &g2[i], &vm.tap.name, &vm.mac.to_string(), &cidr);
+        }
+        let blocking = |f: Box<dyn FnOnce() -> bool + Send>| tokio::task::spawn_blocking(f);
+        let mut checks: Vec<(&str, bool, bool)> = Vec::new();
+        let (ga, gb, gc, ge) = (g2[0].clone(), g2[1].clone(), g2[2].clone(), g2[4].clone());
+        let probes: Vec<(&str, String, &str, bool)> = vec![
+            (
+                "a reaches the internet",
+                ga.clone(),
+                "203.0.113.10:80",
+                true,
+            ),
+            (
+                "a reaches its allowed host port",
+                ga.clone(),
+                "172.30.0.1:7001",
+                true,
+            ),
+            (
+                "a is kept from other host ports",
+                ga.clone(),
+                "172.30.0.1:7002",
+                false,
+            ),
+            (
+                "a is kept from the host's other address",
+                ga.clone(),
+                "203.0.113.1:7002",
+                false,
+            ),
+            (
+                "b is kept from a's host port",
+                gb.clone(),
+                "172.30.0.1:7001",
+                false,
+            ),
+            ("a is kept from b", ga.clone(), "172.30.0.3:80", false),
+            (
+                "c reaches d in its group",
+                gc.clone(),
+                "172.30.0.5:80",
+                true,
+            ),
+            ("c is kept from b", gc.clone(), "172.30.0.3:80", false),
+            (
+                "e is kept from the internet before DNS",
+                ge.clone(),
+                "203.0.113.10:80",
+                false,
+            ),
+        ];
+        for (what, ns, addr, want) in probes {
+            let addr = addr.to_string();
+            let got = blocking(Box::new(move || reaches(&ns, &addr)))
+                .await
+                .unwrap();
+            checks.push((what, want, got));
+        }
+        let names = tokio::task::spawn_blocking(move || {
+            let b_from_a = query_from(&ga, "b.vm.");
+            let d_from_c = query_from(&gc, "d.vm.");
+            let refused = query_from(&ge, "missing.test.");
+            let allowed = query_from(&ge, "example.test.");
+            (
+                a_records(&b_from_a),
+                a_records(&d_from_c),
+                refused.response_code(),
+                a_records(&allowed),
+            )
+        })
+        .await
+        .unwrap();
+        checks.push(("a cannot resolve b", true, names.0.is_empty()));
+        checks.push(("c resolves d", true, names.1 == [ip(5)]));
+        checks.push((
+            "e is refused other names",
+            true,
+            names.2 == ResponseCode::Refused,
+        ));
+        checks.push((
+            "e resolves its allowed name",
+            true,
+            names.3 == [Ipv4Addr::new(192, 0, 2, 7)],
+        ));
+        let (ge2, ge3) = (g2[4].clone(), g2[4].clone());
+        let egress = blocking(Box::new(move || reaches(&ge2, "192.0.2.7:80")))
+            .await
+            .unwrap();
+        checks.push(("e reaches what DNS answered", true, egress));
+        let other = blocking(Box::new(move || reaches(&ge3, "203.0.113.10:80")))
+            .await
+            .unwrap();
+        checks.push(("e is still kept from the rest", false, other));
+        let local = blocking(Box::new(|| {
+            let addr: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+            TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok()
+        }))
+        .await
+        .unwrap();
+        checks.push(("a's published port answers on 127.0.0.1", true, local));
+        // a takes b's address: it loses its network, b keeps its own.
+        run("ip", &["-n", &g2[0], "addr", "flush", "dev", "eth0"]);
+        run(
+            "ip",
+            &["-n", &g2[0], "addr", "add", "172.30.0.3/24", "dev", "eth0"],
+        );
+        run(
+            "ip",
+            &[
+                "-n",
+                &g2[0],
+                "route",
+                "replace",
+                "default",
+                "via",
+                "172.30.0.1",
+            ],
+        );
+        let (ga, gb) = (g2[0].clone(), g2[1].clone());
+        let spoofed = blocking(Box::new(move || reaches(&ga, "203.0.113.10:80")))
+            .await
+            .unwrap();
+        let victim = blocking(Box::new(move || reaches(&gb, "203.0.113.10:80")))
+            .await
+            .unwrap();
+        checks.push(("a with b's address is cut off", false, spoofed));
+        checks.push(("b keeps its network", true, victim));
+        // d takes c's MAC: it loses its network.
+        let c_mac = net::mac_for(ip(4)).to_string();
+        run(
+            "ip",
+            &["-n", &g2[3], "link", "set", "eth0", "address", &c_mac],
+        );
+        let gd = g2[3].clone();
+        let mac_spoofed = blocking(Box::new(move || reaches(&gd, "203.0.113.10:80")))
+            .await
+            .unwrap();
+        checks.push(("d with c's MAC is cut off", false, mac_spoofed));
+        for name in ["a", "b", "c", "d", "e"] {
+            net.release(name, None).await.unwrap();
+        }
+        dns.shutdown().await;
+        checks
+    });
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|(_, want, got)| want != got)
+        .map(|(what, want, got)| format!("{what}: wanted {want}, got {got}"))
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+}
+
+/// A guest holding TCP connections to the bridge DNS gets at most
+/// `DNS_TCP_PER_GUEST` of them; the rest are dropped, so it cannot exhaust the daemon's
+/// file descriptors.
+#[test]
+fn dns_tcp_connections_per_guest_are_capped() {
+    require_privileges!();
+    let host = Netns::new("host");
+    let guest = Netns::new("guest");
+    let (h, g) = (host.name.clone(), guest.name.clone());
+    let held = host.run(move || async move {
+        let net = Arc::new(
+            HostNetwork::setup(&config(1), &HashSet::new())
+                .await
+                .unwrap(),
+        );
+        let listen: [SocketAddr; 1] = [(net.gateway(), 53).into()];
+        let dns = net::DnsServer::start(&listen, &[], lookup_of(&[]), Some(net.clone()))
+            .await
+            .unwrap();
+        let ip = Ipv4Addr::new(172, 30, 0, 2);
+        let vm = net.attach("a", ip, &[], Rules::default()).await.unwrap();
+        plug_guest(&h, &g, &vm.tap.name, &vm.mac.to_string(), "172.30.0.2/24");
+        let held = tokio::task::spawn_blocking(move || {
+            in_netns(&g, || {
+                let addr: SocketAddr = "172.30.0.1:53".parse().unwrap();
+                (0..24)
+                    .filter_map(|_| {
+                        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .join()
+            .unwrap()
+            .len()
+        })
+        .await
+        .unwrap();
+        net.release("a", None).await.unwrap();
+        dns.shutdown().await;
+        held
+    });
+    assert_eq!(held as u32, net::isolation::DNS_TCP_PER_GUEST);
 }

@@ -139,6 +139,7 @@ fn local_target(
         root,
         from: from.into(),
         to,
+        umask: unpack::current_umask(),
     };
     let parent = match local.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

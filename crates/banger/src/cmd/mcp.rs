@@ -8,7 +8,7 @@ use bangerd::config::Paths;
 use crate::error::CliError;
 use crate::mcp::{self, AllowedRoots};
 
-pub async fn run(paths: Paths, allow: &[PathBuf]) -> Result<i32, CliError> {
+pub async fn run(paths: Paths, allow: &[PathBuf], scope: mcp::VmScope) -> Result<i32, CliError> {
     init_logging();
     let roots = AllowedRoots::new(allow).map_err(|e| {
         CliError::Remote(WireError::from_error(
@@ -17,7 +17,7 @@ pub async fn run(paths: Paths, allow: &[PathBuf]) -> Result<i32, CliError> {
             Some("--allow-path takes an existing directory".into()),
         ))
     })?;
-    mcp::serve(paths, roots)
+    mcp::serve(paths, roots, scope)
         .await
         .map_err(|e| CliError::Remote(WireError::from_error(ErrorCode::Internal, &e, None)))?;
     Ok(0)
@@ -49,7 +49,7 @@ mod tests {
             Cli::try_parse_from(["banger", "mcp", "--allow-path", "/a", "--allow-path", "/b"])
                 .unwrap();
 
-        let Command::Mcp { allow_path } = cli.command else {
+        let Command::Mcp { allow_path, .. } = cli.command else {
             panic!("not the mcp command: {:?}", cli.command);
         };
         assert_eq!(allow_path, [PathBuf::from("/a"), PathBuf::from("/b")]);
@@ -59,6 +59,8 @@ mod tests {
     fn no_allow_path_is_fine() {
         let cli = Cli::try_parse_from(["banger", "mcp"]).unwrap();
 
-        assert!(matches!(cli.command, Command::Mcp { allow_path } if allow_path.is_empty()));
+        assert!(
+            matches!(cli.command, Command::Mcp { allow_path, all_vms: false, .. } if allow_path.is_empty())
+        );
     }
 }

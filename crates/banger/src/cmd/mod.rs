@@ -24,7 +24,18 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
     match cli.command {
         Command::Daemon(cmd) => daemon::run(&paths, cmd).await,
         Command::Doctor { json } => doctor::run(&paths, json),
-        Command::Mcp { allow_path } => mcp::run(paths, &allow_path).await,
+        Command::Mcp {
+            allow_path,
+            allow_vm,
+            all_vms,
+        } => {
+            mcp::run(
+                paths,
+                &allow_path,
+                crate::mcp::VmScope::new(all_vms, allow_vm),
+            )
+            .await
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -40,6 +51,23 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
 
 async fn connect(paths: &Paths) -> Result<Client, CliError> {
     client::ensure_daemon(paths).await
+}
+
+/// The policy flags of `vm create` / `vm run`, for the daemon to check.
+fn policy(args: &crate::cli::PolicyArgs) -> banger_wire::api::NetPolicy {
+    if args.mode.as_deref() == Some("open") {
+        crate::output::note(
+            "warning: --net open lets this VM reach every host service and the LAN; \
+             prefer --allow-host PORT or --allow CIDR",
+        );
+    }
+    banger_wire::api::NetPolicy {
+        mode: args.mode.as_deref().and_then(|m| m.parse().ok()),
+        group: args.group.clone(),
+        allow_host: args.allow_host.clone(),
+        allow: args.allow.clone(),
+        egress_allow: args.egress_allow.clone(),
+    }
 }
 
 fn parse_backend(s: Option<String>) -> Result<Option<banger_wire::api::Backend>, CliError> {

@@ -63,8 +63,10 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
                 no_start: false,
                 no_network: args.net.no_network,
                 publish: args.net.publish.clone(),
+                policy: super::policy(&args.net.policy),
                 from_snapshot: None,
                 warm: !args.cold,
+                exec_only: true,
             };
             // The daemon finishes or rolls back a create on its own, even if this
             // process is interrupted while the VM boots.

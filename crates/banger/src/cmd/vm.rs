@@ -1,6 +1,8 @@
 //! `banger vm …` lifecycle verbs.
 
-use banger_wire::api::{Request, Response, StreamEvent, VmCreateSpec, VmInfo, VmSetSpec};
+use banger_wire::api::{
+    NetPolicy, NetPolicyChange, Request, Response, StreamEvent, VmCreateSpec, VmInfo, VmSetSpec,
+};
 
 use super::parse_backend;
 use crate::cli::VmCommand;
@@ -30,8 +32,10 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 no_start,
                 no_network: net.no_network,
                 publish: net.publish,
+                policy: super::policy(&net.policy),
                 from_snapshot,
                 warm: false,
+                exec_only: false,
             };
             let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
             show(&vm, json)
@@ -65,11 +69,12 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             let vm = expect_vm(client.rpc(&Request::VmShow { name }).await?)?;
             show(&vm, json)
         }
-        VmCommand::Set { name, res } => {
+        VmCommand::Set { name, res, policy } => {
             let spec = VmSetSpec {
                 vcpu: res.vcpu,
                 memory_mib: res.memory,
                 disk_size_mib: res.disk_size,
+                policy: policy_change(policy),
             };
             one(client.rpc(&Request::VmSet { name, spec }).await?)
         }
@@ -89,6 +94,21 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
         VmCommand::SshConfig { name } => super::ssh::config(client, &name).await,
         VmCommand::Run(args) => super::run::run(client, args).await,
         VmCommand::Snapshot(args) => super::snapshot::run(client, args).await,
+    }
+}
+
+fn policy_change(args: crate::cli::PolicyChangeArgs) -> NetPolicyChange {
+    let list = |v: Vec<String>| match v.as_slice() {
+        [] => None,
+        [none] if none == "none" => Some(Vec::new()),
+        _ => Some(v),
+    };
+    NetPolicyChange {
+        mode: args.mode.and_then(|m| m.parse().ok()),
+        group: args.group,
+        allow_host: list(args.allow_host),
+        allow: list(args.allow),
+        egress_allow: list(args.egress_allow),
     }
 }
 
@@ -130,6 +150,24 @@ fn list_table(vms: &[VmInfo]) -> String {
     )
 }
 
+/// `isolated, group ci, host ports 8000, allow 10.0.0.0/8, egress pypi.org`.
+fn policy_line(p: &NetPolicy) -> String {
+    let mut parts = vec![p.mode.unwrap_or_default().as_str().to_string()];
+    if let Some(g) = &p.group {
+        parts.push(format!("group {g}"));
+    }
+    for (what, list) in [
+        ("host ports", &p.allow_host),
+        ("allow", &p.allow),
+        ("egress only", &p.egress_allow),
+    ] {
+        if !list.is_empty() {
+            parts.push(format!("{what} {}", list.join(" ")));
+        }
+    }
+    parts.join(", ")
+}
+
 fn show(vm: &VmInfo, json: bool) -> Result<i32, CliError> {
     if json {
         output::json(vm)?;
@@ -154,6 +192,9 @@ fn show(vm: &VmInfo, json: bool) -> Result<i32, CliError> {
             "boot      {} ms prepare, {} ms VMM start to agent ready\n",
             b.prepare_ms, b.agent_ready_ms
         ));
+    }
+    if let Some(p) = &vm.policy {
+        s.push_str(&format!("network   {}\n", policy_line(p)));
     }
     if let Some(e) = &vm.last_error {
         s.push_str(&format!("last error:\n{e}\n"));

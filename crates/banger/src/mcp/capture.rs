@@ -125,7 +125,10 @@ where
                 GuestFrame::Exit(status) => Ending::Exited(status.shell_code()),
                 GuestFrame::Error(e) if e.code == ErrorCode::Timeout => Ending::TimedOut(e.message),
                 GuestFrame::Error(e) => return Err(CliError::Remote(e)),
-                GuestFrame::Started { .. } | GuestFrame::Pong { .. } | GuestFrame::Ok => continue,
+                GuestFrame::Started { .. }
+                | GuestFrame::Pong { .. }
+                | GuestFrame::Ok
+                | GuestFrame::Ssh { .. } => continue,
             };
             return Ok(Collected {
                 ending,

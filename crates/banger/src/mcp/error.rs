@@ -44,6 +44,8 @@ pub enum ToolError {
         path: std::path::PathBuf,
         root: std::path::PathBuf,
     },
+    #[error("vm {vm} was not created by this MCP server")]
+    OutOfScope { vm: String },
     #[error("cannot write {path}")]
     Write {
         path: std::path::PathBuf,
@@ -98,6 +100,12 @@ impl ToolError {
                 Some("pass `output` (a .patch file inside an allowed directory) to write the patch there".into()),
             ),
             ToolError::Cancelled { .. } => (ErrorCode::Unavailable, None),
+            ToolError::OutOfScope { vm } => (
+                ErrorCode::PermissionDenied,
+                Some(format!(
+                    "create VMs with vm_create; to act on {vm}, start the server with `banger mcp --allow-vm {vm}` (or --all-vms)"
+                )),
+            ),
             ToolError::RepoOutside { .. } => (
                 ErrorCode::PermissionDenied,
                 Some("restart the server with --allow-path naming the repository's top directory".into()),

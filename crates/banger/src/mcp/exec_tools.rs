@@ -63,7 +63,7 @@ not work.",
             timeout_ms: Some(timeout * 1000),
         };
         let stdin = args.stdin.unwrap_or_default();
-        let client = self.shared.client().await?;
+        let client = self.shared.vm_client(&args.vm).await?;
         let collected =
             exec_capped(&client, &args.vm, spec, stdin.as_bytes(), timeout, &ct).await?;
         Ok(Json(collected.into()))
@@ -95,7 +95,7 @@ created. Optional `mode` sets permission bits in octal, e.g. \"755\" for a scrip
             path,
             mode.as_deref().unwrap_or(""),
         ]);
-        let client = self.shared.client().await?;
+        let client = self.shared.vm_client(&args.vm).await?;
         let c = exec_capped(&client, &args.vm, spec, &data, FILE_TIMEOUT_SECS, &ct).await?;
         succeeded(&args.vm, &format!("writing {path}"), &c)?;
         Ok(Json(Written {
@@ -130,7 +130,7 @@ parts of big files use exec with `tail`, `grep` or `sed -n`.",
         // One byte more than asked for tells a longer file from one of exactly `max`.
         let limit = (max + 1).to_string();
         let spec = file_spec(&["head", "-c", &limit, "--", path]);
-        let client = self.shared.client().await?;
+        let client = self.shared.vm_client(&args.vm).await?;
         let c = exec_capped(&client, &args.vm, spec, b"", FILE_TIMEOUT_SECS, &ct).await?;
         succeeded(&args.vm, &format!("reading {path}"), &c)?;
         let truncated = c.stdout.total > max as u64;

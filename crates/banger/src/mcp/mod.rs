@@ -28,6 +28,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 pub use roots::AllowedRoots;
 use server::Sandbox;
+pub use server::VmScope;
 
 /// Why the MCP session ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +41,8 @@ pub enum McpError {
 
 /// Serves MCP on stdin/stdout until the client hangs up or SIGINT/SIGTERM arrives;
 /// then deletes the throwaway VMs of `run` calls still in flight.
-pub async fn serve(paths: Paths, roots: AllowedRoots) -> Result<(), McpError> {
-    let sandbox = Sandbox::new(paths, roots);
+pub async fn serve(paths: Paths, roots: AllowedRoots, scope: VmScope) -> Result<(), McpError> {
+    let sandbox = Sandbox::new(paths, roots, scope);
     let shared = sandbox.shared.clone();
     // Start the daemon now rather than on the first call; a failure here is not fatal:
     // every call tries again and reports what goes wrong.

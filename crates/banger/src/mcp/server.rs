@@ -21,7 +21,8 @@ Typical flows:
 - One-off command: `run` (creates a VM, optionally ships a host git repo into it, runs the \
 command, deletes the VM, returns the output and exit code).
 - Longer work: `vm_create`, then `exec` / `write_file` / `read_file` as often as needed, \
-then `vm_delete`. Booting takes seconds to minutes on slow hosts; a VM keeps its files until \
+then `vm_delete`. Tools act only on the VMs this server created (unless it was started with \
+--allow-vm or --all-vms). Booting takes seconds to minutes on slow hosts; a VM keeps its files until \
 deleted.
 - Working on a host repository: `workspace_prepare` ships its working tree (uncommitted \
 edits included) to /root/repo in the VM; edit and test there with `exec`; `workspace_export` \
@@ -29,10 +30,47 @@ returns the changes as a git patch. Host paths are limited to the directories th
 started with (--allow-path).
 A failed tool call returns an error with the cause and, when there is one, a hint.";
 
+/// Which VMs the tools may act on: those this server created, plus the ones named on
+/// its command line (`--allow-vm`), or every VM (`--all-vms`).
+#[derive(Debug, Default)]
+pub struct VmScope {
+    pub all: bool,
+    pub named: BTreeSet<String>,
+    /// Name to id of the VMs this server created (an id, so a later VM that takes a
+    /// deleted one's name is not in scope).
+    created: Mutex<std::collections::BTreeMap<String, String>>,
+}
+
+impl VmScope {
+    pub fn new(all: bool, named: impl IntoIterator<Item = String>) -> VmScope {
+        VmScope {
+            all,
+            named: named.into_iter().collect(),
+            created: Mutex::default(),
+        }
+    }
+
+    pub fn created(&self, name: &str, id: &str) {
+        if let Ok(mut created) = self.created.lock() {
+            created.insert(name.to_string(), id.to_string());
+        }
+    }
+
+    pub fn contains(&self, name: &str, id: &str) -> bool {
+        self.all
+            || self.named.contains(name)
+            || self
+                .created
+                .lock()
+                .is_ok_and(|c| c.get(name).is_some_and(|i| i == id))
+    }
+}
+
 /// State every tool call shares.
 pub struct Shared {
     pub paths: Paths,
     pub roots: AllowedRoots,
+    pub scope: VmScope,
     /// Held while checking for (and maybe starting) the daemon, so two calls never
     /// start two daemons.
     starting: tokio::sync::Mutex<()>,
@@ -45,6 +83,29 @@ impl Shared {
     pub async fn client(&self) -> Result<Client, ToolError> {
         let _one_at_a_time = self.starting.lock().await;
         Ok(client::ensure_daemon(&self.paths).await?)
+    }
+
+    /// A client for acting on VM `vm`, once it is known to be in this server's scope.
+    pub async fn vm_client(&self, vm: &str) -> Result<Client, ToolError> {
+        let client = self.client().await?;
+        let shown = client
+            .rpc(&Request::VmShow {
+                name: vm.to_string(),
+            })
+            .await?;
+        let id = match shown {
+            banger_wire::api::Response::Vm(info) => info.id,
+            other => {
+                return Err(ToolError::invalid(
+                    format!("bangerd sent an unexpected answer: {other:?}"),
+                    None,
+                ))
+            }
+        };
+        if !self.scope.contains(vm, &id) {
+            return Err(ToolError::OutOfScope { vm: vm.to_string() });
+        }
+        Ok(client)
     }
 
     pub fn hold(&self, vm: &str) {
@@ -102,11 +163,12 @@ pub struct Sandbox {
 }
 
 impl Sandbox {
-    pub fn new(paths: Paths, roots: AllowedRoots) -> Sandbox {
+    pub fn new(paths: Paths, roots: AllowedRoots, scope: VmScope) -> Sandbox {
         Sandbox {
             shared: Arc::new(Shared {
                 paths,
                 roots,
+                scope,
                 starting: tokio::sync::Mutex::new(()),
                 throwaway: Mutex::new(BTreeSet::new()),
             }),
@@ -136,9 +198,28 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn scope_holds_created_vms_by_id_and_named_ones() {
+        let scope = VmScope::new(false, ["shared".to_string()]);
+        assert!(!scope.contains("mine", "id1"));
+        scope.created("mine", "id1");
+        assert!(scope.contains("mine", "id1"));
+        assert!(
+            !scope.contains("mine", "id2"),
+            "a new VM that took the name is not mine"
+        );
+        assert!(scope.contains("shared", "any"));
+        assert!(!scope.contains("other", "id3"));
+        assert!(VmScope::new(true, []).contains("other", "id3"));
+    }
+
     fn sandbox() -> Sandbox {
         let paths = Paths::under(std::path::Path::new("/nonexistent/banger-mcp-test"));
-        Sandbox::new(paths, AllowedRoots::new(&[PathBuf::from("/")]).unwrap())
+        Sandbox::new(
+            paths,
+            AllowedRoots::new(&[PathBuf::from("/")]).unwrap(),
+            VmScope::default(),
+        )
     }
 
     #[test]

@@ -35,23 +35,31 @@ a single command, `run` is simpler.",
             memory_mib: args.memory_mib,
             disk_size_mib: args.disk_size_mib,
             no_network: args.no_network,
+            // Tools reach the VM through the agent, never ssh.
+            exec_only: true,
             ..Default::default()
         };
         let client = self.shared.client().await?;
         let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
+        self.shared.scope.created(&vm.name, &vm.id);
         Ok(Json(vm.into()))
     }
 
     #[tool(
-        description = "List every VM on this host with its state (running, stopped, crashed, \
-...), image, size and address.",
+        description = "List the VMs these tools may act on (those this server created, unless \
+started with --allow-vm or --all-vms) with their state (running, stopped, crashed, ...), \
+image, size and address.",
         annotations(read_only_hint = true, open_world_hint = false)
     )]
     async fn vm_list(&self) -> Result<Json<VmList>, ToolError> {
         let client = self.shared.client().await?;
         match client.rpc(&Request::VmList).await? {
             Response::Vms(vms) => Ok(Json(VmList {
-                vms: vms.into_iter().map(Vm::from).collect(),
+                vms: vms
+                    .into_iter()
+                    .filter(|v| self.shared.scope.contains(&v.name, &v.id))
+                    .map(Vm::from)
+                    .collect(),
             })),
             other => Err(unexpected(other)),
         }
@@ -70,7 +78,7 @@ is lost. Delete the VMs you created once you are done with them.",
         &self,
         Parameters(args): Parameters<VmNameArgs>,
     ) -> Result<Json<Deleted>, ToolError> {
-        let client = self.shared.client().await?;
+        let client = self.shared.vm_client(&args.name).await?;
         let req = Request::VmDelete {
             name: args.name.clone(),
             force: true,
@@ -107,6 +115,7 @@ command writes survives; use vm_create + exec for multi-step work.",
             vcpu: args.vcpu,
             memory_mib: args.memory_mib,
             warm: true,
+            exec_only: true,
             ..Default::default()
         };
         let shared = self.shared.clone();

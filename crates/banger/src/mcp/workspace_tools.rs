@@ -41,7 +41,7 @@ run commands in. Afterwards, workspace_export returns what changed in the VM as 
             include_untracked: args.include_untracked,
             dest: args.dest.unwrap_or_else(|| DEFAULT_DEST.into()),
         };
-        let client = self.shared.client().await?;
+        let client = self.shared.vm_client(&args.vm).await?;
         Ok(Json(prepare(&client, &args.vm, &repo, &opts).await?))
     }
 
@@ -65,7 +65,7 @@ written there instead. The VM's own git state is left untouched.",
             .as_deref()
             .map(|p| patch_target(&self.shared.roots, p))
             .transpose()?;
-        let client = self.shared.client().await?;
+        let client = self.shared.vm_client(&args.vm).await?;
         let vm = Vm {
             client: &client,
             name: &args.vm,

@@ -1,7 +1,8 @@
 //! Applying a patch from the guest to the host working tree, safely:
 //!
 //! 1. banger's own strict parse and path/symlink checks ([`super::guard`]);
-//! 2. `git apply --numstat` must name no path the check did not see (git and banger
+//! 2. `git apply --numstat` must name no path the check did not see, and the modes
+//!    `git apply --summary` reports must be the ones the check saw (git and banger
 //!    read the same patch the same way);
 //! 3. `git apply --check`, then `git apply` (working tree only);
 //! 4. if that does not apply, `git apply --3way`, with new objects kept in a temporary
@@ -17,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{Stderr, WorkspaceError};
 use super::guard;
-use super::patch::{self, show, FilePatch, Refusal};
+use super::patch::{self, show, FilePatch, Refusal, ALLOWED_MODES};
 use super::repo::{git, git_command};
 
 /// How an apply ended.
@@ -65,6 +66,7 @@ pub fn validate(root: &Path, patch_file: &Path) -> Result<usize, Refusal> {
     guard::check(root, &sections)?;
     if !sections.is_empty() {
         same_reading(root, patch_file, &sections)?;
+        same_modes(root, patch_file, &sections)?;
     }
     Ok(sections.len())
 }
@@ -112,6 +114,68 @@ fn same_reading(root: &Path, patch_file: &Path, sections: &[FilePatch]) -> Resul
         });
     }
     Ok(())
+}
+
+/// Refuses the patch unless every mode `git apply --summary` reports is allowed and
+/// is the one banger's check saw for that path.
+fn same_modes(root: &Path, patch_file: &Path, sections: &[FilePatch]) -> Result<(), Refusal> {
+    let out = git_command(root, &["apply", "--summary"])
+        .arg(patch_file)
+        .output()?;
+    if !out.status.success() {
+        return Err(Refusal::Malformed {
+            line: 0,
+            what: format!("git cannot read it: {}", Stderr::from_bytes(&out.stderr)),
+        });
+    }
+    for line in out.stdout.split(|b| *b == b'\n') {
+        let line = line.strip_prefix(b" ").unwrap_or(line);
+        // " create mode 120000 name", " delete mode 100644 name",
+        // " mode change 100644 => 100755 name" (no name after a rename).
+        let (old, new, rest) = if let Some(rest) = line.strip_prefix(b"create mode ") {
+            (None, summary_mode(rest)?, &rest[6..])
+        } else if let Some(rest) = line.strip_prefix(b"delete mode ") {
+            (summary_mode(rest)?, None, &rest[6..])
+        } else if let Some(rest) = line.strip_prefix(b"mode change ") {
+            let new = rest.get(10..).unwrap_or_default();
+            let arrow = rest.get(6..10) == Some(b" => ");
+            if !arrow {
+                return Err(Refusal::Differential { path: show(line) });
+            }
+            (summary_mode(rest)?, summary_mode(new)?, &new[6..])
+        } else {
+            continue;
+        };
+        let name = rest.strip_prefix(b" ").unwrap_or_default();
+        let agrees = |fp: &FilePatch| {
+            let path = if new.is_some() {
+                &fp.new_path
+            } else {
+                &fp.old_path
+            };
+            let modes =
+                (old.is_none() || fp.old_mode == old) && (new.is_none() || fp.new_mode == new);
+            modes && (name.is_empty() || path.as_deref() == Some(name))
+        };
+        if !sections.iter().any(agrees) {
+            return Err(Refusal::Differential { path: show(line) });
+        }
+    }
+    Ok(())
+}
+
+/// The six-digit octal mode that starts `text`; an allowed one, or a refusal.
+fn summary_mode(text: &[u8]) -> Result<Option<u32>, Refusal> {
+    let digits = text.get(..6).and_then(|d| std::str::from_utf8(d).ok());
+    let mode = digits.and_then(|d| u32::from_str_radix(d, 8).ok());
+    match mode {
+        Some(mode) if ALLOWED_MODES.contains(&mode) => Ok(Some(mode)),
+        Some(mode) => Err(Refusal::Mode {
+            path: show(text.get(7..).unwrap_or_default()),
+            mode,
+        }),
+        None => Err(Refusal::Differential { path: show(text) }),
+    }
 }
 
 fn three_way(
@@ -265,6 +329,72 @@ mod tests {
         );
         assert_eq!(tree(repo.path(), true), before);
         assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_symlink_with_mode_120755_is_refused_and_plants_nothing() {
+        let repo = committed_repo();
+        let before = tree(repo.path(), true);
+        let patch = patch_file(
+            "diff --git a/leak b/leak\nnew file mode 120755\n--- /dev/null\n+++ b/leak\n\
+             @@ -0,0 +1 @@\n+/etc/shadow\n\\ No newline at end of file\n",
+        );
+
+        let err = apply(repo.path(), patch.path(), "vm1").unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                WorkspaceError::Refused {
+                    refusal: Refusal::Mode { .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(tree(repo.path(), true), before);
+        assert!(std::fs::symlink_metadata(repo.path().join("leak")).is_err());
+    }
+
+    #[test]
+    fn a_patch_line_over_the_limit_is_refused_and_nothing_changes() {
+        let repo = committed_repo();
+        let before = tree(repo.path(), true);
+        let long = "x".repeat(patch::MAX_PATCH_LINE + 1);
+        let patch = patch_file(&format!(
+            "diff --git a/big b/big\nnew file mode 100644\n--- /dev/null\n+++ b/big\n\
+             @@ -0,0 +1 @@\n+{long}\n"
+        ));
+
+        let err = apply(repo.path(), patch.path(), "vm1").unwrap_err();
+
+        assert!(
+            matches!(
+                err,
+                WorkspaceError::Refused {
+                    refusal: Refusal::LineTooLong { line: 6, .. },
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(tree(repo.path(), true), before);
+    }
+
+    #[test]
+    fn git_creating_another_mode_than_banger_saw_is_refused() {
+        let repo = committed_repo();
+        let seen = patch::parse(&b"diff --git a/a b/a\nnew file mode 100644\n--- /dev/null\n+++ b/a\n@@ -0,0 +1 @@\n+x\n"[..]).unwrap();
+        let other = patch_file(
+            "diff --git a/a b/a\nnew file mode 120000\n--- /dev/null\n+++ b/a\n@@ -0,0 +1 @@\n+x\n",
+        );
+
+        let err = same_modes(repo.path(), other.path(), &seen).unwrap_err();
+
+        assert!(
+            matches!(err, Refusal::Differential { ref path } if path == "create mode 120000 a"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub enum WorkspaceError {
         #[source]
         refusal: Refusal,
     },
+    #[error("the patch from vm {vm} is larger than {} MiB", .limit >> 20)]
+    PatchTooLarge { vm: String, limit: u64 },
     #[error("the patch from vm {vm} does not apply to {repo}")]
     DoesNotApply {
         vm: String,
@@ -110,6 +112,7 @@ impl WorkspaceError {
             | WorkspaceError::NoWorkspace { .. }
             | WorkspaceError::DoesNotApply { .. } => ErrorCode::FailedPrecondition,
             WorkspaceError::Refused { .. } => ErrorCode::PermissionDenied,
+            WorkspaceError::PatchTooLarge { .. } => ErrorCode::FailedPrecondition,
             WorkspaceError::GuestToolMissing { .. } | WorkspaceError::Guest { .. } => {
                 ErrorCode::AgentFailed
             }
@@ -144,6 +147,9 @@ impl WorkspaceError {
             }
             WorkspaceError::Refused { vm, .. } => format!(
                 "nothing was written; inspect the patch with `banger workspace export {vm} -o FILE`"
+            ),
+            WorkspaceError::PatchTooLarge { vm, .. } => format!(
+                "nothing was applied or saved; bring large files out with `banger vm cp {vm}:PATH .`"
             ),
             WorkspaceError::DoesNotApply { vm, .. } => format!(
                 "nothing was written; save the patch with `banger workspace export {vm} -o FILE` \

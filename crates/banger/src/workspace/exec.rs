@@ -195,7 +195,10 @@ where
                 });
             }
             GuestFrame::Error(e) => return Err(CliError::Remote(e).into()),
-            GuestFrame::Started { .. } | GuestFrame::Pong { .. } | GuestFrame::Ok => {}
+            GuestFrame::Started { .. }
+            | GuestFrame::Pong { .. }
+            | GuestFrame::Ok
+            | GuestFrame::Ssh { .. } => {}
         }
     }
 }

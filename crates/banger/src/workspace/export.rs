@@ -4,6 +4,13 @@
 //! into a throwaway index kept inside `.git`, then diffs it against a base with
 //! `--binary --full-index`: modified, added, deleted, renamed and binary files and mode
 //! changes all survive. The guest's own index and refs are left alone.
+//!
+//! The guest decides how much it sends, so the patch is cut off at
+//! [`MAX_PATCH_BYTES`].
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use tokio::io::AsyncWrite;
 
@@ -48,7 +55,11 @@ git -c core.quotepath=false -c diff.noprefix=false -c diff.mnemonicPrefix=false 
   --no-relative -M --src-prefix=a/ --dst-prefix=b/ "$base" --
 "#;
 
-/// Writes the patch of the workspace at `dest` in `guest` to `out`.
+/// The largest patch taken from a guest, in bytes.
+pub const MAX_PATCH_BYTES: u64 = 256 << 20;
+
+/// Writes the patch of the workspace at `dest` in `guest` to `out`; refuses a patch
+/// larger than [`MAX_PATCH_BYTES`] (what was written by then is the caller's to drop).
 pub async fn export<W: AsyncWrite + Unpin>(
     guest: &impl Runner,
     dest: &str,
@@ -57,10 +68,19 @@ pub async fn export<W: AsyncWrite + Unpin>(
 ) -> Result<(), WorkspaceError> {
     let vm = guest.name();
     let spec = exec::spec(&["sh", "-c", EXPORT, "banger-ws-export", dest, base.arg()]);
-    let captured = guest
-        .run(spec, tokio::io::empty(), out)
-        .await
-        .map_err(|e| capture_error(vm, e))?;
+    let mut capped = Capped {
+        inner: out,
+        left: MAX_PATCH_BYTES,
+        over: false,
+    };
+    let ran = guest.run(spec, tokio::io::empty(), &mut capped).await;
+    if capped.over {
+        return Err(WorkspaceError::PatchTooLarge {
+            vm: vm.into(),
+            limit: MAX_PATCH_BYTES,
+        });
+    }
+    let captured = ran.map_err(|e| capture_error(vm, e))?;
     if captured.code == 104 {
         return Err(WorkspaceError::NoWorkspace {
             vm: vm.into(),
@@ -68,4 +88,98 @@ pub async fn export<W: AsyncWrite + Unpin>(
         });
     }
     check(vm, "making the patch", captured)
+}
+
+/// A writer that fails (and remembers it) once more than `left` bytes come.
+struct Capped<'a, W> {
+    inner: &'a mut W,
+    left: u64,
+    over: bool,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Capped<'_, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.len() as u64 > this.left {
+            this.over = true;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "the patch is too large",
+            )));
+        }
+        let written = Pin::new(&mut *this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.left -= n as u64;
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use banger_wire::agent::ExecSpec;
+    use tokio::io::{AsyncRead, AsyncReadExt};
+
+    use super::*;
+    use crate::workspace::exec::{CaptureError, Captured};
+
+    /// A guest whose export writes `bytes` bytes and succeeds.
+    struct Flood {
+        bytes: u64,
+    }
+
+    impl Runner for Flood {
+        fn name(&self) -> &str {
+            "flood"
+        }
+
+        async fn run<R, W>(
+            &self,
+            _spec: ExecSpec,
+            _stdin: R,
+            stdout: &mut W,
+        ) -> Result<Captured, CaptureError>
+        where
+            R: AsyncRead + Unpin,
+            W: AsyncWrite + Unpin,
+        {
+            let mut data = tokio::io::repeat(b'+').take(self.bytes);
+            tokio::io::copy(&mut data, stdout)
+                .await
+                .map_err(CaptureError::Output)?;
+            Ok(Captured {
+                code: 0,
+                stderr: Vec::new(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_patch_over_the_limit_is_refused() {
+        let guest = Flood {
+            bytes: MAX_PATCH_BYTES + 1,
+        };
+
+        let err = export(&guest, "/root/repo", Base::Head, &mut tokio::io::sink())
+            .await
+            .unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "the patch from vm flood is larger than 256 MiB"
+        );
+    }
 }

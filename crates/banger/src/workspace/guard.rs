@@ -1,16 +1,21 @@
 //! Checks a parsed patch against the host repository before anything is applied:
 //! every path stays inside the working tree and out of `.git`, nothing is written
-//! through a symlink, and every symlink the patch leaves behind points inside.
+//! through a symlink, every symlink the patch leaves behind points inside, and every
+//! mode is a plain file, executable or symlink. Resolving symlinks has a total budget
+//! per patch, so a chain of links cannot make the check run for hours.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::patch::{show, FilePatch, Refusal, GITLINK_MODE, SYMLINK_MODE};
+use super::patch::{is_gitlink, is_symlink, show, FilePatch, Refusal, ALLOWED_MODES, SYMLINK_MODE};
 
 /// Symlinks followed while resolving one target, like the kernel's limit.
 const MAX_HOPS: usize = 40;
+/// Path components looked at while resolving all the symlinks of one patch.
+pub const LINK_BUDGET: usize = 200_000;
 /// Longest symlink target or file read as one.
 const MAX_TARGET: u64 = 4096;
 
@@ -20,11 +25,7 @@ pub fn check(root: &Path, patches: &[FilePatch]) -> Result<(), Refusal> {
         for path in &fp.paths {
             check_path(path)?;
         }
-        if fp.old_mode == Some(GITLINK_MODE) || fp.new_mode == Some(GITLINK_MODE) {
-            return Err(Refusal::Submodule {
-                path: show(fp.paths.first().map_or(&[][..], Vec::as_slice)),
-            });
-        }
+        check_modes(fp)?;
     }
     let view = View::after(root, patches)?;
     for fp in patches {
@@ -34,6 +35,21 @@ pub fn check(root: &Path, patches: &[FilePatch]) -> Result<(), Refusal> {
     }
     for (path, target) in view.post.iter().filter_map(|(p, t)| Some((p, t.as_ref()?))) {
         view.check_link(path, target)?;
+    }
+    Ok(())
+}
+
+/// Refuses a submodule and any mode but 100644, 100755 and 120000: git picks the
+/// kind of file by the type bits alone, so `120755` would still make a symlink.
+fn check_modes(fp: &FilePatch) -> Result<(), Refusal> {
+    let path = || show(fp.paths.first().map_or(&[][..], Vec::as_slice));
+    for mode in [fp.old_mode, fp.new_mode].into_iter().flatten() {
+        if is_gitlink(mode) {
+            return Err(Refusal::Submodule { path: path() });
+        }
+        if !ALLOWED_MODES.contains(&mode) {
+            return Err(Refusal::Mode { path: path(), mode });
+        }
     }
     Ok(())
 }
@@ -63,6 +79,8 @@ struct View<'a> {
     root: &'a Path,
     /// Paths the patch changes: `Some(target)` if a symlink afterwards, else `None`.
     post: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    /// Resolution steps left for the whole patch.
+    budget: Cell<usize>,
 }
 
 impl<'a> View<'a> {
@@ -70,6 +88,7 @@ impl<'a> View<'a> {
         let mut view = View {
             root,
             post: HashMap::new(),
+            budget: Cell::new(LINK_BUDGET),
         };
         for fp in patches {
             if let Some(old) = &fp.old_path {
@@ -88,7 +107,7 @@ impl<'a> View<'a> {
                 (None, None) => None,
             };
             let target = match mode {
-                Some(SYMLINK_MODE) => Some(view.link_target(fp, new)?),
+                Some(mode) if is_symlink(mode) => Some(view.link_target(fp, new)?),
                 _ => None,
             };
             view.post.insert(new.clone(), target);
@@ -192,7 +211,7 @@ impl<'a> View<'a> {
             path: show(path),
             target: show(target),
         };
-        let resolved = self.resolve(dir, target, 0).ok_or_else(escapes)?;
+        let resolved = self.resolve(dir, target, 0)?.ok_or_else(escapes)?;
         if resolved.iter().any(|p| p.eq_ignore_ascii_case(b".git")) {
             return Err(Refusal::SymlinkIntoGit {
                 path: show(path),
@@ -203,27 +222,44 @@ impl<'a> View<'a> {
     }
 
     /// Where `target`, read from directory `cur`, ends up; `None` if it leaves the
-    /// repository (absolute, too many `..`) or loops.
-    fn resolve(&self, mut cur: Vec<Vec<u8>>, target: &[u8], hops: usize) -> Option<Vec<Vec<u8>>> {
+    /// repository (absolute, too many `..`) or loops; an error once the patch's
+    /// budget of steps is spent.
+    fn resolve(
+        &self,
+        mut cur: Vec<Vec<u8>>,
+        target: &[u8],
+        hops: usize,
+    ) -> Result<Option<Vec<Vec<u8>>>, Refusal> {
         if hops > MAX_HOPS || target.starts_with(b"/") {
-            return None;
+            return Ok(None);
         }
         for part in target.split(|b| *b == b'/') {
+            let left = self
+                .budget
+                .get()
+                .checked_sub(1)
+                .ok_or(Refusal::LinkBudget { limit: LINK_BUDGET })?;
+            self.budget.set(left);
             match part {
                 b"" | b"." => {}
                 b".." => {
-                    cur.pop()?;
+                    if cur.pop().is_none() {
+                        return Ok(None);
+                    }
                 }
                 name => {
                     cur.push(name.to_vec());
                     if let Some(next) = self.link_at(&cur.join(&b'/')) {
                         cur.pop();
-                        cur = self.resolve(cur, &next, hops + 1)?;
+                        match self.resolve(cur, &next, hops + 1)? {
+                            Some(resolved) => cur = resolved,
+                            None => return Ok(None),
+                        }
                     }
                 }
             }
         }
-        Some(cur)
+        Ok(Some(cur))
     }
 }
 
@@ -406,6 +442,47 @@ mod tests {
         let err = check_str(repo.path(), patch).unwrap_err();
 
         assert!(matches!(err, Refusal::SymlinkUnchecked { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_symlink_mode_with_extra_bits_is_refused() {
+        let repo = TempRepo::new();
+        let patch = new_link("leak", "/etc/shadow").replace("120000", "120755");
+
+        let err = check_str(repo.path(), &patch).unwrap_err();
+
+        assert_eq!(
+            err.to_string(),
+            "path \"leak\" has file mode 120755; banger applies only 100644, 100755 and 120000"
+        );
+    }
+
+    #[test]
+    fn a_group_writable_file_mode_is_refused() {
+        let repo = TempRepo::new();
+        let patch = new_file("f").replace("100644", "100664");
+
+        let err = check_str(repo.path(), &patch).unwrap_err();
+
+        assert!(
+            matches!(err, Refusal::Mode { mode: 0o100664, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_chain_of_doubling_symlinks_runs_out_of_budget() {
+        let repo = TempRepo::new();
+        // l1 -> l0/l0, l2 -> l1/l1, ...: resolving l20 alone takes 2^20 steps.
+        let patch: String = std::iter::once(new_link("l0", "."))
+            .chain((1..=20).map(|i| new_link(&format!("l{i}"), &format!("l{0}/l{0}", i - 1))))
+            .collect();
+        let started = std::time::Instant::now();
+
+        let err = check_str(repo.path(), &patch).unwrap_err();
+
+        assert!(matches!(err, Refusal::LinkBudget { .. }), "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

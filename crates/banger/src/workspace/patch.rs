@@ -6,7 +6,7 @@
 //! their line counts, so no text can hide between them (git would read a stray
 //! `--- x` / `+++ y` pair there as another patch).
 
-use std::io::BufRead;
+use std::io::{BufRead, Read};
 
 use super::quote::{header_names, name, strip};
 
@@ -14,8 +14,25 @@ use super::quote::{header_names, name, strip};
 pub const SYMLINK_MODE: u32 = 0o120000;
 /// Git's mode for a submodule.
 pub const GITLINK_MODE: u32 = 0o160000;
+/// The only modes banger applies: a file, an executable file, a symlink.
+pub const ALLOWED_MODES: [u32; 3] = [0o100644, 0o100755, SYMLINK_MODE];
+/// The file-type bits of a mode: git decides what to create by these alone.
+const S_IFMT: u32 = 0o170000;
+
+/// Whether git makes a symlink for `mode` (`120755` too).
+pub fn is_symlink(mode: u32) -> bool {
+    mode & S_IFMT == SYMLINK_MODE
+}
+
+/// Whether git reads `mode` as a submodule.
+pub fn is_gitlink(mode: u32) -> bool {
+    mode & S_IFMT == GITLINK_MODE
+}
+
 /// Symlink contents longer than this are refused (PATH_MAX).
 const MAX_TARGET: usize = 4096;
+/// The longest patch line read, in bytes (its newline left out).
+pub const MAX_PATCH_LINE: usize = 1 << 20;
 
 /// Why a patch from the guest is not applied.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +57,16 @@ pub enum Refusal {
     SymlinkUnchecked { path: String },
     #[error("path {path:?} would become a submodule, which banger does not apply")]
     Submodule { path: String },
+    #[error(
+        "path {path:?} has file mode {mode:06o}; banger applies only 100644, 100755 and 120000"
+    )]
+    Mode { path: String, mode: u32 },
+    #[error("resolving the patch's symlinks takes over {limit} steps (a chain of links?)")]
+    LinkBudget { limit: usize },
     #[error("git reads the patch differently from banger's check (git names {path:?})")]
     Differential { path: String },
+    #[error("line {line} of the patch is longer than {} KiB", .limit >> 10)]
+    LineTooLong { line: usize, limit: usize },
     #[error("cannot read the patch")]
     Io(#[from] std::io::Error),
 }
@@ -311,8 +336,15 @@ struct Lines<R> {
 impl<R: BufRead> Lines<R> {
     fn read(&mut self) -> Result<Option<Vec<u8>>, Refusal> {
         let mut buf = Vec::new();
-        if self.reader.read_until(b'\n', &mut buf)? == 0 {
+        let mut limited = self.reader.by_ref().take(MAX_PATCH_LINE as u64 + 1);
+        if limited.read_until(b'\n', &mut buf)? == 0 {
             return Ok(None);
+        }
+        if buf.len() > MAX_PATCH_LINE && buf.last() != Some(&b'\n') {
+            return Err(Refusal::LineTooLong {
+                line: self.no + 1,
+                limit: MAX_PATCH_LINE,
+            });
         }
         if buf.pop() != Some(b'\n') {
             // A last line without a newline: git would not have written it.

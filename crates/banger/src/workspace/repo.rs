@@ -1,8 +1,8 @@
 //! The host side of a workspace: which repository, which commit, which files to ship.
 
-use std::collections::HashSet;
-use std::ffi::OsStr;
-use std::os::unix::ffi::OsStrExt;
+use std::collections::{BTreeSet, HashSet};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -40,17 +40,100 @@ pub fn git(dir: &Path, args: &[&str]) -> Result<Vec<u8>, WorkspaceError> {
     }
 }
 
-/// `git -C dir args…`, with output captured and no prompts.
+/// Settings that would let a repository's own configuration run a program, each
+/// overridden for every host git banger runs: a repository copied out of a guest
+/// must not get its `.git/config` executed.
+const SAFE_CONFIG: &[(&str, &str)] = &[
+    ("core.fsmonitor", "false"),
+    ("core.hooksPath", "/dev/null"),
+    ("core.sshCommand", "false"),
+    ("core.pager", "cat"),
+    ("credential.helper", ""),
+    ("protocol.allow", "never"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+];
+
+/// What a custom merge driver becomes: git's own text merge.
+const TEXT_MERGE: &str = "git merge-file -L ours -L base -L theirs --marker-size=%L %A %O %B";
+
+/// `git -C dir args…`, with output captured, no prompts, and none of the programs a
+/// repository's configuration can name (fsmonitor, hooks, filter and merge drivers,
+/// ssh, credential helpers, lazy fetches) run. Every host git goes through here.
 pub fn git_command(dir: &Path, args: &[&str]) -> Command {
+    let mut config: Vec<(OsString, OsString)> = SAFE_CONFIG
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+    config.extend(driver_overrides(dir));
+    let mut cmd = hardened(dir, &config);
+    cmd.args(args);
+    cmd
+}
+
+/// `git -C dir` with `config` as command-line settings (through `GIT_CONFIG_COUNT`,
+/// which, unlike `-c`, takes any subsection name as is).
+fn hardened(dir: &Path, config: &[(OsString, OsString)]) -> Command {
     let mut cmd = Command::new("git");
-    cmd.arg("-C")
+    cmd.arg("--no-pager")
+        .arg("-C")
         .arg(dir)
-        .args(args)
         .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_NO_LAZY_FETCH", "1")
+        .env("GIT_PAGER", "cat")
+        .env_remove("GIT_EXTERNAL_DIFF")
+        .env("GIT_CONFIG_COUNT", config.len().to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    for (i, (key, value)) in config.iter().enumerate() {
+        cmd.env(format!("GIT_CONFIG_KEY_{i}"), key)
+            .env(format!("GIT_CONFIG_VALUE_{i}"), value);
+    }
     cmd
+}
+
+/// Settings that switch off every filter driver and replace every merge driver the
+/// configuration seen from `dir` defines (reading configuration runs nothing).
+fn driver_overrides(dir: &Path) -> Vec<(OsString, OsString)> {
+    let safe: Vec<(OsString, OsString)> = SAFE_CONFIG
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
+    let listed = hardened(dir, &safe)
+        .args(["config", "-z", "--name-only", "--get-regexp"])
+        .arg(r"^(filter|merge)\.")
+        .output();
+    let names = listed.map(|o| o.stdout).unwrap_or_default();
+    let (mut filters, mut merges) = (BTreeSet::new(), BTreeSet::new());
+    for name in names.split(|b| *b == 0) {
+        let Some(dot) = name.iter().rposition(|b| *b == b'.') else {
+            continue;
+        };
+        let (head, key) = (&name[..dot], &name[dot + 1..]);
+        if let Some(driver) = head.strip_prefix(b"filter.") {
+            filters.insert(driver.to_vec());
+        } else if let (Some(driver), b"driver") = (head.strip_prefix(b"merge."), key) {
+            merges.insert(driver.to_vec());
+        }
+    }
+    let setting = |section: &str, driver: &[u8], key: &str, value: &str| {
+        let mut name = format!("{section}.").into_bytes();
+        name.extend_from_slice(driver);
+        name.extend_from_slice(format!(".{key}").as_bytes());
+        (OsString::from_vec(name), OsString::from(value))
+    };
+    let mut out = Vec::new();
+    for driver in &filters {
+        for key in ["clean", "smudge", "process"] {
+            out.push(setting("filter", driver, key, ""));
+        }
+        out.push(setting("filter", driver, "required", "false"));
+    }
+    for driver in &merges {
+        out.push(setting("merge", driver, "driver", TEXT_MERGE));
+    }
+    out
 }
 
 /// Like [`git`], but a plain "no" (exit code 1 with no stderr) is `None`.
@@ -147,7 +230,16 @@ impl Manifest {
         let index = git(&repo.root, &["ls-files", "-s", "-z"])?;
         let tracked = tracked_paths(repo, &index)?;
         // Modified and deleted as git sees them (stat data first, so this is quick).
-        let mut changed = git(&repo.root, &["diff-files", "--name-only", "-z"])?;
+        let mut changed = git(
+            &repo.root,
+            &[
+                "diff-files",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--name-only",
+                "-z",
+            ],
+        )?;
         let mut walker = Walker::new(&repo.root);
         let mut entries = Vec::new();
         for path in tracked {
@@ -289,7 +381,7 @@ pub fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>, WorkspaceError> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::workspace::testkit::TempRepo;
+    use crate::workspace::testkit::{write_script, TempRepo};
 
     #[test]
     fn submodules_are_refused_by_name() {
@@ -326,6 +418,38 @@ mod tests {
         assert_eq!(opened.prefix, "sub/dir/");
         assert_eq!(opened.head, None);
         assert_eq!(opened.branch.as_deref(), Some("refs/heads/main"));
+    }
+
+    #[test]
+    fn the_repository_config_runs_no_program_on_the_host() {
+        let repo = TempRepo::new();
+        let tools = tempfile::tempdir().unwrap();
+        let marker = tools.path().join("ran");
+        let script = tools.path().join("evil");
+        write_script(
+            &script,
+            &format!("#!/bin/sh\necho \"$0 $*\" >> '{}'\ncat\n", marker.display()),
+        );
+        repo.write("f", b"one\n");
+        repo.write(".gitattributes", b"* filter=evil merge=evil\n");
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-qm", "c"]);
+        let evil = script.to_str().unwrap();
+        repo.git(&["config", "core.fsmonitor", evil]);
+        repo.git(&["config", "filter.evil.clean", evil]);
+        repo.git(&["config", "filter.evil.smudge", evil]);
+        repo.git(&["config", "merge.evil.driver", evil]);
+        repo.write("f", b"two\n");
+
+        let opened = HostRepo::open(repo.path()).unwrap();
+        let manifest = Manifest::collect(&opened, true).unwrap();
+
+        assert!(!manifest.changed.is_empty());
+        assert!(
+            !marker.exists(),
+            "{}",
+            std::fs::read_to_string(&marker).unwrap()
+        );
     }
 
     #[test]

@@ -52,6 +52,23 @@ impl TempRepo {
     }
 }
 
+/// Writes an executable script through a child process, so no writable descriptor of
+/// it lives in this multi-threaded test process (a concurrent fork would carry one
+/// and running the script would fail with ETXTBSY).
+pub fn write_script(path: &Path, text: &str) {
+    let status = std::process::Command::new("sh")
+        .args([
+            "-c",
+            r#"printf '%s' "$1" >"$2" && chmod 755 "$2""#,
+            "sh",
+            text,
+        ])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cannot write {}", path.display());
+}
+
 pub fn git_in(dir: &Path, args: &[&str]) -> Vec<u8> {
     let out = std::process::Command::new("git")
         .arg("-C")

@@ -139,12 +139,14 @@ type CheckFn = fn(&Ctx<'_>) -> Check;
 const CHECKS: &[CheckFn] = &[
     virt::kvm,
     virt::firecracker,
+    virt::jailer,
     virt::qemu,
     confine::vmm_user,
     confine::qemu_sandbox,
     net::tun,
     net::nftables,
     net::ip_forward,
+    net::isolation,
     tools::mkfs_ext4,
     tools::git,
     tools::ssh,
@@ -193,6 +195,7 @@ pub(crate) mod testing {
             root: root.to_path_buf(),
             path_var: Some(root.join("bin").into_os_string()),
             firecracker_env: None,
+            jailer_env: None,
             is_root: false,
         }
     }
@@ -215,12 +218,14 @@ mod tests {
             [
                 "kvm",
                 "firecracker",
+                "jailer",
                 "qemu",
                 "vmm_user",
                 "qemu_sandbox",
                 "tun",
                 "nftables",
                 "ip_forward",
+                "isolation",
                 "mkfs_ext4",
                 "git",
                 "ssh",

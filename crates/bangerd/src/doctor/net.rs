@@ -2,6 +2,8 @@
 
 use rustix::fs::{Access, AtFlags};
 
+use banger_wire::api::NetMode;
+
 use super::{apt, Check, Ctx, COMMAND_TIMEOUT};
 use crate::host::run_command;
 
@@ -79,6 +81,60 @@ pub(super) fn nftables(ctx: &Ctx<'_>) -> Check {
     }
 }
 
+/// The bridge's isolation rules (see `net::isolation`) are installed, and new VMs get
+/// the isolated policy.
+pub(super) fn isolation(ctx: &Ctx<'_>) -> Check {
+    const NAME: &str = "guest isolation";
+    if ctx.config.net == NetMode::Open {
+        return Check::warn(
+            "isolation",
+            NAME,
+            "config.toml sets net = \"open\": new VMs reach every host service and the LAN",
+            "# remove `net = \"open\"` from config.toml (per VM: --net open)",
+        );
+    }
+    if !ctx.host.is_root {
+        return Check::pass("isolation", NAME, "rules not checked: not root");
+    }
+    let Some(nft) = ctx.host.which("nft") else {
+        return Check::fail("isolation", NAME, "nft not found on PATH", apt("nftables"));
+    };
+    let table = crate::net::NftTable::for_bridge(&ctx.config.bridge);
+    let chains = [
+        ("bridge", "prerouting"),
+        ("ip", "input"),
+        ("ip", "from_guest"),
+    ];
+    let missing: Vec<String> = chains
+        .iter()
+        .filter(|(family, chain)| {
+            let args = ["list", "chain", family, table.name(), chain];
+            !matches!(run_command(&nft, &args, COMMAND_TIMEOUT), Ok(out) if out.status.success())
+        })
+        .map(|(family, chain)| format!("{family} {chain}"))
+        .collect();
+    match missing.as_slice() {
+        [] => Check::pass(
+            "isolation",
+            NAME,
+            format!(
+                "tables {} (bridge, ip): anti-spoofing, host input and forward filters",
+                table.name()
+            ),
+        ),
+        _ => Check::warn(
+            "isolation",
+            NAME,
+            format!(
+                "{} of table {} not installed yet (the daemon installs them when it starts)",
+                missing.join(", "),
+                table.name()
+            ),
+            "banger daemon start",
+        ),
+    }
+}
+
 /// `net.ipv4.ip_forward`; off is fine because the daemon turns it on when needed.
 pub(super) fn ip_forward(ctx: &Ctx<'_>) -> Check {
     const NAME: &str = "ip forwarding";
@@ -124,6 +180,21 @@ mod tests {
             check.fix.as_deref(),
             Some("sysctl -w net.ipv4.ip_forward=1")
         );
+    }
+
+    #[test]
+    fn open_default_policy_warns() {
+        let t = tempfile::tempdir().unwrap();
+        let config = Config {
+            net: NetMode::Open,
+            ..Config::default()
+        };
+        let (host, paths) = (fake_host(t.path()), Paths::under(t.path()));
+
+        let check = isolation(&Ctx::new(&host, &paths, &config));
+
+        assert_eq!(check.status, Status::Warn);
+        assert!(check.detail.contains("net = \"open\""), "{}", check.detail);
     }
 
     #[test]

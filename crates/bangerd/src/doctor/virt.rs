@@ -3,7 +3,8 @@
 use banger_wire::api::Backend;
 
 use super::{apt, Check, Ctx, COMMAND_TIMEOUT};
-use crate::host::{run_command, KvmStatus, FIRECRACKER_ENV};
+use crate::host::{run_command, KvmStatus, FIRECRACKER_ENV, JAILER_ENV};
+use crate::vmm::firecracker::jail::JAIL_USER;
 
 const FIRECRACKER_INSTALL: &str = "v=$(basename $(curl -fsSLI -o /dev/null -w '%{url_effective}' \
 https://github.com/firecracker-microvm/firecracker/releases/latest)) && \
@@ -142,6 +143,52 @@ pub(super) fn firecracker(ctx: &Ctx<'_>) -> Check {
     }
 }
 
+/// Firecracker's jailer and the user it runs VMMs as. Without them firecracker runs as
+/// root, unconfined: a warning, since VMs still work.
+pub(super) fn jailer(ctx: &Ctx<'_>) -> Check {
+    const NAME: &str = "jailer";
+    let Some(firecracker) = ctx.host.firecracker() else {
+        return Check::pass("jailer", NAME, "unused: no firecracker");
+    };
+    let Some(jailer) = ctx.host.jailer(&firecracker) else {
+        let detail = match &ctx.host.jailer_env {
+            Some(p) => format!("{JAILER_ENV}={} is not an executable file", p.display()),
+            None => format!("no jailer beside {}", firecracker.display()),
+        };
+        let beside = firecracker.with_file_name("jailer");
+        return Check::warn(
+            "jailer",
+            NAME,
+            format!("{detail}; firecracker runs as root without chroot or seccomp"),
+            format!(
+                "# install the jailer of the same firecracker release as {} \
+                 (or set {JAILER_ENV})",
+                beside.display()
+            ),
+        );
+    };
+    match nix::unistd::User::from_name(JAIL_USER) {
+        Ok(Some(user)) => Check::pass(
+            "jailer",
+            NAME,
+            format!(
+                "{} (VMMs run as {JAIL_USER}, uid {})",
+                jailer.display(),
+                user.uid
+            ),
+        ),
+        _ => Check::warn(
+            "jailer",
+            NAME,
+            format!(
+                "{} found, but user {JAIL_USER} is missing: firecracker VMs fail to start",
+                jailer.display()
+            ),
+            format!("useradd --system --no-create-home --shell /usr/sbin/nologin {JAIL_USER}"),
+        ),
+    }
+}
+
 /// qemu-system-x86_64 and its version; required when QEMU is the backend.
 pub(super) fn qemu(ctx: &Ctx<'_>) -> Check {
     const NAME: &str = "qemu-system-x86_64";
@@ -243,6 +290,51 @@ mod tests {
 
         assert_eq!(default.status, Status::Warn);
         assert_eq!(configured.status, Status::Fail);
+    }
+
+    #[test]
+    fn a_firecracker_without_a_jailer_warns_and_says_where_it_goes() {
+        let t = tempfile::tempdir().unwrap();
+        let (host, paths, config) = (
+            fake_host(t.path()),
+            Paths::under(t.path()),
+            Config::default(),
+        );
+        crate::test_support::write_script(&t.path().join("bin/firecracker"), "#!/bin/sh\n");
+
+        let check = jailer(&Ctx::new(&host, &paths, &config));
+
+        assert_eq!(check.status, Status::Warn);
+        assert_eq!(
+            check.detail,
+            format!(
+                "no jailer beside {}; firecracker runs as root without chroot or seccomp",
+                t.path().join("bin/firecracker").display()
+            )
+        );
+        let fix = check.fix.unwrap();
+        assert!(
+            fix.contains(&*t.path().join("bin/jailer").to_string_lossy()),
+            "{fix}"
+        );
+        assert!(fix.contains("BANGER_JAILER"), "{fix}");
+    }
+
+    #[test]
+    fn the_jailer_is_not_needed_without_firecracker() {
+        let t = tempfile::tempdir().unwrap();
+        let (host, paths, config) = (
+            fake_host(t.path()),
+            Paths::under(t.path()),
+            Config::default(),
+        );
+
+        let check = jailer(&Ctx::new(&host, &paths, &config));
+
+        assert_eq!(
+            (check.status, check.detail.as_str()),
+            (Status::Pass, "unused: no firecracker")
+        );
     }
 
     #[test]

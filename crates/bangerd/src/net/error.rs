@@ -19,6 +19,12 @@ pub enum NetError {
     NoFreeSubnet,
     #[error("invalid port forward {spec}: {reason}")]
     InvalidPublish { spec: String, reason: String },
+    #[error("invalid {flag} {spec:?}: {reason}")]
+    InvalidPolicy {
+        flag: &'static str,
+        spec: String,
+        reason: String,
+    },
     #[error("lease {ip} is not a guest address of subnet {subnet}")]
     LeaseOutsideSubnet {
         ip: std::net::Ipv4Addr,
@@ -101,6 +107,16 @@ impl NetError {
             NetError::InvalidPublish { .. } => {
                 Some("use --publish HOST_PORT:GUEST_PORT[/tcp|/udp], e.g. 8080:80".into())
             }
+            NetError::InvalidPolicy { flag, .. } => Some(match *flag {
+                "--net-group" => "--net-group takes a name like `ci`".into(),
+                "--allow-host" => {
+                    "use --allow-host PORT or PORT/udp, e.g. --allow-host 8000".into()
+                }
+                "--allow" => {
+                    "use --allow CIDR[:PORT[/udp]], e.g. --allow 192.168.1.0/24:5000".into()
+                }
+                _ => "use --egress-allow DOMAIN, e.g. --egress-allow pypi.org".into(),
+            }),
             NetError::DnsPortInUse { holder, .. } => Some(match holder {
                 Some(h) => format!(
                     "stop {} (pid {}) or set `dns_listen` in config.toml to a free port",

@@ -2,10 +2,11 @@
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use super::nat::{NftTable, PortForward};
 use super::tap::{tap_index, Tap, TapPool};
-use super::{mac_for, nft, pick_subnet, Mac, NetError, Netlink, Subnet};
+use super::{mac_for, nft, pick_subnet, Guest, Guests, Mac, NetError, Netlink, Rules, Subnet};
 use crate::config::Config;
 
 /// Spare taps kept ready by default.
@@ -53,13 +54,16 @@ impl VmNet {
     }
 }
 
-/// The bridge, its NAT table and the tap pool, set up.
+/// The bridge, its NAT and isolation tables, the tap pool and the attached guests.
 pub struct HostNetwork {
     netlink: Netlink,
     bridge: String,
     table: NftTable,
     subnet: Subnet,
     taps: TapPool,
+    guests: Arc<Guests>,
+    /// Serialises rewrites of the guests' rules, so the last one reflects every change.
+    rules_lock: tokio::sync::Mutex<()>,
 }
 
 impl HostNetwork {
@@ -90,6 +94,7 @@ impl HostNetwork {
         let table = NftTable::for_bridge(&config.bridge);
         nft::install_base(&table, subnet, &config.bridge).await?;
         nft::enable_forwarding()?;
+        nft::enable_route_localnet(&config.bridge)?;
         let taps = TapPool::start(netlink.clone(), index, config.spare_taps, keep_taps).await?;
         tracing::info!(bridge = %config.bridge, %subnet, "host network ready");
         Ok(HostNetwork {
@@ -98,7 +103,14 @@ impl HostNetwork {
             table,
             subnet,
             taps,
+            guests: Arc::default(),
+            rules_lock: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// The attached guests and their policies (for DNS).
+    pub fn guests(&self) -> &Arc<Guests> {
+        &self.guests
     }
 
     pub fn subnet(&self) -> Subnet {
@@ -123,12 +135,14 @@ impl HostNetwork {
         &self.taps
     }
 
-    /// Gives VM `vm_id`, holding lease `ip`, a tap and its port forwards.
+    /// Gives VM `vm_id`, holding lease `ip`, a tap, its isolation rules (anti-spoofing
+    /// and `rules`) and its port forwards.
     pub async fn attach(
         &self,
         vm_id: &str,
         ip: Ipv4Addr,
         forwards: &[PortForward],
+        rules: Rules,
     ) -> Result<VmNet, NetError> {
         if !self.subnet.lease_range().any(|l| l == ip) {
             return Err(NetError::LeaseOutsideSubnet {
@@ -137,11 +151,27 @@ impl HostNetwork {
             });
         }
         let tap = self.taps.take().await?;
-        if let Err(e) = nft::add_forwards(&self.table, vm_id, ip, forwards).await {
+        let guest = Guest {
+            vm_id: vm_id.to_string(),
+            tap: tap.name.clone(),
+            ip,
+            mac: mac_for(ip),
+            rules,
+        };
+        let t0 = std::time::Instant::now();
+        let mut isolation_ms = 0;
+        let attached = async {
+            self.update_guests(|g| g.insert(guest)).await?;
+            isolation_ms = t0.elapsed().as_millis() as u64;
+            nft::add_forwards(&self.table, vm_id, ip, forwards).await
+        }
+        .await;
+        if let Err(e) = attached {
+            let _ = self.update_guests(|g| drop(g.remove(vm_id))).await;
             self.taps.give_back(tap).await?;
             return Err(e);
         }
-        tracing::info!(vm = vm_id, tap = %tap.name, %ip, "vm network attached");
+        tracing::info!(vm = vm_id, tap = %tap.name, %ip, isolation_ms, "vm network attached");
         Ok(VmNet {
             tap,
             ip,
@@ -150,9 +180,42 @@ impl HostNetwork {
         })
     }
 
-    /// Removes VM `vm_id`'s port forwards and deletes its tap. Safe to repeat and safe
-    /// after a crash (missing pieces are skipped). The lease is the store's to free.
+    /// After a daemon restart: the rules of exactly these guests (the adopted VMs).
+    pub async fn restore(&self, guests: Vec<Guest>) -> Result<(), NetError> {
+        self.update_guests(|g| {
+            for guest in guests {
+                g.insert(guest);
+            }
+        })
+        .await
+    }
+
+    /// Changes the guest list and rewrites the rules to match it.
+    async fn update_guests(&self, change: impl FnOnce(&Guests)) -> Result<(), NetError> {
+        let _rules = self.rules_lock.lock().await;
+        change(&self.guests);
+        nft::set_guests(&self.table, &self.guests.all()).await
+    }
+
+    /// Lets guest `guest` reach `addrs` for `secs` seconds (answers for its
+    /// `--egress-allow` domains).
+    pub async fn allow_egress(
+        &self,
+        guest: Ipv4Addr,
+        addrs: &[Ipv4Addr],
+        secs: u32,
+    ) -> Result<(), NetError> {
+        nft::allow_egress(&self.table, guest, addrs, secs).await
+    }
+
+    /// Removes VM `vm_id`'s isolation rules, port forwards and tap. Safe to repeat and
+    /// safe after a crash (missing pieces are skipped). The lease is the store's to free.
     pub async fn release(&self, vm_id: &str, tap: Option<&str>) -> Result<(), NetError> {
+        let gone = self.guests.by_vm(vm_id);
+        self.update_guests(|g| drop(g.remove(vm_id))).await?;
+        if let Some(guest) = gone.filter(|g| !g.rules.egress.is_empty()) {
+            nft::forget_egress(&self.table, guest.ip).await?;
+        }
         nft::remove_forwards(&self.table, vm_id).await?;
         if let Some(name) = tap {
             self.taps.destroy(name).await?;

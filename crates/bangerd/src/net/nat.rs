@@ -8,17 +8,13 @@
 //!   chain postrouting { type nat hook postrouting priority srcnat; policy accept;
 //!     ip saddr SUBNET oifname != BRIDGE masquerade                     # guests -> uplink
 //!     oifname BRIDGE ip saddr SUBNET ct status dnat masquerade          # hairpin publish
-//!   }
-//!   chain forward { type filter hook forward priority filter; policy accept;
-//!     iifname BRIDGE accept
-//!     oifname BRIDGE ct state established,related accept
-//!     oifname BRIDGE ct status dnat accept
+//!     oifname BRIDGE ip saddr 127.0.0.0/8 masquerade                    # localhost publish
 //!   }
 //!   chain prerouting { type nat hook prerouting priority dstnat; policy accept;
 //!     fib daddr type local jump vm_ID comment "banger vm ID"           # one per VM
 //!   }
 //!   chain output { type nat hook output priority dstnat; policy accept;
-//!     fib daddr type local ip daddr != 127.0.0.0/8 jump vm_ID comment "banger vm ID"
+//!     fib daddr type local jump vm_ID comment "banger vm ID"
 //!   }
 //!   chain vm_ID { tcp dport HOST dnat to GUEST_IP:GUEST }             # --publish
 //! }
@@ -26,8 +22,10 @@
 //!
 //! The base chains' own rules are rewritten by [`base_ruleset`]; the VM jumps in
 //! `prerouting`/`output` and the `vm_*` chains are left alone, so a daemon restart keeps
-//! running VMs' port forwards. Loopback destinations are not forwarded: that needs
-//! `route_localnet`, which banger does not touch.
+//! running VMs' port forwards. A published port answers on 127.0.0.1 too: the bridge
+//! has `route_localnet` so such packets may leave through it, masqueraded (guests still
+//! cannot reach the host's loopback: the input chain of [`super::isolation`] drops it).
+//! The filter chains (forward, input) and the bridge table are [`super::isolation`]'s.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -50,12 +48,10 @@ const DEFAULT_BRIDGE: &str = "banger0";
 pub const PREROUTING: &str = "prerouting";
 pub const OUTPUT: &str = "output";
 const POSTROUTING: &str = "postrouting";
-const FORWARD: &str = "forward";
 const VM_CHAIN_PREFIX: &str = "vm_";
 const TAG_PREFIX: &str = "banger vm ";
 
 const PRIO_DSTNAT: i32 = -100;
-const PRIO_FILTER: i32 = 0;
 const PRIO_SRCNAT: i32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -65,7 +61,7 @@ pub enum Proto {
 }
 
 impl Proto {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
@@ -193,7 +189,6 @@ impl NftTable {
                 NfHook::Postrouting,
                 PRIO_SRCNAT,
             ),
-            (FORWARD, NfChainType::Filter, NfHook::Forward, PRIO_FILTER),
             (
                 PREROUTING,
                 NfChainType::NAT,
@@ -212,7 +207,6 @@ impl NftTable {
             }));
         }
         batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.chain(POSTROUTING))));
-        batch.add_cmd(NfCmd::Flush(FlushObject::Chain(self.chain(FORWARD))));
 
         let from_subnet = matches(payload("ip", "saddr"), prefix(subnet), Operator::EQ);
         let to_bridge = matches(meta(MetaKey::Oifname), string(bridge), Operator::EQ);
@@ -236,29 +230,18 @@ impl NftTable {
                 ],
             ),
             (
-                FORWARD,
+                POSTROUTING,
                 vec![
-                    matches(meta(MetaKey::Iifname), string(bridge), Operator::EQ),
-                    accept(),
+                    to_bridge,
+                    matches(payload("ip", "saddr"), prefix(LOOPBACK), Operator::EQ),
+                    Statement::Masquerade(None),
                 ],
             ),
-            (
-                FORWARD,
-                vec![
-                    to_bridge.clone(),
-                    matches(
-                        ct("state"),
-                        Expression::List(vec![string("established"), string("related")]),
-                        Operator::IN,
-                    ),
-                    accept(),
-                ],
-            ),
-            (FORWARD, vec![to_bridge, dnatted, accept()]),
         ];
         for (chain, expr) in rules {
             batch.add(NfListObject::Rule(self.rule(chain, expr, None)));
         }
+        self.isolation_base(&mut batch, subnet, bridge);
         batch.to_nftables()
     }
 
@@ -300,7 +283,6 @@ impl NftTable {
             string("local"),
             Operator::EQ,
         );
-        let not_loopback = matches(payload("ip", "daddr"), prefix(LOOPBACK), Operator::NEQ);
         let jump = Statement::Jump(JumpTarget {
             target: chain_name.clone().into(),
         });
@@ -312,7 +294,7 @@ impl NftTable {
         )));
         batch.add(NfListObject::Rule(self.rule(
             OUTPUT,
-            vec![local, not_loopback, jump],
+            vec![local, jump],
             tag,
         )));
         Ok(batch.to_nftables())
@@ -380,7 +362,7 @@ impl NftTable {
     }
 }
 
-fn matches(
+pub(super) fn matches(
     left: Expression<'static>,
     right: Expression<'static>,
     op: Operator,
@@ -388,15 +370,15 @@ fn matches(
     Statement::Match(Match { left, right, op })
 }
 
-fn accept() -> Statement<'static> {
+pub(super) fn accept() -> Statement<'static> {
     Statement::Accept(None)
 }
 
-fn string(s: &str) -> Expression<'static> {
+pub(super) fn string(s: &str) -> Expression<'static> {
     Expression::String(s.to_string().into())
 }
 
-fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
+pub(super) fn payload(protocol: &'static str, field: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::Payload(Payload::PayloadField(
         PayloadField {
             protocol: protocol.into(),
@@ -412,11 +394,11 @@ fn prefix(subnet: Subnet) -> Expression<'static> {
     }))
 }
 
-fn meta(key: MetaKey) -> Expression<'static> {
+pub(super) fn meta(key: MetaKey) -> Expression<'static> {
     Expression::Named(NamedExpression::Meta(Meta { key }))
 }
 
-fn ct(key: &'static str) -> Expression<'static> {
+pub(super) fn ct(key: &'static str) -> Expression<'static> {
     Expression::Named(NamedExpression::CT(CT {
         key: key.into(),
         family: None,

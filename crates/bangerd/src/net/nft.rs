@@ -11,7 +11,7 @@ use nftables::schema::Nftables;
 use serde_json::Value;
 
 use super::nat::{self, NftTable, PortForward};
-use super::{NetError, Subnet};
+use super::{isolation, Guest, NetError, Subnet};
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
@@ -34,10 +34,22 @@ async fn apply(ruleset: &Nftables<'_>, what: &str) -> Result<(), NetError> {
         .map_err(wrap(what))
 }
 
-/// Creates the bridge's table if needed and (re)writes its NAT and forward rules.
+/// Creates the bridge's tables if needed and (re)writes their base rules, in one
+/// transaction.
 pub async fn install_base(table: &NftTable, subnet: Subnet, bridge: &str) -> Result<(), NetError> {
     let what = format!("install table ip {}", table.name());
-    apply(&table.base_ruleset(subnet, bridge), &what).await
+    let mut doc = serde_json::to_value(table.base_ruleset(subnet, bridge)).map_err(|e| {
+        NetError::NftOutput {
+            detail: e.to_string(),
+        }
+    })?;
+    if let Some(objects) = doc["nftables"].as_array_mut() {
+        objects.extend(table.dns_limit_objects(bridge));
+    }
+    helper::apply_ruleset_raw_async(&doc.to_string(), DEFAULT_NFT, std::iter::empty::<&str>())
+        .await
+        .map(drop)
+        .map_err(wrap(&what))
 }
 
 /// Installs one VM's port forwards, replacing any it had.
@@ -92,8 +104,89 @@ pub async fn vms_with_forwards(table: &NftTable) -> Result<Vec<String>, NetError
     Ok(ids)
 }
 
-/// Deletes the table and everything in it; a missing table is not an error.
+/// Rewrites the isolation sets for exactly these guests.
+pub async fn set_guests(table: &NftTable, guests: &[Guest]) -> Result<(), NetError> {
+    apply(
+        &table.guests_ruleset(guests),
+        "update guest isolation rules",
+    )
+    .await
+}
+
+/// Lets `guest` reach `addrs` for `secs` seconds.
+pub async fn allow_egress(
+    table: &NftTable,
+    guest: Ipv4Addr,
+    addrs: &[Ipv4Addr],
+    secs: u32,
+) -> Result<(), NetError> {
+    let what = format!("allow egress of {guest}");
+    apply(&table.egress_ruleset(guest, addrs, secs), &what).await
+}
+
+/// Forgets every egress address `guest` was given.
+pub async fn forget_egress(table: &NftTable, guest: Ipv4Addr) -> Result<(), NetError> {
+    let args = ["list", "set", "ip", table.name(), isolation::EGRESS];
+    let json = match helper::get_current_ruleset_raw_async(DEFAULT_NFT, args).await {
+        Ok(json) => json,
+        Err(NftablesError::NftFailed { stderr, .. }) if stderr.contains("No such file") => {
+            return Ok(())
+        }
+        Err(e) => return Err(wrap("list egress set")(e)),
+    };
+    let pairs: Vec<(Ipv4Addr, Ipv4Addr)> = egress_pairs(&json)?
+        .into_iter()
+        .filter(|(g, _)| *g == guest)
+        .collect();
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let what = format!("forget egress of {guest}");
+    match apply(&table.egress_removal_ruleset(&pairs), &what).await {
+        // An element that timed out in between is gone already.
+        Err(NetError::NftFailed { stderr, .. }) if stderr.contains("No such file") => Ok(()),
+        other => other,
+    }
+}
+
+/// The (guest, address) pairs of a `nft -j list set` of the egress set.
+fn egress_pairs(json: &str) -> Result<Vec<(Ipv4Addr, Ipv4Addr)>, NetError> {
+    let bad = |detail: String| NetError::NftOutput { detail };
+    let doc: Value = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
+    let mut pairs = Vec::new();
+    for object in doc["nftables"].as_array().into_iter().flatten() {
+        for elem in object["set"]["elem"].as_array().into_iter().flatten() {
+            let concat = elem["elem"]["val"]["concat"]
+                .as_array()
+                .or_else(|| elem["concat"].as_array());
+            let ips: Vec<Ipv4Addr> = concat
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str()?.parse().ok())
+                .collect();
+            if let [g, a] = ips[..] {
+                pairs.push((g, a));
+            }
+        }
+    }
+    Ok(pairs)
+}
+
+/// Deletes the bridge's tables (ip and bridge family, and the DNS caps) and everything
+/// in them; missing tables are not an error.
 pub async fn delete_table(table: &NftTable) -> Result<(), NetError> {
+    let limits = serde_json::json!({"nftables": [
+        {"add": {"table": {"family": "ip", "name": table.dns_limit_table()}}},
+        {"delete": {"table": {"family": "ip", "name": table.dns_limit_table()}}}
+    ]});
+    helper::apply_ruleset_raw_async(&limits.to_string(), DEFAULT_NFT, std::iter::empty::<&str>())
+        .await
+        .map_err(wrap("delete the DNS limit table"))?;
+    let bridge = format!("delete table bridge {}", table.name());
+    match apply(&table.delete_bridge_table_ruleset(), &bridge).await {
+        Err(NetError::NftFailed { stderr, .. }) if stderr.contains("No such file") => {}
+        other => other?,
+    }
     if list_table(table).await?.is_none() {
         return Ok(());
     }
@@ -155,6 +248,14 @@ impl TableListing {
     }
 }
 
+/// Lets packets from 127.0.0.0/8 leave through `bridge` (to publish on localhost).
+pub fn enable_route_localnet(bridge: &str) -> Result<(), NetError> {
+    let path = Path::new("/proc/sys/net/ipv4/conf")
+        .join(bridge)
+        .join("route_localnet");
+    fs_err::write(&path, "1\n").map_err(|source| NetError::Sysctl { path, source })
+}
+
 /// Whether the kernel forwards IPv4 (`net.ipv4.ip_forward`), for doctor.
 pub fn forwarding_enabled() -> Result<bool, NetError> {
     read_flag(Path::new(IP_FORWARD))
@@ -207,6 +308,23 @@ mod tests {
                 handle: 11,
                 comment: "banger vm abc".into()
             }]
+        );
+    }
+
+    #[test]
+    fn egress_pairs_are_read_with_and_without_timeouts() {
+        let json = r#"{"nftables": [{"metainfo": {}}, {"set": {"family": "ip", "name": "egress",
+            "table": "banger", "type": ["ipv4_addr", "ipv4_addr"], "flags": ["timeout"],
+            "elem": [{"elem": {"val": {"concat": ["172.30.0.2", "203.0.113.10"]},
+                      "timeout": 600, "expires": 599}},
+                     {"concat": ["172.30.0.3", "1.2.3.4"]}]}}]}"#;
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            egress_pairs(json).unwrap(),
+            [
+                (ip("172.30.0.2"), ip("203.0.113.10")),
+                (ip("172.30.0.3"), ip("1.2.3.4"))
+            ]
         );
     }
 

@@ -99,10 +99,15 @@ pub(crate) async fn stream(state: Arc<AppState>, req: Request) -> HttpResponse {
             other => Err(DaemonError::invalid(format!("{other:?} does not stream"))),
         };
         match result {
-            Ok(Some(response)) => send(StreamEvent::Done { response }).await,
+            Ok(Some(response)) => {
+                send(StreamEvent::Done {
+                    response: Box::new(response),
+                })
+                .await
+            }
             Ok(None) => {
                 send(StreamEvent::Done {
-                    response: Response::Ok,
+                    response: Box::new(Response::Ok),
                 })
                 .await
             }

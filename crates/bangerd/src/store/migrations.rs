@@ -60,6 +60,10 @@ pub const STEPS: &[&str] = &[
         warm          INTEGER NOT NULL DEFAULT 0
     ) STRICT;
     "#,
+    // 4: each VM's network policy (JSON of `NetPolicy`); older VMs become isolated.
+    r#"
+    ALTER TABLE vms ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 pub fn migrations() -> Migrations<'static> {

@@ -9,7 +9,7 @@ mod snapshots;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use banger_wire::api::{Backend, BootTimings, VmInfo, VmState};
+use banger_wire::api::{Backend, BootTimings, NetPolicy, VmInfo, VmState};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use migrations::STEPS as MIGRATIONS;
@@ -61,6 +61,8 @@ pub struct VmRecord {
     pub tap: Option<String>,
     /// `HOST:GUEST[/udp]` port forwards.
     pub publish: Vec<String>,
+    /// What the guest may reach, resolved against the defaults at create.
+    pub policy: NetPolicy,
 }
 
 impl VmRecord {
@@ -79,6 +81,7 @@ impl VmRecord {
             created_at: self.created_at.clone(),
             boot: self.boot.clone(),
             last_error: self.last_error.clone(),
+            policy: (!self.no_network).then(|| self.policy.clone()),
         }
     }
 
@@ -111,6 +114,7 @@ impl VmRecord {
             last_error: row.get("last_error")?,
             tap: row.get("tap")?,
             publish: serde_json::from_str(&row.get::<_, String>("publish")?).unwrap_or_default(),
+            policy: serde_json::from_str(&row.get::<_, String>("policy")?).unwrap_or_default(),
         })
     }
 }
@@ -184,8 +188,8 @@ impl Store {
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         let res = self.conn().execute(
             "INSERT INTO vms (id, name, image, backend, vcpu, memory_mib, disk_size_mib, state,
-                              no_network, token, created_at, publish)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                              no_network, token, created_at, publish, policy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             params![
                 vm.id,
                 vm.name,
@@ -198,7 +202,8 @@ impl Store {
                 vm.no_network,
                 vm.token,
                 vm.created_at,
-                serde_json::to_string(&vm.publish).unwrap_or_else(|_| "[]".into())
+                serde_json::to_string(&vm.publish).unwrap_or_else(|_| "[]".into()),
+                serde_json::to_string(&vm.policy).unwrap_or_else(|_| "{}".into())
             ],
         );
         match res {
@@ -287,6 +292,15 @@ impl Store {
         self.conn().execute(
             "UPDATE vms SET vcpu = ?2, memory_mib = ?3, disk_size_mib = ?4 WHERE id = ?1",
             params![id, vcpu, memory_mib, disk_size_mib as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn set_policy(&self, id: &str, policy: &NetPolicy) -> Result<(), StoreError> {
+        let json = serde_json::to_string(policy).unwrap_or_else(|_| "{}".into());
+        self.conn().execute(
+            "UPDATE vms SET policy = ?2 WHERE id = ?1",
+            params![id, json],
         )?;
         Ok(())
     }
@@ -393,6 +407,7 @@ mod tests {
             last_error: None,
             tap: None,
             publish: vec![],
+            policy: NetPolicy::default(),
         }
     }
 

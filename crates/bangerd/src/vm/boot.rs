@@ -108,6 +108,7 @@ impl Manager {
                 .map_err(|source| DaemonError::Vmm { vm: rec.name.clone(), source })?;
             let files = image(&self.paths, &rec.image)?;
             let rt_dir = self.paths.vm_runtime_dir(&rec.id);
+            vmm.release(&rt_dir, &rec.id);
             let _ = std::fs::remove_dir_all(&rt_dir);
             std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", rt_dir.clone()))?;
             let vm_dir = self.paths.vm_dir(&rec.id);
@@ -143,12 +144,12 @@ impl Manager {
             };
             // A listening endpoint must exist before the guest can dial it.
             let tap = vm_net.as_ref().map(|n| n.tap.name.clone());
-            let listener = match vmm.agent_listen_path(&rt_dir) {
-                Some(p) => match tokio::net::UnixListener::bind(&p) {
+            let listener = match vmm.agent_listen_path(&rt_dir, &rec.id) {
+                Some(p) => match bind_agent(vmm.as_ref(), &p) {
                     Ok(l) => Some(l),
                     Err(e) => {
                         self.detach_network(rec, tap.as_deref()).await;
-                        return Err(io_err("binding agent socket", p)(e));
+                        return Err(e.into_daemon(rec, p));
                     }
                 },
                 None => None,
@@ -163,6 +164,7 @@ impl Manager {
             let launched = match tracing::info_span!("launch").in_scope(|| launching).await {
                 Ok(l) => l,
                 Err(source) => {
+                    vmm.release(&rt_dir, &rec.id);
                     let _ = std::fs::remove_dir_all(&rt_dir);
                     self.detach_network(rec, tap.as_deref()).await;
                     return Err(DaemonError::Vmm { vm: rec.name.clone(), source });
@@ -263,7 +265,9 @@ impl Manager {
             if let Err(e) = this.store.set_exited(&rec.id, state, why.as_deref()) {
                 tracing::error!(vm = %rec.name, cause = %e, "cannot record vmm exit");
             }
-            let _ = std::fs::remove_dir_all(this.paths.vm_runtime_dir(&rec.id));
+            let rt_dir = this.paths.vm_runtime_dir(&rec.id);
+            rt2.vmm.release(&rt_dir, &rec.id);
+            let _ = std::fs::remove_dir_all(&rt_dir);
             let tap = this
                 .store
                 .get_vm(&rec.id)
@@ -298,13 +302,14 @@ impl Manager {
             .map_err(|_| DaemonError::invalid(format!("bad lease {}", lease.ip)))?;
         let forwards: Vec<crate::net::PortForward> =
             rec.publish.iter().filter_map(|p| p.parse().ok()).collect();
-        let vm_net =
-            net.attach(&rec.id, ip, &forwards)
-                .await
-                .map_err(|source| DaemonError::Network {
-                    vm: rec.name.clone(),
-                    source: Box::new(source),
-                })?;
+        let rules = crate::net::Rules::parse(&rec.policy).map_err(DaemonError::from_net)?;
+        let vm_net = net
+            .attach(&rec.id, ip, &forwards, rules)
+            .await
+            .map_err(|source| DaemonError::Network {
+                vm: rec.name.clone(),
+                source: Box::new(source),
+            })?;
         self.store.set_tap(&rec.id, Some(&vm_net.tap.name))?;
         Ok(Some(vm_net))
     }
@@ -334,14 +339,11 @@ impl Manager {
             })?;
         let pid = rec.pid.unwrap_or_default();
         let rt_dir = self.paths.vm_runtime_dir(&rec.id);
-        let launched = vmm.attach(&rt_dir, pid);
-        let listener = match vmm.agent_listen_path(&rt_dir) {
+        let launched = vmm.attach(&rt_dir, &rec.id, pid);
+        let listener = match vmm.agent_listen_path(&rt_dir, &rec.id) {
             Some(p) => {
                 let _ = std::fs::remove_file(&p);
-                Some(
-                    tokio::net::UnixListener::bind(&p)
-                        .map_err(io_err("binding agent socket", p))?,
-                )
+                Some(bind_agent(vmm.as_ref(), &p).map_err(|e| e.into_daemon(rec, p))?)
             }
             None => None,
         };
@@ -367,6 +369,36 @@ impl Manager {
         });
         Ok(())
     }
+}
+
+enum BindError {
+    Io(std::io::Error),
+    Vmm(crate::vmm::VmmError),
+}
+
+impl BindError {
+    fn into_daemon(self, rec: &VmRecord, path: std::path::PathBuf) -> DaemonError {
+        match self {
+            BindError::Io(e) => io_err("binding agent socket", path)(e),
+            BindError::Vmm(source) => DaemonError::Vmm {
+                vm: rec.name.clone(),
+                source,
+            },
+        }
+    }
+}
+
+/// Binds the agent socket (creating its directory, e.g. a jail) and lets the VMM reach it.
+fn bind_agent(
+    vmm: &dyn crate::vmm::Vmm,
+    path: &std::path::Path,
+) -> Result<tokio::net::UnixListener, BindError> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(BindError::Io)?;
+    }
+    let listener = tokio::net::UnixListener::bind(path).map_err(BindError::Io)?;
+    vmm.share_agent_socket(path).map_err(BindError::Vmm)?;
+    Ok(listener)
 }
 
 /// Reconnects to the agent whenever its session drops while the VMM lives on (the

@@ -115,6 +115,7 @@ impl Manager {
             name,
             machine: Machine::of_snapshot(&snap),
             publish: spec.publish.clone(),
+            policy: spec.policy.clone(),
         })?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;

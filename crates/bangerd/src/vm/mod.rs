@@ -118,6 +118,8 @@ struct NewVm {
     name: String,
     machine: Machine,
     publish: Vec<String>,
+    /// The policy asked for, before the configured defaults.
+    policy: banger_wire::api::NetPolicy,
 }
 
 /// A std mutex's guard; a poisoned lock is still usable (its holder only panicked).
@@ -220,27 +222,52 @@ impl Manager {
     /// no row, no files, no process. A warm create resumes a clone of the machine's warm
     /// snapshot when there is one, and otherwise boots and (on first use) takes one.
     pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
-        if let Some(from) = spec.from_snapshot.clone() {
-            return self.create_clone(spec, &from).await;
-        }
-        if !spec.warm {
-            return self.create_cold(spec).await;
-        }
-        if let Some(vm) = self.create_warm(&spec).await? {
-            return Ok(vm);
-        }
-        let vm = self.create_cold(spec.clone()).await?;
-        if self.config.warm_on_first_use && !spec.no_start {
-            self.warm_on_first_use(&spec, &vm).await;
+        let vm = if let Some(from) = spec.from_snapshot.clone() {
+            self.create_clone(spec.clone(), &from).await?
+        } else if !spec.warm {
+            self.create_cold(spec.clone()).await?
+        } else if let Some(vm) = self.create_warm(&spec).await? {
+            vm
+        } else {
+            let vm = self.create_cold(spec.clone()).await?;
+            if self.config.warm_on_first_use && !spec.no_start {
+                self.warm_on_first_use(&spec, &vm).await;
+            }
+            vm
+        };
+        if !spec.exec_only && !spec.no_start {
+            self.wait_ssh(&vm.id).await;
         }
         Ok(vm)
     }
 
-    /// The row of a new VM: checks that its name is free, its port forwards parse and
-    /// it has the network they need; gives it a fresh id and agent token.
+    /// Waits until the guest's sshd accepts connections (the agent knows when), so a
+    /// VM is answered as ready only when `ssh` works. An agent too old to tell, or a
+    /// guest without sshd, is not waited for.
+    async fn wait_ssh(&self, id: &str) {
+        let t0 = std::time::Instant::now();
+        let Ok(rec) = self.record(id) else { return };
+        let Ok(agent) = self.agent(&rec).await else {
+            return;
+        };
+        match agent.ssh_ready().await {
+            Ok(listening) => {
+                let ssh_ready_ms = t0.elapsed().as_millis() as u64;
+                tracing::info!(vm = %rec.name, listening, ssh_ready_ms, "sshd ready");
+            }
+            Err(e) => {
+                tracing::debug!(vm = %rec.name, cause = %e, "agent cannot tell when sshd is ready")
+            }
+        }
+    }
+
+    /// The row of a new VM: checks that its name is free, its port forwards and network
+    /// policy parse and it has the network they need; gives it a fresh id and agent token.
     fn new_record(&self, new: NewVm) -> Result<VmRecord, DaemonError> {
         let m = new.machine;
         spec::validate_publish(&new.publish)?;
+        let policy = crate::net::policy::resolve(&self.config.default_policy(), &new.policy);
+        crate::net::Rules::parse(&policy).map_err(DaemonError::from_net)?;
         if !m.no_network {
             self.network()?;
         } else if !new.publish.is_empty() {
@@ -269,6 +296,7 @@ impl Manager {
             last_error: None,
             tap: None,
             publish: new.publish,
+            policy,
         })
     }
 
@@ -290,6 +318,7 @@ impl Manager {
             name,
             machine,
             publish: spec.publish.clone(),
+            policy: spec.policy.clone(),
         })?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
@@ -330,6 +359,7 @@ impl Manager {
         if slot.runtime().is_none() {
             self.boot(&slot, &rec).await?;
         }
+        self.wait_ssh(&rec.id).await;
         self.show(&rec.id)
     }
 
@@ -348,6 +378,7 @@ impl Manager {
         self.halt(&slot, &rec, false).await;
         let rec = self.record(name)?;
         self.boot(&slot, &rec).await?;
+        self.wait_ssh(&rec.id).await;
         self.show(&rec.id)
     }
 
@@ -377,6 +408,9 @@ impl Manager {
                 ),
             });
         }
+        let policy = (!change.policy.is_empty())
+            .then(|| self.changed_policy(&rec, &change.policy))
+            .transpose()?;
         let vcpu = change.vcpu.unwrap_or(rec.vcpu);
         let memory_mib = change.memory_mib.unwrap_or(rec.memory_mib);
         let disk_size_mib = change.disk_size_mib.unwrap_or(rec.disk_size_mib);
@@ -386,7 +420,42 @@ impl Manager {
         }
         self.store
             .set_resources(&rec.id, vcpu, memory_mib, disk_size_mib)?;
+        if let Some(policy) = policy {
+            self.store.set_policy(&rec.id, &policy)?;
+        }
         self.show(&rec.id)
+    }
+
+    /// The VM's policy with `vm set`'s changes, checked.
+    fn changed_policy(
+        &self,
+        rec: &VmRecord,
+        change: &banger_wire::api::NetPolicyChange,
+    ) -> Result<banger_wire::api::NetPolicy, DaemonError> {
+        if rec.no_network {
+            return Err(DaemonError::invalid(format!(
+                "vm {} has no network, so it has no network policy",
+                rec.name
+            )));
+        }
+        let mut policy = rec.policy.clone();
+        if let Some(mode) = change.mode {
+            policy.mode = Some(mode);
+        }
+        if let Some(group) = &change.group {
+            policy.group = (!group.is_empty()).then(|| group.clone());
+        }
+        for (new, old) in [
+            (&change.allow_host, &mut policy.allow_host),
+            (&change.allow, &mut policy.allow),
+            (&change.egress_allow, &mut policy.egress_allow),
+        ] {
+            if let Some(new) = new {
+                *old = new.clone();
+            }
+        }
+        crate::net::Rules::parse(&policy).map_err(DaemonError::from_net)?;
+        Ok(policy)
     }
 
     /// Opens an exec stream to the VM's agent; the request has been sent.
@@ -474,6 +543,7 @@ impl Manager {
     /// Reconciles the store with reality after a daemon start: adopts VMs whose VMM
     /// still runs, marks dead ones stopped and cleans stale runtime files.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), DaemonError> {
+        let mut guests = Vec::new();
         for rec in self.store.list_vms()? {
             let alive = match (rec.pid, rec.pid_start) {
                 (Some(pid), Some(start)) => process::is_same_process(pid, start),
@@ -482,8 +552,9 @@ impl Manager {
             if alive {
                 let this = self.clone();
                 let slot = self.slot(&rec.id);
-                if let Err(e) = this.adopt(&slot, &rec).await {
-                    tracing::warn!(vm = %rec.name, cause = %e, "cannot adopt running vm");
+                match this.adopt(&slot, &rec).await {
+                    Ok(()) => guests.extend(self.guest_of(&rec)?),
+                    Err(e) => tracing::warn!(vm = %rec.name, cause = %e, "cannot adopt running vm"),
                 }
             } else {
                 if rec.state != VmState::Stopped && rec.state != VmState::Crashed {
@@ -494,10 +565,36 @@ impl Manager {
                         Some("the vmm exited while the daemon was down"),
                     )?;
                 }
-                let _ = fs_err::remove_dir_all(self.paths.vm_runtime_dir(&rec.id));
+                let rt_dir = self.paths.vm_runtime_dir(&rec.id);
+                if let Ok(vmm) = self.backends.get(rec.backend) {
+                    vmm.release(&rt_dir, &rec.id);
+                }
+                let _ = fs_err::remove_dir_all(rt_dir);
             }
         }
+        // Exactly the adopted guests keep their isolation rules; stale ones go.
+        if let Ok(net) = &self.net {
+            net.restore(guests).await.map_err(DaemonError::from_net)?;
+        }
         Ok(())
+    }
+
+    /// An adopted VM's guest entry: its tap, lease and policy.
+    fn guest_of(&self, rec: &VmRecord) -> Result<Option<crate::net::Guest>, DaemonError> {
+        let (Some(tap), Some(lease)) = (&rec.tap, self.store.lease_of(&rec.id)?) else {
+            return Ok(None);
+        };
+        let Ok(ip) = lease.ip.parse() else {
+            return Ok(None);
+        };
+        let rules = crate::net::Rules::parse(&rec.policy).unwrap_or_default();
+        Ok(Some(crate::net::Guest {
+            vm_id: rec.id.clone(),
+            tap: tap.clone(),
+            ip,
+            mac: crate::net::mac_for(ip),
+            rules,
+        }))
     }
 
     pub fn running_count(&self) -> u32 {

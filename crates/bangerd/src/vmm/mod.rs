@@ -84,6 +84,8 @@ pub struct Launched {
     /// The VMM's control socket (Firecracker API or QMP).
     pub control_socket: PathBuf,
     pub agent: AgentEndpoint,
+    /// The uid a jailed VMM runs as; its sockets must be owned by it. `None`: root.
+    pub vmm_uid: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +122,14 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
+    #[error("user {user} does not exist; the jailed VMM runs as it")]
+    JailUserMissing { user: String },
+    #[error("preparing the VMM's jail {path} failed")]
+    Jail {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Unsupported(String),
     #[error("the VMM user {user:?} does not exist")]
@@ -146,6 +156,9 @@ impl VmmError {
                 "VMMs never run as root; create the user with `make install` or `{}`",
                 user::CREATE_VMM_USER
             )),
+            VmmError::JailUserMissing { user } => Some(format!(
+                "create it: useradd --system --no-create-home --shell /usr/sbin/nologin {user}"
+            )),
             _ => None,
         }
     }
@@ -168,12 +181,22 @@ pub trait Vmm: Send + Sync {
 
     /// Where the daemon must listen for the agent before launch, for backends whose
     /// guest dials out (Firecracker vsock). `None` when the daemon connects instead.
-    fn agent_listen_path(&self, _runtime_dir: &std::path::Path) -> Option<PathBuf> {
+    /// Its directory may not exist yet.
+    fn agent_listen_path(&self, _runtime_dir: &std::path::Path, _vm_id: &str) -> Option<PathBuf> {
         None
     }
 
+    /// Lets the VMM reach the agent socket the daemon bound (a jailed VMM is not root).
+    fn share_agent_socket(&self, _path: &std::path::Path) -> Result<(), VmmError> {
+        Ok(())
+    }
+
     /// Rebuilds the handle of a VMM that is still running after a daemon restart.
-    fn attach(&self, runtime_dir: &std::path::Path, pid: u32) -> Launched;
+    fn attach(&self, runtime_dir: &std::path::Path, vm_id: &str, pid: u32) -> Launched;
+
+    /// Removes what a VMM's run left on the host (sockets, jail, mounts, cgroup). Call
+    /// once the process is gone, before removing the runtime dir.
+    fn release(&self, _runtime_dir: &std::path::Path, _vm_id: &str) {}
 
     async fn pause(&self, launched: &Launched) -> Result<(), VmmError>;
     async fn resume(&self, launched: &Launched) -> Result<(), VmmError>;

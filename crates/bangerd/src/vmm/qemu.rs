@@ -198,11 +198,12 @@ impl Vmm for Qemu {
         self.spawn(spec, &[]).await
     }
 
-    fn attach(&self, runtime_dir: &Path, pid: u32) -> Launched {
+    fn attach(&self, runtime_dir: &Path, _vm_id: &str, pid: u32) -> Launched {
         Launched {
             pid,
             control_socket: runtime_dir.join("qmp.sock"),
             agent: AgentEndpoint::Connect(runtime_dir.join("agent.sock")),
+            vmm_uid: None,
         }
     }
 
@@ -290,7 +291,7 @@ impl Qemu {
             // the VM manager watches its pid.
             Ok(()) => {
                 guard.0 = None;
-                Ok(self.attach(&spec.runtime_dir, pid))
+                Ok(self.attach(&spec.runtime_dir, &spec.vm_id, pid))
             }
             Err(e) => {
                 drop(guard);

@@ -6,7 +6,9 @@
 //! * nothing is written through a symlink: every directory on the way must be a real
 //!   directory (the guest's own symlinks are created as links, never followed);
 //! * hard links must point at an entry of the same copy;
-//! * setuid, setgid and sticky bits are dropped, and files are owned by the caller;
+//! * setuid, setgid and sticky bits are dropped, the host's umask applies to the
+//!   guest's modes, and files are owned by the caller; a directory that already
+//!   exists on the host keeps its mode;
 //! * FIFOs and devices are skipped and reported.
 //!
 //! Directory modes are applied last, so a read-only directory still gets its files.
@@ -27,6 +29,18 @@ pub struct Target {
     pub root: PathBuf,
     pub from: OsString,
     pub to: OsString,
+    /// Permission bits taken off every mode the guest chose (the host's umask).
+    pub umask: u32,
+}
+
+/// This process's umask, read without changing it; 022 if the kernel does not say.
+pub fn current_umask() -> u32 {
+    let status = fs_err::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Umask:"))
+        .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        .unwrap_or(0o022)
 }
 
 /// What a download wrote.
@@ -58,6 +72,7 @@ fn unpack_entries<R: Read>(archive: R, target: &Target) -> Result<Unpacked, Copy
     ar.set_preserve_ownerships(false);
     ar.set_unpack_xattrs(false);
     ar.set_overwrite(true);
+    ar.set_mask(target.umask);
     let mut done = Unpacked::default();
     let mut dirs: Vec<(PathBuf, u32)> = Vec::new();
     for entry in ar.entries().map_err(|e| malformed(target, e))? {
@@ -79,11 +94,12 @@ fn unpack_entries<R: Read>(archive: R, target: &Target) -> Result<Unpacked, Copy
             Walk::NotADir => refuse("a directory on its way is a symlink or a file"),
             Walk::Io(p, source) => CopyError::Write { path: p, source },
         })?;
-        let mode = entry.header().mode().unwrap_or(0o644) & 0o777;
+        let mode = entry.header().mode().unwrap_or(0o644) & 0o777 & !target.umask;
         match entry.header().entry_type() {
             EntryType::Directory => {
-                make_dir(&dst).map_err(write_err)?;
-                dirs.push((dst, mode));
+                if make_dir(&dst).map_err(write_err)? {
+                    dirs.push((dst, mode));
+                }
             }
             EntryType::Regular | EntryType::Continuous | EntryType::Symlink => {
                 entry.unpack(&dst).map_err(write_err)?;
@@ -163,17 +179,18 @@ fn parents(root: &Path, rel: &Path, create: bool) -> Result<(), Walk> {
     Ok(())
 }
 
-/// Creates `dir`, or accepts it if it is already a real directory.
-fn make_dir(dir: &Path) -> io::Result<()> {
+/// Creates `dir` (`true`), or accepts it if it is already a real directory (`false`).
+fn make_dir(dir: &Path) -> io::Result<bool> {
     match std::fs::create_dir(dir) {
+        Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             if std::fs::symlink_metadata(dir)?.is_dir() {
-                Ok(())
+                Ok(false)
             } else {
                 Err(e)
             }
         }
-        other => other,
+        Err(e) => Err(e),
     }
 }
 
@@ -225,6 +242,7 @@ mod tests {
             root: root.to_path_buf(),
             from: from.into(),
             to: to.into(),
+            umask: 0o022,
         }
     }
 
@@ -269,6 +287,39 @@ mod tests {
         );
         // Let the temp dir go, also for a caller that is not root.
         fs_err::set_permissions(&out, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn the_host_umask_applies_to_the_guest_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = archive(&[
+            ("src/", EntryType::Directory, 0o1777, ""),
+            ("src/open", EntryType::Regular, 0o666, "x"),
+            ("src/suid", EntryType::Regular, 0o6777, "x"),
+        ]);
+
+        unpack(&data[..], &target(tmp.path(), "src", "src")).unwrap();
+
+        let out = tmp.path().join("src");
+        assert_eq!(mode(&out), 0o755);
+        assert_eq!(mode(&out.join("open")), 0o644);
+        assert_eq!(mode(&out.join("suid")), 0o755);
+    }
+
+    #[test]
+    fn an_existing_host_directory_keeps_its_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("src");
+        fs_err::create_dir(&dir).unwrap();
+        fs_err::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let data = archive(&[
+            ("src/", EntryType::Directory, 0o777, ""),
+            ("src/f", EntryType::Regular, 0o644, "x"),
+        ]);
+
+        unpack(&data[..], &target(tmp.path(), "src", "src")).unwrap();
+
+        assert_eq!(mode(&dir), 0o700);
     }
 
     #[test]

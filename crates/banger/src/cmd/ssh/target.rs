@@ -58,6 +58,9 @@ impl SshTarget {
             ("HostKeyAlgorithms", "ssh-ed25519".into()),
             ("UpdateHostKeys", "no".into()),
             ("CheckHostIP", "no".into()),
+            // The guest is not trusted with the user's agent or X display.
+            ("ForwardAgent", "no".into()),
+            ("ForwardX11", "no".into()),
         ];
         if let Some(proxy) = &self.proxy {
             // ssh takes the rest of the line as is, and expands `%` tokens in it.
@@ -67,10 +70,13 @@ impl SshTarget {
     }
 
     /// The arguments for `ssh`: options, the host, and the command (if any) quoted for
-    /// the remote shell so it arrives exactly as typed.
+    /// the remote shell so it arrives exactly as typed. Options on the command line
+    /// beat ~/.ssh/config, so a `Host *` there cannot forward anything to the guest.
     pub fn argv(&self, command: &[String]) -> Vec<OsString> {
         let mut argv = Vec::new();
-        for (key, value) in self.options() {
+        let mut options = self.options();
+        options.push(("ClearAllForwardings", "yes".into()));
+        for (key, value) in options {
             argv.push(OsString::from("-o"));
             argv.push(format!("{key}={value}").into());
         }
@@ -126,6 +132,22 @@ mod tests {
     }
 
     #[test]
+    fn argv_forwards_no_agent_no_x11_and_no_ports() {
+        let argv = target(None).argv(&[]);
+
+        let argv: Vec<&str> = argv.iter().map(|a| a.to_str().unwrap()).collect();
+        let end = argv.iter().position(|a| *a == "--").unwrap();
+        let options = &argv[..end];
+        for wanted in [
+            "ForwardAgent=no",
+            "ForwardX11=no",
+            "ClearAllForwardings=yes",
+        ] {
+            assert!(options.windows(2).any(|w| w == ["-o", wanted]), "{argv:?}");
+        }
+    }
+
+    #[test]
     fn no_command_means_a_login_shell() {
         let argv = target(None).argv(&[]);
 
@@ -160,7 +182,8 @@ mod tests {
             "Host web\n  HostName 172.30.0.2\n  User root\n  IdentityFile /var/lib/banger/ssh/id_ed25519\n  \
              IdentitiesOnly yes\n  UserKnownHostsFile /var/lib/banger/ssh/known_hosts/0a1b\n  \
              GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  HostKeyAlias banger-0a1b\n  \
-             HostKeyAlgorithms ssh-ed25519\n  UpdateHostKeys no\n  CheckHostIP no\n"
+             HostKeyAlgorithms ssh-ed25519\n  UpdateHostKeys no\n  CheckHostIP no\n  \
+             ForwardAgent no\n  ForwardX11 no\n"
         );
     }
 

@@ -34,6 +34,8 @@ const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct ApiClient {
     socket: PathBuf,
     timeout: Duration,
+    /// The uid that must own the socket (a jailed VMM's); any owner when `None`.
+    owner: Option<u32>,
 }
 
 impl ApiClient {
@@ -41,7 +43,14 @@ impl ApiClient {
         ApiClient {
             socket: socket.into(),
             timeout: DEFAULT_TIMEOUT,
+            owner: None,
         }
+    }
+
+    /// Only talks over a socket owned by `owner` (see [`super::jail::connect_owned`]).
+    pub fn owned_by(mut self, owner: Option<u32>) -> ApiClient {
+        self.owner = owner;
+        self
     }
 
     /// Overrides the per-request timeout of non-snapshot calls.
@@ -172,7 +181,10 @@ impl ApiClient {
     }
 
     async fn round_trip(&self, request: Request<Full<Bytes>>) -> io::Result<(StatusCode, Bytes)> {
-        let stream = UnixStream::connect(&self.socket).await?;
+        let stream = match self.owner {
+            Some(uid) => super::jail::connect_owned(&self.socket, uid).await?,
+            None => UnixStream::connect(&self.socket).await?,
+        };
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(io::Error::other)?;

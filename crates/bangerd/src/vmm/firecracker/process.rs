@@ -13,7 +13,7 @@ use tokio::net::UnixStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use super::{api_socket_path, vsock_uds_path, BACKEND};
+use super::{Layout, API_SOCKET, BACKEND, VSOCK_UDS};
 use crate::vmm::{LaunchSpec, VmmError};
 
 /// How long firecracker may take to open its API socket (it takes milliseconds).
@@ -40,15 +40,22 @@ pub(super) struct Starting {
 }
 
 impl Starting {
-    /// Spawns `firecracker` for `spec` in its own process group, with stdio on files so it
+    /// Spawns `binary` (firecracker, or the jailer that execs it in place, so the pid is
+    /// firecracker's) for `spec` in its own process group, with stdio on files so it
     /// outlives the daemon.
-    pub(super) fn spawn(binary: &Path, spec: &LaunchSpec) -> Result<Starting, VmmError> {
+    pub(super) fn spawn(
+        binary: &Path,
+        args: &[OsString],
+        spec: &LaunchSpec,
+        layout: &Layout,
+    ) -> Result<Starting, VmmError> {
         let spawn_error = |source: io::Error| VmmError::Spawn {
             binary: binary.display().to_string(),
             source,
         };
-        let api_socket = api_socket_path(&spec.runtime_dir);
-        let sockets = vec![api_socket.clone(), vsock_uds_path(&spec.runtime_dir)];
+        let api_socket = layout.host(API_SOCKET);
+        let sockets = vec![api_socket.clone(), layout.host(VSOCK_UDS)];
+        let watched = api_socket.parent().unwrap_or(Path::new("/")).to_path_buf();
         for socket in &sockets {
             remove_stale_socket(socket).map_err(spawn_error)?;
         }
@@ -64,11 +71,11 @@ impl Starting {
         let inotify = Inotify::init().map_err(spawn_error)?;
         inotify
             .watches()
-            .add(&spec.runtime_dir, WatchMask::CREATE | WatchMask::MOVED_TO)
+            .add(&watched, WatchMask::CREATE | WatchMask::MOVED_TO)
             .map_err(|e| {
                 spawn_error(io::Error::new(
                     e.kind(),
-                    format!("watching {}: {e}", spec.runtime_dir.display()),
+                    format!("watching {}: {e}", watched.display()),
                 ))
             })?;
         let events = inotify
@@ -77,13 +84,7 @@ impl Starting {
 
         let mut command = Command::new(binary);
         command
-            .arg("--api-sock")
-            .arg(&api_socket)
-            .arg("--id")
-            .arg(&spec.vm_id)
-            .arg("--log-path")
-            .arg(&spec.vmm_log)
-            .args(["--level", "Info", "--boot-timer"])
+            .args(args)
             .stdin(Stdio::null())
             // Firecracker writes the guest's serial console to stdout.
             .stdout(serial.try_clone().map_err(spawn_error)?)
@@ -98,7 +99,7 @@ impl Starting {
                 "the process exited before its pid was read",
             ))
         })?;
-        tracing::debug!(vm = %spec.vm_id, pid, socket = %api_socket.display(), "spawned firecracker");
+        tracing::debug!(vm = %spec.vm_id, pid, binary = %binary.display(), socket = %api_socket.display(), "spawned firecracker");
         Ok(Starting {
             binary: binary.to_path_buf(),
             child: Some(child),
@@ -117,12 +118,17 @@ impl Starting {
     }
 
     /// Waits until the API socket accepts connections: woken by inotify when a file
-    /// appears in the runtime dir, failing at once if the process exits first.
-    pub(super) async fn wait_for_api(&mut self) -> Result<(), VmmError> {
+    /// appears in its directory, failing at once if the process exits first. With
+    /// `owner`, the socket must be one that uid created (see [`super::jail::connect_owned`]).
+    pub(super) async fn wait_for_api(&mut self, owner: Option<u32>) -> Result<(), VmmError> {
         let socket = self.api_socket.clone();
         let deadline = Instant::now() + API_SOCKET_DEADLINE;
         loop {
-            let bound_not_listening = match UnixStream::connect(&socket).await {
+            let connected = match owner {
+                Some(uid) => super::jail::connect_owned(&socket, uid).await,
+                None => UnixStream::connect(&socket).await,
+            };
+            let bound_not_listening = match connected {
                 Ok(_) => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => false,
                 // Between firecracker's bind() and listen(): a matter of microseconds.
@@ -247,7 +253,7 @@ fn remove_stale_socket(path: &Path) -> io::Result<()> {
 
 /// Firecracker opens its log file without `O_APPEND` and writes from offset 0, so an
 /// old log would be overwritten in place. Keep the previous run's log as `<name>.prev`.
-fn rotate_log(path: &Path) -> io::Result<()> {
+pub(super) fn rotate_log(path: &Path) -> io::Result<()> {
     match fs_err::metadata(path) {
         Ok(meta) if meta.len() > 0 => {
             let mut prev = OsString::from(path.as_os_str());

@@ -26,6 +26,24 @@ fn spec(dir: &Path) -> LaunchSpec {
     }
 }
 
+fn plain(dir: &Path) -> Layout {
+    Layout {
+        runtime_dir: dir.join("run"),
+        jail: None,
+    }
+}
+
+fn jailed(dir: &Path, vm_id: &str) -> Layout {
+    Firecracker {
+        binary: "/usr/local/bin/firecracker".into(),
+        jail: Some(Jail {
+            jailer: "/usr/local/bin/jailer".into(),
+            user: Some((999, 995)),
+        }),
+    }
+    .layout(&dir.join("run"), vm_id)
+}
+
 fn executable(path: &Path, text: &str) {
     crate::test_support::write_script(path, text);
 }
@@ -41,7 +59,7 @@ fn the_agent_listens_on_the_vsock_port_suffix() {
 fn boot_args_start_with_console_and_reboot_policy() {
     let dir = Path::new("/x");
 
-    let boot = boot_source(&spec(dir));
+    let boot = boot_source(&spec(dir), &plain(dir));
 
     assert_eq!(
         boot.boot_args.as_deref(),
@@ -53,7 +71,7 @@ fn boot_args_start_with_console_and_reboot_policy() {
 
 #[test]
 fn base_is_read_only_and_upper_is_writable() {
-    let [root, upper] = drives(&spec(Path::new("/x")));
+    let [root, upper] = drives(&spec(Path::new("/x")), &plain(Path::new("/x")));
 
     assert_eq!(
         (
@@ -72,6 +90,47 @@ fn base_is_read_only_and_upper_is_writable() {
         ("upper", false, false)
     );
     assert_eq!(upper.path_on_host, Path::new("/x/upper.ext4"));
+}
+
+#[test]
+fn a_jailed_vm_names_its_files_relative_to_the_chroot() {
+    let dir = Path::new("/x");
+    let layout = jailed(dir, "0123abcd");
+
+    let boot = boot_source(&spec(dir), &layout);
+    let [root, upper] = drives(&spec(dir), &layout);
+
+    assert_eq!(boot.kernel_image_path, Path::new("/vmlinux"));
+    assert_eq!(boot.initrd_path.as_deref(), Some(Path::new("/initrd")));
+    assert_eq!(
+        (root.path_on_host, upper.path_on_host),
+        ("/root.ext4".into(), "/upper.ext4".into())
+    );
+    assert_eq!(layout.api(API_SOCKET), Path::new("/fc.sock"));
+}
+
+#[test]
+fn a_jailed_vm_has_its_sockets_at_the_jail_root_on_the_host() {
+    let layout = jailed(Path::new("/x"), "0123abcd");
+
+    assert_eq!(
+        layout.host(API_SOCKET),
+        Path::new("/x/run/jail/firecracker/0123abcd/root/fc.sock")
+    );
+    assert_eq!(
+        layout.agent_socket(),
+        Path::new("/x/run/jail/firecracker/0123abcd/root/vsock.sock_10789")
+    );
+}
+
+#[test]
+fn the_jail_of_a_launched_vm_is_found_from_its_api_socket() {
+    let layout = jailed(Path::new("/x"), "0123abcd");
+    let launched = launched(42, &layout, Some(999));
+
+    let jail = launched_jail(&launched);
+
+    assert_eq!(jail, layout.jail);
 }
 
 #[test]
@@ -107,6 +166,58 @@ fn locate_reports_a_missing_override_by_its_path() {
 }
 
 #[test]
+fn locate_finds_the_jailer_beside_firecracker_or_in_its_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (beside, custom) = (dir.path().join("jailer"), dir.path().join("my-jailer"));
+    executable(&dir.path().join("firecracker"), "#!/bin/sh\n");
+    executable(&beside, "#!/bin/sh\n");
+    executable(&custom, "#!/bin/sh\n");
+    let path = dir.path().as_os_str().to_owned();
+    let custom_env = custom.clone().into_os_string();
+
+    let found = Firecracker::locate_with(&|k| (k == "PATH").then(|| path.clone())).unwrap();
+    let overridden = Firecracker::locate_with(&|k| match k {
+        "PATH" => Some(path.clone()),
+        jail::JAILER_ENV => Some(custom_env.clone()),
+        _ => None,
+    })
+    .unwrap();
+
+    assert_eq!(found.jail.map(|j| j.jailer), Some(beside));
+    assert_eq!(overridden.jail.map(|j| j.jailer), Some(custom));
+}
+
+#[test]
+fn without_a_jailer_firecracker_runs_unjailed() {
+    let dir = tempfile::tempdir().unwrap();
+    executable(&dir.path().join("firecracker"), "#!/bin/sh\n");
+    let path = dir.path().as_os_str().to_owned();
+
+    let found = Firecracker::locate_with(&|k| (k == "PATH").then(|| path.clone())).unwrap();
+
+    assert_eq!(found.jail, None);
+}
+
+#[test]
+fn a_missing_jail_user_is_an_error_that_says_how_to_create_it() {
+    let jail = Jail {
+        jailer: "/usr/local/bin/jailer".into(),
+        user: None,
+    };
+
+    let err = jail.user().unwrap_err();
+
+    assert_eq!(
+        err.to_string(),
+        "user banger-vmm does not exist; the jailed VMM runs as it"
+    );
+    assert!(err
+        .hint()
+        .unwrap()
+        .starts_with("create it: useradd --system"));
+}
+
+#[test]
 fn locate_searches_path_for_an_executable() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
@@ -132,7 +243,7 @@ async fn a_vmm_that_exits_at_once_is_reported_with_its_output_and_leaves_nothing
         &binary,
         "#!/bin/sh\necho \"Error: bad option $1\" >&2\nexit 3\n",
     );
-    let vmm = Firecracker { binary };
+    let vmm = Firecracker { binary, jail: None };
 
     let err = vmm.launch(&spec).await.unwrap_err();
 
@@ -159,7 +270,7 @@ async fn cancelling_a_launch_kills_the_vmm() {
             pid_file.display()
         ),
     );
-    let vmm = Firecracker { binary };
+    let vmm = Firecracker { binary, jail: None };
 
     let outcome = tokio::time::timeout(Duration::from_millis(300), vmm.launch(&spec)).await;
     let pid: i32 = fs_err::read_to_string(&pid_file)
