@@ -16,10 +16,12 @@ build: agent
 	$(CARGO) build --locked --release -p banger -p bangerd
 	cp $(AGENT_BIN) $(BIN_DIR)/banger-agent
 
+# QEMU and a jailed Firecracker run as the unprivileged system user banger-vmm, never as root.
+VMM_USER := banger-vmm
+
 install: build
 	install -m 0755 $(BIN_DIR)/banger $(BIN_DIR)/bangerd $(BIN_DIR)/banger-agent /usr/local/bin/
-	# The user a jailed firecracker runs as.
-	id -u banger-vmm >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin banger-vmm
+	id -u $(VMM_USER) >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin $(VMM_USER)
 
 # One command from a fresh machine to a VM running a command.
 quickstart:

@@ -2,23 +2,30 @@
 """The floor: boot a VM with QEMU alone, no banger, and time it.
 
 Takes the exact command line of a QEMU that banger launched (read from
-/proc/PID/cmdline), points its per-VM paths at a scratch directory, gives it a fresh
-copy of a never-booted upper disk, and times from spawn until the guest agent's hello
-(HELLO_SYNC, then one length-prefixed frame) arrives on the virtio-serial socket.
+/proc/PID/cmdline). That QEMU opens no path of banger's: it finds its sockets, disks,
+logs, kernel, initrd and boot secret at fixed descriptor numbers (see
+crates/bangerd/src/vmm/qemu/handoff.rs). This script hands the same descriptors over,
+made in a scratch directory from IMAGE_DIR's files and a fresh copy of a never-booted
+upper disk, starts QEMU as the VMM user as banger does, and times from spawn until the
+guest agent's hello (HELLO_SYNC, then one length-prefixed frame) arrives on the
+virtio-serial socket. The VM must have no network (no tap to hand over).
 
-Usage: raw_boot.py CMDLINE_FILE OLD_VM_DIR OLD_RUNTIME_DIR UPPER_TEMPLATE RUNS
+Usage: raw_boot.py CMDLINE_FILE IMAGE_DIR UPPER_TEMPLATE RUNS
 Prints one line per run: the milliseconds from spawn to hello.
 """
 
 import os
+import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+VMM_USER = "banger-vmm"
+# handoff.rs's descriptor numbers.
+AGENT_SOCKET, QMP_SOCKET, ROOT_DISK, UPPER_DISK, SERIAL_LOG, BOOT_SECRET, KERNEL, INITRD = range(3, 11)
 HELLO_SYNC = b"\xffBANGER\x01"
 TIMEOUT_S = 300
 
@@ -46,61 +53,71 @@ def wait_hello(path):
     sock.close()
 
 
-def rewrite(args, old_vm_dir, old_rt_dir, vm_dir, rt_dir):
-    # The runtime dir may live under the state dir or the other way round: replace
-    # the longer prefix first.
-    pairs = sorted([(old_vm_dir, vm_dir), (old_rt_dir, rt_dir)], key=lambda p: -len(p[0]))
-    out = []
-    for a in args:
-        for old, new in pairs:
-            a = a.replace(old, new)
-        out.append(a)
-    return out
+def listener(path):
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    sock.listen(1)
+    return sock
 
 
-def one_run(args, old_vm_dir, old_rt_dir, template):
+def one_run(args, image_dir, template):
     scratch = tempfile.mkdtemp(prefix="banger-raw.")
-    vm_dir = os.path.join(scratch, "vm")
-    rt_dir = os.path.join(scratch, "run")
-    os.makedirs(vm_dir)
-    os.makedirs(rt_dir)
     # A fresh, sparse upper disk, as banger gives every new VM (not timed: banger's
     # own disk creation is part of its overhead, reported separately).
-    subprocess.run(
-        ["cp", "--sparse=always", template, os.path.join(vm_dir, "upper.ext4")], check=True
-    )
-    argv = rewrite(args, old_vm_dir, old_rt_dir, vm_dir, rt_dir)
-    pid = None
+    upper = os.path.join(scratch, "upper.ext4")
+    subprocess.run(["cp", "--sparse=always", template, upper], check=True)
+    agent_path = os.path.join(scratch, "agent.sock")
+    secret = os.memfd_create("banger-boot")
+    os.write(secret, b"banger.token=raw-boot")
+    opened = {
+        AGENT_SOCKET: listener(agent_path).detach(),
+        QMP_SOCKET: listener(os.path.join(scratch, "qmp.sock")).detach(),
+        ROOT_DISK: os.open(os.path.join(image_dir, "rootfs.ext4"), os.O_RDONLY),
+        UPPER_DISK: os.open(upper, os.O_RDWR),
+        SERIAL_LOG: os.open(os.path.join(scratch, "serial.log"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600),
+        BOOT_SECRET: secret,
+        KERNEL: os.open(os.path.join(image_dir, "bzImage"), os.O_RDONLY),
+        INITRD: os.open(os.path.join(image_dir, "initrd.img"), os.O_RDONLY),
+    }
+    # Out of the way of the target numbers first, then onto them.
+    staged = {n: os.dup(fd) for n, fd in opened.items()}
+    for fd in opened.values():
+        os.close(fd)
+
+    def place():
+        for n, fd in staged.items():
+            os.dup2(fd, n)
+
+    user = pwd.getpwnam(VMM_USER)
+    proc = None
     try:
         t0 = time.monotonic()
-        # -daemonize: the launcher exits once QEMU is initialised and its sockets bound.
-        subprocess.run(argv, check=True, stdin=subprocess.DEVNULL)
-        wait_hello(os.path.join(rt_dir, "agent.sock"))
-        ms = (time.monotonic() - t0) * 1000
-        return ms
+        proc = subprocess.Popen(
+            # Python makes its own descriptors non-inheritable; `place`'s dup2s are.
+            args, stdin=subprocess.DEVNULL, preexec_fn=place, close_fds=False,
+            user=user.pw_uid, group=user.pw_gid, extra_groups=[], cwd="/",
+        )
+        wait_hello(agent_path)
+        return (time.monotonic() - t0) * 1000
     finally:
-        try:
-            with open(os.path.join(rt_dir, "vmm.pid")) as f:
-                pid = int(f.read().strip())
-            os.kill(pid, signal.SIGKILL)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.05)
-        except (OSError, ValueError):
-            pass
+        for fd in staged.values():
+            os.close(fd)
+        if proc is not None:
+            proc.kill()
+            proc.wait()
         shutil.rmtree(scratch, ignore_errors=True)
 
 
 def main():
-    if len(sys.argv) != 6:
+    if len(sys.argv) != 5:
         sys.exit(__doc__)
-    cmdline_file, old_vm_dir, old_rt_dir, template, runs = sys.argv[1:]
+    cmdline_file, image_dir, template, runs = sys.argv[1:]
     with open(cmdline_file, "rb") as f:
         args = [a.decode() for a in f.read().split(b"\0") if a]
-    if "-daemonize" not in args:
-        sys.exit("raw_boot: expected a -daemonize QEMU command line")
+    if "-netdev" in args:
+        sys.exit("raw_boot: expected the command line of a VM without a network")
     for _ in range(int(runs)):
-        print(f"{one_run(args, old_vm_dir, old_rt_dir, template):.0f}", flush=True)
+        print(f"{one_run(args, image_dir, template):.0f}", flush=True)
 
 
 if __name__ == "__main__":

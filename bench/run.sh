@@ -80,6 +80,7 @@ banger vm run --rm --cold --name bench-warmup -- true
 banger vm create bench-probe --no-start --no-network >/dev/null
 probe_id=$(banger vm show bench-probe --json | sed -n 's/.*"id": "\(.*\)".*/\1/p')
 backend=$(banger vm show bench-probe --json | sed -n 's/.*"backend": "\(.*\)".*/\1/p')
+image=$(banger vm show bench-probe --json | sed -n 's/.*"image": "\(.*\)".*/\1/p')
 cp --sparse=always "$STATE/vms/$probe_id/upper.ext4" "$RUN_DIR/upper-template.ext4"
 banger vm start bench-probe >/dev/null
 probe_pid=$(banger vm show bench-probe --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
@@ -88,8 +89,8 @@ banger vm delete bench-probe >/dev/null
 
 if [ "$backend" = qemu ]; then
   log "raw qemu boots x$RUNS"
-  python3 bench/raw_boot.py "$RUN_DIR/vmm.cmdline" "$STATE/vms/$probe_id" \
-    "$BANGER_RUNTIME_DIR/vms/$probe_id" "$RUN_DIR/upper-template.ext4" "$RUNS" |
+  python3 bench/raw_boot.py "$RUN_DIR/vmm.cmdline" "$STATE/images/$image" \
+    "$RUN_DIR/upper-template.ext4" "$RUNS" |
     while read -r ms; do echo "{\"series\":\"raw\",\"ms\":$ms}" >>"$RESULTS"; done
 else
   log "backend $backend: the raw floor script drives QEMU only; skipping it"

@@ -23,6 +23,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# QEMU runs as this unprivileged system user (the daemon refuses to start it as root).
+if ! id -u banger-vmm >/dev/null 2>&1; then
+  echo "deps: creating the system user banger-vmm" >&2
+  useradd --system --no-create-home --shell /usr/sbin/nologin banger-vmm
+fi
+
 if ! cargo deny --version >/dev/null 2>&1; then
   echo "deps: installing cargo-deny" >&2
   cargo install --locked -q cargo-deny || echo "deps: cargo-deny unavailable; lint skips the dependency policy" >&2

@@ -391,6 +391,26 @@ s_daemon_sigkill() {
   banger vm delete survivor
 }
 
+# A VM's QEMU runs as the unprivileged VMM user under QEMU's seccomp sandbox (mode 2:
+# filter), and no host process's command line carries an agent token; the guest got
+# its token anyway.
+drop_confined() { banger vm delete confined >/dev/null 2>&1 || true; }
+s_vmm_confined() {
+  trap drop_confined EXIT
+  banger vm create confined
+  local pid user
+  pid=$(banger vm show confined --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  [ -n "$pid" ] || { echo "confined has no vmm pid"; return 1; }
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -F "$(vm_id confined)" >/dev/null ||
+    { echo "pid $pid is not the qemu of confined"; return 1; }
+  user=$(ps -o user= -p "$pid")
+  [ "$user" != root ] || { echo "qemu (pid $pid) runs as root"; return 1; }
+  expect_eq "$(sed -n 's/^Seccomp:\t//p' "/proc/$pid/status")" "2"
+  expect_eq "$(ps -eo args | grep -c '[b]anger[.]token=' || true)" "0"
+  expect_eq "$(banger vm exec confined -- echo authenticated)" "authenticated"
+  banger vm delete confined
+}
+
 # bash's /dev/tcp reaches a TCP port by IP or name; the SSH banner proves the peer.
 tcp_banner() { echo "exec 3<>/dev/tcp/$1/$2; head -c 4 <&3"; }
 
@@ -922,6 +942,7 @@ scenario restart-idle-cpu     s_restart_idle_cpu
 scenario console-flood        s_console_flood
 scenario vmm-sigkill          s_vmm_killed
 scenario daemon-sigkill       s_daemon_sigkill
+scenario vmm-confined         s_vmm_confined
 scenario network              s_network
 scenario isolation            s_isolation
 scenario egress               s_egress

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use banger_wire::agent::BootConfig;
+use banger_wire::agent::{BootConfig, FW_CFG_BOOT_PATH};
 use clap::{Parser, Subcommand};
 
 use crate::channel::ChannelKind;
@@ -135,7 +135,15 @@ fn ctx(cfg: &BootConfig, role: Role, cwd: PathBuf) -> Ctx {
 
 fn read_boot_config(path: &Path) -> anyhow::Result<BootConfig> {
     let text = sys::read_cmdline(path).context("cannot read the boot config")?;
-    let cfg = BootConfig::from_cmdline(&text);
+    let mut cfg = BootConfig::from_cmdline(&text);
+    // Under QEMU the token comes through fw_cfg, off the host's command lines.
+    match fs_err::read_to_string(FW_CFG_BOOT_PATH) {
+        Ok(secret) => cfg.merge(BootConfig::from_cmdline(&secret)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(path = FW_CFG_BOOT_PATH, cause = %e, "cannot read the fw_cfg boot config")
+        }
+    }
     if cfg.token.is_none() {
         tracing::warn!(cmdline = %path.display(), "no banger.token: every host will be refused");
     }

@@ -193,6 +193,12 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Er
 
 pub use postcard::Error as DecodeError;
 
+/// The QEMU fw_cfg item that carries the secret part of a [`BootConfig`] (the token)
+/// in its command-line form, so that it appears on no host process's command line.
+pub const FW_CFG_BOOT_NAME: &str = "opt/org.banger/boot";
+/// Where the guest reads [`FW_CFG_BOOT_NAME`] (`qemu_fw_cfg` module loaded).
+pub const FW_CFG_BOOT_PATH: &str = "/sys/firmware/qemu_fw_cfg/by_name/opt/org.banger/boot/raw";
+
 /// Per-VM settings the guest reads from its kernel command line at boot, so the host
 /// never mounts a guest disk. Keys are `banger.<field>=<value>`; values never contain
 /// spaces.
@@ -238,6 +244,27 @@ impl BootConfig {
             }
         }
         out.join(" ")
+    }
+
+    /// Splits off the fields that must stay off host command lines: `(public, secret)`.
+    pub fn split_secret(mut self) -> (BootConfig, BootConfig) {
+        let secret = BootConfig {
+            token: self.token.take(),
+            ..Default::default()
+        };
+        (self, secret)
+    }
+
+    /// Takes every field `other` sets.
+    pub fn merge(&mut self, other: BootConfig) {
+        let mut other = other;
+        for key in Self::FIELDS {
+            if let Some(Some(v)) = other.slot(key).map(|s| s.take()) {
+                if let Some(slot) = self.slot(key) {
+                    *slot = Some(v);
+                }
+            }
+        }
     }
 
     /// Parses a whole kernel command line, ignoring everything that is not `banger.*`.
@@ -331,6 +358,23 @@ mod tests {
         };
         let line = format!("console=ttyS0 quiet {} panic=-1", cfg.to_cmdline());
         assert_eq!(BootConfig::from_cmdline(&line), cfg);
+    }
+
+    #[test]
+    fn the_secret_half_carries_only_the_token_and_merges_back() {
+        let cfg = BootConfig {
+            hostname: Some("web".into()),
+            token: Some("abc123".into()),
+            ..Default::default()
+        };
+
+        let (public, secret) = cfg.clone().split_secret();
+        let mut back = BootConfig::from_cmdline(&public.to_cmdline());
+        back.merge(BootConfig::from_cmdline(&secret.to_cmdline()));
+
+        assert!(!public.to_cmdline().contains("token"));
+        assert_eq!(secret.to_cmdline(), "banger.token=abc123");
+        assert_eq!(back, cfg);
     }
 
     #[test]

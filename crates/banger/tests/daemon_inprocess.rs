@@ -28,6 +28,7 @@ impl Daemon {
         let qemu = Qemu {
             binary: dir.path().join("no-such-qemu"),
             accel: "tcg",
+            user: bangerd::vmm::user::VMM_USER.into(),
         };
         let backends = Backends {
             qemu: Some(Arc::new(qemu)),

@@ -24,6 +24,7 @@ pub use server::{serve, Deps};
 /// Entry point of the `bangerd` binary. A start-up failure is printed as `error:` /
 /// `caused by:` lines (what `banger daemon start` shows from the log), never a backtrace.
 pub fn main_entry() -> std::process::ExitCode {
+    vm::process::close_inherited_on_exec();
     match daemon::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -6,6 +6,7 @@
 //! [`run`] probes the real machine; [`run_with`] takes a [`Host`] so tests can point
 //! the probes at a fake `/dev`, `/proc` and `/sys`.
 
+mod confine;
 mod net;
 mod port;
 mod render;
@@ -140,6 +141,8 @@ const CHECKS: &[CheckFn] = &[
     virt::firecracker,
     virt::jailer,
     virt::qemu,
+    confine::vmm_user,
+    confine::qemu_sandbox,
     net::tun,
     net::nftables,
     net::ip_forward,
@@ -217,6 +220,8 @@ mod tests {
                 "firecracker",
                 "jailer",
                 "qemu",
+                "vmm_user",
+                "qemu_sandbox",
                 "tun",
                 "nftables",
                 "ip_forward",

@@ -7,7 +7,7 @@ use super::elf;
 use super::error::{ImageError, IoContext};
 
 /// The modules the guest's early boot loads, by name; dependencies are added.
-pub const BOOT_MODULES: [&str; 9] = [
+pub const BOOT_MODULES: [&str; 10] = [
     "virtio_mmio",
     "virtio_blk",
     "virtio_net",
@@ -17,6 +17,8 @@ pub const BOOT_MODULES: [&str; 9] = [
     "vmw_vsock_virtio_transport",
     "overlay",
     "ext4",
+    // QEMU hands the guest its agent token through fw_cfg.
+    "qemu_fw_cfg",
 ];
 
 /// One module file and the modules it needs loaded first.

@@ -33,4 +33,4 @@ pub use nft::{enable_forwarding, forwarding_enabled};
 pub use policy::{Guest, Guests, Rules};
 pub use resolv::{host_nameservers, parse_nameservers, RESOLV_CONF};
 pub use subnet::{pick_subnet, HostRoute, Subnet, DEFAULT_POOL};
-pub use tap::{tap_index, Tap, TapPool, TAP_PREFIX};
+pub use tap::{open_queue as open_tap_queue, tap_index, Tap, TapPool, TAP_PREFIX};

@@ -65,6 +65,30 @@ fn create_persistent_tap(name: &str) -> Result<(), NetError> {
     device.persist().map_err(wrap)
 }
 
+/// Opens a queue of the existing tap `name` (root only), for handing to a VMM that
+/// cannot open it itself. With `IFF_VNET_HDR`, as QEMU would open it, so offloads work.
+pub fn open_queue(name: &str) -> std::io::Result<std::os::fd::OwnedFd> {
+    let mut config = tun::Configuration::default();
+    config.tun_name(name).layer(tun::Layer::L2);
+    config.platform_config(|p| {
+        p.ensure_root_privileges(false);
+        p.vnet_hdr(true);
+    });
+    let device = tun::create(&config).map_err(std::io::Error::other)?;
+    // `tun` hands out only a raw fd; duplicating it through our own pidfd gives an
+    // owned one without `unsafe`. `device` stays open until the copy exists.
+    let me = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )?;
+    let fd = rustix::process::pidfd_getfd(
+        &me,
+        std::os::fd::AsRawFd::as_raw_fd(&device),
+        rustix::process::PidfdGetfdFlags::empty(),
+    )?;
+    Ok(fd)
+}
+
 /// Spare taps, refilled in the background. Dropping the pool stops the refill and leaves
 /// every device in place; [`TapPool::drain`] deletes the spares.
 pub struct TapPool {

@@ -1,7 +1,7 @@
 //! VMM process identity and exit watching.
 //!
-//! The daemon never holds a VMM as a child it must wait on: QEMU daemonizes and
-//! Firecracker runs in its own process group. A pidfd tells us the instant a VMM exits,
+//! The daemon never holds a VMM as a child it must wait on: QEMU and Firecracker are
+//! started as children in their own process groups and outlive the daemon. A pidfd tells us the instant a VMM exits,
 //! whether we started it or adopted it after a daemon restart, and the recorded start
 //! time guards against a recycled PID.
 
@@ -55,6 +55,22 @@ impl ExitWatch {
     }
 }
 
+/// Marks every descriptor above stdio close-on-exec: whatever started the daemon may
+/// have left some open, and they must not reach a confined VMM.
+pub fn close_inherited_on_exec() {
+    let Ok(dir) = fs_err::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|fd| *fd > 2)
+        .collect();
+    for fd in fds {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
+    }
+}
+
 pub fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), sig);
 }
@@ -67,11 +83,18 @@ pub fn reap(pid: u32) {
     );
 }
 
-/// The last `lines` lines of a log file, for crash reports.
+/// The last `lines` lines of a log file, for crash reports. Reads at most the last
+/// 16 KiB: the VMM writes these logs, so their size is not ours to trust.
 pub fn tail(path: &std::path::Path, lines: usize) -> String {
-    let text = std::fs::read(path).unwrap_or_default();
-    let start = text.len().saturating_sub(16 * 1024);
-    let text = String::from_utf8_lossy(&text[start..]);
+    use std::io::{Read, Seek, SeekFrom};
+    const MAX: u64 = 16 * 1024;
+    let mut text = Vec::new();
+    if let Ok(mut f) = fs_err::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(MAX)));
+        let _ = f.take(MAX).read_to_end(&mut text);
+    }
+    let text = String::from_utf8_lossy(&text);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

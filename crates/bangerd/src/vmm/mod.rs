@@ -5,6 +5,7 @@
 pub mod firecracker;
 pub mod qemu;
 mod qmp;
+pub mod user;
 
 /// The Firecracker backend, when its binary is on this host.
 pub fn firecracker_backend() -> Option<std::sync::Arc<dyn Vmm>> {
@@ -30,7 +31,8 @@ pub struct LaunchSpec {
     pub kernel_bzimage: PathBuf,
     pub initrd: PathBuf,
     /// `banger.*` arguments (see `banger_wire::agent::BootConfig`); the backend adds
-    /// its own console and reboot arguments.
+    /// its own console and reboot arguments, and keeps the secret ones (the token) off
+    /// every host command line.
     pub boot_args: String,
     /// Shared base root filesystem, attached read-only.
     pub root_disk: PathBuf,
@@ -130,6 +132,14 @@ pub enum VmmError {
     },
     #[error("{0}")]
     Unsupported(String),
+    #[error("the VMM user {user:?} does not exist")]
+    NoVmmUser { user: String },
+    #[error("cannot open {what} for the VMM")]
+    Handoff {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl VmmError {
@@ -142,6 +152,10 @@ impl VmmError {
                 "put firecracker on PATH or set BANGER_FIRECRACKER, or use --backend qemu".into(),
             ),
             VmmError::DiedDuringStart { .. } => Some("see `banger vm logs NAME`".into()),
+            VmmError::NoVmmUser { .. } => Some(format!(
+                "VMMs never run as root; create the user with `make install` or `{}`",
+                user::CREATE_VMM_USER
+            )),
             VmmError::JailUserMissing { user } => Some(format!(
                 "create it: useradd --system --no-create-home --shell /usr/sbin/nologin {user}"
             )),

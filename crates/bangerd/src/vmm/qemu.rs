@@ -1,28 +1,45 @@
 //! QEMU backend: `-M microvm,acpi=on`, KVM when usable and TCG otherwise, QMP for control.
 //!
-//! QEMU is started with `-daemonize`: the launching process exits only once QEMU has
-//! initialised (sockets bound, devices realised), so its exit is the readiness signal and
-//! its stderr carries QEMU's own refusal verbatim. The daemonized VMM is not our child
-//! and shares nothing with the request or the daemon that started it.
+//! QEMU is confined: it runs as the unprivileged VMM user (see [`crate::vmm::user`])
+//! under its own seccomp sandbox, and is handed every socket, disk, log and tap as a
+//! file descriptor (see [`handoff`]), so it opens no banger path. Its command line
+//! carries no secret: the agent token reaches the guest through fw_cfg.
+//!
+//! QEMU is the daemon's child in its own process group: its pid comes from the fork,
+//! never from a file QEMU wrote. It is ready once QMP greets on the socket the daemon
+//! bound; a QEMU that refuses its configuration exits first, and its own words are in
+//! its log. It keeps running when the daemon exits, and a new daemon adopts it.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use banger_wire::agent::SERIAL_PORT_NAME;
+use banger_wire::agent::{BootConfig, FW_CFG_BOOT_NAME, SERIAL_PORT_NAME};
 use banger_wire::api::Backend;
+use command_fds::CommandFdExt;
 use serde_json::Value;
 
 use super::qmp::Qmp;
+use super::user::{VmmUser, VMM_USER};
 use super::{AgentEndpoint, LaunchSpec, Launched, SnapshotFiles, Vmm, VmmError};
+use handoff::fd;
 
+mod handoff;
 mod snapshot;
+#[cfg(test)]
+mod spawn_tests;
 
 const NAME: &str = "qemu";
+
+/// QEMU's seccomp filter: no obsolete system calls, no privilege changes, no new
+/// processes, no scheduler or resource changes.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
 
 pub struct Qemu {
     pub binary: PathBuf,
     /// `kvm` or `tcg`.
     pub accel: &'static str,
+    /// The system user QEMU runs as; it must exist and not be root.
+    pub user: String,
 }
 
 impl Qemu {
@@ -34,15 +51,23 @@ impl Qemu {
             .ok_or(VmmError::BinaryMissing {
                 binary: "qemu-system-x86_64".into(),
             })?;
-        Ok(Qemu { binary, accel })
+        Ok(Qemu {
+            binary,
+            accel,
+            user: VMM_USER.into(),
+        })
     }
 
-    pub fn args(&self, spec: &LaunchSpec) -> Vec<String> {
-        let rt = &spec.runtime_dir;
+    /// QEMU's arguments for `spec`, whose boot config has had its secret part split
+    /// off. Resources are the descriptors of [`handoff::fd`].
+    pub fn args(&self, spec: &LaunchSpec, public_boot_args: &str) -> Vec<String> {
         let cpu = if self.accel == "kvm" { "host" } else { "max" };
+        let proc_fd = |n: i32| format!("/proc/self/fd/{n}");
         let mut a: Vec<String> = vec![
             "-name".into(),
             format!("banger-{},process=banger-{}", spec.name, spec.vm_id),
+            "-sandbox".into(),
+            SANDBOX.into(),
             "-M".into(),
             // Under TCG the guest needs the emulated PIT and PIC for a reliable boot.
             if self.accel == "tcg" {
@@ -65,62 +90,66 @@ impl Qemu {
             "none".into(),
             "-no-reboot".into(),
             "-kernel".into(),
-            spec.kernel_bzimage.display().to_string(),
+            proc_fd(fd::KERNEL),
             "-initrd".into(),
-            spec.initrd.display().to_string(),
+            proc_fd(fd::INITRD),
             "-append".into(),
             format!(
                 "console=ttyS0 reboot=k panic=-1 quiet loglevel=4 {}{}",
                 self.tsc_arg(),
-                spec.boot_args
+                public_boot_args
             ),
+            "-fw_cfg".into(),
+            format!("name={FW_CFG_BOOT_NAME},file={}", proc_fd(fd::BOOT_SECRET)),
+            // Block devices and the console file open `/dev/fdset/N`: fd sets 1-3.
+            "-add-fd".into(),
+            format!("fd={},set=1", fd::ROOT_DISK),
+            "-add-fd".into(),
+            format!("fd={},set=2", fd::UPPER_DISK),
+            "-add-fd".into(),
+            format!("fd={},set=3", fd::SERIAL_LOG),
             "-drive".into(),
-            format!(
-                "id=root,file={},format=raw,if=none,readonly=on",
-                spec.root_disk.display()
-            ),
+            "id=root,file=/dev/fdset/1,format=raw,if=none,readonly=on".into(),
             "-device".into(),
             "virtio-blk-device,drive=root".into(),
             "-drive".into(),
-            format!(
-                "id=upper,file={},format=raw,if=none,discard=unmap",
-                spec.upper_disk.display()
-            ),
+            // Opened read-write at once: a read-only first open would need a second fd.
+            "id=upper,file=/dev/fdset/2,format=raw,if=none,discard=unmap,auto-read-only=off".into(),
             "-device".into(),
             "virtio-blk-device,drive=upper".into(),
             "-device".into(),
             "virtio-serial-device".into(),
             "-chardev".into(),
-            format!(
-                "socket,id=agent,path={},server=on,wait=off",
-                rt.join("agent.sock").display()
-            ),
+            format!("socket,id=agent,fd={},server=on,wait=off", fd::AGENT_SOCKET),
             "-device".into(),
             format!("virtserialport,chardev=agent,name={SERIAL_PORT_NAME}"),
             "-chardev".into(),
-            format!(
-                "file,id=console,path={},append=on",
-                spec.serial_log.display()
-            ),
+            "file,id=console,path=/dev/fdset/3,append=on".into(),
             "-serial".into(),
             "chardev:console".into(),
-            "-qmp".into(),
-            format!("unix:{},server=on,wait=off", rt.join("qmp.sock").display()),
-            "-pidfile".into(),
-            rt.join("vmm.pid").display().to_string(),
-            "-D".into(),
-            spec.vmm_log.display().to_string(),
-            "-daemonize".into(),
+            "-chardev".into(),
+            format!("socket,id=qmp,fd={},server=on,wait=off", fd::QMP_SOCKET),
+            "-mon".into(),
+            "chardev=qmp,mode=control".into(),
         ];
         if let Some(net) = &spec.net {
             a.extend([
                 "-netdev".into(),
-                format!("tap,id=net0,ifname={},script=no,downscript=no", net.tap),
+                format!("tap,id=net0,fd={}", fd::TAP),
                 "-device".into(),
                 format!("virtio-net-device,netdev=net0,mac={}", net.mac),
             ]);
         }
         a
+    }
+
+    /// The VMM user, or why QEMU cannot be started.
+    fn vmm_user(&self) -> Result<VmmUser, VmmError> {
+        super::user::lookup(Path::new("/etc/passwd"), &self.user).ok_or_else(|| {
+            VmmError::NoVmmUser {
+                user: self.user.clone(),
+            }
+        })
     }
 }
 
@@ -214,38 +243,80 @@ impl Vmm for Qemu {
 }
 
 impl Qemu {
-    /// Starts QEMU with `spec`'s arguments and `extra` ones, and waits until it has
-    /// daemonized (initialised, sockets bound).
+    /// Starts QEMU with `spec`'s arguments and `extra` ones as the VMM user, and waits
+    /// until it has initialised (QMP answers).
     async fn spawn(&self, spec: &LaunchSpec, extra: &[&str]) -> Result<Launched, VmmError> {
+        let user = self.vmm_user()?;
+        let (public, secret) = BootConfig::from_cmdline(&spec.boot_args).split_secret();
+        let mut handoff = handoff::prepare(spec, &secret.to_cmdline())?;
         let spawn_err = |source| VmmError::Spawn {
             binary: self.binary.display().to_string(),
             source,
         };
-        let out = tokio::process::Command::new(&self.binary)
-            .args(self.args(spec))
+        let out = handoff.log.file().try_clone().map_err(spawn_err)?;
+        let err = handoff.log.file().try_clone().map_err(spawn_err)?;
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.args(self.args(spec, &public.to_cmdline()))
             .args(extra)
+            // With root's supplementary groups dropped (std does so when uid is set).
+            .uid(user.uid)
+            .gid(user.gid)
+            .current_dir("/")
+            // Outside the daemon's process group: a terminal's ^C is not for it.
+            .process_group(0)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .map_err(spawn_err)?;
-        if !out.status.success() {
-            let message = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(VmmError::Refused {
+            .stdout(out)
+            .stderr(err);
+        cmd.fd_mappings(std::mem::take(&mut handoff.fds))
+            .map_err(|e| spawn_err(std::io::Error::other(e)))?;
+        let mut child = cmd.spawn().map_err(spawn_err)?;
+        // Closes the daemon's copies of the descriptors.
+        drop(cmd);
+        let pid = child.id().ok_or_else(|| VmmError::DiedDuringStart {
+            backend: NAME,
+            detail: "it exited at once".into(),
+        })?;
+        // Until QEMU is handed to the VM manager, dropping this future kills it.
+        let mut guard = KillUnlessReady(Some(pid));
+        let qmp_socket = spec.runtime_dir.join("qmp.sock");
+        let ready = tokio::select! {
+            r = Qmp::connect(&qmp_socket) => r.map(drop),
+            _ = child.wait() => Err(VmmError::DiedDuringStart {
                 backend: NAME,
-                message,
-            });
+                detail: "it exited before QMP answered".into(),
+            }),
+        };
+        match ready {
+            // The child is not waited for: it outlives this call (and the daemon), and
+            // the VM manager watches its pid.
+            Ok(()) => {
+                guard.0 = None;
+                Ok(self.attach(&spec.runtime_dir, &spec.vm_id, pid))
+            }
+            Err(e) => {
+                drop(guard);
+                let _ = child.wait().await;
+                let said = handoff::log_since(&mut handoff.log, handoff.log_start);
+                Err(match said.is_empty() {
+                    true => e,
+                    false => VmmError::Refused {
+                        backend: NAME,
+                        message: said,
+                    },
+                })
+            }
         }
-        let pid_path = spec.runtime_dir.join("vmm.pid");
-        let pid = fs_err::read_to_string(&pid_path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u32>().ok())
-            .ok_or_else(|| VmmError::DiedDuringStart {
-                backend: NAME,
-                detail: format!("no pid in {}", pid_path.display()),
-            })?;
-        Ok(self.attach(&spec.runtime_dir, &spec.vm_id, pid))
+    }
+}
+
+/// Kills the QEMU with this pid when dropped, unless it was taken out.
+struct KillUnlessReady(Option<u32>);
+
+impl Drop for KillUnlessReady {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            crate::vm::process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+        }
     }
 }
 
@@ -270,7 +341,7 @@ mod tests {
             kernel_elf: "/img/vmlinux".into(),
             kernel_bzimage: "/img/bzImage".into(),
             initrd: "/img/initrd.img".into(),
-            boot_args: "banger.token=t".into(),
+            boot_args: "banger.hostname=web banger.token=sekrit".into(),
             root_disk: "/img/rootfs.ext4".into(),
             upper_disk: "/vm/upper.ext4".into(),
             net: Some(NetAttach {
@@ -283,36 +354,89 @@ mod tests {
         }
     }
 
-    #[test]
-    fn base_disk_is_read_only_and_upper_is_writable() {
-        let args = Qemu {
+    fn qemu() -> Qemu {
+        Qemu {
             binary: "q".into(),
             accel: "tcg",
+            user: VMM_USER.into(),
         }
-        .args(&spec());
-        assert!(
-            args.contains(&"id=root,file=/img/rootfs.ext4,format=raw,if=none,readonly=on".into())
-        );
+    }
+
+    #[test]
+    fn base_disk_is_read_only_and_upper_is_writable() {
+        let args = qemu().args(&spec(), "");
+
+        assert!(args.contains(&"id=root,file=/dev/fdset/1,format=raw,if=none,readonly=on".into()));
+        assert!(args.contains(&format!("fd={},set=1", fd::ROOT_DISK)));
         assert!(args
             .iter()
-            .any(|a| a.starts_with("id=upper,file=/vm/upper.ext4") && !a.contains("readonly")));
+            .any(|a| a.starts_with("id=upper,file=/dev/fdset/2") && !a.contains("readonly")));
+        assert!(args.contains(&format!("fd={},set=2", fd::UPPER_DISK)));
     }
 
     #[test]
     fn resources_accel_and_network_reach_the_command_line() {
-        let args = Qemu {
-            binary: "q".into(),
-            accel: "tcg",
-        }
-        .args(&spec())
-        .join(" ");
+        let args = qemu().args(&spec(), "").join(" ");
+
         assert!(args.contains("-smp 4"), "{args}");
         assert!(args.contains("-m 512M"), "{args}");
         assert!(args.contains("-accel tcg -cpu max"), "{args}");
         assert!(args.contains("-no-reboot"), "{args}");
-        assert!(args.contains("tap,id=net0,ifname=bgtap0"), "{args}");
+        assert!(
+            args.contains(&format!("tap,id=net0,fd={}", fd::TAP)),
+            "{args}"
+        );
         assert!(args.contains("mac=02:00:00:00:00:02"), "{args}");
         assert!(args.contains(&format!("name={SERIAL_PORT_NAME}")), "{args}");
+    }
+
+    #[test]
+    fn qemu_is_sandboxed_and_never_daemonizes_or_runs_helpers() {
+        let args = qemu().args(&spec(), "");
+
+        let sandbox = args.iter().position(|a| a == "-sandbox").unwrap();
+        assert_eq!(
+            args[sandbox + 1],
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        );
+        assert!(!args.iter().any(|a| a == "-daemonize" || a == "-runas"));
+    }
+
+    #[test]
+    fn no_host_path_reaches_the_command_line() {
+        let args = qemu().args(&spec(), "").join(" ");
+
+        for path in ["/img/", "/vm/", "/run/banger", "bgtap0"] {
+            assert!(!args.contains(path), "{path} in {args}");
+        }
+        assert!(
+            args.contains(&format!("-kernel /proc/self/fd/{}", fd::KERNEL)),
+            "{args}"
+        );
+        assert!(
+            args.contains(&format!("socket,id=agent,fd={}", fd::AGENT_SOCKET)),
+            "{args}"
+        );
+        assert!(
+            args.contains(&format!("socket,id=qmp,fd={}", fd::QMP_SOCKET)),
+            "{args}"
+        );
+    }
+
+    #[test]
+    fn the_token_goes_through_fw_cfg_not_the_command_line() {
+        let (public, secret) = BootConfig::from_cmdline(&spec().boot_args).split_secret();
+
+        let args = qemu().args(&spec(), &public.to_cmdline()).join(" ");
+
+        assert!(!args.contains("banger.token"), "{args}");
+        assert!(!args.contains("sekrit"), "{args}");
+        assert!(args.contains("banger.hostname=web"), "{args}");
+        assert!(args.contains(&format!(
+            "-fw_cfg name={FW_CFG_BOOT_NAME},file=/proc/self/fd/{}",
+            fd::BOOT_SECRET
+        )));
+        assert_eq!(secret.to_cmdline(), "banger.token=sekrit");
     }
 
     #[test]

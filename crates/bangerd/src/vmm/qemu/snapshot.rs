@@ -1,7 +1,10 @@
 //! QEMU snapshots: the migration stream of a paused guest written to a file, read back
-//! by a new QEMU started with `-incoming defer`.
+//! by a new QEMU started with `-incoming defer`. The daemon opens the file and hands
+//! QEMU the descriptor over QMP (`fd:` migration): a sandboxed QEMU can neither run
+//! `exec:` helpers nor open the snapshot directory.
 
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::json;
@@ -15,6 +18,8 @@ pub(super) const INCOMING_ARGS: [&str; 2] = ["-incoming", "defer"];
 const STATE_FILE: &str = "qemu.migration";
 /// How often a running migration is polled.
 const POLL: Duration = Duration::from_millis(5);
+/// The name the migration file's descriptor goes by in QEMU.
+const FD_NAME: &str = "banger-snapshot";
 /// QEMU's default limit (128 MiB/s) would make saving a guest take seconds; a file
 /// takes what the disk gives.
 const MAX_BANDWIDTH: u64 = 64 << 30;
@@ -32,7 +37,19 @@ pub(super) async fn save(launched: &Launched, snap: &SnapshotFiles) -> Result<()
         Some(json!({ "max-bandwidth": MAX_BANDWIDTH })),
     )
     .await?;
-    let uri = format!("exec:cat > {}", shell_quote(&state_file(snap)));
+    let path = state_file(snap);
+    let file = fs_err::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(|source| VmmError::Handoff {
+            what: path.display().to_string(),
+            source,
+        })?;
+    qmp.send_fd(FD_NAME, file.file().as_fd()).await?;
+    drop(file);
+    let uri = format!("fd:{FD_NAME}");
     qmp.execute("migrate", Some(json!({ "uri": uri }))).await?;
     wait_migration(&mut qmp).await
 }
@@ -40,17 +57,19 @@ pub(super) async fn save(launched: &Launched, snap: &SnapshotFiles) -> Result<()
 /// Loads the snapshot into a QEMU started with [`INCOMING_ARGS`] and runs the guest.
 pub(super) async fn load(launched: &Launched, snap: &SnapshotFiles) -> Result<(), VmmError> {
     let state = state_file(snap);
-    if !state.is_file() {
-        return Err(VmmError::Unsupported(format!(
-            "snapshot state {} is missing",
+    let file = fs_err::File::open(&state).map_err(|e| {
+        VmmError::Unsupported(format!(
+            "snapshot state {} is missing: {e}",
             state.display()
-        )));
-    }
+        ))
+    })?;
     let mut qmp = Qmp::connect(&launched.control_socket).await?;
-    let uri = format!("exec:cat {}", shell_quote(&state));
+    qmp.send_fd(FD_NAME, file.file().as_fd()).await?;
+    drop(file);
+    let uri = format!("fd:{FD_NAME}");
     qmp.execute("migrate-incoming", Some(json!({ "uri": uri })))
         .await?;
-    // A stream QEMU cannot load makes it exit, and a daemonized QEMU says why nowhere.
+    // A stream QEMU cannot load makes it exit; its reason is in the VM's vmm log.
     wait_migration(&mut qmp).await.map_err(|e| match e {
         VmmError::Control { .. } => VmmError::DiedDuringStart {
             backend: "qemu",
@@ -80,23 +99,5 @@ async fn wait_migration(qmp: &mut Qmp) -> Result<(), VmmError> {
             }
             _ => tokio::time::sleep(POLL).await,
         }
-    }
-}
-
-/// `path` as one word for `/bin/sh`, which runs QEMU's `exec:` migrations.
-fn shell_quote(path: &Path) -> String {
-    format!("'{}'", path.display().to_string().replace('\'', r"'\''"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_are_single_quoted_for_the_shell() {
-        assert_eq!(
-            shell_quote(Path::new("/s/it's here/x")),
-            r"'/s/it'\''s here/x'"
-        );
     }
 }
