@@ -4,7 +4,7 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
 BIN_DIR := target/release
 
-.PHONY: all build agent install quickstart lint audit unit smoke smoke-plain coverage-html test clean-smoke
+.PHONY: all build agent install quickstart lint audit unit smoke smoke-plain coverage-html test test-deps clean-smoke
 
 all: build
 
@@ -19,8 +19,13 @@ build: agent
 # QEMU and a jailed Firecracker run as the unprivileged system user banger-vmm, never as root.
 VMM_USER := banger-vmm
 
+# Binaries, the systemd unit (not enabled: any banger command starts the daemon), the
+# `banger` group that may use the daemon's socket, and the VMMs' unprivileged user.
 install: build
 	install -m 0755 $(BIN_DIR)/banger $(BIN_DIR)/bangerd $(BIN_DIR)/banger-agent /usr/local/bin/
+	install -D -m 0644 packaging/bangerd.service /etc/systemd/system/bangerd.service
+	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	getent group banger >/dev/null || groupadd --system banger
 	id -u $(VMM_USER) >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin $(VMM_USER)
 
 # One command from a fresh machine to a VM running a command.
@@ -62,7 +67,11 @@ smoke-plain: agent
 coverage-html:
 	scripts/coverage.sh --html
 
-test: lint unit smoke
+# What the tests need beyond banger's own dependencies (a no-op once installed).
+test-deps:
+	scripts/deps.sh --dev
+
+test: test-deps lint unit smoke
 
 clean-smoke:
 	rm -rf $${BANGER_SMOKE_HOME:-target/smoke}

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Installs the Debian packages banger and its tests need (run as root).
+# Installs what banger needs to build and run (run as root). `--dev` adds what its
+# tests and lints need (dig, LLVM tools for coverage, cargo-deny, cargo-llvm-cov, the
+# mcp Python package); `.ci/run` uses it.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-need=(qemu-system-x86 debootstrap busybox-static e2fsprogs lz4 nftables iproute2 dnsutils
+dev=false
+case "${1:-}" in
+  --dev) dev=true ;;
+  "") ;;
+  *) echo "usage: scripts/deps.sh [--dev]" >&2; exit 2 ;;
+esac
+need=(qemu-system-x86 debootstrap busybox-static e2fsprogs lz4 nftables iproute2
       openssh-client git make gcc ca-certificates)
+$dev && need+=(dnsutils)
 # A fresh machine has no package lists yet.
 if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
   apt-get update -qq
 fi
 # LLVM tools matching rustc's LLVM, for coverage of the smoke run.
 llvm_major=$(rustc -vV 2>/dev/null | sed -n 's/^LLVM version: \([0-9]*\).*/\1/p')
-if [ -n "$llvm_major" ] && apt-cache show "llvm-$llvm_major" >/dev/null 2>&1; then
+if $dev && [ -n "$llvm_major" ] && apt-cache show "llvm-$llvm_major" >/dev/null 2>&1; then
   need+=("llvm-$llvm_major")
 fi
 missing=()
@@ -28,6 +37,8 @@ if ! id -u banger-vmm >/dev/null 2>&1; then
   echo "deps: creating the system user banger-vmm" >&2
   useradd --system --no-create-home --shell /usr/sbin/nologin banger-vmm
 fi
+
+$dev || exit 0
 
 if ! cargo deny --version >/dev/null 2>&1; then
   echo "deps: installing cargo-deny" >&2
