@@ -373,10 +373,23 @@ chmod 755 /usr/local/bin/git'
   set +e
   banger workspace export wsh --apply --repo "$r" 2>"$RUN_DIR/hostile2.err"; rc2=$?
   set -e
+  # A guest whose git prints a symlink under a mode git reads as a link (120755).
+  banger vm exec wsh -- sh -c 'cat >/usr/local/bin/git <<"EOF"
+#!/bin/sh
+case " $* " in *" diff "*)
+  printf "diff --git a/leak b/leak\nnew file mode 120755\n--- /dev/null\n+++ b/leak\n@@ -0,0 +1 @@\n+/etc/shadow\n\\\\ No newline at end of file\n"
+  exit 0;; esac
+exec /usr/bin/git "$@"
+EOF'
+  set +e
+  banger workspace export wsh --apply --repo "$r" 2>"$RUN_DIR/hostile3.err"; rc3=$?
+  set -e
   banger vm delete wsh
-  cat "$RUN_DIR/hostile1.err" "$RUN_DIR/hostile2.err"
+  cat "$RUN_DIR/hostile1.err" "$RUN_DIR/hostile2.err" "$RUN_DIR/hostile3.err"
   [ "$rc1" -ne 0 ] && grep -q 'would point outside the repository' "$RUN_DIR/hostile1.err"
   [ "$rc2" -ne 0 ] && grep -q 'climbs out' "$RUN_DIR/hostile2.err"
+  [ "$rc3" -ne 0 ] && grep -q 'has file mode 120755' "$RUN_DIR/hostile3.err"
+  [ ! -L "$r/leak" ]
   expect_eq "$(snap)" "$before"
   [ ! -e "$RUN_DIR/pwned" ] && [ ! -e "$(dirname "$RUN_DIR")/pwned" ]
 }

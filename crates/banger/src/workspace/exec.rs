@@ -5,6 +5,10 @@
 //! the exec stream carries no more than the agent accepts, so input of any size is never
 //! held in memory. Output is written out as frames arrive.
 
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use banger_wire::agent::{ExecSpec, HostFrame, CHUNK};
 use banger_wire::api::ExecRequest;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -175,6 +179,59 @@ where
             }
             Event::Failed(e) => return Err(CliError::Remote(e).into()),
         }
+    }
+}
+
+/// A writer that fails (and remembers it) once more than its limit comes: what a
+/// guest prints is not ours to trust, so every capture of it is bounded.
+pub struct Capped<'a, W> {
+    inner: &'a mut W,
+    left: u64,
+    over: bool,
+}
+
+impl<'a, W> Capped<'a, W> {
+    pub fn new(inner: &'a mut W, limit: u64) -> Capped<'a, W> {
+        Capped {
+            inner,
+            left: limit,
+            over: false,
+        }
+    }
+
+    /// Whether more than the limit came (and the write failed).
+    pub fn over(&self) -> bool {
+        self.over
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Capped<'_, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.len() as u64 > this.left {
+            this.over = true;
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "the guest wrote more than banger takes",
+            )));
+        }
+        let written = Pin::new(&mut *this.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            this.left -= n as u64;
+        }
+        written
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

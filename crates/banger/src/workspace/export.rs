@@ -8,14 +8,10 @@
 //! The guest decides how much it sends, so the patch is cut off at
 //! [`MAX_PATCH_BYTES`].
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
 use tokio::io::AsyncWrite;
 
 use super::error::WorkspaceError;
-use super::exec::{self, Runner};
+use super::exec::{self, Capped, Runner};
 use super::ship::{capture_error, check};
 
 /// What the patch is relative to.
@@ -68,13 +64,9 @@ pub async fn export<W: AsyncWrite + Unpin>(
 ) -> Result<(), WorkspaceError> {
     let vm = guest.name();
     let spec = exec::spec(&["sh", "-c", EXPORT, "banger-ws-export", dest, base.arg()]);
-    let mut capped = Capped {
-        inner: out,
-        left: MAX_PATCH_BYTES,
-        over: false,
-    };
+    let mut capped = Capped::new(out, MAX_PATCH_BYTES);
     let ran = guest.run(spec, tokio::io::empty(), &mut capped).await;
-    if capped.over {
+    if capped.over() {
         return Err(WorkspaceError::PatchTooLarge {
             vm: vm.into(),
             limit: MAX_PATCH_BYTES,
@@ -88,43 +80,6 @@ pub async fn export<W: AsyncWrite + Unpin>(
         });
     }
     check(vm, "making the patch", captured)
-}
-
-/// A writer that fails (and remembers it) once more than `left` bytes come.
-struct Capped<'a, W> {
-    inner: &'a mut W,
-    left: u64,
-    over: bool,
-}
-
-impl<W: AsyncWrite + Unpin> AsyncWrite for Capped<'_, W> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if buf.len() as u64 > this.left {
-            this.over = true;
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::FileTooLarge,
-                "the patch is too large",
-            )));
-        }
-        let written = Pin::new(&mut *this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written {
-            this.left -= n as u64;
-        }
-        written
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

@@ -50,9 +50,13 @@ exec tar -c -f - -C "$1" "./$2""#;
 pub async fn probe(vm: &Vm<'_>, path: &GuestPath) -> Result<Probe, CopyError> {
     let mut out = Vec::new();
     let spec = exec::spec(&["sh", "-c", PROBE, "probe", path.as_str()]);
-    let done = vm.run(spec, tokio::io::empty(), &mut out).await?;
+    // Two short lines; a guest printing more gets no answer out of it.
+    let mut capped = exec::Capped::new(&mut out, 64 * 1024);
+    let ran = vm.run(spec, tokio::io::empty(), &mut capped).await;
+    let over = capped.over();
+    let done = ran?;
     parse_probe(&out)
-        .filter(|_| done.code == 0)
+        .filter(|_| done.code == 0 && !over)
         .ok_or_else(|| CopyError::Guest {
             vm: vm.name().to_string(),
             step: "looking up the path",

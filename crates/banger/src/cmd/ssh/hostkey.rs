@@ -10,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{SshError, Stderr};
-use crate::workspace::exec::{self, Runner, Vm};
+use crate::workspace::exec::{self, Runner};
 
 /// Where the guest agent's first boot puts the key (`ssh-keygen -A`).
 pub const HOST_KEY: &str = "/etc/ssh/ssh_host_ed25519_key.pub";
@@ -27,6 +27,9 @@ until [ -s "$f" ] && grep -qE ':0016 [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/
 done
 exec cat "$f""#;
 
+/// The most a guest may print for its host key (an ed25519 line is ~100 bytes).
+const MAX_KEY_BYTES: u64 = 16 * 1024;
+
 /// The name ssh looks the VM's key up by (`HostKeyAlias`), whatever address it dials.
 pub fn alias(vm_id: &str) -> String {
     format!("banger-{vm_id}")
@@ -39,11 +42,19 @@ pub fn known_hosts_file(state_dir: &Path, vm_id: &str) -> PathBuf {
 
 /// Waits for sshd in the guest and makes sure `file` pins its host key. A file that
 /// pins another key is left alone and reported.
-pub async fn pin(vm: &Vm<'_>, vm_id: &str, file: &Path) -> Result<(), SshError> {
+pub async fn pin(vm: &impl Runner, vm_id: &str, file: &Path) -> Result<(), SshError> {
     let mut out = Vec::new();
     let spec = exec::spec(&["sh", "-c", WAIT_AND_READ, "hostkey", HOST_KEY]);
-    let done = vm.run(spec, tokio::io::empty(), &mut out).await?;
+    let mut capped = exec::Capped::new(&mut out, MAX_KEY_BYTES);
+    let ran = vm.run(spec, tokio::io::empty(), &mut capped).await;
     let name = vm.name().to_string();
+    if capped.over() {
+        return Err(SshError::BadHostKey {
+            vm: name,
+            text: format!("more than {MAX_KEY_BYTES} bytes"),
+        });
+    }
+    let done = ran?;
     match done.code {
         0 => {}
         100 => return Err(SshError::NoSshd { vm: name }),
@@ -124,6 +135,50 @@ mod tests {
     use super::*;
 
     const KEY: &str = "AAAAC3NzaC1lZDI1NTE5AAAAIBvR0bVaVJY4NHWVYnNR3KGUAnUNi0sGo1nAcNJiM9Mt";
+
+    /// A guest that answers the key read with endless output.
+    struct Flood;
+
+    impl Runner for Flood {
+        fn name(&self) -> &str {
+            "flood"
+        }
+
+        async fn run<R, W>(
+            &self,
+            _spec: banger_wire::agent::ExecSpec,
+            _stdin: R,
+            stdout: &mut W,
+        ) -> Result<exec::Captured, exec::CaptureError>
+        where
+            R: tokio::io::AsyncRead + Unpin,
+            W: tokio::io::AsyncWrite + Unpin,
+        {
+            use tokio::io::AsyncReadExt;
+            let mut data = tokio::io::repeat(b'A').take(1 << 30);
+            tokio::io::copy(&mut data, stdout)
+                .await
+                .map_err(exec::CaptureError::Output)?;
+            Ok(exec::Captured {
+                code: 0,
+                stderr: Vec::new(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_guest_flooding_its_host_key_is_refused_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("known_hosts");
+
+        let err = pin(&Flood, "abc", &file).await.unwrap_err();
+
+        let SshError::BadHostKey { text, .. } = err else {
+            panic!("{err}");
+        };
+        assert_eq!(text, format!("more than {MAX_KEY_BYTES} bytes"));
+        assert!(!file.exists());
+    }
 
     #[test]
     fn the_guest_key_is_pinned_under_the_vm_alias_without_its_comment() {
