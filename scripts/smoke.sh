@@ -866,7 +866,7 @@ ran /etc/run me.sh"
   local victim
   victim=$(find "$dir/bad" -type f ! -name manifest.json | head -1)
   printf 'corrupt' | dd of="$victim" bs=1 seek=100 conv=notrunc 2>/dev/null
-  expect_failure any '*checksum*' banger image pull "http://127.0.0.1:$port/bad" --name smoke-imp-bad
+  expect_failure any '*bundle*/bad is invalid*' banger image pull "http://127.0.0.1:$port/bad" --name smoke-imp-bad
   # A bundle whose file does not match the manifest's digest.
   cp -r "$dir/bundle" "$dir/lying"
   python3 - "$dir/lying/manifest.json" <<'PY'
