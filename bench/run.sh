@@ -39,7 +39,7 @@ AGENT=$BIN/banger-agent
 export BANGER_AGENT=${BANGER_AGENT:-$AGENT}
 export NO_COLOR=1
 mkdir -p "$BANGER_CONFIG_DIR" "$STATE"
-cat >"$BANGER_CONFIG_DIR/config.toml" <<CFG
+cat >"$BANGER_CONFIG_DIR/config.toml" <<'CFG'
 bridge = "bgbench0"
 dns_listen = "127.0.0.1:42089"
 memory_mib = 512
