@@ -4,7 +4,6 @@ use banger_wire::api::Backend;
 
 use super::{apt, Check, Ctx, COMMAND_TIMEOUT};
 use crate::host::{run_command, KvmStatus, FIRECRACKER_ENV, JAILER_ENV};
-use crate::vmm::firecracker::jail::JAIL_USER;
 
 const FIRECRACKER_INSTALL: &str = "v=$(basename $(curl -fsSLI -o /dev/null -w '%{url_effective}' \
 https://github.com/firecracker-microvm/firecracker/releases/latest)) && \
@@ -143,8 +142,8 @@ pub(super) fn firecracker(ctx: &Ctx<'_>) -> Check {
     }
 }
 
-/// Firecracker's jailer and the user it runs VMMs as. Without them firecracker runs as
-/// root, unconfined: a warning, since VMs still work.
+/// Firecracker's jailer. Without it firecracker runs as root, unconfined: a warning,
+/// since VMs still work.
 pub(super) fn jailer(ctx: &Ctx<'_>) -> Check {
     const NAME: &str = "jailer";
     let Some(firecracker) = ctx.host.firecracker() else {
@@ -167,26 +166,15 @@ pub(super) fn jailer(ctx: &Ctx<'_>) -> Check {
             ),
         );
     };
-    match nix::unistd::User::from_name(JAIL_USER) {
-        Ok(Some(user)) => Check::pass(
-            "jailer",
-            NAME,
-            format!(
-                "{} (VMMs run as {JAIL_USER}, uid {})",
-                jailer.display(),
-                user.uid
-            ),
+    // Whether its user exists is the `vmm_user` row's.
+    Check::pass(
+        "jailer",
+        NAME,
+        format!(
+            "{} (firecracker runs jailed, as the VMM user)",
+            jailer.display()
         ),
-        _ => Check::warn(
-            "jailer",
-            NAME,
-            format!(
-                "{} found, but user {JAIL_USER} is missing: firecracker VMs fail to start",
-                jailer.display()
-            ),
-            format!("useradd --system --no-create-home --shell /usr/sbin/nologin {JAIL_USER}"),
-        ),
-    }
+    )
 }
 
 /// qemu-system-x86_64 and its version; required when QEMU is the backend.

@@ -122,8 +122,6 @@ pub enum VmmError {
         #[source]
         source: std::io::Error,
     },
-    #[error("user {user} does not exist; the jailed VMM runs as it")]
-    JailUserMissing { user: String },
     #[error("preparing the VMM's jail {path} failed")]
     Jail {
         path: PathBuf,
@@ -155,9 +153,6 @@ impl VmmError {
             VmmError::NoVmmUser { .. } => Some(format!(
                 "VMMs never run as root; create the user with `make install` or `{}`",
                 user::CREATE_VMM_USER
-            )),
-            VmmError::JailUserMissing { user } => Some(format!(
-                "create it: useradd --system --no-create-home --shell /usr/sbin/nologin {user}"
             )),
             _ => None,
         }

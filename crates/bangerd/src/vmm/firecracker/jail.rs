@@ -23,12 +23,11 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::unistd::{chown, Gid, Uid};
 use tokio::net::UnixStream;
 
+use crate::vmm::user::VMM_USER;
 use crate::vmm::VmmError;
 
 /// Environment variable naming the jailer binary; else `jailer` beside firecracker.
 pub const JAILER_ENV: &str = "BANGER_JAILER";
-/// The unprivileged user the VMM runs as (created by the install step).
-pub const JAIL_USER: &str = "banger-vmm";
 /// Under cgroup v2, each VM's cgroup is `<cgroup root>/banger/<id>`.
 const PARENT_CGROUP: &str = "banger";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup";
@@ -37,7 +36,7 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Jail {
     pub jailer: PathBuf,
-    /// `(uid, gid)` of [`JAIL_USER`]; `None` when the user does not exist.
+    /// `(uid, gid)` of the VMM user ([`crate::vmm::user`]); `None` when it does not exist.
     pub user: Option<(u32, u32)>,
 }
 
@@ -53,17 +52,15 @@ impl Jail {
     }
 
     pub fn new(jailer: PathBuf) -> Jail {
-        let user = nix::unistd::User::from_name(JAIL_USER)
-            .ok()
-            .flatten()
-            .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
+        let user =
+            crate::vmm::user::lookup(Path::new("/etc/passwd"), VMM_USER).map(|u| (u.uid, u.gid));
         Jail { jailer, user }
     }
 
     /// The jail user, or an error saying how to create it.
     pub fn user(&self) -> Result<(u32, u32), VmmError> {
-        self.user.ok_or_else(|| VmmError::JailUserMissing {
-            user: JAIL_USER.into(),
+        self.user.ok_or_else(|| VmmError::NoVmmUser {
+            user: VMM_USER.into(),
         })
     }
 }
