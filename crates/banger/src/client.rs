@@ -5,12 +5,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use banger_wire::api::{
-    ExecRequest, Request, Response, StreamEvent, EXEC_PATH, EXEC_UPGRADE_PROTOCOL, RPC_PATH,
+    ExecRequest, Request, Response, StreamEvent, EXEC_PATH, EXEC_UPGRADE_PROTOCOL, REQUEST_HEADER,
+    RPC_PATH, UPLOAD_PATH,
 };
 use banger_wire::WireError;
 use bangerd::config::Paths;
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header;
 use hyper_util::rt::TokioIo;
@@ -31,7 +33,12 @@ impl Client {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CliError> {
+    async fn connect<B>(&self) -> Result<SendRequest<B>, CliError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -76,12 +83,60 @@ impl Client {
     pub async fn stream(
         &self,
         req: &Request,
-        mut on_event: impl FnMut(StreamEvent),
+        on_event: impl FnMut(StreamEvent),
     ) -> Result<Response, CliError> {
         let mut sender = self.connect().await?;
         let resp = sender
             .send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?))
             .await?;
+        Self::events(resp, on_event).await
+    }
+
+    /// Like [`Client::stream`], with `body` (chunks; an `Err` aborts the request) as the
+    /// request's input ([`UPLOAD_PATH`]).
+    pub async fn upload(
+        &self,
+        req: &Request,
+        body: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+        on_event: impl FnMut(StreamEvent),
+    ) -> Result<Response, CliError> {
+        let frames = futures::stream::unfold(body, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk.map(Frame::data), rx))
+        });
+        let http = hyper::Request::post(UPLOAD_PATH)
+            .header(header::HOST, "bangerd")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(
+                REQUEST_HEADER,
+                header::HeaderValue::from_bytes(&serde_json::to_vec(req)?)
+                    .map_err(|e| CliError::usage(format!("cannot send the request: {e}"), None))?,
+            )
+            .body(StreamBody::new(frames))
+            .map_err(|e| CliError::usage(format!("cannot send the request: {e}"), None))?;
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(http).await?;
+        Self::events(resp, on_event).await
+    }
+
+    /// A raw answer ([`Request::is_download`]): its body, to read as it arrives.
+    pub async fn download(&self, req: &Request) -> Result<Incoming, CliError> {
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?))
+            .await?;
+        if !resp.status().is_success() {
+            let body = resp.into_body().collect().await?.to_bytes();
+            return Err(CliError::Remote(serde_json::from_slice::<WireError>(
+                &body,
+            )?));
+        }
+        Ok(resp.into_body())
+    }
+
+    async fn events(
+        resp: hyper::Response<Incoming>,
+        mut on_event: impl FnMut(StreamEvent),
+    ) -> Result<Response, CliError> {
         if !resp.status().is_success() {
             let body = resp.into_body().collect().await?.to_bytes();
             return Err(CliError::Remote(serde_json::from_slice::<WireError>(

@@ -28,6 +28,14 @@ pub enum CliError {
     },
     #[error("agent stream failed")]
     Decode(#[from] banger_wire::agent::DecodeError),
+    /// The CLI's own access to the user's files, with the user's permissions.
+    #[error("cannot {what} {}", path.display())]
+    Local {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
@@ -45,6 +53,12 @@ impl CliError {
             CliError::Usage { .. } => ErrorCode::InvalidArgument,
             CliError::Http(_) | CliError::Protocol(_) | CliError::Decode(_) => ErrorCode::Internal,
             CliError::Io(_) => ErrorCode::HostFailed,
+            CliError::Local { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ErrorCode::PermissionDenied
+            }
+            CliError::Local { .. } => ErrorCode::HostFailed,
         }
     }
 
@@ -77,6 +91,15 @@ impl CliError {
             }
             CliError::DaemonStart { .. } => Some("see `banger daemon logs`".into()),
             CliError::Usage { hint, .. } => hint.clone(),
+            CliError::Local { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Some(
+                    "banger reads and writes your files with your own permissions; \
+                     use a path you may access, or run it as its owner"
+                        .into(),
+                )
+            }
             _ => None,
         }
     }

@@ -48,6 +48,7 @@ impl Daemon {
         let deps = bangerd::Deps {
             manager,
             socket: paths.socket.clone(),
+            agent: None,
         };
         rt.spawn(bangerd::serve(listener, deps, async {
             let _ = stopped.await;

@@ -273,6 +273,7 @@ pub fn run() -> anyhow::Result<()> {
             Deps {
                 manager,
                 socket: socket.clone(),
+                agent: None,
             },
             shutdown,
         )
