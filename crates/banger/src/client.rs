@@ -9,7 +9,7 @@ use banger_wire::api::{
     RPC_PATH, UPLOAD_PATH,
 };
 use banger_wire::WireError;
-use bangerd::config::Paths;
+use bangerd::config::{Paths, SYSTEM_SOCKET};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -188,6 +188,63 @@ impl Client {
         }
         Ok(TokioIo::new(hyper::upgrade::on(resp).await?))
     }
+}
+
+/// Which daemon the CLI talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// Root's `bangerd` on [`SYSTEM_SOCKET`].
+    System,
+    /// The user's own `bangerd`, in the user's runtime dir.
+    User,
+    /// The one `BANGER_SOCKET` names.
+    Configured,
+}
+
+impl Daemon {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Daemon::System => "system (root's bangerd)",
+            Daemon::User => "per-user (yours)",
+            Daemon::Configured => "the one BANGER_SOCKET names",
+        }
+    }
+}
+
+/// Picks the daemon: `BANGER_SOCKET` when set; for root, the system one; for a user,
+/// the system daemon when it answers them, else their own, in a runtime dir that must
+/// be theirs and private (see [`bangerd::private_dir`]).
+pub async fn locate(mut paths: Paths) -> Result<(Paths, Daemon), CliError> {
+    let uid = nix::unistd::geteuid();
+    let system_answers = async {
+        system_socket_is_roots()
+            && Client::new(Path::new(SYSTEM_SOCKET))
+                .rpc(&Request::Ping)
+                .await
+                .is_ok()
+    };
+    let daemon = if std::env::var_os("BANGER_SOCKET").is_some() {
+        Daemon::Configured
+    } else if uid.is_root() {
+        Daemon::System
+    } else if std::env::var_os("BANGER_RUNTIME_DIR").is_none() && system_answers.await {
+        paths.socket = PathBuf::from(SYSTEM_SOCKET);
+        Daemon::System
+    } else {
+        bangerd::private_dir::ensure(&paths.runtime_dir, uid.as_raw())?;
+        Daemon::User
+    };
+    Ok((paths, daemon))
+}
+
+/// The system socket and its directory are root's (a socket elsewhere is not trusted).
+fn system_socket_is_roots() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let socket = Path::new(SYSTEM_SOCKET);
+    [Some(socket), socket.parent()].into_iter().all(|p| {
+        p.and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_some_and(|m| m.uid() == 0)
+    })
 }
 
 /// Returns a client for a running daemon, starting one (and saying so) if none answers.

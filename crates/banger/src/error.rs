@@ -28,6 +28,8 @@ pub enum CliError {
     },
     #[error("agent stream failed")]
     Decode(#[from] banger_wire::agent::DecodeError),
+    #[error(transparent)]
+    RuntimeDir(#[from] bangerd::private_dir::PrivateDirError),
     /// The CLI's own access to the user's files, with the user's permissions.
     #[error("cannot {what} {}", path.display())]
     Local {
@@ -59,6 +61,10 @@ impl CliError {
                 ErrorCode::PermissionDenied
             }
             CliError::Local { .. } => ErrorCode::HostFailed,
+            CliError::RuntimeDir(bangerd::private_dir::PrivateDirError::Io { .. }) => {
+                ErrorCode::HostFailed
+            }
+            CliError::RuntimeDir(_) => ErrorCode::PermissionDenied,
         }
     }
 
@@ -91,6 +97,7 @@ impl CliError {
             }
             CliError::DaemonStart { .. } => Some("see `banger daemon logs`".into()),
             CliError::Usage { hint, .. } => hint.clone(),
+            CliError::RuntimeDir(e) => e.hint(),
             CliError::Local { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
             {

@@ -65,6 +65,8 @@ impl Drop for User {
 struct Daemon {
     dir: tempfile::TempDir,
     paths: Paths,
+    /// A socket dir made outside `dir`, removed on drop.
+    planted: Option<PathBuf>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     _rt: tokio::runtime::Runtime,
     user: User,
@@ -72,10 +74,19 @@ struct Daemon {
 
 impl Daemon {
     fn start(tag: &str) -> Daemon {
+        Daemon::start_with_socket(tag, |_| None)
+    }
+
+    /// Like [`Daemon::start`], listening on `socket(user)` when that gives a path.
+    fn start_with_socket(tag: &str, socket: impl FnOnce(&User) -> Option<PathBuf>) -> Daemon {
         let user = User::add(tag);
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-        let paths = Paths::under(dir.path());
+        let mut paths = Paths::under(dir.path());
+        let planted = socket(&user);
+        if let Some(socket) = &planted {
+            paths.socket = socket.clone();
+        }
         let agent = fake_boot_files(&paths, dir.path());
         let store = Arc::new(bangerd::daemon::open(&paths).unwrap());
         let backends = Backends {
@@ -113,6 +124,7 @@ impl Daemon {
         Daemon {
             dir,
             paths,
+            planted: planted.and_then(|s| s.parent().map(Path::to_path_buf)),
             stop: Some(stop),
             _rt: rt,
             user,
@@ -127,8 +139,21 @@ impl Daemon {
             .unwrap()
     }
 
-    /// Runs the real CLI as the unprivileged group member.
+    /// Runs the real CLI as the unprivileged group member, on the test daemon.
     fn banger_as_user(&self, args: &[&str]) -> Output {
+        let home = self.dir.path().join("home");
+        self.user_cmd()
+            .env("BANGER_SOCKET", &self.paths.socket)
+            .env("BANGER_STATE_DIR", home.join("state"))
+            .env("BANGER_CONFIG_DIR", &self.paths.config_dir)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// The real CLI as the unprivileged user with a plain environment: HOME and no
+    /// banger or XDG variables.
+    fn user_cmd(&self) -> Command {
         let mut cmd = Command::new("setpriv");
         cmd.args([
             "--reuid",
@@ -139,13 +164,12 @@ impl Daemon {
             "--",
             env!("CARGO_BIN_EXE_banger"),
         ]);
-        let home = self.dir.path().join("home");
-        self.env(&mut cmd)
-            .env("HOME", &home)
-            .env("BANGER_STATE_DIR", home.join("state"))
-            .args(args)
-            .output()
-            .unwrap()
+        cmd.env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", self.dir.path().join("home"))
+            .env("BANGER_DAEMON", "/nonexistent/bangerd")
+            .env("NO_COLOR", "1");
+        cmd
     }
 
     fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
@@ -167,6 +191,9 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
+        }
+        if let Some(dir) = &self.planted {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }
@@ -214,6 +241,10 @@ fn public_tarball(dir: &Path) -> PathBuf {
     std::fs::write(&path, b.into_inner().unwrap()).unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     path
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn stderr(o: &Output) -> String {
@@ -328,4 +359,56 @@ fn root_still_imports_a_directory_and_exports_a_bundle() {
             "vmlinux.gz"
         ]
     );
+}
+
+#[test]
+fn a_socket_planted_in_tmp_by_another_user_is_not_used() {
+    if !ready() {
+        return;
+    }
+    // Another user (root here) listens where the CLI used to fall back to without
+    // XDG_RUNTIME_DIR.
+    let d = Daemon::start_with_socket("t", |user| {
+        Some(PathBuf::from(format!(
+            "/tmp/banger-{}/bangerd.sock",
+            user.uid
+        )))
+    });
+
+    let out = d.user_cmd().args(["daemon", "status"]).output().unwrap();
+
+    let planted = d.paths.socket.display().to_string();
+    assert!(!stdout(&out).contains(&planted), "{}", stdout(&out));
+    assert!(!stdout(&out).starts_with("running"), "{}", stdout(&out));
+}
+
+#[test]
+fn a_runtime_dir_of_another_user_is_refused_with_a_hint() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start("o");
+    let theirs = d.dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+
+    let out = d
+        .user_cmd()
+        .env("BANGER_RUNTIME_DIR", &theirs)
+        .args(["vm", "list"])
+        .output()
+        .unwrap();
+
+    assert_eq!(out.status.code(), Some(11), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "error: runtime directory {} belongs to uid 0, not to you (uid {})\n\
+             hint: someone else may have made it to catch your daemon's socket; have it \
+             removed, or point BANGER_RUNTIME_DIR at a directory of your own\n",
+            theirs.display(),
+            d.user.uid
+        )
+    );
+    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
 }

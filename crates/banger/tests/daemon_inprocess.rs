@@ -165,6 +165,10 @@ fn an_unreachable_daemon_is_a_clear_error() {
         .env("BANGER_SOCKET", d.paths.runtime_dir.join("nobody.sock"))
         .output()
         .unwrap();
-    assert_eq!(stdout(&out).trim(), "not running");
+    assert!(
+        stdout(&out).starts_with("not running\n"),
+        "{}",
+        stdout(&out)
+    );
     assert_eq!(out.status.code(), Some(7));
 }

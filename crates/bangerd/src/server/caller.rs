@@ -17,8 +17,10 @@ pub struct Caller {
 }
 
 impl Caller {
-    pub fn is_root(self) -> bool {
-        self.uid == Some(0)
+    /// Root, or the user the daemon runs as (a user's own daemon opens only what that
+    /// user could).
+    pub fn is_trusted(self, daemon_uid: u32) -> bool {
+        self.uid == Some(0) || self.uid == Some(daemon_uid)
     }
 }
 
@@ -30,10 +32,10 @@ impl axum::extract::connect_info::Connected<IncomingStream<'_, UnixListener>> fo
     }
 }
 
-/// Refuses, for callers other than root, requests that name a path on the daemon's
-/// host.
-pub fn authorize(caller: Caller, req: &Request) -> Result<(), DaemonError> {
-    if caller.is_root() {
+/// Refuses, for callers other than root and the daemon's own user (`daemon_uid`),
+/// requests that name a path on the daemon's host.
+pub fn authorize(caller: Caller, daemon_uid: u32, req: &Request) -> Result<(), DaemonError> {
+    if caller.is_trusted(daemon_uid) {
         return Ok(());
     }
     let refuse = |what: &str, hint: &str| {
@@ -101,11 +103,12 @@ mod tests {
             build(Some("/root/agent"), None),
             build(None, Some("file:///srv/mirror")),
         ] {
-            let err = authorize(USER, &req).unwrap_err();
+            let err = authorize(USER, 0, &req).unwrap_err();
             assert_eq!(err.code(), ErrorCode::PermissionDenied, "{req:?}");
             assert!(err.hint().is_some(), "{req:?}");
-            assert!(authorize(UNKNOWN, &req).is_err(), "{req:?}");
-            assert!(authorize(ROOT, &req).is_ok(), "{req:?}");
+            assert!(authorize(UNKNOWN, 0, &req).is_err(), "{req:?}");
+            assert!(authorize(ROOT, 0, &req).is_ok(), "{req:?}");
+            assert!(authorize(USER, 1000, &req).is_ok(), "own daemon: {req:?}");
         }
     }
 
@@ -118,7 +121,7 @@ mod tests {
             build(None, None),
             Request::VmList,
         ] {
-            assert!(authorize(USER, &req).is_ok(), "{req:?}");
+            assert!(authorize(USER, 0, &req).is_ok(), "{req:?}");
         }
     }
 }

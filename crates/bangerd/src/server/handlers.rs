@@ -102,7 +102,7 @@ pub(crate) async fn upload(
             )
         }
     };
-    if let Err(e) = caller::authorize(caller, &req) {
+    if let Err(e) = caller::authorize(caller, state.owner, &req) {
         return error_response(&e.to_wire());
     }
     stream(state, req, Some(body)).await

@@ -38,6 +38,8 @@ pub(crate) struct AppState {
     pub started: Instant,
     /// Notified by `daemon stop`.
     pub shutdown: Notify,
+    /// The uid the daemon runs as.
+    pub owner: u32,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves or a client asks the daemon
@@ -51,6 +53,7 @@ pub async fn serve(
         deps,
         started: Instant::now(),
         shutdown: Notify::new(),
+        owner: nix::unistd::geteuid().as_raw(),
     });
     let app = Router::new()
         .route(RPC_PATH, post(rpc))
@@ -79,7 +82,7 @@ async fn rpc(
     let span = tracing::info_span!("request", op = ?std::mem::discriminant(&req));
     let _enter = span.enter();
     drop(_enter);
-    if let Err(e) = caller::authorize(caller, &req) {
+    if let Err(e) = caller::authorize(caller, state.owner, &req) {
         tracing::warn!(uid = ?caller.uid, cause = %e, "request refused");
         return error_response(&e.to_wire());
     }
