@@ -80,10 +80,15 @@ fn send_source(
         }
     }
     .and_then(|()| out.flush());
-    sent.map_err(|e| {
-        let _ = tx.blocking_send(Err(std::io::Error::other("the import source failed")));
-        read_err(path, e)
-    })
+    match sent {
+        Ok(()) => Ok(()),
+        // The daemon stopped reading (it refused the import): its answer says why.
+        Err(_) if tx.is_closed() => Ok(()),
+        Err(e) => {
+            let _ = tx.blocking_send(Err(std::io::Error::other("the import source failed")));
+            Err(read_err(path, e))
+        }
+    }
 }
 
 fn read_err(path: &Path, source: std::io::Error) -> CliError {

@@ -412,3 +412,28 @@ fn a_runtime_dir_of_another_user_is_refused_with_a_hint() {
     );
     assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
 }
+
+#[test]
+fn an_import_the_daemon_refuses_reports_the_daemons_error() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start("x");
+    let tarball = public_tarball(d.dir.path());
+    let out = d.banger_as_root(&["image", "import", tarball.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // More than the upload buffers hold, so the CLI is still sending when refused.
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::write(tree.path().join("big"), vec![1u8; 32 << 20]).unwrap();
+
+    let out = d.banger_as_root(&[
+        "image",
+        "import",
+        tree.path().to_str().unwrap(),
+        "--name",
+        "pub",
+    ]);
+
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
