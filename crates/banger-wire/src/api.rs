@@ -18,6 +18,11 @@ pub const RPC_PATH: &str = "/v1/rpc";
 pub const EXEC_PATH: &str = "/v1/exec";
 /// Protocol name in the `Upgrade:` header of an exec request.
 pub const EXEC_UPGRADE_PROTOCOL: &str = "banger-exec/1";
+/// Route for a [`Request`] whose input is the request body ([`Request::ImageImport`]);
+/// the request itself is the JSON in the [`REQUEST_HEADER`] header.
+pub const UPLOAD_PATH: &str = "/v1/upload";
+/// Header carrying the JSON [`Request`] of an [`UPLOAD_PATH`] request.
+pub const REQUEST_HEADER: &str = "x-banger-request";
 
 /// The VMM that runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -343,21 +348,29 @@ pub enum Request {
     ImageBuild {
         spec: ImageBuildSpec,
     },
-    /// Imports a rootfs tarball, a directory, a `docker save` archive or an OCI layout
-    /// (a path on the daemon's host). Streams progress.
+    /// Imports the body of an [`UPLOAD_PATH`] request: a rootfs tarball (plain or
+    /// gzip), a `docker save` archive or an OCI layout as a tarball (the CLI reads the
+    /// user's file or tars the user's directory, with the user's permissions).
+    /// `source` only names it (the path the user gave); the daemon never opens it.
+    /// Streams progress.
     ImageImport {
-        path: String,
+        source: String,
         name: Option<String>,
     },
-    /// Fetches and verifies a published image bundle. Streams progress.
+    /// Fetches and verifies a published image bundle. Streams progress. A URL that is
+    /// not http(s) names a path on the daemon's host: root callers only.
     ImagePull {
         url: String,
         name: Option<String>,
     },
-    /// Writes an image as a bundle (manifest + compressed files) into a directory.
-    ImageExport {
+    /// Answers with the raw bytes of one file of image `name`'s bundle: `file` is
+    /// `manifest.json` (sent as is) or an image file (sent gzip-compressed, for
+    /// `<file>.gz`). Refused when the image's digest is no longer `digest`, so the
+    /// files of one export belong together. The CLI writes them where the user asked.
+    ImageExportFile {
         name: String,
-        dir: String,
+        digest: String,
+        file: String,
     },
     /// Snapshots a running VM (it pauses for the copy, then runs on).
     VmSnapshot {
@@ -385,8 +398,12 @@ impl Request {
                 | Request::ImageBuild { .. }
                 | Request::ImageImport { .. }
                 | Request::ImagePull { .. }
-                | Request::ImageExport { .. }
         )
+    }
+
+    /// Whether the answer is raw bytes (a 2xx body) rather than JSON.
+    pub fn is_download(&self) -> bool {
+        matches!(self, Request::ImageExportFile { .. })
     }
 }
 
@@ -456,22 +473,24 @@ mod tests {
                 spec: ImageBuildSpec::default(),
             },
             Request::ImageImport {
-                path: "/x".into(),
+                source: "/x".into(),
                 name: None,
             },
             Request::ImagePull {
                 url: "http://x".into(),
                 name: None,
             },
-            Request::ImageExport {
-                name: "a".into(),
-                dir: "/x".into(),
-            },
         ];
         for req in streaming {
             assert!(req.is_streaming(), "{req:?}");
         }
         assert!(!Request::VmList.is_streaming());
+        let download = Request::ImageExportFile {
+            name: "a".into(),
+            digest: "sha256:00".into(),
+            file: "manifest.json".into(),
+        };
+        assert!(download.is_download() && !download.is_streaming());
     }
 
     use super::*;

@@ -5,12 +5,14 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use banger_wire::api::{
-    ExecRequest, Request, Response, StreamEvent, EXEC_PATH, EXEC_UPGRADE_PROTOCOL, RPC_PATH,
+    ExecRequest, Request, Response, StreamEvent, EXEC_PATH, EXEC_UPGRADE_PROTOCOL, REQUEST_HEADER,
+    RPC_PATH, UPLOAD_PATH,
 };
 use banger_wire::WireError;
-use bangerd::config::Paths;
+use bangerd::config::{Paths, SYSTEM_SOCKET};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header;
 use hyper_util::rt::TokioIo;
@@ -31,7 +33,12 @@ impl Client {
         }
     }
 
-    async fn connect(&self) -> Result<SendRequest<Full<Bytes>>, CliError> {
+    async fn connect<B>(&self) -> Result<SendRequest<B>, CliError>
+    where
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -76,12 +83,60 @@ impl Client {
     pub async fn stream(
         &self,
         req: &Request,
-        mut on_event: impl FnMut(StreamEvent),
+        on_event: impl FnMut(StreamEvent),
     ) -> Result<Response, CliError> {
         let mut sender = self.connect().await?;
         let resp = sender
             .send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?))
             .await?;
+        Self::events(resp, on_event).await
+    }
+
+    /// Like [`Client::stream`], with `body` (chunks; an `Err` aborts the request) as the
+    /// request's input ([`UPLOAD_PATH`]).
+    pub async fn upload(
+        &self,
+        req: &Request,
+        body: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+        on_event: impl FnMut(StreamEvent),
+    ) -> Result<Response, CliError> {
+        let frames = futures::stream::unfold(body, |mut rx| async move {
+            rx.recv().await.map(|chunk| (chunk.map(Frame::data), rx))
+        });
+        let http = hyper::Request::post(UPLOAD_PATH)
+            .header(header::HOST, "bangerd")
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .header(
+                REQUEST_HEADER,
+                header::HeaderValue::from_bytes(&serde_json::to_vec(req)?)
+                    .map_err(|e| CliError::usage(format!("cannot send the request: {e}"), None))?,
+            )
+            .body(StreamBody::new(frames))
+            .map_err(|e| CliError::usage(format!("cannot send the request: {e}"), None))?;
+        let mut sender = self.connect().await?;
+        let resp = sender.send_request(http).await?;
+        Self::events(resp, on_event).await
+    }
+
+    /// A raw answer ([`Request::is_download`]): its body, to read as it arrives.
+    pub async fn download(&self, req: &Request) -> Result<Incoming, CliError> {
+        let mut sender = self.connect().await?;
+        let resp = sender
+            .send_request(Self::post(RPC_PATH, serde_json::to_vec(req)?))
+            .await?;
+        if !resp.status().is_success() {
+            let body = resp.into_body().collect().await?.to_bytes();
+            return Err(CliError::Remote(serde_json::from_slice::<WireError>(
+                &body,
+            )?));
+        }
+        Ok(resp.into_body())
+    }
+
+    async fn events(
+        resp: hyper::Response<Incoming>,
+        mut on_event: impl FnMut(StreamEvent),
+    ) -> Result<Response, CliError> {
         if !resp.status().is_success() {
             let body = resp.into_body().collect().await?.to_bytes();
             return Err(CliError::Remote(serde_json::from_slice::<WireError>(
@@ -133,6 +188,63 @@ impl Client {
         }
         Ok(TokioIo::new(hyper::upgrade::on(resp).await?))
     }
+}
+
+/// Which daemon the CLI talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Daemon {
+    /// Root's `bangerd` on [`SYSTEM_SOCKET`].
+    System,
+    /// The user's own `bangerd`, in the user's runtime dir.
+    User,
+    /// The one `BANGER_SOCKET` names.
+    Configured,
+}
+
+impl Daemon {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Daemon::System => "system (root's bangerd)",
+            Daemon::User => "per-user (yours)",
+            Daemon::Configured => "the one BANGER_SOCKET names",
+        }
+    }
+}
+
+/// Picks the daemon: `BANGER_SOCKET` when set; for root, the system one; for a user,
+/// the system daemon when it answers them, else their own, in a runtime dir that must
+/// be theirs and private (see [`bangerd::private_dir`]).
+pub async fn locate(mut paths: Paths) -> Result<(Paths, Daemon), CliError> {
+    let uid = nix::unistd::geteuid();
+    let system_answers = async {
+        system_socket_is_roots()
+            && Client::new(Path::new(SYSTEM_SOCKET))
+                .rpc(&Request::Ping)
+                .await
+                .is_ok()
+    };
+    let daemon = if std::env::var_os("BANGER_SOCKET").is_some() {
+        Daemon::Configured
+    } else if uid.is_root() {
+        Daemon::System
+    } else if std::env::var_os("BANGER_RUNTIME_DIR").is_none() && system_answers.await {
+        paths.socket = PathBuf::from(SYSTEM_SOCKET);
+        Daemon::System
+    } else {
+        bangerd::private_dir::ensure(&paths.runtime_dir, uid.as_raw())?;
+        Daemon::User
+    };
+    Ok((paths, daemon))
+}
+
+/// The system socket and its directory are root's (a socket elsewhere is not trusted).
+fn system_socket_is_roots() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let socket = Path::new(SYSTEM_SOCKET);
+    [Some(socket), socket.parent()].into_iter().all(|p| {
+        p.and_then(|p| std::fs::symlink_metadata(p).ok())
+            .is_some_and(|m| m.uid() == 0)
+    })
 }
 
 /// Returns a client for a running daemon, starting one (and saying so) if none answers.

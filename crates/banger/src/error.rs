@@ -28,6 +28,16 @@ pub enum CliError {
     },
     #[error("agent stream failed")]
     Decode(#[from] banger_wire::agent::DecodeError),
+    #[error(transparent)]
+    RuntimeDir(#[from] bangerd::private_dir::PrivateDirError),
+    /// The CLI's own access to the user's files, with the user's permissions.
+    #[error("cannot {what} {}", path.display())]
+    Local {
+        what: &'static str,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl CliError {
@@ -45,6 +55,16 @@ impl CliError {
             CliError::Usage { .. } => ErrorCode::InvalidArgument,
             CliError::Http(_) | CliError::Protocol(_) | CliError::Decode(_) => ErrorCode::Internal,
             CliError::Io(_) => ErrorCode::HostFailed,
+            CliError::Local { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                ErrorCode::PermissionDenied
+            }
+            CliError::Local { .. } => ErrorCode::HostFailed,
+            CliError::RuntimeDir(bangerd::private_dir::PrivateDirError::Io { .. }) => {
+                ErrorCode::HostFailed
+            }
+            CliError::RuntimeDir(_) => ErrorCode::PermissionDenied,
         }
     }
 
@@ -77,6 +97,16 @@ impl CliError {
             }
             CliError::DaemonStart { .. } => Some("see `banger daemon logs`".into()),
             CliError::Usage { hint, .. } => hint.clone(),
+            CliError::RuntimeDir(e) => e.hint(),
+            CliError::Local { source, .. }
+                if source.kind() == std::io::ErrorKind::PermissionDenied =>
+            {
+                Some(
+                    "banger reads and writes your files with your own permissions; \
+                     use a path you may access, or run it as its owner"
+                        .into(),
+                )
+            }
             _ => None,
         }
     }

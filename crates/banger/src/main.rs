@@ -8,6 +8,7 @@ mod exec;
 mod exec_stream;
 mod mcp;
 mod output;
+mod transfer;
 mod workspace;
 
 use clap::Parser;

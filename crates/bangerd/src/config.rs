@@ -8,13 +8,20 @@
 //! | config (`config.toml`) | `/etc/banger` | `$XDG_CONFIG_HOME/banger` | `BANGER_CONFIG_DIR` |
 //! | state (`state.db`, images, VM disks) | `/var/lib/banger` | `$XDG_STATE_HOME/banger` | `BANGER_STATE_DIR` |
 //! | cache (apt/debootstrap downloads) | `/var/cache/banger` | `$XDG_CACHE_HOME/banger` | `BANGER_CACHE_DIR` |
-//! | runtime (sockets, pids) | `/run/banger` | `$XDG_RUNTIME_DIR/banger` | `BANGER_RUNTIME_DIR` |
+//! | runtime (sockets, pids) | `/run/banger` | `$XDG_RUNTIME_DIR/banger`, else `<state>/run` | `BANGER_RUNTIME_DIR` |
 //! | daemon socket | `<runtime>/bangerd.sock` | same | `BANGER_SOCKET` |
+//!
+//! A user's runtime directory must be the user's own with mode 0700
+//! ([`crate::private_dir`]); there is no shared `/tmp` fallback another user could make
+//! first. A non-root CLI uses the system daemon ([`SYSTEM_SOCKET`]) when it answers.
 
 use std::path::{Path, PathBuf};
 
 use banger_wire::api::{Backend, NetMode, NetPolicy};
 use serde::{Deserialize, Serialize};
+
+/// The socket of the system daemon (root's `bangerd`).
+pub const SYSTEM_SOCKET: &str = "/run/banger/bangerd.sock";
 
 /// Resolved directories of one banger installation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,15 +87,15 @@ impl Paths {
             ".cache",
         );
         // Root's runtime dir ignores XDG_RUNTIME_DIR (a login sets it to /run/user/0).
+        // A user without one gets a directory under their own state dir, never a
+        // guessable shared path such as /tmp/banger-<uid>.
         let runtime_dir = pick(
             "BANGER_RUNTIME_DIR",
             "/run/banger",
             env("XDG_RUNTIME_DIR")
                 .filter(|p| p.is_absolute())
                 .map(|p| p.join("banger"))
-                .unwrap_or_else(|| {
-                    std::env::temp_dir().join(format!("banger-{}", nix::unistd::getuid()))
-                }),
+                .unwrap_or_else(|| state_dir.join("run")),
         );
         let socket = env("BANGER_SOCKET").unwrap_or_else(|| runtime_dir.join("bangerd.sock"));
         Paths {
@@ -302,6 +309,19 @@ mod tests {
         assert_eq!(
             p.socket,
             PathBuf::from("/run/user/1000/banger/bangerd.sock")
+        );
+    }
+
+    #[test]
+    fn user_without_xdg_runtime_dir_stays_under_their_own_state_dir() {
+        let p = Paths::resolve(false, &env_of(&[("HOME", "/home/u")]));
+        assert_eq!(
+            p.runtime_dir,
+            PathBuf::from("/home/u/.local/state/banger/run")
+        );
+        assert_eq!(
+            p.socket,
+            PathBuf::from("/home/u/.local/state/banger/run/bangerd.sock")
         );
     }
 

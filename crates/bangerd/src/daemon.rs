@@ -31,14 +31,22 @@ pub fn backends(config: &Config) -> Backends {
     }
 }
 
-/// Binds the daemon socket: 0660, group `socket_group` when that group exists. Refuses
-/// if another daemon answers on it; removes a stale socket file otherwise.
+/// Binds the daemon socket: as root 0660, group `socket_group` when that group exists;
+/// as a user 0600. Refuses if another daemon answers on it; removes a stale socket file
+/// otherwise.
 pub fn bind_socket(path: &Path, group: &str) -> anyhow::Result<tokio::net::UnixListener> {
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             anyhow::bail!("another bangerd is already listening on {}", path.display());
         }
         fs_err::remove_file(path)?;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        // A user's daemon acts as that user: nobody else may talk to it.
+        let listener = tokio::net::UnixListener::bind(path)
+            .with_context(|| format!("cannot bind {}", path.display()))?;
+        fs_err::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        return Ok(listener);
     }
     if let Some(dir) = path.parent() {
         fs_err::create_dir_all(dir)?;
@@ -122,13 +130,16 @@ pub fn lock_state_dir(paths: &Paths) -> anyhow::Result<StateLock> {
 
 /// Creates the daemon's directories and opens its store.
 pub fn open(paths: &Paths) -> anyhow::Result<Store> {
-    for dir in [
-        &paths.state_dir,
-        &paths.runtime_dir,
-        &paths.cache_dir,
-        &paths.vms_dir(),
-    ] {
+    for dir in [&paths.state_dir, &paths.cache_dir, &paths.vms_dir()] {
         fs_err::create_dir_all(dir)?;
+    }
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        fs_err::create_dir_all(&paths.runtime_dir)?;
+    } else {
+        // A user's daemon trusts only a runtime dir of its own (see `private_dir`).
+        crate::private_dir::ensure(&paths.runtime_dir, euid.as_raw())
+            .map_err(|e| anyhow::anyhow!("{e}; {}", e.hint().unwrap_or_default()))?;
     }
     Ok(Store::open(&paths.db())?)
 }
@@ -273,6 +284,7 @@ pub fn run() -> anyhow::Result<()> {
             Deps {
                 manager,
                 socket: socket.clone(),
+                agent: None,
             },
             shutdown,
         )

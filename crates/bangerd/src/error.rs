@@ -81,6 +81,8 @@ pub enum DaemonError {
     },
     #[error("the daemon is shutting down")]
     ShuttingDown,
+    #[error("{what} is for root only")]
+    RootOnly { what: String, hint: String },
 }
 
 impl DaemonError {
@@ -125,6 +127,7 @@ impl DaemonError {
             }
             DaemonError::NoNetwork { .. } => ErrorCode::FailedPrecondition,
             DaemonError::ShuttingDown => ErrorCode::Unavailable,
+            DaemonError::RootOnly { .. } => ErrorCode::PermissionDenied,
         }
     }
 
@@ -139,7 +142,9 @@ impl DaemonError {
                 "pick another name, or delete the old one with `banger vm snapshot delete NAME`"
                     .into(),
             ),
-            DaemonError::WrongState { hint, .. } | DaemonError::ImageInUse { hint, .. } => {
+            DaemonError::WrongState { hint, .. }
+            | DaemonError::ImageInUse { hint, .. }
+            | DaemonError::RootOnly { hint, .. } => {
                 Some(hint.clone())
             }
             DaemonError::NameTaken(_) | DaemonError::Store(StoreError::NameTaken(_)) => {

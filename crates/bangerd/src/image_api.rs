@@ -1,10 +1,18 @@
 //! Image verbs: glue between the API and [`crate::image`].
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use axum::body::Body;
 use banger_wire::api::{ImageBuildSpec, ImageInfo, Response, StreamEvent};
 use banger_wire::ErrorCode;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::io::{StreamReader, SyncIoBridge};
 
 use crate::error::DaemonError;
 use crate::image::{self, ImageError};
@@ -25,7 +33,7 @@ pub(crate) fn image_code(e: &ImageError) -> ErrorCode {
         | ImageError::AgentNotStatic { .. } => ErrorCode::InvalidArgument,
         ImageError::NotFound { .. } => ErrorCode::NotFound,
         ImageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-        ImageError::Busy { .. } => ErrorCode::FailedPrecondition,
+        ImageError::Busy { .. } | ImageError::Changed { .. } => ErrorCode::FailedPrecondition,
         ImageError::NeedsRoot => ErrorCode::PermissionDenied,
         ImageError::NoBootFiles => ErrorCode::FailedPrecondition,
         ImageError::DigestMismatch { .. }
@@ -117,11 +125,11 @@ fn progress_sender(tx: &Tx) -> impl Fn(image::Progress) + Send + Sync + 'static 
     }
 }
 
-/// Finds the guest agent binary to install into images: `BANGER_AGENT`, else next to
-/// the daemon's own executable.
-pub fn agent_binary(spec_path: Option<&str>) -> Result<std::path::PathBuf, DaemonError> {
-    let candidates = spec_path
-        .map(std::path::PathBuf::from)
+/// Finds the guest agent binary to install into images: `explicit`, else
+/// `BANGER_AGENT`, else next to the daemon's own executable.
+pub fn agent_binary(explicit: Option<&Path>) -> Result<PathBuf, DaemonError> {
+    let candidates = explicit
+        .map(Path::to_path_buf)
         .into_iter()
         .chain(std::env::var_os("BANGER_AGENT").map(Into::into))
         .chain(
@@ -140,12 +148,15 @@ pub fn agent_binary(spec_path: Option<&str>) -> Result<std::path::PathBuf, Daemo
     })
 }
 
+/// Builds an image; `agent` is the daemon's agent binary when configured (a caller's
+/// `agent_path` wins, and only root may give one: see `server::caller`).
 pub async fn build(
     m: &Arc<Manager>,
+    agent: Option<&Path>,
     mut spec: ImageBuildSpec,
     tx: Tx,
 ) -> Result<Option<Response>, DaemonError> {
-    let agent = agent_binary(spec.agent_path.as_deref())?;
+    let agent = agent_binary(spec.agent_path.as_deref().map(Path::new).or(agent))?;
     let name = spec
         .name
         .clone()
@@ -170,24 +181,32 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| image_err(&label, e))
 }
 
+/// Imports the tar stream that is the request `body`; `source` only names it.
 pub async fn import(
     m: &Arc<Manager>,
-    path: String,
+    agent: Option<&Path>,
+    source: String,
     name: Option<String>,
+    body: Body,
     tx: Tx,
 ) -> Result<Option<Response>, DaemonError> {
-    let agent = agent_binary(None)?;
+    let agent = agent_binary(agent)?;
     if let Some(n) = &name {
         refuse_if_used(m, n)?;
     }
     let paths = m.paths.clone();
     let limits = m.config.image_limits();
     let progress = progress_sender(&tx);
-    let label = name.clone().unwrap_or_else(|| path.clone());
+    let label = name.clone().unwrap_or_else(|| source.clone());
+    // A body cut short (the CLI failed or went away) is an error, never a shorter tar.
+    let reader = SyncIoBridge::new(StreamReader::new(
+        body.into_data_stream().map_err(std::io::Error::other),
+    ));
     let img = blocking(label, move || {
         image::import(
             &paths,
-            std::path::Path::new(&path),
+            reader,
+            &source,
             name.as_deref(),
             &agent,
             limits,
@@ -218,20 +237,78 @@ pub async fn pull(
     Ok(Some(Response::Image(img.info())))
 }
 
-pub async fn export(
-    m: &Arc<Manager>,
-    name: String,
-    dir: String,
-    tx: Tx,
-) -> Result<Option<Response>, DaemonError> {
-    let paths = m.paths.clone();
-    let progress = progress_sender(&tx);
-    let label = name.clone();
-    let info = blocking(label, move || {
-        let img = image::get(&paths, &name)?;
-        image::export(&img, std::path::Path::new(&dir), &progress)?;
-        Ok(img.info())
-    })
-    .await?;
-    Ok(Some(Response::Image(info)))
+/// One file of image `name`'s bundle as an answer body (see
+/// `Request::ImageExportFile`): the manifest as is, an image file gzip-compressed on
+/// a blocking thread as the client reads it.
+pub async fn export_file(
+    m: &Manager,
+    name: &str,
+    digest: &str,
+    file: &str,
+) -> Result<Body, DaemonError> {
+    let img = image::get(&m.paths, name).map_err(|e| image_err(name, e))?;
+    let dir = img.dir().to_path_buf();
+    if file == image::MANIFEST {
+        let bytes = fs_err::read(dir.join(file)).map_err(|source| DaemonError::Io {
+            what: "read",
+            path: dir.join(file),
+            source,
+        })?;
+        let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
+        check_unchanged(name, digest, &actual)?;
+        return Ok(Body::from(bytes));
+    }
+    if !image::FILES.contains(&file) {
+        return Err(DaemonError::Invalid {
+            message: format!("{file:?} is not a file of an image bundle"),
+            hint: Some(format!(
+                "ask for {} or {}",
+                image::FILES.join(", "),
+                image::MANIFEST
+            )),
+        });
+    }
+    // Opened before the digest check: the file read is one of the image checked.
+    let src = fs_err::File::open(dir.join(file)).map_err(|source| DaemonError::Io {
+        what: "read",
+        path: dir.join(file),
+        source,
+    })?;
+    check_unchanged(name, digest, img.digest())?;
+    let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(8);
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = image::compress(src, ChannelWriter(tx.clone())) {
+            // Ends the answer with an error: the client sees a cut body, not a short file.
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Ok(Body::from_stream(ReceiverStream::new(rx)))
+}
+
+fn check_unchanged(name: &str, wanted: &str, actual: &str) -> Result<(), DaemonError> {
+    if wanted == actual {
+        return Ok(());
+    }
+    Err(image_err(
+        name,
+        ImageError::Changed {
+            name: name.to_string(),
+        },
+    ))
+}
+
+/// Sends what is written, in the chunks it is written in, to an answer body.
+struct ChannelWriter(mpsc::Sender<std::io::Result<Bytes>>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }

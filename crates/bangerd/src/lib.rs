@@ -10,6 +10,7 @@ pub mod image;
 pub(crate) mod image_api;
 mod logs;
 pub mod net;
+pub mod private_dir;
 pub mod server;
 pub mod ssh;
 pub mod store;

@@ -4,11 +4,11 @@ use banger_wire::api::{Request, Response};
 use bangerd::config::Paths;
 
 use crate::cli::DaemonCommand;
-use crate::client::{self, Client};
+use crate::client::{self, Client, Daemon};
 use crate::error::CliError;
 use crate::output;
 
-pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
+pub async fn run(paths: &Paths, which: Daemon, cmd: DaemonCommand) -> Result<i32, CliError> {
     let client = Client::new(&paths.socket);
     match cmd {
         DaemonCommand::Start => match client.rpc(&Request::Ping).await {
@@ -45,12 +45,14 @@ pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
         DaemonCommand::Status { json } => match client.rpc(&Request::DaemonStatus).await {
             Ok(Response::Daemon(info)) => {
                 if json {
-                    output::json(&info)?;
+                    let mut value = serde_json::to_value(&info)?;
+                    value["daemon"] = which.describe().into();
+                    output::json(&value)?;
                 } else {
                     output::data(&format!(
-                        "running\npid       {}\nversion   {}\nsocket    {}\nstate     {}\nuptime    {}s\nvms       {} running, {} total",
-                        info.pid, info.version, info.socket, info.state_dir, info.uptime_secs,
-                        info.vms_running, info.vms_total
+                        "running\ndaemon    {}\npid       {}\nversion   {}\nsocket    {}\nstate     {}\nuptime    {}s\nvms       {} running, {} total",
+                        which.describe(), info.pid, info.version, info.socket, info.state_dir,
+                        info.uptime_secs, info.vms_running, info.vms_total
                     ));
                 }
                 Ok(0)
@@ -61,9 +63,17 @@ pub async fn run(paths: &Paths, cmd: DaemonCommand) -> Result<i32, CliError> {
             )),
             Err(CliError::Unreachable { .. }) => {
                 if json {
-                    output::data("{\"running\": false}");
+                    output::json(&serde_json::json!({
+                        "running": false,
+                        "daemon": which.describe(),
+                        "socket": paths.socket.display().to_string(),
+                    }))?;
                 } else {
-                    output::data("not running");
+                    output::data(&format!(
+                        "not running\ndaemon    {}\nsocket    {}",
+                        which.describe(),
+                        paths.socket.display()
+                    ));
                 }
                 Ok(banger_wire::ErrorCode::Unavailable.exit_code())
             }

@@ -29,32 +29,37 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                 agent_path: None,
                 force,
             };
-            let img = with_progress(client, &Request::ImageBuild { spec }).await?;
+            let bars = Bars::multi();
+            let resp = client
+                .stream(&Request::ImageBuild { spec }, |ev| bars.event(ev))
+                .await;
+            let img = bars.image(resp)?;
             output::data(&table(std::slice::from_ref(&img)));
             Ok(0)
         }
         ImageCommand::Import { path, name } => {
-            let path = std::path::absolute(&path)?.display().to_string();
-            let img = with_progress(client, &Request::ImageImport { path, name }).await?;
+            let bars = Bars::multi();
+            let resp = crate::transfer::import(client, &path, name, |ev| bars.event(ev)).await;
+            let img = bars.image(resp)?;
             output::data(&table(std::slice::from_ref(&img)));
             Ok(0)
         }
         ImageCommand::Pull { url, name } => {
-            let img = with_progress(client, &Request::ImagePull { url, name }).await?;
+            let bars = Bars::multi();
+            let resp = client
+                .stream(&Request::ImagePull { url, name }, |ev| bars.event(ev))
+                .await;
+            let img = bars.image(resp)?;
             output::data(&table(std::slice::from_ref(&img)));
             Ok(0)
         }
         ImageCommand::Export { name, dir } => {
-            let dir = std::path::absolute(&dir)?.display().to_string();
-            with_progress(
-                client,
-                &Request::ImageExport {
-                    name,
-                    dir: dir.clone(),
-                },
-            )
-            .await?;
-            output::data(&dir);
+            let bars = Bars::default();
+            let dir =
+                crate::transfer::export(client, &name, &dir, |file, bytes| bars.bytes(file, bytes))
+                    .await;
+            bars.finish();
+            output::data(&dir?.display().to_string());
             Ok(0)
         }
         ImageCommand::List { json } => match client.rpc(&Request::ImageList).await? {
@@ -125,59 +130,97 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
     }
 }
 
-/// Runs a streaming image request with one progress bar per phase (on stderr).
-async fn with_progress(client: &Client, req: &Request) -> Result<ImageInfo, CliError> {
-    let multi = MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr());
-    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
-    let resp = client
-        .stream(req, |ev| {
-            if let StreamEvent::Progress {
-                phase,
-                done,
-                total,
-                message,
-            } = ev
-            {
-                let bar = bars.entry(phase.clone()).or_insert_with(|| {
-                    let b = multi.add(match total {
-                        Some(t) => ProgressBar::new(t),
-                        None => ProgressBar::new_spinner(),
-                    });
-                    let style = if total.is_some() {
-                        ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
-                    } else {
-                        ProgressStyle::with_template("{prefix:>10} {spinner} {msg}")
-                    };
-                    if let Ok(s) = style {
-                        b.set_style(s.progress_chars("=> "));
-                    }
-                    b.set_prefix(phase.clone());
-                    b
-                });
-                if let Some(t) = total {
-                    bar.set_length(t);
-                }
-                bar.set_position(done);
-                if let Some(m) = message {
-                    bar.set_message(m);
-                }
-                if total.is_some_and(|t| done >= t) {
-                    bar.finish();
-                } else {
-                    bar.tick();
-                }
-            }
-        })
-        .await;
-    for b in bars.values() {
-        b.finish();
+/// Progress bars on stderr, one per phase or file.
+#[derive(Default)]
+struct Bars {
+    multi: Option<MultiProgress>,
+    bars: std::cell::RefCell<HashMap<String, ProgressBar>>,
+}
+
+impl Bars {
+    /// Bars drawn together, for a streamed image request.
+    fn multi() -> Bars {
+        Bars {
+            multi: Some(MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            )),
+            ..Default::default()
+        }
     }
-    match resp? {
-        Response::Image(img) => Ok(img),
-        other => Err(CliError::usage(
-            format!("unexpected answer {other:?}"),
-            None,
-        )),
+
+    /// Finishes the bars and takes the image out of a streamed answer.
+    fn image(&self, resp: Result<Response, CliError>) -> Result<ImageInfo, CliError> {
+        self.finish();
+        match resp? {
+            Response::Image(img) => Ok(img),
+            other => Err(CliError::usage(
+                format!("unexpected answer {other:?}"),
+                None,
+            )),
+        }
+    }
+
+    fn bar(&self, phase: &str, total: Option<u64>) -> ProgressBar {
+        let mut bars = self.bars.borrow_mut();
+        bars.entry(phase.to_string())
+            .or_insert_with(|| {
+                let b = match total {
+                    Some(t) => ProgressBar::new(t),
+                    None => ProgressBar::new_spinner(),
+                };
+                let b = match &self.multi {
+                    Some(m) => m.add(b),
+                    None => b,
+                };
+                let style = if total.is_some() {
+                    ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
+                } else {
+                    ProgressStyle::with_template("{prefix:>10} {spinner} {msg}")
+                };
+                if let Ok(s) = style {
+                    b.set_style(s.progress_chars("=> "));
+                }
+                b.set_prefix(phase.to_string());
+                b
+            })
+            .clone()
+    }
+
+    fn event(&self, ev: StreamEvent) {
+        if let StreamEvent::Progress {
+            phase,
+            done,
+            total,
+            message,
+        } = ev
+        {
+            let bar = self.bar(&phase, total);
+            if let Some(t) = total {
+                bar.set_length(t);
+            }
+            bar.set_position(done);
+            if let Some(m) = message {
+                bar.set_message(m);
+            }
+            if total.is_some_and(|t| done >= t) {
+                bar.finish();
+            } else {
+                bar.tick();
+            }
+        }
+    }
+
+    /// `bytes` of `file` written so far.
+    fn bytes(&self, file: &str, bytes: u64) {
+        let bar = self.bar(file, None);
+        bar.set_message(format!("{} MiB", bytes >> 20));
+        bar.tick();
+    }
+
+    fn finish(&self) {
+        for b in self.bars.borrow().values() {
+            b.finish();
+        }
     }
 }
 

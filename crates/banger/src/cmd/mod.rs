@@ -22,7 +22,10 @@ use crate::error::CliError;
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
     let paths = Paths::from_env();
     match cli.command {
-        Command::Daemon(cmd) => daemon::run(&paths, cmd).await,
+        Command::Daemon(cmd) => {
+            let (paths, which) = client::locate(paths).await?;
+            daemon::run(&paths, which, cmd).await
+        }
         Command::Doctor { json } => doctor::run(&paths, json),
         Command::Mcp {
             allow_path,
@@ -30,7 +33,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             all_vms,
         } => {
             mcp::run(
-                paths,
+                client::locate(paths).await?.0,
                 &allow_path,
                 crate::mcp::VmScope::new(all_vms, allow_vm),
             )
@@ -55,7 +58,8 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
 }
 
 async fn connect(paths: &Paths) -> Result<Client, CliError> {
-    client::ensure_daemon(paths).await
+    let (paths, _) = client::locate(paths.clone()).await?;
+    client::ensure_daemon(&paths).await
 }
 
 /// The policy flags of `vm create` / `vm run`, for the daemon to check.

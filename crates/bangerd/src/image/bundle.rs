@@ -27,29 +27,16 @@ const MAX_MANIFEST: u64 = 1 << 20;
 /// Chunk written, or skipped as a hole when all zero.
 const CHUNK: usize = 64 * 1024;
 
-/// Writes `image` as a bundle into `out` (created if needed).
-pub fn export(image: &Image, out: &Path, progress: ProgressFn<'_>) -> Result<(), ImageError> {
-    fs_err::create_dir_all(out).ctx(|| "create the bundle directory".into())?;
-    for (i, name) in manifest::FILES.iter().enumerate() {
-        progress(Progress {
-            phase: "export",
-            done: i as u64,
-            total: Some(manifest::FILES.len() as u64),
-            message: Some((*name).to_string()),
-        });
-        let mut src = fs_err::File::open(image.dir().join(name)).ctx(|| format!("read {name}"))?;
-        let dst = fs_err::File::create(out.join(format!("{name}.gz")))
-            .ctx(|| format!("write {name}.gz"))?;
-        let mut gz = flate2::write::GzEncoder::new(
-            std::io::BufWriter::new(dst),
-            flate2::Compression::fast(),
-        );
-        std::io::copy(&mut src, &mut gz).ctx(|| format!("compress {name}"))?;
-        gz.finish()
-            .and_then(|mut w| w.flush())
-            .ctx(|| format!("write {name}.gz"))?;
-    }
-    image.manifest().write(&out.join(manifest::MANIFEST))
+/// Writes an image file gzip-compressed into `out`, as the bundle's `<file>.gz`. The
+/// CLI asks for each file of an export ([`manifest::FILES`], then the manifest as is) and
+/// writes the bundle itself, as the user.
+pub fn compress(mut src: impl Read, out: impl Write) -> std::io::Result<()> {
+    let mut gz = flate2::write::GzEncoder::new(
+        std::io::BufWriter::with_capacity(CHUNK, out),
+        flate2::Compression::fast(),
+    );
+    std::io::copy(&mut src, &mut gz)?;
+    gz.finish()?.flush()
 }
 
 /// `http://h/x/` or `http://h/x/manifest.json` -> `http://h/x/`
@@ -204,6 +191,18 @@ mod tests {
     use crate::image::manifest::tests::{image_dir, inputs};
     use std::io::BufRead;
 
+    /// Writes `image` as a bundle into `out`, as the CLI does from the daemon's answers.
+    fn export(image: &Image, out: &Path) {
+        std::fs::create_dir_all(out).unwrap();
+        for name in manifest::FILES {
+            let src = std::fs::File::open(image.dir().join(name)).unwrap();
+            let dst = std::fs::File::create(out.join(format!("{name}.gz"))).unwrap();
+            compress(src, dst).unwrap();
+        }
+        let m = manifest::MANIFEST;
+        std::fs::copy(image.dir().join(m), out.join(m)).unwrap();
+    }
+
     /// Serves files of `dir` over HTTP/1.0 on 127.0.0.1 until the test ends.
     fn serve(dir: &Path) -> String {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -256,7 +255,7 @@ mod tests {
         m.files = manifest::digest_files(&src, &|_, _| {}).unwrap();
         m.write(&src.join(manifest::MANIFEST)).unwrap();
         let bundle = root.path().join("bundle");
-        export(&Image::open(&src).unwrap(), &bundle, &|_| {}).unwrap();
+        export(&Image::open(&src).unwrap(), &bundle);
         let paths = Paths::under(&root.path().join("store"));
         (root, paths, bundle)
     }

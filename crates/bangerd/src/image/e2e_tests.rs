@@ -131,7 +131,8 @@ fn tarball_and_oci_layout_imports_match() {
     let start = Instant::now();
     let a = import(
         &paths,
-        &tarball,
+        std::fs::File::open(&tarball).unwrap(),
+        &tarball.display().to_string(),
         Some("imp-tar"),
         &agent,
         Default::default(),
@@ -140,9 +141,13 @@ fn tarball_and_oci_layout_imports_match() {
     .unwrap();
     eprintln!("tarball import in {:?}", start.elapsed());
     let start = Instant::now();
+    // As the CLI sends a directory: a tar of it.
+    let mut tar = tar::Builder::new(Vec::new());
+    tar.append_dir_all(".", layout.path()).unwrap();
     let b = import(
         &paths,
-        layout.path(),
+        std::io::Cursor::new(tar.into_inner().unwrap()),
+        &layout.path().display().to_string(),
         Some("imp-oci"),
         &agent,
         Default::default(),

@@ -17,6 +17,8 @@ pub enum ImageError {
     Corrupt { name: String, reason: String },
     #[error("another build, import or delete of image {name} is in progress")]
     Busy { name: String },
+    #[error("image {name} changed during the export")]
+    Changed { name: String },
     #[error("building an image needs root (debootstrap and mkfs.ext4 -d keep file owners)")]
     NeedsRoot,
     #[error("{tool} not found")]
@@ -117,6 +119,7 @@ impl ImageError {
     pub fn hint(&self) -> Option<String> {
         match self {
             ImageError::NotFound { .. } => Some("build it with `banger image build`".into()),
+            ImageError::Changed { .. } => Some("run the export again".into()),
             ImageError::AgentNotStatic { .. } => Some(
                 "build the static agent with `make agent` (-C target-feature=+crt-static) and \
                  point BANGER_AGENT at it"

@@ -1,11 +1,12 @@
-//! `image import`: an image from someone else's root file system. Accepted sources: a
-//! rootfs tarball (plain or gzip), a directory, a `docker save` archive, and an OCI image
-//! layout (as a directory or a tarball). The result is ext4 via `mkfs.ext4 -d`, with the
-//! agent injected and the cached boot files (kernel, initramfs) of a previous build.
+//! `image import`: an image from someone else's root file system. Accepted sources, all
+//! as one tar stream (the CLI reads the user's file, or tars the user's directory, as
+//! the user; the daemon never opens a path it is given): a rootfs tarball (plain or
+//! gzip), a `docker save` archive, and an OCI image layout. The result is ext4 via
+//! `mkfs.ext4 -d`, with the agent injected and the cached boot files (kernel,
+//! initramfs) of a previous build.
 
 use std::io::Read;
 use std::path::Path;
-use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
@@ -14,29 +15,30 @@ use super::error::{ImageError, IoContext};
 use super::manifest::{self, Manifest, Origin, FORMAT};
 use super::name::validate_name;
 use super::store::{self, Image, Staging};
-use super::{boot, cmd, ext4, layers, oci, rootfs, Limits, Progress, ProgressFn};
+use super::{boot, ext4, layers, oci, rootfs, Limits, Progress, ProgressFn};
 use crate::config::Paths;
 
-/// Imports `src` as image `name` (derived from the file name when absent), installing
-/// `agent_bin` as the guest agent and unpacking no more than `limits`. Blocking; run it
-/// on a blocking thread.
+/// Imports the tar stream `src` as image `name` (derived from `source`, the path the
+/// user gave, when absent), installing `agent_bin` as the guest agent and unpacking no
+/// more than `limits`. Blocking; run it on a blocking thread.
 pub fn import(
     paths: &Paths,
-    src: &Path,
+    src: impl Read + 'static,
+    source: &str,
     name: Option<&str>,
     agent_bin: &Path,
     limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<Image, ImageError> {
+    let shown = Path::new(source);
     let name = match name {
         Some(n) => n.to_string(),
-        None => name_from_path(src).ok_or_else(|| ImageError::Import {
-            path: src.to_path_buf(),
+        None => name_from_path(shown).ok_or_else(|| ImageError::Import {
+            path: shown.to_path_buf(),
             reason: "no image name can be made from the file name; give one".into(),
         })?,
     };
     validate_name(&name)?;
-    let src = fs_err::canonicalize(src).ctx(|| "find the import source".into())?;
     let agent = rootfs::read_agent(agent_bin)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(ImageError::NeedsRoot);
@@ -49,14 +51,14 @@ pub fn import(
     }
     let staging = Staging::new(&images, &name)?;
     let tree = staging.path().join("tree");
-    fill_tree(&src, staging.path(), &tree, limits, progress)?;
+    fill_tree(src, shown, staging.path(), &tree, limits, progress)?;
     if fs_err::read_dir(&tree)
         .ctx(|| "list the root tree".into())?
         .next()
         .is_none()
     {
         return Err(ImageError::NotAnImage {
-            path: src,
+            path: shown.to_path_buf(),
             reason: "it holds no files".into(),
         });
     }
@@ -73,7 +75,7 @@ pub fn import(
         progress(Progress::bytes("digest", done, total, "sha256"));
     })?;
     let agent_sha256 = hex::encode(Sha256::digest(&agent));
-    let source = src.display().to_string();
+    let source = source.to_string();
     let inputs_digest = format!(
         "sha256:{}",
         hex::encode(Sha256::digest(format!("import\0{source}\0{agent_sha256}")))
@@ -93,7 +95,7 @@ pub fn import(
     manifest.write(&staging.path().join(manifest::MANIFEST))?;
     let target = images.join(&name);
     staging.commit(&target)?;
-    tracing::info!(image = %name, source = %src.display(), size_mib, "image imported");
+    tracing::info!(image = %name, source = %shown.display(), size_mib, "image imported");
     Image::open(&target)
 }
 
@@ -110,52 +112,25 @@ fn name_from_path(src: &Path) -> Option<String> {
     validate_name(&name).ok().map(|()| name)
 }
 
-/// Puts the root file system of `src` into `tree`, using `work` for scratch space.
+/// Puts the root file system in the tar stream `src` (shown as `shown`) into `tree`,
+/// using `work` for scratch space.
 fn fill_tree(
-    src: &Path,
+    src: impl Read + 'static,
+    shown: &Path,
     work: &Path,
     tree: &Path,
     limits: Limits,
     progress: ProgressFn<'_>,
 ) -> Result<(), ImageError> {
-    let kind = fs_err::metadata(src)
-        .ctx(|| "read the import source".into())?
-        .file_type();
-    if kind.is_dir() {
-        if let Some(layout) = oci::detect(src)? {
-            return apply_layers(src, layout, tree, limits, progress);
-        }
-        progress(Progress::step(
-            "import",
-            format!("copying {}", src.display()),
-        ));
-        fs_err::create_dir_all(tree).ctx(|| "create the root tree".into())?;
-        let mut from = src.as_os_str().to_os_string();
-        from.push("/.");
-        cmd::run(
-            Command::new(cmd::tool("cp", "coreutils")?)
-                .arg("-a")
-                .arg(from)
-                .arg(tree),
-        )?;
-        return Ok(());
-    }
-    if !kind.is_file() {
-        return Err(ImageError::NotAnImage {
-            path: src.to_path_buf(),
-            reason: "it is neither a file nor a directory".into(),
-        });
-    }
-    // A tarball: unpack it, then see whether it was a container image or a root tree.
+    // Unpack it, then see whether it was a container image or a root tree.
     let unpacked = work.join("unpacked");
     fs_err::create_dir_all(&unpacked).ctx(|| "create an unpack directory".into())?;
     progress(Progress::step(
         "import",
-        format!("unpacking {}", src.display()),
+        format!("unpacking {}", shown.display()),
     ));
-    let file = fs_err::File::open(src).ctx(|| "open the import source".into())?;
     let budget = layers::Budget::new(limits);
-    layers::apply(&unpacked, layers::open(file, src)?, src, &budget)?;
+    layers::apply(&unpacked, layers::open(src, shown)?, shown, &budget)?;
     match oci::detect(&unpacked)? {
         Some(layout) => {
             apply_layers(&unpacked, layout, tree, limits, progress)?;
@@ -249,9 +224,24 @@ impl Read for SharedReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::cmd;
     use crate::image::layers::tests::layer;
     use std::path::PathBuf;
+    use std::process::Command;
     use tar::EntryType;
+
+    /// Imports the file at `path` as the CLI sends it: its bytes, named by its path.
+    fn import_file(
+        paths: &Paths,
+        path: &Path,
+        name: Option<&str>,
+        agent: &Path,
+        limits: Limits,
+    ) -> Result<Image, ImageError> {
+        let file = std::fs::File::open(path).unwrap();
+        let source = path.display().to_string();
+        import(paths, file, &source, name, agent, limits, &|_| {})
+    }
 
     fn ready() -> bool {
         if !nix::unistd::geteuid().is_root() {
@@ -318,7 +308,7 @@ mod tests {
         let tarball = root.path().join("my-rootfs.tar");
         std::fs::write(&tarball, rootfs_layer()).unwrap();
 
-        let image = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap();
+        let image = import_file(&paths, &tarball, None, &agent, Limits::default()).unwrap();
 
         assert_eq!(image.name(), "my-rootfs");
         assert!(image.manifest().source().starts_with("import:"));
@@ -342,15 +332,12 @@ mod tests {
         let top = layer(&[("etc/.wh.os-release", EntryType::Regular, "")]);
         oci::tests::oci_dir(&layout, &[&rootfs_layer(), &top]);
 
-        let image = import(
-            &paths,
-            &layout,
-            Some("oci"),
-            &agent,
-            Limits::default(),
-            &|_| {},
-        )
-        .unwrap();
+        let mut tarball = tar::Builder::new(Vec::new());
+        tarball.append_dir_all(".", &layout).unwrap();
+        let archive = root.path().join("layout.tar");
+        std::fs::write(&archive, tarball.into_inner().unwrap()).unwrap();
+
+        let image = import_file(&paths, &archive, Some("oci"), &agent, Limits::default()).unwrap();
 
         let etc = ls(&image.rootfs(), "/etc");
         assert!(!etc.contains("os-release"), "{etc}");
@@ -383,7 +370,7 @@ mod tests {
         let archive = root.path().join("saved.tar");
         std::fs::write(&archive, outer.into_inner().unwrap()).unwrap();
 
-        let image = import(&paths, &archive, None, &agent, Limits::default(), &|_| {}).unwrap();
+        let image = import_file(&paths, &archive, None, &agent, Limits::default()).unwrap();
 
         let etc = ls(&image.rootfs(), "/etc");
         assert!(etc.contains("motd") && etc.contains("os-release"), "{etc}");
@@ -399,7 +386,7 @@ mod tests {
         let tarball = root.path().join("evil.tar");
         std::fs::write(&tarball, layer(&[("../../x", EntryType::Regular, "x")])).unwrap();
 
-        let err = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap_err();
+        let err = import_file(&paths, &tarball, None, &agent, Limits::default()).unwrap_err();
 
         assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
         let left: Vec<String> = std::fs::read_dir(paths.images_dir())
@@ -418,7 +405,7 @@ mod tests {
         std::fs::remove_dir_all(paths.cache_dir.join("boot")).unwrap();
         let tarball = root.path().join("r.tar");
         std::fs::write(&tarball, rootfs_layer()).unwrap();
-        let err = import(&paths, &tarball, None, &agent, Limits::default(), &|_| {}).unwrap_err();
+        let err = import_file(&paths, &tarball, None, &agent, Limits::default()).unwrap_err();
         assert_eq!(
             err.hint().unwrap(),
             "run `banger image build` once to fetch a kernel"
@@ -465,7 +452,7 @@ mod tests {
         let empty = root.path().join("empty.tar");
         std::fs::write(&empty, b"").unwrap();
 
-        let err = import(&paths, &empty, None, &agent, Limits::default(), &|_| {}).unwrap_err();
+        let err = import_file(&paths, &empty, None, &agent, Limits::default()).unwrap_err();
 
         assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
         assert_eq!(
@@ -489,7 +476,7 @@ mod tests {
         let text = root.path().join("notes.txt");
         std::fs::write(&text, "just some notes\n").unwrap();
 
-        let err = import(&paths, &text, None, &agent, Limits::default(), &|_| {}).unwrap_err();
+        let err = import_file(&paths, &text, None, &agent, Limits::default()).unwrap_err();
 
         assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
         assert!(
@@ -509,7 +496,7 @@ mod tests {
         let bytes = outer(&[("manifest.json", EntryType::Symlink, b"/dev/zero")]);
         std::fs::write(&archive, bytes).unwrap();
 
-        let err = import(&paths, &archive, None, &agent, Limits::default(), &|_| {}).unwrap_err();
+        let err = import_file(&paths, &archive, None, &agent, Limits::default()).unwrap_err();
 
         assert!(matches!(err, ImageError::NotRegular { .. }), "{err}");
         assert!(
@@ -563,7 +550,7 @@ mod tests {
             max_entries: 3,
         };
 
-        let err = import(&paths, &tarball, None, &agent, limits, &|_| {}).unwrap_err();
+        let err = import_file(&paths, &tarball, None, &agent, limits).unwrap_err();
 
         assert_eq!(
             err.hint().unwrap(),

@@ -3,12 +3,15 @@
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response as HttpResponse};
-use banger_wire::api::{DaemonInfo, Request, Response, StreamEvent};
+use banger_wire::api::{DaemonInfo, Request, Response, StreamEvent, REQUEST_HEADER, UPLOAD_PATH};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{event_line, AppState};
+use super::caller::{self, Caller};
+use super::{error_response, event_line, AppState};
 use crate::error::DaemonError;
 
 pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Response, DaemonError> {
@@ -50,7 +53,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }
         | Request::ImagePull { .. }
-        | Request::ImageExport { .. } => {
+        | Request::ImageExportFile { .. } => {
             return Err(DaemonError::invalid("this request streams its answer"))
         }
     })
@@ -69,9 +72,60 @@ fn daemon_info(state: &AppState) -> Result<DaemonInfo, DaemonError> {
     })
 }
 
+/// `POST /v1/upload`: a request (in the [`REQUEST_HEADER`] header) whose input is the
+/// body. Answers like [`stream`].
+pub(crate) async fn upload(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    headers: HeaderMap,
+    body: Body,
+) -> HttpResponse {
+    let parsed = headers
+        .get(REQUEST_HEADER)
+        .map(|v| serde_json::from_slice::<Request>(v.as_bytes()));
+    let req = match parsed {
+        Some(Ok(req @ Request::ImageImport { .. })) => req,
+        Some(Ok(other)) => {
+            return error_response(
+                &DaemonError::invalid(format!("{other:?} takes no body; post it to /v1/rpc"))
+                    .to_wire(),
+            )
+        }
+        Some(Err(e)) => {
+            return error_response(
+                &DaemonError::invalid(format!("bad {REQUEST_HEADER} header: {e}")).to_wire(),
+            )
+        }
+        None => {
+            return error_response(
+                &DaemonError::invalid(format!("no {REQUEST_HEADER} header")).to_wire(),
+            )
+        }
+    };
+    if let Err(e) = caller::authorize(caller, state.owner, &req) {
+        return error_response(&e.to_wire());
+    }
+    stream(state, req, Some(body)).await
+}
+
+/// A verb whose answer is raw bytes (`image export`'s files).
+pub(crate) async fn download(state: &AppState, req: Request) -> HttpResponse {
+    let Request::ImageExportFile { name, digest, file } = req else {
+        return error_response(&DaemonError::invalid("this request does not download").to_wire());
+    };
+    match crate::image_api::export_file(&state.deps.manager, &name, &digest, &file).await {
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+            body,
+        )
+            .into_response(),
+        Err(e) => error_response(&e.to_wire()),
+    }
+}
+
 /// Streaming verbs answer newline-delimited [`StreamEvent`]s; the work runs in its own
-/// task and finishes even if the client goes away.
-pub(crate) async fn stream(state: Arc<AppState>, req: Request) -> HttpResponse {
+/// task and finishes even if the client goes away. `body` is the input of an upload.
+pub(crate) async fn stream(state: Arc<AppState>, req: Request, body: Option<Body>) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<Result<String, std::io::Error>>(64);
     tokio::spawn(async move {
         let send = |ev: StreamEvent| {
@@ -85,16 +139,22 @@ pub(crate) async fn stream(state: Arc<AppState>, req: Request) -> HttpResponse {
                 crate::logs::stream(&state.deps.manager, &name, follow, tx.clone()).await
             }
             Request::ImageBuild { spec } => {
-                crate::image_api::build(&state.deps.manager, spec, tx.clone()).await
+                let agent = state.deps.agent.as_deref();
+                crate::image_api::build(&state.deps.manager, agent, spec, tx.clone()).await
             }
-            Request::ImageImport { path, name } => {
-                crate::image_api::import(&state.deps.manager, path, name, tx.clone()).await
-            }
+            Request::ImageImport { source, name } => match body {
+                Some(body) => {
+                    let agent = state.deps.agent.as_deref();
+                    let m = &state.deps.manager;
+                    crate::image_api::import(m, agent, source, name, body, tx.clone()).await
+                }
+                None => Err(DaemonError::Invalid {
+                    message: "image import takes the tarball as the request body".into(),
+                    hint: Some(format!("post it to {UPLOAD_PATH}")),
+                }),
+            },
             Request::ImagePull { url, name } => {
                 crate::image_api::pull(&state.deps.manager, url, name, tx.clone()).await
-            }
-            Request::ImageExport { name, dir } => {
-                crate::image_api::export(&state.deps.manager, name, dir, tx.clone()).await
             }
             other => Err(DaemonError::invalid(format!("{other:?} does not stream"))),
         };

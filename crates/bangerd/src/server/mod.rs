@@ -1,6 +1,7 @@
 //! The HTTP+JSON API over a Unix socket. Transports only decode, dispatch and encode:
 //! every verb is one [`Request`] variant with one handler in [`handlers`].
 
+mod caller;
 mod exec;
 mod handlers;
 
@@ -8,12 +9,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::post;
 use axum::{Json, Router};
-use banger_wire::api::{Request, StreamEvent, EXEC_PATH, RPC_PATH};
+use banger_wire::api::{Request, StreamEvent, EXEC_PATH, RPC_PATH, UPLOAD_PATH};
 use banger_wire::{ErrorCode, WireError};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
@@ -21,10 +22,15 @@ use tokio::sync::Notify;
 use crate::error::DaemonError;
 use crate::vm::Manager;
 
+pub use caller::Caller;
+
 /// What a running daemon is made of. Tests build one around a temp dir.
 pub struct Deps {
     pub manager: Arc<Manager>,
     pub socket: std::path::PathBuf,
+    /// The guest agent binary images get; found next to the daemon when absent (see
+    /// [`crate::image_api::agent_binary`]).
+    pub agent: Option<std::path::PathBuf>,
 }
 
 pub(crate) struct AppState {
@@ -32,6 +38,8 @@ pub(crate) struct AppState {
     pub started: Instant,
     /// Notified by `daemon stop`.
     pub shutdown: Notify,
+    /// The uid the daemon runs as.
+    pub owner: u32,
 }
 
 /// Serves the API on `listener` until `shutdown` resolves or a client asks the daemon
@@ -45,10 +53,12 @@ pub async fn serve(
         deps,
         started: Instant::now(),
         shutdown: Notify::new(),
+        owner: nix::unistd::geteuid().as_raw(),
     });
     let app = Router::new()
         .route(RPC_PATH, post(rpc))
         .route(EXEC_PATH, post(exec::exec))
+        .route(UPLOAD_PATH, post(handlers::upload))
         .with_state(state.clone());
     let stop = async move {
         tokio::select! {
@@ -56,17 +66,31 @@ pub async fn serve(
             _ = state.shutdown.notified() => {}
         }
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<Caller>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await
 }
 
-async fn rpc(State(state): State<Arc<AppState>>, Json(req): Json<Request>) -> HttpResponse {
+async fn rpc(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
+    Json(req): Json<Request>,
+) -> HttpResponse {
     let span = tracing::info_span!("request", op = ?std::mem::discriminant(&req));
     let _enter = span.enter();
     drop(_enter);
+    if let Err(e) = caller::authorize(caller, state.owner, &req) {
+        tracing::warn!(uid = ?caller.uid, cause = %e, "request refused");
+        return error_response(&e.to_wire());
+    }
     if req.is_streaming() {
-        return handlers::stream(state, req).await;
+        return handlers::stream(state, req, None).await;
+    }
+    if req.is_download() {
+        return handlers::download(&state, req).await;
     }
     // Each request runs as its own task, so a client that goes away mid-request never
     // cancels half an operation (a create is finished or rolled back, never abandoned).
