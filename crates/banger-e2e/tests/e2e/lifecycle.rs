@@ -38,7 +38,7 @@ fn invalid_spec() {
 
     let dup = h.create("dup", &["--no-start"]);
     let id = dup.info().id;
-    h.banger(&["vm", "create", dup.name(), "--no-start"])
+    h.banger(&["vm", "create", dup.name()])
         .failure(Some(5), &format!("{:?} already exists", dup.name()));
 
     let vms = h.vms();
