@@ -250,7 +250,10 @@ impl Harness {
             return Err(format!("banger daemon start: {}", start.stderr));
         }
         // A run killed outright leaves its VMs in the shared state; the daemon adopted them.
-        for vm in self.vms() {
+        let list = self.banger(&["vm", "list", "--json"]);
+        let vms: Vec<VmInfo> = serde_json::from_slice(&list.stdout)
+            .map_err(|e| format!("banger vm list --json: {e}: {}", list.stderr))?;
+        for vm in vms {
             note(&format!(
                 "e2e: deleting {}, left by an earlier run",
                 vm.name
