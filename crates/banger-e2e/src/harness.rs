@@ -151,7 +151,11 @@ impl Harness {
         }
         let home = match std::env::var_os("BANGER_SMOKE_HOME") {
             Some(h) => PathBuf::from(h),
-            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/smoke"),
+            None => Path::new(env!("CARGO_MANIFEST_DIR"))
+                .ancestors()
+                .nth(2)
+                .ok_or("the crate is not in a workspace")?
+                .join("target/smoke"),
         };
         let run_dir = tempfile::Builder::new()
             .prefix("banger-e2e.")

@@ -95,8 +95,8 @@ fn vm_set_vcpu() {
     vm.set(&["--vcpu", "4"]).success();
     vm.start();
 
-    assert_eq!(vm.info().vcpu, 4);
     assert_eq!(vm.exec(&["nproc"]).success().text(), "4");
+    assert_eq!(vm.info().vcpu, 4);
 }
 
 #[test]

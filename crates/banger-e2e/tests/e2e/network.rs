@@ -1,7 +1,7 @@
 //! Guest networking: names and addresses, isolation between guests and from the host,
 //! egress through NAT and an allow-list, and what VM churn leaves on the host.
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use banger_e2e::host::{
     cmd, dig, neighbour_mac, other_host_address, taps_on, tcp_banner, wait_for_listener,
@@ -79,7 +79,9 @@ fn isolation() {
     let c = h.create("iso-c", &["--allow-host", "18091", "--publish", "18092:22"]);
     let shown = h.ok(&["vm", "show", c.name()]);
     assert!(
-        shown.contains("network   isolated, host ports 18091\n"),
+        shown
+            .lines()
+            .any(|l| l == "network   isolated, host ports 18091"),
         "{shown}"
     );
     assert_eq!(c.info().policy.unwrap().allow_host, ["18091"]);
@@ -159,7 +161,11 @@ const NS: &str = "bgsmoke-inet";
 
 impl Internet {
     fn up(h: &Harness) -> Internet {
-        let _ = Command::new("ip").args(["netns", "del", NS]).status();
+        // What an earlier run killed outright may have left.
+        let _ = Command::new("ip")
+            .args(["netns", "del", NS])
+            .stderr(Stdio::null())
+            .status();
         let mut inet = Internet { servers: vec![] };
         cmd("ip", &["netns", "add", NS]);
         cmd(
