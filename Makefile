@@ -4,7 +4,7 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
 BIN_DIR := target/release
 
-.PHONY: all build agent install quickstart lint audit unit smoke smoke-plain coverage-html test test-deps clean-smoke
+.PHONY: all build agent install quickstart lint audit unit smoke smoke-plain debug-bins e2e coverage-html test test-deps clean-smoke
 
 all: build
 
@@ -47,22 +47,31 @@ audit:
 	$(CARGO) deny check advisories
 
 # Tiers 1 and 2: hermetic unit tests, and host integration tests (these need root
-# and say why they skip otherwise).
+# and say why they skip otherwise). The end-to-end crate is tier 3: `make e2e`.
 unit:
-	$(CARGO) test --locked --workspace
+	$(CARGO) test --locked --workspace --exclude banger-e2e
 
-# Tier 3: the real-VM smoke suite against the built binaries. Debug binaries: the test
-# build has compiled their dependencies already, and the VMs dominate the run time.
+# Tier 3: real VMs against the built binaries: the Rust end-to-end tests
+# (crates/banger-e2e) and the scenarios still in scripts/smoke.sh. Debug binaries: the
+# test build has compiled their dependencies already, and the VMs dominate the run time.
 # With cargo-llvm-cov installed the binaries are instrumented and per-crate coverage of
 # the run is printed afterwards (`make coverage-html` for a browsable report).
-# `make smoke SCENARIOS="bare ssh"` runs only those scenarios.
+# `make smoke SCENARIOS="ssh vm-cp"` runs only those bash scenarios, `make smoke
+# E2E=network::` only those e2e tests (a cargo test filter); with one set, the other
+# suite is left out.
 smoke: agent
-	AGENT_BIN=$(CURDIR)/$(AGENT_BIN) SCENARIOS="$(SCENARIOS)" scripts/coverage.sh
+	AGENT_BIN=$(CURDIR)/$(AGENT_BIN) SCENARIOS="$(SCENARIOS)" E2E="$(E2E)" scripts/coverage.sh
 
-smoke-plain: agent
+debug-bins: agent
 	$(CARGO) build --locked -p banger -p bangerd
 	cp $(AGENT_BIN) target/debug/banger-agent
+
+smoke-plain: debug-bins
 	BANGER_SMOKE_BIN=$(CURDIR)/target/debug scripts/smoke.sh $(SCENARIOS)
+
+# The e2e tests share the host (bridge, ports, daemon): one at a time.
+e2e: debug-bins
+	BANGER_E2E_BIN=$(CURDIR)/target/debug $(CARGO) test --locked -p banger-e2e --test e2e -- --test-threads=1 $(E2E)
 
 coverage-html:
 	scripts/coverage.sh --html

@@ -2,7 +2,9 @@
 # Real-VM smoke suite: drives the built `banger` binary against real VMs.
 # One PASS/FAIL line per scenario, then "N passed, M failed".
 #   scripts/smoke.sh               every scenario
-#   scripts/smoke.sh bare ssh      only these
+#   scripts/smoke.sh ssh vm-cp     only these
+# The lifecycle, exec, workspace and network scenarios moved to the Rust end-to-end
+# tests in crates/banger-e2e (`make e2e`); the rest follow.
 #
 # State (images, debootstrap cache) persists under $BANGER_SMOKE_HOME (default
 # target/smoke) for fast reruns; the runtime dir is fresh on every run. Nothing touches
@@ -50,9 +52,10 @@ log() { printf '%s\n' "$*" >&2; }
 
 # `scripts/smoke.sh [NAME...]` runs only the named scenarios; no names runs them all.
 ONLY=" $* "
-passed=0; failed=0; failures=()
+passed=0; failed=0; failures=(); known=" "
 scenario() {
   local name=$1; shift
+  known+="$name "
   [ "$ONLY" = "  " ] || [[ "$ONLY" == *" $name "* ]] || return 0
   local out="$RUN_DIR/$name.log" t0=$SECONDS rc
   # Not inside `if`: bash ignores `set -e` in a condition, which would let every
@@ -96,82 +99,6 @@ expect_failure() {
 }
 
 # --- scenarios ---------------------------------------------------------------------
-s_bare() {
-  out=$(banger vm run --rm -- echo smoke-bare-ok)
-  expect_eq "$out" "smoke-bare-ok"
-  expect_eq "$(vm_rows)" "0"
-}
-
-s_exit_code() {
-  set +e
-  banger vm run --rm -- sh -c 'exit 42'; rc=$?
-  set -e
-  expect_eq "$rc" "42"
-}
-
-# Bad input fails with a clear error and leaves no row, no VMM and no files; a
-# duplicate name leaves the first VM as it was.
-s_invalid_spec() {
-  local vmms
-  vmms=$(pgrep -c qemu-system || true)
-  expect_failure 3 '*vcpu*' banger vm create bad --vcpu 0
-  expect_failure 3 '*memory of 1 MiB is too small*' banger vm create bad --memory 1
-  expect_failure 4 '*no-such-image*' banger vm create bad --image no-such-image
-  expect_eq "$(vm_rows)" "0"
-  [ -z "$(ls -A "$BANGER_STATE_DIR/vms" 2>/dev/null)" ] || { echo "vm files left"; return 1; }
-  expect_eq "$(pgrep -c qemu-system || true)" "$vmms"
-  banger vm create dup --no-start
-  local id
-  id=$(vm_id dup)
-  expect_failure 5 '*"dup" already exists*' banger vm create dup
-  expect_eq "$(vm_rows)" "1"
-  expect_eq "$(vm_id dup)" "$id"
-  expect_eq "$(ls "$BANGER_STATE_DIR/vms")" "$id"
-  expect_eq "$(pgrep -c qemu-system || true)" "$vmms"
-  banger vm delete dup
-}
-
-s_lifecycle() {
-  banger vm create life
-  banger vm exec life -- sh -c 'echo persisted >/root/mark && sync'
-  banger vm stop life
-  banger vm show life | grep 'state     stopped' >/dev/null
-  banger vm start life
-  expect_eq "$(banger vm exec life -- cat /root/mark)" "persisted"
-  banger vm delete life
-  expect_eq "$(vm_rows)" "0"
-}
-
-s_isolated_writes() {
-  banger vm create iso-a
-  banger vm create iso-b
-  banger vm exec iso-a -- sh -c 'echo a >/root/only-a'
-  set +e
-  banger vm exec iso-b -- test -e /root/only-a; rc=$?
-  set -e
-  banger vm delete iso-a iso-b
-  expect_eq "$rc" "1"
-}
-
-s_vm_set() {
-  banger vm create cpus --vcpu 2
-  expect_eq "$(banger vm exec cpus -- nproc)" "2"
-  banger vm stop cpus
-  banger vm set cpus --vcpu 4
-  banger vm start cpus
-  expect_eq "$(banger vm exec cpus -- nproc)" "4"
-  banger vm delete cpus
-}
-
-s_set_running_refused() {
-  banger vm create busy
-  set +e
-  banger vm set busy --vcpu 4 2>"$RUN_DIR/set.err"; rc=$?
-  set -e
-  banger vm delete busy
-  [ "$rc" -ne 0 ] && grep -q "stopped VM only" "$RUN_DIR/set.err"
-}
-
 s_concurrent_runs() {
   banger vm run --rm -- echo one >"$RUN_DIR/c1" & p1=$!
   banger vm run --rm -- echo two >"$RUN_DIR/c2" & p2=$!
@@ -179,26 +106,6 @@ s_concurrent_runs() {
   expect_eq "$(cat "$RUN_DIR/c1")" "one"
   expect_eq "$(cat "$RUN_DIR/c2")" "two"
   expect_eq "$(vm_rows)" "0"
-}
-
-s_stdin_stream() {
-  head -c $((50*1024*1024)) /dev/urandom >"$RUN_DIR/blob"
-  banger vm create pipe
-  want=$(sha256sum <"$RUN_DIR/blob" | cut -d' ' -f1)
-  got=$(banger vm exec pipe -- cat <"$RUN_DIR/blob" | sha256sum | cut -d' ' -f1)
-  banger vm delete pipe
-  expect_eq "$got" "$want"
-}
-
-s_argv_exact() {
-  banger vm create argv
-  out=$(banger vm exec argv -- printf '[%s]' 'a b' "c'd" '$HOME' '')
-  set +e
-  banger vm exec argv -- sh -c 'kill -9 $$'; rc=$?
-  set -e
-  banger vm delete argv
-  expect_eq "$out" "[a b][c'd][\$HOME][]"
-  expect_eq "$rc" "137"
 }
 
 s_daemon_restart() {
@@ -257,143 +164,6 @@ s_vmm_killed() {
   banger vm delete doomed
 }
 
-# --- workspace scenarios -----------------------------------------------------------
-# A repo with what shipping must keep: an exec bit, a symlink, binary data, odd names,
-# plus an uncommitted edit, a staged file, a deleted file, an untracked and an ignored one.
-ws_repo() {
-  local r=$1
-  rm -rf "$r"; mkdir -p "$r/dir with space"
-  git -C "$r" init -q -b main
-  git -C "$r" config user.email smoke@banger.test; git -C "$r" config user.name smoke
-  printf 'committed\n' >"$r/tracked.txt"
-  printf '#!/bin/sh\necho run\n' >"$r/run.sh"; chmod 755 "$r/run.sh"
-  head -c 4096 /dev/urandom >"$r/blob.bin"
-  head -c 1024 /dev/urandom >"$r/old.bin"
-  printf 'snow\n' >"$r/dir with space/ünï ☃.txt"
-  ln -s tracked.txt "$r/link"
-  printf 'gone\n' >"$r/deleted.txt"
-  printf '*.log\n' >"$r/.gitignore"
-  git -C "$r" add -A; git -C "$r" commit -qm base
-  printf 'uncommitted\n' >"$r/tracked.txt"
-  rm "$r/deleted.txt"
-  printf 'staged\n' >"$r/staged.txt"; git -C "$r" add staged.txt
-  printf 'SECRET=1\n' >"$r/untracked.env"
-  printf 'noise\n' >"$r/build.log"
-}
-
-# Every file and symlink below . (no .git): kind, mode or target, content hash, path.
-TREE_SUM='find . -path ./.git -prune -o \( -type f -o -type l \) -print | LC_ALL=C sort |
-  while IFS= read -r f; do
-    if [ -L "$f" ]; then echo "L $(readlink "$f") $f";
-    else echo "F $(stat -c %a "$f") $(sha256sum <"$f" | cut -c1-64) $f"; fi
-  done'
-
-s_workspace_run() {
-  ws_repo "$RUN_DIR/wsrun"
-  probe='cat tracked.txt; git status --porcelain --untracked-files=no; git rev-parse HEAD
-    test -e untracked.env || echo no-untracked; test -e build.log || echo no-ignored'
-  out=$(banger vm run --rm --name wsrun "$RUN_DIR/wsrun" -- sh -c "$probe; $TREE_SUM; pwd")
-  # The host, once its untracked and ignored files are gone, must look the same.
-  rm "$RUN_DIR/wsrun/untracked.env" "$RUN_DIR/wsrun/build.log"
-  want=$(cd "$RUN_DIR/wsrun" && sh -c "$probe; $TREE_SUM; pwd" | sed "s|^$RUN_DIR/wsrun\$|/root/repo|")
-  expect_eq "$out" "$want"
-  grep -qx uncommitted <<<"$out"
-  if banger vm show wsrun >/dev/null 2>&1; then echo "vm wsrun left behind"; return 1; fi
-}
-
-s_workspace_dry_run() {
-  ws_repo "$RUN_DIR/wsdry"
-  # No daemon may be needed: point at a socket nobody serves and a daemon that cannot run.
-  out=$(BANGER_SOCKET=$RUN_DIR/nobody.sock BANGER_DAEMON=/bin/false \
-    banger vm run --rm --dry-run "$RUN_DIR/wsdry" -- true)
-  want=$(printf '%s\n' .gitignore blob.bin "dir with space/ünï ☃.txt" link old.bin run.sh \
-    staged.txt tracked.txt)
-  expect_eq "$out" "$want"
-  [ ! -e "$RUN_DIR/nobody.sock" ] || { echo "a daemon was started"; return 1; }
-  out=$(BANGER_SOCKET=$RUN_DIR/nobody.sock BANGER_DAEMON=/bin/false \
-    banger vm run --dry-run --include-untracked "$RUN_DIR/wsdry")
-  expect_eq "$out" "$(printf '%s\nuntracked.env' "$want")"
-}
-
-s_include_untracked() {
-  ws_repo "$RUN_DIR/wsun"
-  out=$(banger vm run --rm --include-untracked "$RUN_DIR/wsun" -- \
-    sh -c 'cat untracked.env; test -e build.log || echo no-ignored; git status --porcelain')
-  expect_eq "$out" "$(printf 'SECRET=1\nno-ignored\n D deleted.txt\nA  staged.txt\n M tracked.txt\n?? untracked.env')"
-}
-
-s_workspace_export() {
-  local r=$RUN_DIR/wsexp
-  ws_repo "$r"
-  git -C "$r" add -A; git -C "$r" commit -qm everything
-  banger vm create wsx
-  banger workspace prepare wsx "$r"
-  # Edit, add, delete and chmod a text and a binary file; rename a dir; repoint a link.
-  banger vm exec wsx -w /root/repo -- sh -c '
-    set -e
-    printf "from the guest\n" >>tracked.txt; head -c 300 /dev/urandom >>blob.bin
-    printf "new text\n" >new.txt; head -c 2048 /dev/urandom >new.bin
-    rm staged.txt old.bin
-    chmod 755 tracked.txt blob.bin; chmod 644 run.sh
-    mv "dir with space" "moved dir"; ln -sfn run.sh link'
-  banger workspace export wsx -o "$RUN_DIR/ws.patch"
-  git clone -q "$r" "$RUN_DIR/wsclone"
-  git -C "$RUN_DIR/wsclone" apply --check "$RUN_DIR/ws.patch"
-  git -C "$RUN_DIR/wsclone" apply "$RUN_DIR/ws.patch"
-  guest=$(banger vm exec wsx -w /root/repo -- sh -c "$TREE_SUM")
-  expect_eq "$(cd "$RUN_DIR/wsclone" && sh -c "$TREE_SUM")" "$guest"
-  # --apply brings the same changes into the host working tree.
-  banger workspace export wsx --apply --repo "$r"
-  expect_eq "$(cd "$r" && rm -f build.log && sh -c "$TREE_SUM")" "$guest"
-  banger vm delete wsx
-}
-
-s_workspace_hostile() {
-  local r=$RUN_DIR/wshost
-  ws_repo "$r"
-  banger vm create wsh
-  banger workspace prepare wsh "$r"
-  snap() { (cd "$r" && find . -print0 | LC_ALL=C sort -z | xargs -0 ls -ld --time-style=+%s.%N; \
-    find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); }
-  before=$(snap)
-  # A symlink out of the repo, made by the guest's real git.
-  banger vm exec wsh -w /root/repo -- ln -s /etc/passwd pw
-  set +e
-  banger workspace export wsh --apply --repo "$r" 2>"$RUN_DIR/hostile1.err"; rc1=$?
-  set -e
-  # A guest whose git writes a traversal patch.
-  banger vm exec wsh -- sh -c 'rm /root/repo/pw; cat >/usr/local/bin/git <<"EOF"
-#!/bin/sh
-case " $* " in *" diff "*)
-  printf "diff --git a/../../pwned b/../../pwned\nnew file mode 100644\n--- /dev/null\n+++ b/../../pwned\n@@ -0,0 +1 @@\n+owned\n"
-  exit 0;; esac
-exec /usr/bin/git "$@"
-EOF
-chmod 755 /usr/local/bin/git'
-  set +e
-  banger workspace export wsh --apply --repo "$r" 2>"$RUN_DIR/hostile2.err"; rc2=$?
-  set -e
-  # A guest whose git prints a symlink under a mode git reads as a link (120755).
-  banger vm exec wsh -- sh -c 'cat >/usr/local/bin/git <<"EOF"
-#!/bin/sh
-case " $* " in *" diff "*)
-  printf "diff --git a/leak b/leak\nnew file mode 120755\n--- /dev/null\n+++ b/leak\n@@ -0,0 +1 @@\n+/etc/shadow\n\\\\ No newline at end of file\n"
-  exit 0;; esac
-exec /usr/bin/git "$@"
-EOF'
-  set +e
-  banger workspace export wsh --apply --repo "$r" 2>"$RUN_DIR/hostile3.err"; rc3=$?
-  set -e
-  banger vm delete wsh
-  cat "$RUN_DIR/hostile1.err" "$RUN_DIR/hostile2.err" "$RUN_DIR/hostile3.err"
-  [ "$rc1" -ne 0 ] && grep -q 'would point outside the repository' "$RUN_DIR/hostile1.err"
-  [ "$rc2" -ne 0 ] && grep -q 'climbs out' "$RUN_DIR/hostile2.err"
-  [ "$rc3" -ne 0 ] && grep -q 'has file mode 120755' "$RUN_DIR/hostile3.err"
-  [ ! -L "$r/leak" ]
-  expect_eq "$(snap)" "$before"
-  [ ! -e "$RUN_DIR/pwned" ] && [ ! -e "$(dirname "$RUN_DIR")/pwned" ]
-}
-
 s_daemon_sigkill() {
   banger vm create survivor
   dpid=$(banger daemon status --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
@@ -427,149 +197,6 @@ s_vmm_confined() {
 # bash's /dev/tcp reaches a TCP port by IP or name; the SSH banner proves the peer.
 tcp_banner() { echo "exec 3<>/dev/tcp/$1/$2; head -c 4 <&3"; }
 
-s_network() {
-  # One group: they reach each other. net-a may reach one host port.
-  banger vm create net-a --net-group pair --allow-host 18089
-  banger vm create net-b --net-group pair
-  ip_b=$(banger vm show net-b --json | sed -n 's/.*"ip": "\(.*\)".*/\1/p')
-  [ -n "$ip_b" ] || { echo "net-b has no ip"; return 1; }
-  # sshd starts once the guest has made its host keys (seconds under TCG).
-  for vm in net-a net-b; do
-    banger vm exec "$vm" -- timeout 120 sh -c 'until [ -e /run/sshd.pid ]; do sleep 0.2; done'
-  done
-  # DNS on the host answers with the lease.
-  expect_eq "$(dig +short @127.0.0.1 -p "$SMOKE_DNS_PORT" net-b.vm)" "$ip_b"
-  # The host reaches a guest's sshd by IP.
-  expect_eq "$(timeout 20 bash -c "$(tcp_banner "$ip_b" 22)")" "SSH-"
-  # Guest to guest, by IP and by <name>.vm through the bridge DNS.
-  expect_eq "$(banger vm exec net-a -- timeout 20 bash -c "$(tcp_banner "$ip_b" 22)")" "SSH-"
-  expect_eq "$(banger vm exec net-a -- getent hosts net-b.vm | cut -d' ' -f1)" "$ip_b"
-  expect_eq "$(banger vm exec net-a -- timeout 20 bash -c "$(tcp_banner net-b.vm 22)")" "SSH-"
-  # A guest reaches the host service its --allow-host names (on the bridge gateway).
-  gw=$(banger vm exec net-a -- ip -4 route show default | cut -d' ' -f3)
-  echo "smoke-host-service" >"$RUN_DIR/index.html"
-  (cd "$RUN_DIR" && exec python3 -m http.server 18089 --bind "$gw") >/dev/null 2>&1 &
-  web=$!
-  for _ in $(seq 100); do
-    (exec 3<>"/dev/tcp/$gw/18089") 2>/dev/null && break
-    sleep 0.1
-  done
-  got=$(banger vm exec net-a -- timeout 20 bash -c \
-    "exec 3<>/dev/tcp/$gw/18089; printf 'GET /index.html HTTP/1.0\r\n\r\n' >&3; tail -n1 <&3")
-  kill "$web"
-  banger vm delete net-a net-b
-  expect_eq "$got" "smoke-host-service"
-}
-
-# A default guest reaches no host service (on the gateway or any other host address)
-# and no other VM, cannot even learn their names; --allow-host opens one port; a
-# guest that takes another's address or MAC is cut off and steals nothing.
-s_isolation() {
-  echo "smoke-isolation" >"$RUN_DIR/iso.html"
-  (cd "$RUN_DIR" && exec python3 -m http.server 18091 --bind 0.0.0.0) >/dev/null 2>&1 &
-  web=$!
-  trap 'kill $web 2>/dev/null || true' EXIT
-  banger vm create iso-a
-  banger vm create iso-b
-  banger vm create iso-c --allow-host 18091 --publish 18092:22
-  banger vm show iso-c | grep 'network   isolated, host ports 18091' >/dev/null
-  ip_b=$(vm_ip iso-b)
-  banger vm exec iso-b -- timeout 120 sh -c 'until [ -e /run/sshd.pid ]; do sleep 0.2; done'
-  gw=$(banger vm exec iso-a -- ip -4 route show default | cut -d' ' -f3)
-  # Another address of the host: the source of its default route, else any non-bridge one.
-  other=$(ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')
-  [ -n "$other" ] || other=$(ip -4 -o addr show scope global | grep -v bgsmoke0 | awk '{print $4}' | cut -d/ -f1 | head -1)
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/18091") 2>/dev/null && break; sleep 0.1; done
-  probe='for t in "$@"; do
-    if timeout 3 bash -c "exec 3<>/dev/tcp/${t%:*}/${t#*:}" 2>/dev/null; then echo "$t open"; else echo "$t closed"; fi
-  done'
-  seen=$(banger vm exec iso-a -- bash -c "$probe" x "$gw:18091" "$other:18091" "$ip_b:22" "$gw:22")
-  expect_eq "$seen" "$(printf '%s closed\n' "$gw:18091" "$other:18091" "$ip_b:22" "$gw:22")"
-  expect_eq "$(banger vm exec iso-c -- bash -c "$probe" x "$gw:18091")" "$gw:18091 open"
-  # A published port answers on the host's loopback too.
-  banger vm exec iso-c -- timeout 120 sh -c 'until [ -e /run/sshd.pid ]; do sleep 0.2; done'
-  expect_eq "$(timeout 20 bash -c "$(tcp_banner 127.0.0.1 18092)")" "SSH-"
-  # The policy changes on a stopped VM only.
-  expect_failure any '*stopped VM only*' banger vm set iso-c --net-group g
-  banger vm stop iso-c
-  banger vm set iso-c --allow-host none --net-group g
-  banger vm show iso-c | grep 'network   isolated, group g$' >/dev/null
-  expect_failure 3 '*invalid --allow*' banger vm set iso-c --allow 10.0.0.1/8
-  # Names of VMs it cannot reach do not resolve; the host still sees them all.
-  expect_eq "$(banger vm exec iso-a -- getent hosts iso-b.vm || true)" ""
-  expect_eq "$(dig +short @127.0.0.1 -p "$SMOKE_DNS_PORT" iso-b.vm)" "$ip_b"
-  # iso-a takes iso-b's address: it loses its network, iso-b keeps its own, and the
-  # host's neighbour entry for that address stays iso-b's.
-  mac_b=$(banger vm exec iso-b -- cat /sys/class/net/eth0/address)
-  banger vm exec iso-a -- sh -c "ip addr flush dev eth0 && ip addr add $ip_b/24 dev eth0 && ip route add default via $gw"
-  expect_eq "$(banger vm exec iso-a -- bash -c "$probe" x "$gw:53")" "$gw:53 closed"
-  expect_eq "$(banger vm exec iso-b -- bash -c "$probe" x "$gw:53")" "$gw:53 open"
-  expect_eq "$(timeout 20 bash -c "$(tcp_banner "$ip_b" 22)")" "SSH-"
-  expect_eq "$(ip neigh show "$ip_b" dev bgsmoke0 | grep -o 'lladdr [0-9a-f:]*' | cut -d' ' -f2)" "$mac_b"
-  # ...and with iso-b's MAC too.
-  banger vm exec iso-a -- sh -c "ip link set eth0 down && ip link set eth0 address $mac_b && ip link set eth0 up && ip route add default via $gw" || true
-  expect_eq "$(banger vm exec iso-a -- bash -c "$probe" x "$gw:53")" "$gw:53 closed"
-  expect_eq "$(banger vm exec iso-b -- bash -c "$probe" x "$gw:53")" "$gw:53 open"
-  banger vm delete iso-a iso-b iso-c
-}
-
-# Egress, with a test host in a network namespace playing the internet on documentation
-# addresses, and a DNS upstream there that the daemon is configured to use: a default
-# guest reaches it through NAT; an --egress-allow guest reaches the allowed name only.
-s_egress() {
-  local ns=bgsmoke-inet cfg=$BANGER_CONFIG_DIR/config.toml
-  cp "$cfg" "$RUN_DIR/config.saved"
-  trap 'kill $(ip netns pids '"$ns"' 2>/dev/null) 2>/dev/null; ip netns del '"$ns"' 2>/dev/null; ip link del bgsmoke-up 2>/dev/null; cp "$RUN_DIR/config.saved" '"$cfg"'; banger daemon stop >/dev/null 2>&1' EXIT
-  ip netns del "$ns" 2>/dev/null || true
-  ip netns add "$ns"
-  ip link add bgsmoke-up type veth peer name eth0 netns "$ns"
-  ip addr add 203.0.113.1/24 dev bgsmoke-up
-  ip link set bgsmoke-up up
-  ip -n "$ns" addr add 203.0.113.10/24 dev eth0
-  ip -n "$ns" addr add 203.0.113.11/24 dev eth0
-  ip -n "$ns" link set eth0 up
-  ip -n "$ns" link set lo up
-  echo "smoke-inet" >"$RUN_DIR/inet.html"
-  for a in 203.0.113.10 203.0.113.11; do
-    (cd "$RUN_DIR" && exec ip netns exec "$ns" python3 -m http.server 80 --bind "$a") >/dev/null 2>&1 &
-  done
-  ip netns exec "$ns" python3 "$ROOT/tests/net/tiny_dns.py" 203.0.113.10 \
-    allowed.test=203.0.113.10 www.allowed.test=203.0.113.10 other.test=203.0.113.11 >/dev/null 2>&1 &
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/203.0.113.11/80) 2>/dev/null && break; sleep 0.1; done
-  banger daemon stop >/dev/null 2>&1 || true
-  echo 'dns_upstreams = ["203.0.113.10"]' >>"$cfg"
-  banger vm create eg-open
-  banger vm create eg-lim --egress-allow allowed.test
-  get='for t in "$@"; do
-    out=$(timeout 5 bash -c "exec 3<>/dev/tcp/$t/80 && printf \"GET /inet.html HTTP/1.0\r\n\r\n\" >&3 && tail -n1 <&3" 2>/dev/null) || out=blocked
-    echo "$t $out"
-  done'
-  expect_eq "$(banger vm exec eg-open -- bash -c "$get" x allowed.test other.test 203.0.113.11)" \
-    "$(printf 'allowed.test smoke-inet\nother.test smoke-inet\n203.0.113.11 smoke-inet')"
-  expect_eq "$(banger vm exec eg-lim -- bash -c "$get" x 203.0.113.10 allowed.test www.allowed.test other.test 203.0.113.11)" \
-    "$(printf '203.0.113.10 blocked\nallowed.test smoke-inet\nwww.allowed.test smoke-inet\nother.test blocked\n203.0.113.11 blocked')"
-  banger vm delete eg-open eg-lim
-}
-
-s_net_churn() {
-  # Booted cycles with a published port exercise taps and per-VM nft rules; the rest
-  # exercise leases.
-  for i in 1 2 3; do
-    banger vm create churn --publish 18090:22 >/dev/null
-    banger vm delete churn >/dev/null
-  done
-  for i in $(seq 17); do
-    banger vm create churn --no-start >/dev/null
-    banger vm delete churn >/dev/null
-  done
-  expect_eq "$(banger vm list --json | grep -c '"name"' || true)" "0"
-  taps=$(ip -o link show master bgsmoke0 | grep -c 'bgtap' || true)
-  [ "$taps" -le 4 ] || { echo "$taps taps left"; return 1; }
-  if nft list table ip banger >/dev/null 2>&1; then
-    ! nft list table ip banger | grep 'chain vm_' >/dev/null || { echo "per-vm chains left"; return 1; }
-  fi
-}
-
 # --- mcp ---------------------------------------------------------------------------
 # `banger mcp` driven by the official MCP Python SDK (scripts/deps.sh installs it).
 s_mcp() {
@@ -580,6 +207,13 @@ s_mcp() {
 # --- access: cp, ssh, tty, agent auth ----------------------------------------------
 vm_id() { banger vm show "$1" --json | sed -n 's/.*"id": "\(.*\)".*/\1/p'; }
 vm_ip() { banger vm show "$1" --json | sed -n 's/.*"ip": "\(.*\)".*/\1/p'; }
+# Every file and symlink below . (no .git): kind, mode or target, content hash, path.
+TREE_SUM='find . -path ./.git -prune -o \( -type f -o -type l \) -print | LC_ALL=C sort |
+  while IFS= read -r f; do
+    if [ -L "$f" ]; then echo "L $(readlink "$f") $f";
+    else echo "F $(stat -c %a "$f") $(sha256sum <"$f" | cut -c1-64) $f"; fi
+  done'
+
 # Every directory below . with its mode.
 DIR_MODES='find . -type d -print | LC_ALL=C sort | while IFS= read -r d; do echo "D $(stat -c %a "$d") $d"; done'
 
@@ -942,31 +576,13 @@ t0=$SECONDS
 banger image build || { log "smoke: image build failed"; exit 1; }
 log "smoke: image ready in $((SECONDS-t0))s"
 
-scenario bare                 s_bare
-scenario exit-code            s_exit_code
-scenario invalid-spec         s_invalid_spec
-scenario argv-and-signals     s_argv_exact
-scenario lifecycle            s_lifecycle
-scenario isolated-writes      s_isolated_writes
-scenario vm-set-vcpu          s_vm_set
-scenario set-running-refused  s_set_running_refused
 scenario concurrent-runs      s_concurrent_runs
-scenario stdin-50mib          s_stdin_stream
 scenario daemon-restart       s_daemon_restart
 scenario restart-idle-cpu     s_restart_idle_cpu
 scenario console-flood        s_console_flood
 scenario vmm-sigkill          s_vmm_killed
 scenario daemon-sigkill       s_daemon_sigkill
 scenario vmm-confined         s_vmm_confined
-scenario network              s_network
-scenario isolation            s_isolation
-scenario egress               s_egress
-scenario net-churn            s_net_churn
-scenario workspace-run        s_workspace_run
-scenario workspace-dry-run    s_workspace_dry_run
-scenario include-untracked    s_include_untracked
-scenario workspace-export     s_workspace_export
-scenario workspace-hostile    s_workspace_hostile
 scenario mcp                  s_mcp
 scenario vm-cp                s_vm_cp
 scenario vm-cp-hostile        s_vm_cp_hostile
@@ -980,5 +596,11 @@ scenario snapshot-clone       s_snapshot_clone
 scenario image-import         s_image_import
 scenario warm-first-use       s_warm_first_use
 
+# A name that is no scenario here (maybe one that moved to crates/banger-e2e) fails.
+for name in "$@"; do
+  [[ "$known" == *" $name "* ]] && continue
+  failed=$((failed+1))
+  printf 'FAIL  %-28s no such scenario (moved ones run in crates/banger-e2e: make e2e)\n' "$name"
+done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
