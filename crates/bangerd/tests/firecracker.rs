@@ -246,6 +246,18 @@ fn processes_with_arg(needle: &str) -> Vec<u32> {
         .collect()
 }
 
+/// The daemon refused to talk to a socket the VMM could have replaced.
+fn assert_refused(err: &VmmError) {
+    let VmmError::Control { source, .. } = err else {
+        panic!("expected Control, got {err:?}");
+    };
+    assert_eq!(
+        source.kind(),
+        std::io::ErrorKind::PermissionDenied,
+        "{source}"
+    );
+}
+
 fn unique_id(tag: &str) -> String {
     format!("fctest-{tag}-{}", std::process::id())
 }
@@ -683,14 +695,7 @@ async fn a_symlink_in_place_of_a_jailed_api_socket_is_refused() {
         .state;
     fixture.kill(&launched);
 
-    let VmmError::Control { source, .. } = &err else {
-        panic!("expected Control, got {err:?}");
-    };
-    assert_eq!(
-        source.kind(),
-        std::io::ErrorKind::PermissionDenied,
-        "{source}"
-    );
+    assert_refused(&err);
     assert_eq!(state_after, InstanceState::Running);
 }
 
@@ -710,14 +715,7 @@ async fn a_jailed_api_socket_replaced_by_another_owners_socket_is_refused() {
     let err = fc.pause(&launched).await.unwrap_err();
     fixture.kill(&launched);
 
-    let VmmError::Control { source, .. } = &err else {
-        panic!("expected Control, got {err:?}");
-    };
-    assert_eq!(
-        source.kind(),
-        std::io::ErrorKind::PermissionDenied,
-        "{source}"
-    );
+    assert_refused(&err);
 }
 
 #[tokio::test]
