@@ -16,6 +16,7 @@ use super::name::validate_name;
 use super::store::{self, Image, Staging};
 use super::{boot, cmd, ext4, layers, oci, rootfs, Limits, Progress, ProgressFn};
 use crate::config::Paths;
+use crate::failpoint::failpoint;
 
 /// Imports `src` as image `name` (derived from the file name when absent), installing
 /// `agent_bin` as the guest agent and unpacking no more than `limits`. Blocking; run it
@@ -50,6 +51,7 @@ pub fn import(
     let staging = Staging::new(&images, &name)?;
     let tree = staging.path().join("tree");
     fill_tree(&src, staging.path(), &tree, limits, progress)?;
+    failpoint("import.after_tree");
     if fs_err::read_dir(&tree)
         .ctx(|| "list the root tree".into())?
         .next()
@@ -67,6 +69,7 @@ pub fn import(
     let size_mib = needed + needed / 4 + 64;
     progress(Progress::step("ext4", format!("{size_mib} MiB")));
     ext4::make_rootfs(&tree, &staging.path().join(manifest::ROOTFS), size_mib)?;
+    failpoint("import.after_rootfs");
     store::remove_tree(&tree)?;
     boot.install(staging.path())?;
     let files = manifest::digest_files(staging.path(), &|done, total| {
@@ -93,6 +96,7 @@ pub fn import(
     manifest.write(&staging.path().join(manifest::MANIFEST))?;
     let target = images.join(&name);
     staging.commit(&target)?;
+    failpoint("import.after_commit");
     tracing::info!(image = %name, source = %src.display(), size_mib, "image imported");
     Image::open(&target)
 }
