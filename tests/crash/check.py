@@ -6,7 +6,8 @@ their taps; the spare taps are gone).
     check.py STATE_DIR RUNTIME_DIR BRIDGE BASELINE_VMM_PIDS
 
 Prints one line per leftover and exits 1 if there is any. BASELINE_VMM_PIDS is a
-comma-separated list of banger VMM pids that ran before the test (other runs' VMs).
+comma-separated list of banger VMM pids that ran before the test; a VMM counts only if
+it holds a file under STATE_DIR or RUNTIME_DIR (other daemons' VMs are not ours).
 """
 import json
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 
 state, runtime, bridge, baseline = sys.argv[1:5]
+state, runtime = os.path.realpath(state), os.path.realpath(runtime)
 baseline = {int(p) for p in baseline.split(",") if p}
 problems = []
 
@@ -75,6 +77,23 @@ for d in listdir(f"{state}/images"):
     if d.startswith("."):
         problem(f"image store keeps {d}")
 
+def ours(pid):
+    """Whether the process holds a file of this daemon's state or runtime dir: other
+    banger daemons' VMMs (other tests on this host) hold their own."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith((state + "/", runtime + "/")):
+            return True
+    return False
+
+
 # VMM processes: QEMU names itself `process=banger-<id>`, Firecracker gets `--id <id>`.
 for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
     if pid in baseline:
@@ -84,7 +103,9 @@ for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
     except OSError:
         continue
     ids = [m.group(1) for a in argv for m in [re.search(r"process=banger-([0-9a-f]{16})", a)] if m]
-    ids += [argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--id"]
+    ids += [argv[k + 1] for k, a in enumerate(argv[:-1]) if a == "--id" and re.fullmatch(r"[0-9a-f]{16}", argv[k + 1])]
+    if ids and not ours(pid):
+        continue
     for vm_id in ids:
         r = running.get(vm_id)
         if r is None or r["pid"] != pid:
