@@ -64,6 +64,8 @@ scenario() {
   rc=$?
   if [ "$rc" -eq 0 ]; then
     passed=$((passed+1)); printf 'PASS  %-28s %4ss\n' "$name" $((SECONDS-t0))
+    # A scenario's report lines (`failpoints: …`) belong in the summary too.
+    grep '^failpoints:' "$out" | sed 's/^/      /' || true
   else
     failed=$((failed+1)); failures+=("$name"); printf 'FAIL  %-28s %4ss\n' "$name" $((SECONDS-t0))
     sed 's/^/      | /' "$out" | tail -n 30
@@ -568,6 +570,106 @@ s_warm_first_use() {
   expect_eq "$(banger vm snapshot list --json)" "[]"
 }
 
+# Crash consistency: for each kill point of `bangerd --failpoints`, a daemon armed with
+# it (BANGER_FAILPOINT) SIGKILLs itself in the middle of the operation that reaches it;
+# the next daemon's start-up must leave every process, tap, nft rule, file and row with
+# its partner (tests/crash/check.py), and the VMs it kept must answer.
+daemon_pid() { banger daemon status --json 2>/dev/null | sed -n 's/.*"pid": \([0-9]*\).*/\1/p'; }
+vmm_pids() { { pgrep -f 'process=banger-|firecracker.* --id ' || true; } | paste -sd, -; }
+crash_cleanup() {
+  delete_all_vms
+  for s in fp-base fp-sd fp-snap; do banger vm snapshot delete "$s" >/dev/null 2>&1 || true; done
+  for i in fp-imp fp-imgdel; do banger image delete "$i" >/dev/null 2>&1 || true; done
+}
+# crash_op POINT: the operation that reaches POINT, against the armed daemon.
+crash_op() {
+  case $1 in
+    create.*) banger vm create fp-new --publish 42181:80 ;;
+    # A VM that exists: its row is no half-made one, so the restart must undo the start.
+    boot.*) banger vm start fp-stopped ;;
+    delete.*) banger vm delete fp-del ;;
+    snapshot_delete.*) banger vm snapshot delete fp-sd ;;
+    snapshot.*) banger vm snapshot fp-src fp-snap ;;
+    clone.*) banger vm create fp-clone --from-snapshot fp-base --publish 42182:80 ;;
+    import.*) banger image import "$RUN_DIR/crash/rootfs.tar.gz" --name fp-imp ;;
+    image_delete.*) banger image delete fp-imgdel ;;
+    ephemeral)
+      # The host kills the `vm run --rm` client and the daemon while the command runs.
+      "$BIN/banger" vm run --rm --name fp-eph -- sleep 300 &
+      local cli=$!
+      for _ in $(seq 600); do banger vm list | grep 'fp-eph *running' >/dev/null && break; sleep 0.2; done
+      kill -9 "$cli" "$(daemon_pid)"
+      return 1 ;;
+    *) echo "no operation reaches failpoint $1"; return 2 ;;
+  esac
+}
+# crash_point POINT: arrange, arm, act, restart, check.
+crash_point() {
+  local p=$1 dpid armed rc seen
+  case $p in
+    delete.*) banger vm create fp-del >/dev/null ;;
+    boot.*) banger vm create fp-stopped --no-start --publish 42183:80 >/dev/null ;;
+    snapshot_delete.*) banger vm snapshot fp-src fp-sd >/dev/null ;;
+    image_delete.*) banger image import "$RUN_DIR/crash/rootfs.tar.gz" --name fp-imgdel >/dev/null ;;
+  esac
+  banger daemon stop >/dev/null
+  armed=$p; [ "$p" = ephemeral ] && armed=
+  seen=$(banger daemon logs | wc -l)
+  BANGER_FAILPOINT=$armed banger daemon start >/dev/null
+  dpid=$(daemon_pid)
+  # An adopted VM is `starting` until its agent is back, and only a running one snapshots.
+  banger vm exec fp-src -- true
+  set +e; crash_op "$p"; rc=$?; set -e
+  [ "$rc" -ne 0 ] || { echo "$p: the operation finished: the daemon never died"; return 1; }
+  for _ in $(seq 100); do [ -d "/proc/$dpid" ] || break; sleep 0.1; done
+  [ ! -d "/proc/$dpid" ] || { echo "$p: the daemon is still alive"; return 1; }
+  [ -z "$armed" ] || banger daemon logs | tail -n +"$((seen + 1))" | grep "failpoint reached; killing the daemon failpoint=$p\$" >/dev/null ||
+    { echo "$p: the daemon died elsewhere"; return 1; }
+  banger daemon start >/dev/null
+  # Whatever the restart kept runs and answers (a snapshot may have left it paused).
+  for vm in $(banger vm list | awk '$2 == "running" || $2 == "starting" {print $1}'); do
+    timeout 120 "$BIN/banger" vm exec "$vm" -- true || { echo "$p: kept vm $vm does not answer"; return 1; }
+  done
+  banger daemon stop >/dev/null
+  python3 tests/crash/check.py "$BANGER_STATE_DIR" "$BANGER_RUNTIME_DIR" bgsmoke0 "$BASELINE_VMMS" ||
+    { echo "$p: leftovers after the restart"; return 1; }
+  crash_reset
+}
+# What survives by design (a stopped fp-del, an import that finished) or a failure: gone,
+# for the next point.
+crash_reset() {
+  banger daemon start >/dev/null 2>&1 || true
+  for vm in $(banger vm list | awk 'NR > 1 && $1 != "fp-src" {print $1}'); do banger vm delete "$vm" || true; done
+  for s in fp-snap fp-sd; do banger vm snapshot delete "$s" >/dev/null 2>&1 || true; done
+  for i in fp-imp fp-imgdel; do banger image delete "$i" >/dev/null 2>&1 || true; done
+}
+s_crash_points() {
+  trap crash_cleanup EXIT
+  BASELINE_VMMS=$(vmm_pids)
+  busybox_rootfs "$RUN_DIR/crash"
+  banger vm create fp-src
+  banger vm snapshot fp-src fp-base
+  local points covered=0 passed=0 failed=() rc
+  # BANGER_CRASH_POINTS="a b" runs only those.
+  points=${BANGER_CRASH_POINTS:-"$("$BIN/bangerd" --failpoints) ephemeral"}
+  for p in $points; do
+    covered=$((covered+1))
+    local t0=$SECONDS
+    # Not in a condition: bash would ignore `set -e` inside.
+    set +e; ( set -e; crash_point "$p" ); rc=$?; set -e
+    if [ "$rc" -eq 0 ]; then
+      passed=$((passed+1)); echo "ok   $p ($((SECONDS-t0))s)"
+    else
+      failed+=("$p"); echo "FAIL $p ($((SECONDS-t0))s)"
+      crash_reset
+    fi
+  done
+  echo "failpoints: $covered covered, $passed passed"
+  [ ${#failed[@]} -eq 0 ] || { echo "failed: ${failed[*]}"; return 1; }
+  banger vm delete fp-src
+  banger vm snapshot delete fp-base
+}
+
 # --- run ---------------------------------------------------------------------------
 log "smoke: state in $SMOKE_HOME, runtime in $RUN_DIR"
 banger doctor || { log "smoke: doctor reports a FAIL"; exit 1; }
@@ -595,6 +697,7 @@ scenario guest-cannot-reach-daemon s_guest_cannot_reach_daemon
 scenario snapshot-clone       s_snapshot_clone
 scenario image-import         s_image_import
 scenario warm-first-use       s_warm_first_use
+scenario crash-points         s_crash_points
 
 # A name that is no scenario here (maybe one that moved to crates/banger-e2e) fails.
 for name in "$@"; do

@@ -130,6 +130,10 @@ pub struct VmCreateSpec {
     /// connections, so an `ssh` right after `vm create` works.
     #[serde(default)]
     pub exec_only: bool,
+    /// A throwaway VM (`vm run --rm`, MCP runs): a daemon that restarts deletes it, as
+    /// the command it served died with the daemon's exec relay.
+    #[serde(default)]
+    pub ephemeral: bool,
 }
 
 /// Changes for `vm set`; only on a stopped VM.

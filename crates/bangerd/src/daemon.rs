@@ -260,6 +260,7 @@ pub fn run() -> anyhow::Result<()> {
             backends,
             net,
         ));
+        crate::image::sweep(&manager.paths);
         manager.reconcile().await?;
         if std::env::var_os("BANGER_NOTIFY_STDOUT").is_some() {
             // `banger daemon start` waits for this line instead of polling the socket.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod error;
+pub mod failpoint;
 pub mod host;
 pub mod image;
 pub(crate) mod image_api;
@@ -25,6 +26,15 @@ pub use server::{serve, Deps};
 /// Entry point of the `bangerd` binary. A start-up failure is printed as `error:` /
 /// `caused by:` lines (what `banger daemon start` shows from the log), never a backtrace.
 pub fn main_entry() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--failpoints") {
+        // For the crash test: the kill points it iterates, one a line.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        for p in failpoint::POINTS {
+            let _ = writeln!(out, "{p}");
+        }
+        return std::process::ExitCode::SUCCESS;
+    }
     vm::process::close_inherited_on_exec();
     match daemon::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

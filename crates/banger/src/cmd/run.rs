@@ -67,6 +67,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
                 from_snapshot: None,
                 warm: !args.cold,
                 exec_only: true,
+                ephemeral: args.rm,
             };
             // The daemon finishes or rolls back a create on its own, even if this
             // process is interrupted while the VM boots.

@@ -36,6 +36,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 from_snapshot,
                 warm: false,
                 exec_only: false,
+                ephemeral: false,
             };
             let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
             show(&vm, json)

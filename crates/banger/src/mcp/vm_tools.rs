@@ -116,6 +116,7 @@ command writes survives; use vm_create + exec for multi-step work.",
             memory_mib: args.memory_mib,
             warm: true,
             exec_only: true,
+            ephemeral: true,
             ..Default::default()
         };
         let shared = self.shared.clone();

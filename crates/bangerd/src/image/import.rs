@@ -17,6 +17,7 @@ use super::name::validate_name;
 use super::store::{self, Image, Staging};
 use super::{boot, ext4, layers, oci, rootfs, Limits, Progress, ProgressFn};
 use crate::config::Paths;
+use crate::failpoint::failpoint;
 
 /// Imports the tar stream `src` as image `name` (derived from `source`, the path the
 /// user gave, when absent), installing `agent_bin` as the guest agent and unpacking no
@@ -52,6 +53,7 @@ pub fn import(
     let staging = Staging::new(&images, &name)?;
     let tree = staging.path().join("tree");
     fill_tree(src, shown, staging.path(), &tree, limits, progress)?;
+    failpoint("import.after_tree");
     if fs_err::read_dir(&tree)
         .ctx(|| "list the root tree".into())?
         .next()
@@ -69,6 +71,7 @@ pub fn import(
     let size_mib = needed + needed / 4 + 64;
     progress(Progress::step("ext4", format!("{size_mib} MiB")));
     ext4::make_rootfs(&tree, &staging.path().join(manifest::ROOTFS), size_mib)?;
+    failpoint("import.after_rootfs");
     store::remove_tree(&tree)?;
     boot.install(staging.path())?;
     let files = manifest::digest_files(staging.path(), &|done, total| {
@@ -95,6 +98,7 @@ pub fn import(
     manifest.write(&staging.path().join(manifest::MANIFEST))?;
     let target = images.join(&name);
     staging.commit(&target)?;
+    failpoint("import.after_commit");
     tracing::info!(image = %name, source = %shown.display(), size_mib, "image imported");
     Image::open(&target)
 }

@@ -51,7 +51,7 @@ pub use import::import;
 pub use manifest::{BootInfo, BuildInputs, FileDigest, Manifest, Origin, FILES, MANIFEST};
 pub use name::{validate_name, DEFAULT_IMAGE};
 pub use rootfs::AGENT_PATH;
-pub use store::{delete, get, list, Image};
+pub use store::{delete, get, list, sweep, Image};
 
 /// Caps on what one `image import` or `image pull` may unpack (`import_max_mib` and
 /// `import_max_entries` in `config.toml`).

@@ -148,7 +148,38 @@ pub fn delete(paths: &Paths, name: &str) -> Result<(), ImageError> {
     }
     let doomed = hidden_dir(&images, "deleting", name);
     fs_err::rename(&dir, &doomed).ctx(|| format!("delete image {name}"))?;
+    crate::failpoint::failpoint("image_delete.after_rename");
     remove_tree(&doomed)
+}
+
+/// At daemon start: removes the work directories (`.staging.*`, `.deleting.*`) and lock
+/// files that a build, import or delete killed midway left, for every name whose lock
+/// nobody holds now. A name still being worked on (by a `banger image` process of its
+/// own) keeps them.
+pub fn sweep(paths: &Paths) {
+    let images = paths.images_dir();
+    let Ok(entries) = std::fs::read_dir(&images) else {
+        return;
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let file_name = e.file_name().to_string_lossy().into_owned();
+            let name = file_name.strip_prefix('.')?.split('.').nth(1)?.to_string();
+            validate_name(&name).is_ok().then_some(name)
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        // Taking the lock removes the name's leftovers; dropping it, its file.
+        match lock(&images, &name) {
+            Ok(_lock) => {
+                tracing::info!(image = %name, "removed leftovers of unfinished image work")
+            }
+            Err(e) => tracing::debug!(image = %name, cause = %e, "image work in progress; kept"),
+        }
+    }
 }
 
 /// An exclusive lock on one image name, held while it is built, imported or deleted.
@@ -352,6 +383,32 @@ mod tests {
             image_dir(&dir, name, inputs());
         }
         (root, paths)
+    }
+
+    #[test]
+    fn sweep_removes_leftovers_of_names_nobody_works_on() {
+        let (_root, paths) = store_with(&["default"]);
+        let images = paths.images_dir();
+        for left in [
+            ".staging.old.1.2",
+            ".deleting.gone.3.4",
+            ".staging.busy.5.6",
+        ] {
+            fs_err::create_dir_all(images.join(left).join("tree")).unwrap();
+        }
+        fs_err::write(images.join(".lock.old"), "").unwrap();
+        let held = lock(&images, "busy").unwrap();
+        fs_err::create_dir_all(images.join(".staging.busy.7.8")).unwrap();
+
+        sweep(&paths);
+
+        let mut left: Vec<String> = fs_err::read_dir(&images)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".lock.busy", ".staging.busy.7.8", "default"]);
+        drop(held);
     }
 
     #[test]

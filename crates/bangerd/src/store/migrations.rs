@@ -64,6 +64,14 @@ pub const STEPS: &[&str] = &[
     r#"
     ALTER TABLE vms ADD COLUMN policy TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 5: crash consistency: a row whose create has not finished (`creating`), and the
+    // throwaway VMs of `vm run --rm` and MCP (`ephemeral`); a restarted daemon deletes
+    // both with everything they hold. A start time of 0 was never a real one.
+    r#"
+    ALTER TABLE vms ADD COLUMN creating INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE vms ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
+    UPDATE vms SET pid_start = NULL WHERE pid_start = 0;
+    "#,
 ];
 
 pub fn migrations() -> Migrations<'static> {
@@ -103,7 +111,7 @@ mod tests {
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
-            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots;")
+            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots;")
                 .unwrap();
         }
     }

@@ -63,6 +63,11 @@ pub struct VmRecord {
     pub publish: Vec<String>,
     /// What the guest may reach, resolved against the defaults at create.
     pub policy: NetPolicy,
+    /// The create has not finished: a daemon that restarts finds it half-made.
+    pub creating: bool,
+    /// A throwaway VM (`vm run --rm`, MCP runs): nobody can use it after the daemon
+    /// that served its one command is gone.
+    pub ephemeral: bool,
 }
 
 impl VmRecord {
@@ -103,7 +108,10 @@ impl VmRecord {
             token: row.get("token")?,
             created_at: row.get("created_at")?,
             pid: row.get("pid")?,
-            pid_start: row.get::<_, Option<i64>>("pid_start")?.map(|v| v as u64),
+            pid_start: row
+                .get::<_, Option<i64>>("pid_start")?
+                .filter(|v| *v > 0)
+                .map(|v| v as u64),
             boot: match (prepare, ready) {
                 (Some(p), Some(r)) => Some(BootTimings {
                     prepare_ms: p as u64,
@@ -115,6 +123,8 @@ impl VmRecord {
             tap: row.get("tap")?,
             publish: serde_json::from_str(&row.get::<_, String>("publish")?).unwrap_or_default(),
             policy: serde_json::from_str(&row.get::<_, String>("policy")?).unwrap_or_default(),
+            creating: row.get("creating")?,
+            ephemeral: row.get("ephemeral")?,
         })
     }
 }
@@ -188,8 +198,9 @@ impl Store {
     pub fn insert_vm(&self, vm: &VmRecord) -> Result<(), StoreError> {
         let res = self.conn().execute(
             "INSERT INTO vms (id, name, image, backend, vcpu, memory_mib, disk_size_mib, state,
-                              no_network, token, created_at, publish, policy)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                              no_network, token, created_at, publish, policy, creating,
+                              ephemeral)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             params![
                 vm.id,
                 vm.name,
@@ -203,7 +214,9 @@ impl Store {
                 vm.token,
                 vm.created_at,
                 serde_json::to_string(&vm.publish).unwrap_or_else(|_| "[]".into()),
-                serde_json::to_string(&vm.policy).unwrap_or_else(|_| "{}".into())
+                serde_json::to_string(&vm.policy).unwrap_or_else(|_| "{}".into()),
+                vm.creating,
+                vm.ephemeral
             ],
         );
         match res {
@@ -244,18 +257,27 @@ impl Store {
         Ok(())
     }
 
-    /// Records a running VMM process.
+    /// Records a running VMM process. An unknown start time (`None`, or 0) is stored as
+    /// NULL, and a restarted daemon then never adopts the pid.
     pub fn set_running(
         &self,
         id: &str,
         state: VmState,
         pid: u32,
-        pid_start: u64,
+        pid_start: Option<u64>,
     ) -> Result<(), StoreError> {
+        let start = pid_start.filter(|s| *s > 0).map(|s| s as i64);
         self.conn().execute(
             "UPDATE vms SET state = ?2, pid = ?3, pid_start = ?4, last_error = NULL WHERE id = ?1",
-            params![id, state.as_str(), pid, pid_start as i64],
+            params![id, state.as_str(), pid, start],
         )?;
+        Ok(())
+    }
+
+    /// The create of VM `id` finished: from now on a restart keeps it.
+    pub fn set_created(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("UPDATE vms SET creating = 0 WHERE id = ?1", [id])?;
         Ok(())
     }
 
@@ -408,6 +430,8 @@ mod tests {
             tap: None,
             publish: vec![],
             policy: NetPolicy::default(),
+            creating: false,
+            ephemeral: false,
         }
     }
 
@@ -426,7 +450,7 @@ mod tests {
         let store = Store::in_memory().unwrap();
         store.insert_vm(&vm("web")).unwrap();
         store
-            .set_running("id-web", VmState::Running, 42, 7)
+            .set_running("id-web", VmState::Running, 42, Some(7))
             .unwrap();
         let got = store.get_vm("web").unwrap().unwrap();
         assert_eq!(
@@ -439,6 +463,43 @@ mod tests {
         let got = store.get_vm("id-web").unwrap().unwrap();
         assert_eq!((got.state, got.pid), (VmState::Crashed, None));
         assert_eq!(got.last_error.as_deref(), Some("killed"));
+    }
+
+    #[test]
+    fn an_unknown_start_time_is_never_stored_as_zero() {
+        let store = Store::in_memory().unwrap();
+        store.insert_vm(&vm("web")).unwrap();
+        store.insert_vm(&vm("db")).unwrap();
+
+        store
+            .set_running("id-web", VmState::Running, 42, None)
+            .unwrap();
+        store
+            .set_running("id-db", VmState::Running, 43, Some(0))
+            .unwrap();
+
+        let web = store.get_vm("web").unwrap().unwrap();
+        let db = store.get_vm("db").unwrap().unwrap();
+        assert_eq!((web.pid, web.pid_start), (Some(42), None));
+        assert_eq!((db.pid, db.pid_start), (Some(43), None));
+    }
+
+    #[test]
+    fn a_create_is_marked_until_it_finishes() {
+        let store = Store::in_memory().unwrap();
+        let half = VmRecord {
+            creating: true,
+            ephemeral: true,
+            ..vm("web")
+        };
+        store.insert_vm(&half).unwrap();
+        let got = store.get_vm("web").unwrap().unwrap();
+        assert_eq!((got.creating, got.ephemeral), (true, true));
+
+        store.set_created("id-web").unwrap();
+
+        let got = store.get_vm("web").unwrap().unwrap();
+        assert_eq!((got.creating, got.ephemeral), (false, true));
     }
 
     #[test]

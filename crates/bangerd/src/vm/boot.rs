@@ -18,6 +18,7 @@ use super::{Manager, Runtime, Slot};
 use crate::agent_conn::{self, AgentConn, AgentError};
 use crate::config::Paths;
 use crate::error::DaemonError;
+use crate::failpoint::failpoint;
 use crate::store::VmRecord;
 use crate::vmm::{AgentEndpoint, LaunchSpec, NetAttach};
 
@@ -113,6 +114,7 @@ impl Manager {
             std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", rt_dir.clone()))?;
             let vm_dir = self.paths.vm_dir(&rec.id);
             let vm_net = self.attach_network(rec).await?;
+            failpoint("boot.after_attach");
             let gateway = vm_net.as_ref().map(|n| n.gateway().to_string());
             let boot_cfg = BootConfig {
                 hostname: Some(rec.name.clone()),
@@ -171,7 +173,9 @@ impl Manager {
                 }
             };
             tracing::info!(pid = launched.pid, ms = launch_t.elapsed().as_millis() as u64, "vmm launched");
+            failpoint("boot.after_launch");
             let rt = self.track(slot, rec, vmm, launched)?;
+            failpoint("boot.after_track");
             let ready = tokio::select! {
                 r = connect_agent(&rt.launched.agent, listener, from.map_or(&rec.token, |s| &s.token), from.is_some()) => r.map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source }),
                 _ = tokio::time::sleep(Duration::from_secs(self.config.boot_timeout_secs)) => {
@@ -230,7 +234,8 @@ impl Manager {
     ) -> Result<Arc<Runtime>, DaemonError> {
         let pid = launched.pid;
         let watch_exit = ExitWatch::new(pid);
-        let start = process::start_time(pid).unwrap_or(0);
+        // Unknown (the VMM is already gone): recorded as such, never adopted.
+        let start = process::start_time(pid);
         let rt = Arc::new(Runtime {
             launched,
             vmm,
@@ -357,6 +362,11 @@ impl Manager {
         let this = self.clone();
         let rec = rec.clone();
         tokio::spawn(async move {
+            // A daemon killed while snapshotting left the guest paused; running, it
+            // takes this as a no-op.
+            if let Err(e) = rt.vmm.resume(&rt.launched).await {
+                tracing::debug!(vm = %rec.name, cause = %e, "cannot resume the adopted vmm");
+            }
             let res = tokio::time::timeout(
                 Duration::from_secs(this.config.boot_timeout_secs),
                 connect_agent(&rt.launched.agent, listener, &rec.token, true),

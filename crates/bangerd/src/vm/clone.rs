@@ -9,6 +9,7 @@ use banger_wire::api::{VmCreateSpec, VmInfo};
 
 use super::{boot, snapshot, sparse, spec, Machine, Manager, NewVm};
 use crate::error::DaemonError;
+use crate::failpoint::failpoint;
 use crate::store::{SnapshotRecord, VmRecord};
 
 /// The identity a restored guest takes on: what a boot would have put on its kernel
@@ -116,6 +117,7 @@ impl Manager {
             machine: Machine::of_snapshot(&snap),
             publish: spec.publish.clone(),
             policy: spec.policy.clone(),
+            ephemeral: spec.ephemeral,
         })?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
@@ -123,6 +125,7 @@ impl Manager {
             self.forget_slot(&rec.id);
             return Err(e.into());
         }
+        failpoint("clone.after_insert");
         let result = async {
             if !rec.no_network {
                 self.lease(&rec)?;
@@ -141,8 +144,11 @@ impl Manager {
                     source,
                 }
             })?;
+            failpoint("clone.after_disk_copy");
             let disk_ms = t0.elapsed().as_millis() as u64;
             self.boot_from(&slot, &rec, Some(&snap)).await?;
+            failpoint("clone.after_boot");
+            self.store.set_created(&rec.id)?;
             Ok::<u64, DaemonError>(disk_ms)
         }
         .await;

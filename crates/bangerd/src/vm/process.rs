@@ -71,6 +71,50 @@ pub fn close_inherited_on_exec() {
     }
 }
 
+/// Whether `argv` is that of a VMM of VM `vm_id`: QEMU names its process
+/// `banger-<id>` (`-name …,process=banger-<id>`), Firecracker and its jailer get `--id <id>`.
+fn is_vmm_of(argv: &[&str], vm_id: &str) -> bool {
+    let qemu = format!("process=banger-{vm_id}");
+    argv.iter().any(|a| a.split(',').any(|part| part == qemu))
+        || argv.windows(2).any(|w| w[0] == "--id" && w[1] == vm_id)
+}
+
+/// The processes that are VMMs of VM `vm_id`, found by their command lines: a VMM the
+/// daemon launched but died before recording is found this way.
+pub fn vmm_pids(vm_id: &str) -> Vec<u32> {
+    let Ok(dir) = fs_err::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let text = String::from_utf8_lossy(&raw);
+            let argv: Vec<&str> = text.split('\0').collect();
+            is_vmm_of(&argv, vm_id) && !is_zombie(*pid)
+        })
+        .collect()
+}
+
+/// SIGKILLs `pids` and waits (up to 10 s) until each has exited.
+pub async fn kill_and_wait(pids: &[u32]) {
+    for pid in pids {
+        tracing::info!(pid, "killing a vmm nobody tracks");
+        signal(*pid, Signal::SIGKILL);
+    }
+    for pid in pids {
+        let gone = || start_time(*pid).is_none() || is_zombie(*pid);
+        for _ in 0..100 {
+            if gone() {
+                break;
+            }
+            reap(*pid);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
 pub fn signal(pid: u32, sig: Signal) {
     let _ = kill(Pid::from_raw(pid as i32), sig);
 }
@@ -123,6 +167,53 @@ mod tests {
             .await
             .unwrap();
         child.wait().unwrap();
+    }
+
+    #[test]
+    fn vmms_are_known_by_the_vm_id_in_their_argv() {
+        let qemu = [
+            "qemu",
+            "-name",
+            "banger-web,process=banger-ab12",
+            "-m",
+            "512M",
+        ];
+        let fc = ["firecracker", "--id", "ab12", "--api-sock", "x"];
+
+        assert!(is_vmm_of(&qemu, "ab12"));
+        assert!(is_vmm_of(&fc, "ab12"));
+        assert!(!is_vmm_of(&qemu, "ab1"));
+        assert!(!is_vmm_of(&["banger", "vm", "show", "ab12"], "ab12"));
+    }
+
+    #[tokio::test]
+    async fn an_unrecorded_vmm_is_found_and_killed() {
+        let id = hex::encode(rand::random::<[u8; 8]>());
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                // Builtins only: no child shares its argv for a moment.
+                "echo ready; read line",
+                &format!("banger-x,process=banger-{id}"),
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Once it speaks it has exec'd: its argv is sh's, no longer the test's.
+        let mut ready = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut ready,
+        )
+        .unwrap();
+
+        let found = vmm_pids(&id);
+        kill_and_wait(&found).await;
+
+        assert_eq!(found, vec![child.id()]);
+        let _ = child.wait();
+        assert!(vmm_pids(&id).is_empty());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::sync::RwLock;
 
 use super::{boot, sparse, Manager};
 use crate::error::DaemonError;
+use crate::failpoint::failpoint;
 use crate::store::SnapshotRecord;
 use crate::vmm::SnapshotFiles;
 
@@ -159,9 +160,11 @@ impl Manager {
         let t0 = Instant::now();
         let saved = async {
             rt.vmm.pause(&rt.launched).await.map_err(vm_err)?;
+            failpoint("snapshot.after_pause");
             // Paused, the guest issues no I/O, and QEMU drained what was in flight.
             let copy = sparse::copy(&upper, &files.disk)
                 .map_err(io_err("copying the writable disk", &upper));
+            failpoint("snapshot.after_disk_copy");
             let saved = match copy {
                 Ok(_) => rt
                     .vmm
@@ -170,7 +173,9 @@ impl Manager {
                     .map_err(vm_err),
                 Err(e) => Err(e),
             };
+            failpoint("snapshot.after_save");
             let resumed = rt.vmm.resume(&rt.launched).await.map_err(vm_err);
+            failpoint("snapshot.after_resume");
             saved.and(resumed)
         }
         .await;
@@ -205,6 +210,7 @@ impl Manager {
         let lock = self.snapshot_lock(&snap.id);
         let _write = lock.write().await;
         self.store.delete_snapshot(&snap.id)?;
+        failpoint("snapshot_delete.after_row");
         let dir = files(&self.paths.state_dir, &snap.id).dir;
         fs_err::remove_dir_all(&dir).map_err(io_err("removing snapshot files", &dir))?;
         tracing::info!(snapshot = %snap.name, "snapshot deleted");

@@ -110,6 +110,7 @@ impl Manager {
             disk_size_mib: Some(m.disk_size_mib),
             backend: Some(m.backend),
             no_network: m.no_network,
+            ephemeral: true,
             ..Default::default()
         };
         let vm = self.create(builder).await?;
