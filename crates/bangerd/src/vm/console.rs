@@ -4,7 +4,7 @@
 //! VMM appends (`O_APPEND`), so its writes land at the new end. On filesystems that
 //! cannot collapse a range, the log is emptied and starts again with a marker line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use futures::StreamExt;
 use inotify::{Inotify, WatchMask};
@@ -15,23 +15,28 @@ const DROPPED: &str = "[banger: older console output dropped]\n";
 
 /// Watches `path` until `exited` turns true, capping it at `cap` bytes on every write.
 pub async fn keep_capped(path: PathBuf, cap: u64, mut exited: watch::Receiver<bool>) {
-    let events = Inotify::init().and_then(|inotify| {
-        inotify.watches().add(&path, WatchMask::MODIFY)?;
-        inotify.into_event_stream([0u8; 1024])
-    });
-    let mut events = match events {
-        Ok(events) => events,
+    // Opened once: a flooding guest must not cost an open per write.
+    let watched = fs_err::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|log| {
+            let inotify = Inotify::init()?;
+            inotify.watches().add(&path, WatchMask::MODIFY)?;
+            Ok((log, inotify.into_event_stream([0u8; 1024])?))
+        });
+    let (log, mut events) = match watched {
+        Ok(watched) => watched,
         Err(e) => {
             return tracing::warn!(path = %path.display(), cause = %e, "cannot watch the console log; it is not capped")
         }
     };
     // Whatever was written before the watch started counts too.
-    cap_once(&path, cap);
+    cap_once(&log, cap);
     loop {
         tokio::select! {
             event = events.next() => match event {
                 Some(Ok(_)) => {
-                    cap_once(&path, cap);
+                    cap_once(&log, cap);
                 }
                 _ => return,
             },
@@ -42,19 +47,18 @@ pub async fn keep_capped(path: PathBuf, cap: u64, mut exited: watch::Receiver<bo
 
 /// Cuts the log back to about half of `cap` once it is over `cap`; returns the bytes
 /// cut. Errors are logged: a console log is never worth failing a VM for.
-pub fn cap_once(path: &Path, cap: u64) -> u64 {
-    match try_cap(path, cap) {
+pub fn cap_once(log: &fs_err::File, cap: u64) -> u64 {
+    match try_cap(log, cap) {
         Ok(cut) => cut,
         Err(e) => {
-            tracing::warn!(path = %path.display(), cause = %e, "cannot cap the console log");
+            tracing::warn!(path = %log.path().display(), cause = %e, "cannot cap the console log");
             0
         }
     }
 }
 
-fn try_cap(path: &Path, cap: u64) -> std::io::Result<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let file = fs_err::OpenOptions::new().write(true).open(path)?;
+fn try_cap(file: &fs_err::File, cap: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
     let meta = file.metadata()?;
     let size = meta.len();
     if size <= cap {
@@ -63,15 +67,12 @@ fn try_cap(path: &Path, cap: u64) -> std::io::Result<u64> {
     let block = meta.blksize().max(1);
     let cut = (size - cap / 2) / block * block;
     let collapsed = cut > 0
-        && rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::COLLAPSE_RANGE, 0, cut).is_ok();
+        && rustix::fs::fallocate(file, rustix::fs::FallocateFlags::COLLAPSE_RANGE, 0, cut).is_ok();
     if collapsed {
         return Ok(cut);
     }
     file.set_len(0)?;
-    fs_err::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, DROPPED.as_bytes()))?;
+    file.file().write_all_at(DROPPED.as_bytes(), 0)?;
     Ok(size)
 }
 
@@ -88,13 +89,14 @@ mod tests {
         fs_err::write(&path, &text).unwrap();
         let cap = 256 * 1024;
 
-        let cut = cap_once(&path, cap);
+        let log = fs_err::OpenOptions::new().write(true).open(&path).unwrap();
+        let cut = cap_once(&log, cap);
 
         let after = fs_err::read_to_string(&path).unwrap();
         assert!(cut > 0);
         assert!(after.len() as u64 <= cap, "{} bytes left", after.len());
         assert!(after.ends_with(&line(199_999)), "the newest output stays");
-        assert_eq!(cap_once(&path, cap), 0, "under the cap nothing more is cut");
+        assert_eq!(cap_once(&log, cap), 0, "under the cap nothing more is cut");
     }
 
     #[test]
@@ -104,7 +106,8 @@ mod tests {
         fs_err::write(&path, vec![b'x'; 1 << 20]).unwrap();
         let mut vmm = fs_err::OpenOptions::new().append(true).open(&path).unwrap();
 
-        cap_once(&path, 64 * 1024);
+        let log = fs_err::OpenOptions::new().write(true).open(&path).unwrap();
+        cap_once(&log, 64 * 1024);
         std::io::Write::write_all(&mut vmm, b"after the cut\n").unwrap();
 
         let after = fs_err::read(&path).unwrap();
