@@ -277,6 +277,8 @@ impl Manager {
             return Err(DaemonError::invalid(
                 "--publish needs a network; drop --no-network",
             ));
+        } else {
+            spec::check_policy_without_network(&new.policy)?;
         }
         if self.store.get_vm(&new.name)?.is_some() {
             return Err(DaemonError::NameTaken(new.name));

@@ -110,6 +110,23 @@ pub fn validate_publish(publish: &[String]) -> Result<(), DaemonError> {
     Ok(())
 }
 
+/// A VM without a network takes no network policy: a flag that would do nothing is
+/// refused rather than ignored.
+pub fn check_policy_without_network(
+    policy: &banger_wire::api::NetPolicy,
+) -> Result<(), DaemonError> {
+    if *policy == banger_wire::api::NetPolicy::default() {
+        return Ok(());
+    }
+    Err(DaemonError::Invalid {
+        message: "network policy flags need a network".into(),
+        hint: Some(
+            "drop --no-network, or drop --net, --net-group, --allow-host, --allow and --egress-allow"
+                .into(),
+        ),
+    })
+}
+
 pub fn generate_name() -> String {
     format!("vm-{}", hex::encode(rand::random::<[u8; 3]>()))
 }
@@ -166,6 +183,18 @@ mod tests {
     #[test]
     fn host_memory_is_read() {
         assert!(host_memory_mib().is_some_and(|m| m > 0));
+    }
+
+    #[test]
+    fn policy_flags_without_a_network_are_refused() {
+        use banger_wire::api::NetPolicy;
+        assert!(check_policy_without_network(&NetPolicy::default()).is_ok());
+        let asked = NetPolicy {
+            allow_host: vec!["80".into()],
+            ..NetPolicy::default()
+        };
+        let err = check_policy_without_network(&asked).unwrap_err();
+        assert!(err.to_string().contains("need a network"), "{err}");
     }
 
     #[test]
