@@ -52,7 +52,7 @@ pub async fn install_base(table: &NftTable, subnet: Subnet, bridge: &str) -> Res
         .map_err(wrap(&what))
 }
 
-/// Installs one VM's port forwards, replacing any it had.
+/// Installs one VM's port forwards, replacing any it had (with none, does nothing).
 pub async fn add_forwards(
     table: &NftTable,
     vm_id: &str,
@@ -60,10 +60,12 @@ pub async fn add_forwards(
     forwards: &[PortForward],
 ) -> Result<(), NetError> {
     let ruleset = table.vm_forward_ruleset(vm_id, guest_ip, forwards)?;
-    remove_forwards(table, vm_id).await?;
+    // Nothing to replace without forwards: a detach removed the VM's last ones, and a
+    // restart prunes those of VMs that are gone (this saves an `nft` run per create).
     if forwards.is_empty() {
         return Ok(());
     }
+    remove_forwards(table, vm_id).await?;
     apply(&ruleset, &format!("add port forwards of vm {vm_id}")).await
 }
 
