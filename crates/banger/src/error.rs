@@ -29,7 +29,7 @@ pub enum CliError {
     #[error("agent stream failed")]
     Decode(#[from] banger_wire::agent::DecodeError),
     #[error(transparent)]
-    RuntimeDir(#[from] bangerd::private_dir::PrivateDirError),
+    RuntimeDir(#[from] banger_host::private_dir::PrivateDirError),
     /// The CLI's own access to the user's files, with the user's permissions.
     #[error("cannot {what} {}", path.display())]
     Local {
@@ -61,7 +61,7 @@ impl CliError {
                 ErrorCode::PermissionDenied
             }
             CliError::Local { .. } => ErrorCode::HostFailed,
-            CliError::RuntimeDir(bangerd::private_dir::PrivateDirError::Io { .. }) => {
+            CliError::RuntimeDir(banger_host::private_dir::PrivateDirError::Io { .. }) => {
                 ErrorCode::HostFailed
             }
             CliError::RuntimeDir(_) => ErrorCode::PermissionDenied,

@@ -1,7 +1,6 @@
 //! bangerd: the per-host daemon. See ARCHITECTURE.md for the code map.
 
 pub mod agent_conn;
-pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod error;
@@ -11,7 +10,6 @@ pub mod image;
 pub(crate) mod image_api;
 mod logs;
 pub mod net;
-pub mod private_dir;
 pub mod server;
 pub mod ssh;
 pub mod store;

@@ -1,6 +1,6 @@
 //! `banger doctor`: runs in the CLI process, so it works when the daemon cannot start.
 
-use bangerd::config::{Config, Paths};
+use banger_host::config::{Config, Paths};
 
 use crate::error::CliError;
 use crate::output;

@@ -12,7 +12,7 @@ mod ssh;
 mod vm;
 mod workspace;
 
-use bangerd::config::Paths;
+use banger_host::config::Paths;
 
 use crate::cli::{Cli, Command};
 use crate::client::{self, Client};

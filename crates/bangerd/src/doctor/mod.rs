@@ -16,10 +16,10 @@ mod virt;
 
 use std::time::Duration;
 
+use banger_host::config::{Config, Paths};
 use banger_wire::api::Backend;
 use serde::Serialize;
 
-use crate::config::{Config, Paths};
 use crate::host::Host;
 
 pub use render::render_table;
