@@ -265,7 +265,7 @@ pub async fn ensure_daemon(paths: &Paths) -> Result<Client, CliError> {
 }
 
 /// Finds the `bangerd` binary: `BANGER_DAEMON`, next to this executable, or PATH.
-fn daemon_binary() -> PathBuf {
+pub fn daemon_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("BANGER_DAEMON") {
         return p.into();
     }
