@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use banger_wire::api::{ImageBuildSpec, ImageInfo, Response, StreamEvent};
+use banger_wire::bundle;
 use banger_wire::ErrorCode;
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -248,7 +249,7 @@ pub async fn export_file(
 ) -> Result<Body, DaemonError> {
     let img = image::get(&m.paths, name).map_err(|e| image_err(name, e))?;
     let dir = img.dir().to_path_buf();
-    if file == image::MANIFEST {
+    if file == bundle::MANIFEST {
         let bytes = fs_err::read(dir.join(file)).map_err(|source| DaemonError::Io {
             what: "read",
             path: dir.join(file),
@@ -258,13 +259,13 @@ pub async fn export_file(
         check_unchanged(name, digest, &actual)?;
         return Ok(Body::from(bytes));
     }
-    if !image::FILES.contains(&file) {
+    if !bundle::FILES.contains(&file) {
         return Err(DaemonError::Invalid {
             message: format!("{file:?} is not a file of an image bundle"),
             hint: Some(format!(
                 "ask for {} or {}",
-                image::FILES.join(", "),
-                image::MANIFEST
+                bundle::FILES.join(", "),
+                bundle::MANIFEST
             )),
         });
     }

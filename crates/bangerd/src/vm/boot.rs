@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use banger_host::config::Paths;
 use banger_wire::agent::{BootConfig, HOST_KNOCK};
 use banger_wire::api::{Backend, BootTimings, VmState};
 use banger_wire::ErrorCode;
@@ -16,7 +17,6 @@ use tracing::Instrument;
 use super::process::{self, ExitWatch};
 use super::{Manager, Runtime, Slot};
 use crate::agent_conn::{self, AgentConn, AgentError};
-use crate::config::Paths;
 use crate::error::DaemonError;
 use crate::failpoint::failpoint;
 use crate::store::VmRecord;

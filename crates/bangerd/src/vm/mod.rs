@@ -19,13 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use banger_host::config::{Config, Paths};
 use banger_wire::agent::{AgentRequest, ExecSpec};
 use banger_wire::api::{Backend, VmCreateSpec, VmInfo, VmSetSpec, VmState};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::agent_conn::{AgentConn, AgentStream};
-use crate::config::{Config, Paths};
 use crate::error::DaemonError;
 use crate::failpoint::failpoint;
 use crate::net::HostNetwork;
