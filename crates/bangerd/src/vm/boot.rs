@@ -31,7 +31,7 @@ pub struct ImageFiles {
 }
 
 pub fn image(paths: &Paths, name: &str) -> Result<ImageFiles, DaemonError> {
-    let img = crate::image::get(paths, name).map_err(|e| crate::image_api::image_err(name, e))?;
+    let img = crate::image::get(paths, name).map_err(|e| DaemonError::image(name, e))?;
     Ok(ImageFiles {
         vmlinux: img.vmlinux(),
         bzimage: img.bzimage(),
@@ -63,8 +63,7 @@ pub fn create_disk(paths: &Paths, rec: &VmRecord) -> Result<(), DaemonError> {
 
 pub fn grow_disk(paths: &Paths, rec: &VmRecord, size_mib: u64) -> Result<(), DaemonError> {
     let disk = upper_disk(paths, rec);
-    crate::image::grow_upper_disk(&disk, size_mib)
-        .map_err(|e| crate::image_api::image_err(&rec.image, e))
+    crate::image::grow_upper_disk(&disk, size_mib).map_err(|e| DaemonError::image(&rec.image, e))
 }
 
 pub fn remove_files(paths: &Paths, rec: &VmRecord) {

@@ -91,7 +91,7 @@ impl Manager {
         let snap = self.snapshot_record(&snap.id)?;
         check_spec(&spec, &snap)?;
         let image = crate::image::get(&self.paths, &snap.image)
-            .map_err(|e| crate::image_api::image_err(&snap.image, e))?;
+            .map_err(|e| DaemonError::image(&snap.image, e))?;
         if image.digest() != snap.image_digest {
             return Err(DaemonError::Invalid {
                 message: format!(

@@ -133,7 +133,7 @@ impl Manager {
             return Err(crate::store::StoreError::SnapshotNameTaken(name).into());
         }
         let image = crate::image::get(&self.paths, &rec.image)
-            .map_err(|e| crate::image_api::image_err(&rec.image, e))?;
+            .map_err(|e| DaemonError::image(&rec.image, e))?;
         let snap = SnapshotRecord {
             id: hex::encode(rand::random::<[u8; 8]>()),
             name,
