@@ -1,4 +1,4 @@
-//! Image verbs: glue between the API and [`crate::image`].
+//! The image verbs: glue between the API and [`crate::image`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,12 +13,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use super::ndjson::{event_line, Tx};
 use crate::error::DaemonError;
 use crate::image::{self, ImageError};
-use crate::server::event_line;
 use crate::vm::Manager;
-
-type Tx = mpsc::Sender<Result<String, std::io::Error>>;
 
 pub fn list(m: &Manager) -> Result<Vec<ImageInfo>, DaemonError> {
     let images = image::list(&m.paths).map_err(|e| DaemonError::image("*", e))?;
