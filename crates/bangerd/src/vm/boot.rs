@@ -1,83 +1,24 @@
 //! Booting a VM: launch the VMM, supervise it, and wait for its agent's hello.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_wire::agent::{BootConfig, HOST_KNOCK};
+use banger_wire::agent::{BootConfig, GuestIdentity, HOST_KNOCK};
 use banger_wire::api::{Backend, BootTimings, VmState};
-use banger_wire::ErrorCode;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 use tracing::Instrument;
 
+use super::files::{self, io_err, upper_disk};
 use super::process::{self, ExitWatch};
 use super::{Manager, Runtime, Slot};
 use crate::agent_conn::{self, AgentConn, AgentError};
-use crate::config::Paths;
 use crate::error::DaemonError;
 use crate::failpoint::failpoint;
 use crate::store::VmRecord;
 use crate::vmm::{AgentEndpoint, LaunchSpec, NetAttach};
-
-/// The files of an image that a VM boots from.
-pub struct ImageFiles {
-    pub vmlinux: PathBuf,
-    pub bzimage: PathBuf,
-    pub initrd: PathBuf,
-    pub rootfs: PathBuf,
-}
-
-pub fn image(paths: &Paths, name: &str) -> Result<ImageFiles, DaemonError> {
-    let img = crate::image::get(paths, name).map_err(|e| DaemonError::image(name, e))?;
-    Ok(ImageFiles {
-        vmlinux: img.vmlinux(),
-        bzimage: img.bzimage(),
-        initrd: img.initrd(),
-        rootfs: img.rootfs(),
-    })
-}
-
-pub(super) fn upper_disk(paths: &Paths, rec: &VmRecord) -> PathBuf {
-    paths.vm_dir(&rec.id).join("upper.ext4")
-}
-
-fn io_err(what: &'static str, path: PathBuf) -> impl FnOnce(std::io::Error) -> DaemonError {
-    move |source| DaemonError::Io { what, path, source }
-}
-
-/// Creates the VM's directory and its sparse writable disk.
-pub fn create_disk(paths: &Paths, rec: &VmRecord) -> Result<(), DaemonError> {
-    let dir = paths.vm_dir(&rec.id);
-    std::fs::create_dir_all(&dir).map_err(io_err("creating vm directory", dir.clone()))?;
-    let disk = upper_disk(paths, rec);
-    crate::image::create_upper_disk(&disk, rec.disk_size_mib).map_err(|e| DaemonError::Image {
-        name: rec.image.clone(),
-        code: ErrorCode::HostFailed,
-        hint: e.hint(),
-        source: Box::new(e),
-    })
-}
-
-pub fn grow_disk(paths: &Paths, rec: &VmRecord, size_mib: u64) -> Result<(), DaemonError> {
-    let disk = upper_disk(paths, rec);
-    crate::image::grow_upper_disk(&disk, size_mib).map_err(|e| DaemonError::image(&rec.image, e))
-}
-
-pub fn remove_files(paths: &Paths, rec: &VmRecord) {
-    // The VM's pinned SSH host key dies with it.
-    let known = paths.state_dir.join("ssh/known_hosts").join(&rec.id);
-    let _ = std::fs::remove_file(known);
-    for dir in [paths.vm_dir(&rec.id), paths.vm_runtime_dir(&rec.id)] {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(vm = %rec.name, path = %dir.display(), cause = %e, "cannot remove");
-            }
-        }
-    }
-}
 
 impl Manager {
     /// Launches the VMM and waits for the agent. On failure the VMM is killed and the
@@ -106,11 +47,11 @@ impl Manager {
                 .backends
                 .get(rec.backend)
                 .map_err(|source| DaemonError::Vmm { vm: rec.name.clone(), source })?;
-            let files = image(&self.paths, &rec.image)?;
+            let files = files::image(&self.paths, &rec.image)?;
             let rt_dir = self.paths.vm_runtime_dir(&rec.id);
             vmm.release(&rt_dir, &rec.id);
             let _ = std::fs::remove_dir_all(&rt_dir);
-            std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", rt_dir.clone()))?;
+            std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", &rt_dir))?;
             let vm_dir = self.paths.vm_dir(&rec.id);
             let vm_net = self.attach_network(rec).await?;
             failpoint("boot.after_attach");
@@ -157,7 +98,7 @@ impl Manager {
             };
             let prepare_ms = t0.elapsed().as_millis() as u64;
             let launch_t = Instant::now();
-            let snap_files = from.map(|s| super::snapshot::files(&self.paths.state_dir, &s.id));
+            let snap_files = from.map(|s| files::snapshot_files(&self.paths.state_dir, &s.id));
             let launching = match &snap_files {
                 None => vmm.launch(&spec),
                 Some(files) => vmm.restore(&spec, files),
@@ -192,7 +133,7 @@ impl Manager {
             let ready = match (ready, from) {
                 (Ok(agent), Some(snap)) => {
                     let hello_ms = launch_t.elapsed().as_millis() as u64;
-                    let id = super::clone::identity(rec, &boot_cfg, vm_net.as_ref());
+                    let id = identity(rec, &boot_cfg, vm_net.as_ref());
                     let done = agent.reconfigure(&id).await;
                     let reconfigure_ms = launch_t.elapsed().as_millis() as u64 - hello_ms;
                     tracing::info!(snapshot = %snap.name, hello_ms, reconfigure_ms, "vm restored");
@@ -385,6 +326,24 @@ impl Manager {
     }
 }
 
+/// The identity a restored guest takes on: what a boot would have put on its kernel
+/// command line, plus a fresh clock and randomness.
+fn identity(rec: &VmRecord, cfg: &BootConfig, net: Option<&crate::net::VmNet>) -> GuestIdentity {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    GuestIdentity {
+        token: rec.token.clone(),
+        hostname: rec.name.clone(),
+        ip: cfg.ip.clone(),
+        gateway: cfg.gateway.clone(),
+        dns: cfg.dns.clone(),
+        mac: net.map(|n| n.mac.to_string()),
+        unix_time_ms: now.as_millis() as u64,
+        entropy: rand::random::<[u8; 32]>().to_vec(),
+    }
+}
+
 enum BindError {
     Io(std::io::Error),
     Vmm(crate::vmm::VmmError),
@@ -393,7 +352,7 @@ enum BindError {
 impl BindError {
     fn into_daemon(self, rec: &VmRecord, path: std::path::PathBuf) -> DaemonError {
         match self {
-            BindError::Io(e) => io_err("binding agent socket", path)(e),
+            BindError::Io(e) => io_err("binding agent socket", &path)(e),
             BindError::Vmm(source) => DaemonError::Vmm {
                 vm: rec.name.clone(),
                 source,

@@ -4,35 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use banger_wire::agent::{BootConfig, GuestIdentity};
 use banger_wire::api::{VmCreateSpec, VmInfo};
 
-use super::{boot, snapshot, sparse, spec, Machine, Manager, NewVm};
+use super::{files, spec, Machine, Manager, NewVm};
 use crate::error::DaemonError;
 use crate::failpoint::failpoint;
-use crate::store::{SnapshotRecord, VmRecord};
-
-/// The identity a restored guest takes on: what a boot would have put on its kernel
-/// command line, plus a fresh clock and randomness.
-pub(super) fn identity(
-    rec: &VmRecord,
-    cfg: &BootConfig,
-    net: Option<&crate::net::VmNet>,
-) -> GuestIdentity {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    GuestIdentity {
-        token: rec.token.clone(),
-        hostname: rec.name.clone(),
-        ip: cfg.ip.clone(),
-        gateway: cfg.gateway.clone(),
-        dns: cfg.dns.clone(),
-        mac: net.map(|n| n.mac.to_string()),
-        unix_time_ms: now.as_millis() as u64,
-        entropy: rand::random::<[u8; 32]>().to_vec(),
-    }
-}
+use crate::store::SnapshotRecord;
 
 /// A clone is the snapshotted machine: refuses requests for another one.
 fn check_spec(spec: &VmCreateSpec, snap: &SnapshotRecord) -> Result<(), DaemonError> {
@@ -130,20 +107,7 @@ impl Manager {
             if !rec.no_network {
                 self.lease(&rec)?;
             }
-            let dir = self.paths.vm_dir(&rec.id);
-            fs_err::create_dir_all(&dir).map_err(|source| DaemonError::Io {
-                what: "creating vm directory",
-                path: dir.clone(),
-                source,
-            })?;
-            let src = snapshot::files(&self.paths.state_dir, &snap.id).disk;
-            sparse::copy(&src, &boot::upper_disk(&self.paths, &rec)).map_err(|source| {
-                DaemonError::Io {
-                    what: "copying the snapshot's disk",
-                    path: src.clone(),
-                    source,
-                }
-            })?;
+            files::copy_snapshot_disk(&self.paths, &rec, &snap)?;
             failpoint("clone.after_disk_copy");
             let disk_ms = t0.elapsed().as_millis() as u64;
             self.boot_from(&slot, &rec, Some(&snap)).await?;

@@ -8,6 +8,7 @@
 mod boot;
 mod clone;
 mod console;
+mod files;
 pub mod process;
 mod snapshot;
 mod sparse;
@@ -320,7 +321,7 @@ impl Manager {
                 vm: name.clone(),
                 source,
             })?;
-        boot::image(&self.paths, &machine.image)?;
+        files::image(&self.paths, &machine.image)?;
         let rec = self.new_record(NewVm {
             name,
             machine,
@@ -340,7 +341,7 @@ impl Manager {
                 self.lease(&rec)?;
                 failpoint("create.after_lease");
             }
-            boot::create_disk(&self.paths, &rec)?;
+            files::create_disk(&self.paths, &rec)?;
             failpoint("create.after_disk");
             let disk_ms = t0.elapsed().as_millis() as u64;
             if !spec.no_start {
@@ -429,7 +430,7 @@ impl Manager {
         let disk_size_mib = change.disk_size_mib.unwrap_or(rec.disk_size_mib);
         spec::validate_resources(vcpu, memory_mib, disk_size_mib)?;
         if disk_size_mib != rec.disk_size_mib {
-            boot::grow_disk(&self.paths, &rec, disk_size_mib)?;
+            files::grow_disk(&self.paths, &rec, disk_size_mib)?;
         }
         self.store
             .set_resources(&rec.id, vcpu, memory_mib, disk_size_mib)?;
@@ -552,7 +553,7 @@ impl Manager {
             tracing::error!(vm = %rec.name, cause = %e, "cannot delete vm row");
         }
         failpoint("delete.after_row");
-        boot::remove_files(&self.paths, rec);
+        files::remove_files(&self.paths, rec);
         self.forget_slot(&rec.id);
     }
 
@@ -639,7 +640,7 @@ impl Manager {
         }
         self.release_runtime(rec);
         self.store.delete_vm(&rec.id)?;
-        boot::remove_files(&self.paths, rec);
+        files::remove_files(&self.paths, rec);
         Ok(())
     }
 
@@ -677,7 +678,7 @@ impl Manager {
             (self.paths.vms_dir(), vms),
             (runtime_vms, vms),
             (self.paths.state_dir.join("ssh/known_hosts"), vms),
-            (snapshot::snapshots_dir(&self.paths.state_dir), &snaps),
+            (files::snapshots_dir(&self.paths.state_dir), &snaps),
         ];
         for (dir, owners) in dirs {
             for orphan in orphans(&dir, owners) {
