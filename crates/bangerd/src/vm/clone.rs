@@ -81,12 +81,7 @@ impl Manager {
                 ),
             });
         }
-        self.backends
-            .get(snap.backend)
-            .map_err(|source| DaemonError::Vmm {
-                vm: snap.name.clone(),
-                source,
-            })?;
+        self.backend(snap.backend, &snap.name)?;
         let name = spec.name.clone().unwrap_or_else(spec::generate_name);
         spec::validate_name(&name)?;
         let rec = self.new_record(NewVm {
@@ -110,7 +105,7 @@ impl Manager {
             files::copy_snapshot_disk(&self.paths, &rec, &snap)?;
             failpoint("clone.after_disk_copy");
             let disk_ms = t0.elapsed().as_millis() as u64;
-            self.boot_from(&slot, &rec, Some(&snap)).await?;
+            self.restore(&slot, &rec, &snap).await?;
             failpoint("clone.after_boot");
             self.store.set_created(&rec.id)?;
             Ok::<u64, DaemonError>(disk_ms)

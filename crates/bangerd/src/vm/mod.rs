@@ -5,14 +5,17 @@
 //! start/stop/delete/set, so operations on one VM serialise while different VMs proceed
 //! in parallel. The supervisor task never takes that lock.
 
+mod agent;
 mod boot;
 mod clone;
 mod console;
 mod files;
+mod network;
 pub mod process;
 mod snapshot;
 mod sparse;
 pub mod spec;
+mod supervise;
 mod warm;
 
 use std::collections::HashMap;
@@ -30,7 +33,7 @@ use crate::config::{Config, Paths};
 use crate::error::DaemonError;
 use crate::failpoint::failpoint;
 use crate::net::HostNetwork;
-use crate::store::{Lease, Store, VmRecord};
+use crate::store::{Store, VmRecord};
 use crate::vmm::{Launched, Vmm, VmmError};
 
 /// The VMM implementations this daemon can use.
@@ -164,28 +167,14 @@ impl Manager {
         })
     }
 
-    /// Leases the lowest free address of the bridge subnet to VM `id`.
-    fn lease(&self, rec: &VmRecord) -> Result<(), DaemonError> {
-        let net = self.network()?;
-        let _guard = lock(&self.lease_lock);
-        let taken: std::collections::HashSet<std::net::Ipv4Addr> = self
-            .store
-            .leases()?
-            .iter()
-            .filter_map(|l| l.ip.parse().ok())
-            .collect();
-        let ip =
-            crate::net::allocate(net.subnet(), &taken).ok_or_else(|| DaemonError::Invalid {
-                message: format!("no free address left in {}", net.subnet()),
-                hint: Some("delete unused VMs, or set a larger `subnet` in config.toml".into()),
-            })?;
-        let mac = crate::net::mac_for(ip).to_string();
-        self.store.insert_lease(&Lease {
-            ip: ip.to_string(),
-            vm_id: rec.id.clone(),
-            mac,
-        })?;
-        Ok(())
+    /// The VMM `backend` for VM `vm`; one this daemon lacks fails as that VM's VMM.
+    fn backend(&self, backend: Backend, vm: &str) -> Result<Arc<dyn Vmm>, DaemonError> {
+        self.backends
+            .get(backend)
+            .map_err(|source| DaemonError::Vmm {
+                vm: vm.to_string(),
+                source,
+            })
     }
 
     pub(crate) fn slot(&self, id: &str) -> Arc<Slot> {
@@ -245,26 +234,6 @@ impl Manager {
         Ok(vm)
     }
 
-    /// Waits until the guest's sshd accepts connections (the agent knows when), so a
-    /// VM is answered as ready only when `ssh` works. An agent too old to tell, or a
-    /// guest without sshd, is not waited for.
-    async fn wait_ssh(&self, id: &str) {
-        let t0 = std::time::Instant::now();
-        let Ok(rec) = self.record(id) else { return };
-        let Ok(agent) = self.agent(&rec).await else {
-            return;
-        };
-        match agent.ssh_ready().await {
-            Ok(listening) => {
-                let ssh_ready_ms = t0.elapsed().as_millis() as u64;
-                tracing::info!(vm = %rec.name, listening, ssh_ready_ms, "sshd ready");
-            }
-            Err(e) => {
-                tracing::debug!(vm = %rec.name, cause = %e, "agent cannot tell when sshd is ready")
-            }
-        }
-    }
-
     /// The row of a new VM: checks that its name is free, its port forwards and network
     /// policy parse and it has the network they need; gives it a fresh id and agent token.
     fn new_record(&self, new: NewVm) -> Result<VmRecord, DaemonError> {
@@ -315,12 +284,7 @@ impl Manager {
         spec::validate_name(&name)?;
         let machine = self.machine(&spec);
         spec::validate_resources(machine.vcpu, machine.memory_mib, machine.disk_size_mib)?;
-        self.backends
-            .get(machine.backend)
-            .map_err(|source| DaemonError::Vmm {
-                vm: name.clone(),
-                source,
-            })?;
+        self.backend(machine.backend, &name)?;
         files::image(&self.paths, &machine.image)?;
         let rec = self.new_record(NewVm {
             name,
@@ -483,33 +447,6 @@ impl Manager {
                 vm: rec.name.clone(),
                 source,
             })
-    }
-
-    /// The VM's agent session. A VM that is running but whose agent is (re)connecting,
-    /// e.g. right after a daemon restart adopted it, is waited for, up to the boot
-    /// timeout.
-    async fn agent(&self, rec: &VmRecord) -> Result<AgentConn, DaemonError> {
-        let Some(rt) = self.slot(&rec.id).runtime() else {
-            return Err(DaemonError::WrongState {
-                name: rec.name.clone(),
-                state: rec.state.as_str(),
-                hint: format!("start it with `banger vm start {}`", rec.name),
-            });
-        };
-        let mut agent = rt.agent.subscribe();
-        let mut exited = rt.exited.subscribe();
-        let limit = Duration::from_secs(self.config.boot_timeout_secs);
-        let ready = tokio::select! {
-            r = tokio::time::timeout(limit, agent.wait_for(|a| a.as_ref().is_some_and(|a| !a.is_closed()))) => {
-                r.ok().and_then(|r| r.ok()).and_then(|a| a.clone())
-            }
-            _ = exited.wait_for(|e| *e) => None,
-        };
-        ready.ok_or_else(|| DaemonError::WrongState {
-            name: rec.name.clone(),
-            state: "running without a connected guest agent",
-            hint: format!("see `banger vm logs {}`", rec.name),
-        })
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a
