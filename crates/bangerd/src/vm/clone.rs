@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use banger_wire::api::{VmCreateSpec, VmInfo};
 
-use super::{files, spec, Machine, Manager, NewVm};
+use super::create::{NewVm, Origin};
+use super::{Machine, Manager};
 use crate::error::DaemonError;
-use crate::failpoint::failpoint;
 use crate::store::SnapshotRecord;
 
 /// A clone is the snapshotted machine: refuses requests for another one.
@@ -82,47 +82,8 @@ impl Manager {
             });
         }
         self.backend(snap.backend, &snap.name)?;
-        let name = spec.name.clone().unwrap_or_else(spec::generate_name);
-        spec::validate_name(&name)?;
-        let rec = self.new_record(NewVm {
-            name,
-            machine: Machine::of_snapshot(&snap),
-            publish: spec.publish.clone(),
-            policy: spec.policy.clone(),
-            ephemeral: spec.ephemeral,
-        })?;
-        let slot = self.slot(&rec.id);
-        let _op = slot.op.lock().await;
-        if let Err(e) = self.store.insert_vm(&rec) {
-            self.forget_slot(&rec.id);
-            return Err(e.into());
-        }
-        failpoint("clone.after_insert");
-        let result = async {
-            if !rec.no_network {
-                self.lease(&rec)?;
-            }
-            files::copy_snapshot_disk(&self.paths, &rec, &snap)?;
-            failpoint("clone.after_disk_copy");
-            let disk_ms = t0.elapsed().as_millis() as u64;
-            self.restore(&slot, &rec, &snap).await?;
-            failpoint("clone.after_boot");
-            self.store.set_created(&rec.id)?;
-            Ok::<u64, DaemonError>(disk_ms)
-        }
-        .await;
-        match result {
-            Ok(disk_ms) => {
-                let create_ms = t0.elapsed().as_millis() as u64;
-                tracing::info!(vm = %rec.name, snapshot = %snap.name, disk_ms, create_ms, "vm created");
-                self.show(&rec.id)
-            }
-            Err(e) => {
-                tracing::warn!(vm = %rec.name, cause = %e, "clone failed; removing everything");
-                self.destroy(&slot, &rec).await;
-                Err(e)
-            }
-        }
+        let new = NewVm::of(&spec, Machine::of_snapshot(&snap))?;
+        self.make_vm(new, Origin::Snapshot(&snap), t0).await
     }
 }
 

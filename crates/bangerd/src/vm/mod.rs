@@ -9,6 +9,7 @@ mod agent;
 mod boot;
 mod clone;
 mod console;
+mod create;
 mod files;
 mod network;
 pub mod process;
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use banger_wire::agent::{AgentRequest, ExecSpec};
-use banger_wire::api::{Backend, VmCreateSpec, VmInfo, VmSetSpec, VmState};
+use banger_wire::api::{Backend, VmInfo, VmSetSpec, VmState};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
@@ -119,16 +120,6 @@ struct Machine {
     no_network: bool,
 }
 
-/// What a create chooses of a new VM's row (see [`Manager::new_record`]).
-struct NewVm {
-    name: String,
-    machine: Machine,
-    publish: Vec<String>,
-    /// The policy asked for, before the configured defaults.
-    policy: banger_wire::api::NetPolicy,
-    ephemeral: bool,
-}
-
 /// A std mutex's guard; a poisoned lock is still usable (its holder only panicked).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -209,125 +200,6 @@ impl Manager {
             .iter()
             .map(|r| self.info(r))
             .collect()
-    }
-
-    /// Creates a VM and (unless `no_start`) boots it. On any failure nothing is left:
-    /// no row, no files, no process. A warm create resumes a clone of the machine's warm
-    /// snapshot when there is one, and otherwise boots and (on first use) takes one.
-    pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
-        let vm = if let Some(from) = spec.from_snapshot.clone() {
-            self.create_clone(spec.clone(), &from).await?
-        } else if !spec.warm {
-            self.create_cold(spec.clone()).await?
-        } else if let Some(vm) = self.create_warm(&spec).await? {
-            vm
-        } else {
-            let vm = self.create_cold(spec.clone()).await?;
-            if self.config.warm_on_first_use && !spec.no_start {
-                self.warm_on_first_use(&spec, &vm).await;
-            }
-            vm
-        };
-        if !spec.exec_only && !spec.no_start {
-            self.wait_ssh(&vm.id).await;
-        }
-        Ok(vm)
-    }
-
-    /// The row of a new VM: checks that its name is free, its port forwards and network
-    /// policy parse and it has the network they need; gives it a fresh id and agent token.
-    fn new_record(&self, new: NewVm) -> Result<VmRecord, DaemonError> {
-        let m = new.machine;
-        spec::validate_publish(&new.publish)?;
-        let policy = crate::net::policy::resolve(&self.config.default_policy(), &new.policy);
-        crate::net::Rules::parse(&policy).map_err(DaemonError::from_net)?;
-        if !m.no_network {
-            self.network()?;
-        } else if !new.publish.is_empty() {
-            return Err(DaemonError::invalid(
-                "--publish needs a network; drop --no-network",
-            ));
-        } else {
-            spec::check_policy_without_network(&new.policy)?;
-        }
-        if self.store.get_vm(&new.name)?.is_some() {
-            return Err(DaemonError::NameTaken(new.name));
-        }
-        Ok(VmRecord {
-            id: hex::encode(rand::random::<[u8; 8]>()),
-            name: new.name,
-            image: m.image,
-            backend: m.backend,
-            vcpu: m.vcpu,
-            memory_mib: m.memory_mib,
-            disk_size_mib: m.disk_size_mib,
-            state: VmState::Stopped,
-            no_network: m.no_network,
-            token: hex::encode(rand::random::<[u8; 16]>()),
-            created_at: now_rfc3339(),
-            pid: None,
-            pid_start: None,
-            boot: None,
-            last_error: None,
-            tap: None,
-            publish: new.publish,
-            policy,
-            creating: true,
-            ephemeral: new.ephemeral,
-        })
-    }
-
-    /// Creates a VM from its image by booting it.
-    async fn create_cold(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
-        let t0 = std::time::Instant::now();
-        let name = spec.name.clone().unwrap_or_else(spec::generate_name);
-        spec::validate_name(&name)?;
-        let machine = self.machine(&spec);
-        spec::validate_resources(machine.vcpu, machine.memory_mib, machine.disk_size_mib)?;
-        self.backend(machine.backend, &name)?;
-        files::image(&self.paths, &machine.image)?;
-        let rec = self.new_record(NewVm {
-            name,
-            machine,
-            publish: spec.publish.clone(),
-            policy: spec.policy.clone(),
-            ephemeral: spec.ephemeral,
-        })?;
-        let slot = self.slot(&rec.id);
-        let _op = slot.op.lock().await;
-        if let Err(e) = self.store.insert_vm(&rec) {
-            self.forget_slot(&rec.id);
-            return Err(e.into());
-        }
-        failpoint("create.after_insert");
-        let result = async {
-            if !rec.no_network {
-                self.lease(&rec)?;
-                failpoint("create.after_lease");
-            }
-            files::create_disk(&self.paths, &rec)?;
-            failpoint("create.after_disk");
-            let disk_ms = t0.elapsed().as_millis() as u64;
-            if !spec.no_start {
-                self.boot(&slot, &rec).await?;
-                failpoint("create.after_boot");
-            }
-            self.store.set_created(&rec.id)?;
-            Ok::<u64, DaemonError>(disk_ms)
-        }
-        .await;
-        match result {
-            Ok(disk_ms) => {
-                let create_ms = t0.elapsed().as_millis() as u64;
-                tracing::info!(vm = %rec.name, disk_ms, create_ms, "vm created");
-            }
-            Err(e) => {
-                tracing::warn!(vm = %rec.name, cause = %e, "create failed; removing everything");
-                self.destroy(&slot, &rec).await;
-                return Err(e);
-            }
-        }
-        self.show(&rec.id)
     }
 
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<VmInfo, DaemonError> {
