@@ -7,8 +7,6 @@ pub mod error;
 pub mod failpoint;
 pub mod host;
 pub mod image;
-pub(crate) mod image_api;
-mod logs;
 pub mod net;
 pub mod server;
 pub mod ssh;

@@ -131,7 +131,7 @@ pub fn inputs(
         value: suite.clone(),
     })?;
     let size_mib = spec.size_mib.unwrap_or(DEFAULT_SIZE_MIB);
-    if size_mib > crate::vm::spec::MAX_DISK_MIB {
+    if size_mib > super::ext4::MAX_DISK_MIB {
         return Err(ImageError::InvalidInput {
             what: "image size in MiB (at most 16 TiB)",
             value: size_mib.to_string(),

@@ -460,10 +460,7 @@ mod tests {
         let err = import_file(&paths, &empty, None, &agent, Limits::default()).unwrap_err();
 
         assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
-        assert_eq!(
-            crate::image_api::image_code(&err),
-            banger_wire::ErrorCode::InvalidArgument
-        );
+        assert_eq!(err.code(), banger_wire::ErrorCode::InvalidArgument);
         assert!(err.hint().unwrap().contains("tarball"));
         assert!(
             store_entries(&paths).is_empty(),

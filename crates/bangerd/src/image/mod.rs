@@ -46,7 +46,7 @@ mod store;
 pub use build::{build, DEFAULT_SIZE_MIB, DEFAULT_SUITE};
 pub use bundle::{compress, pull};
 pub use error::ImageError;
-pub use ext4::{create_upper_disk, grow_upper_disk, ROOT_LABEL, UPPER_LABEL};
+pub use ext4::{create_upper_disk, grow_upper_disk, MAX_DISK_MIB, ROOT_LABEL, UPPER_LABEL};
 pub use import::import;
 pub use manifest::{BootInfo, BuildInputs, FileDigest, Manifest, Origin};
 pub use name::{validate_name, DEFAULT_IMAGE};
