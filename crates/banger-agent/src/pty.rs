@@ -28,7 +28,7 @@ fn winsize(size: TtySize) -> Winsize {
 pub fn spawn(mut cmd: Command, size: TtySize) -> Result<Spawned, SpawnFailure> {
     let pty = openpty(&winsize(size), None).map_err(SpawnFailure::Pty)?;
     for fd in [&pty.master, &pty.slave] {
-        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(SpawnFailure::Pty)?;
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(SpawnFailure::Pty)?;
     }
     let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(SpawnFailure::Io);
     cmd.stdin(slave(&pty.slave)?)
