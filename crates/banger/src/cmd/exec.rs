@@ -4,10 +4,14 @@ use std::io::IsTerminal;
 
 use banger_wire::agent::ExecSpec;
 use banger_wire::api::ExecRequest;
+use banger_wire::ErrorCode;
 
 use crate::cli::{ExecArgs, ExecOpts};
 use crate::client::Client;
 use crate::error::CliError;
+
+/// The exit code of a command killed at `--timeout`, as timeout(1) has it.
+pub const TIMED_OUT: i32 = 124;
 
 pub async fn run(client: &Client, args: ExecArgs) -> Result<i32, CliError> {
     exec_in(client, &args.name, &args.opts, args.command, None).await
@@ -42,7 +46,7 @@ pub async fn exec_in(
         env,
         cwd: opts.workdir.clone().or(default_cwd),
         tty,
-        timeout_ms: None,
+        timeout_ms: opts.timeout.map(|t| t.as_millis() as u64),
     };
     let io = client
         .exec(&ExecRequest {
@@ -51,5 +55,18 @@ pub async fn exec_in(
         })
         .await?;
     let forward_stdin = opts.interactive || opts.tty || !std::io::stdin().is_terminal();
-    crate::exec::pump(io, opts.tty, forward_stdin).await
+    match (
+        crate::exec::pump(io, opts.tty, forward_stdin).await,
+        opts.timeout,
+    ) {
+        // The agent killed the command's process group at the timeout we asked for.
+        (Err(CliError::Remote(e)), Some(limit)) if e.code == ErrorCode::Timeout => {
+            crate::output::note(&format!(
+                "command timed out after {} and was killed",
+                crate::duration::display(limit)
+            ));
+            Ok(TIMED_OUT)
+        }
+        (result, _) => result,
+    }
 }

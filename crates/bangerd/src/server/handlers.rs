@@ -50,6 +50,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             vms.snapshot_delete(&name).await?;
             Response::Ok
         }
+        Request::Prune { dry_run } => Response::Pruned(vms.prune(dry_run).await?),
         Request::VmLogs { .. }
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }

@@ -1,0 +1,174 @@
+//! `banger prune`: deletes what nothing running needs, each under the lock its own
+//! delete takes, and re-checked there, so a VM started meanwhile stays.
+//!
+//! - VMs that are stopped or crashed (a create still under way is left alone);
+//! - every snapshot that is not an image's warm snapshot: a clone copies its
+//!   snapshot's disk and memory when it is made, so no VM needs one afterwards;
+//! - the images no VM or kept snapshot is built on, except the configured default
+//!   image (rebuilding it takes minutes), each with its warm snapshots. Warm snapshots
+//!   of kept images stay: they are caches that `image warm` manages.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use banger_wire::api::{PruneReport, VmState};
+
+use super::Manager;
+use crate::error::DaemonError;
+use crate::store::VmRecord;
+
+/// Whether prune deletes this VM.
+fn stopped(rec: &VmRecord) -> bool {
+    !rec.creating && matches!(rec.state, VmState::Stopped | VmState::Crashed)
+}
+
+impl Manager {
+    /// Prunes (or with `dry_run` only lists) stopped VMs, snapshots and unused images.
+    pub async fn prune(self: &Arc<Self>, dry_run: bool) -> Result<PruneReport, DaemonError> {
+        let mut report = PruneReport {
+            dry_run,
+            ..Default::default()
+        };
+        for rec in self.store.list_vms()?.into_iter().filter(stopped) {
+            match self.prune_vm(&rec, dry_run).await {
+                Ok(true) => report.vms.push(rec.name),
+                Ok(false) => {}
+                Err(e) => report.failed.push(format!("vm {}: {e}", rec.name)),
+            }
+        }
+        let snapshots = self.store.list_snapshots()?;
+        for snap in snapshots.iter().filter(|s| !s.warm) {
+            let gone = match dry_run {
+                true => Ok(()),
+                false => self.snapshot_delete(&snap.id).await,
+            };
+            match gone {
+                Ok(()) => report.snapshots.push(snap.name.clone()),
+                Err(DaemonError::SnapshotNotFound(_)) => {}
+                Err(e) => report.failed.push(format!("snapshot {}: {e}", snap.name)),
+            }
+        }
+        for image in self.unused_images(&report)? {
+            let warm: Vec<String> = snapshots
+                .iter()
+                .filter(|s| s.warm && s.image == image)
+                .map(|s| s.name.clone())
+                .collect();
+            let gone = match dry_run {
+                true => Ok(()),
+                false => crate::image_api::delete(self, &image).await,
+            };
+            match gone {
+                Ok(()) => {
+                    report.snapshots.extend(warm);
+                    report.images.push(image);
+                }
+                Err(e) => report.failed.push(format!("image {image}: {e}")),
+            }
+        }
+        if !dry_run {
+            tracing::info!(
+                vms = report.vms.len(),
+                snapshots = report.snapshots.len(),
+                images = report.images.len(),
+                failed = report.failed.len(),
+                "pruned"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Deletes VM `rec` if it is still stopped once its lock is held; whether it is
+    /// (or, in a dry run, would be) gone.
+    async fn prune_vm(&self, rec: &VmRecord, dry_run: bool) -> Result<bool, DaemonError> {
+        if dry_run {
+            return Ok(true);
+        }
+        let slot = self.slot(&rec.id);
+        let _op = slot.op.lock().await;
+        let Some(rec) = self.store.get_vm(&rec.id)? else {
+            return Ok(false);
+        };
+        if !stopped(&rec) || slot.runtime().is_some() {
+            return Ok(false);
+        }
+        self.destroy(&slot, &rec).await;
+        tracing::info!(vm = %rec.name, "pruned a stopped vm");
+        Ok(true)
+    }
+
+    /// The images that no VM and no snapshot that `report` leaves is built on, but the
+    /// default image.
+    fn unused_images(&self, report: &PruneReport) -> Result<Vec<String>, DaemonError> {
+        let pruned_vms: HashSet<&String> = report.vms.iter().collect();
+        let pruned_snaps: HashSet<&String> = report.snapshots.iter().collect();
+        let mut used: HashSet<String> = self
+            .store
+            .list_vms()?
+            .into_iter()
+            .filter(|v| !pruned_vms.contains(&v.name))
+            .map(|v| v.image)
+            .collect();
+        used.extend(
+            self.store
+                .list_snapshots()?
+                .into_iter()
+                .filter(|s| !s.warm && !pruned_snaps.contains(&s.name))
+                .map(|s| s.image),
+        );
+        used.insert(self.config.default_image.clone());
+        let images =
+            crate::image::list(&self.paths).map_err(|e| crate::image_api::image_err("*", e))?;
+        Ok(images
+            .iter()
+            .map(|i| i.name().to_string())
+            .filter(|name| !used.contains(name))
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_wire::api::{Backend, NetPolicy};
+
+    fn vm(state: VmState, creating: bool) -> VmRecord {
+        VmRecord {
+            id: "id".into(),
+            name: "web".into(),
+            image: "default".into(),
+            backend: Backend::Qemu,
+            vcpu: 1,
+            memory_mib: 256,
+            disk_size_mib: 1024,
+            state,
+            no_network: true,
+            token: "t".into(),
+            created_at: String::new(),
+            pid: None,
+            pid_start: None,
+            boot: None,
+            last_error: None,
+            tap: None,
+            publish: vec![],
+            policy: NetPolicy::default(),
+            creating,
+            ephemeral: false,
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn stopped_and_crashed_vms_go_but_not_running_ones_or_creates_under_way() {
+        let verdicts = [
+            stopped(&vm(VmState::Stopped, false)),
+            stopped(&vm(VmState::Crashed, false)),
+            stopped(&vm(VmState::Running, false)),
+            stopped(&vm(VmState::Starting, false)),
+            stopped(&vm(VmState::Stopping, false)),
+            stopped(&vm(VmState::Stopped, true)),
+        ];
+
+        assert_eq!(verdicts, [true, true, false, false, false, false]);
+    }
+}
