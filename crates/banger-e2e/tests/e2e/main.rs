@@ -6,5 +6,6 @@
 
 mod exec;
 mod lifecycle;
+mod lifetimes;
 mod network;
 mod workspace;
