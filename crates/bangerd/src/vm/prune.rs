@@ -129,46 +129,122 @@ impl Manager {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ttl::tests::{manager, vm};
     use super::*;
-    use banger_wire::api::{Backend, NetPolicy};
+    use crate::image::{test_image_dir as image_dir, test_inputs as inputs};
+    use crate::store::SnapshotRecord;
 
-    fn vm(state: VmState, creating: bool) -> VmRecord {
+    fn at(state: VmState, creating: bool) -> VmRecord {
         VmRecord {
-            id: "id".into(),
-            name: "web".into(),
-            image: "default".into(),
-            backend: Backend::Qemu,
-            vcpu: 1,
-            memory_mib: 256,
-            disk_size_mib: 1024,
             state,
-            no_network: true,
-            token: "t".into(),
-            created_at: String::new(),
-            pid: None,
-            pid_start: None,
-            boot: None,
-            last_error: None,
-            tap: None,
-            publish: vec![],
-            policy: NetPolicy::default(),
             creating,
-            ephemeral: false,
-            expires_at: None,
+            ..vm("web", None)
         }
     }
 
     #[test]
     fn stopped_and_crashed_vms_go_but_not_running_ones_or_creates_under_way() {
         let verdicts = [
-            stopped(&vm(VmState::Stopped, false)),
-            stopped(&vm(VmState::Crashed, false)),
-            stopped(&vm(VmState::Running, false)),
-            stopped(&vm(VmState::Starting, false)),
-            stopped(&vm(VmState::Stopping, false)),
-            stopped(&vm(VmState::Stopped, true)),
+            stopped(&at(VmState::Stopped, false)),
+            stopped(&at(VmState::Crashed, false)),
+            stopped(&at(VmState::Running, false)),
+            stopped(&at(VmState::Starting, false)),
+            stopped(&at(VmState::Stopping, false)),
+            stopped(&at(VmState::Stopped, true)),
         ];
 
         assert_eq!(verdicts, [true, true, false, false, false, false]);
+    }
+
+    fn add_image(m: &Manager, name: &str) {
+        let dir = m.paths.images_dir().join(name);
+        fs_err::create_dir_all(&dir).unwrap();
+        image_dir(&dir, name, inputs());
+    }
+
+    fn add_snapshot(m: &Manager, name: &str, image: &str, warm: bool) {
+        let id = format!("id-{name}");
+        fs_err::create_dir_all(super::super::snapshot::files(&m.paths.state_dir, &id).dir).unwrap();
+        m.store
+            .insert_snapshot(&SnapshotRecord {
+                id,
+                name: name.into(),
+                vm_name: "gone".into(),
+                image: image.into(),
+                image_digest: "sha256:00".into(),
+                backend: banger_wire::api::Backend::Qemu,
+                vcpu: 1,
+                memory_mib: 256,
+                disk_size_mib: 1024,
+                no_network: true,
+                token: "t".into(),
+                created_at: String::new(),
+                paused_ms: 1,
+                warm,
+            })
+            .unwrap();
+    }
+
+    fn image_names(m: &Manager) -> Vec<String> {
+        let images = crate::image::list(&m.paths).unwrap();
+        images.iter().map(|i| i.name().to_string()).collect()
+    }
+
+    #[tokio::test]
+    async fn images_go_when_nothing_left_uses_them_but_the_default_one_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = manager(dir.path());
+        for image in ["default", "in-use", "old", "snapped"] {
+            add_image(&m, image);
+        }
+        let running = VmRecord {
+            id: "id-busy".into(),
+            name: "busy".into(),
+            image: "in-use".into(),
+            state: VmState::Running,
+            ..vm("busy", None)
+        };
+        m.store.insert_vm(&running).unwrap();
+        let stopped_vm = VmRecord {
+            image: "old".into(),
+            ..vm("idle", None)
+        };
+        m.store.insert_vm(&stopped_vm).unwrap();
+        add_snapshot(&m, "base", "snapped", false);
+        add_snapshot(&m, "warm-old", "old", true);
+        add_snapshot(&m, "warm-default", "default", true);
+
+        let dry = m.prune(true).await.unwrap();
+        let images_after_dry_run = image_names(&m);
+        let done = m.prune(false).await.unwrap();
+
+        let expected = PruneReport {
+            dry_run: true,
+            vms: vec!["idle".into()],
+            snapshots: vec!["base".into(), "warm-old".into()],
+            images: vec!["old".into(), "snapped".into()],
+            failed: vec![],
+        };
+        assert_eq!(dry, expected);
+        assert_eq!(
+            images_after_dry_run,
+            ["default", "in-use", "old", "snapped"]
+        );
+        assert_eq!(
+            done,
+            PruneReport {
+                dry_run: false,
+                ..expected
+            }
+        );
+        assert_eq!(image_names(&m), ["default", "in-use"]);
+        let snaps: Vec<String> = m
+            .store
+            .list_snapshots()
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(snaps, ["warm-default"]);
     }
 }

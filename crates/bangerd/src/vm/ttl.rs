@@ -151,11 +151,12 @@ impl Manager {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use banger_wire::api::{Backend, NetPolicy, VmState};
 
-    fn vm(name: &str, expires_at: Option<i64>) -> VmRecord {
+    /// A stopped VM row without a network.
+    pub(in crate::vm) fn vm(name: &str, expires_at: Option<i64>) -> VmRecord {
         VmRecord {
             id: format!("id-{name}"),
             name: name.into(),
@@ -221,7 +222,8 @@ mod tests {
         assert!(check(Some(u64::MAX)).is_err());
     }
 
-    fn manager(dir: &std::path::Path) -> Arc<Manager> {
+    /// A manager on a temp dir and an in-memory store, with no VMM and no network.
+    pub(in crate::vm) fn manager(dir: &std::path::Path) -> Arc<Manager> {
         let backends = super::super::Backends {
             qemu: None,
             firecracker: None,
