@@ -1,6 +1,7 @@
 //! `banger vm exec NAME -- cmd args…`
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use banger_wire::agent::ExecSpec;
 use banger_wire::api::ExecRequest;
@@ -55,11 +56,14 @@ pub async fn exec_in(
         })
         .await?;
     let forward_stdin = opts.interactive || opts.tty || !std::io::stdin().is_terminal();
-    match (
-        crate::exec::pump(io, opts.tty, forward_stdin).await,
-        opts.timeout,
-    ) {
-        // The agent killed the command's process group at the timeout we asked for.
+    let ended = crate::exec::pump(io, opts.tty, forward_stdin).await;
+    exit_code(ended, opts.timeout)
+}
+
+/// The exit code of an exec that ended so: the guest command's own, or [`TIMED_OUT`]
+/// (with a line on stderr) when the agent killed it at the `limit` we asked for.
+fn exit_code(ended: Result<i32, CliError>, limit: Option<Duration>) -> Result<i32, CliError> {
+    match (ended, limit) {
         (Err(CliError::Remote(e)), Some(limit)) if e.code == ErrorCode::Timeout => {
             crate::output::note(&format!(
                 "command timed out after {} and was killed",
@@ -67,6 +71,38 @@ pub async fn exec_in(
             ));
             Ok(TIMED_OUT)
         }
-        (result, _) => result,
+        (ended, _) => ended,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use banger_wire::WireError;
+
+    use super::*;
+
+    fn failed(code: ErrorCode) -> Result<i32, CliError> {
+        Err(CliError::Remote(WireError::new(
+            code,
+            "command timed out after 2s",
+        )))
+    }
+
+    #[test]
+    fn a_command_killed_at_its_timeout_exits_124() {
+        let got = exit_code(failed(ErrorCode::Timeout), Some(Duration::from_secs(2)));
+
+        assert_eq!(got.unwrap(), 124);
+    }
+
+    #[test]
+    fn other_endings_pass_through() {
+        let own = exit_code(Ok(3), Some(Duration::from_secs(2)));
+        let other = exit_code(failed(ErrorCode::NotFound), Some(Duration::from_secs(2)));
+        let unasked = exit_code(failed(ErrorCode::Timeout), None);
+
+        assert_eq!(own.unwrap(), 3);
+        assert_eq!(other.unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(unasked.unwrap_err().code(), ErrorCode::Timeout);
     }
 }
