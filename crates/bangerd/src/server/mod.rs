@@ -7,6 +7,7 @@ mod handlers;
 mod image;
 mod logs;
 mod ndjson;
+mod prune;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -221,6 +221,7 @@ impl Manager {
             policy,
             creating: true,
             ephemeral: new.ephemeral,
+            expires_at: None,
         })
     }
 }

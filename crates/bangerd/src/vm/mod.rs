@@ -22,6 +22,11 @@ mod supervise;
 mod ttl;
 mod warm;
 
+pub use prune::stopped;
+/// A manager on a temp dir without VMMs or network, and VM rows, for other modules' tests.
+#[cfg(test)]
+pub(crate) use ttl::tests::{manager as test_manager, vm as test_vm};
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1,92 +1,24 @@
-//! `banger prune`: deletes what nothing running needs, each under the lock its own
-//! delete takes, and re-checked there, so a VM started meanwhile stays.
-//!
-//! - VMs that are stopped or crashed (a create still under way is left alone);
-//! - every snapshot that is not an image's warm snapshot: a clone copies its
-//!   snapshot's disk and memory when it is made, so no VM needs one afterwards;
-//! - the images no VM or kept snapshot is built on, except the configured default
-//!   image (rebuilding it takes minutes), each with its warm snapshots. Warm snapshots
-//!   of kept images stay: they are caches that `image warm` manages.
+//! The VM half of `banger prune` (see `server/prune.rs`): a stopped VM is deleted
+//! under its operation lock, after a fresh look at its row, so a VM started meanwhile
+//! stays.
 
-use std::collections::HashSet;
-use std::sync::Arc;
-
-use banger_wire::api::{PruneReport, VmState};
+use banger_wire::api::VmState;
 
 use super::Manager;
 use crate::error::DaemonError;
 use crate::store::VmRecord;
 
-/// Whether prune deletes this VM.
-fn stopped(rec: &VmRecord) -> bool {
+/// Whether prune deletes this VM: stopped or crashed, and not a create under way.
+pub fn stopped(rec: &VmRecord) -> bool {
     !rec.creating && matches!(rec.state, VmState::Stopped | VmState::Crashed)
 }
 
 impl Manager {
-    /// Prunes (or with `dry_run` only lists) stopped VMs, snapshots and unused images.
-    pub async fn prune(self: &Arc<Self>, dry_run: bool) -> Result<PruneReport, DaemonError> {
-        let mut report = PruneReport {
-            dry_run,
-            ..Default::default()
-        };
-        for rec in self.store.list_vms()?.into_iter().filter(stopped) {
-            match self.prune_vm(&rec, dry_run).await {
-                Ok(true) => report.vms.push(rec.name),
-                Ok(false) => {}
-                Err(e) => report.failed.push(format!("vm {}: {e}", rec.name)),
-            }
-        }
-        let snapshots = self.store.list_snapshots()?;
-        for snap in snapshots.iter().filter(|s| !s.warm) {
-            let gone = match dry_run {
-                true => Ok(()),
-                false => self.snapshot_delete(&snap.id).await,
-            };
-            match gone {
-                Ok(()) => report.snapshots.push(snap.name.clone()),
-                Err(DaemonError::SnapshotNotFound(_)) => {}
-                Err(e) => report.failed.push(format!("snapshot {}: {e}", snap.name)),
-            }
-        }
-        for image in self.unused_images(&report)? {
-            let warm: Vec<String> = snapshots
-                .iter()
-                .filter(|s| s.warm && s.image == image)
-                .map(|s| s.name.clone())
-                .collect();
-            let gone = match dry_run {
-                true => Ok(()),
-                false => crate::image_api::delete(self, &image).await,
-            };
-            match gone {
-                Ok(()) => {
-                    report.snapshots.extend(warm);
-                    report.images.push(image);
-                }
-                Err(e) => report.failed.push(format!("image {image}: {e}")),
-            }
-        }
-        if !dry_run {
-            tracing::info!(
-                vms = report.vms.len(),
-                snapshots = report.snapshots.len(),
-                images = report.images.len(),
-                failed = report.failed.len(),
-                "pruned"
-            );
-        }
-        Ok(report)
-    }
-
-    /// Deletes VM `rec` if it is still stopped once its lock is held; whether it is
-    /// (or, in a dry run, would be) gone.
-    async fn prune_vm(&self, rec: &VmRecord, dry_run: bool) -> Result<bool, DaemonError> {
-        if dry_run {
-            return Ok(true);
-        }
-        let slot = self.slot(&rec.id);
+    /// Deletes VM `id` if it is still [`stopped`] once its lock is held; whether it went.
+    pub async fn delete_if_stopped(&self, id: &str) -> Result<bool, DaemonError> {
+        let slot = self.slot(id);
         let _op = slot.op.lock().await;
-        let Some(rec) = self.store.get_vm(&rec.id)? else {
+        let Some(rec) = self.store.get_vm(id)? else {
             return Ok(false);
         };
         if !stopped(&rec) || slot.runtime().is_some() {
@@ -96,43 +28,12 @@ impl Manager {
         tracing::info!(vm = %rec.name, "pruned a stopped vm");
         Ok(true)
     }
-
-    /// The images that no VM and no snapshot that `report` leaves is built on, but the
-    /// default image.
-    fn unused_images(&self, report: &PruneReport) -> Result<Vec<String>, DaemonError> {
-        let pruned_vms: HashSet<&String> = report.vms.iter().collect();
-        let pruned_snaps: HashSet<&String> = report.snapshots.iter().collect();
-        let mut used: HashSet<String> = self
-            .store
-            .list_vms()?
-            .into_iter()
-            .filter(|v| !pruned_vms.contains(&v.name))
-            .map(|v| v.image)
-            .collect();
-        used.extend(
-            self.store
-                .list_snapshots()?
-                .into_iter()
-                .filter(|s| !s.warm && !pruned_snaps.contains(&s.name))
-                .map(|s| s.image),
-        );
-        used.insert(self.config.default_image.clone());
-        let images =
-            crate::image::list(&self.paths).map_err(|e| crate::image_api::image_err("*", e))?;
-        Ok(images
-            .iter()
-            .map(|i| i.name().to_string())
-            .filter(|name| !used.contains(name))
-            .collect())
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::ttl::tests::{manager, vm};
+    use super::super::ttl::tests::vm;
     use super::*;
-    use crate::image::{test_image_dir as image_dir, test_inputs as inputs};
-    use crate::store::SnapshotRecord;
 
     fn at(state: VmState, creating: bool) -> VmRecord {
         VmRecord {
@@ -154,97 +55,5 @@ mod tests {
         ];
 
         assert_eq!(verdicts, [true, true, false, false, false, false]);
-    }
-
-    fn add_image(m: &Manager, name: &str) {
-        let dir = m.paths.images_dir().join(name);
-        fs_err::create_dir_all(&dir).unwrap();
-        image_dir(&dir, name, inputs());
-    }
-
-    fn add_snapshot(m: &Manager, name: &str, image: &str, warm: bool) {
-        let id = format!("id-{name}");
-        fs_err::create_dir_all(super::super::snapshot::files(&m.paths.state_dir, &id).dir).unwrap();
-        m.store
-            .insert_snapshot(&SnapshotRecord {
-                id,
-                name: name.into(),
-                vm_name: "gone".into(),
-                image: image.into(),
-                image_digest: "sha256:00".into(),
-                backend: banger_wire::api::Backend::Qemu,
-                vcpu: 1,
-                memory_mib: 256,
-                disk_size_mib: 1024,
-                no_network: true,
-                token: "t".into(),
-                created_at: String::new(),
-                paused_ms: 1,
-                warm,
-            })
-            .unwrap();
-    }
-
-    fn image_names(m: &Manager) -> Vec<String> {
-        let images = crate::image::list(&m.paths).unwrap();
-        images.iter().map(|i| i.name().to_string()).collect()
-    }
-
-    #[tokio::test]
-    async fn images_go_when_nothing_left_uses_them_but_the_default_one_stays() {
-        let dir = tempfile::tempdir().unwrap();
-        let m = manager(dir.path());
-        for image in ["default", "in-use", "old", "snapped"] {
-            add_image(&m, image);
-        }
-        let running = VmRecord {
-            id: "id-busy".into(),
-            name: "busy".into(),
-            image: "in-use".into(),
-            state: VmState::Running,
-            ..vm("busy", None)
-        };
-        m.store.insert_vm(&running).unwrap();
-        let stopped_vm = VmRecord {
-            image: "old".into(),
-            ..vm("idle", None)
-        };
-        m.store.insert_vm(&stopped_vm).unwrap();
-        add_snapshot(&m, "base", "snapped", false);
-        add_snapshot(&m, "warm-old", "old", true);
-        add_snapshot(&m, "warm-default", "default", true);
-
-        let dry = m.prune(true).await.unwrap();
-        let images_after_dry_run = image_names(&m);
-        let done = m.prune(false).await.unwrap();
-
-        let expected = PruneReport {
-            dry_run: true,
-            vms: vec!["idle".into()],
-            snapshots: vec!["base".into(), "warm-old".into()],
-            images: vec!["old".into(), "snapped".into()],
-            failed: vec![],
-        };
-        assert_eq!(dry, expected);
-        assert_eq!(
-            images_after_dry_run,
-            ["default", "in-use", "old", "snapped"]
-        );
-        assert_eq!(
-            done,
-            PruneReport {
-                dry_run: false,
-                ..expected
-            }
-        );
-        assert_eq!(image_names(&m), ["default", "in-use"]);
-        let snaps: Vec<String> = m
-            .store
-            .list_snapshots()
-            .unwrap()
-            .into_iter()
-            .map(|s| s.name)
-            .collect();
-        assert_eq!(snaps, ["warm-default"]);
     }
 }

@@ -156,7 +156,7 @@ pub(super) mod tests {
     use banger_wire::api::{Backend, NetPolicy, VmState};
 
     /// A stopped VM row without a network.
-    pub(in crate::vm) fn vm(name: &str, expires_at: Option<i64>) -> VmRecord {
+    pub(crate) fn vm(name: &str, expires_at: Option<i64>) -> VmRecord {
         VmRecord {
             id: format!("id-{name}"),
             name: name.into(),
@@ -223,7 +223,7 @@ pub(super) mod tests {
     }
 
     /// A manager on a temp dir and an in-memory store, with no VMM and no network.
-    pub(in crate::vm) fn manager(dir: &std::path::Path) -> Arc<Manager> {
+    pub(crate) fn manager(dir: &std::path::Path) -> Arc<Manager> {
         let backends = super::super::Backends {
             qemu: None,
             firecracker: None,
