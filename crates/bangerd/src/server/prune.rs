@@ -3,7 +3,8 @@
 //!
 //! - VMs that are stopped or crashed (a create still under way is left alone);
 //! - every snapshot that is not an image's warm snapshot: a clone copies its
-//!   snapshot's disk and memory when it is made, so no VM needs one afterwards;
+//!   snapshot's disk and loads its memory when it is made (a deleted memory file stays
+//!   mapped), so no VM needs one afterwards;
 //! - the images no VM or kept snapshot is built on, except the configured default
 //!   image (rebuilding it takes minutes), each with its warm snapshots. Warm snapshots
 //!   of kept images stay: they are caches that `image warm` manages.
