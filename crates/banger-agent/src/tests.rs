@@ -198,15 +198,45 @@ async fn unknown_command_is_not_found_naming_it() {
     assert!(error_message(&done.last).contains("banger-no-such-command"));
 }
 
+/// How many processes of this machine have exactly `argv` as their command line, once
+/// those being killed had a moment to go (a zombie's command line reads empty).
+fn running(argv: &[&str]) -> usize {
+    let wanted: Vec<u8> = argv
+        .iter()
+        .flat_map(|a| [a.as_bytes(), b"\0"].concat())
+        .collect();
+    let count = || {
+        std::fs::read_dir("/proc")
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                    .filter(|cmdline| *cmdline == wanted)
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let t0 = Instant::now();
+    while count() > 0 && t0.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    count()
+}
+
 #[tokio::test]
 async fn timeout_kills_the_group_and_reports_timeout() {
     let (host, _guest) = connect(Role::Serve).await;
-    let mut spec = cmd(&["sh", "-c", "sleep 30 & sleep 30"]);
+    // A length no other test sleeps, so its processes are this test's own.
+    let mut spec = cmd(&["sh", "-c", "sleep 30.7301 & sleep 30.7301"]);
     spec.timeout_ms = Some(300);
     let began = Instant::now();
 
     let done = host.exec(spec, b"").await;
 
+    assert_eq!(
+        running(&["sleep", "30.7301"]),
+        0,
+        "a grandchild outlived the timeout"
+    );
     assert_eq!(error_code(&done.last), Some(ErrorCode::Timeout));
     assert_eq!(
         error_message(&done.last),

@@ -137,6 +137,10 @@ pub struct VmCreateSpec {
     /// the command it served died with the daemon's exec relay.
     #[serde(default)]
     pub ephemeral: bool,
+    /// Delete the VM this many seconds after its create finished (also across daemon
+    /// restarts).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
 }
 
 /// Changes for `vm set`; only on a stopped VM.
@@ -257,6 +261,9 @@ pub struct VmInfo {
     /// What the guest may reach (absent without a network).
     #[serde(default)]
     pub policy: Option<NetPolicy>,
+    /// RFC 3339 time at which the daemon deletes the VM (`--ttl`).
+    #[serde(default)]
+    pub expires_at: Option<String>,
 }
 
 /// A snapshot of a running VM: its memory, devices and writable disk at one instant.
@@ -400,6 +407,12 @@ pub enum Request {
     ImageWarm {
         spec: VmCreateSpec,
     },
+    /// Deletes stopped VMs, every snapshot that is not an image's warm snapshot, and
+    /// the images (with their warm snapshots) no VM or snapshot left uses, except the
+    /// configured default image. `dry_run`: only say what would go.
+    Prune {
+        dry_run: bool,
+    },
 }
 
 impl Request {
@@ -446,6 +459,19 @@ pub enum Response {
     Images(Vec<ImageInfo>),
     Snapshot(SnapshotInfo),
     Snapshots(Vec<SnapshotInfo>),
+    Pruned(PruneReport),
+}
+
+/// What [`Request::Prune`] removed (or, in a dry run, would remove), by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub vms: Vec<String>,
+    pub snapshots: Vec<String>,
+    pub images: Vec<String>,
+    /// What could not be removed, and why (e.g. a VM started meanwhile).
+    #[serde(default)]
+    pub failed: Vec<String>,
 }
 
 /// One line of a streamed answer.
@@ -546,6 +572,7 @@ mod tests {
             }),
             last_error: None,
             policy: Some(NetPolicy::default()),
+            expires_at: Some("2026-11-24T01:00:00Z".into()),
         }]);
         let json = serde_json::to_string(&resp).unwrap();
         let back: Response = serde_json::from_str(&json).unwrap();

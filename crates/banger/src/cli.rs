@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success (for exec/run: the guest command's own exit code is passed through,
-       a command killed by signal N gives 128+N)
+       a command killed by signal N gives 128+N, one killed at --timeout 124)
   1    the command ran and reported failure (e.g. doctor found a FAIL)
   2    usage error
   3    invalid argument          4  not found           5  already exists
@@ -53,6 +53,19 @@ pub enum Command {
     Completions {
         /// The shell to print completions for.
         shell: clap_complete::Shell,
+    },
+    /// Delete stopped VMs, snapshots, and images no VM or snapshot uses (but the
+    /// default image). Warm snapshots go only with their image.
+    Prune {
+        /// Delete without asking (needed when stdin is not a terminal).
+        #[arg(long, short)]
+        force: bool,
+        /// Only list what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON instead of lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Serve VMs as tools to an MCP client (Model Context Protocol over stdin/stdout).
     Mcp {
@@ -142,6 +155,10 @@ pub enum VmCommand {
         /// and agent token (see `banger vm snapshot`).
         #[arg(long, value_name = "SNAP")]
         from_snapshot: Option<String>,
+        /// Delete the VM DUR after it is created (30s, 5m, 2h, 1d), also across daemon
+        /// restarts.
+        #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+        ttl: Option<std::time::Duration>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -285,6 +302,10 @@ pub struct ExecOpts {
     /// Working directory in the guest.
     #[arg(long, short = 'w')]
     pub workdir: Option<String>,
+    /// Kill the command and its process group after DUR (30, 30s, 5m, 2h) and exit
+    /// 124, as timeout(1) does.
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -320,6 +341,10 @@ pub struct RunArgs {
     /// (see `banger image warm`).
     #[arg(long)]
     pub cold: bool,
+    /// Delete the VM DUR after it is created (30s, 5m, 2h, 1d), also across daemon
+    /// restarts.
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub ttl: Option<std::time::Duration>,
     #[command(flatten)]
     pub opts: ExecOpts,
     /// A git repository to ship into the VM (its tracked files as they are in the

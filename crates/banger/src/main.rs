@@ -3,6 +3,7 @@
 mod cli;
 mod client;
 mod cmd;
+mod duration;
 mod error;
 mod exec;
 mod exec_stream;

@@ -7,8 +7,8 @@ use std::process::Output;
 use std::sync::Arc;
 
 use banger_host::config::{Config, Paths};
-use banger_wire::api::Backend;
-use bangerd::store::Store;
+use banger_wire::api::{Backend, NetPolicy, PruneReport, VmInfo, VmState};
+use bangerd::store::{SnapshotRecord, Store, VmRecord};
 use bangerd::vm::{Backends, Manager};
 use bangerd::vmm::qemu::Qemu;
 
@@ -22,9 +22,16 @@ struct Daemon {
 
 impl Daemon {
     fn start() -> Daemon {
+        Daemon::start_with(|_, _| {})
+    }
+
+    /// A daemon whose store `seed` filled before it started, as a restarted daemon
+    /// finds what the last one left.
+    fn start_with(seed: impl FnOnce(&Store, &Paths)) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());
         let store = Arc::new(bangerd::daemon::open(&paths).unwrap());
+        seed(&store, &paths);
         let qemu = Qemu {
             binary: dir.path().join("no-such-qemu"),
             accel: "tcg",
@@ -45,6 +52,10 @@ impl Daemon {
         let rt = tokio::runtime::Runtime::new().unwrap();
         let listener = rt.block_on(async { bangerd::daemon::bind_socket(&paths.socket, "banger") });
         let listener = listener.unwrap();
+        {
+            let _in_runtime = rt.enter();
+            manager.spawn_reaper();
+        }
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let deps = bangerd::Deps {
             manager,
@@ -186,4 +197,154 @@ fn api_openapi_prints_the_document_the_daemon_serves() {
         serde_json::from_str(&bangerd::server::document_json()).unwrap();
     assert_eq!(doc, served);
     assert_eq!(doc["openapi"], "3.1.0");
+}
+
+fn vm(name: &str, state: VmState, expires_at: Option<i64>) -> VmRecord {
+    VmRecord {
+        id: format!("id-{name}"),
+        name: name.into(),
+        image: "default".into(),
+        backend: Backend::Qemu,
+        vcpu: 1,
+        memory_mib: 256,
+        disk_size_mib: 1024,
+        state,
+        no_network: true,
+        token: "t".into(),
+        created_at: "2026-11-24T00:00:00Z".into(),
+        pid: None,
+        pid_start: None,
+        boot: None,
+        last_error: None,
+        tap: None,
+        publish: vec![],
+        policy: NetPolicy::default(),
+        creating: false,
+        ephemeral: false,
+        expires_at,
+    }
+}
+
+/// A snapshot row with its (empty) directory.
+fn snapshot(store: &Store, paths: &Paths, name: &str, warm: bool) {
+    let id = format!("id-{name}");
+    fs_err::create_dir_all(paths.state_dir.join("snapshots").join(&id)).unwrap();
+    store
+        .insert_snapshot(&SnapshotRecord {
+            id,
+            name: name.into(),
+            vm_name: "gone".into(),
+            image: "default".into(),
+            image_digest: "sha256:00".into(),
+            backend: Backend::Qemu,
+            vcpu: 1,
+            memory_mib: 256,
+            disk_size_mib: 1024,
+            no_network: true,
+            token: "t".into(),
+            created_at: "2026-11-24T00:00:00Z".into(),
+            paused_ms: 1,
+            warm,
+        })
+        .unwrap();
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn names(d: &Daemon) -> Vec<String> {
+    d.store
+        .list_vms()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect()
+}
+
+#[test]
+fn prune_without_a_terminal_or_force_refuses_and_deletes_nothing() {
+    let d = Daemon::start_with(|store, _| {
+        store.insert_vm(&vm("old", VmState::Stopped, None)).unwrap();
+    });
+
+    let out = d.banger(&["prune"]);
+
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("pass --force"), "{}", stderr(&out));
+    assert_eq!(names(&d), ["old"]);
+}
+
+#[test]
+fn prune_dry_run_lists_and_force_deletes_stopped_vms_and_snapshots_but_not_warm_ones() {
+    let d = Daemon::start_with(|store, paths| {
+        store.insert_vm(&vm("old", VmState::Stopped, None)).unwrap();
+        store
+            .insert_vm(&vm("broke", VmState::Crashed, None))
+            .unwrap();
+        store
+            .insert_vm(&vm("busy", VmState::Running, None))
+            .unwrap();
+        snapshot(store, paths, "base", false);
+        snapshot(store, paths, "warm-default", true);
+    });
+
+    let dry = d.banger(&["prune", "--dry-run"]);
+    let listed_after_dry_run = names(&d);
+    let forced = d.banger(&["prune", "--force", "--json"]);
+
+    assert!(dry.status.success(), "{}", stderr(&dry));
+    assert_eq!(stdout(&dry), "vm broke\nvm old\nsnapshot base\n");
+    assert!(
+        stderr(&dry).contains("nothing was deleted"),
+        "{}",
+        stderr(&dry)
+    );
+    assert_eq!(listed_after_dry_run, ["broke", "busy", "old"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    let report: PruneReport = serde_json::from_slice(&forced.stdout).unwrap();
+    assert_eq!(
+        (report.dry_run, report.vms, report.snapshots),
+        (
+            false,
+            vec!["broke".into(), "old".into()],
+            vec!["base".into()]
+        )
+    );
+    assert_eq!(names(&d), ["busy"]);
+    let snaps: Vec<String> = d
+        .store
+        .list_snapshots()
+        .unwrap()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(snaps, ["warm-default"]);
+}
+
+#[test]
+fn vms_that_expired_while_the_daemon_was_down_are_deleted_and_the_rest_shown_with_their_expiry() {
+    // 2100-01-01T00:00:00Z
+    let later = 4_102_444_800;
+    let d = Daemon::start_with(|store, _| {
+        store
+            .insert_vm(&vm("expired", VmState::Stopped, Some(unix_now() - 5)))
+            .unwrap();
+        store
+            .insert_vm(&vm("later", VmState::Stopped, Some(later)))
+            .unwrap();
+    });
+
+    let t0 = std::time::Instant::now();
+    while names(&d).contains(&"expired".to_string()) && t0.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = d.banger(&["vm", "show", "later", "--json"]);
+
+    assert_eq!(names(&d), ["later"]);
+    let info: VmInfo = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info.expires_at.as_deref(), Some("2100-01-01T00:00:00Z"));
 }

@@ -7,5 +7,6 @@
 mod api;
 mod exec;
 mod lifecycle;
+mod lifetimes;
 mod network;
 mod workspace;

@@ -1,13 +1,18 @@
 //! `banger vm exec NAME -- cmd args…`
 
 use std::io::IsTerminal;
+use std::time::Duration;
 
 use banger_wire::agent::ExecSpec;
 use banger_wire::api::ExecRequest;
+use banger_wire::ErrorCode;
 
 use crate::cli::{ExecArgs, ExecOpts};
 use crate::client::Client;
 use crate::error::CliError;
+
+/// The exit code of a command killed at `--timeout`, as timeout(1) has it.
+pub const TIMED_OUT: i32 = 124;
 
 pub async fn run(client: &Client, args: ExecArgs) -> Result<i32, CliError> {
     exec_in(client, &args.name, &args.opts, args.command, None).await
@@ -42,7 +47,7 @@ pub async fn exec_in(
         env,
         cwd: opts.workdir.clone().or(default_cwd),
         tty,
-        timeout_ms: None,
+        timeout_ms: opts.timeout.map(|t| t.as_millis() as u64),
     };
     let io = client
         .exec(&ExecRequest {
@@ -51,5 +56,53 @@ pub async fn exec_in(
         })
         .await?;
     let forward_stdin = opts.interactive || opts.tty || !std::io::stdin().is_terminal();
-    crate::exec::pump(io, opts.tty, forward_stdin).await
+    let ended = crate::exec::pump(io, opts.tty, forward_stdin).await;
+    exit_code(ended, opts.timeout)
+}
+
+/// The exit code of an exec that ended so: the guest command's own, or [`TIMED_OUT`]
+/// (with a line on stderr) when the agent killed it at the `limit` we asked for.
+fn exit_code(ended: Result<i32, CliError>, limit: Option<Duration>) -> Result<i32, CliError> {
+    match (ended, limit) {
+        (Err(CliError::Remote(e)), Some(limit)) if e.code == ErrorCode::Timeout => {
+            crate::output::note(&format!(
+                "command timed out after {} and was killed",
+                crate::duration::display(limit)
+            ));
+            Ok(TIMED_OUT)
+        }
+        (ended, _) => ended,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use banger_wire::WireError;
+
+    use super::*;
+
+    fn failed(code: ErrorCode) -> Result<i32, CliError> {
+        Err(CliError::Remote(WireError::new(
+            code,
+            "command timed out after 2s",
+        )))
+    }
+
+    #[test]
+    fn a_command_killed_at_its_timeout_exits_124() {
+        let got = exit_code(failed(ErrorCode::Timeout), Some(Duration::from_secs(2)));
+
+        assert_eq!(got.unwrap(), 124);
+    }
+
+    #[test]
+    fn other_endings_pass_through() {
+        let own = exit_code(Ok(3), Some(Duration::from_secs(2)));
+        let other = exit_code(failed(ErrorCode::NotFound), Some(Duration::from_secs(2)));
+        let unasked = exit_code(failed(ErrorCode::Timeout), None);
+
+        assert_eq!(own.unwrap(), 3);
+        assert_eq!(other.unwrap_err().code(), ErrorCode::NotFound);
+        assert_eq!(unasked.unwrap_err().code(), ErrorCode::Timeout);
+    }
 }

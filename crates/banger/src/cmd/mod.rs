@@ -7,6 +7,7 @@ mod doctor;
 mod exec;
 mod image;
 mod mcp;
+mod prune;
 mod run;
 mod snapshot;
 mod ssh;
@@ -53,6 +54,11 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         }
         Command::Vm(crate::cli::VmCommand::Run(args)) if args.dry_run => run::dry_run(&args),
         Command::Vm(cmd) => vm::run(&connect(&paths).await?, cmd).await,
+        Command::Prune {
+            force,
+            dry_run,
+            json,
+        } => prune::run(&connect(&paths).await?, force, dry_run, json).await,
         Command::Workspace(cmd) => workspace::run(&connect(&paths).await?, cmd).await,
         Command::Image(cmd) => image::run(&connect(&paths).await?, cmd).await,
         Command::Api(cmd) => api::run(&connect(&paths).await?, cmd).await,

@@ -43,6 +43,12 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
     };
     let vm = match existing {
         Some(vm) => {
+            if args.ttl.is_some() {
+                output::note(&format!(
+                    "--ttl applies to new VMs; vm {} exists and keeps its lifetime",
+                    vm.name
+                ));
+            }
             if vm.state != banger_wire::api::VmState::Running {
                 client
                     .rpc(&Request::VmStart {
@@ -68,6 +74,7 @@ pub async fn run(client: &Client, args: RunArgs) -> Result<i32, CliError> {
                 warm: !args.cold,
                 exec_only: true,
                 ephemeral: args.rm,
+                ttl_secs: args.ttl.map(|d| d.as_secs()),
             };
             // The daemon finishes or rolls back a create on its own, even if this
             // process is interrupted while the VM boots.

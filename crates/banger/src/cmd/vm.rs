@@ -20,6 +20,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             backend,
             no_start,
             from_snapshot,
+            ttl,
             json,
         } => {
             let spec = VmCreateSpec {
@@ -37,6 +38,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 warm: false,
                 exec_only: false,
                 ephemeral: false,
+                ttl_secs: ttl.map(|d| d.as_secs()),
             };
             let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
             show(&vm, json)
@@ -196,6 +198,9 @@ fn show(vm: &VmInfo, json: bool) -> Result<i32, CliError> {
     }
     if let Some(p) = &vm.policy {
         s.push_str(&format!("network   {}\n", policy_line(p)));
+    }
+    if let Some(at) = &vm.expires_at {
+        s.push_str(&format!("expires   {at} (then deleted)\n"));
     }
     if let Some(e) = &vm.last_error {
         s.push_str(&format!("last error:\n{e}\n"));

@@ -31,6 +31,9 @@ pub struct VmCreateArgs {
     /// true: give the VM no network interface at all.
     #[serde(default)]
     pub no_network: bool,
+    /// Delete the VM this long after it is created, e.g. "30m", "2h" or "90" (seconds),
+    /// even if nobody deletes it (also across daemon restarts).
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -165,6 +168,9 @@ pub struct RunArgs {
     pub stdin: Option<String>,
     /// Kill the command after this many seconds (default 600, at most 21600).
     pub timeout_secs: Option<u64>,
+    /// Delete the VM this long after it is created even if this call is still running,
+    /// e.g. "30m" (a safety net: the VM is deleted when the call ends anyway).
+    pub ttl: Option<String>,
 }
 
 /// The argv to run: `command` as is, or `shell` under `sh -c`.
@@ -211,6 +217,16 @@ pub fn timeout_secs(t: Option<u64>) -> Result<u64, ToolError> {
             Some("use 1 to 21600 seconds"),
         )),
     }
+}
+
+/// A `ttl` argument in seconds.
+pub fn ttl_secs(ttl: Option<&str>) -> Result<Option<u64>, ToolError> {
+    ttl.map(|t| {
+        crate::duration::parse(t)
+            .map(|d| d.as_secs())
+            .map_err(|e| ToolError::invalid(format!("ttl: {e}"), Some("e.g. \"30m\" or \"2h\"")))
+    })
+    .transpose()
 }
 
 /// Permission bits from octal text: 1 to 4 digits 0-7.
@@ -306,6 +322,13 @@ mod tests {
         assert_eq!(timeout_secs(Some(1)).unwrap(), 1);
         assert!(timeout_secs(Some(0)).is_err());
         assert!(timeout_secs(Some(MAX_TIMEOUT_SECS + 1)).is_err());
+    }
+
+    #[test]
+    fn ttls_are_durations() {
+        assert_eq!(ttl_secs(None).unwrap(), None);
+        assert_eq!(ttl_secs(Some("30m")).unwrap(), Some(1800));
+        assert!(ttl_secs(Some("soon")).is_err());
     }
 
     #[test]

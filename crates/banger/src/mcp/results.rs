@@ -21,6 +21,9 @@ pub struct Vm {
     pub ip: Option<String>,
     /// Why the VM last crashed, if it did.
     pub last_error: Option<String>,
+    /// When the VM is deleted by its `ttl` (RFC 3339), if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl From<VmInfo> for Vm {
@@ -34,6 +37,7 @@ impl From<VmInfo> for Vm {
             disk_size_mib: v.disk_size_mib,
             ip: v.ip,
             last_error: v.last_error,
+            expires_at: v.expires_at,
         }
     }
 }

@@ -37,6 +37,7 @@ a single command, `run` is simpler.",
             no_network: args.no_network,
             // Tools reach the VM through the agent, never ssh.
             exec_only: true,
+            ttl_secs: params::ttl_secs(args.ttl.as_deref())?,
             ..Default::default()
         };
         let client = self.shared.client().await?;
@@ -103,6 +104,7 @@ command writes survives; use vm_create + exec for multi-step work.",
         let argv = params::argv(args.command, args.shell)?;
         let env = params::env(args.env)?;
         let timeout = params::timeout_secs(args.timeout_secs)?;
+        let ttl_secs = params::ttl_secs(args.ttl.as_deref())?;
         // Check the repository before a VM exists for it.
         let repo = match &args.repo {
             Some(path) => Some(open_repo(&self.shared.roots, path)?),
@@ -117,6 +119,7 @@ command writes survives; use vm_create + exec for multi-step work.",
             warm: true,
             exec_only: true,
             ephemeral: true,
+            ttl_secs,
             ..Default::default()
         };
         let shared = self.shared.clone();

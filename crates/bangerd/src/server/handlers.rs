@@ -12,7 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::caller::{self, Caller};
 use super::ndjson::{event_line, Tx};
-use super::{error_response, image, logs, AppState};
+use super::{error_response, image, logs, prune, AppState};
 use crate::error::DaemonError;
 
 pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Response, DaemonError> {
@@ -50,6 +50,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             vms.snapshot_delete(&name).await?;
             Response::Ok
         }
+        Request::Prune { dry_run } => Response::Pruned(prune::prune(vms, dry_run).await?),
         Request::VmLogs { .. }
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }

@@ -8,6 +8,7 @@ mod handlers;
 mod image;
 mod logs;
 mod ndjson;
+mod prune;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -72,6 +72,10 @@ pub const STEPS: &[&str] = &[
     ALTER TABLE vms ADD COLUMN ephemeral INTEGER NOT NULL DEFAULT 0;
     UPDATE vms SET pid_start = NULL WHERE pid_start = 0;
     "#,
+    // 6: lifetimes: when the daemon deletes the VM (`--ttl`), in Unix seconds.
+    r#"
+    ALTER TABLE vms ADD COLUMN expires_at INTEGER;
+    "#,
 ];
 
 pub fn migrations() -> Migrations<'static> {
@@ -111,7 +115,7 @@ mod tests {
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
-            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots;")
+            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots;")
                 .unwrap();
         }
     }

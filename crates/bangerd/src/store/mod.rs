@@ -68,6 +68,8 @@ pub struct VmRecord {
     /// A throwaway VM (`vm run --rm`, MCP runs): nobody can use it after the daemon
     /// that served its one command is gone.
     pub ephemeral: bool,
+    /// When the daemon deletes the VM (`--ttl`), in seconds since the Unix epoch.
+    pub expires_at: Option<i64>,
 }
 
 impl VmRecord {
@@ -87,6 +89,7 @@ impl VmRecord {
             boot: self.boot.clone(),
             last_error: self.last_error.clone(),
             policy: (!self.no_network).then(|| self.policy.clone()),
+            expires_at: self.expires_at.map(rfc3339),
         }
     }
 
@@ -125,8 +128,20 @@ impl VmRecord {
             policy: serde_json::from_str(&row.get::<_, String>("policy")?).unwrap_or_default(),
             creating: row.get("creating")?,
             ephemeral: row.get("ephemeral")?,
+            expires_at: row.get("expires_at")?,
         })
     }
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+fn rfc3339(secs: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 /// One IP lease.
@@ -199,8 +214,8 @@ impl Store {
         let res = self.conn().execute(
             "INSERT INTO vms (id, name, image, backend, vcpu, memory_mib, disk_size_mib, state,
                               no_network, token, created_at, publish, policy, creating,
-                              ephemeral)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                              ephemeral, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 vm.id,
                 vm.name,
@@ -216,7 +231,8 @@ impl Store {
                 serde_json::to_string(&vm.publish).unwrap_or_else(|_| "[]".into()),
                 serde_json::to_string(&vm.policy).unwrap_or_else(|_| "{}".into()),
                 vm.creating,
-                vm.ephemeral
+                vm.ephemeral,
+                vm.expires_at
             ],
         );
         match res {
@@ -333,6 +349,15 @@ impl Store {
         Ok(())
     }
 
+    /// Sets (or clears) when the daemon deletes VM `id`.
+    pub fn set_expiry(&self, id: &str, expires_at: Option<i64>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE vms SET expires_at = ?2 WHERE id = ?1",
+            params![id, expires_at],
+        )?;
+        Ok(())
+    }
+
     pub fn set_tap(&self, id: &str, tap: Option<&str>) -> Result<(), StoreError> {
         self.conn()
             .execute("UPDATE vms SET tap = ?2 WHERE id = ?1", params![id, tap])?;
@@ -432,6 +457,7 @@ mod tests {
             policy: NetPolicy::default(),
             creating: false,
             ephemeral: false,
+            expires_at: None,
         }
     }
 
@@ -500,6 +526,21 @@ mod tests {
 
         let got = store.get_vm("web").unwrap().unwrap();
         assert_eq!((got.creating, got.ephemeral), (false, true));
+    }
+
+    #[test]
+    fn an_expiry_is_stored_and_shown_in_rfc3339() {
+        let store = Store::in_memory().unwrap();
+        store.insert_vm(&vm("web")).unwrap();
+
+        store.set_expiry("id-web", Some(1_800_000_000)).unwrap();
+
+        let got = store.get_vm("web").unwrap().unwrap();
+        assert_eq!(got.expires_at, Some(1_800_000_000));
+        assert_eq!(
+            got.info(None).expires_at.as_deref(),
+            Some("2027-01-15T08:00:00Z")
+        );
     }
 
     #[test]

@@ -84,6 +84,7 @@ impl Manager {
     /// no row, no files, no process. A warm create resumes a clone of the machine's warm
     /// snapshot when there is one, and otherwise boots and (on first use) takes one.
     pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
+        super::ttl::check(spec.ttl_secs)?;
         let vm = if let Some(from) = spec.from_snapshot.clone() {
             self.create_clone(spec.clone(), &from).await?
         } else if !spec.warm {
@@ -96,6 +97,10 @@ impl Manager {
                 self.warm_on_first_use(&spec, &vm).await;
             }
             vm
+        };
+        let vm = match spec.ttl_secs {
+            Some(ttl) => self.with_ttl(vm, ttl).await?,
+            None => vm,
         };
         if !spec.exec_only && !spec.no_start {
             self.wait_ssh(&vm.id).await;
@@ -216,6 +221,7 @@ impl Manager {
             policy,
             creating: true,
             ephemeral: new.ephemeral,
+            expires_at: None,
         })
     }
 }

@@ -13,12 +13,19 @@ mod create;
 mod files;
 mod network;
 pub mod process;
+mod prune;
 mod reconcile;
 mod snapshot;
 mod sparse;
 pub mod spec;
 mod supervise;
+mod ttl;
 mod warm;
+
+pub use prune::stopped;
+/// A manager on a temp dir without VMMs or network, and VM rows, for other modules' tests.
+#[cfg(test)]
+pub(crate) use ttl::tests::{manager as test_manager, vm as test_vm};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,6 +114,8 @@ pub struct Manager {
     snapshot_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Machines whose warm snapshot is being taken, so concurrent first runs take one.
     warming: Mutex<std::collections::HashSet<String>>,
+    /// Rung when a VM gets an expiry (see [`ttl`]).
+    reaper: ttl::Reaper,
 }
 
 /// A VM's machine: what it boots and on what. A warm snapshot serves the creates whose
@@ -150,6 +159,7 @@ impl Manager {
             lease_lock: Mutex::new(()),
             snapshot_locks: Mutex::new(HashMap::new()),
             warming: Mutex::new(std::collections::HashSet::new()),
+            reaper: ttl::Reaper::default(),
         }
     }
 

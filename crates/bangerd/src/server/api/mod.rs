@@ -110,5 +110,6 @@ async fn dispatch(s: &ApiState, req: Request, ok: StatusCode) -> Result<HttpResp
         Response::Images(i) => (ok, Json(i)).into_response(),
         Response::Snapshot(s) => (ok, Json(s)).into_response(),
         Response::Snapshots(s) => (ok, Json(s)).into_response(),
+        Response::Pruned(p) => (ok, Json(p)).into_response(),
     })
 }
