@@ -11,4 +11,4 @@ pub mod agent;
 pub mod api;
 pub mod error;
 
-pub use error::{ErrorCode, WireError};
+pub use error::{Diagnostic, ErrorCode, WireError};
