@@ -1,6 +1,6 @@
 //! The daemon's error type and its mapping onto the wire error.
 
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::{Diagnostic, ErrorCode, WireError};
 
 use crate::agent_conn::AgentError;
 use crate::store::StoreError;
@@ -107,7 +107,13 @@ impl DaemonError {
         }
     }
 
-    pub fn code(&self) -> ErrorCode {
+    pub fn to_wire(&self) -> WireError {
+        WireError::from_diagnostic(self)
+    }
+}
+
+impl Diagnostic for DaemonError {
+    fn code(&self) -> ErrorCode {
         match self {
             DaemonError::Invalid { .. } => ErrorCode::InvalidArgument,
             DaemonError::VmNotFound(_) | DaemonError::SnapshotNotFound(_) => ErrorCode::NotFound,
@@ -131,7 +137,7 @@ impl DaemonError {
         }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             DaemonError::Invalid { hint, .. } => hint.clone(),
             DaemonError::VmNotFound(_) => Some("list VMs with `banger vm list`".into()),
@@ -167,10 +173,6 @@ impl DaemonError {
             DaemonError::Io { .. } => None,
             DaemonError::ShuttingDown => Some("start it again with `banger daemon start`".into()),
         }
-    }
-
-    pub fn to_wire(&self) -> WireError {
-        WireError::from_error(self.code(), self, self.hint())
     }
 }
 
