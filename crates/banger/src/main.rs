@@ -3,12 +3,16 @@
 mod cli;
 mod client;
 mod cmd;
+mod cp;
 mod error;
 mod exec;
 mod exec_stream;
 mod mcp;
 mod output;
+mod run;
+mod ssh;
 mod transfer;
+mod vm;
 mod workspace;
 
 use clap::Parser;

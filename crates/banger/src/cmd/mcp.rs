@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 
-use banger_wire::{ErrorCode, WireError};
 use bangerd::config::Paths;
 
 use crate::error::CliError;
@@ -10,16 +9,8 @@ use crate::mcp::{self, AllowedRoots};
 
 pub async fn run(paths: Paths, allow: &[PathBuf], scope: mcp::VmScope) -> Result<i32, CliError> {
     init_logging();
-    let roots = AllowedRoots::new(allow).map_err(|e| {
-        CliError::Remote(WireError::from_error(
-            ErrorCode::InvalidArgument,
-            &e,
-            Some("--allow-path takes an existing directory".into()),
-        ))
-    })?;
-    mcp::serve(paths, roots, scope)
-        .await
-        .map_err(|e| CliError::Remote(WireError::from_error(ErrorCode::Internal, &e, None)))?;
+    let roots = AllowedRoots::new(allow)?;
+    mcp::serve(paths, roots, scope).await?;
     Ok(0)
 }
 

@@ -1,9 +1,10 @@
-//! `banger vm cp SRC DST`: copies a file or a directory tree between the host and a
-//! VM; one side is `NAME:/path`. The data streams as a tar through the agent's exec
-//! stream (the `tar` crate here, GNU tar in the guest), with no temp copy on either side.
+//! Copying a file or a directory tree between the host and a VM (`banger vm cp`). The
+//! data streams as a tar through the agent's exec stream (the `tar` crate here, GNU tar
+//! in the guest), with no temp copy on either side.
 //!
-//! Like `cp -r`: when DST is an existing directory the copy goes inside it under SRC's
-//! name; otherwise it is created as DST (a file replaces a file).
+//! Like `cp -r`: when the destination is an existing directory the copy goes inside it
+//! under the source's name; otherwise it is created as the destination (a file replaces
+//! a file).
 
 mod error;
 mod guest;
@@ -12,34 +13,59 @@ mod spec;
 mod unpack;
 
 use std::ffi::OsString;
+use std::fmt;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use banger_wire::agent::CHUNK;
 use tokio_util::io::SyncIoBridge;
 
-use self::error::CopyError;
 use self::guest::Found;
-use self::spec::{GuestPath, Plan};
+use self::spec::GuestPath;
 use self::unpack::Target;
 use crate::client::Client;
-use crate::error::CliError;
-use crate::output;
 use crate::workspace::exec::{Runner, Vm};
 
-pub async fn run(client: &Client, src: &str, dst: &str) -> Result<i32, CliError> {
-    match spec::parse(src, dst)? {
-        Plan::Upload { local, vm, guest } => {
-            upload(&Vm { client, name: &vm }, &local, &guest).await?
-        }
-        Plan::Download { vm, guest, local } => {
-            download(&Vm { client, name: &vm }, &guest, &local).await?
-        }
-    }
-    Ok(0)
+pub use self::error::CopyError;
+pub use self::spec::{parse, Plan};
+
+/// An entry a copy left out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Skipped {
+    /// A host socket, FIFO or device.
+    Host(PathBuf),
+    /// A FIFO or device in the guest's archive.
+    Guest(String),
 }
 
-async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<(), CopyError> {
+impl fmt::Display for Skipped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Skipped::Host(path) => write!(
+                f,
+                "skipped {}: not a file, directory or symlink",
+                path.display()
+            ),
+            Skipped::Guest(entry) => {
+                write!(f, "skipped {entry}: FIFOs and devices are not copied")
+            }
+        }
+    }
+}
+
+/// Carries out one copy; answers what it left out.
+pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError> {
+    match plan {
+        Plan::Upload { local, vm, guest } => {
+            upload(&Vm { client, name: &vm }, &local, &guest).await
+        }
+        Plan::Download { vm, guest, local } => {
+            download(&Vm { client, name: &vm }, &guest, &local).await
+        }
+    }
+}
+
+async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<Vec<Skipped>, CopyError> {
     let meta = fs_err::metadata(local).map_err(|source| match source.kind() {
         ErrorKind::NotFound => CopyError::SourceMissing {
             path: local.display().to_string(),
@@ -78,16 +104,10 @@ async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<(), Copy
         (_, Err(e)) | (Err(e), Ok(())) => return Err(e),
         (Ok(packed), Ok(())) => packed,
     };
-    for path in packed.skipped {
-        output::note(&format!(
-            "skipped {}: not a file, directory or symlink",
-            path.display()
-        ));
-    }
-    Ok(())
+    Ok(packed.skipped.into_iter().map(Skipped::Host).collect())
 }
 
-async fn download(vm: &Vm<'_>, guest: &GuestPath, local: &Path) -> Result<(), CopyError> {
+async fn download(vm: &Vm<'_>, guest: &GuestPath, local: &Path) -> Result<Vec<Skipped>, CopyError> {
     let shown = format!("{}:{}", vm.name(), guest.as_str());
     let no_name = || CopyError::NoName {
         path: shown.clone(),
@@ -117,12 +137,7 @@ async fn download(vm: &Vm<'_>, guest: &GuestPath, local: &Path) -> Result<(), Co
         (Err(e), _) | (Ok(_), Err(e)) => return Err(e),
         (Ok(unpacked), Ok(())) => unpacked,
     };
-    for entry in unpacked.skipped {
-        output::note(&format!(
-            "skipped {entry}: FIFOs and devices are not copied"
-        ));
-    }
-    Ok(())
+    Ok(unpacked.skipped.into_iter().map(Skipped::Guest).collect())
 }
 
 /// Where a download lands for the host path `local`. `from` is the name the archive

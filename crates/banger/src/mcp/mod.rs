@@ -22,6 +22,7 @@ mod server;
 mod vm_tools;
 mod workspace_tools;
 
+use banger_wire::{Diagnostic, ErrorCode};
 use bangerd::config::Paths;
 use rmcp::ServiceExt;
 use tokio::signal::unix::{signal, SignalKind};
@@ -30,6 +31,8 @@ pub use roots::AllowedRoots;
 use server::Sandbox;
 pub use server::VmScope;
 
+use crate::error::CliError;
+
 /// Why the MCP session ended badly.
 #[derive(Debug, thiserror::Error)]
 pub enum McpError {
@@ -37,6 +40,18 @@ pub enum McpError {
     Handshake(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the MCP session task failed")]
     Session(#[source] tokio::task::JoinError),
+}
+
+impl From<McpError> for CliError {
+    fn from(e: McpError) -> CliError {
+        CliError::failed(e)
+    }
+}
+
+impl Diagnostic for McpError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Internal
+    }
 }
 
 /// Serves MCP on stdin/stdout until the client hangs up or SIGINT/SIGTERM arrives;

@@ -1,0 +1,15 @@
+//! `banger vm cp SRC DST`: copies a file or a directory tree between the host and a
+//! VM; one side is `NAME:/path` (see [`crate::cp`]).
+
+use crate::client::Client;
+use crate::cp;
+use crate::error::CliError;
+use crate::output;
+
+pub async fn run(client: &Client, src: &str, dst: &str) -> Result<i32, CliError> {
+    let plan = cp::parse(src, dst)?;
+    for skipped in cp::copy(client, plan).await? {
+        output::note(&skipped.to_string());
+    }
+    Ok(0)
+}

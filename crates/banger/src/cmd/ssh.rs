@@ -1,0 +1,27 @@
+//! `banger vm ssh NAME [-- cmd args…]` and `banger vm ssh-config NAME` (see
+//! [`crate::ssh`]).
+
+use std::os::unix::process::CommandExt;
+
+use crate::client::Client;
+use crate::error::CliError;
+use crate::output;
+use crate::ssh::{self, SshError};
+
+/// Replaces this process with `ssh`, so its exit code, signals and terminal are the
+/// session's own. Returns only if ssh cannot be started.
+pub async fn run(client: &Client, name: &str, command: Vec<String>) -> Result<i32, CliError> {
+    let target = ssh::target(client, name).await?;
+    let err = std::process::Command::new("ssh")
+        .args(target.argv(&command))
+        .exec();
+    Err(SshError::SshMissing(err).into())
+}
+
+/// Prints a `Host` block for ~/.ssh/config (pinning the host key first, so the block
+/// works at once).
+pub async fn config(client: &Client, name: &str) -> Result<i32, CliError> {
+    let target = ssh::target(client, name).await?;
+    output::data(&target.config_block());
+    Ok(0)
+}
