@@ -52,13 +52,8 @@ not work.",
         Parameters(args): Parameters<ExecArgs>,
         ct: CancellationToken,
     ) -> Result<Json<ExecOutput>, ToolError> {
-        let command = Command::new(
-            args.command,
-            args.shell,
-            args.env,
-            args.cwd,
-            args.timeout_secs,
-        )?;
+        let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
+        command.cwd = args.cwd;
         let stdin = args.stdin.unwrap_or_default();
         let client = self.shared.vm_client(&args.vm).await?;
         let collected = exec_capped(&client, &args.vm, command, stdin.as_bytes(), &ct).await?;

@@ -179,17 +179,17 @@ pub struct Command {
 }
 
 impl Command {
+    /// The command run in the agent's default directory; set `cwd` for another.
     pub fn new(
         command: Option<Vec<String>>,
         shell: Option<String>,
         env_vars: Option<BTreeMap<String, String>>,
-        cwd: Option<String>,
         timeout: Option<u64>,
     ) -> Result<Command, ToolError> {
         Ok(Command {
             argv: argv(command, shell)?,
             env: env(env_vars)?,
-            cwd,
+            cwd: None,
             timeout_secs: timeout_secs(timeout)?,
         })
     }

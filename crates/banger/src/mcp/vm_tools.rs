@@ -97,13 +97,8 @@ command writes survives; use vm_create + exec for multi-step work.",
         Parameters(args): Parameters<RunArgs>,
         ct: CancellationToken,
     ) -> Result<Json<RunOutput>, ToolError> {
-        let mut command = Command::new(
-            args.command,
-            args.shell,
-            args.env,
-            args.cwd,
-            args.timeout_secs,
-        )?;
+        let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
+        command.cwd = args.cwd;
         // Check the repository before a VM exists for it.
         let ws = match &args.repo {
             Some(path) => {
