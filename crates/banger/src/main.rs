@@ -9,6 +9,7 @@ mod exec;
 mod exec_stream;
 mod mcp;
 mod output;
+mod pipe;
 mod run;
 mod ssh;
 mod transfer;
