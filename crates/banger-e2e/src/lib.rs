@@ -21,8 +21,10 @@
 
 mod harness;
 pub mod host;
+mod out;
 pub mod repo;
 mod vm;
 
 pub use harness::{turn, ConfigGuard, Harness, Turn, BRIDGE};
-pub use vm::{Out, TestVm};
+pub use out::Out;
+pub use vm::TestVm;

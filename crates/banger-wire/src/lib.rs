@@ -4,11 +4,13 @@
 //! * [`agent`]: the `bangerd` ⇄ guest agent contract (postcard frames over one
 //!   multiplexed channel), also used for the exec stream the daemon relays to the CLI.
 //! * [`error`]: the structured error that crosses both boundaries.
+//! * [`bundle`]: the file names of an image and of its export bundle.
 //!
 //! This crate holds data only: serde, no async runtime, no OS calls.
 
 pub mod agent;
 pub mod api;
+pub mod bundle;
 pub mod error;
 
 pub use error::{Diagnostic, ErrorCode, WireError};

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use bangerd::config::Paths;
+use banger_host::config::Paths;
 
 use crate::error::CliError;
 use crate::mcp::{self, AllowedRoots};

@@ -22,8 +22,8 @@ mod server;
 mod vm_tools;
 mod workspace_tools;
 
+use banger_host::config::Paths;
 use banger_wire::{Diagnostic, ErrorCode};
-use bangerd::config::Paths;
 use rmcp::ServiceExt;
 use tokio::signal::unix::{signal, SignalKind};
 

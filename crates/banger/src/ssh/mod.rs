@@ -10,8 +10,8 @@ mod hostkey;
 mod quote;
 mod target;
 
+use banger_host::config::Paths;
 use banger_wire::api::VmState;
-use bangerd::config::Paths;
 
 use crate::client::Client;
 use crate::workspace::exec::Vm;
