@@ -103,10 +103,7 @@ impl Diagnostic for CliError {
                 ErrorCode::PermissionDenied
             }
             CliError::Local { .. } => ErrorCode::HostFailed,
-            CliError::RuntimeDir(banger_host::private_dir::PrivateDirError::Io { .. }) => {
-                ErrorCode::HostFailed
-            }
-            CliError::RuntimeDir(_) => ErrorCode::PermissionDenied,
+            CliError::RuntimeDir(e) => e.code(),
         }
     }
 
