@@ -136,12 +136,12 @@ impl Diagnostic for DaemonError {
                 ErrorCode::AlreadyExists
             }
             DaemonError::Image { code, .. } => *code,
-            DaemonError::Vmm { .. } | DaemonError::BootCrashed { .. } => ErrorCode::VmmFailed,
+            DaemonError::Vmm { source, .. } => source.code(),
+            DaemonError::BootCrashed { .. } => ErrorCode::VmmFailed,
             DaemonError::BootTimeout { .. } => ErrorCode::Timeout,
             DaemonError::Agent { source, .. } => source.code(),
-            DaemonError::Store(_) | DaemonError::Io { .. } | DaemonError::Network { .. } => {
-                ErrorCode::HostFailed
-            }
+            DaemonError::Network { source, .. } => source.code(),
+            DaemonError::Store(_) | DaemonError::Io { .. } => ErrorCode::HostFailed,
             DaemonError::NoNetwork { .. } => ErrorCode::FailedPrecondition,
             DaemonError::ShuttingDown => ErrorCode::Unavailable,
             DaemonError::RootOnly { .. } => ErrorCode::PermissionDenied,
