@@ -33,8 +33,8 @@ pub struct FdStream {
 impl FdStream {
     /// Switches `fd` to non-blocking mode and registers it with the reactor.
     pub fn new(fd: OwnedFd, kind: Kind) -> io::Result<FdStream> {
-        let flags = OFlag::from_bits_truncate(fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL)?);
-        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+        let flags = OFlag::from_bits_truncate(fcntl(&fd, FcntlArg::F_GETFL)?);
+        fcntl(&fd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
         Ok(FdStream {
             fd: Arc::new(register(fd)?),
             kind,
@@ -65,9 +65,9 @@ impl AsyncRead for FdStream {
         loop {
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
             let unfilled = buf.initialize_unfilled();
-            match guard.try_io(|fd| {
-                nix::unistd::read(fd.get_ref().as_raw_fd(), unfilled).map_err(io::Error::from)
-            }) {
+            match guard
+                .try_io(|fd| nix::unistd::read(fd.get_ref(), unfilled).map_err(io::Error::from))
+            {
                 Ok(Ok(n)) => {
                     buf.advance(n);
                     return Poll::Ready(Ok(()));

@@ -24,7 +24,7 @@ fn winsize(size: TtySize) -> Winsize {
 pub fn open(size: TtySize) -> nix::Result<OpenptyResult> {
     let pty = openpty(&winsize(size), None)?;
     for fd in [&pty.master, &pty.slave] {
-        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     }
     Ok(pty)
 }

@@ -8,7 +8,7 @@
 //! reactor anew: once a host hangs up, tokio keeps the descriptor's "closed" readiness
 //! for good, and a session on it would spin on reads that never block.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,7 @@ impl SerialPort {
     }
 
     fn read_now(&self, buf: &mut [u8]) -> Result<usize, Errno> {
-        nix::unistd::read(self.fd.as_raw_fd(), buf)
+        nix::unistd::read(&self.fd, buf)
     }
 
     /// Returns once a host is connected, discarding anything stale it finds buffered,

@@ -131,7 +131,16 @@ fn finish_stanza(
 pub fn sha256_file(path: &Path) -> Result<String, ImageError> {
     let mut f = fs_err::File::open(path).ctx(|| "hash a file".into())?;
     let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).ctx(|| format!("read {}", path.display()))?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .ctx(|| format!("read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
     Ok(hex::encode(h.finalize()))
 }
 

@@ -67,6 +67,10 @@ pub fn close_inherited_on_exec() {
         .collect();
     for fd in fds {
         use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        #[allow(unsafe_code)]
+        // SAFETY: the borrow lives for one fcntl that only sets a flag; an fd closed
+        // meanwhile fails with EBADF (ignored), one reused gets a flag std sets anyway.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let _ = fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
     }
 }

@@ -2,7 +2,7 @@
 //! kernel, with `copy_file_range`), its holes stay holes.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::Path;
 
 use nix::errno::Errno;
@@ -18,7 +18,7 @@ pub fn copy(src: &Path, dst: &Path) -> io::Result<u64> {
         .create_new(true)
         .open(dst)?;
     output.set_len(len as u64)?;
-    let fd = input.as_raw_fd();
+    let fd = input.file().as_fd();
     let mut pos = 0i64;
     let mut copied = 0u64;
     while pos < len {

@@ -70,7 +70,7 @@ impl Qmp {
         let line =
             json!({ "execute": "getfd", "arguments": { "fdname": name } }).to_string() + "\n";
         let fds = [fd];
-        let mut space = [0u8; rustix::cmsg_space!(ScmRights(1))];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
         let sent = loop {
             let stream: &tokio::net::UnixStream = self.writer.as_ref();
             stream
@@ -154,7 +154,7 @@ mod tests {
             let mut caps = String::new();
             std::io::BufReader::new(&s).read_line(&mut caps).unwrap();
             s.write_all(b"{\"return\": {}}\n").unwrap();
-            let mut space = [0u8; rustix::cmsg_space!(ScmRights(1))];
+            let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
             let mut anc = RecvAncillaryBuffer::new(&mut space);
             let mut buf = [0u8; 256];
             let got = rustix::net::recvmsg(

@@ -167,7 +167,7 @@ impl LendDir {
     pub fn open(jail: &JailDir) -> io::Result<LendDir> {
         let path = jail.host(LEND_DIR);
         let fd = open_path(&path)?;
-        let stat = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| with_path(e, &path))?;
+        let stat = nix::sys::stat::fstat(&fd).map_err(|e| with_path(e, &path))?;
         let is_dir = stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR;
         if !is_dir || stat.st_uid != 0 || stat.st_mode & 0o022 != 0 {
             return Err(io::Error::new(
@@ -292,7 +292,7 @@ pub fn grant_read(path: &Path, gid: u32) -> io::Result<()> {
 /// the path may be in a jail whose VMM runs.
 pub fn give(path: &Path, (uid, gid): (u32, u32)) -> io::Result<()> {
     nix::unistd::fchownat(
-        None,
+        nix::fcntl::AT_FDCWD,
         path,
         Some(Uid::from_raw(uid)),
         Some(Gid::from_raw(gid)),
@@ -330,7 +330,7 @@ pub fn take_back(path: &Path, uid: u32, group: u32, mode: u32) -> io::Result<()>
 /// check cannot redirect it.
 pub async fn connect_owned(path: &Path, uid: u32) -> io::Result<UnixStream> {
     let fd = open_path(path)?;
-    let stat = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| with_path(e, path))?;
+    let stat = nix::sys::stat::fstat(&fd).map_err(|e| with_path(e, path))?;
     let is_socket = stat.st_mode & nix::libc::S_IFMT == nix::libc::S_IFSOCK;
     if !is_socket || stat.st_uid != uid {
         return Err(io::Error::new(
@@ -359,7 +359,7 @@ fn open_path(path: &Path) -> io::Result<OwnedFd> {
 
 fn fstat_nofollow(path: &Path) -> io::Result<nix::libc::stat> {
     let fd = open_path(path)?;
-    nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| with_path(e, path))
+    nix::sys::stat::fstat(&fd).map_err(|e| with_path(e, path))
 }
 
 fn with_path(e: nix::Error, path: &Path) -> io::Error {
