@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use banger_wire::agent::{ExecSpec, GuestFrame};
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::{Diagnostic, ErrorCode, WireError};
 use tokio::process::Command;
 
 use crate::frame::{FrameReader, FrameWriter};
@@ -46,24 +46,29 @@ pub enum ExecError {
     Pty(#[source] nix::Error),
 }
 
-impl ExecError {
-    pub fn to_wire(&self) -> WireError {
-        let (code, hint) = match self {
+impl Diagnostic for ExecError {
+    fn code(&self) -> ErrorCode {
+        match self {
             ExecError::EmptyArgv | ExecError::CwdMissing { .. } | ExecError::CwdNotDir { .. } => {
-                (ErrorCode::InvalidArgument, None)
+                ErrorCode::InvalidArgument
             }
-            ExecError::NotFound { program } => (
-                ErrorCode::NotFound,
-                Some(format!(
-                    "check that {program} is installed in the guest and on its PATH"
-                )),
-            ),
-            ExecError::PermissionDenied { .. } => (ErrorCode::PermissionDenied, None),
-            ExecError::Spawn { .. } | ExecError::Pty(_) => (ErrorCode::AgentFailed, None),
-        };
-        WireError::from_error(code, self, hint)
+            ExecError::NotFound { .. } => ErrorCode::NotFound,
+            ExecError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
+            ExecError::Spawn { .. } | ExecError::Pty(_) => ErrorCode::AgentFailed,
+        }
     }
 
+    fn hint(&self) -> Option<String> {
+        match self {
+            ExecError::NotFound { program } => Some(format!(
+                "check that {program} is installed in the guest and on its PATH"
+            )),
+            _ => None,
+        }
+    }
+}
+
+impl ExecError {
     fn from_spawn(program: &str, source: io::Error) -> ExecError {
         let program = program.to_string();
         match source.kind() {
@@ -86,7 +91,11 @@ pub async fn serve(
         Ok(spawned) => run::run(spawned, timeout, reader, writer).await,
         Err(e) => {
             tracing::info!(argv0 = spec.argv.first().map(String::as_str), cause = %crate::logging::chain(&e), "exec refused");
-            run::reply_once(&mut writer, &GuestFrame::Error(e.to_wire())).await;
+            run::reply_once(
+                &mut writer,
+                &GuestFrame::Error(WireError::from_diagnostic(&e)),
+            )
+            .await;
         }
     }
 }

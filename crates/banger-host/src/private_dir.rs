@@ -5,6 +5,8 @@
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use banger_wire::{Diagnostic, ErrorCode};
+
 /// Why a runtime directory is not used.
 #[derive(Debug, thiserror::Error)]
 pub enum PrivateDirError {
@@ -22,8 +24,17 @@ pub enum PrivateDirError {
     },
 }
 
-impl PrivateDirError {
-    pub fn hint(&self) -> Option<String> {
+impl Diagnostic for PrivateDirError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            PrivateDirError::NotOwned { .. }
+            | PrivateDirError::Open { .. }
+            | PrivateDirError::NotDir { .. } => ErrorCode::PermissionDenied,
+            PrivateDirError::Io { .. } => ErrorCode::HostFailed,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             PrivateDirError::NotOwned { .. } | PrivateDirError::NotDir { .. } => Some(
                 "someone else may have made it to catch your daemon's socket; have it removed, \

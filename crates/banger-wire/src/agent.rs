@@ -90,6 +90,9 @@ pub struct ExecSpec {
     pub timeout_ms: Option<u64>,
 }
 
+/// The exit code banger gives a command killed at its timeout, as `timeout(1)` does.
+pub const TIMED_OUT: i32 = 124;
+
 /// The first frame on every yamux stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AgentRequest {

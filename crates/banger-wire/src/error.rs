@@ -124,22 +124,26 @@ impl WireError {
         self
     }
 
+    /// The wire form of a [`Diagnostic`] error: its code, message, chain and hint.
+    pub fn from_diagnostic<E: Diagnostic + ?Sized>(err: &E) -> Self {
+        WireError {
+            code: err.code(),
+            message: err.to_string(),
+            chain: err.chain(),
+            hint: err.hint(),
+        }
+    }
+
     /// Builds a wire error from any error, walking its `source()` chain.
     pub fn from_error(
         code: ErrorCode,
         err: &(dyn std::error::Error + 'static),
         hint: Option<String>,
     ) -> Self {
-        let mut chain = Vec::new();
-        let mut cur = err.source();
-        while let Some(e) = cur {
-            chain.push(e.to_string());
-            cur = e.source();
-        }
         WireError {
             code,
             message: err.to_string(),
-            chain,
+            chain: causes(err.source()),
             hint,
         }
     }
@@ -152,6 +156,51 @@ impl fmt::Display for WireError {
 }
 
 impl std::error::Error for WireError {}
+
+/// An error that can say what class of failure it is and what to do about it; every
+/// banger error type that reaches a user implements it. [`WireError::from_diagnostic`]
+/// is its structured form.
+pub trait Diagnostic: std::error::Error {
+    /// The failure class (and so the CLI's exit code).
+    fn code(&self) -> ErrorCode;
+
+    /// What the user can do about it, when there is something.
+    fn hint(&self) -> Option<String> {
+        None
+    }
+
+    /// The causes below the message, outermost first.
+    fn chain(&self) -> Vec<String> {
+        causes(self.source())
+    }
+}
+
+/// `first` and the sources below it, as text: the default [`Diagnostic::chain`], for
+/// implementations that override it for some variants only.
+pub fn causes(first: Option<&(dyn std::error::Error + 'static)>) -> Vec<String> {
+    let mut chain = Vec::new();
+    let mut cur = first;
+    while let Some(e) = cur {
+        chain.push(e.to_string());
+        cur = e.source();
+    }
+    chain
+}
+
+/// An error from another process stays what it was.
+impl Diagnostic for WireError {
+    fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
+
+    fn chain(&self) -> Vec<String> {
+        self.chain.clone()
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -186,6 +235,53 @@ mod tests {
         );
         let bytes = postcard::to_stdvec(&err).unwrap();
         assert_eq!(postcard::from_bytes::<WireError>(&bytes).unwrap(), err);
+    }
+
+    #[derive(Debug)]
+    struct Failed {
+        cause: std::io::Error,
+    }
+
+    impl fmt::Display for Failed {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("vm web: tar -x failed")
+        }
+    }
+
+    impl std::error::Error for Failed {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.cause)
+        }
+    }
+
+    impl Diagnostic for Failed {
+        fn code(&self) -> ErrorCode {
+            ErrorCode::AgentFailed
+        }
+
+        fn hint(&self) -> Option<String> {
+            Some("use an image that has GNU tar installed".into())
+        }
+    }
+
+    #[test]
+    fn a_diagnostic_becomes_a_wire_error_with_its_chain() {
+        let err = Failed {
+            cause: std::io::Error::other("no space left on device"),
+        };
+
+        let wire = WireError::from_diagnostic(&err);
+
+        assert_eq!(
+            wire,
+            WireError {
+                code: ErrorCode::AgentFailed,
+                message: "vm web: tar -x failed".into(),
+                chain: vec!["no space left on device".into()],
+                hint: Some("use an image that has GNU tar installed".into()),
+            }
+        );
+        assert_eq!(WireError::from_diagnostic(&wire), wire);
     }
 
     #[test]

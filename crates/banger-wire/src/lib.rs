@@ -17,4 +17,4 @@ pub mod error;
 pub mod public;
 pub mod workspace;
 
-pub use error::{ErrorCode, WireError};
+pub use error::{Diagnostic, ErrorCode, WireError};

@@ -1,6 +1,7 @@
 //! CLI errors and their exit codes.
 
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::api::Response;
+use banger_wire::{Diagnostic, ErrorCode, WireError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -25,6 +26,8 @@ pub enum CliError {
     Http(#[from] hyper::Error),
     #[error("bangerd sent an answer this CLI does not understand")]
     Protocol(#[from] serde_json::Error),
+    #[error("bangerd sent an unexpected answer: {answer}")]
+    Unexpected { answer: String },
     #[error("i/o failed")]
     Io(#[from] std::io::Error),
     #[error("{message}")]
@@ -44,6 +47,10 @@ pub enum CliError {
         #[source]
         source: std::io::Error,
     },
+    /// A failure in one of the CLI's own parts (a copy, ssh, a workspace, the MCP
+    /// server), which says its own code and hint.
+    #[error("{0}")]
+    Failed(Box<dyn Diagnostic + Send + Sync>),
 }
 
 impl CliError {
@@ -54,14 +61,41 @@ impl CliError {
         }
     }
 
-    pub fn code(&self) -> ErrorCode {
+    /// A daemon answer of the wrong kind for the request.
+    pub fn unexpected(resp: Response) -> CliError {
+        CliError::Unexpected {
+            answer: format!("{resp:?}"),
+        }
+    }
+
+    /// A failure of the CLI's own.
+    pub fn failed(e: impl Diagnostic + Send + Sync + 'static) -> CliError {
+        CliError::Failed(Box::new(e))
+    }
+
+    /// The error this one only wraps, if it does.
+    fn wrapped(&self) -> Option<&dyn Diagnostic> {
+        match self {
+            CliError::Remote(e) => Some(e),
+            CliError::Failed(e) => Some(&**e),
+            _ => None,
+        }
+    }
+}
+
+impl Diagnostic for CliError {
+    fn code(&self) -> ErrorCode {
         match self {
             CliError::Remote(e) => e.code,
+            CliError::Failed(e) => e.code(),
             CliError::Unreachable { .. }
             | CliError::DaemonStart { .. }
             | CliError::NoDaemonBinary { .. } => ErrorCode::Unavailable,
             CliError::Usage { .. } => ErrorCode::InvalidArgument,
-            CliError::Http(_) | CliError::Protocol(_) | CliError::Decode(_) => ErrorCode::Internal,
+            CliError::Http(_)
+            | CliError::Protocol(_)
+            | CliError::Unexpected { .. }
+            | CliError::Decode(_) => ErrorCode::Internal,
             CliError::Io(_) => ErrorCode::HostFailed,
             CliError::Local { source, .. }
                 if source.kind() == std::io::ErrorKind::PermissionDenied =>
@@ -69,37 +103,25 @@ impl CliError {
                 ErrorCode::PermissionDenied
             }
             CliError::Local { .. } => ErrorCode::HostFailed,
-            CliError::RuntimeDir(banger_host::private_dir::PrivateDirError::Io { .. }) => {
-                ErrorCode::HostFailed
-            }
-            CliError::RuntimeDir(_) => ErrorCode::PermissionDenied,
+            CliError::RuntimeDir(e) => e.code(),
         }
     }
 
-    pub fn exit_code(&self) -> i32 {
-        self.code().exit_code()
-    }
-
-    /// The causes below the message, outermost first.
-    pub fn chain(&self) -> Vec<String> {
+    fn chain(&self) -> Vec<String> {
+        if let Some(e) = self.wrapped() {
+            return e.chain();
+        }
         match self {
-            CliError::Remote(e) => e.chain.clone(),
             CliError::DaemonStart { detail } => vec![detail.clone()],
-            _ => {
-                let mut out = Vec::new();
-                let mut cur = std::error::Error::source(self);
-                while let Some(e) = cur {
-                    out.push(e.to_string());
-                    cur = e.source();
-                }
-                out
-            }
+            _ => banger_wire::error::causes(std::error::Error::source(self)),
         }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
+        if let Some(e) = self.wrapped() {
+            return e.hint();
+        }
         match self {
-            CliError::Remote(e) => e.hint.clone(),
             CliError::Unreachable { .. } => {
                 Some("start it with `banger daemon start`, or check `banger daemon status`".into())
             }

@@ -3,13 +3,18 @@
 mod cli;
 mod client;
 mod cmd;
+mod cp;
 mod duration;
 mod error;
 mod exec;
 mod exec_stream;
 mod mcp;
 mod output;
+mod pipe;
+mod run;
+mod ssh;
 mod transfer;
+mod vm;
 mod workspace;
 
 use clap::Parser;

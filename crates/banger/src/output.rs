@@ -5,6 +5,8 @@ use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
 
+use banger_wire::Diagnostic;
+
 use crate::error::CliError;
 
 /// Whether to colour stderr: a terminal, and `NO_COLOR` unset.
@@ -49,7 +51,7 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
 
 /// Renders an error as `error: …` / `caused by: …` / `hint: …`, control characters
 /// escaped (the daemon's errors carry guest output).
-pub fn render_error(e: &CliError, color: bool) -> String {
+pub fn render_error(e: &dyn Diagnostic, color: bool) -> String {
     let p = |code: &str, s: &str| {
         if color {
             format!("\x1b[{code}m{s}\x1b[0m")
@@ -81,7 +83,7 @@ pub fn render_error(e: &CliError, color: bool) -> String {
 /// Prints the error and returns the exit code.
 pub fn fail(e: &CliError) -> i32 {
     eprint!("{}", render_error(e, color()));
-    e.exit_code()
+    e.code().exit_code()
 }
 
 /// A diagnostic line on stderr, control characters escaped.
@@ -198,6 +200,6 @@ mod tests {
     #[test]
     fn exit_code_follows_the_wire_code() {
         let e = CliError::Remote(WireError::new(ErrorCode::NotFound, "vm \"x\" not found"));
-        assert_eq!(e.exit_code(), ErrorCode::NotFound.exit_code());
+        assert_eq!(e.code().exit_code(), ErrorCode::NotFound.exit_code());
     }
 }

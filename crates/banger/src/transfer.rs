@@ -134,12 +134,7 @@ pub async fn export(
         .await?
     {
         Response::Image(ImageInfo { digest, .. }) => digest,
-        other => {
-            return Err(CliError::usage(
-                format!("unexpected answer {other:?}"),
-                None,
-            ))
-        }
+        other => return Err(CliError::unexpected(other)),
     };
     let dir = std::path::absolute(dir).map_err(|e| write_err(dir, e))?;
     let created = !dir.exists();

@@ -7,7 +7,7 @@ use std::task::Poll;
 use banger_wire::agent::{
     self, AgentRequest, AuthReply, GuestFrame, GuestHello, HostAuth, HostFrame, PROTOCOL_VERSION,
 };
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::{Diagnostic, ErrorCode, WireError};
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -30,8 +30,8 @@ pub enum AgentError {
     Remote(WireError),
 }
 
-impl AgentError {
-    pub fn code(&self) -> ErrorCode {
+impl Diagnostic for AgentError {
+    fn code(&self) -> ErrorCode {
         match self {
             AgentError::Remote(e) => e.code,
             AgentError::Protocol { .. } => ErrorCode::FailedPrecondition,
@@ -39,7 +39,7 @@ impl AgentError {
         }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             AgentError::Remote(e) => e.hint.clone(),
             AgentError::Protocol { .. } => {

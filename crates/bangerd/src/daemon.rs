@@ -138,8 +138,12 @@ pub fn open(paths: &Paths) -> anyhow::Result<Store> {
         fs_err::create_dir_all(&paths.runtime_dir)?;
     } else {
         // A user's daemon trusts only a runtime dir of its own (see `private_dir`).
-        banger_host::private_dir::ensure(&paths.runtime_dir, euid.as_raw())
-            .map_err(|e| anyhow::anyhow!("{e}; {}", e.hint().unwrap_or_default()))?;
+        banger_host::private_dir::ensure(&paths.runtime_dir, euid.as_raw()).map_err(|e| {
+            anyhow::anyhow!(
+                "{e}; {}",
+                banger_wire::Diagnostic::hint(&e).unwrap_or_default()
+            )
+        })?;
     }
     Ok(Store::open(&paths.db())?)
 }

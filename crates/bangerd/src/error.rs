@@ -1,6 +1,6 @@
 //! The daemon's error type and its mapping onto the wire error.
 
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::{Diagnostic, ErrorCode, WireError};
 
 use crate::agent_conn::AgentError;
 use crate::image::ImageError;
@@ -118,7 +118,13 @@ impl DaemonError {
         }
     }
 
-    pub fn code(&self) -> ErrorCode {
+    pub fn to_wire(&self) -> WireError {
+        WireError::from_diagnostic(self)
+    }
+}
+
+impl Diagnostic for DaemonError {
+    fn code(&self) -> ErrorCode {
         match self {
             DaemonError::Invalid { .. } => ErrorCode::InvalidArgument,
             DaemonError::VmNotFound(_) | DaemonError::SnapshotNotFound(_) => ErrorCode::NotFound,
@@ -130,19 +136,19 @@ impl DaemonError {
                 ErrorCode::AlreadyExists
             }
             DaemonError::Image { code, .. } => *code,
-            DaemonError::Vmm { .. } | DaemonError::BootCrashed { .. } => ErrorCode::VmmFailed,
+            DaemonError::Vmm { source, .. } => source.code(),
+            DaemonError::BootCrashed { .. } => ErrorCode::VmmFailed,
             DaemonError::BootTimeout { .. } => ErrorCode::Timeout,
             DaemonError::Agent { source, .. } => source.code(),
-            DaemonError::Store(_) | DaemonError::Io { .. } | DaemonError::Network { .. } => {
-                ErrorCode::HostFailed
-            }
+            DaemonError::Network { source, .. } => source.code(),
+            DaemonError::Store(_) | DaemonError::Io { .. } => ErrorCode::HostFailed,
             DaemonError::NoNetwork { .. } => ErrorCode::FailedPrecondition,
             DaemonError::ShuttingDown => ErrorCode::Unavailable,
             DaemonError::RootOnly { .. } => ErrorCode::PermissionDenied,
         }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             DaemonError::Invalid { hint, .. } => hint.clone(),
             DaemonError::VmNotFound(_) => Some("list VMs with `banger vm list`".into()),
@@ -178,10 +184,6 @@ impl DaemonError {
             DaemonError::Io { .. } => None,
             DaemonError::ShuttingDown => Some("start it again with `banger daemon start`".into()),
         }
-    }
-
-    pub fn to_wire(&self) -> WireError {
-        WireError::from_error(self.code(), self, self.hint())
     }
 }
 

@@ -18,6 +18,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use banger_wire::Diagnostic;
 use bangerd::vmm::firecracker::{models::InstanceState, Firecracker};
 use bangerd::vmm::{AgentEndpoint, LaunchSpec, Launched, NetAttach, SnapshotFiles, Vmm, VmmError};
 

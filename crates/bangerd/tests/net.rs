@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use banger_wire::Diagnostic;
 use bangerd::net::{
     self, nft, HostNetwork, NetConfig, NetError, Netlink, NftTable, PortForward, Rules, VmLookup,
     TAP_PREFIX,

@@ -94,7 +94,7 @@ fn api_exec() {
     assert_eq!(
         timed.last(),
         Some(&ExecEvent::Exit {
-            code: 137,
+            code: 124,
             timed_out: true
         })
     );

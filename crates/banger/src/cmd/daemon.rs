@@ -57,10 +57,7 @@ pub async fn run(paths: &Paths, which: Daemon, cmd: DaemonCommand) -> Result<i32
                 }
                 Ok(0)
             }
-            Ok(other) => Err(CliError::usage(
-                format!("unexpected answer {other:?}"),
-                None,
-            )),
+            Ok(other) => Err(CliError::unexpected(other)),
             Err(CliError::Unreachable { .. }) => {
                 if json {
                     output::json(&serde_json::json!({

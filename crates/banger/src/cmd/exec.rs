@@ -3,16 +3,13 @@
 use std::io::IsTerminal;
 use std::time::Duration;
 
-use banger_wire::agent::ExecSpec;
+use banger_wire::agent::{ExecSpec, TIMED_OUT};
 use banger_wire::api::ExecRequest;
 use banger_wire::ErrorCode;
 
 use crate::cli::{ExecArgs, ExecOpts};
 use crate::client::Client;
 use crate::error::CliError;
-
-/// The exit code of a command killed at `--timeout`, as timeout(1) has it.
-pub const TIMED_OUT: i32 = 124;
 
 pub async fn run(client: &Client, args: ExecArgs) -> Result<i32, CliError> {
     exec_in(client, &args.name, &args.opts, args.command, None).await
@@ -77,7 +74,7 @@ fn exit_code(ended: Result<i32, CliError>, limit: Option<Duration>) -> Result<i3
 
 #[cfg(test)]
 mod tests {
-    use banger_wire::WireError;
+    use banger_wire::{Diagnostic, WireError};
 
     use super::*;
 

@@ -68,10 +68,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                 output::data(&table(&imgs));
                 Ok(0)
             }
-            other => Err(CliError::usage(
-                format!("unexpected answer {other:?}"),
-                None,
-            )),
+            other => Err(CliError::unexpected(other)),
         },
         ImageCommand::Show { name, json } => {
             match client.rpc(&Request::ImageShow { name }).await? {
@@ -83,10 +80,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                 ));
                     Ok(0)
                 }
-                other => Err(CliError::usage(
-                    format!("unexpected answer {other:?}"),
-                    None,
-                )),
+                other => Err(CliError::unexpected(other)),
             }
         }
         ImageCommand::Warm {
@@ -114,10 +108,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                     ));
                     Ok(0)
                 }
-                other => Err(CliError::usage(
-                    format!("bangerd sent an unexpected answer: {other:?}"),
-                    None,
-                )),
+                other => Err(CliError::unexpected(other)),
             }
         }
         ImageCommand::Delete { name } => {
@@ -153,10 +144,7 @@ impl Bars {
         self.finish();
         match resp? {
             Response::Image(img) => Ok(img),
-            other => Err(CliError::usage(
-                format!("unexpected answer {other:?}"),
-                None,
-            )),
+            other => Err(CliError::unexpected(other)),
         }
     }
 

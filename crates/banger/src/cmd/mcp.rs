@@ -3,23 +3,14 @@
 use std::path::PathBuf;
 
 use banger_host::config::Paths;
-use banger_wire::{ErrorCode, WireError};
 
 use crate::error::CliError;
 use crate::mcp::{self, AllowedRoots};
 
 pub async fn run(paths: Paths, allow: &[PathBuf], scope: mcp::VmScope) -> Result<i32, CliError> {
     init_logging();
-    let roots = AllowedRoots::new(allow).map_err(|e| {
-        CliError::Remote(WireError::from_error(
-            ErrorCode::InvalidArgument,
-            &e,
-            Some("--allow-path takes an existing directory".into()),
-        ))
-    })?;
-    mcp::serve(paths, roots, scope)
-        .await
-        .map_err(|e| CliError::Remote(WireError::from_error(ErrorCode::Internal, &e, None)))?;
+    let roots = AllowedRoots::new(allow)?;
+    mcp::serve(paths, roots, scope).await?;
     Ok(0)
 }
 

@@ -32,7 +32,7 @@ pub async fn run(client: &Client, args: SnapshotArgs) -> Result<i32, CliError> {
             };
             let snap = match client.rpc(&req).await? {
                 Response::Snapshot(s) => s,
-                other => return Err(unexpected(other)),
+                other => return Err(CliError::unexpected(other)),
             };
             if args.json {
                 return output::json(&snap).map(|_| 0);
@@ -50,19 +50,15 @@ pub async fn run(client: &Client, args: SnapshotArgs) -> Result<i32, CliError> {
 fn expect_snapshots(resp: Response) -> Result<Vec<SnapshotInfo>, CliError> {
     match resp {
         Response::Snapshots(s) => Ok(s),
-        other => Err(unexpected(other)),
+        other => Err(CliError::unexpected(other)),
     }
 }
 
 fn expect_ok(resp: Response) -> Result<(), CliError> {
     match resp {
         Response::Ok => Ok(()),
-        other => Err(unexpected(other)),
+        other => Err(CliError::unexpected(other)),
     }
-}
-
-fn unexpected(resp: Response) -> CliError {
-    CliError::usage(format!("bangerd sent an unexpected answer: {resp:?}"), None)
 }
 
 fn table(snaps: &[SnapshotInfo]) -> String {

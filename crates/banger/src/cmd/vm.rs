@@ -9,6 +9,7 @@ use crate::cli::VmCommand;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
+use crate::vm::{self, expect_vm};
 
 pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
     match cmd {
@@ -40,8 +41,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
             };
-            let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
-            show(&vm, json)
+            show(&vm::create(client, spec).await?, json)
         }
         VmCommand::Start { name } => one(client.rpc(&Request::VmStart { name }).await?),
         VmCommand::Stop { name, force } => {
@@ -50,12 +50,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
         VmCommand::Restart { name } => one(client.rpc(&Request::VmRestart { name }).await?),
         VmCommand::Delete { names } => {
             for name in names {
-                client
-                    .rpc(&Request::VmDelete {
-                        name: name.clone(),
-                        force: true,
-                    })
-                    .await?;
+                vm::delete(client, &name).await?;
                 output::data(&name);
             }
             Ok(0)
@@ -66,12 +61,9 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 output::data(&list_table(&vms));
                 Ok(0)
             }
-            other => Err(unexpected(other)),
+            other => Err(CliError::unexpected(other)),
         },
-        VmCommand::Show { name, json } => {
-            let vm = expect_vm(client.rpc(&Request::VmShow { name }).await?)?;
-            show(&vm, json)
-        }
+        VmCommand::Show { name, json } => show(&vm::show(client, &name).await?, json),
         VmCommand::Set { name, res, policy } => {
             let spec = VmSetSpec {
                 vcpu: res.vcpu,
@@ -113,17 +105,6 @@ fn policy_change(args: crate::cli::PolicyArgs) -> NetPolicyChange {
         allow: list(args.allow),
         egress_allow: list(args.egress_allow),
     }
-}
-
-pub fn expect_vm(resp: Response) -> Result<VmInfo, CliError> {
-    match resp {
-        Response::Vm(vm) => Ok(vm),
-        other => Err(unexpected(other)),
-    }
-}
-
-fn unexpected(resp: Response) -> CliError {
-    CliError::usage(format!("bangerd sent an unexpected answer: {resp:?}"), None)
 }
 
 fn one(resp: Response) -> Result<i32, CliError> {

@@ -1,6 +1,6 @@
-//! `banger workspace prepare NAME PATH` and `banger workspace export NAME`.
+//! `banger workspace prepare NAME PATH` and `banger workspace export NAME` (see
+//! [`crate::workspace`]).
 
-use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::cli::WorkspaceCommand;
@@ -8,7 +8,7 @@ use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
 use crate::workspace::exec::Vm;
-use crate::workspace::{self, Applied, Base, HostRepo, ShipOptions, WorkspaceError};
+use crate::workspace::{self, Applied, Base, HostRepo, Prepared, ShipOptions};
 
 pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError> {
     match cmd {
@@ -19,14 +19,17 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             dest,
         } => {
             let repo = HostRepo::open(&path)?;
+            let opts = ShipOptions {
+                include_untracked,
+                dest,
+            };
             prepare(
-                client,
-                &name,
-                &repo,
-                &ShipOptions {
-                    include_untracked,
-                    dest,
+                &Vm {
+                    client,
+                    name: &name,
                 },
+                &repo,
+                &opts,
             )
             .await?;
             Ok(0)
@@ -38,94 +41,55 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             repo,
             dest,
         } => {
-            workspace::check_dest(&dest).map_err(|m| CliError::usage(m, None))?;
-            match (apply, output) {
-                (true, _) => export_apply(client, &name, &dest, &repo).await,
-                (false, Some(file)) => export_to_file(client, &name, &dest, &file).await,
-                (false, None) => {
-                    let mut stdout = tokio::io::stdout();
-                    workspace::export(
-                        &Vm {
-                            client,
-                            name: &name,
-                        },
-                        &dest,
-                        Base::Head,
-                        &mut stdout,
-                    )
-                    .await?;
-                    Ok(0)
-                }
+            let vm = Vm {
+                client,
+                name: &name,
+            };
+            if apply {
+                let repo = HostRepo::open(&repo)?;
+                let applied = workspace::export_apply(&vm, &dest, &repo).await?;
+                return Ok(report_applied(&name, &dest, &repo, applied));
             }
+            match output {
+                Some(file) => {
+                    workspace::export_to_file(&vm, &dest, Base::Head, &file).await?;
+                }
+                None => workspace::export(&vm, &dest, Base::Head, &mut tokio::io::stdout()).await?,
+            }
+            Ok(0)
         }
     }
 }
 
-/// Ships `repo`'s working tree into VM `vm`, saying how it went on stderr.
+/// Ships `repo`'s working tree into `vm`, saying how it went on stderr.
 pub async fn prepare(
-    client: &Client,
-    vm: &str,
+    vm: &Vm<'_>,
     repo: &HostRepo,
     opts: &ShipOptions,
-) -> Result<(), CliError> {
-    workspace::check_dest(&opts.dest).map_err(|m| CliError::usage(m, None))?;
+) -> Result<Prepared, CliError> {
     let started = Instant::now();
-    let shipped = workspace::ship(&Vm { client, name: vm }, repo, opts).await?;
-    for skipped in &shipped.skipped {
+    let prepared = workspace::prepare(vm, repo, opts).await?;
+    for skipped in &prepared.shipped.skipped {
         output::note(&format!(
             "left out {}: a nested git repository",
             skipped.display()
         ));
     }
     output::note(&format!(
-        "shipped {} files from {} to {vm}:{} in {:.1}s",
-        shipped.files,
+        "shipped {} files from {} to {}:{} in {:.1}s",
+        prepared.shipped.files,
         repo.root.display(),
+        vm.name,
         opts.dest,
         started.elapsed().as_secs_f64()
     ));
-    Ok(())
+    Ok(prepared)
 }
 
-async fn export_to_file(
-    client: &Client,
-    vm: &str,
-    dest: &str,
-    file: &Path,
-) -> Result<i32, CliError> {
-    let dir = match file.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let werr = |source| WorkspaceError::Write {
-        path: file.to_path_buf(),
-        source,
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix(".banger-export")
-        .tempfile_in(&dir)
-        .map_err(werr)?;
-    let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(werr)?);
-    workspace::export(&Vm { client, name: vm }, dest, Base::Head, &mut out).await?;
-    tmp.persist(file).map_err(|e| werr(e.error))?;
-    Ok(0)
-}
-
-async fn export_apply(client: &Client, vm: &str, dest: &str, repo: &Path) -> Result<i32, CliError> {
-    let repo = HostRepo::open(repo)?;
-    let werr = |source| WorkspaceError::Write {
-        path: std::env::temp_dir(),
-        source,
-    };
-    let tmp = tempfile::Builder::new()
-        .prefix("banger-export")
-        .suffix(".patch")
-        .tempfile()
-        .map_err(werr)?;
-    let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(werr)?);
-    workspace::export(&Vm { client, name: vm }, dest, Base::Shipped, &mut out).await?;
+/// Says what `export --apply` did; the exit code is 1 when conflicts are left.
+fn report_applied(vm: &str, dest: &str, repo: &HostRepo, applied: Applied) -> i32 {
     let root = repo.root.display();
-    match workspace::apply(&repo.root, tmp.path(), vm)? {
+    match applied {
         Applied::Clean { files: 0, .. } => output::note(&format!("no changes in {vm}:{dest}")),
         Applied::Clean { files, three_way } => output::note(&format!(
             "applied changes to {files} files in {root}{}",
@@ -138,8 +102,8 @@ async fn export_apply(client: &Client, vm: &str, dest: &str, repo: &Path) -> Res
             for path in paths {
                 output::note(&format!("  {path}"));
             }
-            return Ok(1);
+            return 1;
         }
     }
-    Ok(0)
+    0
 }

@@ -1,17 +1,13 @@
 //! Tool failures, answered as MCP tool errors (`isError: true`) whose text is the
 //! same `error:` / `caused by:` / `hint:` rendering the CLI prints.
 
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::{Diagnostic, ErrorCode};
 use rmcp::model::{ContentBlock, IntoContents};
 
 use super::roots::PathError;
 use crate::error::CliError;
+use crate::workspace::exec::GuestFailed;
 use crate::workspace::WorkspaceError;
-
-/// What a guest command wrote on stderr, as the cause of an error.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct GuestStderr(pub String);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -25,14 +21,8 @@ pub enum ToolError {
         message: String,
         hint: Option<String>,
     },
-    #[error("vm {vm}: {what} failed in the guest (exit code {code})")]
-    Guest {
-        vm: String,
-        what: String,
-        code: i32,
-        #[source]
-        stderr: GuestStderr,
-    },
+    #[error(transparent)]
+    Guest(#[from] GuestFailed),
     #[error("vm {vm} stopped answering {secs}s after the command's own timeout")]
     Unresponsive { vm: String, secs: u64 },
     #[error("the patch from vm {vm} is {bytes} bytes, more than the {cap} an answer may carry")]
@@ -46,12 +36,8 @@ pub enum ToolError {
     },
     #[error("vm {vm} was not created by this MCP server")]
     OutOfScope { vm: String },
-    #[error("cannot write {path}")]
-    Write {
-        path: std::path::PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("the run's task failed")]
+    Task(#[source] tokio::task::JoinError),
 }
 
 impl From<WorkspaceError> for ToolError {
@@ -68,58 +54,59 @@ impl ToolError {
         }
     }
 
-    pub fn guest(vm: &str, what: impl Into<String>, code: i32, stderr: &[u8]) -> ToolError {
-        ToolError::Guest {
-            vm: vm.into(),
-            what: what.into(),
-            code,
-            stderr: GuestStderr(String::from_utf8_lossy(stderr).trim().to_string()),
+    /// The text a model reads.
+    pub fn render(&self) -> String {
+        crate::output::render_error(self, false)
+            .trim_end()
+            .to_string()
+    }
+}
+
+impl Diagnostic for ToolError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            ToolError::Cli(e) => e.code(),
+            ToolError::Path(e) => e.code(),
+            ToolError::Invalid { .. } => ErrorCode::InvalidArgument,
+            ToolError::Guest(e) => e.code(),
+            ToolError::Unresponsive { .. } => ErrorCode::Timeout,
+            ToolError::PatchTooLarge { .. } => ErrorCode::FailedPrecondition,
+            ToolError::Cancelled { .. } => ErrorCode::Unavailable,
+            ToolError::OutOfScope { .. } | ToolError::RepoOutside { .. } => {
+                ErrorCode::PermissionDenied
+            }
+            ToolError::Task(_) => ErrorCode::Internal,
         }
     }
 
-    /// The structured form every banger process speaks.
-    pub fn wire(&self) -> WireError {
-        let (code, hint) = match self {
-            ToolError::Cli(e) => {
-                return WireError {
-                    code: e.code(),
-                    message: e.to_string(),
-                    chain: e.chain(),
-                    hint: e.hint(),
-                }
-            }
-            ToolError::Path(e) => (e.code(), e.hint()),
-            ToolError::Invalid { hint, .. } => (ErrorCode::InvalidArgument, hint.clone()),
-            ToolError::Guest { .. } => (ErrorCode::AgentFailed, None),
-            ToolError::Unresponsive { vm, .. } => (
-                ErrorCode::Timeout,
-                Some(format!("check the VM with the vm_list tool or `banger vm logs {vm}`")),
+    fn hint(&self) -> Option<String> {
+        match self {
+            ToolError::Cli(e) => e.hint(),
+            ToolError::Path(e) => e.hint(),
+            ToolError::Invalid { hint, .. } => hint.clone(),
+            ToolError::Unresponsive { vm, .. } => Some(format!(
+                "check the VM with the vm_list tool or `banger vm logs {vm}`"
+            )),
+            ToolError::PatchTooLarge { .. } => Some(
+                "pass `output` (a .patch file inside an allowed directory) to write the patch there"
+                    .into(),
             ),
-            ToolError::PatchTooLarge { .. } => (
-                ErrorCode::FailedPrecondition,
-                Some("pass `output` (a .patch file inside an allowed directory) to write the patch there".into()),
+            ToolError::OutOfScope { vm } => Some(format!(
+                "create VMs with vm_create; to act on {vm}, start the server with `banger mcp --allow-vm {vm}` (or --all-vms)"
+            )),
+            ToolError::RepoOutside { .. } => Some(
+                "restart the server with --allow-path naming the repository's top directory"
+                    .into(),
             ),
-            ToolError::Cancelled { .. } => (ErrorCode::Unavailable, None),
-            ToolError::OutOfScope { vm } => (
-                ErrorCode::PermissionDenied,
-                Some(format!(
-                    "create VMs with vm_create; to act on {vm}, start the server with `banger mcp --allow-vm {vm}` (or --all-vms)"
-                )),
-            ),
-            ToolError::RepoOutside { .. } => (
-                ErrorCode::PermissionDenied,
-                Some("restart the server with --allow-path naming the repository's top directory".into()),
-            ),
-            ToolError::Write { .. } => (ErrorCode::HostFailed, None),
-        };
-        WireError::from_error(code, self, hint)
+            ToolError::Guest(_) | ToolError::Cancelled { .. } | ToolError::Task(_) => None,
+        }
     }
 
-    /// The text a model reads.
-    pub fn render(&self) -> String {
-        crate::output::render_error(&CliError::Remote(self.wire()), false)
-            .trim_end()
-            .to_string()
+    fn chain(&self) -> Vec<String> {
+        match self {
+            ToolError::Cli(e) => e.chain(),
+            _ => banger_wire::error::causes(std::error::Error::source(self)),
+        }
     }
 }
 
@@ -136,7 +123,7 @@ mod tests {
 
     #[test]
     fn a_daemon_error_keeps_its_message_chain_and_hint() {
-        let err = ToolError::Cli(CliError::Remote(WireError {
+        let err = ToolError::Cli(CliError::Remote(banger_wire::WireError {
             code: ErrorCode::NotFound,
             message: "vm \"web\" not found".into(),
             chain: vec!["no such row".into()],
@@ -147,12 +134,17 @@ mod tests {
             err.render(),
             "error: vm \"web\" not found\ncaused by: no such row\nhint: list VMs with `banger vm list`"
         );
-        assert_eq!(err.wire().code, ErrorCode::NotFound);
+        assert_eq!(err.code(), ErrorCode::NotFound);
     }
 
     #[test]
     fn a_failed_guest_step_carries_its_stderr() {
-        let err = ToolError::guest("dev", "writing /etc/x", 1, b"sh: permission denied\n");
+        let err = ToolError::from(GuestFailed::new(
+            "dev",
+            "writing /etc/x",
+            1,
+            b"sh: permission denied\n",
+        ));
 
         assert_eq!(
             err.render(),

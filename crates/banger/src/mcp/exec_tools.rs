@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use banger_wire::agent::ExecSpec;
 use base64::Engine;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{tool, tool_router, Json};
@@ -12,10 +11,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::capture::{self, Collected, Ending};
 use super::error::ToolError;
-use super::params::{self, Encoding, ExecArgs, ReadFileArgs, WriteFileArgs};
+use super::params::{self, Command, Encoding, ExecArgs, ReadFileArgs, WriteFileArgs};
 use super::results::{ExecOutput, FileContent, Written};
 use super::server::Sandbox;
 use crate::client::Client;
+use crate::workspace::exec::GuestFailed;
 
 /// How much of each output stream an `exec` answer keeps.
 pub const OUTPUT_CAP: usize = 1 << 20;
@@ -52,20 +52,11 @@ not work.",
         Parameters(args): Parameters<ExecArgs>,
         ct: CancellationToken,
     ) -> Result<Json<ExecOutput>, ToolError> {
-        let argv = params::argv(args.command, args.shell)?;
-        let env = params::env(args.env)?;
-        let timeout = params::timeout_secs(args.timeout_secs)?;
-        let spec = ExecSpec {
-            argv,
-            env,
-            cwd: args.cwd,
-            tty: None,
-            timeout_ms: Some(timeout * 1000),
-        };
+        let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
+        command.cwd = args.cwd;
         let stdin = args.stdin.unwrap_or_default();
         let client = self.shared.vm_client(&args.vm).await?;
-        let collected =
-            exec_capped(&client, &args.vm, spec, stdin.as_bytes(), timeout, &ct).await?;
+        let collected = exec_capped(&client, &args.vm, command, stdin.as_bytes(), &ct).await?;
         Ok(Json(collected.into()))
     }
 
@@ -87,7 +78,7 @@ created. Optional `mode` sets permission bits in octal, e.g. \"755\" for a scrip
         let path = params::guest_path(&args.path)?;
         let mode = args.mode.as_deref().map(params::mode).transpose()?;
         let data = decode(&args.content, args.encoding)?;
-        let spec = file_spec(&[
+        let command = file_command(&[
             "sh",
             "-c",
             WRITE,
@@ -96,7 +87,7 @@ created. Optional `mode` sets permission bits in octal, e.g. \"755\" for a scrip
             mode.as_deref().unwrap_or(""),
         ]);
         let client = self.shared.vm_client(&args.vm).await?;
-        let c = exec_capped(&client, &args.vm, spec, &data, FILE_TIMEOUT_SECS, &ct).await?;
+        let c = exec_capped(&client, &args.vm, command, &data, &ct).await?;
         succeeded(&args.vm, &format!("writing {path}"), &c)?;
         Ok(Json(Written {
             path: path.into(),
@@ -129,9 +120,9 @@ parts of big files use exec with `tail`, `grep` or `sed -n`.",
         };
         // One byte more than asked for tells a longer file from one of exactly `max`.
         let limit = (max + 1).to_string();
-        let spec = file_spec(&["head", "-c", &limit, "--", path]);
+        let command = file_command(&["head", "-c", &limit, "--", path]);
         let client = self.shared.vm_client(&args.vm).await?;
-        let c = exec_capped(&client, &args.vm, spec, b"", FILE_TIMEOUT_SECS, &ct).await?;
+        let c = exec_capped(&client, &args.vm, command, b"", &ct).await?;
         succeeded(&args.vm, &format!("reading {path}"), &c)?;
         let truncated = c.stdout.total > max as u64;
         let mut data = c.stdout.kept;
@@ -140,19 +131,21 @@ parts of big files use exec with `tail`, `grep` or `sed -n`.",
     }
 }
 
-/// Runs `spec` with `stdin`, keeping [`OUTPUT_CAP`] bytes per stream. The agent kills the
-/// command at its own timeout; the host gives up [`GRACE_SECS`] after that, and at once
-/// when the client cancels the call (dropping the stream kills the command).
+/// Runs `command` with `stdin`, keeping [`OUTPUT_CAP`] bytes per stream. The
+/// agent kills the command at its own timeout; the host gives up [`GRACE_SECS`] after
+/// that, and at once when the client cancels the call (dropping the stream kills the
+/// command).
 pub async fn exec_capped(
     client: &Client,
     vm: &str,
-    spec: ExecSpec,
+    command: Command,
     stdin: &[u8],
-    timeout_secs: u64,
     ct: &CancellationToken,
 ) -> Result<Collected, ToolError> {
-    let limit = Duration::from_secs(timeout_secs + GRACE_SECS);
-    let work = tokio::time::timeout(limit, capture::run(client, vm, spec, stdin, OUTPUT_CAP));
+    let limit = Duration::from_secs(command.timeout_secs + GRACE_SECS);
+    let spec = command.spec();
+    let capture = capture::run(client, vm, spec, stdin, OUTPUT_CAP);
+    let work = tokio::time::timeout(limit, capture);
     tokio::select! {
         done = work => match done {
             Ok(collected) => Ok(collected?),
@@ -165,13 +158,13 @@ pub async fn exec_capped(
     }
 }
 
-fn file_spec(argv: &[&str]) -> ExecSpec {
-    ExecSpec {
+/// A file tool's own command, run with [`FILE_TIMEOUT_SECS`].
+fn file_command(argv: &[&str]) -> Command {
+    Command {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: Vec::new(),
         cwd: Some("/".into()),
-        tty: None,
-        timeout_ms: Some(FILE_TIMEOUT_SECS * 1000),
+        timeout_secs: FILE_TIMEOUT_SECS,
     }
 }
 
@@ -179,8 +172,8 @@ fn file_spec(argv: &[&str]) -> ExecSpec {
 fn succeeded(vm: &str, what: &str, c: &Collected) -> Result<(), ToolError> {
     match &c.ending {
         Ending::Exited(0) => Ok(()),
-        Ending::Exited(code) => Err(ToolError::guest(vm, what, *code, &c.stderr.kept)),
-        Ending::TimedOut(message) => Err(ToolError::guest(vm, what, -1, message.as_bytes())),
+        Ending::Exited(code) => Err(GuestFailed::new(vm, what, *code, &c.stderr.kept).into()),
+        Ending::TimedOut(message) => Err(GuestFailed::new(vm, what, -1, message.as_bytes()).into()),
     }
 }
 

@@ -23,12 +23,15 @@ mod vm_tools;
 mod workspace_tools;
 
 use banger_host::config::Paths;
+use banger_wire::{Diagnostic, ErrorCode};
 use rmcp::ServiceExt;
 use tokio::signal::unix::{signal, SignalKind};
 
 pub use roots::AllowedRoots;
 use server::Sandbox;
 pub use server::VmScope;
+
+use crate::error::CliError;
 
 /// Why the MCP session ended badly.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,18 @@ pub enum McpError {
     Handshake(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the MCP session task failed")]
     Session(#[source] tokio::task::JoinError),
+}
+
+impl From<McpError> for CliError {
+    fn from(e: McpError) -> CliError {
+        CliError::failed(e)
+    }
+}
+
+impl Diagnostic for McpError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::Internal
+    }
 }
 
 /// Serves MCP on stdin/stdout until the client hangs up or SIGINT/SIGTERM arrives;

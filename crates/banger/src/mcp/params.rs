@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use banger_wire::agent::ExecSpec;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -171,6 +172,44 @@ pub struct RunArgs {
     /// Delete the VM this long after it is created even if this call is still running,
     /// e.g. "30m" (a safety net: the VM is deleted when the call ends anyway).
     pub ttl: Option<String>,
+}
+
+/// A command as `exec` and `run` take it, checked.
+#[derive(Debug)]
+pub struct Command {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// The guest's working directory; the agent's default (/root) when absent.
+    pub cwd: Option<String>,
+    pub timeout_secs: u64,
+}
+
+impl Command {
+    /// The command run in the agent's default directory; set `cwd` for another.
+    pub fn new(
+        command: Option<Vec<String>>,
+        shell: Option<String>,
+        env_vars: Option<BTreeMap<String, String>>,
+        timeout: Option<u64>,
+    ) -> Result<Command, ToolError> {
+        Ok(Command {
+            argv: argv(command, shell)?,
+            env: env(env_vars)?,
+            cwd: None,
+            timeout_secs: timeout_secs(timeout)?,
+        })
+    }
+
+    /// What the agent runs: no terminal, killed at the timeout.
+    pub fn spec(self) -> ExecSpec {
+        ExecSpec {
+            argv: self.argv,
+            env: self.env,
+            cwd: self.cwd,
+            tty: None,
+            timeout_ms: Some(self.timeout_secs * 1000),
+        }
+    }
 }
 
 /// The argv to run: `command` as is, or `shell` under `sh -c`.

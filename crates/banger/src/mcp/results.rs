@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::capture::{Collected, Ending};
 use super::params::Encoding;
+use crate::workspace;
 
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct Vm {
@@ -167,6 +168,23 @@ pub struct Prepared {
     pub files: usize,
     /// Nested git repositories left out.
     pub skipped: Vec<String>,
+}
+
+impl Prepared {
+    pub fn new(vm: &str, p: workspace::Prepared) -> Prepared {
+        Prepared {
+            vm: vm.into(),
+            dest: p.dest,
+            workdir: p.workdir,
+            files: p.shipped.files,
+            skipped: p
+                .shipped
+                .skipped
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, JsonSchema)]

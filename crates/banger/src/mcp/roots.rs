@@ -7,7 +7,9 @@
 
 use std::path::{Component, Path, PathBuf};
 
-use banger_wire::ErrorCode;
+use banger_wire::{Diagnostic, ErrorCode};
+
+use crate::error::CliError;
 
 /// Why `--allow-path` was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +55,24 @@ fn show(roots: &[PathBuf]) -> String {
     shown.join(", ")
 }
 
-impl PathError {
-    pub fn code(&self) -> ErrorCode {
+impl From<RootError> for CliError {
+    fn from(e: RootError) -> CliError {
+        CliError::failed(e)
+    }
+}
+
+impl Diagnostic for RootError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::InvalidArgument
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some("--allow-path takes an existing directory".into())
+    }
+}
+
+impl Diagnostic for PathError {
+    fn code(&self) -> ErrorCode {
         match self {
             PathError::Relative { .. }
             | PathError::DotDot { .. }
@@ -64,7 +82,7 @@ impl PathError {
         }
     }
 
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             PathError::NoRoots => Some(
                 "restart the server as `banger mcp --allow-path DIR` to let tools use host files below DIR"

@@ -5,7 +5,6 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use banger_host::config::Paths;
-use banger_wire::api::Request;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::model::{Implementation, ServerCapabilities, ServerConfig};
 use rmcp::{tool_handler, ServerHandler};
@@ -88,20 +87,7 @@ impl Shared {
     /// A client for acting on VM `vm`, once it is known to be in this server's scope.
     pub async fn vm_client(&self, vm: &str) -> Result<Client, ToolError> {
         let client = self.client().await?;
-        let shown = client
-            .rpc(&Request::VmShow {
-                name: vm.to_string(),
-            })
-            .await?;
-        let id = match shown {
-            banger_wire::api::Response::Vm(info) => info.id,
-            other => {
-                return Err(ToolError::invalid(
-                    format!("bangerd sent an unexpected answer: {other:?}"),
-                    None,
-                ))
-            }
-        };
+        let id = crate::vm::show(&client, vm).await?.id;
         if !self.scope.contains(vm, &id) {
             return Err(ToolError::OutOfScope { vm: vm.to_string() });
         }
@@ -122,11 +108,7 @@ impl Shared {
 
     /// Deletes a throwaway VM.
     pub async fn dispose(&self, client: &Client, vm: &str) -> Result<(), CliError> {
-        let req = Request::VmDelete {
-            name: vm.to_string(),
-            force: true,
-        };
-        match client.rpc(&req).await {
+        match crate::vm::delete(client, vm).await {
             Ok(_) => {
                 self.release(vm);
                 Ok(())

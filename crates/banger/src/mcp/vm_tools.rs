@@ -1,19 +1,20 @@
 //! VM lifecycle tools, and `run`: one command in a throwaway VM.
 
-use banger_wire::agent::ExecSpec;
-use banger_wire::api::{Request, Response, VmCreateSpec, VmInfo};
+use banger_wire::api::{Request, Response, VmCreateSpec};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{tool, tool_router, Json};
 use tokio_util::sync::CancellationToken;
 
 use super::error::ToolError;
 use super::exec_tools::exec_capped;
-use super::params::{self, RunArgs, VmCreateArgs, VmNameArgs};
-use super::results::{Deleted, ExecOutput, RunOutput, Vm, VmList};
+use super::params::{self, Command, RunArgs, VmCreateArgs, VmNameArgs};
+use super::results::{Deleted, ExecOutput, RunOutput, Vm as VmAnswer, VmList};
 use super::server::Sandbox;
-use super::workspace_tools::{open_repo, prepare};
+use super::workspace_tools::open_workspace;
 use crate::error::CliError;
-use crate::workspace::{ShipOptions, DEFAULT_DEST};
+use crate::workspace::exec::Vm;
+use crate::workspace::{self, ShipOptions, DEFAULT_DEST};
+use crate::{run, vm};
 
 #[tool_router(router = vm_tools, vis = "pub(super)")]
 impl Sandbox {
@@ -27,7 +28,7 @@ a single command, `run` is simpler.",
     async fn vm_create(
         &self,
         Parameters(args): Parameters<VmCreateArgs>,
-    ) -> Result<Json<Vm>, ToolError> {
+    ) -> Result<Json<VmAnswer>, ToolError> {
         let spec = VmCreateSpec {
             name: args.name,
             image: args.image,
@@ -41,7 +42,7 @@ a single command, `run` is simpler.",
             ..Default::default()
         };
         let client = self.shared.client().await?;
-        let vm = expect_vm(client.rpc(&Request::VmCreate { spec }).await?)?;
+        let vm = vm::create(&client, spec).await?;
         self.shared.scope.created(&vm.name, &vm.id);
         Ok(Json(vm.into()))
     }
@@ -59,10 +60,10 @@ image, size and address.",
                 vms: vms
                     .into_iter()
                     .filter(|v| self.shared.scope.contains(&v.name, &v.id))
-                    .map(Vm::from)
+                    .map(VmAnswer::from)
                     .collect(),
             })),
-            other => Err(unexpected(other)),
+            other => Err(CliError::unexpected(other).into()),
         }
     }
 
@@ -80,11 +81,7 @@ is lost. Delete the VMs you created once you are done with them.",
         Parameters(args): Parameters<VmNameArgs>,
     ) -> Result<Json<Deleted>, ToolError> {
         let client = self.shared.vm_client(&args.name).await?;
-        let req = Request::VmDelete {
-            name: args.name.clone(),
-            force: true,
-        };
-        client.rpc(&req).await?;
+        vm::delete(&client, &args.name).await?;
         Ok(Json(Deleted { deleted: args.name }))
     }
 
@@ -101,13 +98,18 @@ command writes survives; use vm_create + exec for multi-step work.",
         Parameters(args): Parameters<RunArgs>,
         ct: CancellationToken,
     ) -> Result<Json<RunOutput>, ToolError> {
-        let argv = params::argv(args.command, args.shell)?;
-        let env = params::env(args.env)?;
-        let timeout = params::timeout_secs(args.timeout_secs)?;
+        let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
+        command.cwd = args.cwd;
         let ttl_secs = params::ttl_secs(args.ttl.as_deref())?;
         // Check the repository before a VM exists for it.
-        let repo = match &args.repo {
-            Some(path) => Some(open_repo(&self.shared.roots, path)?),
+        let ws = match &args.repo {
+            Some(path) => {
+                let opts = ShipOptions {
+                    include_untracked: args.include_untracked,
+                    dest: DEFAULT_DEST.into(),
+                };
+                Some(open_workspace(&self.shared.roots, path, opts)?)
+            }
             None => None,
         };
         let client = self.shared.client().await?;
@@ -117,7 +119,6 @@ command writes survives; use vm_create + exec for multi-step work.",
             vcpu: args.vcpu,
             memory_mib: args.memory_mib,
             warm: true,
-            exec_only: true,
             ephemeral: true,
             ttl_secs,
             ..Default::default()
@@ -125,30 +126,24 @@ command writes survives; use vm_create + exec for multi-step work.",
         let shared = self.shared.clone();
         // Its own task: a call the client abandons still deletes its VM.
         let task = tokio::spawn(async move {
-            let vm = expect_vm(client.rpc(&Request::VmCreate { spec: create }).await?)?;
+            let vm = run::vm(&client, create).await?;
             shared.hold(&vm.name);
             let work = async {
-                let (cwd, shipped_files) = match &repo {
-                    Some(repo) => {
-                        let opts = ShipOptions {
-                            include_untracked: args.include_untracked,
-                            dest: DEFAULT_DEST.into(),
+                let shipped_files = match &ws {
+                    Some(ws) => {
+                        let guest = Vm {
+                            client: &client,
+                            name: &vm.name,
                         };
-                        let prepared = prepare(&client, &vm.name, repo, &opts).await?;
-                        (args.cwd.or(Some(prepared.workdir)), Some(prepared.files))
+                        let prepared = workspace::prepare(&guest, &ws.repo, &ws.opts).await?;
+                        command.cwd = command.cwd.or(Some(prepared.workdir));
+                        Some(prepared.shipped.files)
                     }
-                    None => (args.cwd, None),
-                };
-                let spec = ExecSpec {
-                    argv,
-                    env,
-                    cwd,
-                    tty: None,
-                    timeout_ms: Some(timeout * 1000),
+                    None => None,
                 };
                 let stdin = args.stdin.unwrap_or_default();
                 let collected =
-                    exec_capped(&client, &vm.name, spec, stdin.as_bytes(), timeout, &ct).await?;
+                    exec_capped(&client, &vm.name, command, stdin.as_bytes(), &ct).await?;
                 Ok::<_, ToolError>((ExecOutput::from(collected), shipped_files))
             };
             let result = work.await;
@@ -167,18 +162,6 @@ command writes survives; use vm_create + exec for multi-step work.",
                 exec,
             }))
         });
-        task.await
-            .map_err(|e| ToolError::Cli(CliError::Io(std::io::Error::other(e))))?
+        task.await.map_err(ToolError::Task)?
     }
-}
-
-fn expect_vm(resp: Response) -> Result<VmInfo, ToolError> {
-    match resp {
-        Response::Vm(vm) => Ok(vm),
-        other => Err(unexpected(other)),
-    }
-}
-
-fn unexpected(resp: Response) -> ToolError {
-    ToolError::invalid(format!("bangerd sent an unexpected answer: {resp:?}"), None)
 }

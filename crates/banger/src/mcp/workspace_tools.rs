@@ -15,7 +15,7 @@ use super::params::{WorkspaceExportArgs, WorkspacePrepareArgs};
 use super::results::{Exported, Prepared};
 use super::roots::AllowedRoots;
 use super::server::Sandbox;
-use crate::client::Client;
+use crate::run::Workspace;
 use crate::workspace::exec::Vm;
 use crate::workspace::{self, Base, HostRepo, ShipOptions, DEFAULT_DEST};
 
@@ -42,7 +42,12 @@ run commands in. Afterwards, workspace_export returns what changed in the VM as 
             dest: args.dest.unwrap_or_else(|| DEFAULT_DEST.into()),
         };
         let client = self.shared.vm_client(&args.vm).await?;
-        Ok(Json(prepare(&client, &args.vm, &repo, &opts).await?))
+        let vm = Vm {
+            client: &client,
+            name: &args.vm,
+        };
+        let prepared = workspace::prepare(&vm, &repo, &opts).await?;
+        Ok(Json(Prepared::new(&args.vm, prepared)))
     }
 
     #[tool(
@@ -58,7 +63,7 @@ written there instead. The VM's own git state is left untouched.",
         Parameters(args): Parameters<WorkspaceExportArgs>,
     ) -> Result<Json<Exported>, ToolError> {
         let dest = args.dest.unwrap_or_else(|| DEFAULT_DEST.into());
-        workspace::check_dest(&dest).map_err(|m| ToolError::invalid(m, None))?;
+        workspace::check_dest(&dest)?;
         // Check the host side before any guest work.
         let target = args
             .output
@@ -72,7 +77,7 @@ written there instead. The VM's own git state is left untouched.",
         };
         match target {
             Some(target) => {
-                let bytes = export_to_file(&vm, &dest, &target).await?;
+                let bytes = workspace::export_to_file(&vm, &dest, Base::Head, &target).await?;
                 Ok(Json(Exported {
                     vm: args.vm,
                     patch: None,
@@ -97,15 +102,31 @@ written there instead. The VM's own git state is left untouched.",
 
 /// Opens the repository at `path`; it, and the repository's top, must be allowed.
 pub fn open_repo(roots: &AllowedRoots, path: &Path) -> Result<HostRepo, ToolError> {
-    let resolved = roots.existing(path)?;
-    let repo = HostRepo::open(&resolved)?;
-    if roots.existing(&repo.root).is_err() {
-        return Err(ToolError::RepoOutside {
-            path: path.to_path_buf(),
-            root: repo.root,
-        });
-    }
+    let repo = HostRepo::open(&roots.existing(path)?)?;
+    check_top(roots, path, &repo)?;
     Ok(repo)
+}
+
+/// What `run` ships: [`Workspace::open`] on an allowed path whose repository's top is
+/// allowed too.
+pub fn open_workspace(
+    roots: &AllowedRoots,
+    path: &Path,
+    opts: ShipOptions,
+) -> Result<Workspace, ToolError> {
+    let ws = Workspace::open(&roots.existing(path)?, opts)?;
+    check_top(roots, path, &ws.repo)?;
+    Ok(ws)
+}
+
+fn check_top(roots: &AllowedRoots, path: &Path, repo: &HostRepo) -> Result<(), ToolError> {
+    match roots.existing(&repo.root) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ToolError::RepoOutside {
+            path: path.to_path_buf(),
+            root: repo.root.clone(),
+        }),
+    }
 }
 
 /// Where `workspace_export` may write: an allowed `.patch` or `.diff` file outside any
@@ -130,51 +151,6 @@ pub fn patch_target(roots: &AllowedRoots, path: &Path) -> Result<PathBuf, ToolEr
         ),
         Some("e.g. /path/to/repo/changes.patch"),
     ))
-}
-
-/// Ships `repo` into `vm` and says where it landed.
-pub async fn prepare(
-    client: &Client,
-    vm: &str,
-    repo: &HostRepo,
-    opts: &ShipOptions,
-) -> Result<Prepared, ToolError> {
-    workspace::check_dest(&opts.dest).map_err(|m| ToolError::invalid(m, None))?;
-    let shipped = workspace::ship(&Vm { client, name: vm }, repo, opts).await?;
-    let dest = opts.dest.trim_end_matches('/').to_string();
-    let workdir = format!("{dest}/{}", repo.prefix)
-        .trim_end_matches('/')
-        .to_string();
-    Ok(Prepared {
-        vm: vm.into(),
-        dest,
-        workdir,
-        files: shipped.files,
-        skipped: shipped
-            .skipped
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-    })
-}
-
-/// Writes the patch next to `target` and renames it into place (a rename replaces a
-/// symlink at `target` instead of writing through it).
-async fn export_to_file(vm: &Vm<'_>, dest: &str, target: &Path) -> Result<u64, ToolError> {
-    let werr = |source| ToolError::Write {
-        path: target.to_path_buf(),
-        source,
-    };
-    let dir = target.parent().unwrap_or(Path::new("/"));
-    let tmp = tempfile::Builder::new()
-        .prefix(".banger-export")
-        .tempfile_in(dir)
-        .map_err(werr)?;
-    let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(werr)?);
-    workspace::export(vm, dest, Base::Head, &mut out).await?;
-    let bytes = tmp.as_file().metadata().map_err(werr)?.len();
-    tmp.persist(target).map_err(|e| werr(e.error))?;
-    Ok(bytes)
 }
 
 fn inline_patch(vm: &str, out: Capped) -> Result<String, ToolError> {

@@ -16,7 +16,8 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::error::{Stderr, WorkspaceError};
+use super::error::WorkspaceError;
+use super::exec::Stderr;
 use super::guard;
 use super::patch::{self, show, FilePatch, Refusal, ALLOWED_MODES};
 use super::repo::{git, git_command};

@@ -2,37 +2,16 @@
 
 use std::path::PathBuf;
 
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::{Diagnostic, ErrorCode};
 
+use super::exec::{GuestFailed, Stderr};
 use super::patch::Refusal;
 use crate::error::CliError;
 
-/// Lines of a failed command's stderr kept in an error (its last ones).
-const STDERR_LINES: usize = 12;
-
-/// Text a failed command wrote on stderr, carried as the cause of an error.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Stderr(pub String);
-
-impl Stderr {
-    /// The last [`STDERR_LINES`] lines, with a marker if more came before.
-    pub fn from_bytes(bytes: &[u8]) -> Stderr {
-        let text = String::from_utf8_lossy(bytes);
-        let lines: Vec<&str> = text.trim().lines().collect();
-        let skip = lines.len().saturating_sub(STDERR_LINES);
-        let mut out = if skip > 0 {
-            format!("({skip} earlier lines left out)\n")
-        } else {
-            String::new()
-        };
-        out.push_str(&lines[skip..].join("\n"));
-        Stderr(out)
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
+    #[error("guest directory {dest:?} {reason}")]
+    BadDest { dest: String, reason: &'static str },
     #[error("{path} is not inside a git repository")]
     NotARepo { path: PathBuf },
     #[error("{path} is a bare git repository, which has no working tree to ship")]
@@ -72,14 +51,8 @@ pub enum WorkspaceError {
     DestNotEmpty { vm: String, dest: String },
     #[error("vm {vm} has no {tool}")]
     GuestToolMissing { vm: String, tool: &'static str },
-    #[error("vm {vm}: {step} failed in the guest (exit code {code})")]
-    Guest {
-        vm: String,
-        step: &'static str,
-        code: i32,
-        #[source]
-        stderr: Stderr,
-    },
+    #[error(transparent)]
+    Guest(#[from] GuestFailed),
     #[error("vm {vm}: {dest} holds no workspace shipped by banger")]
     NoWorkspace { vm: String, dest: String },
     #[error("refusing the patch from vm {vm}")]
@@ -102,10 +75,11 @@ pub enum WorkspaceError {
     Cli(#[from] CliError),
 }
 
-impl WorkspaceError {
+impl Diagnostic for WorkspaceError {
     fn code(&self) -> ErrorCode {
         match self {
-            WorkspaceError::NotARepo { .. }
+            WorkspaceError::BadDest { .. }
+            | WorkspaceError::NotARepo { .. }
             | WorkspaceError::BareRepo { .. }
             | WorkspaceError::Submodules { .. } => ErrorCode::InvalidArgument,
             WorkspaceError::DestNotEmpty { .. }
@@ -113,9 +87,8 @@ impl WorkspaceError {
             | WorkspaceError::DoesNotApply { .. } => ErrorCode::FailedPrecondition,
             WorkspaceError::Refused { .. } => ErrorCode::PermissionDenied,
             WorkspaceError::PatchTooLarge { .. } => ErrorCode::FailedPrecondition,
-            WorkspaceError::GuestToolMissing { .. } | WorkspaceError::Guest { .. } => {
-                ErrorCode::AgentFailed
-            }
+            WorkspaceError::GuestToolMissing { .. } => ErrorCode::AgentFailed,
+            WorkspaceError::Guest(e) => e.code(),
             WorkspaceError::GitMissing(_)
             | WorkspaceError::Git { .. }
             | WorkspaceError::Read { .. }
@@ -128,6 +101,9 @@ impl WorkspaceError {
 
     fn hint(&self) -> Option<String> {
         Some(match self {
+            WorkspaceError::BadDest { .. } => {
+                "give an absolute directory below /, e.g. /root/repo".into()
+            }
             WorkspaceError::NotARepo { .. } => {
                 "pass a directory inside a git repository, or run `git init` there first".into()
             }
@@ -155,8 +131,16 @@ impl WorkspaceError {
                 "nothing was written; save the patch with `banger workspace export {vm} -o FILE` \
                  and apply it by hand"
             ),
+            WorkspaceError::Cli(e) => return e.hint(),
             _ => return None,
         })
+    }
+
+    fn chain(&self) -> Vec<String> {
+        match self {
+            WorkspaceError::Cli(e) => e.chain(),
+            _ => banger_wire::error::causes(std::error::Error::source(self)),
+        }
     }
 }
 
@@ -164,10 +148,7 @@ impl From<WorkspaceError> for CliError {
     fn from(e: WorkspaceError) -> CliError {
         match e {
             WorkspaceError::Cli(e) => e,
-            other => {
-                let hint = other.hint();
-                CliError::Remote(WireError::from_error(other.code(), &other, hint))
-            }
+            other => CliError::failed(other),
         }
     }
 }
@@ -176,17 +157,6 @@ impl From<WorkspaceError> for CliError {
 mod tests {
     use super::*;
     use crate::output::render_error;
-
-    #[test]
-    fn long_stderr_keeps_its_tail() {
-        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
-
-        let kept = Stderr::from_bytes(text.as_bytes());
-
-        assert_eq!(kept.0.lines().next(), Some("(18 earlier lines left out)"));
-        assert_eq!(kept.0.lines().last(), Some("line 30"));
-        assert_eq!(kept.0.lines().count(), 13);
-    }
 
     #[test]
     fn a_refused_patch_renders_cause_and_hint_with_its_exit_code() {
@@ -205,6 +175,9 @@ mod tests {
              caused by: path \"../x\" climbs out with `..`\n\
              hint: nothing was written; inspect the patch with `banger workspace export dev -o FILE`\n"
         );
-        assert_eq!(cli.exit_code(), ErrorCode::PermissionDenied.exit_code());
+        assert_eq!(
+            cli.code().exit_code(),
+            ErrorCode::PermissionDenied.exit_code()
+        );
     }
 }

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use banger_wire::agent::{ExecSpec, HostFrame, CHUNK};
 use banger_wire::api::ExecRequest;
+use banger_wire::{Diagnostic, ErrorCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::client::Client;
@@ -20,6 +21,9 @@ use crate::exec_stream::{self, Event, Events, Frames};
 /// Keep at most this much of a command's stderr (its tail).
 const STDERR_KEEP: usize = 64 * 1024;
 
+/// Lines of a failed command's stderr kept in an error (its last ones).
+const STDERR_LINES: usize = 12;
+
 /// How a captured command ended.
 #[derive(Debug)]
 pub struct Captured {
@@ -27,6 +31,16 @@ pub struct Captured {
     pub code: i32,
     /// The last [`STDERR_KEEP`] bytes of its stderr.
     pub stderr: Vec<u8>,
+}
+
+impl Captured {
+    /// `Ok` for exit code 0; otherwise the failure of `step` in `vm`, with its stderr.
+    pub fn success(self, vm: &str, step: &str) -> Result<(), GuestFailed> {
+        match self.code {
+            0 => Ok(()),
+            code => Err(GuestFailed::new(vm, step, code, &self.stderr)),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +52,80 @@ pub enum CaptureError {
     Output(#[source] std::io::Error),
     #[error(transparent)]
     Cli(#[from] CliError),
+}
+
+impl Diagnostic for CaptureError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            CaptureError::Cli(e) => e.code(),
+            CaptureError::Input(_) | CaptureError::Output(_) => ErrorCode::HostFailed,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            CaptureError::Cli(e) => e.hint(),
+            CaptureError::Input(_) | CaptureError::Output(_) => None,
+        }
+    }
+
+    fn chain(&self) -> Vec<String> {
+        match self {
+            CaptureError::Cli(e) => e.chain(),
+            CaptureError::Input(_) | CaptureError::Output(_) => {
+                banger_wire::error::causes(std::error::Error::source(self))
+            }
+        }
+    }
+}
+
+/// A guest command that exited with a non-zero code.
+#[derive(Debug, thiserror::Error)]
+#[error("vm {vm}: {step} failed in the guest (exit code {code})")]
+pub struct GuestFailed {
+    pub vm: String,
+    pub step: String,
+    pub code: i32,
+    #[source]
+    pub stderr: Stderr,
+}
+
+impl GuestFailed {
+    pub fn new(vm: &str, step: impl Into<String>, code: i32, stderr: &[u8]) -> GuestFailed {
+        GuestFailed {
+            vm: vm.into(),
+            step: step.into(),
+            code,
+            stderr: Stderr::from_bytes(stderr),
+        }
+    }
+}
+
+impl Diagnostic for GuestFailed {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::AgentFailed
+    }
+}
+
+/// Text a failed command wrote on stderr, carried as the cause of an error.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Stderr(pub String);
+
+impl Stderr {
+    /// The last [`STDERR_LINES`] lines, with a marker if more came before.
+    pub fn from_bytes(bytes: &[u8]) -> Stderr {
+        let text = String::from_utf8_lossy(bytes);
+        let lines: Vec<&str> = text.trim().lines().collect();
+        let skip = lines.len().saturating_sub(STDERR_LINES);
+        let mut out = if skip > 0 {
+            format!("({skip} earlier lines left out)\n")
+        } else {
+            String::new()
+        };
+        out.push_str(&lines[skip..].join("\n"));
+        Stderr(out)
+    }
 }
 
 /// A plain command spec: no tty, no environment, cwd `/`.
@@ -264,6 +352,17 @@ mod tests {
             self.0.fetch_add(n, Ordering::SeqCst);
             Poll::Ready(Ok(()))
         }
+    }
+
+    #[test]
+    fn long_stderr_keeps_its_tail() {
+        let text: String = (1..=30).map(|i| format!("line {i}\n")).collect();
+
+        let kept = Stderr::from_bytes(text.as_bytes());
+
+        assert_eq!(kept.0.lines().next(), Some("(18 earlier lines left out)"));
+        assert_eq!(kept.0.lines().last(), Some("line 30"));
+        assert_eq!(kept.0.lines().count(), 13);
     }
 
     #[tokio::test]

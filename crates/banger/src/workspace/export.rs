@@ -8,12 +8,16 @@
 //! The guest decides how much it sends, so the patch is cut off at
 //! [`MAX_PATCH_BYTES`].
 
+use std::path::Path;
+
 use banger_wire::workspace::{EXPORT, NO_WORKSPACE};
 use tokio::io::AsyncWrite;
 
+use super::apply::{apply, Applied};
 use super::error::WorkspaceError;
 use super::exec::{self, Capped, Runner};
-use super::ship::{capture_error, check};
+use super::repo::HostRepo;
+use super::ship::{capture_error, check, check_dest};
 
 /// What the patch is relative to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +48,7 @@ pub async fn export<W: AsyncWrite + Unpin>(
     base: Base,
     out: &mut W,
 ) -> Result<(), WorkspaceError> {
+    check_dest(dest)?;
     let vm = guest.name();
     let spec = exec::spec(&["sh", "-c", EXPORT, "banger-ws-export", dest, base.arg()]);
     let mut capped = Capped::new(out, MAX_PATCH_BYTES);
@@ -62,6 +67,54 @@ pub async fn export<W: AsyncWrite + Unpin>(
         });
     }
     check(vm, "making the patch", captured)
+}
+
+/// Writes the patch to `file` through a temporary file beside it, renamed into place
+/// once complete (a rename replaces a symlink at `file` instead of writing through
+/// it); answers its size.
+pub async fn export_to_file(
+    guest: &impl Runner,
+    dest: &str,
+    base: Base,
+    file: &Path,
+) -> Result<u64, WorkspaceError> {
+    let werr = |source| WorkspaceError::Write {
+        path: file.to_path_buf(),
+        source,
+    };
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".banger-export")
+        .tempfile_in(dir)
+        .map_err(werr)?;
+    let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(werr)?);
+    export(guest, dest, base, &mut out).await?;
+    let bytes = tmp.as_file().metadata().map_err(werr)?.len();
+    tmp.persist(file).map_err(|e| werr(e.error))?;
+    Ok(bytes)
+}
+
+/// Applies the changes made in the guest since the ship to `repo`'s working tree.
+pub async fn export_apply(
+    guest: &impl Runner,
+    dest: &str,
+    repo: &HostRepo,
+) -> Result<Applied, WorkspaceError> {
+    let werr = |source| WorkspaceError::Write {
+        path: std::env::temp_dir(),
+        source,
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix("banger-export")
+        .suffix(".patch")
+        .tempfile()
+        .map_err(werr)?;
+    let mut out = tokio::fs::File::from_std(tmp.reopen().map_err(werr)?);
+    export(guest, dest, Base::Shipped, &mut out).await?;
+    apply(&repo.root, tmp.path(), guest.name())
 }
 
 #[cfg(test)]

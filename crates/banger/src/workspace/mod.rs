@@ -28,14 +28,13 @@ mod tests;
 
 use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
 
-pub use apply::{apply, Applied};
+pub use apply::Applied;
 pub use banger_wire::workspace::DEFAULT_DEST;
 pub use error::WorkspaceError;
-pub use export::{export, Base};
+pub use export::{export, export_apply, export_to_file, Base};
 pub use repo::{HostRepo, Manifest};
-pub use ship::{ship, ShipOptions};
+pub use ship::{check_dest, prepare, Prepared, ShipOptions};
 
 /// Writes the paths a ship would send, one per line.
 pub fn list<W: Write>(
@@ -55,22 +54,4 @@ pub fn list<W: Write>(
     }
     out.flush().map_err(werr)?;
     Ok(manifest.entries.len())
-}
-
-/// Where a workspace may go in the guest: absolute, no `..`, not `/` itself.
-pub fn check_dest(dest: &str) -> Result<(), &'static str> {
-    let path = Path::new(dest);
-    if !path.is_absolute() {
-        return Err("the guest directory must be an absolute path");
-    }
-    if path
-        .components()
-        .any(|c| c == std::path::Component::ParentDir)
-    {
-        return Err("the guest directory must not contain `..`");
-    }
-    if path.parent().is_none() {
-        return Err("the guest directory must not be `/`");
-    }
-    Ok(())
 }

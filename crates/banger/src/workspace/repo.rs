@@ -6,7 +6,8 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use super::error::{Stderr, WorkspaceError};
+use super::error::WorkspaceError;
+use super::exec::Stderr;
 
 /// Git's file mode for a submodule (a "gitlink").
 const GITLINK: &[u8] = b"160000";

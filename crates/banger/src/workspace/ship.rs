@@ -15,15 +15,15 @@
 //! The replayed index has no stat data, so the guest's first `git status` rehashes the
 //! files once (about a second per 10,000 files under emulation) and keeps the result.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use banger_wire::agent::ExecSpec;
 use banger_wire::workspace::{FILES, INIT, NOT_EMPTY, NO_GIT, NO_TAR};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
-use super::error::{Stderr, WorkspaceError};
-use super::exec::{self, CaptureError, Captured, Runner};
+use super::error::WorkspaceError;
+use super::exec::{self, CaptureError, Captured, GuestFailed, Runner, Stderr};
 use super::repo::{HostRepo, Manifest};
 use super::tarball::{self, Prelude};
 
@@ -63,6 +63,57 @@ pub struct Shipped {
     pub skipped: Vec<PathBuf>,
 }
 
+/// A workspace shipped into a VM, and where to work in it.
+#[derive(Debug)]
+pub struct Prepared {
+    pub shipped: Shipped,
+    /// The guest directory the repository's top landed in.
+    pub dest: String,
+    /// The guest directory that matches the host path shipped (the repository's top, or
+    /// the subdirectory of it that was named): where a command should start.
+    pub workdir: String,
+}
+
+/// Where a workspace may go in the guest: absolute, no `..`, not `/` itself.
+pub fn check_dest(dest: &str) -> Result<(), WorkspaceError> {
+    let path = Path::new(dest);
+    let reason = if !path.is_absolute() {
+        "is not an absolute path"
+    } else if path
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        "contains `..`"
+    } else if path.parent().is_none() {
+        "is the root directory"
+    } else {
+        return Ok(());
+    };
+    Err(WorkspaceError::BadDest {
+        dest: dest.into(),
+        reason,
+    })
+}
+
+/// Checks `opts.dest`, ships `repo` into `guest` there and says where it landed.
+pub async fn prepare(
+    guest: &impl Runner,
+    repo: &HostRepo,
+    opts: &ShipOptions,
+) -> Result<Prepared, WorkspaceError> {
+    check_dest(&opts.dest)?;
+    let shipped = ship(guest, repo, opts).await?;
+    let dest = opts.dest.trim_end_matches('/').to_string();
+    let workdir = format!("{dest}/{}", repo.prefix)
+        .trim_end_matches('/')
+        .to_string();
+    Ok(Prepared {
+        shipped,
+        dest,
+        workdir,
+    })
+}
+
 fn script(name: &str, body: &str, args: &[&str]) -> ExecSpec {
     let mut argv = vec!["sh", "-c", body, name];
     argv.extend_from_slice(args);
@@ -83,21 +134,21 @@ pub async fn ship(
 
     let init = script("banger-ws-init", INIT, &[dest, branch]);
     match step(guest, "init", init, tokio::io::empty()).await {
-        Err(WorkspaceError::Guest { code: NO_GIT, .. }) => {
+        Err(WorkspaceError::Guest(GuestFailed { code: NO_GIT, .. })) => {
             return Err(WorkspaceError::GuestToolMissing {
                 vm: vm.into(),
                 tool: "git",
             })
         }
-        Err(WorkspaceError::Guest { code: NO_TAR, .. }) => {
+        Err(WorkspaceError::Guest(GuestFailed { code: NO_TAR, .. })) => {
             return Err(WorkspaceError::GuestToolMissing {
                 vm: vm.into(),
                 tool: "tar",
             })
         }
-        Err(WorkspaceError::Guest {
+        Err(WorkspaceError::Guest(GuestFailed {
             code: NOT_EMPTY, ..
-        }) => {
+        })) => {
             return Err(WorkspaceError::DestNotEmpty {
                 vm: vm.into(),
                 dest: dest.into(),
@@ -216,15 +267,7 @@ async fn step<R: AsyncRead + Unpin>(
 
 /// A non-zero exit as an error naming the step.
 pub fn check(vm: &str, step: &'static str, captured: Captured) -> Result<(), WorkspaceError> {
-    if captured.code == 0 {
-        return Ok(());
-    }
-    Err(WorkspaceError::Guest {
-        vm: vm.into(),
-        step,
-        code: captured.code,
-        stderr: Stderr::from_bytes(&captured.stderr),
-    })
+    Ok(captured.success(vm, step)?)
 }
 
 pub fn capture_error(vm: &str, e: CaptureError) -> WorkspaceError {

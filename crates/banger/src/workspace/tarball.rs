@@ -5,18 +5,11 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use banger_wire::agent::CHUNK;
-use bytes::Bytes;
-use tokio::io::AsyncRead;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::io::StreamReader;
 
 use super::error::WorkspaceError;
 use super::repo::{lstat, Kind, ShipEntry};
-
-/// Chunks in flight between the tar thread and the exec stream.
-const IN_FLIGHT: usize = 4;
+use crate::pipe;
 
 /// A small file made on the host and carried first in the tar (bookkeeping for the
 /// guest's scripts).
@@ -132,33 +125,6 @@ impl<R: Read> Read for Exact<R> {
     }
 }
 
-/// A blocking [`Write`] that hands CHUNK-sized pieces to an async reader.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.flush()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the exec stream went away"))
-    }
-}
-
 /// Starts building the tar of `entries` on a blocking thread. Read the archive from the
 /// returned reader; the handle reports how the build went. If the build fails, the
 /// reader fails too (it never ends cleanly on a partial archive).
@@ -166,34 +132,14 @@ pub fn stream(
     root: PathBuf,
     prelude: Vec<Prelude>,
     entries: Vec<ShipEntry>,
-) -> (
-    impl AsyncRead + Unpin + Send,
-    JoinHandle<Result<(), WorkspaceError>>,
-) {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(IN_FLIGHT);
-    let handle = tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-        };
-        let result = write_tar(&root, &prelude, &entries, writer).and_then(|mut w| {
-            w.flush().map_err(|source| WorkspaceError::Write {
-                path: "<tar stream>".into(),
-                source,
-            })
-        });
-        if let Err(e) = &result {
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
-        }
-        result
-    });
-    (StreamReader::new(tokio_stream_from(rx)), handle)
-}
-
-fn tokio_stream_from(
-    mut rx: mpsc::Receiver<io::Result<Bytes>>,
-) -> impl futures::Stream<Item = io::Result<Bytes>> + Unpin + Send {
-    Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)))
+) -> (pipe::Reader, JoinHandle<Result<(), WorkspaceError>>) {
+    pipe::spawn(move |writer| {
+        let mut writer = write_tar(&root, &prelude, &entries, writer)?;
+        writer.flush().map_err(|source| WorkspaceError::Write {
+            path: "<tar stream>".into(),
+            source,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -202,6 +148,8 @@ mod tests {
     use std::io::Read as _;
 
     use tokio::io::AsyncReadExt;
+
+    use banger_wire::agent::CHUNK;
 
     use super::*;
     use crate::workspace::repo::{HostRepo, Manifest};

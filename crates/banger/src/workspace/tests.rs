@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::apply::apply;
+use super::ship::ship;
 use super::testkit::{git_in, tree, LocalGuest, TempRepo};
 use super::*;
 

@@ -193,6 +193,7 @@ mod tests {
         self,
         tests::{image_dir, inputs},
     };
+    use banger_wire::Diagnostic;
     use std::io::BufRead;
 
     /// Writes `image` as a bundle into `out`, as the CLI does from the daemon's answers.

@@ -125,6 +125,7 @@ pub(crate) fn run_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_wire::Diagnostic;
 
     #[test]
     fn failing_command_reports_its_stderr() {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use banger_wire::ErrorCode;
+use banger_wire::{Diagnostic, ErrorCode};
 
 /// Failure of an image operation (build, import, pull, store access).
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +116,8 @@ pub enum ImageError {
     },
 }
 
-impl ImageError {
-    /// The wire code of the failure: what the CLI's exit code says.
-    pub fn code(&self) -> ErrorCode {
+impl Diagnostic for ImageError {
+    fn code(&self) -> ErrorCode {
         match self {
             ImageError::InvalidName { .. }
             | ImageError::InvalidInput { .. }
@@ -142,8 +141,7 @@ impl ImageError {
         }
     }
 
-    /// What the user can do about it, when there is something.
-    pub fn hint(&self) -> Option<String> {
+    fn hint(&self) -> Option<String> {
         match self {
             ImageError::NotFound { .. } => Some("build it with `banger image build`".into()),
             ImageError::Changed { .. } => Some("run the export again".into()),

@@ -231,6 +231,7 @@ mod tests {
     use super::*;
     use crate::image::cmd;
     use crate::image::layers::tests::layer;
+    use banger_wire::Diagnostic;
     use std::path::PathBuf;
     use std::process::Command;
     use tar::EntryType;

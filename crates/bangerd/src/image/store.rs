@@ -374,6 +374,7 @@ fn parse_mount_points(text: &str) -> Vec<PathBuf> {
 mod tests {
     use super::*;
     use crate::image::manifest::tests::{image_dir, inputs};
+    use banger_wire::Diagnostic;
 
     fn store_with(names: &[&str]) -> (tempfile::TempDir, Paths) {
         let root = tempfile::tempdir().unwrap();

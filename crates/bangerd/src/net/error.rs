@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use banger_wire::{Diagnostic, ErrorCode};
+
 use super::{PortHolder, Subnet};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,9 +102,16 @@ fn in_use_by(holder: &Option<PortHolder>) -> String {
     }
 }
 
-impl NetError {
-    /// What a user can do about it, when there is something.
-    pub fn hint(&self) -> Option<String> {
+impl Diagnostic for NetError {
+    /// A refused policy is bad input; anything else is the host's networking failing.
+    fn code(&self) -> ErrorCode {
+        match self {
+            NetError::InvalidPolicy { .. } => ErrorCode::InvalidArgument,
+            _ => ErrorCode::HostFailed,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             NetError::SubnetClash { .. } | NetError::NoFreeSubnet => Some(
                 "set `subnet` in config.toml to a free /24, e.g. subnet = \"172.30.0.0/24\"".into(),

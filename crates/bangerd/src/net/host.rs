@@ -268,6 +268,7 @@ impl HostNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_wire::Diagnostic;
 
     fn shareable<T: Send + Sync>() {}
 

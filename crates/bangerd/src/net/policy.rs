@@ -266,6 +266,7 @@ pub fn peers(guests: &[Guest]) -> Vec<(&Guest, &Guest)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_wire::Diagnostic;
 
     fn policy(f: impl FnOnce(&mut NetPolicy)) -> NetPolicy {
         let mut p = NetPolicy::default();

@@ -72,7 +72,7 @@ fn is_http(url: &str) -> bool {
 mod tests {
     use super::*;
     use banger_wire::api::ImageBuildSpec;
-    use banger_wire::ErrorCode;
+    use banger_wire::{Diagnostic, ErrorCode};
 
     const USER: Caller = Caller { uid: Some(1000) };
     const ROOT: Caller = Caller { uid: Some(0) };

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use banger_wire::ErrorCode;
+use banger_wire::{Diagnostic, ErrorCode};
 
 use super::sparse;
 use crate::error::DaemonError;

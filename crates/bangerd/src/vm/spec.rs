@@ -132,6 +132,7 @@ pub fn generate_name() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use banger_wire::Diagnostic;
 
     #[test]
     fn dns_labels_are_accepted() {

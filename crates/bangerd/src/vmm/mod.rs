@@ -17,6 +17,7 @@ pub fn firecracker_backend() -> Option<std::sync::Arc<dyn Vmm>> {
 use std::path::PathBuf;
 
 use banger_wire::api::Backend;
+use banger_wire::{Diagnostic, ErrorCode};
 
 /// Everything a backend needs to start one VM.
 #[derive(Debug, Clone)]
@@ -140,8 +141,12 @@ pub enum VmmError {
     },
 }
 
-impl VmmError {
-    pub fn hint(&self) -> Option<String> {
+impl Diagnostic for VmmError {
+    fn code(&self) -> ErrorCode {
+        ErrorCode::VmmFailed
+    }
+
+    fn hint(&self) -> Option<String> {
         match self {
             VmmError::BinaryMissing { binary } if binary.contains("qemu") => {
                 Some("install it: apt-get install qemu-system-x86".into())

@@ -217,9 +217,9 @@ async fn pump(mut input: Input, mut output: Output, mut queue: mpsc::Receiver<Co
                     true,
                 ),
                 Ok(Event::Failed(e)) if e.code == ErrorCode::Timeout => (
-                    // The agent killed the group with SIGKILL.
+                    // The agent killed the group; the code is timeout(1)'s, as in the CLI.
                     ExecEvent::Exit {
-                        code: 128 + nix::libc::SIGKILL,
+                        code: banger_wire::agent::TIMED_OUT,
                         timed_out: true,
                     },
                     true,

@@ -1,6 +1,8 @@
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+use banger_wire::Diagnostic;
+
 use super::*;
 use crate::vmm::NetAttach;
 

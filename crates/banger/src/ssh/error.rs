@@ -2,21 +2,10 @@
 
 use std::path::PathBuf;
 
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::{Diagnostic, ErrorCode};
 
 use crate::error::CliError;
-use crate::workspace::exec::CaptureError;
-
-/// Text a failed guest command wrote on stderr, carried as the cause of an error.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Stderr(pub String);
-
-impl Stderr {
-    pub fn from_bytes(bytes: &[u8]) -> Stderr {
-        Stderr(String::from_utf8_lossy(bytes).trim().to_string())
-    }
-}
+use crate::workspace::exec::{CaptureError, GuestFailed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -32,13 +21,8 @@ pub enum SshError {
     BadHostKey { vm: String, text: String },
     #[error("the SSH host key of vm {vm} changed since it was pinned in {file}")]
     HostKeyChanged { vm: String, file: PathBuf },
-    #[error("vm {vm}: reading the SSH host key failed in the guest (exit code {code})")]
-    Guest {
-        vm: String,
-        code: i32,
-        #[source]
-        stderr: Stderr,
-    },
+    #[error(transparent)]
+    Guest(#[from] GuestFailed),
     #[error("cannot write {path}")]
     Write {
         path: PathBuf,
@@ -55,7 +39,7 @@ pub enum SshError {
     Cli(#[from] CliError),
 }
 
-impl SshError {
+impl Diagnostic for SshError {
     fn code(&self) -> ErrorCode {
         match self {
             SshError::NotRunning { .. } | SshError::NoSshd { .. } => ErrorCode::FailedPrecondition,
@@ -64,10 +48,11 @@ impl SshError {
             | SshError::SshMissing(_)
             | SshError::NoExe(_) => ErrorCode::HostFailed,
             SshError::SshdTimeout { .. } => ErrorCode::Timeout,
-            SshError::BadHostKey { .. } | SshError::Guest { .. } => ErrorCode::AgentFailed,
+            SshError::BadHostKey { .. } => ErrorCode::AgentFailed,
+            SshError::Guest(e) => e.code(),
             SshError::HostKeyChanged { .. } => ErrorCode::PermissionDenied,
-            SshError::Capture(CaptureError::Cli(e)) | SshError::Cli(e) => e.code(),
-            SshError::Capture(_) => ErrorCode::HostFailed,
+            SshError::Capture(e) => e.code(),
+            SshError::Cli(e) => e.code(),
         }
     }
 
@@ -89,8 +74,18 @@ impl SshError {
             SshError::SshMissing(_) => {
                 "install the OpenSSH client: apt-get install openssh-client".into()
             }
+            SshError::Capture(e) => return e.hint(),
+            SshError::Cli(e) => return e.hint(),
             _ => return None,
         })
+    }
+
+    fn chain(&self) -> Vec<String> {
+        match self {
+            SshError::Capture(e) => e.chain(),
+            SshError::Cli(e) => e.chain(),
+            _ => banger_wire::error::causes(std::error::Error::source(self)),
+        }
     }
 }
 
@@ -98,10 +93,7 @@ impl From<SshError> for CliError {
     fn from(e: SshError) -> CliError {
         match e {
             SshError::Capture(CaptureError::Cli(e)) | SshError::Cli(e) => e,
-            other => {
-                let hint = other.hint();
-                CliError::Remote(WireError::from_error(other.code(), &other, hint))
-            }
+            other => CliError::failed(other),
         }
     }
 }
@@ -125,6 +117,9 @@ mod tests {
             "error: the SSH host key of vm web changed since it was pinned in /s/ssh/known_hosts/0a1b\n\
              hint: if the guest's key was changed on purpose, remove /s/ssh/known_hosts/0a1b and connect again\n"
         );
-        assert_eq!(cli.exit_code(), ErrorCode::PermissionDenied.exit_code());
+        assert_eq!(
+            cli.code().exit_code(),
+            ErrorCode::PermissionDenied.exit_code()
+        );
     }
 }

@@ -2,21 +2,10 @@
 
 use std::path::PathBuf;
 
-use banger_wire::{ErrorCode, WireError};
+use banger_wire::{Diagnostic, ErrorCode};
 
 use crate::error::CliError;
-use crate::workspace::exec::CaptureError;
-
-/// Text a failed guest command wrote on stderr, carried as the cause of an error.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Stderr(pub String);
-
-impl Stderr {
-    pub fn from_bytes(bytes: &[u8]) -> Stderr {
-        Stderr(String::from_utf8_lossy(bytes).trim().to_string())
-    }
-}
+use crate::workspace::exec::{CaptureError, GuestFailed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -56,14 +45,8 @@ pub enum CopyError {
     },
     #[error("vm {vm} has no tar")]
     NoTar { vm: String },
-    #[error("vm {vm}: {step} failed in the guest (exit code {code})")]
-    Guest {
-        vm: String,
-        step: &'static str,
-        code: i32,
-        #[source]
-        stderr: Stderr,
-    },
+    #[error(transparent)]
+    Guest(#[from] GuestFailed),
     /// The consumer of the stream went away; the reason is reported by the other side.
     #[error("the copy stream closed early")]
     Closed,
@@ -73,22 +56,20 @@ pub enum CopyError {
     Capture(#[from] CaptureError),
 }
 
-impl CopyError {
+impl Diagnostic for CopyError {
     fn code(&self) -> ErrorCode {
         match self {
             CopyError::SourceMissing { .. } | CopyError::DirMissing { .. } => ErrorCode::NotFound,
             CopyError::DirOverFile { .. } | CopyError::NoName { .. } => ErrorCode::InvalidArgument,
             CopyError::Unsafe { .. } => ErrorCode::PermissionDenied,
-            CopyError::NoTar { .. } | CopyError::Guest { .. } | CopyError::Malformed { .. } => {
-                ErrorCode::AgentFailed
-            }
+            CopyError::NoTar { .. } | CopyError::Malformed { .. } => ErrorCode::AgentFailed,
+            CopyError::Guest(e) => e.code(),
             CopyError::Read { .. }
             | CopyError::Shrank { .. }
             | CopyError::Write { .. }
             | CopyError::Closed => ErrorCode::HostFailed,
             CopyError::Worker(_) => ErrorCode::Internal,
-            CopyError::Capture(CaptureError::Cli(e)) => e.code(),
-            CopyError::Capture(_) => ErrorCode::HostFailed,
+            CopyError::Capture(e) => e.code(),
         }
     }
 
@@ -102,8 +83,16 @@ impl CopyError {
                     .into()
             }
             CopyError::NoName { .. } => "name the file or directory itself".into(),
+            CopyError::Capture(e) => return e.hint(),
             _ => return None,
         })
+    }
+
+    fn chain(&self) -> Vec<String> {
+        match self {
+            CopyError::Capture(e) => e.chain(),
+            _ => banger_wire::error::causes(std::error::Error::source(self)),
+        }
     }
 }
 
@@ -111,10 +100,7 @@ impl From<CopyError> for CliError {
     fn from(e: CopyError) -> CliError {
         match e {
             CopyError::Capture(CaptureError::Cli(e)) => e,
-            other => {
-                let hint = other.hint();
-                CliError::Remote(WireError::from_error(other.code(), &other, hint))
-            }
+            other => CliError::failed(other),
         }
     }
 }
@@ -126,12 +112,12 @@ mod tests {
 
     #[test]
     fn a_guest_failure_renders_its_stderr_as_the_cause() {
-        let err = CopyError::Guest {
-            vm: "web".into(),
-            step: "tar -x",
-            code: 2,
-            stderr: Stderr::from_bytes(b"tar: /x: Cannot open: No space left on device\n"),
-        };
+        let err = CopyError::Guest(GuestFailed::new(
+            "web",
+            "tar -x",
+            2,
+            b"tar: /x: Cannot open: No space left on device\n",
+        ));
 
         let cli = CliError::from(err);
 
@@ -140,7 +126,7 @@ mod tests {
             "error: vm web: tar -x failed in the guest (exit code 2)\n\
              caused by: tar: /x: Cannot open: No space left on device\n"
         );
-        assert_eq!(cli.exit_code(), ErrorCode::AgentFailed.exit_code());
+        assert_eq!(cli.code().exit_code(), ErrorCode::AgentFailed.exit_code());
     }
 
     #[test]
@@ -148,7 +134,8 @@ mod tests {
         let cli = CliError::from(CopyError::SourceMissing {
             path: "web:/nope".into(),
         });
+        assert!(matches!(cli, CliError::Failed(_)), "{cli:?}");
         assert_eq!(cli.to_string(), "web:/nope does not exist");
-        assert_eq!(cli.exit_code(), ErrorCode::NotFound.exit_code());
+        assert_eq!(cli.code().exit_code(), ErrorCode::NotFound.exit_code());
     }
 }

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use super::error::{SshError, Stderr};
+use super::error::SshError;
 use crate::workspace::exec::{self, Runner};
 
 /// Where the guest agent's first boot puts the key (`ssh-keygen -A`).
@@ -59,13 +59,7 @@ pub async fn pin(vm: &impl Runner, vm_id: &str, file: &Path) -> Result<(), SshEr
         0 => {}
         100 => return Err(SshError::NoSshd { vm: name }),
         101 => return Err(SshError::SshdTimeout { vm: name }),
-        code => {
-            return Err(SshError::Guest {
-                vm: name,
-                code,
-                stderr: Stderr::from_bytes(&done.stderr),
-            })
-        }
+        _ => done.success(&name, "reading the SSH host key")?,
     }
     let line = known_hosts_line(vm_id, &out).ok_or_else(|| SshError::BadHostKey {
         vm: name.clone(),

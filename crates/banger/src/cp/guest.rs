@@ -3,9 +3,9 @@
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::error::{CopyError, Stderr};
+use super::error::CopyError;
 use super::spec::GuestPath;
-use crate::workspace::exec::{self, Runner, Vm};
+use crate::workspace::exec::{self, GuestFailed, Runner, Vm};
 
 /// What is at a guest path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,11 +57,8 @@ pub async fn probe(vm: &Vm<'_>, path: &GuestPath) -> Result<Probe, CopyError> {
     let done = ran?;
     parse_probe(&out)
         .filter(|_| done.code == 0 && !over)
-        .ok_or_else(|| CopyError::Guest {
-            vm: vm.name().to_string(),
-            step: "looking up the path",
-            code: done.code,
-            stderr: Stderr::from_bytes(&done.stderr),
+        .ok_or_else(|| {
+            GuestFailed::new(vm.name(), "looking up the path", done.code, &done.stderr).into()
         })
 }
 
@@ -103,16 +100,10 @@ where
 
 fn check(vm: &Vm<'_>, step: &'static str, done: exec::Captured) -> Result<(), CopyError> {
     match done.code {
-        0 => Ok(()),
         127 => Err(CopyError::NoTar {
             vm: vm.name().to_string(),
         }),
-        code => Err(CopyError::Guest {
-            vm: vm.name().to_string(),
-            step,
-            code,
-            stderr: Stderr::from_bytes(&done.stderr),
-        }),
+        _ => Ok(done.success(vm.name(), step)?),
     }
 }
 

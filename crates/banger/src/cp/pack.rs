@@ -10,19 +10,11 @@ use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 
-use banger_wire::agent::CHUNK;
-use bytes::Bytes;
-use futures::Stream;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::io::StreamReader;
 
 use super::error::CopyError;
-
-/// Chunks in flight between the tar thread and the exec stream.
-const IN_FLIGHT: usize = 4;
+use crate::pipe::{self, ChannelWriter};
 
 /// What an upload sent.
 #[derive(Debug, Default)]
@@ -32,32 +24,11 @@ pub struct Packed {
     pub skipped: Vec<PathBuf>,
 }
 
-type ChunkStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
-
-/// The archive as it is being written.
-pub type TarReader = StreamReader<ChunkStream, Bytes>;
-
 /// Starts archiving `src` under the name `top`; read the archive from the returned
 /// reader. A failure ends the stream with an error (never a clean end), and the
 /// handle says what failed.
-pub fn spawn(src: PathBuf, top: OsString) -> (TarReader, JoinHandle<Result<Packed, CopyError>>) {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(IN_FLIGHT);
-    let handle = tokio::task::spawn_blocking(move || {
-        let writer = ChannelWriter {
-            tx: tx.clone(),
-            buf: Vec::with_capacity(CHUNK),
-            closed: false,
-        };
-        let result = write_tar(&src, Path::new(&top), writer);
-        if let Err(e) = &result {
-            let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
-        }
-        result
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    (StreamReader::new(Box::pin(stream) as ChunkStream), handle)
+pub fn spawn(src: PathBuf, top: OsString) -> (pipe::Reader, JoinHandle<Result<Packed, CopyError>>) {
+    pipe::spawn(move |writer| write_tar(&src, Path::new(&top), writer))
 }
 
 /// Writes `src` (a file, a symlink or a directory tree) as tar entries named from
@@ -176,47 +147,12 @@ pub trait Closable {
     fn finish(self) -> Result<(), CopyError>;
 }
 
-/// Buffers writes into [`CHUNK`]-sized pieces for the channel.
-struct ChannelWriter {
-    tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: Vec<u8>,
-    closed: bool,
-}
-
-impl ChannelWriter {
-    fn send_buf(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let chunk = Bytes::from(std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK)));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| {
-            self.closed = true;
-            io::Error::from(io::ErrorKind::BrokenPipe)
-        })
-    }
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(CHUNK - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
-            self.send_buf()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.send_buf()
-    }
-}
-
 impl Closable for ChannelWriter {
     fn is_closed(&self) -> bool {
-        self.closed
+        ChannelWriter::is_closed(self)
     }
     fn finish(mut self) -> Result<(), CopyError> {
-        self.send_buf().map_err(|_| CopyError::Closed)
+        self.flush().map_err(|_| CopyError::Closed)
     }
 }
 
@@ -225,6 +161,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use tokio::io::AsyncReadExt;
+
+    use banger_wire::agent::CHUNK;
 
     use super::*;
 
