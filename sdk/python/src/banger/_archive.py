@@ -10,7 +10,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
-from typing import IO, Dict, List, Optional, Set, Tuple
+from typing import IO, Optional
 
 from ._protocol import Body
 from .errors import HostFailed, InvalidArgument, UnsafeArchive
@@ -41,7 +41,7 @@ def tar_path(local_path: str) -> Body:
     return _finish(f)
 
 
-def git_tracked(repo: str) -> List[str]:
+def git_tracked(repo: str) -> list[str]:
     """The paths `git ls-files -z` lists: the repository's tracked files."""
     try:
         out = subprocess.run(
@@ -50,8 +50,10 @@ def git_tracked(repo: str) -> List[str]:
             capture_output=True,
             check=False,
         )
-    except FileNotFoundError:
-        raise HostFailed("git is not installed", hint="prepare_workspace lists the repository's files with git")
+    except FileNotFoundError as e:
+        raise HostFailed(
+            "git is not installed", hint="prepare_workspace lists the repository's files with git"
+        ) from e
     if out.returncode != 0:
         raise InvalidArgument(
             f"{repo} is not a git repository: {out.stderr.decode('utf-8', 'replace').strip()}",
@@ -60,7 +62,7 @@ def git_tracked(repo: str) -> List[str]:
     return [os.fsdecode(p) for p in out.stdout.split(b"\0") if p]
 
 
-def tar_workspace(repo: str) -> Tuple[Body, int]:
+def tar_workspace(repo: str) -> tuple[Body, int]:
     """A tar of the working tree's tracked files (with uncommitted edits, without
     untracked files), and how many it holds. Tracked files deleted from the working
     tree and submodules are left out."""
@@ -91,11 +93,11 @@ def _member_name(name: str) -> Optional[str]:
     return "/".join(parts) or None
 
 
-def _check_members(members: List[tarfile.TarInfo]) -> List[Tuple[str, tarfile.TarInfo]]:
+def _check_members(members: list[tarfile.TarInfo]) -> list[tuple[str, tarfile.TarInfo]]:
     """Every entry's relative path, after refusing the whole archive if any entry is
     unsafe: an absolute or climbing path, a device or FIFO, a link pointing outside,
     a hard link to anything but an earlier file of the archive."""
-    files: Set[str] = set()
+    files: set[str] = set()
     checked = []
     for m in members:
         rel = _member_name(m.name)
@@ -103,14 +105,18 @@ def _check_members(members: List[tarfile.TarInfo]) -> List[Tuple[str, tarfile.Ta
             continue
         if m.issym():
             if m.linkname.startswith("/"):
-                raise UnsafeArchive(f"refused the symlink {rel!r}: it points to the absolute path {m.linkname!r}")
+                raise UnsafeArchive(
+                    f"refused the symlink {rel!r}: it points to the absolute path {m.linkname!r}"
+                )
             target = posixpath.normpath(posixpath.join(posixpath.dirname(rel), m.linkname))
             if target == ".." or target.startswith("../"):
                 raise UnsafeArchive(f"refused the symlink {rel!r}: it points outside ({m.linkname!r})")
         elif m.islnk():
             source = _member_name(m.linkname)
             if source not in files:
-                raise UnsafeArchive(f"refused the hard link {rel!r}: {m.linkname!r} is not an earlier file of the archive")
+                raise UnsafeArchive(
+                    f"refused the hard link {rel!r}: {m.linkname!r} is not an earlier file of the archive"
+                )
         elif m.isreg():
             files.add(rel)
         elif not m.isdir():
@@ -129,8 +135,8 @@ def extract(f: IO[bytes], dest: str) -> int:
     root = os.path.realpath(dest)
     with tarfile.open(fileobj=f, mode="r:*") as tar:
         members = _check_members(tar.getmembers())
-        dirs: Dict[str, int] = {}
-        links: List[Tuple[str, str]] = []
+        dirs: dict[str, int] = {}
+        links: list[tuple[str, str]] = []
         for rel, m in members:
             target = _place(root, rel)
             if m.isdir():
@@ -152,11 +158,11 @@ def extract(f: IO[bytes], dest: str) -> int:
         return len(members)
 
 
-def _symlinks(root: str, links: List[Tuple[str, str]]) -> None:
+def _symlinks(root: str, links: list[tuple[str, str]]) -> None:
     """Makes the archive's symlinks, each checked to resolve inside `root` when made
     and all of them again once made (a later link can redirect an earlier one); on a
     refusal none of them is left."""
-    made: List[str] = []
+    made: list[str] = []
     try:
         for rel, linkname in links:
             target = _place(root, rel)

@@ -8,12 +8,32 @@ import base64
 import json
 import math
 import warnings
-from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Dict, Generic, Iterator, List, Mapping, Optional, Sequence, Tuple, TypeVar, Union
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import (
+    IO,
+    Any,
+    Callable,
+    Generic,
+    Optional,
+    TypeVar,
+    Union,
+)
 from urllib.parse import quote
 
 from .errors import BangerError, DaemonUnavailable, Internal, NotFound, error_from, error_from_response
-from .types import DaemonInfo, ExecEvent, ExecResult, Exit, ImageInfo, SnapshotInfo, Stderr, Stdout, VmInfo, Workspace
+from .types import (
+    DaemonInfo,
+    ExecEvent,
+    ExecResult,
+    Exit,
+    ImageInfo,
+    SnapshotInfo,
+    Stderr,
+    Stdout,
+    VmInfo,
+    Workspace,
+)
 
 T = TypeVar("T")
 
@@ -47,16 +67,29 @@ class Call(Generic[T]):
     method: str
     path: str
     parse: Callable[[bytes], T]
-    params: Optional[Dict[str, str]] = None
+    params: Optional[dict[str, str]] = None
     json: Any = None
     content: Union[bytes, Body, None] = None
-    headers: Dict[str, str] = field(default_factory=dict)
 
     def finish(self, status: int, body: bytes) -> T:
         """The answer's value, or the typed error a non-2xx status carries."""
         if 200 <= status < 300:
             return self.parse(body)
         raise error_from_response(status, body)
+
+
+def request_args(call: Call[Any]) -> dict[str, Any]:
+    """httpx arguments for `call`, but for a `Body`, whose chunks the caller supplies
+    (sync or async); its length goes in Content-Length so the daemon can refuse an
+    oversized body at once."""
+    args: dict[str, Any] = {"params": call.params, "headers": {}}
+    if call.json is not None:
+        args["json"] = call.json
+    if isinstance(call.content, Body):
+        args["headers"]["Content-Length"] = str(call.content.length)
+    elif call.content is not None:
+        args["content"] = call.content
+    return args
 
 
 def _seg(name: str) -> str:
@@ -91,7 +124,7 @@ def status() -> Call[DaemonInfo]:
     return Call("GET", f"{PREFIX}/status", _one(DaemonInfo))
 
 
-def list_vms() -> Call[List[VmInfo]]:
+def list_vms() -> Call[list[VmInfo]]:
     return Call("GET", f"{PREFIX}/vms", _many(VmInfo))
 
 
@@ -112,7 +145,7 @@ def vm_action(name: str, action: str) -> Call[VmInfo]:
     return Call("POST", _vm(name, action), _one(VmInfo))
 
 
-def list_images() -> Call[List[ImageInfo]]:
+def list_images() -> Call[list[ImageInfo]]:
     return Call("GET", f"{PREFIX}/images", _many(ImageInfo))
 
 
@@ -124,7 +157,7 @@ def delete_image(name: str) -> Call[None]:
     return Call("DELETE", f"{PREFIX}/images/{_seg(name)}", _nothing)
 
 
-def list_snapshots() -> Call[List[SnapshotInfo]]:
+def list_snapshots() -> Call[list[SnapshotInfo]]:
     return Call("GET", f"{PREFIX}/snapshots", _many(SnapshotInfo))
 
 
@@ -138,13 +171,14 @@ def snapshot(vm: str, name: Optional[str]) -> Call[SnapshotInfo]:
 
 
 def file_mode(mode: Union[int, str, None]) -> Optional[str]:
-    """A file mode as the API takes it: octal digits (`0644`)."""
+    """A file mode as the API takes it: four octal digits (`0644`), from an int
+    (`0o644`) or a string of octal digits (`"644"`, `"0644"`)."""
     if mode is None:
         return None
-    if isinstance(mode, int):
-        return format(mode, "04o")
-    int(mode, 8)  # raises ValueError on anything but octal digits
-    return mode
+    value = mode if isinstance(mode, int) else int(mode, 8)
+    if not 0 <= value <= 0o7777:
+        raise ValueError(f"{mode!r} is not a file mode (0 to 0o7777)")
+    return format(value, "04o")
 
 
 def write_file(vm: str, path: str, data: bytes, mode: Union[int, str, None]) -> Call[None]:
@@ -194,7 +228,7 @@ def exec_kill(exec_id: str) -> Call[None]:
     return Call("POST", f"{PREFIX}/execs/{_seg(exec_id)}/kill", _nothing)
 
 
-def command(argv: Optional[Sequence[str]], shell: Optional[str]) -> List[str]:
+def command(argv: Optional[Sequence[str]], shell: Optional[str]) -> list[str]:
     """The argv to run: `argv` as given, or `shell` through `sh -c`; exactly one."""
     if (argv is None) == (shell is None):
         raise ValueError("give either argv or shell=, not both or neither")
@@ -216,12 +250,12 @@ def exec_body(
     timeout: Optional[float] = None,
     stdin: Union[bytes, str, None] = None,
     interactive: bool = False,
-    tty: Optional[Tuple[int, int]] = None,
-) -> Dict[str, Any]:
+    tty: Optional[tuple[int, int]] = None,
+) -> dict[str, Any]:
     """An ExecBody. `timeout` is seconds (rounded up to whole ones); `stdin` is given
     whole and then closed; `interactive` keeps stdin open for `send_stdin`; `tty` is
     (rows, cols) for a pseudo-terminal."""
-    body: Dict[str, Any] = {"argv": list(argv)}
+    body: dict[str, Any] = {"argv": list(argv)}
     if env:
         body["env"] = {str(k): str(v) for k, v in env.items()}
     if cwd is not None:
@@ -241,12 +275,12 @@ def exec_body(
     return body
 
 
-def create_spec(**fields: Any) -> Dict[str, Any]:
+def create_spec(**fields: Any) -> dict[str, Any]:
     """A VmCreateSpec with the fields given: None and False leave the daemon's default."""
     return {k: v for k, v in fields.items() if v is not None and v is not False}
 
 
-def run_spec(image: Optional[str]) -> Dict[str, Any]:
+def run_spec(image: Optional[str]) -> dict[str, Any]:
     """`Client.run`'s VM: resumed from the image's warm snapshot when there is one,
     ready once its agent is, and deleted by a daemon restart should the run die."""
     return create_spec(image=image, warm=True, exec_only=True, ephemeral=True)
@@ -263,7 +297,7 @@ class ExecDecoder:
         self.exit: Optional[Exit] = None
         self._partial = b""
 
-    def feed(self, chunk: bytes) -> List[ExecEvent]:
+    def feed(self, chunk: bytes) -> list[ExecEvent]:
         lines = (self._partial + chunk).split(b"\n")
         self._partial = lines.pop()
         events = []
@@ -273,7 +307,7 @@ class ExecDecoder:
                 events.append(event)
         return events
 
-    def end(self) -> List[ExecEvent]:
+    def end(self) -> list[ExecEvent]:
         """The stream closed: its last line, or the error of one that ended early."""
         events = self.feed(b"\n") if self._partial.strip() else []
         if self.exit is None:
@@ -286,8 +320,10 @@ class ExecDecoder:
         try:
             ev = json.loads(line)
             kind = ev["type"]
-        except (ValueError, KeyError, TypeError):
-            raise Internal(f"the exec stream of VM {self.vm} sent a line that is not an event: {line[:200]!r}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise Internal(
+                f"the exec stream of VM {self.vm} sent a line that is not an event: {line[:200]!r}"
+            ) from e
         if kind == "started":
             self.exec_id = str(ev["id"])
             return None
@@ -303,34 +339,12 @@ class ExecDecoder:
         return None  # an event this SDK does not know yet
 
 
-def lost(socket: str, err: Exception) -> BangerError:
-    """The error for a connection that failed or broke."""
-    return DaemonUnavailable(
-        f"lost the connection to bangerd at {socket}: {err}",
-        hint="`banger daemon status` shows whether it is running",
-    )
-
-
-def request_args(call: Call[Any]) -> Dict[str, Any]:
-    """httpx arguments for `call`, but for a `Body`, whose chunks the caller supplies
-    (sync or async); its length goes in Content-Length so the daemon can refuse an
-    oversized body at once."""
-    args: Dict[str, Any] = {"params": call.params, "headers": dict(call.headers)}
-    if call.json is not None:
-        args["json"] = call.json
-    if isinstance(call.content, Body):
-        args["headers"]["Content-Length"] = str(call.content.length)
-    elif call.content is not None:
-        args["content"] = call.content
-    return args
-
-
 class Collector:
     """Gathers a stream's events into an `ExecResult`."""
 
     def __init__(self) -> None:
-        self._out: List[bytes] = []
-        self._err: List[bytes] = []
+        self._out: list[bytes] = []
+        self._err: list[bytes] = []
         self._exit: Optional[Exit] = None
 
     def add(self, event: ExecEvent) -> None:
@@ -347,7 +361,6 @@ class Collector:
         return ExecResult(self._exit.code, b"".join(self._out), b"".join(self._err), self._exit.timed_out)
 
 
-
 def deletion_failed(vm: str, exc: Optional[BaseException], err: BangerError) -> None:
     """A `with` block's VM could not be deleted at its end: gone already is fine; when
     the block raised, its error `exc` is the one that propagates and this is a
@@ -357,3 +370,11 @@ def deletion_failed(vm: str, exc: Optional[BaseException], err: BangerError) -> 
     if exc is None:
         raise err
     warnings.warn(f"could not delete VM {vm} after an error: {err}", RuntimeWarning, stacklevel=3)
+
+
+def lost(socket: str, err: Exception) -> BangerError:
+    """The error for a connection that failed or broke."""
+    return DaemonUnavailable(
+        f"lost the connection to bangerd at {socket}: {err}",
+        hint="`banger daemon status` shows whether it is running",
+    )

@@ -9,22 +9,14 @@ import asyncio
 import collections
 import os
 import tempfile
+from collections.abc import AsyncIterator, Coroutine, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import (
     IO,
     Any,
-    AsyncIterator,
-    Coroutine,
-    Deque,
-    Generator,
     Generic,
-    List,
-    Mapping,
     Optional,
     Protocol,
-    Sequence,
-    Tuple,
-    Type,
     TypeVar,
     Union,
 )
@@ -44,7 +36,7 @@ T = TypeVar("T")
 class _Closes(Protocol):
     async def __aexit__(
         self,
-        exc_type: Optional[Type[BaseException]],
+        exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None: ...
@@ -70,7 +62,7 @@ class Opening(Generic[R]):
 
     async def __aexit__(
         self,
-        exc_type: Optional[Type[BaseException]],
+        exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
@@ -125,7 +117,9 @@ class AsyncClient:
                 if transport is None:
                     self.socket = await asyncio.to_thread(locate, self.socket, self._autostart)
                     transport = httpx.AsyncHTTPTransport(uds=self.socket)
-                self._http = httpx.AsyncClient(transport=transport, base_url=proto.BASE_URL, timeout=self._timeout)
+                self._http = httpx.AsyncClient(
+                    transport=transport, base_url=proto.BASE_URL, timeout=self._timeout
+                )
             return self._http
 
     async def _send(self, call: proto.Call[Any], stream: bool = False) -> httpx.Response:
@@ -197,10 +191,10 @@ class AsyncClient:
     async def get(self, name: str) -> AsyncVm:
         return AsyncVm(self, await self._call(proto.get_vm(name)))
 
-    async def list_vms(self) -> List[AsyncVm]:
+    async def list_vms(self) -> list[AsyncVm]:
         return [AsyncVm(self, info) for info in await self._call(proto.list_vms())]
 
-    async def images(self) -> List[ImageInfo]:
+    async def images(self) -> list[ImageInfo]:
         return await self._call(proto.list_images())
 
     async def image(self, name: str) -> ImageInfo:
@@ -209,7 +203,7 @@ class AsyncClient:
     async def delete_image(self, name: str) -> None:
         await self._call(proto.delete_image(name))
 
-    async def snapshots(self) -> List[SnapshotInfo]:
+    async def snapshots(self) -> list[SnapshotInfo]:
         return await self._call(proto.list_snapshots())
 
     async def delete_snapshot(self, name: str) -> None:
@@ -255,7 +249,7 @@ class AsyncVm:
 
     async def __aexit__(
         self,
-        exc_type: Optional[Type[BaseException]],
+        exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
@@ -294,7 +288,9 @@ class AsyncVm:
         stdin: Union[bytes, str, None] = None,
     ) -> ExecResult:
         """`Vm.exec`: runs the command and waits for its result."""
-        async with self.exec_stream(argv, shell=shell, env=env, cwd=cwd, timeout=timeout, stdin=stdin) as stream:
+        async with self.exec_stream(
+            argv, shell=shell, env=env, cwd=cwd, timeout=timeout, stdin=stdin
+        ) as stream:
             return await stream.wait()
 
     def exec_stream(
@@ -307,7 +303,7 @@ class AsyncVm:
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
         interactive: bool = False,
-        tty: Optional[Tuple[int, int]] = None,
+        tty: Optional[tuple[int, int]] = None,
     ) -> Opening[AsyncExecStream]:
         """`Vm.exec_stream`: `async with vm.exec_stream([...]) as stream:` then
         `async for event in stream`."""
@@ -328,7 +324,9 @@ class AsyncVm:
         await stream._started()
         return stream
 
-    async def write_file(self, path: str, data: Union[bytes, str], mode: Union[int, str, None] = None) -> None:
+    async def write_file(
+        self, path: str, data: Union[bytes, str], mode: Union[int, str, None] = None
+    ) -> None:
         raw = data.encode() if isinstance(data, str) else data
         await self._client._call(proto.write_file(self.name, path, raw, mode))
 
@@ -373,7 +371,7 @@ class AsyncExecStream:
         self._response = response
         self._chunks = response.aiter_bytes()
         self._decoder = proto.ExecDecoder(vm)
-        self._pending: Deque[ExecEvent] = collections.deque()
+        self._pending: collections.deque[ExecEvent] = collections.deque()
         self._ended = False
 
     async def _started(self) -> None:

@@ -6,8 +6,9 @@ import collections
 import os
 import tempfile
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Deque, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, Union
+from typing import Any, Optional, TypeVar, Union
 
 import httpx
 
@@ -148,11 +149,11 @@ class Client:
         """The VM named `name` (`NotFound` if there is none)."""
         return Vm(self, self._call(proto.get_vm(name)))
 
-    def list_vms(self) -> List[Vm]:
+    def list_vms(self) -> list[Vm]:
         """Every VM this caller can see."""
         return [Vm(self, info) for info in self._call(proto.list_vms())]
 
-    def images(self) -> List[ImageInfo]:
+    def images(self) -> list[ImageInfo]:
         return self._call(proto.list_images())
 
     def image(self, name: str) -> ImageInfo:
@@ -161,7 +162,7 @@ class Client:
     def delete_image(self, name: str) -> None:
         self._call(proto.delete_image(name))
 
-    def snapshots(self) -> List[SnapshotInfo]:
+    def snapshots(self) -> list[SnapshotInfo]:
         return self._call(proto.list_snapshots())
 
     def delete_snapshot(self, name: str) -> None:
@@ -216,7 +217,7 @@ class Vm:
 
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
+        exc_type: Optional[type[BaseException]],
         exc: Optional[BaseException],
         tb: Optional[TracebackType],
     ) -> None:
@@ -270,7 +271,7 @@ class Vm:
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
         interactive: bool = False,
-        tty: Optional[Tuple[int, int]] = None,
+        tty: Optional[tuple[int, int]] = None,
     ) -> ExecStream:
         """Starts a command and returns its events as they come (`Stdout`, `Stderr`,
         then `Exit`). With `interactive=True` its stdin stays open for
@@ -356,7 +357,7 @@ class ExecStream:
         self._response = response
         self._chunks = response.iter_bytes()
         self._decoder = proto.ExecDecoder(vm)
-        self._pending: Deque[ExecEvent] = collections.deque()
+        self._pending: collections.deque[ExecEvent] = collections.deque()
         self._ended = False
         while self._decoder.exec_id is None and not self._ended:
             self._read()

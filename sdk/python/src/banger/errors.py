@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Type
+from typing import Any, Optional
 
 
 class BangerError(Exception):
@@ -19,7 +19,7 @@ class BangerError(Exception):
         *,
         code: Optional[str] = None,
         hint: Optional[str] = None,
-        chain: Optional[List[str]] = None,
+        chain: Optional[list[str]] = None,
         status: Optional[int] = None,
     ) -> None:
         super().__init__(message)
@@ -27,7 +27,7 @@ class BangerError(Exception):
             self.code = code
         self.message = message
         self.hint = hint
-        self.chain: List[str] = list(chain or [])
+        self.chain: list[str] = list(chain or [])
         self.status = status
 
     def __str__(self) -> str:
@@ -117,7 +117,7 @@ class UnsafeArchive(PermissionDenied):
     (an absolute path, `..`, a link pointing out) or is a device or FIFO."""
 
 
-ERRORS: Dict[str, Type[BangerError]] = {
+ERRORS: dict[str, type[BangerError]] = {
     cls.code: cls
     for cls in (
         InvalidArgument,
@@ -135,7 +135,7 @@ ERRORS: Dict[str, Type[BangerError]] = {
 }
 
 # The class for a status whose body is not banger's structured error.
-_BY_STATUS: Dict[int, Type[BangerError]] = {
+_BY_STATUS: dict[int, type[BangerError]] = {
     400: InvalidArgument,
     403: PermissionDenied,
     404: NotFound,
@@ -145,7 +145,7 @@ _BY_STATUS: Dict[int, Type[BangerError]] = {
 }
 
 
-def error_from(fields: Dict[str, Any], status: Optional[int] = None) -> BangerError:
+def error_from(fields: dict[str, Any], status: Optional[int] = None) -> BangerError:
     """The exception for a `{code, message, hint, chain}` object (a response body or an
     exec stream's `error` event)."""
     code = str(fields.get("code") or "internal")

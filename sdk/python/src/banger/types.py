@@ -4,8 +4,9 @@ Parsing ignores fields it does not know, so a newer daemon stays readable."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Optional, Union
 
 
 def _opt_int(v: Any) -> Optional[int]:
@@ -38,7 +39,7 @@ class VmInfo:
     pid: Optional[int] = None
     boot: Optional[BootTimings] = None
     last_error: Optional[str] = None
-    policy: Optional[Dict[str, Any]] = None
+    policy: Optional[dict[str, Any]] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> VmInfo:

@@ -1,12 +1,11 @@
 from __future__ import annotations
 
 import os
-from typing import List
 
 import pytest
 
 
-def pytest_collection_modifyitems(items: List[pytest.Item]) -> None:
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """These need a daemon with isolated state and a guest image: run them through
     tests/run-integration.sh (`make sdk-test`), which sets that up."""
     if os.environ.get("BANGER_SDK_INTEGRATION") == "1":

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import List, Tuple
 
 import banger
 from banger.aio import AsyncClient
@@ -13,7 +12,7 @@ from banger.aio import AsyncClient
 def test_async_run_and_vm(tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("uploaded\n")
 
-    async def main() -> Tuple[banger.RunResult, List[banger.ExecEvent], bytes, List[str]]:
+    async def main() -> tuple[banger.RunResult, list[banger.ExecEvent], bytes, list[str]]:
         async with AsyncClient() as client:
             ran = await client.run(["sh", "-c", "echo async; exit 5"])
             async with client.create(exec_only=True) as vm:

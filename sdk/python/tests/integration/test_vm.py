@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -71,7 +71,12 @@ def test_a_directory_uploads_and_downloads(vm: banger.Vm, tmp_path: Path) -> Non
 
 
 def test_stdin_env_and_cwd_reach_the_command(vm: banger.Vm) -> None:
-    result = vm.exec(["sh", "-c", 'read line; echo "$line $GREETING $(pwd)"'], stdin="hi\n", env={"GREETING": "there"}, cwd="/tmp")
+    result = vm.exec(
+        ["sh", "-c", 'read line; echo "$line $GREETING $(pwd)"'],
+        stdin="hi\n",
+        env={"GREETING": "there"},
+        cwd="/tmp",
+    )
 
     assert result.stdout == "hi there /tmp\n"
 
@@ -112,4 +117,3 @@ def test_kill_ends_the_command(vm: banger.Vm) -> None:
         result = stream.wait()
 
     assert result.exit_code > 128
-

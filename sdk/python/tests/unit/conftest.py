@@ -6,13 +6,12 @@ import signal
 import stat
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator
-
-import pytest
 
 import fake_bangerd
 import fakes
+import pytest
 
 
 @pytest.fixture
@@ -29,7 +28,7 @@ def sockdir() -> Iterator[Path]:
 
 
 @pytest.fixture
-def fake_banger(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Dict[str, Path]]:
+def fake_banger(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path]]:
     """A fake `banger` CLI first on PATH whose `daemon start` starts a fake daemon;
     `log` collects the arguments it ran with. The daemon is killed afterwards."""
     bin_dir = sockdir / "bin"

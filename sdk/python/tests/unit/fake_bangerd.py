@@ -9,9 +9,9 @@ import json
 import socketserver
 import sys
 import threading
-from typing import Any, Dict
+from typing import Any
 
-DAEMON: Dict[str, Any] = {
+DAEMON: dict[str, Any] = {
     "version": "0.1.0",
     "pid": 7,
     "socket": "/run/banger/bangerd.sock",

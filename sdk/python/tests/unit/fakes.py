@@ -4,14 +4,15 @@ one on a Unix socket)."""
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any, Callable, Optional, Union
 
 import httpx
 
 import banger
 import banger.aio
 
-VM: Dict[str, Any] = {
+VM: dict[str, Any] = {
     "id": "01J0VM",
     "name": "box",
     "state": "running",
@@ -27,7 +28,7 @@ VM: Dict[str, Any] = {
     "last_error": None,
     "policy": {"mode": "isolated"},
 }
-IMAGE: Dict[str, Any] = {
+IMAGE: dict[str, Any] = {
     "name": "default",
     "digest": "sha256:ab",
     "created_at": "2026-11-24T00:00:00Z",
@@ -35,7 +36,7 @@ IMAGE: Dict[str, Any] = {
     "source": "build:bookworm",
     "dir": "/var/lib/banger/images/default",
 }
-SNAPSHOT: Dict[str, Any] = {
+SNAPSHOT: dict[str, Any] = {
     "id": "01J0SN",
     "name": "snap",
     "vm": "box",
@@ -66,7 +67,7 @@ class Chunks(httpx.SyncByteStream, httpx.AsyncByteStream):
             yield c
 
 
-def ndjson(*events: Dict[str, Any]) -> bytes:
+def ndjson(*events: dict[str, Any]) -> bytes:
     return b"".join(json.dumps(e).encode() + b"\n" for e in events)
 
 
@@ -86,8 +87,8 @@ class FakeDaemon:
     body read) in `requests`; anything else is a structured 404."""
 
     def __init__(self) -> None:
-        self.routes: Dict[Tuple[str, str], List[Answer]] = {}
-        self.requests: List[httpx.Request] = []
+        self.routes: dict[tuple[str, str], list[Answer]] = {}
+        self.requests: list[httpx.Request] = []
 
     def on(self, method: str, path: str, *answers: Answer) -> None:
         """Answers in turn; the last one repeats."""
@@ -108,7 +109,7 @@ class FakeDaemon:
     def async_client(self) -> banger.aio.AsyncClient:
         return banger.aio.AsyncClient(transport=httpx.MockTransport(self.handle))
 
-    def calls(self) -> List[Tuple[str, str]]:
+    def calls(self) -> list[tuple[str, str]]:
         return [(r.method, r.url.path) for r in self.requests]
 
     def last(self, method: str, path: str) -> httpx.Request:

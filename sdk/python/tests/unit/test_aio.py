@@ -6,16 +6,17 @@ import asyncio
 import io
 import json
 import tarfile
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Awaitable, List, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 import pytest
+from fake_bangerd import DAEMON
+from fakes import VM, FakeDaemon, error, ndjson, stream
 
 import banger
 from banger.aio import AsyncClient, AsyncVm
-from fake_bangerd import DAEMON
-from fakes import VM, FakeDaemon, error, ndjson, stream
 
 T = TypeVar("T")
 EXEC = "/api/v1/vms/box/exec"
@@ -86,7 +87,10 @@ def test_exec_reads_events_split_across_chunks(fake: FakeDaemon) -> None:
     result = run(vm.exec(shell="echo out; echo err >&2; exit 3", timeout=5))
 
     assert (result.exit_code, result.stdout, result.stderr, result.timed_out) == (3, "out\n", "err\n", False)
-    assert json.loads(fake.requests[-1].content) == {"argv": ["sh", "-c", "echo out; echo err >&2; exit 3"], "timeout_secs": 5}
+    assert json.loads(fake.requests[-1].content) == {
+        "argv": ["sh", "-c", "echo out; echo err >&2; exit 3"],
+        "timeout_secs": 5,
+    }
 
 
 def test_exec_stream_is_an_async_iterator_with_stdin(fake: FakeDaemon) -> None:
@@ -94,7 +98,7 @@ def test_exec_stream_is_an_async_iterator_with_stdin(fake: FakeDaemon) -> None:
     fake.on("POST", "/api/v1/execs/a1/stdin", httpx.Response(204))
     vm = AsyncVm(fake.async_client(), banger.VmInfo.from_json(VM))
 
-    async def act() -> List[banger.ExecEvent]:
+    async def act() -> list[banger.ExecEvent]:
         async with vm.exec_stream(["cat"], interactive=True) as s:
             await s.send_stdin("typed")
             await s.close_stdin()
@@ -110,7 +114,13 @@ def test_exec_stream_is_an_async_iterator_with_stdin(fake: FakeDaemon) -> None:
 
 
 def test_an_error_event_raises_in_async_for(fake: FakeDaemon) -> None:
-    fake.on("POST", EXEC, stream(ndjson({"type": "started", "id": "a1"}, {"type": "error", "code": "timeout", "message": "slow"})))
+    fake.on(
+        "POST",
+        EXEC,
+        stream(
+            ndjson({"type": "started", "id": "a1"}, {"type": "error", "code": "timeout", "message": "slow"})
+        ),
+    )
     vm = AsyncVm(fake.async_client(), banger.VmInfo.from_json(VM))
 
     with pytest.raises(banger.Timeout, match="slow"):

@@ -8,19 +8,21 @@ import os
 import stat
 import tarfile
 from pathlib import Path
-from typing import List, Optional
+from typing import Optional
 
 import httpx
 import pytest
+from fakes import VM, FakeDaemon
 
 import banger
 from banger._archive import extract, tar_path
-from fakes import VM, FakeDaemon
 
 ARCHIVE = "/api/v1/vms/box/archive"
 
 
-def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = "", mode: int = 0o644) -> tarfile.TarInfo:
+def entry(
+    name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = "", mode: int = 0o644
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.linkname = link
@@ -29,7 +31,7 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str
     return info
 
 
-def tar_of(*entries: tarfile.TarInfo, data: Optional[List[bytes]] = None) -> io.BytesIO:
+def tar_of(*entries: tarfile.TarInfo, data: Optional[list[bytes]] = None) -> io.BytesIO:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for i, info in enumerate(entries):
@@ -39,7 +41,7 @@ def tar_of(*entries: tarfile.TarInfo, data: Optional[List[bytes]] = None) -> io.
     return buf
 
 
-def tree(root: Path) -> List[str]:
+def tree(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
@@ -144,7 +146,9 @@ def test_a_safe_archive_is_extracted_with_its_modes_and_inner_links(tmp_path: Pa
 
 
 def test_download_fetches_the_archive_and_extracts_it(fake: FakeDaemon, tmp_path: Path) -> None:
-    fake.on("GET", ARCHIVE, httpx.Response(200, content=tar_of(entry("a.txt", data=b"A"), data=[b"A"]).getvalue()))
+    fake.on(
+        "GET", ARCHIVE, httpx.Response(200, content=tar_of(entry("a.txt", data=b"A"), data=[b"A"]).getvalue())
+    )
     vm = banger.Vm(fake.client(), banger.VmInfo.from_json(VM))
 
     count = vm.download("/root/out", tmp_path / "got")

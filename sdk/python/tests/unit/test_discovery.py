@@ -4,25 +4,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, List
 
 import pytest
+from fake_bangerd import serve
 
 import banger
 from banger import _discovery as d
-from fake_bangerd import serve
 
 USER_ENV = {"HOME": "/home/u", "XDG_RUNTIME_DIR": "/run/user/1000"}
 
 
 def test_banger_socket_wins_even_for_root() -> None:
-    plan = d.plan({"BANGER_SOCKET": "/tmp/x.sock", "BANGER_RUNTIME_DIR": "/tmp/r"}, is_root=True, system_trusted=True)
+    plan = d.plan(
+        {"BANGER_SOCKET": "/tmp/x.sock", "BANGER_RUNTIME_DIR": "/tmp/r"}, is_root=True, system_trusted=True
+    )
 
     assert plan == d.Plan("/tmp/x.sock", system_first=False, configured=True)
 
 
 def test_the_socket_argument_wins_over_banger_socket() -> None:
-    plan = d.plan({"BANGER_SOCKET": "/tmp/x.sock"}, is_root=False, system_trusted=True, socket="/tmp/arg.sock")
+    plan = d.plan(
+        {"BANGER_SOCKET": "/tmp/x.sock"}, is_root=False, system_trusted=True, socket="/tmp/arg.sock"
+    )
 
     assert plan == d.Plan("/tmp/arg.sock", configured=True)
 
@@ -66,13 +69,13 @@ def test_a_runtime_dir_override_isolates_a_user_from_the_system_daemon() -> None
         ({"HOME": "/home/u", "BANGER_STATE_DIR": "/state"}, "/state/run/bangerd.sock"),
     ],
 )
-def test_a_user_without_xdg_runtime_dir_stays_under_their_state_dir(env: Dict[str, str], socket: str) -> None:
+def test_a_user_without_xdg_runtime_dir_stays_under_their_state_dir(env: dict[str, str], socket: str) -> None:
     assert d.plan(env, is_root=False, system_trusted=False).socket == socket
 
 
 def test_the_system_daemon_is_used_when_it_answers(sockdir: Path) -> None:
     system = serve(str(sockdir / "system.sock"))
-    started: List[bool] = []
+    started: list[bool] = []
 
     found = d.find_daemon(
         d.Plan(str(sockdir / "own.sock"), system_first=True),
@@ -111,7 +114,9 @@ def test_nothing_answering_starts_the_daemon_then_uses_it(sockdir: Path) -> None
 
 def test_without_autostart_nothing_answering_is_daemon_unavailable(sockdir: Path) -> None:
     with pytest.raises(banger.DaemonUnavailable, match="no bangerd answers on"):
-        d.find_daemon(d.Plan(str(sockdir / "own.sock")), autostart=False, start=lambda: pytest.fail("started"))
+        d.find_daemon(
+            d.Plan(str(sockdir / "own.sock")), autostart=False, start=lambda: pytest.fail("started")
+        )
 
 
 def test_a_daemon_without_the_api_is_refused_with_a_hint(sockdir: Path) -> None:
@@ -125,7 +130,9 @@ def test_a_daemon_without_the_api_is_refused_with_a_hint(sockdir: Path) -> None:
     assert "banger daemon stop" in (caught.value.hint or "")
 
 
-def test_the_client_runs_banger_daemon_start_for_its_socket(sockdir: Path, fake_banger: Dict[str, Path]) -> None:
+def test_the_client_runs_banger_daemon_start_for_its_socket(
+    sockdir: Path, fake_banger: dict[str, Path]
+) -> None:
     sock = str(sockdir / "own.sock")
 
     status = banger.Client(sock).status()
@@ -135,7 +142,7 @@ def test_the_client_runs_banger_daemon_start_for_its_socket(sockdir: Path, fake_
 
 
 def test_the_client_starts_the_daemon_the_environment_names(
-    sockdir: Path, fake_banger: Dict[str, Path], monkeypatch: pytest.MonkeyPatch
+    sockdir: Path, fake_banger: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("BANGER_SOCKET", raising=False)
     monkeypatch.setenv("BANGER_RUNTIME_DIR", str(sockdir))
@@ -147,7 +154,9 @@ def test_the_client_starts_the_daemon_the_environment_names(
     assert fake_banger["log"].read_text() == "daemon start\n"
 
 
-def test_banger_bin_names_the_cli(sockdir: Path, fake_banger: Dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_banger_bin_names_the_cli(
+    sockdir: Path, fake_banger: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setenv("BANGER_BIN", str(fake_banger["exe"]))
 
@@ -156,7 +165,9 @@ def test_banger_bin_names_the_cli(sockdir: Path, fake_banger: Dict[str, Path], m
     assert fake_banger["log"].read_text() == "daemon start\n"
 
 
-def test_no_cli_to_start_the_daemon_is_daemon_unavailable(sockdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_cli_to_start_the_daemon_is_daemon_unavailable(
+    sockdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.delenv("BANGER_BIN", raising=False)
 
@@ -167,7 +178,9 @@ def test_no_cli_to_start_the_daemon_is_daemon_unavailable(sockdir: Path, monkeyp
     assert "BANGER_BIN" in (caught.value.hint or "")
 
 
-def test_a_failed_daemon_start_says_why(sockdir: Path, fake_banger: Dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failed_daemon_start_says_why(
+    sockdir: Path, fake_banger: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_BANGER_FAIL", "error: /dev/kvm: permission denied")
 
     with pytest.raises(banger.DaemonUnavailable, match="/dev/kvm: permission denied"):

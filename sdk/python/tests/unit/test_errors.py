@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Type
-
 import pytest
+from fakes import FakeDaemon, error
 
 import banger
 from banger.errors import error_from_response
-from fakes import FakeDaemon, error
 
 
 @pytest.mark.parametrize(
@@ -27,13 +25,21 @@ from fakes import FakeDaemon, error
         (500, "internal", banger.Internal),
     ],
 )
-def test_each_code_maps_to_its_class(status: int, code: str, cls: Type[banger.BangerError]) -> None:
-    body = b'{"code": "%s", "message": "it broke", "hint": "try again", "chain": ["deep cause"]}' % code.encode()
+def test_each_code_maps_to_its_class(status: int, code: str, cls: type[banger.BangerError]) -> None:
+    body = (
+        b'{"code": "%s", "message": "it broke", "hint": "try again", "chain": ["deep cause"]}' % code.encode()
+    )
 
     err = error_from_response(status, body)
 
     assert type(err) is cls
-    assert (err.code, err.message, err.hint, err.chain, err.status) == (code, "it broke", "try again", ["deep cause"], status)
+    assert (err.code, err.message, err.hint, err.chain, err.status) == (
+        code,
+        "it broke",
+        "try again",
+        ["deep cause"],
+        status,
+    )
     assert str(err) == "it broke: deep cause (hint: try again)"
 
 
@@ -64,7 +70,9 @@ def test_daemon_unavailable_is_an_unavailable() -> None:
 
 
 def test_an_answer_through_the_client_raises_the_typed_error(fake: FakeDaemon) -> None:
-    fake.on("GET", "/api/v1/vms/ghost", error(404, "not_found", "no VM named ghost", "banger vm list shows them"))
+    fake.on(
+        "GET", "/api/v1/vms/ghost", error(404, "not_found", "no VM named ghost", "banger vm list shows them")
+    )
 
     with pytest.raises(banger.NotFound) as caught:
         fake.client().get("ghost")

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any, Dict, Type
+from typing import Any
 
 import httpx
 import pytest
+from fakes import VM, FakeDaemon, error, ndjson, stream
 
 import banger
 from banger._protocol import ExecDecoder
-from fakes import VM, FakeDaemon, error, ndjson, stream
 
 EXEC = "/api/v1/vms/box/exec"
 STARTED = {"type": "started", "id": "ex1"}
@@ -51,9 +51,16 @@ def test_shell_runs_through_sh_c(fake: FakeDaemon, vm: banger.Vm) -> None:
 
 @pytest.mark.parametrize(
     "kwargs, exc",
-    [({}, ValueError), ({"argv": ["a"], "shell": "a"}, ValueError), ({"argv": []}, ValueError), ({"argv": "ls -l"}, TypeError)],
+    [
+        ({}, ValueError),
+        ({"argv": ["a"], "shell": "a"}, ValueError),
+        ({"argv": []}, ValueError),
+        ({"argv": "ls -l"}, TypeError),
+    ],
 )
-def test_a_command_needs_exactly_one_of_argv_and_shell(kwargs: Dict[str, Any], exc: Type[Exception], vm: banger.Vm) -> None:
+def test_a_command_needs_exactly_one_of_argv_and_shell(
+    kwargs: dict[str, Any], exc: type[Exception], vm: banger.Vm
+) -> None:
     with pytest.raises(exc):
         vm.exec(**kwargs)
 
@@ -75,7 +82,12 @@ def test_exec_collects_output_and_exit(fake: FakeDaemon, vm: banger.Vm) -> None:
 
     result = vm.exec(["sh"])
 
-    assert (result.exit_code, result.stdout, result.stderr, result.timed_out) == (3, "out\n\ufffd more\n", "err\n", False)
+    assert (result.exit_code, result.stdout, result.stderr, result.timed_out) == (
+        3,
+        "out\n\ufffd more\n",
+        "err\n",
+        False,
+    )
     assert result.stdout_bytes == b"out\n\xff more\n"
     assert not result.ok
 
@@ -132,7 +144,12 @@ def test_an_error_event_raises_its_typed_error(fake: FakeDaemon, vm: banger.Vm) 
             ndjson(
                 STARTED,
                 {"type": "stdout", "data": b64(b"partial")},
-                {"type": "error", "code": "vmm_failed", "message": "the VM stopped", "hint": "see banger vm logs"},
+                {
+                    "type": "error",
+                    "code": "vmm_failed",
+                    "message": "the VM stopped",
+                    "hint": "see banger vm logs",
+                },
             )
         ),
     )
@@ -180,13 +197,21 @@ def test_stdin_resize_and_kill_address_the_exec_id(fake: FakeDaemon, vm: banger.
         ("/api/v1/execs/e%2F7/resize", b'{"rows":50,"cols":132}'),
         ("/api/v1/execs/e%2F7/kill", b""),
     ]
-    assert json.loads(fake.requests[0].content) == {"argv": ["cat"], "interactive": True, "tty": {"rows": 24, "cols": 80}}
+    assert json.loads(fake.requests[0].content) == {
+        "argv": ["cat"],
+        "interactive": True,
+        "tty": {"rows": 24, "cols": 80},
+    }
 
 
 def test_events_after_the_exit_are_ignored() -> None:
     decoder = ExecDecoder("box")
 
-    events = decoder.feed(ndjson(STARTED, {"type": "exit", "code": 0, "timed_out": False}, {"type": "stdout", "data": b64(b"late")}))
+    events = decoder.feed(
+        ndjson(
+            STARTED, {"type": "exit", "code": 0, "timed_out": False}, {"type": "stdout", "data": b64(b"late")}
+        )
+    )
 
     assert events == [banger.Exit(0, False)]
 
@@ -194,7 +219,9 @@ def test_events_after_the_exit_are_ignored() -> None:
 def test_an_event_type_this_sdk_does_not_know_is_skipped() -> None:
     decoder = ExecDecoder("box")
 
-    events = decoder.feed(ndjson(STARTED, {"type": "progress", "pct": 5}, {"type": "stdout", "data": b64(b"x")}))
+    events = decoder.feed(
+        ndjson(STARTED, {"type": "progress", "pct": 5}, {"type": "stdout", "data": b64(b"x")})
+    )
 
     assert events == [banger.Stdout(b"x")]
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Optional
 
 import httpx
 import pytest
-
-import banger
 from fake_bangerd import DAEMON
 from fakes import IMAGE, SNAPSHOT, VM, FakeDaemon
+
+import banger
 
 
 def no_content() -> httpx.Response:
@@ -31,31 +31,93 @@ def body(request: httpx.Request) -> Any:
 
 Act = Callable[[banger.Client, banger.Vm], Any]
 
-CASES: Dict[str, Any] = {
+CASES: dict[str, Any] = {
     "status": (lambda c, v: c.status(), "GET", "/api/v1/status", {}, None, httpx.Response(200, json=DAEMON)),
     "list_vms": (lambda c, v: c.list_vms(), "GET", "/api/v1/vms", {}, None, httpx.Response(200, json=[VM])),
     "get": (lambda c, v: c.get("box"), "GET", "/api/v1/vms/box", {}, None, httpx.Response(200, json=VM)),
     "images": (lambda c, v: c.images(), "GET", "/api/v1/images", {}, None, httpx.Response(200, json=[IMAGE])),
-    "image": (lambda c, v: c.image("default"), "GET", "/api/v1/images/default", {}, None, httpx.Response(200, json=IMAGE)),
-    "delete_image": (lambda c, v: c.delete_image("old"), "DELETE", "/api/v1/images/old", {}, None, no_content()),
-    "snapshots": (lambda c, v: c.snapshots(), "GET", "/api/v1/snapshots", {}, None, httpx.Response(200, json=[SNAPSHOT])),
-    "delete_snapshot": (lambda c, v: c.delete_snapshot("snap"), "DELETE", "/api/v1/snapshots/snap", {}, None, no_content()),
-    "start": (lambda c, v: v.start(), "POST", "/api/v1/vms/box/start", {}, None, httpx.Response(200, json=VM)),
+    "image": (
+        lambda c, v: c.image("default"),
+        "GET",
+        "/api/v1/images/default",
+        {},
+        None,
+        httpx.Response(200, json=IMAGE),
+    ),
+    "delete_image": (
+        lambda c, v: c.delete_image("old"),
+        "DELETE",
+        "/api/v1/images/old",
+        {},
+        None,
+        no_content(),
+    ),
+    "snapshots": (
+        lambda c, v: c.snapshots(),
+        "GET",
+        "/api/v1/snapshots",
+        {},
+        None,
+        httpx.Response(200, json=[SNAPSHOT]),
+    ),
+    "delete_snapshot": (
+        lambda c, v: c.delete_snapshot("snap"),
+        "DELETE",
+        "/api/v1/snapshots/snap",
+        {},
+        None,
+        no_content(),
+    ),
+    "start": (
+        lambda c, v: v.start(),
+        "POST",
+        "/api/v1/vms/box/start",
+        {},
+        None,
+        httpx.Response(200, json=VM),
+    ),
     "stop": (lambda c, v: v.stop(), "POST", "/api/v1/vms/box/stop", {}, None, httpx.Response(200, json=VM)),
-    "restart": (lambda c, v: v.restart(), "POST", "/api/v1/vms/box/restart", {}, None, httpx.Response(200, json=VM)),
+    "restart": (
+        lambda c, v: v.restart(),
+        "POST",
+        "/api/v1/vms/box/restart",
+        {},
+        None,
+        httpx.Response(200, json=VM),
+    ),
     "refresh": (lambda c, v: v.refresh(), "GET", "/api/v1/vms/box", {}, None, httpx.Response(200, json=VM)),
     "delete": (lambda c, v: v.delete(), "DELETE", "/api/v1/vms/box", {}, None, no_content()),
     "read_file": (
         lambda c, v: v.read_file("/etc/hostname"),
-        "GET", "/api/v1/vms/box/files", {"path": "/etc/hostname"}, None, httpx.Response(200, content=b"box\n"),
+        "GET",
+        "/api/v1/vms/box/files",
+        {"path": "/etc/hostname"},
+        None,
+        httpx.Response(200, content=b"box\n"),
     ),
     "export_patch": (
         lambda c, v: v.export_patch(),
-        "GET", "/api/v1/vms/box/workspace/patch", {"path": "/root/repo"}, None, httpx.Response(200, text="diff --git a/x b/x\n"),
+        "GET",
+        "/api/v1/vms/box/workspace/patch",
+        {"path": "/root/repo"},
+        None,
+        httpx.Response(200, text="diff --git a/x b/x\n"),
     ),
-    "snapshot": (lambda c, v: v.snapshot(), "POST", "/api/v1/vms/box/snapshots", {}, {}, httpx.Response(201, json=SNAPSHOT)),
+    "snapshot": (
+        lambda c, v: v.snapshot(),
+        "POST",
+        "/api/v1/vms/box/snapshots",
+        {},
+        {},
+        httpx.Response(201, json=SNAPSHOT),
+    ),
     "snapshot_named": (
-        lambda c, v: v.snapshot("before"), "POST", "/api/v1/vms/box/snapshots", {}, {"name": "before"}, httpx.Response(201, json=SNAPSHOT),
+        lambda c, v: v.snapshot("before"),
+        "POST",
+        "/api/v1/vms/box/snapshots",
+        {},
+        {"name": "before"},
+        httpx.Response(201, json=SNAPSHOT),
     ),
 }
 
@@ -68,7 +130,12 @@ def test_request_shape(case: str, fake: FakeDaemon, vm: banger.Vm) -> None:
     act(vm._client, vm)
 
     request = fake.requests[-1]
-    assert (request.method, request.url.path, dict(request.url.params), body(request)) == (method, path, params, sent)
+    assert (request.method, request.url.path, dict(request.url.params), body(request)) == (
+        method,
+        path,
+        params,
+        sent,
+    )
 
 
 def test_answers_are_parsed_into_types(fake: FakeDaemon) -> None:
@@ -127,7 +194,12 @@ def test_create_as_a_context_manager_deletes_the_vm(fake: FakeDaemon) -> None:
 
 def test_a_vm_deleted_inside_its_block_is_fine(fake: FakeDaemon) -> None:
     fake.on("POST", "/api/v1/vms", httpx.Response(201, json=VM))
-    fake.on("DELETE", "/api/v1/vms/box", no_content(), httpx.Response(404, json={"code": "not_found", "message": "gone"}))
+    fake.on(
+        "DELETE",
+        "/api/v1/vms/box",
+        no_content(),
+        httpx.Response(404, json={"code": "not_found", "message": "gone"}),
+    )
 
     with fake.client().create() as vm:
         vm.delete()
@@ -152,7 +224,9 @@ def test_names_are_escaped_in_paths(fake: FakeDaemon) -> None:
     assert fake.requests[-1].url.raw_path == b"/api/v1/vms/a%2Fb"
 
 
-@pytest.mark.parametrize("mode, sent", [(None, None), (0o755, "0755"), ("0600", "0600")])
+@pytest.mark.parametrize(
+    "mode, sent", [(None, None), (0o755, "0755"), ("0600", "0600"), ("644", "0644"), (0o4755, "4755")]
+)
 def test_write_file_sends_the_bytes_and_an_octal_mode(
     mode: Optional[Any], sent: Optional[str], fake: FakeDaemon, vm: banger.Vm
 ) -> None:
@@ -166,9 +240,12 @@ def test_write_file_sends_the_bytes_and_an_octal_mode(
     assert request.url.params.get("mode") == sent
 
 
-def test_write_file_refuses_a_mode_that_is_not_octal(vm: banger.Vm) -> None:
+@pytest.mark.parametrize("mode", ["rwx", "0o9", -1, 0o10000])
+def test_write_file_refuses_what_is_not_a_file_mode(mode: Any, fake: FakeDaemon, vm: banger.Vm) -> None:
     with pytest.raises(ValueError):
-        vm.write_file("/x", b"", mode="rwx")
+        vm.write_file("/x", b"", mode=mode)
+
+    assert fake.requests == []
 
 
 def test_read_file_returns_the_bytes(fake: FakeDaemon, vm: banger.Vm) -> None:
@@ -178,7 +255,9 @@ def test_read_file_returns_the_bytes(fake: FakeDaemon, vm: banger.Vm) -> None:
 
 
 def test_a_missing_guest_file_is_not_found(fake: FakeDaemon, vm: banger.Vm) -> None:
-    fake.on("GET", "/api/v1/vms/box/files", httpx.Response(404, json={"code": "not_found", "message": "no /nope"}))
+    fake.on(
+        "GET", "/api/v1/vms/box/files", httpx.Response(404, json={"code": "not_found", "message": "no /nope"})
+    )
 
     with pytest.raises(banger.NotFound):
         vm.read_file("/nope")

@@ -8,13 +8,12 @@ import json
 import subprocess
 import tarfile
 from pathlib import Path
-from typing import Dict
 
 import httpx
 import pytest
+from fakes import VM, FakeDaemon, error, ndjson, stream
 
 import banger
-from fakes import VM, FakeDaemon, error, ndjson, stream
 
 WORKSPACE = "/api/v1/vms/box/workspace"
 
@@ -43,7 +42,7 @@ def repo(tmp_path: Path) -> Path:
     return r
 
 
-def members(request: httpx.Request) -> Dict[str, tarfile.TarInfo]:
+def members(request: httpx.Request) -> dict[str, tarfile.TarInfo]:
     with tarfile.open(fileobj=io.BytesIO(request.content)) as tar:
         return {m.name: m for m in tar.getmembers()}
 
@@ -111,7 +110,12 @@ def test_run_creates_a_throwaway_vm_ships_the_repo_execs_and_deletes_it(fake: Fa
         ("POST", "/api/v1/vms/box/exec"),
         ("DELETE", "/api/v1/vms/box"),
     ]
-    assert json.loads(fake.requests[0].content) == {"image": "default", "warm": True, "exec_only": True, "ephemeral": True}
+    assert json.loads(fake.requests[0].content) == {
+        "image": "default",
+        "warm": True,
+        "exec_only": True,
+        "ephemeral": True,
+    }
     assert json.loads(fake.requests[2].content)["cwd"] == "/root/repo"
 
 
@@ -131,7 +135,12 @@ def test_run_deletes_its_vm_when_the_stream_breaks(fake: FakeDaemon) -> None:
     fake.on(
         "POST",
         "/api/v1/vms/box/exec",
-        stream(ndjson({"type": "started", "id": "1"}, {"type": "error", "code": "vmm_failed", "message": "the VM stopped"})),
+        stream(
+            ndjson(
+                {"type": "started", "id": "1"},
+                {"type": "error", "code": "vmm_failed", "message": "the VM stopped"},
+            )
+        ),
     )
     fake.on("DELETE", "/api/v1/vms/box", httpx.Response(204))
 
