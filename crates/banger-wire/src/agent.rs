@@ -70,6 +70,7 @@ pub type AuthReply = Result<(), WireError>;
 
 /// Terminal size in character cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TtySize {
     pub rows: u16,
     pub cols: u16,

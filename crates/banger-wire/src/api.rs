@@ -27,6 +27,7 @@ pub const REQUEST_HEADER: &str = "x-banger-request";
 /// The VMM that runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Backend {
     Firecracker,
     Qemu,
@@ -57,6 +58,7 @@ impl std::str::FromStr for Backend {
 /// Lifecycle state of a VM as recorded in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum VmState {
     /// Created, never started or cleanly stopped.
     Stopped,
@@ -95,6 +97,7 @@ impl VmState {
 
 /// What `vm create` asks for. Unset fields take the daemon's configured defaults.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmCreateSpec {
     /// DNS label; generated when absent.
     pub name: Option<String>,
@@ -150,6 +153,7 @@ pub struct VmSetSpec {
 /// Whether a guest is confined to the default policy or may reach the host and LAN.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum NetMode {
     /// The internet through NAT, the daemon's DNS, and what the policy allows.
     #[default]
@@ -184,6 +188,7 @@ impl std::str::FromStr for NetMode {
 /// What a guest may reach beyond NAT to the internet and the daemon's DNS. The host
 /// enforces it; nothing of it is inside the guest, so snapshots serve any policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NetPolicy {
     /// `None` takes the configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +227,7 @@ impl NetPolicyChange {
 
 /// Boot timings of the last start, in milliseconds from the VMM spawn.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BootTimings {
     /// banger's own work before the VMM was spawned (disks, config).
     pub prepare_ms: u64,
@@ -231,6 +237,7 @@ pub struct BootTimings {
 
 /// A VM as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VmInfo {
     pub id: String,
     pub name: String,
@@ -254,6 +261,7 @@ pub struct VmInfo {
 
 /// A snapshot of a running VM: its memory, devices and writable disk at one instant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SnapshotInfo {
     pub id: String,
     pub name: String,
@@ -277,6 +285,7 @@ pub struct SnapshotInfo {
 
 /// An image as the daemon reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageInfo {
     pub name: String,
     /// sha256 of the image manifest: identifies the exact kernel, initrd and rootfs.
@@ -413,6 +422,7 @@ impl Request {
 
 /// Daemon facts for `daemon status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DaemonInfo {
     pub version: String,
     pub pid: u32,

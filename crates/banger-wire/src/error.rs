@@ -7,6 +7,7 @@ use std::fmt;
 /// branch on *why* banger failed without parsing messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     /// The request was malformed or a value was out of range.
     InvalidArgument,
@@ -96,6 +97,7 @@ impl fmt::Display for ErrorCode {
 /// `message` is the top-level failure, `chain` the causes below it (outermost first),
 /// `hint` what the user can do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WireError {
     pub code: ErrorCode,
     pub message: String,

@@ -3,6 +3,8 @@
 //! * [`api`]: the CLI ⇄ `bangerd` contract (HTTP+JSON over a Unix socket).
 //! * [`agent`]: the `bangerd` ⇄ guest agent contract (postcard frames over one
 //!   multiplexed channel), also used for the exec stream the daemon relays to the CLI.
+//! * [`public`]: the public HTTP API (`/api/v1`) on the daemon's socket.
+//! * [`workspace`]: the guest-side scripts of a workspace (CLI and public API).
 //! * [`error`]: the structured error that crosses both boundaries.
 //!
 //! This crate holds data only: serde, no async runtime, no OS calls.
@@ -10,5 +12,7 @@
 pub mod agent;
 pub mod api;
 pub mod error;
+pub mod public;
+pub mod workspace;
 
 pub use error::{ErrorCode, WireError};

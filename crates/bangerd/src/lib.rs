@@ -35,6 +35,12 @@ pub fn main_entry() -> std::process::ExitCode {
         }
         return std::process::ExitCode::SUCCESS;
     }
+    if std::env::args().nth(1).as_deref() == Some("openapi") {
+        // The public API's OpenAPI document, as `GET /api/v1/openapi.json` serves it.
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout().lock(), "{}", server::document_json());
+        return std::process::ExitCode::SUCCESS;
+    }
     vm::process::close_inherited_on_exec();
     match daemon::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,6 +8,7 @@
 //! The guest decides how much it sends, so the patch is cut off at
 //! [`MAX_PATCH_BYTES`].
 
+use banger_wire::workspace::{EXPORT, NO_WORKSPACE};
 use tokio::io::AsyncWrite;
 
 use super::error::WorkspaceError;
@@ -32,25 +33,6 @@ impl Base {
     }
 }
 
-const EXPORT: &str = r#"set -eu
-cd "$1" 2>/dev/null || exit 104
-git rev-parse -q --verify refs/banger/shipped >/dev/null || exit 104
-gd=$(git rev-parse --absolute-git-dir)
-idx="$gd/banger-export.index"
-trap 'rm -f "$idx"' EXIT
-rm -f "$idx"
-if [ -f "$gd/index" ]; then cp "$gd/index" "$idx"; fi
-export GIT_INDEX_FILE="$idx"
-git add -A
-case $2 in
-  head) base=$(git rev-parse -q --verify 'refs/banger/base^{tree}' || git hash-object -t tree /dev/null) ;;
-  *) base=$(git rev-parse --verify refs/banger/shipped) ;;
-esac
-git -c core.quotepath=false -c diff.noprefix=false -c diff.mnemonicPrefix=false \
-  diff --cached --binary --full-index --no-color --no-ext-diff --no-textconv \
-  --no-relative -M --src-prefix=a/ --dst-prefix=b/ "$base" --
-"#;
-
 /// The largest patch taken from a guest, in bytes.
 pub const MAX_PATCH_BYTES: u64 = 256 << 20;
 
@@ -73,7 +55,7 @@ pub async fn export<W: AsyncWrite + Unpin>(
         });
     }
     let captured = ran.map_err(|e| capture_error(vm, e))?;
-    if captured.code == 104 {
+    if captured.code == NO_WORKSPACE {
         return Err(WorkspaceError::NoWorkspace {
             vm: vm.into(),
             dest: dest.into(),

@@ -31,10 +31,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 pub use apply::{apply, Applied};
+pub use banger_wire::workspace::DEFAULT_DEST;
 pub use error::WorkspaceError;
 pub use export::{export, Base};
 pub use repo::{HostRepo, Manifest};
-pub use ship::{ship, ShipOptions, DEFAULT_DEST};
+pub use ship::{ship, ShipOptions};
 
 /// Writes the paths a ship would send, one per line.
 pub fn list<W: Write>(

@@ -19,6 +19,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 
 use banger_wire::agent::ExecSpec;
+use banger_wire::workspace::{FILES, INIT, NOT_EMPTY, NO_GIT, NO_TAR};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::error::{Stderr, WorkspaceError};
@@ -26,22 +27,7 @@ use super::exec::{self, CaptureError, Captured, Runner};
 use super::repo::{HostRepo, Manifest};
 use super::tarball::{self, Prelude};
 
-/// Where a workspace lands in the guest unless told otherwise.
-pub const DEFAULT_DEST: &str = "/root/repo";
-
-const INIT: &str = r#"set -eu
-command -v git >/dev/null 2>&1 || exit 101
-command -v tar >/dev/null 2>&1 || exit 102
-d=$1
-if [ -e "$d" ] && [ -n "$(ls -A "$d" 2>/dev/null)" ]; then exit 103; fi
-mkdir -p "$d"
-git init -q "$d"
-if [ -n "$2" ]; then git -C "$d" symbolic-ref HEAD "$2"; fi
-"#;
-
 const OBJECTS: &str = r#"exec git -C "$1" index-pack --stdin >/dev/null"#;
-
-const FILES: &str = r#"exec tar -x --no-same-owner -C "$1""#;
 
 /// Where the tar puts the host's list of changed paths (inside the guest's `.git`).
 pub const CHANGED: &str = ".git/banger-changed";
@@ -97,19 +83,21 @@ pub async fn ship(
 
     let init = script("banger-ws-init", INIT, &[dest, branch]);
     match step(guest, "init", init, tokio::io::empty()).await {
-        Err(WorkspaceError::Guest { code: 101, .. }) => {
+        Err(WorkspaceError::Guest { code: NO_GIT, .. }) => {
             return Err(WorkspaceError::GuestToolMissing {
                 vm: vm.into(),
                 tool: "git",
             })
         }
-        Err(WorkspaceError::Guest { code: 102, .. }) => {
+        Err(WorkspaceError::Guest { code: NO_TAR, .. }) => {
             return Err(WorkspaceError::GuestToolMissing {
                 vm: vm.into(),
                 tool: "tar",
             })
         }
-        Err(WorkspaceError::Guest { code: 103, .. }) => {
+        Err(WorkspaceError::Guest {
+            code: NOT_EMPTY, ..
+        }) => {
             return Err(WorkspaceError::DestNotEmpty {
                 vm: vm.into(),
                 dest: dest.into(),

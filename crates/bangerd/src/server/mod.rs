@@ -1,6 +1,7 @@
 //! The HTTP+JSON API over a Unix socket. Transports only decode, dispatch and encode:
 //! every verb is one [`Request`] variant with one handler in [`handlers`].
 
+mod api;
 mod caller;
 mod exec;
 mod handlers;
@@ -22,6 +23,7 @@ use tokio::sync::Notify;
 use crate::error::DaemonError;
 use crate::vm::Manager;
 
+pub use api::document_json;
 pub use caller::Caller;
 
 /// What a running daemon is made of. Tests build one around a temp dir.
@@ -59,7 +61,8 @@ pub async fn serve(
         .route(RPC_PATH, post(rpc))
         .route(EXEC_PATH, post(exec::exec))
         .route(UPLOAD_PATH, post(handlers::upload))
-        .with_state(state.clone());
+        .with_state(state.clone())
+        .merge(api::router(state.clone()));
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}

@@ -1,0 +1,260 @@
+#![allow(clippy::unwrap_used)]
+//! The public API (`/api/v1`) of a whole daemon run in-process on a temp socket, driven
+//! over HTTP as any client would. Hermetic: no root, no VMM (the backend binary is
+//! absent on purpose), so these cover what needs no VM: the error shapes of bad input.
+
+use std::sync::Arc;
+
+use banger_wire::api::{Backend, DaemonInfo, VmInfo};
+use banger_wire::{ErrorCode, WireError};
+use bangerd::config::{Config, Paths};
+use bangerd::vm::{Backends, Manager};
+use bangerd::vmm::qemu::Qemu;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::StatusCode;
+use hyper_util::rt::TokioIo;
+
+struct Daemon {
+    _dir: tempfile::TempDir,
+    paths: Paths,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Daemon {
+    async fn start(config: Config) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let store = Arc::new(bangerd::daemon::open(&paths).unwrap());
+        let qemu = Qemu {
+            binary: dir.path().join("no-such-qemu"),
+            accel: "tcg",
+            user: bangerd::vmm::user::VMM_USER.into(),
+        };
+        let backends = Backends {
+            qemu: Some(Arc::new(qemu)),
+            firecracker: None,
+            default: Backend::Qemu,
+        };
+        let manager = Arc::new(Manager::new(
+            paths.clone(),
+            config,
+            store,
+            backends,
+            Err("tests run without host networking".into()),
+        ));
+        let listener = bangerd::daemon::bind_socket(&paths.socket, "banger").unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let deps = bangerd::Deps {
+            manager,
+            socket: paths.socket.clone(),
+            agent: None,
+        };
+        tokio::spawn(bangerd::serve(listener, deps, async {
+            let _ = stopped.await;
+        }));
+        Daemon {
+            _dir: dir,
+            paths,
+            stop: Some(stop),
+        }
+    }
+
+    /// Sends one request and reads the whole answer.
+    async fn call(&self, method: &str, uri: &str, body: impl Into<Bytes>) -> (StatusCode, Bytes) {
+        let stream = tokio::net::UnixStream::connect(&self.paths.socket)
+            .await
+            .unwrap();
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(hyper::header::HOST, "bangerd")
+            .body(Full::new(body.into()))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        let status = resp.status();
+        (status, resp.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    /// Sends one request that must fail, and reads its structured error.
+    async fn error(
+        &self,
+        method: &str,
+        uri: &str,
+        body: impl Into<Bytes>,
+    ) -> (StatusCode, WireError) {
+        let (status, body) = self.call(method, uri, body).await;
+        let err = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{method} {uri}: {status} {body:?} is no error body: {e}"));
+        (status, err)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+fn small_uploads() -> Config {
+    Config {
+        import_max_mib: 1,
+        ..Config::default()
+    }
+}
+
+#[tokio::test]
+async fn status_and_an_empty_vm_list_answer_json() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (status, body) = d.call("GET", "/api/v1/status", "").await;
+    let (list_status, list) = d.call("GET", "/api/v1/vms", "").await;
+
+    assert_eq!(status, StatusCode::OK);
+    let info: DaemonInfo = serde_json::from_slice(&body).unwrap();
+    assert_eq!(info.socket, d.paths.socket.display().to_string());
+    assert_eq!(list_status, StatusCode::OK);
+    assert_eq!(
+        serde_json::from_slice::<Vec<VmInfo>>(&list).unwrap(),
+        vec![]
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_a_404_error_body() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (status, err) = d.error("GET", "/api/v1/volcanoes", "").await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(err.message, "no route for GET /api/v1/volcanoes");
+    assert_eq!(
+        err.hint.as_deref(),
+        Some("the routes are listed in /api/v1/openapi.json")
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_a_405_error_body() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (status, err) = d.error("PATCH", "/api/v1/vms", "").await;
+
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+}
+
+#[tokio::test]
+async fn unknown_fields_are_refused_and_create_nothing() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (status, err) = d
+        .error("POST", "/api/v1/vms", r#"{"name":"a","cpus":2}"#)
+        .await;
+    let (_, list) = d.call("GET", "/api/v1/vms", "").await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert_eq!(err.message, "unknown field in the JSON body: cpus");
+    assert_eq!(&list[..], b"[]");
+}
+
+#[tokio::test]
+async fn wrong_types_are_refused() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (status, err) = d
+        .error("POST", "/api/v1/vms/a/exec", r#"{"argv":"echo hi"}"#)
+        .await;
+
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        err.message.starts_with("invalid JSON body: invalid type"),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_json_body_is_a_413_error_body() {
+    let d = Daemon::start(Config::default()).await;
+    let huge = format!(r#"{{"name":"{}"}}"#, "a".repeat(2 << 20));
+
+    let (status, err) = d.error("POST", "/api/v1/vms", huge).await;
+
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(err.code, ErrorCode::InvalidArgument);
+    assert_eq!(err.message, "the JSON body is larger than 1 MiB");
+}
+
+#[tokio::test]
+async fn an_upload_over_the_import_limit_is_refused_before_anything_runs() {
+    let d = Daemon::start(small_uploads()).await;
+
+    let (status, err) = d
+        .error(
+            "PUT",
+            "/api/v1/vms/a/files?path=/x",
+            vec![0u8; (1 << 20) + 1],
+        )
+        .await;
+
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(err.message, "the body is larger than 1 MiB");
+}
+
+#[tokio::test]
+async fn bad_queries_are_refused() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (missing, _) = d.error("GET", "/api/v1/vms/a/files", "").await;
+    let (relative, err) = d.error("GET", "/api/v1/vms/a/files?path=etc", "").await;
+    let (mode, _) = d
+        .error("PUT", "/api/v1/vms/a/files?path=/x&mode=rwx", "")
+        .await;
+
+    assert_eq!(missing, StatusCode::BAD_REQUEST);
+    assert_eq!(relative, StatusCode::BAD_REQUEST);
+    assert_eq!(err.message, "path \"etc\" is not absolute");
+    assert_eq!(mode, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn verbs_on_a_missing_vm_are_404() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (show, err) = d.error("GET", "/api/v1/vms/ghost", "").await;
+    let (exec, _) = d
+        .error("POST", "/api/v1/vms/ghost/exec", r#"{"argv":["true"]}"#)
+        .await;
+    let (file, _) = d.error("GET", "/api/v1/vms/ghost/files?path=/x", "").await;
+    let (kill, _) = d.error("POST", "/api/v1/execs/0123/kill", "").await;
+
+    assert_eq!(show, StatusCode::NOT_FOUND);
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(exec, StatusCode::NOT_FOUND);
+    assert_eq!(file, StatusCode::NOT_FOUND);
+    assert_eq!(kill, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_served() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (status, body) = d.call("GET", "/api/v1/openapi.json", "").await;
+
+    assert_eq!(status, StatusCode::OK);
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(doc.to_string(), {
+        let printed: serde_json::Value =
+            serde_json::from_str(&bangerd::server::document_json()).unwrap();
+        printed.to_string()
+    });
+}
