@@ -36,6 +36,13 @@ def test_an_unknown_vm_is_not_found(client: banger.Client) -> None:
         client.get("no-such-vm")
 
 
+def test_a_bad_spec_is_invalid_argument_and_creates_nothing(client: banger.Client) -> None:
+    with pytest.raises(banger.InvalidArgument):
+        client.create("bad-spec", backend="no-such-backend")
+
+    assert "bad-spec" not in [v.name for v in client.list_vms()]
+
+
 def test_the_vm_is_listed_and_running(client: banger.Client, vm: banger.Vm) -> None:
     names = [v.name for v in client.list_vms()]
 
