@@ -54,6 +54,10 @@ delete_all_vms() {
 }
 cleanup() {
   delete_all_vms
+  # The snapshot test's, should it fail before deleting its own.
+  for s in $(banger vm snapshot list 2>/dev/null | awk 'NR > 1 && $1 ~ /^sdk-snap-/ {print $1}'); do
+    banger vm snapshot delete "$s" >/dev/null 2>&1 || true
+  done
   banger daemon stop >/dev/null 2>&1 || true
   rm -rf "$RUN_DIR"
 }

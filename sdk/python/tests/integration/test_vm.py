@@ -124,3 +124,15 @@ def test_kill_ends_the_command(vm: banger.Vm) -> None:
         result = stream.wait()
 
     assert result.exit_code > 128
+
+
+def test_a_snapshot_is_listed_until_deleted(client: banger.Client, vm: banger.Vm) -> None:
+    name = f"sdk-snap-{os.getpid()}"
+
+    snap = vm.snapshot(name)
+    listed = [s.name for s in client.snapshots()]
+    client.delete_snapshot(name)
+
+    assert (snap.name, snap.vm) == (name, vm.name)
+    assert name in listed
+    assert name not in [s.name for s in client.snapshots()]
