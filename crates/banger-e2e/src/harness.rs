@@ -331,6 +331,13 @@ impl Harness {
         serde_json::from_slice(&out.stdout).expect("vm show --json is a VmInfo")
     }
 
+    /// The daemon's public HTTP API (`/api/v1`).
+    pub fn api(&self) -> crate::http::Api {
+        crate::http::Api {
+            socket: self.socket.clone(),
+        }
+    }
+
     /// `base` with the run's suffix: a VM name no other run uses.
     pub fn name(&self, base: &str) -> String {
         format!("{base}-{}", self.tag)

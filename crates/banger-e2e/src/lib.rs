@@ -21,6 +21,7 @@
 
 mod harness;
 pub mod host;
+pub mod http;
 pub mod repo;
 mod vm;
 

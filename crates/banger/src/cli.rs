@@ -40,6 +40,9 @@ pub enum Command {
     /// Start, stop and inspect the banger daemon.
     #[command(subcommand)]
     Daemon(DaemonCommand),
+    /// The daemon's public HTTP API (docs/api.md).
+    #[command(subcommand)]
+    Api(ApiCommand),
     /// Check that this host can run banger, with fixes for what is missing.
     Doctor {
         /// Print JSON instead of a table.
@@ -464,6 +467,12 @@ pub enum ImageCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiCommand {
+    /// Print the API's OpenAPI document, as the daemon serves it.
+    Openapi,
 }
 
 #[derive(Debug, Subcommand)]

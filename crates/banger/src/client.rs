@@ -78,6 +78,25 @@ impl Client {
         }
     }
 
+    /// `GET path` of the public API (`/api/v1`): the answer's body.
+    pub async fn get(&self, path: &str) -> Result<Bytes, CliError> {
+        let mut sender = self.connect().await?;
+        let req = hyper::Request::get(path)
+            .header(header::HOST, "bangerd")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| CliError::usage(format!("cannot send the request: {e}"), None))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(CliError::Remote(serde_json::from_slice::<WireError>(
+                &body,
+            )?))
+        }
+    }
+
     /// A streamed answer: calls `on_event` for each progress/log event and returns the
     /// final response.
     pub async fn stream(

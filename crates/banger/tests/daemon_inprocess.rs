@@ -173,3 +173,17 @@ fn an_unreachable_daemon_is_a_clear_error() {
     );
     assert_eq!(out.status.code(), Some(7));
 }
+
+#[test]
+fn api_openapi_prints_the_document_the_daemon_serves() {
+    let d = Daemon::start();
+
+    let out = d.banger(&["api", "openapi"]);
+
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let served: serde_json::Value =
+        serde_json::from_str(&bangerd::server::document_json()).unwrap();
+    assert_eq!(doc, served);
+    assert_eq!(doc["openapi"], "3.1.0");
+}

@@ -258,3 +258,64 @@ async fn the_openapi_document_is_served() {
         printed.to_string()
     });
 }
+
+/// The API as the contract (docs/api.md) lists it.
+const ROUTES: [&str; 25] = [
+    "GET /api/v1/status",
+    "GET /api/v1/openapi.json",
+    "GET /api/v1/vms",
+    "POST /api/v1/vms",
+    "GET /api/v1/vms/{name}",
+    "DELETE /api/v1/vms/{name}",
+    "POST /api/v1/vms/{name}/start",
+    "POST /api/v1/vms/{name}/stop",
+    "POST /api/v1/vms/{name}/restart",
+    "POST /api/v1/vms/{name}/exec",
+    "POST /api/v1/execs/{id}/stdin",
+    "POST /api/v1/execs/{id}/resize",
+    "POST /api/v1/execs/{id}/kill",
+    "PUT /api/v1/vms/{name}/files",
+    "GET /api/v1/vms/{name}/files",
+    "PUT /api/v1/vms/{name}/archive",
+    "GET /api/v1/vms/{name}/archive",
+    "POST /api/v1/vms/{name}/workspace",
+    "GET /api/v1/vms/{name}/workspace/patch",
+    "POST /api/v1/vms/{name}/snapshots",
+    "GET /api/v1/snapshots",
+    "DELETE /api/v1/snapshots/{name}",
+    "GET /api/v1/images",
+    "GET /api/v1/images/{name}",
+    "DELETE /api/v1/images/{name}",
+];
+
+/// The router and the document are built from the same declarations; this checks that
+/// they say what the contract says, and that the router serves every documented route
+/// (a route answered by the fallback is missing from the router).
+#[tokio::test]
+async fn every_route_is_documented_and_every_documented_route_is_served() {
+    let d = Daemon::start(Config::default()).await;
+    let (_, body) = d.call("GET", "/api/v1/openapi.json", "").await;
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let mut fallback = Vec::new();
+    for route in &documented {
+        let (method, path) = route.split_once(' ').unwrap();
+        let uri = path.replace("{name}", "ghost").replace("{id}", "0");
+        let (status, body) = d.call(method, &uri, r#"{"bogus":true}"#).await;
+        let unrouted = String::from_utf8_lossy(&body).contains("no route for");
+        if status == StatusCode::METHOD_NOT_ALLOWED || unrouted {
+            fallback.push(route.clone());
+        }
+    }
+
+    let mut expected = ROUTES.map(String::from).to_vec();
+    expected.sort();
+    documented.sort();
+    assert_eq!(documented, expected);
+    assert_eq!(fallback, Vec::<String>::new());
+}

@@ -4,6 +4,7 @@
 //! takes its turn on the host with `banger_e2e::turn`. `make e2e` builds the binaries
 //! and runs these; without root, QEMU or `BANGER_E2E_BIN` every test says why it skips.
 
+mod api;
 mod exec;
 mod lifecycle;
 mod network;

@@ -1,5 +1,6 @@
 //! One file per verb group; each command is a short function over the client.
 
+mod api;
 mod cp;
 mod daemon;
 mod doctor;
@@ -54,6 +55,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
         Command::Vm(cmd) => vm::run(&connect(&paths).await?, cmd).await,
         Command::Workspace(cmd) => workspace::run(&connect(&paths).await?, cmd).await,
         Command::Image(cmd) => image::run(&connect(&paths).await?, cmd).await,
+        Command::Api(cmd) => api::run(&connect(&paths).await?, cmd).await,
     }
 }
 
