@@ -4,7 +4,7 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
 BIN_DIR := target/release
 
-.PHONY: all build agent install quickstart lint audit unit smoke smoke-plain debug-bins e2e sdk-test coverage-html test test-deps clean-smoke
+.PHONY: all build agent install quickstart lint audit unit api-schema smoke smoke-plain debug-bins e2e sdk-test coverage-html test test-deps clean-smoke
 
 all: build
 
@@ -51,6 +51,12 @@ audit:
 unit:
 	$(CARGO) test --locked --workspace --exclude banger-e2e
 
+# The public API against its OpenAPI document: schemathesis drives an isolated daemon
+# with generated requests; none may get a 5xx or hang. No VMs.
+api-schema:
+	$(CARGO) build --locked -p bangerd
+	tests/api/schemathesis.sh target/debug/bangerd
+
 # Tier 3: real VMs against the built binaries: the Rust end-to-end tests
 # (crates/banger-e2e) and the scenarios still in scripts/smoke.sh. Debug binaries: the
 # test build has compiled their dependencies already, and the VMs dominate the run time.
@@ -87,7 +93,7 @@ coverage-html:
 test-deps:
 	scripts/deps.sh --dev
 
-test: test-deps lint unit smoke sdk-test
+test: test-deps lint unit api-schema smoke sdk-test
 
 clean-smoke:
 	rm -rf $${BANGER_SMOKE_HOME:-target/smoke}

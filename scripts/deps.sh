@@ -61,3 +61,10 @@ for module in mcp pytest httpx mypy; do
   # Debian's own python3 refuses a plain pip install (PEP 668).
   python3 -m pip install -q "$module" 2>/dev/null || python3 -m pip install -q --break-system-packages "$module"
 done
+
+# tests/api/schemathesis.sh checks the public API against its OpenAPI document.
+if ! command -v schemathesis >/dev/null 2>&1; then
+  echo "deps: installing the schemathesis Python package" >&2
+  python3 -m pip install -q schemathesis 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages schemathesis
+fi

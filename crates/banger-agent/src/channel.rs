@@ -10,7 +10,7 @@ use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, Vsock
 
 use crate::fdio::{FdStream, Kind};
 use crate::logging::chain;
-use crate::serial::SerialPort;
+use crate::serial::{self, SerialPort};
 
 /// The host's vsock context id.
 const HOST_CID: u32 = 2;
@@ -19,12 +19,8 @@ const HOST_CID: u32 = 2;
 pub enum ChannelError {
     #[error("unknown banger.channel {value:?}")]
     UnknownKind { value: String },
-    #[error("cannot open the agent port {path}")]
-    Open {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Open(#[from] serial::OpenError),
     #[error("cannot connect to the host on {target}")]
     Connect {
         target: String,

@@ -24,6 +24,7 @@ mod serial;
 mod serve;
 mod session;
 mod shutdown;
+mod spawn;
 mod ssh;
 mod sys;
 

@@ -1,17 +1,15 @@
-//! Running a process under a pseudo-terminal.
+//! Pseudo-terminal primitives: open one, make it a child's controlling terminal, resize it.
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::process::Stdio;
+use std::os::fd::{AsFd, AsRawFd};
 
 use banger_wire::agent::TtySize;
 use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use nix::libc;
-use nix::pty::{openpty, Winsize};
+use nix::pty::{openpty, OpenptyResult, Winsize};
 use tokio::process::Command;
 
-use crate::exec::{Input, OutKind, ProcessGroup, SpawnFailure, Spawned};
-use crate::fdio::{FdStream, Kind};
+use crate::fdio::FdStream;
 
 fn winsize(size: TtySize) -> Winsize {
     Winsize {
@@ -22,35 +20,18 @@ fn winsize(size: TtySize) -> Winsize {
     }
 }
 
-/// Spawns `cmd` as a session leader whose controlling terminal (and stdin, stdout,
-/// stderr) is a fresh pty of `size`. Output, stderr included, is read from the master
-/// until it reports `EIO`, i.e. every slave end is closed.
-pub fn spawn(mut cmd: Command, size: TtySize) -> Result<Spawned, SpawnFailure> {
-    let pty = openpty(&winsize(size), None).map_err(SpawnFailure::Pty)?;
+/// A fresh pty of `size`, both ends close-on-exec.
+pub fn open(size: TtySize) -> nix::Result<OpenptyResult> {
+    let pty = openpty(&winsize(size), None)?;
     for fd in [&pty.master, &pty.slave] {
-        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).map_err(SpawnFailure::Pty)?;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     }
-    let slave = |fd: &OwnedFd| fd.try_clone().map(Stdio::from).map_err(SpawnFailure::Io);
-    cmd.stdin(slave(&pty.slave)?)
-        .stdout(slave(&pty.slave)?)
-        .stderr(slave(&pty.slave)?);
-    become_session_leader_on_tty(&mut cmd);
-    let child = cmd.spawn().map_err(SpawnFailure::Io)?;
-    // The parent must hold no slave end, or the master never reports EIO.
-    drop(cmd);
-    drop(pty.slave);
-    let group = ProcessGroup::led_by(&child);
-    let master = FdStream::new(pty.master, Kind::PtyMaster).map_err(SpawnFailure::Io)?;
-    Ok(Spawned {
-        child,
-        group,
-        outputs: vec![(Box::new(master.clone()), OutKind::Stdout)],
-        input: Input::Pty(master),
-    })
+    Ok(pty)
 }
 
+/// Makes the child of `cmd` a session leader whose controlling terminal is its stdin.
 #[allow(unsafe_code)]
-fn become_session_leader_on_tty(cmd: &mut Command) {
+pub fn become_session_leader_on_tty(cmd: &mut Command) {
     // SAFETY: the closure runs in the forked child before exec. It only calls setsid(2)
     // and ioctl(2), which are async-signal-safe, and touches no memory shared with the
     // parent. TIOCSCTTY takes an int argument, so passing 0 is well-formed.

@@ -15,10 +15,10 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::exec::{Input, OutKind, Output, ProcessGroup, Spawned};
 use crate::frame::{
     self, feed_frame, next_frame, send_frame, FrameError, FrameReader, FrameWriter,
 };
+use crate::spawn::{Input, OutKind, Output, ProcessGroup, Spawned};
 
 /// Frames queued between the output readers and the stream writer.
 const QUEUE: usize = 8;

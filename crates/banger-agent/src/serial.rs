@@ -18,7 +18,6 @@ use std::os::unix::fs::OpenOptionsExt;
 
 use banger_wire::agent::HOST_KNOCK;
 
-use crate::channel::ChannelError;
 use crate::fdio::{FdStream, Kind};
 
 const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
@@ -26,6 +25,15 @@ const VIRTIO_PORTS: &str = "/sys/class/virtio-ports";
 const PROBE: Duration = Duration::from_millis(50);
 /// After this long without the port, say so on the console (and keep looking).
 const PORT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The agent port could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open the agent port {path}")]
+pub struct OpenError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
 
 /// The opened agent port.
 pub struct SerialPort {
@@ -36,14 +44,14 @@ pub struct SerialPort {
 
 impl SerialPort {
     /// Waits for the port named `name` to appear, then opens it.
-    pub async fn open(name: &str) -> Result<SerialPort, ChannelError> {
+    pub async fn open(name: &str) -> Result<SerialPort, OpenError> {
         let path = find_port(Path::new(VIRTIO_PORTS), name).await;
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .custom_flags((OFlag::O_NONBLOCK | OFlag::O_NOCTTY).bits())
             .open(&path)
-            .map_err(|source| ChannelError::Open {
+            .map_err(|source| OpenError {
                 path: path.clone(),
                 source,
             })?;

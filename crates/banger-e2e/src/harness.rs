@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use banger_wire::api::VmInfo;
 
-use crate::vm::{run, Out, TestVm};
+use crate::out::{run, Out};
 
 /// The bridge and default DNS port of the smoke config, away from a real banger's.
 pub const BRIDGE: &str = "bgsmoke0";
@@ -341,17 +341,6 @@ impl Harness {
     /// `base` with the run's suffix: a VM name no other run uses.
     pub fn name(&self, base: &str) -> String {
         format!("{base}-{}", self.tag)
-    }
-
-    /// `banger vm create NAME ARGS`, NAME being [`Harness::name`] of `base`; the VM is
-    /// deleted when the returned [`TestVm`] drops.
-    pub fn create(&self, base: &str, args: &[&str]) -> TestVm<'_> {
-        let name = self.name(base);
-        let mut argv = vec!["vm", "create", &name];
-        argv.extend_from_slice(args);
-        let vm = TestVm::new(self, name.clone());
-        self.banger(&argv).success();
-        vm
     }
 
     /// Stops the daemon and starts it again (with the config as it is now).

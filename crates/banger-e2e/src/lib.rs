@@ -22,8 +22,10 @@
 mod harness;
 pub mod host;
 pub mod http;
+mod out;
 pub mod repo;
 mod vm;
 
 pub use harness::{turn, ConfigGuard, Harness, Turn, BRIDGE};
-pub use vm::{Out, TestVm};
+pub use out::Out;
+pub use vm::TestVm;

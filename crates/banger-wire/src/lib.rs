@@ -6,11 +6,13 @@
 //! * [`public`]: the public HTTP API (`/api/v1`) on the daemon's socket.
 //! * [`workspace`]: the guest-side scripts of a workspace (CLI and public API).
 //! * [`error`]: the structured error that crosses both boundaries.
+//! * [`bundle`]: the file names of an image and of its export bundle.
 //!
 //! This crate holds data only: serde, no async runtime, no OS calls.
 
 pub mod agent;
 pub mod api;
+pub mod bundle;
 pub mod error;
 pub mod public;
 pub mod workspace;

@@ -22,6 +22,7 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecBody {
     /// Reaches `execve` exactly as given: no shell, no joining. Not empty.
+    #[cfg_attr(feature = "openapi", schema(min_items = 1))]
     pub argv: Vec<String>,
     /// Added to the guest's default environment.
     #[serde(default)]

@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use banger_host::config::{Paths, SYSTEM_SOCKET};
 use banger_wire::api::{
     ExecRequest, Request, Response, StreamEvent, EXEC_PATH, EXEC_UPGRADE_PROTOCOL, REQUEST_HEADER,
     RPC_PATH, UPLOAD_PATH,
 };
 use banger_wire::WireError;
-use bangerd::config::{Paths, SYSTEM_SOCKET};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -232,7 +232,7 @@ impl Daemon {
 
 /// Picks the daemon: `BANGER_SOCKET` when set; for root, the system one; for a user,
 /// the system daemon when it answers them, else their own, in a runtime dir that must
-/// be theirs and private (see [`bangerd::private_dir`]).
+/// be theirs and private (see [`banger_host::private_dir`]).
 pub async fn locate(mut paths: Paths) -> Result<(Paths, Daemon), CliError> {
     let uid = nix::unistd::geteuid();
     let system_answers = async {
@@ -250,7 +250,7 @@ pub async fn locate(mut paths: Paths) -> Result<(Paths, Daemon), CliError> {
         paths.socket = PathBuf::from(SYSTEM_SOCKET);
         Daemon::System
     } else {
-        bangerd::private_dir::ensure(&paths.runtime_dir, uid.as_raw())?;
+        banger_host::private_dir::ensure(&paths.runtime_dir, uid.as_raw())?;
         Daemon::User
     };
     Ok((paths, daemon))
@@ -284,7 +284,7 @@ pub async fn ensure_daemon(paths: &Paths) -> Result<Client, CliError> {
 }
 
 /// Finds the `bangerd` binary: `BANGER_DAEMON`, next to this executable, or PATH.
-fn daemon_binary() -> PathBuf {
+pub fn daemon_binary() -> PathBuf {
     if let Some(p) = std::env::var_os("BANGER_DAEMON") {
         return p.into();
     }

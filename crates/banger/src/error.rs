@@ -15,6 +15,12 @@ pub enum CliError {
     },
     #[error("bangerd did not start")]
     DaemonStart { detail: String },
+    #[error("cannot run {}", path.display())]
+    NoDaemonBinary {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("talking to bangerd failed")]
     Http(#[from] hyper::Error),
     #[error("bangerd sent an answer this CLI does not understand")]
@@ -29,7 +35,7 @@ pub enum CliError {
     #[error("agent stream failed")]
     Decode(#[from] banger_wire::agent::DecodeError),
     #[error(transparent)]
-    RuntimeDir(#[from] bangerd::private_dir::PrivateDirError),
+    RuntimeDir(#[from] banger_host::private_dir::PrivateDirError),
     /// The CLI's own access to the user's files, with the user's permissions.
     #[error("cannot {what} {}", path.display())]
     Local {
@@ -51,7 +57,9 @@ impl CliError {
     pub fn code(&self) -> ErrorCode {
         match self {
             CliError::Remote(e) => e.code,
-            CliError::Unreachable { .. } | CliError::DaemonStart { .. } => ErrorCode::Unavailable,
+            CliError::Unreachable { .. }
+            | CliError::DaemonStart { .. }
+            | CliError::NoDaemonBinary { .. } => ErrorCode::Unavailable,
             CliError::Usage { .. } => ErrorCode::InvalidArgument,
             CliError::Http(_) | CliError::Protocol(_) | CliError::Decode(_) => ErrorCode::Internal,
             CliError::Io(_) => ErrorCode::HostFailed,
@@ -61,7 +69,7 @@ impl CliError {
                 ErrorCode::PermissionDenied
             }
             CliError::Local { .. } => ErrorCode::HostFailed,
-            CliError::RuntimeDir(bangerd::private_dir::PrivateDirError::Io { .. }) => {
+            CliError::RuntimeDir(banger_host::private_dir::PrivateDirError::Io { .. }) => {
                 ErrorCode::HostFailed
             }
             CliError::RuntimeDir(_) => ErrorCode::PermissionDenied,
@@ -96,6 +104,9 @@ impl CliError {
                 Some("start it with `banger daemon start`, or check `banger daemon status`".into())
             }
             CliError::DaemonStart { .. } => Some("see `banger daemon logs`".into()),
+            CliError::NoDaemonBinary { .. } => Some(
+                "install bangerd next to banger or on PATH, or point BANGER_DAEMON at it".into(),
+            ),
             CliError::Usage { hint, .. } => hint.clone(),
             CliError::RuntimeDir(e) => e.hint(),
             CliError::Local { source, .. }

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use banger_wire::api::{ImageInfo, Request, Response, StreamEvent};
+use banger_wire::bundle;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use tokio::sync::mpsc;
@@ -173,10 +174,10 @@ async fn fetch(
     written: &mut Vec<PathBuf>,
     on_bytes: &mut impl FnMut(&str, u64),
 ) -> Result<(), CliError> {
-    let files = bangerd::image::FILES
+    let files = bundle::FILES
         .iter()
         .map(|f| (*f, format!("{f}.gz")))
-        .chain([(bangerd::image::MANIFEST, bangerd::image::MANIFEST.into())]);
+        .chain([(bundle::MANIFEST, bundle::MANIFEST.into())]);
     for (file, out) in files {
         let req = Request::ImageExportFile {
             name: name.to_string(),

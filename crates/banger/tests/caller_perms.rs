@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Arc;
 
+use banger_host::config::{Config, Paths};
 use banger_wire::api::Backend;
-use bangerd::config::{Config, Paths};
 use bangerd::vm::{Backends, Manager};
 use bangerd::vmm::qemu::Qemu;
 

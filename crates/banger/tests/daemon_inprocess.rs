@@ -6,8 +6,8 @@ use std::path::Path;
 use std::process::Output;
 use std::sync::Arc;
 
+use banger_host::config::{Config, Paths};
 use banger_wire::api::Backend;
-use bangerd::config::{Config, Paths};
 use bangerd::store::Store;
 use bangerd::vm::{Backends, Manager};
 use bangerd::vmm::qemu::Qemu;

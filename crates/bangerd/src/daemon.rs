@@ -5,12 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use banger_host::config::{Config, Paths};
 use nix::sys::stat::{umask, Mode};
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
-use crate::config::{Config, Paths};
 use crate::net::{host_nameservers, DnsServer, HostNetwork, NetConfig, VmLookup, RESOLV_CONF};
 use crate::server::{serve, Deps};
 use crate::store::Store;
@@ -138,7 +138,7 @@ pub fn open(paths: &Paths) -> anyhow::Result<Store> {
         fs_err::create_dir_all(&paths.runtime_dir)?;
     } else {
         // A user's daemon trusts only a runtime dir of its own (see `private_dir`).
-        crate::private_dir::ensure(&paths.runtime_dir, euid.as_raw())
+        banger_host::private_dir::ensure(&paths.runtime_dir, euid.as_raw())
             .map_err(|e| anyhow::anyhow!("{e}; {}", e.hint().unwrap_or_default()))?;
     }
     Ok(Store::open(&paths.db())?)

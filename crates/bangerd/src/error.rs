@@ -3,6 +3,7 @@
 use banger_wire::{ErrorCode, WireError};
 
 use crate::agent_conn::AgentError;
+use crate::image::ImageError;
 use crate::store::StoreError;
 use crate::vmm::VmmError;
 
@@ -90,6 +91,16 @@ impl DaemonError {
         DaemonError::Invalid {
             message: message.into(),
             hint: None,
+        }
+    }
+
+    /// Image `name` failed for the request.
+    pub fn image(name: &str, e: ImageError) -> DaemonError {
+        DaemonError::Image {
+            name: name.to_string(),
+            code: e.code(),
+            hint: e.hint(),
+            source: Box::new(e),
         }
     }
 

@@ -13,10 +13,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use banger_host::config::Config;
 use banger_wire::api::Backend;
 use rustix::fs::{Access, AtFlags};
-
-use crate::config::Config;
 
 /// Environment variable naming the firecracker binary; overrides `PATH`.
 pub const FIRECRACKER_ENV: &str = "BANGER_FIRECRACKER";

@@ -1,17 +1,13 @@
 //! bangerd: the per-host daemon. See ARCHITECTURE.md for the code map.
 
 pub mod agent_conn;
-pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod error;
 pub mod failpoint;
 pub mod host;
 pub mod image;
-pub(crate) mod image_api;
-mod logs;
 pub mod net;
-pub mod private_dir;
 pub mod server;
 pub mod ssh;
 pub mod store;
@@ -23,17 +19,35 @@ mod test_support;
 
 pub use server::{serve, Deps};
 
-/// Entry point of the `bangerd` binary. A start-up failure is printed as `error:` /
-/// `caused by:` lines (what `banger daemon start` shows from the log), never a backtrace.
+/// Entry point of the `bangerd` binary: without arguments the daemon, `doctor` the host
+/// report ([`doctor::main`]), `--failpoints` the kill points. A start-up failure is
+/// printed as `error:` / `caused by:` lines (what `banger daemon start` shows from the
+/// log), never a backtrace.
 pub fn main_entry() -> std::process::ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("--failpoints") {
-        // For the crash test: the kill points it iterates, one a line.
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        for p in failpoint::POINTS {
-            let _ = writeln!(out, "{p}");
+    use std::io::Write;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        [] => {}
+        ["--failpoints"] => {
+            // For the crash test: the kill points it iterates, one a line.
+            let mut out = std::io::stdout().lock();
+            for p in failpoint::POINTS {
+                let _ = writeln!(out, "{p}");
+            }
+            return std::process::ExitCode::SUCCESS;
         }
-        return std::process::ExitCode::SUCCESS;
+        ["doctor", flags @ ..] if flags.iter().all(|f| ["--json", "--color"].contains(f)) => {
+            return doctor::main(flags.contains(&"--json"), flags.contains(&"--color"));
+        }
+        _ => {
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "error: unexpected arguments {args:?}\n\
+                 usage: bangerd | bangerd doctor [--json] [--color] | bangerd --failpoints"
+            );
+            return std::process::ExitCode::from(2);
+        }
     }
     if std::env::args().nth(1).as_deref() == Some("openapi") {
         // The public API's OpenAPI document, as `GET /api/v1/openapi.json` serves it.
@@ -45,7 +59,6 @@ pub fn main_entry() -> std::process::ExitCode {
     match daemon::run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            use std::io::Write;
             let mut err = std::io::stderr().lock();
             let mut chain = e.chain();
             if let Some(top) = chain.next() {

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::config::Paths;
+use banger_host::config::Paths;
 
 /// Creates the key pair under the state dir if it does not exist yet.
 pub fn ensure_key(paths: &Paths) -> std::io::Result<()> {

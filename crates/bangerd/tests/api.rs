@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
+use banger_host::config::{Config, Paths};
 use banger_wire::api::{Backend, DaemonInfo, VmInfo};
 use banger_wire::{ErrorCode, WireError};
-use bangerd::config::{Config, Paths};
 use bangerd::vm::{Backends, Manager};
 use bangerd::vmm::qemu::Qemu;
 use bytes::Bytes;

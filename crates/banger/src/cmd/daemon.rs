@@ -1,7 +1,7 @@
 //! `banger daemon start|stop|status|logs`.
 
+use banger_host::config::Paths;
 use banger_wire::api::{Request, Response};
-use bangerd::config::Paths;
 
 use crate::cli::DaemonCommand;
 use crate::client::{self, Client, Daemon};

@@ -1,20 +1,31 @@
-//! `banger doctor`: runs in the CLI process, so it works when the daemon cannot start.
+//! `banger doctor`: runs `bangerd doctor`, which probes the host (KVM, the VMMs and
+//! their user, nftables), so the CLI links none of the probes. It needs no running
+//! daemon; the report and the exit status (1: a check failed) are passed through.
 
-use bangerd::config::{Config, Paths};
+use std::os::unix::process::ExitStatusExt;
 
+use crate::client;
 use crate::error::CliError;
 use crate::output;
 
-pub fn run(paths: &Paths, json: bool) -> Result<i32, CliError> {
-    let config = Config::load(paths).unwrap_or_default();
-    let report = bangerd::doctor::run(paths, &config);
+pub async fn run(json: bool) -> Result<i32, CliError> {
+    let bangerd = client::daemon_binary();
+    let mut cmd = tokio::process::Command::new(&bangerd);
+    cmd.arg("doctor");
     if json {
-        output::json(&report)?;
-    } else {
-        output::data(&bangerd::doctor::render_table(
-            &report,
-            output::color_stdout(),
-        ));
+        cmd.arg("--json");
     }
-    Ok(if report.has_failures() { 1 } else { 0 })
+    if output::color_stdout() {
+        cmd.arg("--color");
+    }
+    let status = cmd
+        .status()
+        .await
+        .map_err(|source| CliError::NoDaemonBinary {
+            path: bangerd,
+            source,
+        })?;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or_default()))
 }

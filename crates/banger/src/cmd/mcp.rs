@@ -2,8 +2,8 @@
 
 use std::path::PathBuf;
 
+use banger_host::config::Paths;
 use banger_wire::{ErrorCode, WireError};
-use bangerd::config::Paths;
 
 use crate::error::CliError;
 use crate::mcp::{self, AllowedRoots};

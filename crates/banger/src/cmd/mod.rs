@@ -13,7 +13,7 @@ mod ssh;
 mod vm;
 mod workspace;
 
-use bangerd::config::Paths;
+use banger_host::config::Paths;
 
 use crate::cli::{Cli, Command};
 use crate::client::{self, Client};
@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             let (paths, which) = client::locate(paths).await?;
             daemon::run(&paths, which, cmd).await
         }
-        Command::Doctor { json } => doctor::run(&paths, json),
+        Command::Doctor { json } => doctor::run(json).await,
         Command::Mcp {
             allow_path,
             allow_vm,

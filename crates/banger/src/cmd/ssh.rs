@@ -12,8 +12,8 @@ mod target;
 
 use std::os::unix::process::CommandExt;
 
+use banger_host::config::Paths;
 use banger_wire::api::{Request, VmState};
-use bangerd::config::Paths;
 
 use self::error::SshError;
 use self::target::SshTarget;

@@ -22,7 +22,7 @@ mod server;
 mod vm_tools;
 mod workspace_tools;
 
-use bangerd::config::Paths;
+use banger_host::config::Paths;
 use rmcp::ServiceExt;
 use tokio::signal::unix::{signal, SignalKind};
 

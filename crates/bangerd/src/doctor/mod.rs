@@ -1,5 +1,6 @@
 //! `banger doctor`: one PASS/WARN/FAIL row per host requirement, each non-PASS row with
-//! a fix a user can paste into a shell.
+//! a fix a user can paste into a shell. The CLI runs `bangerd doctor` ([`main`]), so it
+//! links none of the probes, and no daemon needs to be running.
 //!
 //! Checks are grouped one file per concern (virtualisation, network, tools, storage)
 //! and run in parallel; each one is bounded (~1 s), so the whole report is too.
@@ -14,12 +15,14 @@ mod storage;
 mod tools;
 mod virt;
 
+use std::io::Write;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use banger_host::config::{Config, Paths};
 use banger_wire::api::Backend;
 use serde::Serialize;
 
-use crate::config::{Config, Paths};
 use crate::host::Host;
 
 pub use render::render_table;
@@ -104,7 +107,7 @@ pub struct Report {
 }
 
 impl Report {
-    /// Whether any check failed; the CLI exits non-zero then.
+    /// Whether any check failed; `bangerd doctor` (and so `banger doctor`) exits 1 then.
     pub fn has_failures(&self) -> bool {
         self.checks.iter().any(|c| c.status == Status::Fail)
     }
@@ -155,6 +158,27 @@ const CHECKS: &[CheckFn] = &[
     storage::default_image,
     storage::free_disk,
 ];
+
+/// `bangerd doctor`: prints the report of this host on stdout, as JSON or as the table
+/// (with ANSI colours when `color`), and exits 1 when a check failed.
+pub fn main(json: bool, color: bool) -> ExitCode {
+    let paths = Paths::from_env();
+    let config = Config::load(&paths).unwrap_or_default();
+    let report = run(&paths, &config);
+    let text = if json {
+        // A report of strings and enums always serialises.
+        serde_json::to_string_pretty(&report).unwrap_or_default() + "\n"
+    } else {
+        render_table(&report, color)
+    };
+    // A reader that stops early (`| head`) is not an error.
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    if report.has_failures() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
 
 /// Runs every check against this machine. Blocking (it spawns short-lived commands and
 /// threads); call it from `spawn_blocking` in async code. Takes about a second at most.

@@ -155,8 +155,8 @@ pub(super) fn ip_forward(ctx: &Ctx<'_>) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Paths};
     use crate::doctor::{testing::fake_host, Status};
+    use banger_host::config::{Config, Paths};
 
     #[test]
     fn ip_forward_off_warns_with_sysctl_fix() {

@@ -139,8 +139,8 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{Config, Paths};
     use crate::doctor::{testing::fake_host, Status};
+    use banger_host::config::{Config, Paths};
 
     const UDP_HEADER: &str = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n";
 

@@ -167,8 +167,8 @@ fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Paths};
     use crate::doctor::{testing::fake_host, Status};
+    use banger_host::config::{Config, Paths};
 
     #[test]
     fn missing_store_passes() {

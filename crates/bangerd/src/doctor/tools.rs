@@ -86,9 +86,9 @@ fn probe(ctx: &Ctx<'_>, tool: &Tool) -> Check {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Config, Paths};
     use crate::doctor::testing::fake_host;
     use crate::test_support::write_script;
+    use banger_host::config::{Config, Paths};
 
     #[test]
     fn missing_mkfs_fails_and_missing_ssh_warns() {

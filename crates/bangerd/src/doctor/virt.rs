@@ -238,9 +238,9 @@ fn broken_binary(
 mod tests {
 
     use super::*;
-    use crate::config::{Config, Paths};
     use crate::doctor::testing::fake_host;
     use crate::doctor::Status;
+    use banger_host::config::{Config, Paths};
 
     #[test]
     fn kvm_pvm_warns_and_names_tcg() {

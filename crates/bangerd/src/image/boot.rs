@@ -8,10 +8,11 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_wire::bundle;
 use sha2::{Digest, Sha256};
 
 use super::error::{ImageError, IoContext};
-use super::manifest::{self, BootInfo, RECIPE};
+use super::manifest::{BootInfo, RECIPE};
 use super::modules::{ModuleIndex, BOOT_MODULES};
 use super::packages::{self, DebEntry};
 use super::{elf, initramfs, kernel, Progress, ProgressFn};
@@ -42,7 +43,7 @@ impl BootFiles {
 
     /// Hard-links (or copies, across file systems) the three boot files into `dest`.
     pub fn install(&self, dest: &Path) -> Result<(), ImageError> {
-        for name in [manifest::VMLINUX, manifest::BZIMAGE, manifest::INITRD] {
+        for name in [bundle::VMLINUX, bundle::BZIMAGE, bundle::INITRD] {
             let (src, dst) = (self.dir.join(name), dest.join(name));
             if std::fs::hard_link(&src, &dst).is_err() {
                 fs_err::copy(&src, &dst).ctx(|| format!("copy {name} into the image"))?;
@@ -161,14 +162,14 @@ fn make(
     packages::extract(&busybox_deb, &broot)?;
 
     let vmlinuz = single_entry(&kroot.join("boot"), "vmlinuz-")?;
-    let bzimage = work.join(manifest::BZIMAGE);
+    let bzimage = work.join(bundle::BZIMAGE);
     fs_err::copy(&vmlinuz, &bzimage).ctx(|| "copy the kernel".into())?;
     let bytes = fs_err::read(&vmlinuz).ctx(|| "read the kernel".into())?;
     let vmlinux = kernel::extract_vmlinux(&bytes).map_err(|reason| ImageError::Kernel {
         path: vmlinuz.clone(),
         reason,
     })?;
-    fs_err::write(work.join(manifest::VMLINUX), vmlinux).ctx(|| "write vmlinux".into())?;
+    fs_err::write(work.join(bundle::VMLINUX), vmlinux).ctx(|| "write vmlinux".into())?;
 
     progress(Progress::step(
         "initramfs",
@@ -208,7 +209,7 @@ fn make(
             busybox: busybox_bytes,
             modules: modules.clone(),
         },
-        &work.join(manifest::INITRD),
+        &work.join(bundle::INITRD),
     )?;
     let info = BootInfo {
         kernel_package: kernel.package.clone(),

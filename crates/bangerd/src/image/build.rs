@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::time::Instant;
 
+use banger_host::config::Paths;
 use banger_wire::api::ImageBuildSpec;
+use banger_wire::bundle;
 use sha2::{Digest, Sha256};
 
 use super::error::ImageError;
@@ -15,7 +17,6 @@ use super::manifest::{self, BuildInputs, Manifest, Origin, FORMAT, RECIPE};
 use super::name::{validate_name, validate_package, DEFAULT_IMAGE};
 use super::store::{self, Image, Staging};
 use super::{boot, ext4, initramfs, mirror, rootfs, Progress, ProgressFn};
-use crate::config::Paths;
 
 /// Default suite and size of a built image.
 pub const DEFAULT_SUITE: &str = "bookworm";
@@ -84,11 +85,7 @@ pub fn build(
     rootfs::finish(&tree, agent_bin)?;
 
     progress(Progress::step("ext4", format!("{} MiB", inputs.size_mib)));
-    ext4::make_rootfs(
-        &tree,
-        &staging.path().join(manifest::ROOTFS),
-        inputs.size_mib,
-    )?;
+    ext4::make_rootfs(&tree, &staging.path().join(bundle::ROOTFS), inputs.size_mib)?;
     store::remove_tree(&tree)?;
     boot.install(staging.path())?;
 
@@ -104,7 +101,7 @@ pub fn build(
         boot: boot.info,
         files,
     };
-    manifest.write(&staging.path().join(manifest::MANIFEST))?;
+    manifest.write(&staging.path().join(bundle::MANIFEST))?;
     let target = images.join(name);
     staging.commit(&target)?;
     tracing::info!(image = %name, secs = started.elapsed().as_secs(), "image built");
@@ -134,7 +131,7 @@ pub fn inputs(
         value: suite.clone(),
     })?;
     let size_mib = spec.size_mib.unwrap_or(DEFAULT_SIZE_MIB);
-    if size_mib > crate::vm::spec::MAX_DISK_MIB {
+    if size_mib > super::ext4::MAX_DISK_MIB {
         return Err(ImageError::InvalidInput {
             what: "image size in MiB (at most 16 TiB)",
             value: size_mib.to_string(),

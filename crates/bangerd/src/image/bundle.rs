@@ -11,16 +11,17 @@
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
+use banger_host::config::{Limits, Paths};
+use banger_wire::bundle;
 use sha2::{Digest, Sha256};
 
 use super::build::now_rfc3339;
 use super::error::{ImageError, IoContext};
-use super::manifest::{self, Manifest, Origin, FORMAT};
+use super::manifest::{Manifest, Origin, FORMAT};
 use super::name::validate_name;
 use super::packages::open_url;
 use super::store::{self, Image, Staging};
-use super::{Limits, Progress, ProgressFn};
-use crate::config::Paths;
+use super::{Progress, ProgressFn};
 
 /// Largest manifest a pull accepts.
 const MAX_MANIFEST: u64 = 1 << 20;
@@ -28,7 +29,7 @@ const MAX_MANIFEST: u64 = 1 << 20;
 const CHUNK: usize = 64 * 1024;
 
 /// Writes an image file gzip-compressed into `out`, as the bundle's `<file>.gz`. The
-/// CLI asks for each file of an export ([`manifest::FILES`], then the manifest as is) and
+/// CLI asks for each file of an export ([`bundle::FILES`], then the manifest as is) and
 /// writes the bundle itself, as the user.
 pub fn compress(mut src: impl Read, out: impl Write) -> std::io::Result<()> {
     let mut gz = flate2::write::GzEncoder::new(
@@ -41,7 +42,7 @@ pub fn compress(mut src: impl Read, out: impl Write) -> std::io::Result<()> {
 
 /// `http://h/x/` or `http://h/x/manifest.json` -> `http://h/x/`
 fn base_url(url: &str) -> String {
-    let base = url.strip_suffix(manifest::MANIFEST).unwrap_or(url);
+    let base = url.strip_suffix(bundle::MANIFEST).unwrap_or(url);
     if base.ends_with('/') {
         base.to_string()
     } else {
@@ -64,7 +65,7 @@ pub fn pull(
         url: url.to_string(),
         reason,
     };
-    let manifest_url = format!("{base}{}", manifest::MANIFEST);
+    let manifest_url = format!("{base}{}", bundle::MANIFEST);
     let mut bytes = Vec::new();
     open_url(&manifest_url)?
         .take(MAX_MANIFEST)
@@ -98,7 +99,7 @@ pub fn pull(
     }
     let staging = Staging::new(&images, &name)?;
     let mut done = 0;
-    for file in manifest::FILES {
+    for file in bundle::FILES {
         let want = remote
             .files
             .get(file)
@@ -136,7 +137,7 @@ pub fn pull(
         inputs_digest: format!("sha256:{}", hex::encode(Sha256::digest(&bytes))),
         ..remote
     };
-    local.write(&staging.path().join(manifest::MANIFEST))?;
+    local.write(&staging.path().join(bundle::MANIFEST))?;
     let target = images.join(&name);
     staging.commit(&target)?;
     tracing::info!(image = %name, url, "image pulled");
@@ -188,18 +189,21 @@ fn write_sparse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::image::manifest::tests::{image_dir, inputs};
+    use crate::image::manifest::{
+        self,
+        tests::{image_dir, inputs},
+    };
     use std::io::BufRead;
 
     /// Writes `image` as a bundle into `out`, as the CLI does from the daemon's answers.
     fn export(image: &Image, out: &Path) {
         std::fs::create_dir_all(out).unwrap();
-        for name in manifest::FILES {
+        for name in bundle::FILES {
             let src = std::fs::File::open(image.dir().join(name)).unwrap();
             let dst = std::fs::File::create(out.join(format!("{name}.gz"))).unwrap();
             compress(src, dst).unwrap();
         }
-        let m = manifest::MANIFEST;
+        let m = bundle::MANIFEST;
         std::fs::copy(image.dir().join(m), out.join(m)).unwrap();
     }
 
@@ -248,12 +252,12 @@ mod tests {
         let mut m = image_dir(&src, "default", inputs());
         std::fs::OpenOptions::new()
             .write(true)
-            .open(src.join(manifest::ROOTFS))
+            .open(src.join(bundle::ROOTFS))
             .unwrap()
             .set_len(8 << 20)
             .unwrap();
         m.files = manifest::digest_files(&src, &|_, _| {}).unwrap();
-        m.write(&src.join(manifest::MANIFEST)).unwrap();
+        m.write(&src.join(bundle::MANIFEST)).unwrap();
         let bundle = root.path().join("bundle");
         export(&Image::open(&src).unwrap(), &bundle);
         let paths = Paths::under(&root.path().join("store"));

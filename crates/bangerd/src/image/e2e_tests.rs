@@ -6,10 +6,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use banger_host::config::Paths;
 use banger_wire::api::ImageBuildSpec;
+use banger_wire::bundle;
 
 use super::*;
-use crate::config::Paths;
 
 fn agent() -> Option<PathBuf> {
     let agent = std::env::var_os("BANGER_TEST_AGENT").map(PathBuf::from);
@@ -67,7 +68,7 @@ fn build_then_rebuild_is_a_no_op() {
     let noop_in = start.elapsed();
 
     eprintln!("built in {built_in:?}, rebuild (no-op) in {noop_in:?}");
-    for f in manifest::FILES {
+    for f in bundle::FILES {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(image.dir().join(f)).unwrap();
         eprintln!(

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use banger_wire::ErrorCode;
+
 /// Failure of an image operation (build, import, pull, store access).
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -115,6 +117,31 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// The wire code of the failure: what the CLI's exit code says.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ImageError::InvalidName { .. }
+            | ImageError::InvalidInput { .. }
+            | ImageError::TooSmall { .. }
+            | ImageError::Shrink { .. }
+            | ImageError::UnsafeEntry { .. }
+            | ImageError::AgentNotElf { .. }
+            | ImageError::AgentNotStatic { .. } => ErrorCode::InvalidArgument,
+            ImageError::NotFound { .. } => ErrorCode::NotFound,
+            ImageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            ImageError::Busy { .. } | ImageError::Changed { .. } => ErrorCode::FailedPrecondition,
+            ImageError::NeedsRoot => ErrorCode::PermissionDenied,
+            ImageError::NoBootFiles => ErrorCode::FailedPrecondition,
+            ImageError::DigestMismatch { .. }
+            | ImageError::Bundle { .. }
+            | ImageError::Import { .. }
+            | ImageError::NotAnImage { .. }
+            | ImageError::NotRegular { .. }
+            | ImageError::TooLarge { .. } => ErrorCode::InvalidArgument,
+            _ => ErrorCode::HostFailed,
+        }
+    }
+
     /// What the user can do about it, when there is something.
     pub fn hint(&self) -> Option<String> {
         match self {

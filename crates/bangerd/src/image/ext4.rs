@@ -14,6 +14,10 @@ pub const UPPER_LABEL: &str = "banger-upper";
 
 const MIB: u64 = 1 << 20;
 
+/// Largest writable disk: 16 TiB, ext4's limit with 4 KiB blocks on a 32-bit layout. The
+/// disk is sparse, so free space is not checked: it fills as the guest writes.
+pub const MAX_DISK_MIB: u64 = 16 << 20;
+
 /// `size_mib` in bytes; a size that does not fit in 64 bits is refused, not wrapped.
 fn mib_to_bytes(size_mib: u64) -> Result<u64, ImageError> {
     size_mib

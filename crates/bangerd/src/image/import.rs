@@ -8,6 +8,8 @@
 use std::io::Read;
 use std::path::Path;
 
+use banger_host::config::{Limits, Paths};
+use banger_wire::bundle;
 use sha2::{Digest, Sha256};
 
 use super::build::now_rfc3339;
@@ -15,8 +17,7 @@ use super::error::{ImageError, IoContext};
 use super::manifest::{self, Manifest, Origin, FORMAT};
 use super::name::validate_name;
 use super::store::{self, Image, Staging};
-use super::{boot, ext4, layers, oci, rootfs, Limits, Progress, ProgressFn};
-use crate::config::Paths;
+use super::{boot, ext4, layers, oci, rootfs, Progress, ProgressFn};
 use crate::failpoint::failpoint;
 
 /// Imports the tar stream `src` as image `name` (derived from `source`, the path the
@@ -70,7 +71,7 @@ pub fn import(
     let needed = ext4::estimate_mib(&tree);
     let size_mib = needed + needed / 4 + 64;
     progress(Progress::step("ext4", format!("{size_mib} MiB")));
-    ext4::make_rootfs(&tree, &staging.path().join(manifest::ROOTFS), size_mib)?;
+    ext4::make_rootfs(&tree, &staging.path().join(bundle::ROOTFS), size_mib)?;
     failpoint("import.after_rootfs");
     store::remove_tree(&tree)?;
     boot.install(staging.path())?;
@@ -95,7 +96,7 @@ pub fn import(
         boot: boot.info,
         files,
     };
-    manifest.write(&staging.path().join(manifest::MANIFEST))?;
+    manifest.write(&staging.path().join(bundle::MANIFEST))?;
     let target = images.join(&name);
     staging.commit(&target)?;
     failpoint("import.after_commit");
@@ -265,7 +266,7 @@ mod tests {
         let paths = Paths::under(root.path());
         let boot = paths.cache_dir.join("boot/linux-test_1.abc");
         std::fs::create_dir_all(&boot).unwrap();
-        for f in [manifest::VMLINUX, manifest::BZIMAGE, manifest::INITRD] {
+        for f in [bundle::VMLINUX, bundle::BZIMAGE, bundle::INITRD] {
             std::fs::write(boot.join(f), f).unwrap();
         }
         std::fs::write(
@@ -459,10 +460,7 @@ mod tests {
         let err = import_file(&paths, &empty, None, &agent, Limits::default()).unwrap_err();
 
         assert!(matches!(err, ImageError::NotAnImage { .. }), "{err}");
-        assert_eq!(
-            crate::image_api::image_code(&err),
-            banger_wire::ErrorCode::InvalidArgument
-        );
+        assert_eq!(err.code(), banger_wire::ErrorCode::InvalidArgument);
         assert!(err.hint().unwrap().contains("tarball"));
         assert!(
             store_entries(&paths).is_empty(),

@@ -18,10 +18,10 @@ use std::io::Read;
 use std::os::unix::fs::{lchown, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
+use banger_host::config::Limits;
 use tar::EntryType;
 
 use super::error::{ImageError, IoContext};
-use super::Limits;
 
 const WHITEOUT: &str = ".wh.";
 const OPAQUE: &str = ".wh..wh..opq";

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
+use banger_wire::bundle::FILES;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -14,14 +15,6 @@ use super::error::{ImageError, IoContext};
 pub const FORMAT: u32 = 1;
 /// Version of the build recipe; bumping it makes every built image out of date.
 pub const RECIPE: u32 = 1;
-
-pub const VMLINUX: &str = "vmlinux";
-pub const BZIMAGE: &str = "bzImage";
-pub const INITRD: &str = "initrd.img";
-pub const ROOTFS: &str = "rootfs.ext4";
-pub const MANIFEST: &str = "manifest.json";
-/// Every file of an image besides the manifest.
-pub const FILES: [&str; 4] = [VMLINUX, BZIMAGE, INITRD, ROOTFS];
 
 /// Size and content digest of one image file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +192,7 @@ pub fn digest_files(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use banger_wire::bundle::{INITRD, MANIFEST, ROOTFS};
 
     pub(crate) fn inputs() -> BuildInputs {
         BuildInputs {

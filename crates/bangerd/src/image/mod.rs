@@ -46,32 +46,12 @@ mod store;
 pub use build::{build, DEFAULT_SIZE_MIB, DEFAULT_SUITE};
 pub use bundle::{compress, pull};
 pub use error::ImageError;
-pub use ext4::{create_upper_disk, grow_upper_disk, ROOT_LABEL, UPPER_LABEL};
+pub use ext4::{create_upper_disk, grow_upper_disk, MAX_DISK_MIB, ROOT_LABEL, UPPER_LABEL};
 pub use import::import;
-pub use manifest::{BootInfo, BuildInputs, FileDigest, Manifest, Origin, FILES, MANIFEST};
+pub use manifest::{BootInfo, BuildInputs, FileDigest, Manifest, Origin};
 pub use name::{validate_name, DEFAULT_IMAGE};
 pub use rootfs::AGENT_PATH;
 pub use store::{delete, get, list, sweep, Image};
-
-/// Caps on what one `image import` or `image pull` may unpack (`import_max_mib` and
-/// `import_max_entries` in `config.toml`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Uncompressed bytes: of the tar streams unpacked into one tree, of the file data
-    /// they write (sparse files at their full size), and of a pulled bundle's files.
-    pub max_bytes: u64,
-    /// Entries of the tar streams unpacked into one tree.
-    pub max_entries: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_bytes: 16 << 30,
-            max_entries: 1_000_000,
-        }
-    }
-}
 
 /// One step of long image work; maps onto `StreamEvent::Progress`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_host::config::Paths;
 use banger_wire::api::ImageInfo;
+use banger_wire::bundle;
 
 use super::error::{ImageError, IoContext};
-use super::manifest::{self, Manifest};
+use super::manifest::Manifest;
 use super::name::validate_name;
-use crate::config::Paths;
 
 /// One image in the store.
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ impl Image {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (manifest, digest) =
-            Manifest::read(&dir.join(manifest::MANIFEST)).map_err(|e| match e {
+            Manifest::read(&dir.join(bundle::MANIFEST)).map_err(|e| match e {
                 ImageError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
                     ImageError::Corrupt {
                         name: name.clone(),
@@ -59,18 +60,18 @@ impl Image {
     }
     /// Uncompressed ELF kernel, for Firecracker.
     pub fn vmlinux(&self) -> PathBuf {
-        self.dir.join(manifest::VMLINUX)
+        self.dir.join(bundle::VMLINUX)
     }
     /// bzImage kernel, for QEMU.
     pub fn bzimage(&self) -> PathBuf {
-        self.dir.join(manifest::BZIMAGE)
+        self.dir.join(bundle::BZIMAGE)
     }
     pub fn initrd(&self) -> PathBuf {
-        self.dir.join(manifest::INITRD)
+        self.dir.join(bundle::INITRD)
     }
     /// The shared base root filesystem (ext4, label `banger-root`); attach read-only.
     pub fn rootfs(&self) -> PathBuf {
-        self.dir.join(manifest::ROOTFS)
+        self.dir.join(bundle::ROOTFS)
     }
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
@@ -88,7 +89,7 @@ impl Image {
             rootfs_bytes: self
                 .manifest
                 .files
-                .get(manifest::ROOTFS)
+                .get(bundle::ROOTFS)
                 .map_or(0, |f| f.bytes),
             source: self.manifest.source(),
             dir: self.dir.display().to_string(),

@@ -4,10 +4,11 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use banger_host::config::Config;
+
 use super::nat::{NftTable, PortForward};
 use super::tap::{tap_index, Tap, TapPool};
 use super::{mac_for, nft, pick_subnet, Guest, Guests, Mac, NetError, Netlink, Rules, Subnet};
-use crate::config::Config;
 
 /// Spare taps kept ready by default.
 pub const DEFAULT_SPARE_TAPS: usize = 2;

@@ -11,7 +11,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::caller::{self, Caller};
-use super::{error_response, event_line, AppState};
+use super::ndjson::{event_line, Tx};
+use super::{error_response, image, logs, AppState};
 use crate::error::DaemonError;
 
 pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Response, DaemonError> {
@@ -34,10 +35,10 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
         Request::VmList => Response::Vms(vms.list()?),
         Request::VmShow { name } => Response::Vm(vms.show(&name)?),
         Request::VmSet { name, spec } => Response::Vm(vms.set(&name, spec).await?),
-        Request::ImageList => Response::Images(crate::image_api::list(vms)?),
-        Request::ImageShow { name } => Response::Image(crate::image_api::show(vms, &name)?),
+        Request::ImageList => Response::Images(image::list(vms)?),
+        Request::ImageShow { name } => Response::Image(image::show(vms, &name)?),
         Request::ImageDelete { name } => {
-            crate::image_api::delete(vms, &name).await?;
+            image::delete(vms, &name).await?;
             Response::Ok
         }
         Request::VmSnapshot { vm, name } => {
@@ -113,7 +114,7 @@ pub(crate) async fn download(state: &AppState, req: Request) -> HttpResponse {
     let Request::ImageExportFile { name, digest, file } = req else {
         return error_response(&DaemonError::invalid("this request does not download").to_wire());
     };
-    match crate::image_api::export_file(&state.deps.manager, &name, &digest, &file).await {
+    match image::export_file(&state.deps.manager, &name, &digest, &file).await {
         Ok(body) => (
             [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
             body,
@@ -126,7 +127,7 @@ pub(crate) async fn download(state: &AppState, req: Request) -> HttpResponse {
 /// Streaming verbs answer newline-delimited [`StreamEvent`]s; the work runs in its own
 /// task and finishes even if the client goes away. `body` is the input of an upload.
 pub(crate) async fn stream(state: Arc<AppState>, req: Request, body: Option<Body>) -> HttpResponse {
-    let (tx, rx) = mpsc::channel::<Result<String, std::io::Error>>(64);
+    let (tx, rx): (Tx, _) = mpsc::channel(64);
     tokio::spawn(async move {
         let send = |ev: StreamEvent| {
             let tx = tx.clone();
@@ -136,17 +137,17 @@ pub(crate) async fn stream(state: Arc<AppState>, req: Request, body: Option<Body
         };
         let result = match req {
             Request::VmLogs { name, follow } => {
-                crate::logs::stream(&state.deps.manager, &name, follow, tx.clone()).await
+                logs::stream(&state.deps.manager, &name, follow, tx.clone()).await
             }
             Request::ImageBuild { spec } => {
                 let agent = state.deps.agent.as_deref();
-                crate::image_api::build(&state.deps.manager, agent, spec, tx.clone()).await
+                image::build(&state.deps.manager, agent, spec, tx.clone()).await
             }
             Request::ImageImport { source, name } => match body {
                 Some(body) => {
                     let agent = state.deps.agent.as_deref();
                     let m = &state.deps.manager;
-                    crate::image_api::import(m, agent, source, name, body, tx.clone()).await
+                    image::import(m, agent, source, name, body, tx.clone()).await
                 }
                 None => Err(DaemonError::Invalid {
                     message: "image import takes the tarball as the request body".into(),
@@ -154,7 +155,7 @@ pub(crate) async fn stream(state: Arc<AppState>, req: Request, body: Option<Body
                 }),
             },
             Request::ImagePull { url, name } => {
-                crate::image_api::pull(&state.deps.manager, url, name, tx.clone()).await
+                image::pull(&state.deps.manager, url, name, tx.clone()).await
             }
             other => Err(DaemonError::invalid(format!("{other:?} does not stream"))),
         };

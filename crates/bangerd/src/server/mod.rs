@@ -5,6 +5,9 @@ mod api;
 mod caller;
 mod exec;
 mod handlers;
+mod image;
+mod logs;
+mod ndjson;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,7 +18,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::post;
 use axum::{Json, Router};
-use banger_wire::api::{Request, StreamEvent, EXEC_PATH, RPC_PATH, UPLOAD_PATH};
+use banger_wire::api::{Request, EXEC_PATH, RPC_PATH, UPLOAD_PATH};
 use banger_wire::{ErrorCode, WireError};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
@@ -31,7 +34,7 @@ pub struct Deps {
     pub manager: Arc<Manager>,
     pub socket: std::path::PathBuf,
     /// The guest agent binary images get; found next to the daemon when absent (see
-    /// [`crate::image_api::agent_binary`]).
+    /// [`image::agent_binary`]).
     pub agent: Option<std::path::PathBuf>,
 }
 
@@ -116,12 +119,6 @@ pub(crate) fn error_response(err: &WireError) -> HttpResponse {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     (status, Json(err)).into_response()
-}
-
-pub(crate) fn event_line(ev: &StreamEvent) -> String {
-    let mut s = serde_json::to_string(ev).unwrap_or_default();
-    s.push('\n');
-    s
 }
 
 impl From<DaemonError> for WireError {

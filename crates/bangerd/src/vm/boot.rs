@@ -1,89 +1,47 @@
-//! Booting a VM: launch the VMM, supervise it, and wait for its agent's hello.
+//! Booting a VM, or restoring a snapshot into it: prepare what the VMM needs, launch and
+//! track it, then wait for the guest agent's hello.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_wire::agent::{BootConfig, HOST_KNOCK};
+use banger_wire::agent::{BootConfig, GuestIdentity};
 use banger_wire::api::{Backend, BootTimings, VmState};
-use banger_wire::ErrorCode;
-use tokio::io::AsyncWriteExt;
-use tokio::net::UnixStream;
-use tokio::sync::watch;
+use tokio::net::UnixListener;
 use tracing::Instrument;
 
-use super::process::{self, ExitWatch};
-use super::{Manager, Runtime, Slot};
-use crate::agent_conn::{self, AgentConn, AgentError};
-use crate::config::Paths;
-use crate::error::DaemonError;
+use super::agent::{bind_agent, connect_agent, keep_agent};
+use super::files::{self, io_err, upper_disk};
+use super::{process, Manager, Runtime, Slot};
+use crate::agent_conn::AgentConn;
+use crate::error::{ConsoleTail, DaemonError};
 use crate::failpoint::failpoint;
-use crate::store::VmRecord;
-use crate::vmm::{AgentEndpoint, LaunchSpec, NetAttach};
+use crate::net::VmNet;
+use crate::store::{SnapshotRecord, VmRecord};
+use crate::vmm::{LaunchSpec, NetAttach, Vmm};
 
-/// The files of an image that a VM boots from.
-pub struct ImageFiles {
-    pub vmlinux: PathBuf,
-    pub bzimage: PathBuf,
-    pub initrd: PathBuf,
-    pub rootfs: PathBuf,
+/// What a launch needs, made ready by [`Manager::prepare`].
+struct Prepared {
+    vmm: Arc<dyn Vmm>,
+    spec: LaunchSpec,
+    /// What the guest is told on its kernel command line.
+    boot_cfg: BootConfig,
+    /// The guest's tap, forwards and rules, attached already.
+    net: Option<VmNet>,
+    /// The agent socket, bound before the guest can dial it (backends where the
+    /// daemon listens).
+    listener: Option<UnixListener>,
 }
 
-pub fn image(paths: &Paths, name: &str) -> Result<ImageFiles, DaemonError> {
-    let img = crate::image::get(paths, name).map_err(|e| crate::image_api::image_err(name, e))?;
-    Ok(ImageFiles {
-        vmlinux: img.vmlinux(),
-        bzimage: img.bzimage(),
-        initrd: img.initrd(),
-        rootfs: img.rootfs(),
-    })
-}
-
-pub(super) fn upper_disk(paths: &Paths, rec: &VmRecord) -> PathBuf {
-    paths.vm_dir(&rec.id).join("upper.ext4")
-}
-
-fn io_err(what: &'static str, path: PathBuf) -> impl FnOnce(std::io::Error) -> DaemonError {
-    move |source| DaemonError::Io { what, path, source }
-}
-
-/// Creates the VM's directory and its sparse writable disk.
-pub fn create_disk(paths: &Paths, rec: &VmRecord) -> Result<(), DaemonError> {
-    let dir = paths.vm_dir(&rec.id);
-    std::fs::create_dir_all(&dir).map_err(io_err("creating vm directory", dir.clone()))?;
-    let disk = upper_disk(paths, rec);
-    crate::image::create_upper_disk(&disk, rec.disk_size_mib).map_err(|e| DaemonError::Image {
-        name: rec.image.clone(),
-        code: ErrorCode::HostFailed,
-        hint: e.hint(),
-        source: Box::new(e),
-    })
-}
-
-pub fn grow_disk(paths: &Paths, rec: &VmRecord, size_mib: u64) -> Result<(), DaemonError> {
-    let disk = upper_disk(paths, rec);
-    crate::image::grow_upper_disk(&disk, size_mib)
-        .map_err(|e| crate::image_api::image_err(&rec.image, e))
-}
-
-pub fn remove_files(paths: &Paths, rec: &VmRecord) {
-    // The VM's pinned SSH host key dies with it.
-    let known = paths.state_dir.join("ssh/known_hosts").join(&rec.id);
-    let _ = std::fs::remove_file(known);
-    for dir in [paths.vm_dir(&rec.id), paths.vm_runtime_dir(&rec.id)] {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(vm = %rec.name, path = %dir.display(), cause = %e, "cannot remove");
-            }
-        }
+impl Prepared {
+    fn tap(&self) -> Option<&str> {
+        self.net.as_ref().map(|n| n.tap.name.as_str())
     }
 }
 
 impl Manager {
     /// Launches the VMM and waits for the agent. On failure the VMM is killed and the
     /// VM is left stopped (or crashed, with the console tail).
-    pub(crate) async fn boot(
+    pub(super) async fn boot(
         self: &Arc<Self>,
         slot: &Arc<Slot>,
         rec: &VmRecord,
@@ -91,410 +49,230 @@ impl Manager {
         self.boot_from(slot, rec, None).await
     }
 
-    /// [`Manager::boot`], or with `from`, a restore of that snapshot: the guest
-    /// resumes instead of booting, is reached with the snapshot's agent token, and is
-    /// then given this VM's identity (token, name, address).
-    pub(crate) async fn boot_from(
+    /// [`Manager::boot`] as a restore of snapshot `snap`: the guest resumes instead of
+    /// booting, is reached with the snapshot's agent token, and is then given this VM's
+    /// identity (token, name, address).
+    pub(super) async fn restore(
         self: &Arc<Self>,
         slot: &Arc<Slot>,
         rec: &VmRecord,
-        from: Option<&crate::store::SnapshotRecord>,
+        snap: &SnapshotRecord,
+    ) -> Result<(), DaemonError> {
+        self.boot_from(slot, rec, Some(snap)).await
+    }
+
+    async fn boot_from(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        rec: &VmRecord,
+        from: Option<&SnapshotRecord>,
     ) -> Result<(), DaemonError> {
         let span = tracing::info_span!("boot", vm = %rec.name, backend = rec.backend.as_str());
         async {
             let t0 = Instant::now();
-            let vmm = self
-                .backends
-                .get(rec.backend)
-                .map_err(|source| DaemonError::Vmm { vm: rec.name.clone(), source })?;
-            let files = image(&self.paths, &rec.image)?;
-            let rt_dir = self.paths.vm_runtime_dir(&rec.id);
-            vmm.release(&rt_dir, &rec.id);
-            let _ = std::fs::remove_dir_all(&rt_dir);
-            std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", rt_dir.clone()))?;
-            let vm_dir = self.paths.vm_dir(&rec.id);
-            let vm_net = self.attach_network(rec).await?;
-            failpoint("boot.after_attach");
-            let gateway = vm_net.as_ref().map(|n| n.gateway().to_string());
-            let boot_cfg = BootConfig {
-                hostname: Some(rec.name.clone()),
-                token: Some(rec.token.clone()),
-                channel: Some(match rec.backend {
-                    Backend::Qemu => "serial".into(),
-                    Backend::Firecracker => "vsock".into(),
-                }),
-                ip: vm_net.as_ref().map(|n| n.cidr()),
-                gateway: gateway.clone(),
-                dns: gateway,
-                ssh_key: crate::ssh::authorized_key(&self.paths),
-            };
-            let spec = LaunchSpec {
-                vm_id: rec.id.clone(),
-                name: rec.name.clone(),
-                vcpu: rec.vcpu,
-                memory_mib: rec.memory_mib,
-                kernel_elf: files.vmlinux,
-                kernel_bzimage: files.bzimage,
-                initrd: files.initrd,
-                boot_args: boot_cfg.to_cmdline(),
-                root_disk: files.rootfs,
-                upper_disk: upper_disk(&self.paths, rec),
-                net: vm_net.as_ref().map(|n| NetAttach { tap: n.tap.name.clone(), mac: n.mac.to_string() }),
-                runtime_dir: rt_dir.clone(),
-                serial_log: vm_dir.join("serial.log"),
-                vmm_log: vm_dir.join("vmm.log"),
-            };
-            // A listening endpoint must exist before the guest can dial it.
-            let tap = vm_net.as_ref().map(|n| n.tap.name.clone());
-            let listener = match vmm.agent_listen_path(&rt_dir, &rec.id) {
-                Some(p) => match bind_agent(vmm.as_ref(), &p) {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        self.detach_network(rec, tap.as_deref()).await;
-                        return Err(e.into_daemon(rec, p));
-                    }
-                },
-                None => None,
-            };
+            let prepared = self.prepare(rec).await?;
             let prepare_ms = t0.elapsed().as_millis() as u64;
             let launch_t = Instant::now();
-            let snap_files = from.map(|s| super::snapshot::files(&self.paths.state_dir, &s.id));
-            let launching = match &snap_files {
-                None => vmm.launch(&spec),
-                Some(files) => vmm.restore(&spec, files),
-            };
-            let launched = match tracing::info_span!("launch").in_scope(|| launching).await {
-                Ok(l) => l,
-                Err(source) => {
-                    vmm.release(&rt_dir, &rec.id);
-                    let _ = std::fs::remove_dir_all(&rt_dir);
-                    self.detach_network(rec, tap.as_deref()).await;
-                    return Err(DaemonError::Vmm { vm: rec.name.clone(), source });
-                }
-            };
-            tracing::info!(pid = launched.pid, ms = launch_t.elapsed().as_millis() as u64, "vmm launched");
-            failpoint("boot.after_launch");
-            let rt = self.track(slot, rec, vmm, launched)?;
-            failpoint("boot.after_track");
-            let ready = tokio::select! {
-                r = connect_agent(&rt.launched.agent, listener, from.map_or(&rec.token, |s| &s.token), from.is_some()) => r.map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source }),
-                _ = tokio::time::sleep(Duration::from_secs(self.config.boot_timeout_secs)) => {
-                    Err(DaemonError::BootTimeout {
-                        vm: rec.name.clone(),
-                        secs: self.config.boot_timeout_secs,
-                        console: crate::error::ConsoleTail(process::tail(&vm_dir.join("serial.log"), 15)),
-                    })
-                }
-                _ = rt.wait_exited(Duration::MAX) => Err(DaemonError::BootCrashed {
-                    vm: rec.name.clone(),
-                    detail: self.record(&rec.id).ok().and_then(|r| r.last_error).unwrap_or_default(),
-                }),
-            };
-            let ready = match (ready, from) {
-                (Ok(agent), Some(snap)) => {
-                    let hello_ms = launch_t.elapsed().as_millis() as u64;
-                    let id = super::clone::identity(rec, &boot_cfg, vm_net.as_ref());
-                    let done = agent.reconfigure(&id).await;
-                    let reconfigure_ms = launch_t.elapsed().as_millis() as u64 - hello_ms;
-                    tracing::info!(snapshot = %snap.name, hello_ms, reconfigure_ms, "vm restored");
-                    done.map(|()| agent).map_err(|source| DaemonError::Agent { vm: rec.name.clone(), source })
-                }
-                (ready, _) => ready,
-            };
-            let agent = match ready {
-                Ok(a) => a,
-                Err(e) => {
-                    process::signal(rt.launched.pid, nix::sys::signal::Signal::SIGKILL);
-                    rt.wait_exited(Duration::from_secs(10)).await;
-                    return Err(e);
-                }
-            };
+            let rt = self.launch(slot, rec, &prepared, from).await?;
+            let agent = self.await_agent(rec, &rt, prepared, from, launch_t).await?;
             let boot = BootTimings {
                 prepare_ms,
                 agent_ready_ms: launch_t.elapsed().as_millis() as u64,
             };
-            tracing::info!(prepare_ms, agent_ready_ms = boot.agent_ready_ms, guest_uptime_ms = agent.hello.uptime_ms, "agent ready");
-            let _ = rt.agent.send_replace(Some(agent));
-            keep_agent(rt.clone(), rec.token.clone(), rec.name.clone());
-            self.store.set_state(&rec.id, VmState::Running)?;
-            self.store.set_boot_timings(&rec.id, &boot)?;
-            Ok(())
+            self.mark_running(rec, &rt, agent, &boot)
         }
         .instrument(span)
         .await
     }
 
-    /// Starts supervising a launched (or adopted) VMM and records it as starting.
-    fn track(
+    /// Makes everything the launch needs: a fresh runtime dir, the guest's network
+    /// (attached now, so its first frame already meets its rules), its boot config and
+    /// the agent socket. A socket that cannot be bound detaches the network again.
+    async fn prepare(&self, rec: &VmRecord) -> Result<Prepared, DaemonError> {
+        let vmm = self.backend(rec.backend, &rec.name)?;
+        let image = files::image(&self.paths, &rec.image)?;
+        let rt_dir = self.paths.vm_runtime_dir(&rec.id);
+        vmm.release(&rt_dir, &rec.id);
+        let _ = std::fs::remove_dir_all(&rt_dir);
+        std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", &rt_dir))?;
+        let vm_dir = self.paths.vm_dir(&rec.id);
+        let net = self.attach_network(rec).await?;
+        failpoint("boot.after_attach");
+        let gateway = net.as_ref().map(|n| n.gateway().to_string());
+        let boot_cfg = BootConfig {
+            hostname: Some(rec.name.clone()),
+            token: Some(rec.token.clone()),
+            channel: Some(match rec.backend {
+                Backend::Qemu => "serial".into(),
+                Backend::Firecracker => "vsock".into(),
+            }),
+            ip: net.as_ref().map(|n| n.cidr()),
+            gateway: gateway.clone(),
+            dns: gateway,
+            ssh_key: crate::ssh::authorized_key(&self.paths),
+        };
+        let spec = LaunchSpec {
+            vm_id: rec.id.clone(),
+            name: rec.name.clone(),
+            vcpu: rec.vcpu,
+            memory_mib: rec.memory_mib,
+            kernel_elf: image.vmlinux,
+            kernel_bzimage: image.bzimage,
+            initrd: image.initrd,
+            boot_args: boot_cfg.to_cmdline(),
+            root_disk: image.rootfs,
+            upper_disk: upper_disk(&self.paths, rec),
+            net: net.as_ref().map(|n| NetAttach {
+                tap: n.tap.name.clone(),
+                mac: n.mac.to_string(),
+            }),
+            runtime_dir: rt_dir.clone(),
+            serial_log: vm_dir.join("serial.log"),
+            vmm_log: vm_dir.join("vmm.log"),
+        };
+        let mut prepared = Prepared {
+            vmm,
+            spec,
+            boot_cfg,
+            net,
+            listener: None,
+        };
+        if let Some(p) = prepared.vmm.agent_listen_path(&rt_dir, &rec.id) {
+            match bind_agent(prepared.vmm.as_ref(), &p) {
+                Ok(l) => prepared.listener = Some(l),
+                Err(e) => {
+                    self.detach_network(rec, prepared.tap()).await;
+                    return Err(e.into_daemon(rec, p));
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// Launches the VMM, or restores snapshot `from` in it, and tracks it. A launch
+    /// that fails undoes the runtime dir and the network.
+    async fn launch(
         self: &Arc<Self>,
         slot: &Arc<Slot>,
         rec: &VmRecord,
-        vmm: Arc<dyn crate::vmm::Vmm>,
-        launched: crate::vmm::Launched,
+        prepared: &Prepared,
+        from: Option<&SnapshotRecord>,
     ) -> Result<Arc<Runtime>, DaemonError> {
-        let pid = launched.pid;
-        let watch_exit = ExitWatch::new(pid);
-        // Unknown (the VMM is already gone): recorded as such, never adopted.
-        let start = process::start_time(pid);
-        let rt = Arc::new(Runtime {
-            launched,
-            vmm,
-            stop_requested: AtomicBool::new(false),
-            agent: watch::channel(None).0,
-            exited: watch::channel(false).0,
-        });
-        slot.set_runtime(Some(rt.clone()));
-        self.store
-            .set_running(&rec.id, VmState::Starting, pid, start)?;
-        tokio::spawn(super::console::keep_capped(
-            self.paths.vm_dir(&rec.id).join("serial.log"),
-            self.config.console_log_max_mib.saturating_mul(1024 * 1024),
-            rt.exited.subscribe(),
-        ));
-        let this = self.clone();
-        let (slot, rec, rt2) = (slot.clone(), rec.clone(), rt.clone());
-        tokio::spawn(async move {
-            match watch_exit {
-                Ok(w) => w.exited().await,
-                Err(e) => tracing::error!(vm = %rec.name, cause = %e, "cannot watch vmm pid"),
+        let Prepared { vmm, spec, .. } = prepared;
+        let launch_t = Instant::now();
+        let snap_files = from.map(|s| files::snapshot_files(&self.paths.state_dir, &s.id));
+        let launching = match &snap_files {
+            None => vmm.launch(spec),
+            Some(files) => vmm.restore(spec, files),
+        };
+        let launched = match tracing::info_span!("launch").in_scope(|| launching).await {
+            Ok(l) => l,
+            Err(source) => {
+                vmm.release(&spec.runtime_dir, &rec.id);
+                let _ = std::fs::remove_dir_all(&spec.runtime_dir);
+                self.detach_network(rec, prepared.tap()).await;
+                return Err(DaemonError::Vmm {
+                    vm: rec.name.clone(),
+                    source,
+                });
             }
-            process::reap(pid);
-            let asked = rt2.stop_requested.load(Ordering::SeqCst);
-            let (state, why) = if asked {
-                (VmState::Stopped, None)
-            } else {
-                let vm_dir = this.paths.vm_dir(&rec.id);
-                let why = format!(
-                    "vmm (pid {pid}) exited unexpectedly\n--- vmm log ---\n{}\n--- console ---\n{}",
-                    process::tail(&vm_dir.join("vmm.log"), 10),
-                    process::tail(&vm_dir.join("serial.log"), 20)
-                );
-                tracing::warn!(vm = %rec.name, pid, "vmm exited unexpectedly");
-                (VmState::Crashed, Some(why))
-            };
-            if let Err(e) = this.store.set_exited(&rec.id, state, why.as_deref()) {
-                tracing::error!(vm = %rec.name, cause = %e, "cannot record vmm exit");
-            }
-            let rt_dir = this.paths.vm_runtime_dir(&rec.id);
-            rt2.vmm.release(&rt_dir, &rec.id);
-            let _ = std::fs::remove_dir_all(&rt_dir);
-            let tap = this
-                .store
-                .get_vm(&rec.id)
-                .ok()
-                .flatten()
-                .and_then(|r| r.tap);
-            this.detach_network(&rec, tap.as_deref()).await;
-            {
-                let mut cur = slot.rt.lock().unwrap_or_else(|p| p.into_inner());
-                if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, &rt2)) {
-                    *cur = None;
-                }
-            }
-            let _ = rt2.agent.send_replace(None);
-            let _ = rt2.exited.send_replace(true);
-        });
+        };
+        let ms = launch_t.elapsed().as_millis() as u64;
+        tracing::info!(pid = launched.pid, ms, "vmm launched");
+        failpoint("boot.after_launch");
+        let rt = self.track(slot, rec, vmm.clone(), launched)?;
+        failpoint("boot.after_track");
         Ok(rt)
     }
 
-    /// Gives the VM its tap and port forwards when it holds a lease.
-    async fn attach_network(
+    /// Waits for the guest agent's hello, within the boot timeout and while the VMM
+    /// lives; a restored guest is then given this VM's identity. On failure the VMM is
+    /// killed.
+    async fn await_agent(
         &self,
         rec: &VmRecord,
-    ) -> Result<Option<crate::net::VmNet>, DaemonError> {
-        let Some(lease) = self.store.lease_of(&rec.id)? else {
-            return Ok(None);
+        rt: &Runtime,
+        prepared: Prepared,
+        from: Option<&SnapshotRecord>,
+        launch_t: Instant,
+    ) -> Result<AgentConn, DaemonError> {
+        let agent_err = |source| DaemonError::Agent {
+            vm: rec.name.clone(),
+            source,
         };
-        let net = self.network()?;
-        let ip = lease
-            .ip
-            .parse()
-            .map_err(|_| DaemonError::invalid(format!("bad lease {}", lease.ip)))?;
-        let forwards: Vec<crate::net::PortForward> =
-            rec.publish.iter().filter_map(|p| p.parse().ok()).collect();
-        let rules = crate::net::Rules::parse(&rec.policy).map_err(DaemonError::from_net)?;
-        let vm_net = net
-            .attach(&rec.id, ip, &forwards, rules)
-            .await
-            .map_err(|source| DaemonError::Network {
+        let token = from.map_or(&rec.token, |s| &s.token);
+        let timeout = Duration::from_secs(self.config.boot_timeout_secs);
+        let hello = connect_agent(&rt.launched.agent, prepared.listener, token, from.is_some());
+        let ready = tokio::select! {
+            r = hello => r.map_err(agent_err),
+            _ = tokio::time::sleep(timeout) => Err(DaemonError::BootTimeout {
                 vm: rec.name.clone(),
-                source: Box::new(source),
-            })?;
-        self.store.set_tap(&rec.id, Some(&vm_net.tap.name))?;
-        Ok(Some(vm_net))
-    }
-
-    /// Removes the VM's tap and forwards (its lease stays until delete).
-    pub(crate) async fn detach_network(&self, rec: &VmRecord, tap: Option<&str>) {
-        if let Ok(net) = &self.net {
-            if let Err(e) = net.release(&rec.id, tap).await {
-                tracing::warn!(vm = %rec.name, cause = %e, "cannot release vm network");
+                secs: self.config.boot_timeout_secs,
+                console: ConsoleTail(process::tail(&prepared.spec.serial_log, 15)),
+            }),
+            _ = rt.wait_exited(Duration::MAX) => Err(DaemonError::BootCrashed {
+                vm: rec.name.clone(),
+                detail: self
+                    .record(&rec.id)
+                    .ok()
+                    .and_then(|r| r.last_error)
+                    .unwrap_or_default(),
+            }),
+        };
+        let ready = match (ready, from) {
+            (Ok(agent), Some(snap)) => {
+                let hello_ms = launch_t.elapsed().as_millis() as u64;
+                let id = identity(rec, &prepared.boot_cfg, prepared.net.as_ref());
+                let done = agent.reconfigure(&id).await;
+                let reconfigure_ms = launch_t.elapsed().as_millis() as u64 - hello_ms;
+                tracing::info!(snapshot = %snap.name, hello_ms, reconfigure_ms, "vm restored");
+                done.map(|()| agent).map_err(agent_err)
             }
+            (ready, _) => ready,
+        };
+        if ready.is_err() {
+            process::signal(rt.launched.pid, nix::sys::signal::Signal::SIGKILL);
+            rt.wait_exited(Duration::from_secs(10)).await;
         }
-        let _ = self.store.set_tap(&rec.id, None);
+        ready
     }
 
-    /// Re-adopts a VMM that survived a daemon restart and reconnects to its agent.
-    pub(crate) async fn adopt(
-        self: &Arc<Self>,
-        slot: &Arc<Slot>,
+    /// Records the guest as running, with its boot timings, and keeps its agent session.
+    fn mark_running(
+        &self,
         rec: &VmRecord,
+        rt: &Arc<Runtime>,
+        agent: AgentConn,
+        boot: &BootTimings,
     ) -> Result<(), DaemonError> {
-        let vmm = self
-            .backends
-            .get(rec.backend)
-            .map_err(|source| DaemonError::Vmm {
-                vm: rec.name.clone(),
-                source,
-            })?;
-        let pid = rec.pid.unwrap_or_default();
-        let rt_dir = self.paths.vm_runtime_dir(&rec.id);
-        let launched = vmm.attach(&rt_dir, &rec.id, pid);
-        let listener = match vmm.agent_listen_path(&rt_dir, &rec.id) {
-            Some(p) => {
-                let _ = std::fs::remove_file(&p);
-                Some(bind_agent(vmm.as_ref(), &p).map_err(|e| e.into_daemon(rec, p))?)
-            }
-            None => None,
-        };
-        let rt = self.track(slot, rec, vmm, launched)?;
-        tracing::info!(vm = %rec.name, pid, "adopted running vmm");
-        let this = self.clone();
-        let rec = rec.clone();
-        tokio::spawn(async move {
-            // A daemon killed while snapshotting left the guest paused; running, it
-            // takes this as a no-op.
-            if let Err(e) = rt.vmm.resume(&rt.launched).await {
-                tracing::debug!(vm = %rec.name, cause = %e, "cannot resume the adopted vmm");
-            }
-            let res = tokio::time::timeout(
-                Duration::from_secs(this.config.boot_timeout_secs),
-                connect_agent(&rt.launched.agent, listener, &rec.token, true),
-            )
-            .await;
-            match res {
-                Ok(Ok(agent)) => {
-                    let _ = rt.agent.send_replace(Some(agent));
-                    keep_agent(rt.clone(), rec.token.clone(), rec.name.clone());
-                    let _ = this.store.set_state(&rec.id, VmState::Running);
-                }
-                Ok(Err(e)) => tracing::warn!(vm = %rec.name, cause = %e, "agent reconnect failed"),
-                Err(_) => tracing::warn!(vm = %rec.name, "agent did not answer after adoption"),
-            }
-        });
+        tracing::info!(
+            prepare_ms = boot.prepare_ms,
+            agent_ready_ms = boot.agent_ready_ms,
+            guest_uptime_ms = agent.hello.uptime_ms,
+            "agent ready"
+        );
+        let _ = rt.agent.send_replace(Some(agent));
+        keep_agent(rt.clone(), rec.token.clone(), rec.name.clone());
+        self.store.set_state(&rec.id, VmState::Running)?;
+        self.store.set_boot_timings(&rec.id, boot)?;
         Ok(())
     }
 }
 
-enum BindError {
-    Io(std::io::Error),
-    Vmm(crate::vmm::VmmError),
-}
-
-impl BindError {
-    fn into_daemon(self, rec: &VmRecord, path: std::path::PathBuf) -> DaemonError {
-        match self {
-            BindError::Io(e) => io_err("binding agent socket", path)(e),
-            BindError::Vmm(source) => DaemonError::Vmm {
-                vm: rec.name.clone(),
-                source,
-            },
-        }
+/// The identity a restored guest takes on: what a boot would have put on its kernel
+/// command line, plus a fresh clock and randomness.
+fn identity(rec: &VmRecord, cfg: &BootConfig, net: Option<&VmNet>) -> GuestIdentity {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    GuestIdentity {
+        token: rec.token.clone(),
+        hostname: rec.name.clone(),
+        ip: cfg.ip.clone(),
+        gateway: cfg.gateway.clone(),
+        dns: cfg.dns.clone(),
+        mac: net.map(|n| n.mac.to_string()),
+        unix_time_ms: now.as_millis() as u64,
+        entropy: rand::random::<[u8; 32]>().to_vec(),
     }
-}
-
-/// Binds the agent socket (creating its directory, e.g. a jail) and lets the VMM reach it.
-fn bind_agent(
-    vmm: &dyn crate::vmm::Vmm,
-    path: &std::path::Path,
-) -> Result<tokio::net::UnixListener, BindError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(BindError::Io)?;
-    }
-    let listener = tokio::net::UnixListener::bind(path).map_err(BindError::Io)?;
-    vmm.share_agent_socket(path).map_err(BindError::Vmm)?;
-    Ok(listener)
-}
-
-/// Reconnects to the agent whenever its session drops while the VMM lives on (the
-/// guest agent restarted, or the channel hiccuped), unless a stop was asked for.
-fn keep_agent(rt: Arc<Runtime>, token: String, vm: String) {
-    let AgentEndpoint::Connect(_) = rt.launched.agent else {
-        return;
-    };
-    tokio::spawn(async move {
-        loop {
-            let current = rt.agent.borrow().clone();
-            let Some(agent) = current else { return };
-            let mut exited = rt.exited.subscribe();
-            tokio::select! {
-                _ = agent.closed() => {}
-                _ = exited.wait_for(|e| *e) => return,
-            }
-            if rt.stop_requested.load(Ordering::SeqCst) || *rt.exited.borrow() {
-                return;
-            }
-            tracing::info!(vm = %vm, "agent session dropped; reconnecting");
-            match connect_agent(&rt.launched.agent, None, &token, true).await {
-                Ok(a) => {
-                    rt.agent.send_replace(Some(a));
-                }
-                Err(e) => {
-                    tracing::warn!(vm = %vm, cause = %e, "agent reconnect failed");
-                    rt.agent.send_replace(None);
-                    return;
-                }
-            }
-        }
-    });
-}
-
-/// Reaches the guest agent and authenticates. The guest speaks first, so this returns
-/// the moment the agent is up: no polling.
-///
-/// `knock` is for reconnecting to a guest that was already up (after a daemon restart);
-/// a fresh guest needs none, and a knock racing its first hello would only garble it.
-async fn connect_agent(
-    endpoint: &AgentEndpoint,
-    listener: Option<tokio::net::UnixListener>,
-    token: &str,
-    knock: bool,
-) -> Result<AgentConn, AgentError> {
-    match (endpoint, listener) {
-        (_, Some(l)) => accept_agent(l, token).await,
-        (AgentEndpoint::Listen(path), None) => {
-            accept_agent(tokio::net::UnixListener::bind(path)?, token).await
-        }
-        (AgentEndpoint::Connect(path), None) => {
-            // A guest can be mid-session with a previous daemon (it reconnected before
-            // the guest noticed the hang-up); the knock makes it start over, and a
-            // garbled first frame (that session's leftovers) is worth one more try.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                let mut stream = UnixStream::connect(path).await?;
-                if knock || attempt > 1 {
-                    stream.write_all(&HOST_KNOCK).await?;
-                }
-                let result = match agent_conn::read_hello(&mut stream).await {
-                    Ok(hello) => agent_conn::authenticate(stream, hello, token).await,
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(conn) => return Ok(conn),
-                    Err(e @ (AgentError::Closed | AgentError::Remote(_))) => return Err(e),
-                    Err(e) if attempt < 5 => {
-                        tracing::debug!(attempt, cause = %e, "no clean hello; reconnecting");
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-    }
-}
-
-async fn accept_agent(l: tokio::net::UnixListener, token: &str) -> Result<AgentConn, AgentError> {
-    let (mut stream, _) = l.accept().await?;
-    let hello = agent_conn::read_hello(&mut stream).await?;
-    agent_conn::authenticate(stream, hello, token).await
 }

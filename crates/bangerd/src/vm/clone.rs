@@ -4,35 +4,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use banger_wire::agent::{BootConfig, GuestIdentity};
 use banger_wire::api::{VmCreateSpec, VmInfo};
 
-use super::{boot, snapshot, sparse, spec, Machine, Manager, NewVm};
+use super::create::{NewVm, Origin};
+use super::{Machine, Manager};
 use crate::error::DaemonError;
-use crate::failpoint::failpoint;
-use crate::store::{SnapshotRecord, VmRecord};
-
-/// The identity a restored guest takes on: what a boot would have put on its kernel
-/// command line, plus a fresh clock and randomness.
-pub(super) fn identity(
-    rec: &VmRecord,
-    cfg: &BootConfig,
-    net: Option<&crate::net::VmNet>,
-) -> GuestIdentity {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    GuestIdentity {
-        token: rec.token.clone(),
-        hostname: rec.name.clone(),
-        ip: cfg.ip.clone(),
-        gateway: cfg.gateway.clone(),
-        dns: cfg.dns.clone(),
-        mac: net.map(|n| n.mac.to_string()),
-        unix_time_ms: now.as_millis() as u64,
-        entropy: rand::random::<[u8; 32]>().to_vec(),
-    }
-}
+use crate::store::SnapshotRecord;
 
 /// A clone is the snapshotted machine: refuses requests for another one.
 fn check_spec(spec: &VmCreateSpec, snap: &SnapshotRecord) -> Result<(), DaemonError> {
@@ -91,7 +68,7 @@ impl Manager {
         let snap = self.snapshot_record(&snap.id)?;
         check_spec(&spec, &snap)?;
         let image = crate::image::get(&self.paths, &snap.image)
-            .map_err(|e| crate::image_api::image_err(&snap.image, e))?;
+            .map_err(|e| DaemonError::image(&snap.image, e))?;
         if image.digest() != snap.image_digest {
             return Err(DaemonError::Invalid {
                 message: format!(
@@ -104,66 +81,9 @@ impl Manager {
                 ),
             });
         }
-        self.backends
-            .get(snap.backend)
-            .map_err(|source| DaemonError::Vmm {
-                vm: snap.name.clone(),
-                source,
-            })?;
-        let name = spec.name.clone().unwrap_or_else(spec::generate_name);
-        spec::validate_name(&name)?;
-        let rec = self.new_record(NewVm {
-            name,
-            machine: Machine::of_snapshot(&snap),
-            publish: spec.publish.clone(),
-            policy: spec.policy.clone(),
-            ephemeral: spec.ephemeral,
-        })?;
-        let slot = self.slot(&rec.id);
-        let _op = slot.op.lock().await;
-        if let Err(e) = self.store.insert_vm(&rec) {
-            self.forget_slot(&rec.id);
-            return Err(e.into());
-        }
-        failpoint("clone.after_insert");
-        let result = async {
-            if !rec.no_network {
-                self.lease(&rec)?;
-            }
-            let dir = self.paths.vm_dir(&rec.id);
-            fs_err::create_dir_all(&dir).map_err(|source| DaemonError::Io {
-                what: "creating vm directory",
-                path: dir.clone(),
-                source,
-            })?;
-            let src = snapshot::files(&self.paths.state_dir, &snap.id).disk;
-            sparse::copy(&src, &boot::upper_disk(&self.paths, &rec)).map_err(|source| {
-                DaemonError::Io {
-                    what: "copying the snapshot's disk",
-                    path: src.clone(),
-                    source,
-                }
-            })?;
-            failpoint("clone.after_disk_copy");
-            let disk_ms = t0.elapsed().as_millis() as u64;
-            self.boot_from(&slot, &rec, Some(&snap)).await?;
-            failpoint("clone.after_boot");
-            self.store.set_created(&rec.id)?;
-            Ok::<u64, DaemonError>(disk_ms)
-        }
-        .await;
-        match result {
-            Ok(disk_ms) => {
-                let create_ms = t0.elapsed().as_millis() as u64;
-                tracing::info!(vm = %rec.name, snapshot = %snap.name, disk_ms, create_ms, "vm created");
-                self.show(&rec.id)
-            }
-            Err(e) => {
-                tracing::warn!(vm = %rec.name, cause = %e, "clone failed; removing everything");
-                self.destroy(&slot, &rec).await;
-                Err(e)
-            }
-        }
+        self.backend(snap.backend, &snap.name)?;
+        let new = NewVm::of(&spec, Machine::of_snapshot(&snap))?;
+        self.make_vm(new, Origin::Snapshot(&snap), t0).await
     }
 }
 

@@ -5,13 +5,19 @@
 //! start/stop/delete/set, so operations on one VM serialise while different VMs proceed
 //! in parallel. The supervisor task never takes that lock.
 
+mod agent;
 mod boot;
 mod clone;
 mod console;
+mod create;
+mod files;
+mod network;
 pub mod process;
+mod reconcile;
 mod snapshot;
 mod sparse;
 pub mod spec;
+mod supervise;
 mod warm;
 
 use std::collections::HashMap;
@@ -19,17 +25,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use banger_host::config::{Config, Paths};
 use banger_wire::agent::{AgentRequest, ExecSpec};
-use banger_wire::api::{Backend, VmCreateSpec, VmInfo, VmSetSpec, VmState};
+use banger_wire::api::{Backend, VmInfo, VmSetSpec, VmState};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::agent_conn::{AgentConn, AgentStream};
-use crate::config::{Config, Paths};
 use crate::error::DaemonError;
 use crate::failpoint::failpoint;
 use crate::net::HostNetwork;
-use crate::store::{Lease, Store, VmRecord};
+use crate::store::{Store, VmRecord};
 use crate::vmm::{Launched, Vmm, VmmError};
 
 /// The VMM implementations this daemon can use.
@@ -115,16 +121,6 @@ struct Machine {
     no_network: bool,
 }
 
-/// What a create chooses of a new VM's row (see [`Manager::new_record`]).
-struct NewVm {
-    name: String,
-    machine: Machine,
-    publish: Vec<String>,
-    /// The policy asked for, before the configured defaults.
-    policy: banger_wire::api::NetPolicy,
-    ephemeral: bool,
-}
-
 /// A std mutex's guard; a poisoned lock is still usable (its holder only panicked).
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -163,28 +159,14 @@ impl Manager {
         })
     }
 
-    /// Leases the lowest free address of the bridge subnet to VM `id`.
-    fn lease(&self, rec: &VmRecord) -> Result<(), DaemonError> {
-        let net = self.network()?;
-        let _guard = lock(&self.lease_lock);
-        let taken: std::collections::HashSet<std::net::Ipv4Addr> = self
-            .store
-            .leases()?
-            .iter()
-            .filter_map(|l| l.ip.parse().ok())
-            .collect();
-        let ip =
-            crate::net::allocate(net.subnet(), &taken).ok_or_else(|| DaemonError::Invalid {
-                message: format!("no free address left in {}", net.subnet()),
-                hint: Some("delete unused VMs, or set a larger `subnet` in config.toml".into()),
-            })?;
-        let mac = crate::net::mac_for(ip).to_string();
-        self.store.insert_lease(&Lease {
-            ip: ip.to_string(),
-            vm_id: rec.id.clone(),
-            mac,
-        })?;
-        Ok(())
+    /// The VMM `backend` for VM `vm`; one this daemon lacks fails as that VM's VMM.
+    fn backend(&self, backend: Backend, vm: &str) -> Result<Arc<dyn Vmm>, DaemonError> {
+        self.backends
+            .get(backend)
+            .map_err(|source| DaemonError::Vmm {
+                vm: vm.to_string(),
+                source,
+            })
     }
 
     pub(crate) fn slot(&self, id: &str) -> Arc<Slot> {
@@ -219,150 +201,6 @@ impl Manager {
             .iter()
             .map(|r| self.info(r))
             .collect()
-    }
-
-    /// Creates a VM and (unless `no_start`) boots it. On any failure nothing is left:
-    /// no row, no files, no process. A warm create resumes a clone of the machine's warm
-    /// snapshot when there is one, and otherwise boots and (on first use) takes one.
-    pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
-        let vm = if let Some(from) = spec.from_snapshot.clone() {
-            self.create_clone(spec.clone(), &from).await?
-        } else if !spec.warm {
-            self.create_cold(spec.clone()).await?
-        } else if let Some(vm) = self.create_warm(&spec).await? {
-            vm
-        } else {
-            let vm = self.create_cold(spec.clone()).await?;
-            if self.config.warm_on_first_use && !spec.no_start {
-                self.warm_on_first_use(&spec, &vm).await;
-            }
-            vm
-        };
-        if !spec.exec_only && !spec.no_start {
-            self.wait_ssh(&vm.id).await;
-        }
-        Ok(vm)
-    }
-
-    /// Waits until the guest's sshd accepts connections (the agent knows when), so a
-    /// VM is answered as ready only when `ssh` works. An agent too old to tell, or a
-    /// guest without sshd, is not waited for.
-    async fn wait_ssh(&self, id: &str) {
-        let t0 = std::time::Instant::now();
-        let Ok(rec) = self.record(id) else { return };
-        let Ok(agent) = self.agent(&rec).await else {
-            return;
-        };
-        match agent.ssh_ready().await {
-            Ok(listening) => {
-                let ssh_ready_ms = t0.elapsed().as_millis() as u64;
-                tracing::info!(vm = %rec.name, listening, ssh_ready_ms, "sshd ready");
-            }
-            Err(e) => {
-                tracing::debug!(vm = %rec.name, cause = %e, "agent cannot tell when sshd is ready")
-            }
-        }
-    }
-
-    /// The row of a new VM: checks that its name is free, its port forwards and network
-    /// policy parse and it has the network they need; gives it a fresh id and agent token.
-    fn new_record(&self, new: NewVm) -> Result<VmRecord, DaemonError> {
-        let m = new.machine;
-        spec::validate_publish(&new.publish)?;
-        let policy = crate::net::policy::resolve(&self.config.default_policy(), &new.policy);
-        crate::net::Rules::parse(&policy).map_err(DaemonError::from_net)?;
-        if !m.no_network {
-            self.network()?;
-        } else if !new.publish.is_empty() {
-            return Err(DaemonError::invalid(
-                "--publish needs a network; drop --no-network",
-            ));
-        } else {
-            spec::check_policy_without_network(&new.policy)?;
-        }
-        if self.store.get_vm(&new.name)?.is_some() {
-            return Err(DaemonError::NameTaken(new.name));
-        }
-        Ok(VmRecord {
-            id: hex::encode(rand::random::<[u8; 8]>()),
-            name: new.name,
-            image: m.image,
-            backend: m.backend,
-            vcpu: m.vcpu,
-            memory_mib: m.memory_mib,
-            disk_size_mib: m.disk_size_mib,
-            state: VmState::Stopped,
-            no_network: m.no_network,
-            token: hex::encode(rand::random::<[u8; 16]>()),
-            created_at: now_rfc3339(),
-            pid: None,
-            pid_start: None,
-            boot: None,
-            last_error: None,
-            tap: None,
-            publish: new.publish,
-            policy,
-            creating: true,
-            ephemeral: new.ephemeral,
-        })
-    }
-
-    /// Creates a VM from its image by booting it.
-    async fn create_cold(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
-        let t0 = std::time::Instant::now();
-        let name = spec.name.clone().unwrap_or_else(spec::generate_name);
-        spec::validate_name(&name)?;
-        let machine = self.machine(&spec);
-        spec::validate_resources(machine.vcpu, machine.memory_mib, machine.disk_size_mib)?;
-        self.backends
-            .get(machine.backend)
-            .map_err(|source| DaemonError::Vmm {
-                vm: name.clone(),
-                source,
-            })?;
-        boot::image(&self.paths, &machine.image)?;
-        let rec = self.new_record(NewVm {
-            name,
-            machine,
-            publish: spec.publish.clone(),
-            policy: spec.policy.clone(),
-            ephemeral: spec.ephemeral,
-        })?;
-        let slot = self.slot(&rec.id);
-        let _op = slot.op.lock().await;
-        if let Err(e) = self.store.insert_vm(&rec) {
-            self.forget_slot(&rec.id);
-            return Err(e.into());
-        }
-        failpoint("create.after_insert");
-        let result = async {
-            if !rec.no_network {
-                self.lease(&rec)?;
-                failpoint("create.after_lease");
-            }
-            boot::create_disk(&self.paths, &rec)?;
-            failpoint("create.after_disk");
-            let disk_ms = t0.elapsed().as_millis() as u64;
-            if !spec.no_start {
-                self.boot(&slot, &rec).await?;
-                failpoint("create.after_boot");
-            }
-            self.store.set_created(&rec.id)?;
-            Ok::<u64, DaemonError>(disk_ms)
-        }
-        .await;
-        match result {
-            Ok(disk_ms) => {
-                let create_ms = t0.elapsed().as_millis() as u64;
-                tracing::info!(vm = %rec.name, disk_ms, create_ms, "vm created");
-            }
-            Err(e) => {
-                tracing::warn!(vm = %rec.name, cause = %e, "create failed; removing everything");
-                self.destroy(&slot, &rec).await;
-                return Err(e);
-            }
-        }
-        self.show(&rec.id)
     }
 
     pub async fn start(self: &Arc<Self>, name: &str) -> Result<VmInfo, DaemonError> {
@@ -429,7 +267,7 @@ impl Manager {
         let disk_size_mib = change.disk_size_mib.unwrap_or(rec.disk_size_mib);
         spec::validate_resources(vcpu, memory_mib, disk_size_mib)?;
         if disk_size_mib != rec.disk_size_mib {
-            boot::grow_disk(&self.paths, &rec, disk_size_mib)?;
+            files::grow_disk(&self.paths, &rec, disk_size_mib)?;
         }
         self.store
             .set_resources(&rec.id, vcpu, memory_mib, disk_size_mib)?;
@@ -484,33 +322,6 @@ impl Manager {
             })
     }
 
-    /// The VM's agent session. A VM that is running but whose agent is (re)connecting,
-    /// e.g. right after a daemon restart adopted it, is waited for, up to the boot
-    /// timeout.
-    async fn agent(&self, rec: &VmRecord) -> Result<AgentConn, DaemonError> {
-        let Some(rt) = self.slot(&rec.id).runtime() else {
-            return Err(DaemonError::WrongState {
-                name: rec.name.clone(),
-                state: rec.state.as_str(),
-                hint: format!("start it with `banger vm start {}`", rec.name),
-            });
-        };
-        let mut agent = rt.agent.subscribe();
-        let mut exited = rt.exited.subscribe();
-        let limit = Duration::from_secs(self.config.boot_timeout_secs);
-        let ready = tokio::select! {
-            r = tokio::time::timeout(limit, agent.wait_for(|a| a.as_ref().is_some_and(|a| !a.is_closed()))) => {
-                r.ok().and_then(|r| r.ok()).and_then(|a| a.clone())
-            }
-            _ = exited.wait_for(|e| *e) => None,
-        };
-        ready.ok_or_else(|| DaemonError::WrongState {
-            name: rec.name.clone(),
-            state: "running without a connected guest agent",
-            hint: format!("see `banger vm logs {}`", rec.name),
-        })
-    }
-
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a
     /// kill after the timeout. Returns once the exit is recorded.
     async fn halt(&self, slot: &Slot, rec: &VmRecord, force: bool) {
@@ -552,205 +363,12 @@ impl Manager {
             tracing::error!(vm = %rec.name, cause = %e, "cannot delete vm row");
         }
         failpoint("delete.after_row");
-        boot::remove_files(&self.paths, rec);
+        files::remove_files(&self.paths, rec);
         self.forget_slot(&rec.id);
-    }
-
-    /// Reconciles the store with reality after a daemon start, whatever instant the
-    /// last daemon died at: adopts VMs whose VMM still runs and resumes them (a snapshot
-    /// may have paused them), marks dead ones stopped, deletes half-made and throwaway
-    /// VMs with all they hold, kills VMMs that were launched but never recorded, and
-    /// removes files, port forwards and rules that no VM owns.
-    pub async fn reconcile(self: &Arc<Self>) -> Result<(), DaemonError> {
-        let mut guests = Vec::new();
-        let mut live = std::collections::HashSet::new();
-        let mut kept = std::collections::HashSet::new();
-        for rec in self.store.list_vms()? {
-            let recorded = match (rec.pid, rec.pid_start) {
-                (Some(pid), Some(start)) if process::is_same_process(pid, start) => Some(pid),
-                _ => None,
-            };
-            // A VMM of this VM that is not the recorded one was launched but never
-            // recorded: nothing can reach it.
-            let unrecorded: Vec<u32> = process::vmm_pids(&rec.id)
-                .into_iter()
-                .filter(|p| Some(*p) != recorded)
-                .collect();
-            process::kill_and_wait(&unrecorded).await;
-            if rec.creating || rec.ephemeral {
-                self.discard(&rec, recorded).await?;
-                continue;
-            }
-            kept.insert(rec.id.clone());
-            if recorded.is_some() {
-                let this = self.clone();
-                let slot = self.slot(&rec.id);
-                match this.adopt(&slot, &rec).await {
-                    Ok(()) => {
-                        live.insert(rec.id.clone());
-                        guests.extend(self.guest_of(&rec)?);
-                    }
-                    Err(e) => tracing::warn!(vm = %rec.name, cause = %e, "cannot adopt running vm"),
-                }
-            } else {
-                if rec.state != VmState::Stopped && rec.state != VmState::Crashed {
-                    tracing::info!(vm = %rec.name, "vmm is gone; marking stopped");
-                    self.store.set_exited(
-                        &rec.id,
-                        VmState::Stopped,
-                        Some("the vmm exited while the daemon was down"),
-                    )?;
-                }
-                if rec.tap.is_some() {
-                    self.store.set_tap(&rec.id, None)?;
-                }
-                self.release_runtime(&rec);
-            }
-        }
-        self.sweep_files(&kept)?;
-        // Exactly the adopted guests keep their isolation rules and port forwards.
-        if let Ok(net) = &self.net {
-            net.restore(guests).await.map_err(DaemonError::from_net)?;
-            for vm in net
-                .prune_forwards(&live)
-                .await
-                .map_err(DaemonError::from_net)?
-            {
-                tracing::info!(vm = %vm, "removed the port forwards of a vm that is gone");
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes a VM the last daemon left half-made (`creating`) or that was a
-    /// throwaway (`ephemeral`): its VMM, network, files, row and lease.
-    async fn discard(&self, rec: &VmRecord, pid: Option<u32>) -> Result<(), DaemonError> {
-        tracing::info!(
-            vm = %rec.name,
-            creating = rec.creating,
-            ephemeral = rec.ephemeral,
-            "deleting a half-made or throwaway vm"
-        );
-        process::kill_and_wait(&pid.into_iter().collect::<Vec<_>>()).await;
-        if let Ok(net) = &self.net {
-            if let Err(e) = net.release(&rec.id, rec.tap.as_deref()).await {
-                tracing::warn!(vm = %rec.name, cause = %e, "cannot release vm network");
-            }
-        }
-        self.release_runtime(rec);
-        self.store.delete_vm(&rec.id)?;
-        boot::remove_files(&self.paths, rec);
-        Ok(())
-    }
-
-    /// Lets the backend undo what it set up for a VMM that is gone (e.g. a jail) and
-    /// removes the VM's runtime dir.
-    fn release_runtime(&self, rec: &VmRecord) {
-        let rt_dir = self.paths.vm_runtime_dir(&rec.id);
-        if let Ok(vmm) = self.backends.get(rec.backend) {
-            vmm.release(&rt_dir, &rec.id);
-        }
-        let _ = fs_err::remove_dir_all(rt_dir);
-    }
-
-    /// Removes VM dirs, runtime dirs, pinned host keys and snapshot dirs that no row
-    /// owns: a delete removes the row first, a snapshot writes its files first.
-    fn sweep_files(&self, vms: &std::collections::HashSet<String>) -> Result<(), DaemonError> {
-        let snaps: std::collections::HashSet<String> = self
-            .store
-            .list_snapshots()?
-            .into_iter()
-            .map(|s| s.id)
-            .collect();
-        let runtime_vms = self.paths.runtime_dir.join("vms");
-        for orphan in orphans(&runtime_vms, vms) {
-            // The backend that made it is unknown: each undoes what it may have set up.
-            let id = orphan.file_name().unwrap_or_default().to_string_lossy();
-            for vmm in [&self.backends.qemu, &self.backends.firecracker]
-                .into_iter()
-                .flatten()
-            {
-                vmm.release(&orphan, &id);
-            }
-        }
-        let dirs = [
-            (self.paths.vms_dir(), vms),
-            (runtime_vms, vms),
-            (self.paths.state_dir.join("ssh/known_hosts"), vms),
-            (snapshot::snapshots_dir(&self.paths.state_dir), &snaps),
-        ];
-        for (dir, owners) in dirs {
-            for orphan in orphans(&dir, owners) {
-                tracing::info!(path = %orphan.display(), "removing files no vm or snapshot owns");
-                let gone = if orphan.is_dir() {
-                    fs_err::remove_dir_all(&orphan)
-                } else {
-                    fs_err::remove_file(&orphan)
-                };
-                if let Err(e) = gone {
-                    tracing::warn!(cause = %e, "cannot remove orphaned files");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// An adopted VM's guest entry: its tap, lease and policy.
-    fn guest_of(&self, rec: &VmRecord) -> Result<Option<crate::net::Guest>, DaemonError> {
-        let (Some(tap), Some(lease)) = (&rec.tap, self.store.lease_of(&rec.id)?) else {
-            return Ok(None);
-        };
-        let Ok(ip) = lease.ip.parse() else {
-            return Ok(None);
-        };
-        let rules = crate::net::Rules::parse(&rec.policy).unwrap_or_default();
-        Ok(Some(crate::net::Guest {
-            vm_id: rec.id.clone(),
-            tap: tap.clone(),
-            ip,
-            mac: crate::net::mac_for(ip),
-            rules,
-        }))
     }
 
     pub fn running_count(&self) -> u32 {
         let slots = lock(&self.slots);
         slots.values().filter(|s| s.runtime().is_some()).count() as u32
-    }
-}
-
-/// The entries of `dir` whose names are not in `owners`.
-fn orphans(
-    dir: &std::path::Path,
-    owners: &std::collections::HashSet<String>,
-) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = fs_err::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| !owners.contains(e.file_name().to_string_lossy().as_ref()))
-        .map(|e| e.path())
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn orphans_are_the_entries_nobody_owns() {
-        let dir = tempfile::tempdir().unwrap();
-        for name in ["a", "b"] {
-            fs_err::create_dir(dir.path().join(name)).unwrap();
-        }
-        fs_err::write(dir.path().join("c"), "").unwrap();
-        let owners = ["a".to_string()].into_iter().collect();
-
-        let mut found = orphans(dir.path(), &owners);
-        found.sort();
-
-        assert_eq!(found, vec![dir.path().join("b"), dir.path().join("c")]);
-        assert!(orphans(&dir.path().join("missing"), &owners).is_empty());
     }
 }

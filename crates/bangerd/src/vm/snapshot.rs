@@ -2,38 +2,18 @@
 //! a directory `<state>/snapshots/<id>/` with the backend's state files and a sparse
 //! copy of the VM's writable disk, taken while the guest was paused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use banger_wire::api::{SnapshotInfo, VmState};
 use tokio::sync::RwLock;
 
-use super::{boot, sparse, Manager};
+use super::files::{io_err, snapshot_files, upper_disk};
+use super::{sparse, Manager};
 use crate::error::DaemonError;
 use crate::failpoint::failpoint;
 use crate::store::SnapshotRecord;
-use crate::vmm::SnapshotFiles;
-
-/// Name of the disk copy inside a snapshot's directory.
-const DISK_FILE: &str = "upper.ext4";
-
-pub(crate) fn snapshots_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("snapshots")
-}
-
-pub(crate) fn files(state_dir: &Path, id: &str) -> SnapshotFiles {
-    let dir = snapshots_dir(state_dir).join(id);
-    SnapshotFiles {
-        disk: dir.join(DISK_FILE),
-        dir,
-    }
-}
-
-fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> DaemonError {
-    let path = path.to_path_buf();
-    move |source| DaemonError::Io { what, path, source }
-}
 
 /// Snapshot names follow VM names: they are typed on command lines.
 pub fn validate_name(name: &str) -> Result<(), DaemonError> {
@@ -90,7 +70,9 @@ impl Manager {
     }
 
     pub fn snapshot_info(&self, rec: &SnapshotRecord) -> SnapshotInfo {
-        rec.info(disk_bytes(&files(&self.paths.state_dir, &rec.id).dir))
+        rec.info(disk_bytes(
+            &snapshot_files(&self.paths.state_dir, &rec.id).dir,
+        ))
     }
 
     pub fn snapshot_list(&self) -> Result<Vec<SnapshotInfo>, DaemonError> {
@@ -133,7 +115,7 @@ impl Manager {
             return Err(crate::store::StoreError::SnapshotNameTaken(name).into());
         }
         let image = crate::image::get(&self.paths, &rec.image)
-            .map_err(|e| crate::image_api::image_err(&rec.image, e))?;
+            .map_err(|e| DaemonError::image(&rec.image, e))?;
         let snap = SnapshotRecord {
             id: hex::encode(rand::random::<[u8; 8]>()),
             name,
@@ -150,9 +132,9 @@ impl Manager {
             paused_ms: 0,
             warm,
         };
-        let files = files(&self.paths.state_dir, &snap.id);
+        let files = snapshot_files(&self.paths.state_dir, &snap.id);
         fs_err::create_dir_all(&files.dir).map_err(io_err("creating snapshot dir", &files.dir))?;
-        let upper = boot::upper_disk(&self.paths, &rec);
+        let upper = upper_disk(&self.paths, &rec);
         let vm_err = |source| DaemonError::Vmm {
             vm: rec.name.clone(),
             source,
@@ -211,7 +193,7 @@ impl Manager {
         let _write = lock.write().await;
         self.store.delete_snapshot(&snap.id)?;
         failpoint("snapshot_delete.after_row");
-        let dir = files(&self.paths.state_dir, &snap.id).dir;
+        let dir = snapshot_files(&self.paths.state_dir, &snap.id).dir;
         fs_err::remove_dir_all(&dir).map_err(io_err("removing snapshot files", &dir))?;
         tracing::info!(snapshot = %snap.name, "snapshot deleted");
         Ok(())

@@ -1,13 +1,11 @@
 //! Validation of what users ask for, before anything is created.
 
 use crate::error::DaemonError;
+use crate::image::MAX_DISK_MIB;
 
 pub const MAX_VCPU: u32 = 32;
 pub const MIN_MEMORY_MIB: u32 = 128;
 pub const MIN_DISK_MIB: u64 = 64;
-/// Largest writable disk: 16 TiB, ext4's limit with 4 KiB blocks on a 32-bit layout. The
-/// disk is sparse, so free space is not checked: it fills as the guest writes.
-pub const MAX_DISK_MIB: u64 = 16 << 20;
 
 /// VM names are DNS labels: they become `<name>.vm` host names.
 pub fn validate_name(name: &str) -> Result<(), DaemonError> {

@@ -53,9 +53,11 @@ exec tar -c -C "$1" .
 #[into_params(parameter_in = Query)]
 pub(crate) struct FileQuery {
     /// Absolute path in the guest.
+    #[param(pattern = "^/")]
     path: String,
     /// Octal mode of a written file; 0644 when absent.
     #[serde(default)]
+    #[param(pattern = "^[0-7]{3,4}$")]
     mode: Option<String>,
 }
 
@@ -65,6 +67,7 @@ pub(crate) struct FileQuery {
 #[into_params(parameter_in = Query)]
 pub(crate) struct PathQuery {
     /// Absolute path in the guest.
+    #[param(pattern = "^/")]
     path: String,
 }
 
@@ -74,6 +77,7 @@ pub(crate) struct PathQuery {
 #[into_params(parameter_in = Query)]
 pub(crate) struct DirQuery {
     /// Absolute directory in the guest.
+    #[param(pattern = "^/")]
     path: String,
 }
 

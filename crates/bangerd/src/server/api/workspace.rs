@@ -28,6 +28,7 @@ use crate::vm::Manager;
 pub(crate) struct WorkspaceQuery {
     /// The workspace's directory in the guest; `/root/repo` when absent.
     #[serde(default)]
+    #[param(pattern = "^/")]
     path: Option<String>,
 }
 

@@ -5,13 +5,10 @@ use std::time::Duration;
 
 use banger_wire::api::{Response, StreamEvent};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::mpsc;
 
+use super::ndjson::{event_line, Tx};
 use crate::error::DaemonError;
-use crate::server::event_line;
 use crate::vm::Manager;
-
-type Tx = mpsc::Sender<Result<String, std::io::Error>>;
 
 /// Streams the console log; with `follow`, keeps streaming until the VM stops and the
 /// log is drained, or the client goes away.

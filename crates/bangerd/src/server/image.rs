@@ -1,4 +1,4 @@
-//! Image verbs: glue between the API and [`crate::image`].
+//! The image verbs: glue between the API and [`crate::image`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use banger_wire::api::{ImageBuildSpec, ImageInfo, Response, StreamEvent};
-use banger_wire::ErrorCode;
+use banger_wire::bundle;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use sha2::{Digest, Sha256};
@@ -14,55 +14,19 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 
+use super::ndjson::{event_line, Tx};
 use crate::error::DaemonError;
 use crate::image::{self, ImageError};
-use crate::server::event_line;
 use crate::vm::Manager;
 
-type Tx = mpsc::Sender<Result<String, std::io::Error>>;
-
-/// The wire code for an image failure.
-pub(crate) fn image_code(e: &ImageError) -> ErrorCode {
-    match e {
-        ImageError::InvalidName { .. }
-        | ImageError::InvalidInput { .. }
-        | ImageError::TooSmall { .. }
-        | ImageError::Shrink { .. }
-        | ImageError::UnsafeEntry { .. }
-        | ImageError::AgentNotElf { .. }
-        | ImageError::AgentNotStatic { .. } => ErrorCode::InvalidArgument,
-        ImageError::NotFound { .. } => ErrorCode::NotFound,
-        ImageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-        ImageError::Busy { .. } | ImageError::Changed { .. } => ErrorCode::FailedPrecondition,
-        ImageError::NeedsRoot => ErrorCode::PermissionDenied,
-        ImageError::NoBootFiles => ErrorCode::FailedPrecondition,
-        ImageError::DigestMismatch { .. }
-        | ImageError::Bundle { .. }
-        | ImageError::Import { .. }
-        | ImageError::NotAnImage { .. }
-        | ImageError::NotRegular { .. }
-        | ImageError::TooLarge { .. } => ErrorCode::InvalidArgument,
-        _ => ErrorCode::HostFailed,
-    }
-}
-
-pub(crate) fn image_err(name: &str, e: ImageError) -> DaemonError {
-    DaemonError::Image {
-        name: name.to_string(),
-        code: image_code(&e),
-        hint: e.hint(),
-        source: Box::new(e),
-    }
-}
-
 pub fn list(m: &Manager) -> Result<Vec<ImageInfo>, DaemonError> {
-    let images = image::list(&m.paths).map_err(|e| image_err("*", e))?;
+    let images = image::list(&m.paths).map_err(|e| DaemonError::image("*", e))?;
     Ok(images.iter().map(|i| i.info()).collect())
 }
 
 pub fn show(m: &Manager, name: &str) -> Result<ImageInfo, DaemonError> {
     Ok(image::get(&m.paths, name)
-        .map_err(|e| image_err(name, e))?
+        .map_err(|e| DaemonError::image(name, e))?
         .info())
 }
 
@@ -105,11 +69,11 @@ pub async fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
             ),
         });
     }
-    image::get(&m.paths, name).map_err(|e| image_err(name, e))?;
+    image::get(&m.paths, name).map_err(|e| DaemonError::image(name, e))?;
     for snap in warm {
         m.snapshot_delete(&snap.id).await?;
     }
-    image::delete(&m.paths, name).map_err(|e| image_err(name, e))
+    image::delete(&m.paths, name).map_err(|e| DaemonError::image(name, e))
 }
 
 fn progress_sender(tx: &Tx) -> impl Fn(image::Progress) + Send + Sync + 'static {
@@ -178,7 +142,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| DaemonError::invalid(format!("image task failed: {e}")))?
-        .map_err(|e| image_err(&label, e))
+        .map_err(|e| DaemonError::image(&label, e))
 }
 
 /// Imports the tar stream that is the request `body`; `source` only names it.
@@ -246,9 +210,9 @@ pub async fn export_file(
     digest: &str,
     file: &str,
 ) -> Result<Body, DaemonError> {
-    let img = image::get(&m.paths, name).map_err(|e| image_err(name, e))?;
+    let img = image::get(&m.paths, name).map_err(|e| DaemonError::image(name, e))?;
     let dir = img.dir().to_path_buf();
-    if file == image::MANIFEST {
+    if file == bundle::MANIFEST {
         let bytes = fs_err::read(dir.join(file)).map_err(|source| DaemonError::Io {
             what: "read",
             path: dir.join(file),
@@ -258,13 +222,13 @@ pub async fn export_file(
         check_unchanged(name, digest, &actual)?;
         return Ok(Body::from(bytes));
     }
-    if !image::FILES.contains(&file) {
+    if !bundle::FILES.contains(&file) {
         return Err(DaemonError::Invalid {
             message: format!("{file:?} is not a file of an image bundle"),
             hint: Some(format!(
                 "ask for {} or {}",
-                image::FILES.join(", "),
-                image::MANIFEST
+                bundle::FILES.join(", "),
+                bundle::MANIFEST
             )),
         });
     }
@@ -289,7 +253,7 @@ fn check_unchanged(name: &str, wanted: &str, actual: &str) -> Result<(), DaemonE
     if wanted == actual {
         return Ok(());
     }
-    Err(image_err(
+    Err(DaemonError::image(
         name,
         ImageError::Changed {
             name: name.to_string(),

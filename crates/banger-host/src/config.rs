@@ -220,8 +220,8 @@ impl Default for Config {
             allow: Vec::new(),
             egress_allow: Vec::new(),
             dns_upstreams: Vec::new(),
-            import_max_mib: crate::image::Limits::default().max_bytes >> 20,
-            import_max_entries: crate::image::Limits::default().max_entries,
+            import_max_mib: Limits::default().max_bytes >> 20,
+            import_max_entries: Limits::default().max_entries,
             console_log_max_mib: 4,
         }
     }
@@ -229,8 +229,8 @@ impl Default for Config {
 
 impl Config {
     /// The caps on image imports and pulls.
-    pub fn image_limits(&self) -> crate::image::Limits {
-        crate::image::Limits {
+    pub fn image_limits(&self) -> Limits {
+        Limits {
             max_bytes: self.import_max_mib.saturating_mul(1 << 20),
             max_entries: self.import_max_entries,
         }
@@ -244,6 +244,26 @@ impl Config {
             allow_host: self.allow_host.clone(),
             allow: self.allow.clone(),
             egress_allow: self.egress_allow.clone(),
+        }
+    }
+}
+
+/// Caps on what one `image import` or `image pull` may unpack (`import_max_mib` and
+/// `import_max_entries` in `config.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Uncompressed bytes: of the tar streams unpacked into one tree, of the file data
+    /// they write (sparse files at their full size), and of a pulled bundle's files.
+    pub max_bytes: u64,
+    /// Entries of the tar streams unpacked into one tree.
+    pub max_entries: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bytes: 16 << 30,
+            max_entries: 1_000_000,
         }
     }
 }
@@ -350,14 +370,14 @@ mod tests {
 
         assert_eq!(
             Config::default().image_limits(),
-            crate::image::Limits {
+            Limits {
                 max_bytes: 16 << 30,
                 max_entries: 1_000_000
             }
         );
         assert_eq!(
             set.image_limits(),
-            crate::image::Limits {
+            Limits {
                 max_bytes: 2 << 20,
                 max_entries: 5
             }
