@@ -44,7 +44,7 @@ def _absolute(env: Mapping[str, str], key: str) -> Optional[str]:
 
 
 def runtime_dir(env: Mapping[str, str], is_root: bool) -> str:
-    """The runtime dir bangerd's `Paths` resolve: BANGER_RUNTIME_DIR; for root
+    """The runtime dir `banger_host::config::Paths` resolves: BANGER_RUNTIME_DIR; for root
     /run/banger; else $XDG_RUNTIME_DIR/banger, else <state dir>/run, the state dir
     being BANGER_STATE_DIR, $XDG_STATE_HOME/banger or ~/.local/state/banger."""
     explicit = _env(env, "BANGER_RUNTIME_DIR")
