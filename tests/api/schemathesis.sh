@@ -67,7 +67,10 @@ port=$(head -1 "$dir/port")
 
 echo "schemathesis: the API of an isolated daemon through 127.0.0.1:$port, $examples cases per operation"
 # `timeout` turns a hang into a failure; --request-timeout does the same per request.
-SCHEMATHESIS_HOOKS=tests/api/hooks.py timeout 900 schemathesis --no-color run "http://127.0.0.1:$port/api/v1/openapi.json" \
+# From the run's dir, where schemathesis keeps its cache.
+hooks=$PWD/tests/api/hooks.py
+cd "$dir"
+SCHEMATHESIS_HOOKS=$hooks timeout 900 schemathesis --no-color run "http://127.0.0.1:$port/api/v1/openapi.json" \
   --checks not_a_server_error \
   --max-examples "$examples" \
   --phases examples,coverage,fuzzing \

@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::guest::{self, Streamed};
-use super::ApiState;
+use super::{detached, ApiState};
 use crate::vm::Manager;
 
 /// Exit code of the scripts below: the path does not exist.
@@ -109,15 +109,18 @@ pub(crate) async fn write(
     }
     let tmp = format!("{dir}/.{file}.banger-{:08x}", rand::random::<u32>());
     let spec = guest::script("banger-write", WRITE, &[path, &tmp, mode]);
-    let ran = match guest::run(m, &vm, spec, Some((body, limit))).await {
-        Ok(ran) => ran,
-        Err(e) => {
+    let (m, name) = (s.app.deps.manager.clone(), vm.clone());
+    // Its own task: a client that leaves mid-way never leaves a temporary file behind.
+    let ran = detached(async move {
+        let ran = guest::run(&m, &name, spec, Some((body, limit))).await;
+        if ran.is_err() {
             // A body cut short killed `cat` before its trap could run.
             let rm = guest::spec(&["rm", "-f", "--", &tmp]);
-            let _ = guest::run(m, &vm, rm, None).await;
-            return Err(e);
+            let _ = guest::run(&m, &name, rm, None).await;
         }
-    };
+        ran
+    })
+    .await?;
     match ran.code {
         0 => Ok(StatusCode::NO_CONTENT),
         WRONG_KIND => Err(ApiError::invalid(format!(

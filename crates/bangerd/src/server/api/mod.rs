@@ -84,14 +84,23 @@ pub(crate) fn router(app: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Runs `work` in its own task, so that a client that goes away never abandons half
+/// an operation, and waits for it.
+async fn detached<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| ApiError::new(WireError::new(ErrorCode::Internal, e.to_string())))?
+}
+
 /// Runs `req` through the handler `POST /v1/rpc` uses, in its own task (a client that
 /// goes away never abandons half an operation), and answers its result with `ok`, or
 /// 204 when it has none.
 async fn dispatch(s: &ApiState, req: Request, ok: StatusCode) -> Result<HttpResponse, ApiError> {
     let app = s.app.clone();
-    let answer = tokio::spawn(async move { handlers::handle(&app, req).await })
-        .await
-        .map_err(|e| ApiError::new(WireError::new(ErrorCode::Internal, e.to_string())))??;
+    let answer =
+        detached(async move { handlers::handle(&app, req).await.map_err(ApiError::from) }).await?;
     Ok(match answer {
         Response::Pong | Response::Ok => StatusCode::NO_CONTENT.into_response(),
         Response::Daemon(d) => (ok, Json(d)).into_response(),

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiPath, ApiQuery};
 use super::files::{guest_path, upload_limit};
 use super::guest::{self, Streamed};
-use super::ApiState;
+use super::{detached, ApiState};
 use crate::vm::Manager;
 
 /// `?path=/root/repo`.
@@ -61,20 +61,24 @@ pub(crate) async fn prepare(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let dest = q.dest()?;
-    let m = &s.app.deps.manager;
-    let limit = upload_limit(m, &headers)?;
-    let init = guest::run(
-        m,
-        &vm,
-        guest::script("banger-ws-init", INIT, &[dest, ""]),
-        None,
-    )
-    .await?;
+    let dest = q.dest()?.to_string();
+    let m = s.app.deps.manager.clone();
+    let limit = upload_limit(&m, &headers)?;
+    let path = dest.clone();
+    // Its own task: a client that leaves mid-way never leaves a half-made workspace.
+    let files = detached(async move { make(&m, &vm, &path, body, limit).await }).await?;
+    Ok(Json(WorkspaceInfo { path: dest, files }).into_response())
+}
+
+/// `git init`s `dest`, which must be absent or empty, and fills it; removes it again if
+/// that fails.
+async fn make(m: &Manager, vm: &str, dest: &str, body: Body, limit: u64) -> Result<u64, ApiError> {
+    let init = guest::script("banger-ws-init", INIT, &[dest, ""]);
+    let init = guest::run(m, vm, init, None).await?;
     match init.code {
         0 => {}
-        NO_GIT => return Err(missing(&vm, "git")),
-        NO_TAR => return Err(missing(&vm, "tar")),
+        NO_GIT => return Err(missing(vm, "git")),
+        NO_TAR => return Err(missing(vm, "tar")),
         NOT_EMPTY => {
             return Err(ApiError::new(WireError::new(
                 ErrorCode::FailedPrecondition,
@@ -82,21 +86,15 @@ pub(crate) async fn prepare(
             ))
             .with_hint("pick another path, or delete it first"))
         }
-        _ => return Err(init.failure(&vm, "git init")),
+        _ => return Err(init.failure(vm, "git init")),
     }
-    match fill(m, &vm, dest, body, limit).await {
-        Ok(files) => Ok(Json(WorkspaceInfo {
-            path: dest.to_string(),
-            files,
-        })
-        .into_response()),
-        Err(e) => {
-            // Leave no half-made workspace: the directory was empty or absent before.
-            let rm = guest::spec(&["rm", "-rf", "--", dest]);
-            let _ = guest::run(m, &vm, rm, None).await;
-            Err(e)
-        }
+    let filled = fill(m, vm, dest, body, limit).await;
+    if filled.is_err() {
+        // The directory was absent or empty before.
+        let rm = guest::spec(&["rm", "-rf", "--", dest]);
+        let _ = guest::run(m, vm, rm, None).await;
     }
+    filled
 }
 
 /// Unpacks the tar and records the baseline; answers the number of files in it.
