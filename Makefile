@@ -4,7 +4,7 @@ AGENT_TARGET := x86_64-unknown-linux-gnu
 AGENT_BIN := target/$(AGENT_TARGET)/agent/banger-agent
 BIN_DIR := target/release
 
-.PHONY: all build agent install quickstart lint audit unit api-schema smoke smoke-plain debug-bins e2e coverage-html test test-deps clean-smoke
+.PHONY: all build agent install quickstart lint audit unit api-schema smoke smoke-plain debug-bins e2e sdk-test coverage-html test test-deps clean-smoke
 
 all: build
 
@@ -79,6 +79,13 @@ smoke-plain: debug-bins
 e2e: debug-bins
 	BANGER_E2E_BIN=$(CURDIR)/target/debug $(CARGO) test --locked -p banger-e2e --test e2e -- --test-threads=1 $(E2E)
 
+# The Python SDK (sdk/python): its unit tests (no VM), then its integration tests
+# against a real daemon with the smoke state and a few real VMs (the runner takes the
+# smoke turn).
+sdk-test: debug-bins
+	cd sdk/python && python3 -m mypy --strict src/banger && python3 -m pytest -q -p no:cacheprovider tests/unit
+	BANGER_BIN_DIR=$(CURDIR)/target/debug sdk/python/tests/run-integration.sh
+
 coverage-html:
 	scripts/coverage.sh --html
 
@@ -86,7 +93,7 @@ coverage-html:
 test-deps:
 	scripts/deps.sh --dev
 
-test: test-deps lint unit api-schema smoke
+test: test-deps lint unit api-schema smoke sdk-test
 
 clean-smoke:
 	rm -rf $${BANGER_SMOKE_HOME:-target/smoke}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what banger needs to build and run (run as root). `--dev` adds what its
 # tests and lints need (dig, LLVM tools for coverage, cargo-deny, cargo-llvm-cov, the
-# mcp Python package); `.ci/run` uses it.
+# mcp, pytest, httpx and mypy Python packages, venv for the SDK's fresh-install test);
+# `.ci/run` uses it.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 dev=false
@@ -12,7 +13,7 @@ case "${1:-}" in
 esac
 need=(qemu-system-x86 debootstrap busybox-static e2fsprogs lz4 nftables iproute2
       openssh-client git make gcc ca-certificates)
-$dev && need+=(dnsutils)
+$dev && need+=(dnsutils python3-venv)
 # A fresh machine has no package lists yet.
 if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
   apt-get update -qq
@@ -49,14 +50,17 @@ if ! cargo llvm-cov --version >/dev/null 2>&1; then
   cargo install --locked -q cargo-llvm-cov || echo "deps: cargo-llvm-cov unavailable; smoke runs without coverage" >&2
 fi
 
-# tests/mcp drives `banger mcp` with the official MCP Python SDK.
-if ! python3 -c 'import mcp' >/dev/null 2>&1; then
-  echo "deps: installing the mcp Python package" >&2
+# tests/mcp drives `banger mcp` with the official MCP Python SDK; sdk/python's tests run
+# under pytest, with httpx (the SDK's one dependency) for the unit tier, and mypy checks
+# its type hints.
+for module in mcp pytest httpx mypy; do
+  python3 -c "import $module" >/dev/null 2>&1 && continue
+  echo "deps: installing the $module Python package" >&2
   python3 -m pip --version >/dev/null 2>&1 ||
     { apt-get update -qq && apt-get install -y -qq python3-pip >/dev/null; }
   # Debian's own python3 refuses a plain pip install (PEP 668).
-  python3 -m pip install -q mcp 2>/dev/null || python3 -m pip install -q --break-system-packages mcp
-fi
+  python3 -m pip install -q "$module" 2>/dev/null || python3 -m pip install -q --break-system-packages "$module"
+done
 
 # tests/api/schemathesis.sh checks the public API against its OpenAPI document.
 if ! command -v schemathesis >/dev/null 2>&1; then
