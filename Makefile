@@ -39,6 +39,7 @@ quickstart:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+	python3 scripts/import-cycles.py
 	@if command -v cargo-deny >/dev/null; then $(CARGO) deny -L error check bans licenses sources; \
 	 else echo "lint: cargo-deny not installed; skipping dependency policy check (cargo install cargo-deny)"; fi
 
