@@ -45,7 +45,7 @@ fn dev_links() {
         ("/dev/stdout", "/proc/self/fd/1"),
         ("/dev/stderr", "/proc/self/fd/2"),
     ] {
-        if std::fs::symlink_metadata(link).is_err() {
+        if fs_err::symlink_metadata(link).is_err() {
             if let Err(e) = std::os::unix::fs::symlink(target, link) {
                 tracing::warn!(link, cause = %e, "cannot create /dev link");
             }

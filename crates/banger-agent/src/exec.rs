@@ -128,7 +128,7 @@ fn start(spec: &ExecSpec, defaults: &ExecDefaults) -> Result<Spawned, ExecError>
 
 fn check_cwd(dir: &Path) -> Result<(), ExecError> {
     let shown = || dir.display().to_string();
-    match std::fs::metadata(dir) {
+    match fs_err::metadata(dir) {
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(ExecError::CwdNotDir { dir: shown() }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {

@@ -145,7 +145,7 @@ fn is_mount_point(path: &Path) -> bool {
     let Some(parent) = path.parent() else {
         return true;
     };
-    match (std::fs::metadata(path), std::fs::metadata(parent)) {
+    match (fs_err::metadata(path), fs_err::metadata(parent)) {
         (Ok(here), Ok(above)) => here.dev() != above.dev(),
         _ => false,
     }

@@ -241,7 +241,7 @@ fn parse_mac(s: &str) -> Result<Vec<u8>, String> {
 fn wait_for_nic() -> Option<String> {
     let started = Instant::now();
     loop {
-        let names = std::fs::read_dir("/sys/class/net")
+        let names = fs_err::read_dir("/sys/class/net")
             .map(|d| {
                 d.filter_map(Result::ok)
                     .filter_map(|e| e.file_name().into_string().ok())
@@ -266,7 +266,7 @@ fn first_nic(mut names: Vec<String>) -> Option<String> {
 
 fn write_resolv_conf(dns: &str) {
     // Often a dangling symlink into /run/systemd; replace it with a plain file.
-    if std::fs::symlink_metadata(RESOLV_CONF).is_ok_and(|m| m.file_type().is_symlink()) {
+    if fs_err::symlink_metadata(RESOLV_CONF).is_ok_and(|m| m.file_type().is_symlink()) {
         let _ = fs_err::remove_file(RESOLV_CONF);
     }
     if let Err(e) = fs_err::write(RESOLV_CONF, resolv_conf(dns)) {

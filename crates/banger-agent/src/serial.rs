@@ -169,11 +169,11 @@ async fn find_port(sysfs: &Path, name: &str) -> PathBuf {
 
 /// The directory name (e.g. `vport0p1`) of the port named `name`, if present.
 fn scan_ports(sysfs: &Path, name: &str) -> Option<String> {
-    let entries = std::fs::read_dir(sysfs).ok()?;
+    let entries = fs_err::read_dir(sysfs).ok()?;
     let mut found: Vec<String> = entries
         .filter_map(Result::ok)
         .filter(|e| {
-            std::fs::read_to_string(e.path().join("name"))
+            fs_err::read_to_string(e.path().join("name"))
                 .map(|n| n.trim() == name)
                 .unwrap_or(false)
         })

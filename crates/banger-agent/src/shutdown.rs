@@ -100,7 +100,7 @@ fn reap() {
 /// Pids of user processes other than this one that are still running (not zombies).
 fn live_processes() -> Vec<i32> {
     let me = getpid().as_raw();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
+    let Ok(entries) = fs_err::read_dir("/proc") else {
         return Vec::new();
     };
     entries
@@ -108,7 +108,7 @@ fn live_processes() -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me)
         .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            fs_err::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
                 .and_then(|stat| parse_stat(&stat))
                 .is_some_and(|(state, ppid)| is_live_user_process(pid, state, ppid))

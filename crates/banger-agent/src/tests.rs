@@ -206,10 +206,10 @@ fn running(argv: &[&str]) -> usize {
         .flat_map(|a| [a.as_bytes(), b"\0"].concat())
         .collect();
     let count = || {
-        std::fs::read_dir("/proc")
+        fs_err::read_dir("/proc")
             .map(|dir| {
                 dir.filter_map(Result::ok)
-                    .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+                    .filter_map(|e| fs_err::read(e.path().join("cmdline")).ok())
                     .filter(|cmdline| *cmdline == wanted)
                     .count()
             })
@@ -358,7 +358,7 @@ async fn host_leaving_kills_the_running_process() {
 async fn wait_until_dead(pid: &str) -> bool {
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = fs_err::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let state = state
             .rsplit(')')
             .next()

@@ -289,7 +289,7 @@ impl Config {
     /// Loads `config.toml`; a missing file means all defaults.
     pub fn load(paths: &Paths) -> Result<Config, ConfigError> {
         let path = paths.config_file();
-        match std::fs::read_to_string(&path) {
+        match fs_err::read_to_string(&path) {
             Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse { path, source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
             Err(source) => Err(ConfigError::Read { path, source }),

@@ -108,14 +108,14 @@ mod tests {
 
         ensure(&dir, me()).unwrap();
 
-        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        let mode = fs_err::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
     }
 
     #[test]
     fn a_dir_open_to_others_is_refused_with_a_chmod_hint() {
         let root = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        fs_err::set_permissions(root.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
 
         let err = ensure(root.path(), me()).unwrap_err();
 
@@ -129,7 +129,7 @@ mod tests {
     #[test]
     fn a_dir_of_another_uid_is_refused() {
         let root = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        fs_err::set_permissions(root.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
 
         let err = check(root.path(), me() + 1).unwrap_err();
 

@@ -261,7 +261,7 @@ fn system_socket_is_roots() -> bool {
     use std::os::unix::fs::MetadataExt;
     let socket = Path::new(SYSTEM_SOCKET);
     [Some(socket), socket.parent()].into_iter().all(|p| {
-        p.and_then(|p| std::fs::symlink_metadata(p).ok())
+        p.and_then(|p| fs_err::symlink_metadata(p).ok())
             .is_some_and(|m| m.uid() == 0)
     })
 }

@@ -81,7 +81,7 @@ impl Daemon {
     fn start_with_socket(tag: &str, socket: impl FnOnce(&User) -> Option<PathBuf>) -> Daemon {
         let user = User::add(tag);
         let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        fs_err::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut paths = Paths::under(dir.path());
         let planted = socket(&user);
         if let Some(socket) = &planted {
@@ -120,7 +120,7 @@ impl Daemon {
         }));
         // The user's own HOME and state dir, outside root's.
         let home = dir.path().join("home");
-        std::fs::create_dir(&home).unwrap();
+        fs_err::create_dir(&home).unwrap();
         nix::unistd::chown(&home, Some(user.uid.into()), None).unwrap();
         Daemon {
             dir,
@@ -194,7 +194,7 @@ impl Drop for Daemon {
             let _ = s.send(());
         }
         if let Some(dir) = &self.planted {
-            let _ = std::fs::remove_dir_all(dir);
+            let _ = fs_err::remove_dir_all(dir);
         }
     }
 }
@@ -203,11 +203,11 @@ impl Drop for Daemon {
 /// agent's path.
 fn fake_boot_files(paths: &Paths, dir: &Path) -> PathBuf {
     let boot = paths.cache_dir.join("boot/linux-test_1.abc");
-    std::fs::create_dir_all(&boot).unwrap();
+    fs_err::create_dir_all(&boot).unwrap();
     for f in ["vmlinux", "bzImage", "initrd.img"] {
-        std::fs::write(boot.join(f), f).unwrap();
+        fs_err::write(boot.join(f), f).unwrap();
     }
-    std::fs::write(
+    fs_err::write(
         boot.join("boot.json"),
         r#"{"kernel_package":"linux-test","kernel_version":"1","kernel_deb_sha256":"00","busybox_version":"1","modules":[]}"#,
     )
@@ -215,7 +215,7 @@ fn fake_boot_files(paths: &Paths, dir: &Path) -> PathBuf {
     let agent = dir.join("agent");
     let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
     elf.resize(64, 0);
-    std::fs::write(&agent, elf).unwrap();
+    fs_err::write(&agent, elf).unwrap();
     agent
 }
 
@@ -225,8 +225,8 @@ fn root_only_dir() -> tempfile::TempDir {
         .prefix("banger-secret")
         .tempdir_in("/root")
         .unwrap();
-    std::fs::create_dir(dir.path().join("etc")).unwrap();
-    std::fs::write(dir.path().join("etc/shadow-copy"), "root only").unwrap();
+    fs_err::create_dir(dir.path().join("etc")).unwrap();
+    fs_err::write(dir.path().join("etc/shadow-copy"), "root only").unwrap();
     dir
 }
 
@@ -239,8 +239,8 @@ fn public_tarball(dir: &Path) -> PathBuf {
     h.set_cksum();
     b.append_data(&mut h, "etc/motd", &b"hi"[..]).unwrap();
     let path = dir.join("pub.tar");
-    std::fs::write(&path, b.into_inner().unwrap()).unwrap();
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    fs_err::write(&path, b.into_inner().unwrap()).unwrap();
+    fs_err::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
     path
 }
 
@@ -330,8 +330,8 @@ fn root_still_imports_a_directory_and_exports_a_bundle() {
     }
     let d = Daemon::start("r");
     let tree = tempfile::tempdir().unwrap();
-    std::fs::create_dir(tree.path().join("etc")).unwrap();
-    std::fs::write(tree.path().join("etc/motd"), "hi").unwrap();
+    fs_err::create_dir(tree.path().join("etc")).unwrap();
+    fs_err::write(tree.path().join("etc/motd"), "hi").unwrap();
 
     let out = d.banger_as_root(&[
         "image",
@@ -345,7 +345,7 @@ fn root_still_imports_a_directory_and_exports_a_bundle() {
     let out = d.banger_as_root(&["image", "export", "tree", bundle.to_str().unwrap()]);
 
     assert!(out.status.success(), "{}", stderr(&out));
-    let mut names: Vec<String> = std::fs::read_dir(&bundle)
+    let mut names: Vec<String> = fs_err::read_dir(&bundle)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -390,8 +390,8 @@ fn a_runtime_dir_of_another_user_is_refused_with_a_hint() {
     }
     let d = Daemon::start("o");
     let theirs = d.dir.path().join("theirs");
-    std::fs::create_dir(&theirs).unwrap();
-    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    fs_err::create_dir(&theirs).unwrap();
+    fs_err::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
 
     let out = d
         .user_cmd()
@@ -411,7 +411,7 @@ fn a_runtime_dir_of_another_user_is_refused_with_a_hint() {
             d.user.uid
         )
     );
-    assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+    assert_eq!(fs_err::read_dir(&theirs).unwrap().count(), 0);
 }
 
 #[test]
@@ -425,7 +425,7 @@ fn an_import_the_daemon_refuses_reports_the_daemons_error() {
     assert!(out.status.success(), "{}", stderr(&out));
     // More than the upload buffers hold, so the CLI is still sending when refused.
     let tree = tempfile::tempdir().unwrap();
-    std::fs::write(tree.path().join("big"), vec![1u8; 32 << 20]).unwrap();
+    fs_err::write(tree.path().join("big"), vec![1u8; 32 << 20]).unwrap();
 
     let out = d.banger_as_root(&[
         "image",

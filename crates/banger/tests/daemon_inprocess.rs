@@ -154,7 +154,7 @@ fn unknown_image_is_not_found_and_leaves_nothing() {
     assert!(stderr(&out).contains("image \"nope\""), "{}", stderr(&out));
     assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
     assert!(d.store.list_vms().unwrap().is_empty());
-    let vms = std::fs::read_dir(d.paths.vms_dir()).unwrap().count();
+    let vms = fs_err::read_dir(d.paths.vms_dir()).unwrap().count();
     assert_eq!(vms, 0);
 }
 

@@ -28,7 +28,7 @@ pub fn ensure_key(paths: &Paths) -> std::io::Result<()> {
 
 /// The public key in the kernel-command-line form `type:base64` (no spaces).
 pub fn authorized_key(paths: &Paths) -> Option<String> {
-    let text = std::fs::read_to_string(paths.ssh_key().with_extension("pub")).ok()?;
+    let text = fs_err::read_to_string(paths.ssh_key().with_extension("pub")).ok()?;
     encode_pubkey(&text)
 }
 

@@ -225,7 +225,7 @@ fn processes_for(vm_id: &str) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = fs_err::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
             let separate = args
                 .windows(2)
@@ -241,7 +241,7 @@ fn processes_with_arg(needle: &str) -> Vec<u32> {
         .unwrap()
         .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = fs_err::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             String::from_utf8_lossy(&cmdline).contains(needle)
         })
         .collect()
@@ -543,7 +543,7 @@ fn inode(path: &Path) -> (u64, u64) {
 fn open_files(pid: u32) -> (Vec<(u64, u64)>, Vec<u64>) {
     let fds = fs_err::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
-        .filter_map(|e| std::fs::metadata(e.ok()?.path()).ok())
+        .filter_map(|e| fs_err::metadata(e.ok()?.path()).ok())
         .map(|m| (m.dev(), m.ino()))
         .collect();
     let maps = fs_err::read_to_string(format!("/proc/{pid}/maps")).unwrap();

@@ -168,7 +168,7 @@ fn local_target(
                 path: local.display().to_string(),
             })
     };
-    match std::fs::metadata(local) {
+    match fs_err::metadata(local) {
         Ok(m) if m.is_dir() => Ok(target(local.to_path_buf(), name.into())),
         Ok(_) if src_is_dir => Err(CopyError::DirOverFile {
             src: shown.to_string(),

@@ -167,7 +167,7 @@ fn parents(root: &Path, rel: &Path, create: bool) -> Result<(), Walk> {
     let dirs: Vec<&OsStr> = rel.iter().collect();
     for part in dirs.iter().take(dirs.len().saturating_sub(1)) {
         cur.push(part);
-        match std::fs::symlink_metadata(&cur) {
+        match fs_err::symlink_metadata(&cur) {
             Ok(m) if m.is_dir() => {}
             Ok(_) => return Err(Walk::NotADir),
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
@@ -181,10 +181,10 @@ fn parents(root: &Path, rel: &Path, create: bool) -> Result<(), Walk> {
 
 /// Creates `dir` (`true`), or accepts it if it is already a real directory (`false`).
 fn make_dir(dir: &Path) -> io::Result<bool> {
-    match std::fs::create_dir(dir) {
+    match fs_err::create_dir(dir) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            if std::fs::symlink_metadata(dir)?.is_dir() {
+            if fs_err::symlink_metadata(dir)?.is_dir() {
                 Ok(false)
             } else {
                 Err(e)
@@ -196,8 +196,8 @@ fn make_dir(dir: &Path) -> io::Result<bool> {
 
 /// Removes a non-directory at `path` so a link can take its place.
 fn replace(path: &Path) -> io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if !m.is_dir() => std::fs::remove_file(path),
+    match fs_err::symlink_metadata(path) {
+        Ok(m) if !m.is_dir() => fs_err::remove_file(path),
         _ => Ok(()),
     }
 }

@@ -132,7 +132,7 @@ impl AllowedRoots {
     /// a root.
     pub fn existing(&self, path: &Path) -> Result<PathBuf, PathError> {
         self.precheck(path)?;
-        let resolved = std::fs::canonicalize(path).map_err(|source| PathError::Unresolvable {
+        let resolved = fs_err::canonicalize(path).map_err(|source| PathError::Unresolvable {
             path: path.to_path_buf(),
             source,
         })?;
@@ -150,7 +150,7 @@ impl AllowedRoots {
         };
         let dir = self.existing(dir)?;
         let target = dir.join(name);
-        match std::fs::symlink_metadata(&target) {
+        match fs_err::symlink_metadata(&target) {
             Ok(_) => self.existing(&target),
             Err(_) => Ok(target),
         }

@@ -301,7 +301,7 @@ mod tests {
 
     fn patch_file(text: &str) -> tempfile::NamedTempFile {
         let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), text).unwrap();
+        fs_err::write(file.path(), text).unwrap();
         file
     }
 
@@ -329,7 +329,7 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(tree(repo.path(), true), before);
-        assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0);
+        assert_eq!(fs_err::read_dir(parent.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -354,7 +354,7 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(tree(repo.path(), true), before);
-        assert!(std::fs::symlink_metadata(repo.path().join("leak")).is_err());
+        assert!(fs_err::symlink_metadata(repo.path().join("leak")).is_err());
     }
 
     #[test]
@@ -414,7 +414,7 @@ mod tests {
 
         assert!(matches!(err, WorkspaceError::Refused { .. }), "{err:?}");
         assert_eq!(tree(repo.path(), true), before);
-        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert_eq!(fs_err::read_dir(outside.path()).unwrap().count(), 0);
     }
 
     #[test]
@@ -464,7 +464,7 @@ mod tests {
                 paths: vec!["f".into()]
             }
         );
-        let merged = std::fs::read_to_string(repo.path().join("f")).unwrap();
+        let merged = fs_err::read_to_string(repo.path().join("f")).unwrap();
         assert!(
             merged.contains("<<<<<<<") && merged.contains("guest") && merged.contains("host"),
             "{merged}"

@@ -121,12 +121,12 @@ impl<'a> View<'a> {
 
     fn host_link(&self, path: &[u8]) -> Option<Vec<u8>> {
         let full = self.full(path);
-        let meta = std::fs::symlink_metadata(&full).ok()?;
+        let meta = fs_err::symlink_metadata(&full).ok()?;
         if !meta.file_type().is_symlink() {
             return None;
         }
         Some(
-            std::fs::read_link(&full)
+            fs_err::read_link(&full)
                 .ok()?
                 .into_os_string()
                 .into_encoded_bytes(),
@@ -140,11 +140,11 @@ impl<'a> View<'a> {
             return Some(target);
         }
         let full = self.full(path);
-        let meta = std::fs::symlink_metadata(&full).ok()?;
+        let meta = fs_err::symlink_metadata(&full).ok()?;
         if !meta.is_file() || meta.len() > MAX_TARGET {
             return None;
         }
-        std::fs::read(full).ok()
+        fs_err::read(full).ok()
     }
 
     /// The target the symlink at `new` has after the patch, when the patch shows it
@@ -409,7 +409,7 @@ mod tests {
     #[test]
     fn renaming_a_symlink_where_its_target_escapes_is_refused() {
         let repo = TempRepo::new();
-        std::fs::create_dir_all(repo.path().join("a/b")).unwrap();
+        fs_err::create_dir_all(repo.path().join("a/b")).unwrap();
         repo.symlink("../../x", "a/b/link");
         let patch = "diff --git a/a/b/link b/link\nsimilarity index 100%\nrename from a/b/link\nrename to link\n";
 

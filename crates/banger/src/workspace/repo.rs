@@ -361,7 +361,7 @@ impl<'a> Walker<'a> {
 
 /// `lstat`, with "not there" as `None`.
 pub fn lstat(path: &Path) -> Result<Option<std::fs::Metadata>, WorkspaceError> {
-    match std::fs::symlink_metadata(path) {
+    match fs_err::symlink_metadata(path) {
         Ok(m) => Ok(Some(m)),
         Err(e)
             if matches!(
@@ -449,7 +449,7 @@ mod tests {
         assert!(
             !marker.exists(),
             "{}",
-            std::fs::read_to_string(&marker).unwrap()
+            fs_err::read_to_string(&marker).unwrap()
         );
     }
 
@@ -466,10 +466,10 @@ mod tests {
     fn files_below_a_symlinked_directory_are_not_followed() {
         let repo = TempRepo::new();
         let outside = tempfile::tempdir().unwrap();
-        std::fs::write(outside.path().join("secret"), b"s").unwrap();
+        fs_err::write(outside.path().join("secret"), b"s").unwrap();
         repo.write("d/secret", b"tracked\n");
         repo.git(&["add", "-A"]);
-        std::fs::remove_dir_all(repo.path().join("d")).unwrap();
+        fs_err::remove_dir_all(repo.path().join("d")).unwrap();
         repo.symlink(outside.path().to_str().unwrap(), "d");
 
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();

@@ -232,7 +232,7 @@ mod tests {
         repo.write(".gitignore", b"*.log\n");
         repo.git(&["add", "-A"]);
         repo.git(&["commit", "-qm", "c"]);
-        std::fs::remove_file(repo.path().join("deleted")).unwrap();
+        fs_err::remove_file(repo.path().join("deleted")).unwrap();
         repo.write("untracked", b"u\n");
         repo.write("x.log", b"ignored\n");
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
@@ -267,7 +267,7 @@ mod tests {
         repo.write("b", b"b\n");
         repo.git(&["add", "-A"]);
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
-        std::fs::remove_file(repo.path().join("b")).unwrap();
+        fs_err::remove_file(repo.path().join("b")).unwrap();
 
         let (mut reader, handle) = stream(repo.path().to_path_buf(), Vec::new(), manifest.entries);
         let read = reader.read_to_end(&mut Vec::new()).await;

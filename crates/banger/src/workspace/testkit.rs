@@ -38,12 +38,12 @@ impl TempRepo {
 
     pub fn write(&self, rel: &str, data: &[u8]) {
         let path = self.path().join(rel);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, data).unwrap();
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(path, data).unwrap();
     }
 
     pub fn chmod(&self, rel: &str, mode: u32) {
-        std::fs::set_permissions(self.path().join(rel), std::fs::Permissions::from_mode(mode))
+        fs_err::set_permissions(self.path().join(rel), std::fs::Permissions::from_mode(mode))
             .unwrap();
     }
 
@@ -96,19 +96,19 @@ pub fn tree(root: &Path, with_git: bool) -> BTreeMap<PathBuf, Node> {
     let mut out = BTreeMap::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
+        for entry in fs_err::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let rel = path.strip_prefix(root).unwrap().to_path_buf();
             if !with_git && rel == Path::new(".git") {
                 continue;
             }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let meta = fs_err::symlink_metadata(&path).unwrap();
             if meta.file_type().is_symlink() {
-                out.insert(rel, Node::Link(std::fs::read_link(&path).unwrap()));
+                out.insert(rel, Node::Link(fs_err::read_link(&path).unwrap()));
             } else if meta.is_dir() {
                 stack.push(path);
             } else {
-                let data = std::fs::read(&path).unwrap();
+                let data = fs_err::read(&path).unwrap();
                 out.insert(
                     rel,
                     Node::File {

@@ -45,7 +45,7 @@ fn status(dir: &Path) -> String {
 async fn ship_reproduces_working_tree_head_and_status() {
     let repo = sample_repo();
     repo.write("text.txt", b"one\ntwo\nuncommitted\n");
-    std::fs::remove_file(repo.path().join("gone.txt")).unwrap();
+    fs_err::remove_file(repo.path().join("gone.txt")).unwrap();
     repo.write("staged.txt", b"staged\n");
     repo.git(&["add", "staged.txt"]);
     repo.write("secret.env", b"TOKEN=x\n");
@@ -89,10 +89,7 @@ async fn include_untracked_ships_untracked_but_not_ignored_files() {
         .unwrap();
 
     let dest = PathBuf::from(&opts.dest);
-    assert_eq!(
-        std::fs::read(dest.join("secret.env")).unwrap(),
-        b"TOKEN=x\n"
-    );
+    assert_eq!(fs_err::read(dest.join("secret.env")).unwrap(), b"TOKEN=x\n");
     assert!(!dest.join("build.log").exists());
 }
 
@@ -120,8 +117,8 @@ async fn a_non_empty_destination_is_refused() {
     let repo = sample_repo();
     let guest = tempfile::tempdir().unwrap();
     let opts = ship_opts(guest.path(), false);
-    std::fs::create_dir_all(&opts.dest).unwrap();
-    std::fs::write(Path::new(&opts.dest).join("keep"), b"mine").unwrap();
+    fs_err::create_dir_all(&opts.dest).unwrap();
+    fs_err::write(Path::new(&opts.dest).join("keep"), b"mine").unwrap();
 
     let err = ship(&LocalGuest, &HostRepo::open(repo.path()).unwrap(), &opts)
         .await
@@ -132,27 +129,27 @@ async fn a_non_empty_destination_is_refused() {
         "{err:?}"
     );
     assert_eq!(
-        std::fs::read(Path::new(&opts.dest).join("keep")).unwrap(),
+        fs_err::read(Path::new(&opts.dest).join("keep")).unwrap(),
         b"mine"
     );
 }
 
 /// Edits, adds, deletes, renames and chmods text and binary files in the guest.
 fn change_everything(dest: &Path) {
-    std::fs::write(dest.join("text.txt"), b"one\ntwo\nfrom the guest\n").unwrap();
-    std::fs::write(dest.join("bin.dat"), [9u8, 0, 8, 0, 7, 255]).unwrap();
-    std::fs::write(dest.join("new.txt"), b"brand new\n").unwrap();
-    std::fs::write(dest.join("new.bin"), [0u8, 1, 2, 3, 0, 200]).unwrap();
-    std::fs::remove_file(dest.join("gone.txt")).unwrap();
-    std::fs::rename(dest.join("dir with space"), dest.join("moved dir")).unwrap();
+    fs_err::write(dest.join("text.txt"), b"one\ntwo\nfrom the guest\n").unwrap();
+    fs_err::write(dest.join("bin.dat"), [9u8, 0, 8, 0, 7, 255]).unwrap();
+    fs_err::write(dest.join("new.txt"), b"brand new\n").unwrap();
+    fs_err::write(dest.join("new.bin"), [0u8, 1, 2, 3, 0, 200]).unwrap();
+    fs_err::remove_file(dest.join("gone.txt")).unwrap();
+    fs_err::rename(dest.join("dir with space"), dest.join("moved dir")).unwrap();
     let mode = |p: &str, m: u32| {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dest.join(p), std::fs::Permissions::from_mode(m)).unwrap();
+        fs_err::set_permissions(dest.join(p), std::fs::Permissions::from_mode(m)).unwrap();
     };
     mode("text.txt", 0o755);
     mode("bin.dat", 0o755);
     mode("run.sh", 0o644);
-    std::fs::remove_file(dest.join("link")).unwrap();
+    fs_err::remove_file(dest.join("link")).unwrap();
     std::os::unix::fs::symlink("run.sh", dest.join("link")).unwrap();
 }
 
@@ -208,8 +205,8 @@ async fn export_since_ship_applies_over_uncommitted_host_edits() {
         .await
         .unwrap();
     let dest = PathBuf::from(&opts.dest);
-    std::fs::write(dest.join("text.txt"), b"zero\none\ntwo\nhost edit\n").unwrap();
-    std::fs::write(dest.join("added.txt"), b"added in guest\n").unwrap();
+    fs_err::write(dest.join("text.txt"), b"zero\none\ntwo\nhost edit\n").unwrap();
+    fs_err::write(dest.join("added.txt"), b"added in guest\n").unwrap();
     let patch_file = tempfile::NamedTempFile::new().unwrap();
 
     let mut out = tokio::fs::File::from_std(patch_file.reopen().unwrap());
@@ -265,7 +262,7 @@ async fn export_without_a_shipped_workspace_says_so() {
 #[test]
 fn dry_run_lists_what_would_be_shipped() {
     let repo = sample_repo();
-    std::fs::remove_file(repo.path().join("gone.txt")).unwrap();
+    fs_err::remove_file(repo.path().join("gone.txt")).unwrap();
     repo.write("untracked.txt", b"u\n");
     let mut out = Vec::new();
 
@@ -281,7 +278,7 @@ fn dry_run_lists_what_would_be_shipped() {
 async fn the_shipped_tree_is_exactly_what_was_shipped() {
     let repo = sample_repo();
     repo.write("text.txt", b"edited\n");
-    std::fs::remove_file(repo.path().join("gone.txt")).unwrap();
+    fs_err::remove_file(repo.path().join("gone.txt")).unwrap();
     repo.write("staged.txt", b"staged\n");
     repo.git(&["add", "staged.txt"]);
     repo.write("staged.txt", b"staged, then edited\n");

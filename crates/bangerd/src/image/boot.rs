@@ -45,7 +45,7 @@ impl BootFiles {
     pub fn install(&self, dest: &Path) -> Result<(), ImageError> {
         for name in [bundle::VMLINUX, bundle::BZIMAGE, bundle::INITRD] {
             let (src, dst) = (self.dir.join(name), dest.join(name));
-            if std::fs::hard_link(&src, &dst).is_err() {
+            if fs_err::hard_link(&src, &dst).is_err() {
                 fs_err::copy(&src, &dst).ctx(|| format!("copy {name} into the image"))?;
             }
         }
@@ -64,7 +64,7 @@ pub fn debs_dir(cache: &Path) -> PathBuf {
 
 /// The most recently made boot files in the cache, for images that bring no kernel.
 pub fn latest(cache: &Path) -> Result<BootFiles, ImageError> {
-    let entries = std::fs::read_dir(boot_root(cache)).map_err(|_| ImageError::NoBootFiles)?;
+    let entries = fs_err::read_dir(boot_root(cache)).map_err(|_| ImageError::NoBootFiles)?;
     entries
         .filter_map(Result::ok)
         .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
@@ -119,7 +119,7 @@ pub fn prepare(
     });
     if work.exists() {
         // Best effort: leftovers only cost disk space.
-        let _ = std::fs::remove_dir_all(&work);
+        let _ = fs_err::remove_dir_all(&work);
     }
     result?;
     BootFiles::open(&dir)

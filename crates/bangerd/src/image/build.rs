@@ -169,7 +169,7 @@ mod tests {
         let path = dir.join("banger-agent");
         let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
         elf.resize(64, 0);
-        std::fs::write(&path, elf).unwrap();
+        fs_err::write(&path, elf).unwrap();
         path
     }
 
@@ -187,7 +187,7 @@ mod tests {
         let agent = fake_agent(root.path());
         let inputs = inputs(&spec(), &agent, root.path()).unwrap();
         let dir = paths.images_dir().join("default");
-        std::fs::create_dir_all(&dir).unwrap();
+        fs_err::create_dir_all(&dir).unwrap();
         image_dir(&dir, "default", inputs);
         let events = std::sync::Mutex::new(Vec::new());
 
@@ -206,7 +206,7 @@ mod tests {
         let agent = fake_agent(root.path());
         let old = inputs(&spec(), &agent, root.path()).unwrap();
         let dir = paths.images_dir().join("default");
-        std::fs::create_dir_all(&dir).unwrap();
+        fs_err::create_dir_all(&dir).unwrap();
         image_dir(&dir, "default", old.clone());
         let mut more = spec();
         more.packages = vec!["vim".into()];
@@ -262,7 +262,7 @@ mod tests {
             ImageError::InvalidInput { .. }
         ));
         let not_elf = root.path().join("agent.sh");
-        std::fs::write(&not_elf, "#!/bin/sh\n").unwrap();
+        fs_err::write(&not_elf, "#!/bin/sh\n").unwrap();
         assert!(matches!(
             inputs(&spec(), &not_elf, root.path()).unwrap_err(),
             ImageError::AgentNotElf { .. }
@@ -289,7 +289,7 @@ mod tests {
             ),
             "{err}"
         );
-        let left: Vec<String> = std::fs::read_dir(paths.images_dir())
+        let left: Vec<String> = fs_err::read_dir(paths.images_dir())
             .unwrap()
             .filter_map(Result::ok)
             .map(|e| e.file_name().to_string_lossy().into_owned())

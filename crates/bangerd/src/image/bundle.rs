@@ -198,14 +198,14 @@ mod tests {
 
     /// Writes `image` as a bundle into `out`, as the CLI does from the daemon's answers.
     fn export(image: &Image, out: &Path) {
-        std::fs::create_dir_all(out).unwrap();
+        fs_err::create_dir_all(out).unwrap();
         for name in bundle::FILES {
             let src = std::fs::File::open(image.dir().join(name)).unwrap();
             let dst = std::fs::File::create(out.join(format!("{name}.gz"))).unwrap();
             compress(src, dst).unwrap();
         }
         let m = bundle::MANIFEST;
-        std::fs::copy(image.dir().join(m), out.join(m)).unwrap();
+        fs_err::copy(image.dir().join(m), out.join(m)).unwrap();
     }
 
     /// Serves files of `dir` over HTTP/1.0 on 127.0.0.1 until the test ends.
@@ -230,7 +230,7 @@ mod tests {
                     .nth(1)
                     .unwrap_or("/")
                     .trim_start_matches('/');
-                let reply = match std::fs::read(dir.join(path)) {
+                let reply = match fs_err::read(dir.join(path)) {
                     Ok(body) => {
                         let head =
                             format!("HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
@@ -248,7 +248,7 @@ mod tests {
     fn published() -> (tempfile::TempDir, Paths, std::path::PathBuf) {
         let root = tempfile::tempdir().unwrap();
         let src = root.path().join("src/default");
-        std::fs::create_dir_all(&src).unwrap();
+        fs_err::create_dir_all(&src).unwrap();
         // A rootfs with a large hole, to check it stays sparse.
         let mut m = image_dir(&src, "default", inputs());
         std::fs::OpenOptions::new()
@@ -283,7 +283,7 @@ mod tests {
         assert_eq!(image.info().source, format!("pull:{url}manifest.json"));
         image.manifest().verify(image.dir(), &|_, _| {}).unwrap();
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(image.rootfs()).unwrap();
+        let meta = fs_err::metadata(image.rootfs()).unwrap();
         assert_eq!(meta.len(), 8 << 20);
         assert!(meta.blocks() * 512 < 1 << 20, "rootfs is not sparse");
     }
@@ -293,14 +293,14 @@ mod tests {
         let (_root, paths, bundle) = published();
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(b"initrd.img of DEFAULT").unwrap();
-        std::fs::write(bundle.join("initrd.img.gz"), gz.finish().unwrap()).unwrap();
+        fs_err::write(bundle.join("initrd.img.gz"), gz.finish().unwrap()).unwrap();
         let url = serve(&bundle);
 
         let err = pull(&paths, &url, None, Limits::default(), &|_| {}).unwrap_err();
 
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
         assert!(store::list(&paths).unwrap().is_empty());
-        let left: Vec<String> = std::fs::read_dir(paths.images_dir())
+        let left: Vec<String> = fs_err::read_dir(paths.images_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -313,7 +313,7 @@ mod tests {
         // A server that sends 32 MiB where the manifest declares a few bytes.
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&vec![7u8; 32 << 20]).unwrap();
-        std::fs::write(bundle.join("initrd.img.gz"), gz.finish().unwrap()).unwrap();
+        fs_err::write(bundle.join("initrd.img.gz"), gz.finish().unwrap()).unwrap();
         let url = serve(&bundle);
         let pulled = std::sync::Mutex::new(0u64);
 
@@ -328,7 +328,7 @@ mod tests {
             "{err}"
         );
         assert!(*pulled.lock().unwrap() < 1 << 20);
-        assert!(std::fs::read_dir(paths.images_dir())
+        assert!(fs_err::read_dir(paths.images_dir())
             .unwrap()
             .next()
             .is_none());
@@ -356,7 +356,7 @@ mod tests {
     #[test]
     fn missing_bundle_file_is_a_download_error() {
         let (_root, paths, bundle) = published();
-        std::fs::remove_file(bundle.join("vmlinux.gz")).unwrap();
+        fs_err::remove_file(bundle.join("vmlinux.gz")).unwrap();
         let url = serve(&bundle);
         let err = pull(&paths, &url, None, Limits::default(), &|_| {}).unwrap_err();
         assert!(matches!(err, ImageError::Download { .. }), "{err}");
@@ -365,7 +365,7 @@ mod tests {
     #[test]
     fn garbage_manifest_is_a_bundle_error() {
         let (_root, paths, bundle) = published();
-        std::fs::write(bundle.join("manifest.json"), "<html>").unwrap();
+        fs_err::write(bundle.join("manifest.json"), "<html>").unwrap();
         let url = serve(&bundle);
         let err = pull(&paths, &url, None, Limits::default(), &|_| {}).unwrap_err();
         assert!(

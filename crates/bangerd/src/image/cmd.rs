@@ -29,7 +29,7 @@ pub(crate) fn tool(name: &'static str, package: &'static str) -> Result<PathBuf,
 
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    fs_err::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn program_name(cmd: &Command) -> String {

@@ -70,7 +70,7 @@ fn build_then_rebuild_is_a_no_op() {
     eprintln!("built in {built_in:?}, rebuild (no-op) in {noop_in:?}");
     for f in bundle::FILES {
         use std::os::unix::fs::MetadataExt;
-        let m = std::fs::metadata(image.dir().join(f)).unwrap();
+        let m = fs_err::metadata(image.dir().join(f)).unwrap();
         eprintln!(
             "{f}: {} bytes apparent, {} bytes allocated",
             m.len(),
@@ -90,11 +90,11 @@ fn build_then_rebuild_is_a_no_op() {
 /// Builds a one-layer OCI layout around a rootfs tarball.
 fn oci_layout_of(tarball: &std::path::Path, dir: &std::path::Path) {
     use sha2::{Digest, Sha256};
-    let layer = std::fs::read(tarball).unwrap();
+    let layer = fs_err::read(tarball).unwrap();
     let put = |bytes: &[u8]| {
         let hex = hex::encode(Sha256::digest(bytes));
-        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        fs_err::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs_err::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
         (format!("sha256:{hex}"), bytes.len())
     };
     let (ld, ls) = put(&layer);
@@ -102,8 +102,8 @@ fn oci_layout_of(tarball: &std::path::Path, dir: &std::path::Path) {
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{ld}","size":{ls}}}]}}"#
     );
     let (md, ms) = put(manifest.as_bytes());
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
+    fs_err::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    fs_err::write(
         dir.join("index.json"),
         format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{md}","size":{ms}}}]}}"#),
     )

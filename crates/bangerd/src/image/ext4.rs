@@ -73,13 +73,13 @@ pub fn estimate_mib(tree: &Path) -> u64 {
     let mut bytes = 0u64;
     let mut stack = vec![tree.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
+        let Ok(entries) = fs_err::read_dir(&dir) else {
             continue;
         };
         for entry in entries.filter_map(Result::ok) {
             let Ok(meta) = entry.metadata() else { continue };
             bytes += meta.len().div_ceil(4096) * 4096 + 256;
-            if meta.is_dir() && meta.dev() == std::fs::metadata(tree).map_or(0, |m| m.dev()) {
+            if meta.is_dir() && meta.dev() == fs_err::metadata(tree).map_or(0, |m| m.dev()) {
                 stack.push(entry.path());
             }
         }
@@ -111,7 +111,7 @@ pub fn create_upper_disk(path: &Path, size_mib: u64) -> Result<(), ImageError> {
     });
     if made.is_err() {
         // Best effort: do not leave a disk without a file system behind.
-        let _ = std::fs::remove_file(path);
+        let _ = fs_err::remove_file(path);
     }
     made.map(drop)
 }
@@ -195,7 +195,7 @@ mod tests {
         create_upper_disk(&disk, 8192).unwrap();
         let took = start.elapsed();
         use std::os::unix::fs::MetadataExt;
-        let meta = std::fs::metadata(&disk).unwrap();
+        let meta = fs_err::metadata(&disk).unwrap();
         assert_eq!(meta.len(), 8192 * MIB);
         assert!(
             meta.blocks() * 512 < 200 * MIB,
@@ -215,7 +215,7 @@ mod tests {
         let disk = dir.path().join("upper.ext4");
         create_upper_disk(&disk, 64).unwrap();
         grow_upper_disk(&disk, 128).unwrap();
-        assert_eq!(std::fs::metadata(&disk).unwrap().len(), 128 * MIB);
+        assert_eq!(fs_err::metadata(&disk).unwrap().len(), 128 * MIB);
         assert_eq!(label_of(&disk), UPPER_LABEL);
         let err = grow_upper_disk(&disk, 64).unwrap_err();
         assert_eq!(
@@ -245,21 +245,21 @@ mod tests {
     fn growing_past_64_bits_is_refused_not_wrapped() {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("upper.ext4");
-        std::fs::write(&disk, "guest data").unwrap();
+        fs_err::write(&disk, "guest data").unwrap();
 
         let err = grow_upper_disk(&disk, u64::MAX).unwrap_err();
 
         assert!(matches!(err, ImageError::InvalidInput { .. }), "{err}");
-        assert_eq!(std::fs::read_to_string(&disk).unwrap(), "guest data");
+        assert_eq!(fs_err::read_to_string(&disk).unwrap(), "guest data");
     }
 
     #[test]
     fn existing_disk_is_never_overwritten() {
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("upper.ext4");
-        std::fs::write(&disk, "guest data").unwrap();
+        fs_err::write(&disk, "guest data").unwrap();
         assert!(create_upper_disk(&disk, 64).is_err());
-        assert_eq!(std::fs::read_to_string(&disk).unwrap(), "guest data");
+        assert_eq!(fs_err::read_to_string(&disk).unwrap(), "guest data");
     }
 
     #[test]
@@ -269,8 +269,8 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("tree");
-        std::fs::create_dir_all(&tree).unwrap();
-        std::fs::write(tree.join("big"), vec![1u8; 12 << 20]).unwrap();
+        fs_err::create_dir_all(&tree).unwrap();
+        fs_err::write(tree.join("big"), vec![1u8; 12 << 20]).unwrap();
         let err = make_rootfs(&tree, &dir.path().join("r.ext4"), 8).unwrap_err();
         assert!(
             matches!(err, ImageError::TooSmall { size_mib: 8, .. }),

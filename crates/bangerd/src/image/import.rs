@@ -266,11 +266,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let paths = Paths::under(root.path());
         let boot = paths.cache_dir.join("boot/linux-test_1.abc");
-        std::fs::create_dir_all(&boot).unwrap();
+        fs_err::create_dir_all(&boot).unwrap();
         for f in [bundle::VMLINUX, bundle::BZIMAGE, bundle::INITRD] {
-            std::fs::write(boot.join(f), f).unwrap();
+            fs_err::write(boot.join(f), f).unwrap();
         }
-        std::fs::write(
+        fs_err::write(
             boot.join("boot.json"),
             r#"{"kernel_package":"linux-test","kernel_version":"1","kernel_deb_sha256":"00","busybox_version":"1","modules":[]}"#,
         )
@@ -278,7 +278,7 @@ mod tests {
         let agent = root.path().join("agent");
         let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
         elf.resize(64, 0);
-        std::fs::write(&agent, elf).unwrap();
+        fs_err::write(&agent, elf).unwrap();
         (root, paths, agent)
     }
 
@@ -312,7 +312,7 @@ mod tests {
         }
         let (root, paths, agent) = setup();
         let tarball = root.path().join("my-rootfs.tar");
-        std::fs::write(&tarball, rootfs_layer()).unwrap();
+        fs_err::write(&tarball, rootfs_layer()).unwrap();
 
         let image = import_file(&paths, &tarball, None, &agent, Limits::default()).unwrap();
 
@@ -322,7 +322,7 @@ mod tests {
         assert!(ls(&image.rootfs(), "/etc").contains("os-release"));
         assert!(!ls(&image.rootfs(), "/etc/ssh").contains("ssh_host_rsa_key"));
         assert_eq!(
-            std::fs::read_to_string(image.initrd()).unwrap(),
+            fs_err::read_to_string(image.initrd()).unwrap(),
             "initrd.img"
         );
     }
@@ -334,14 +334,14 @@ mod tests {
         }
         let (root, paths, agent) = setup();
         let layout = root.path().join("layout");
-        std::fs::create_dir_all(&layout).unwrap();
+        fs_err::create_dir_all(&layout).unwrap();
         let top = layer(&[("etc/.wh.os-release", EntryType::Regular, "")]);
         oci::tests::oci_dir(&layout, &[&rootfs_layer(), &top]);
 
         let mut tarball = tar::Builder::new(Vec::new());
         tarball.append_dir_all(".", &layout).unwrap();
         let archive = root.path().join("layout.tar");
-        std::fs::write(&archive, tarball.into_inner().unwrap()).unwrap();
+        fs_err::write(&archive, tarball.into_inner().unwrap()).unwrap();
 
         let image = import_file(&paths, &archive, Some("oci"), &agent, Limits::default()).unwrap();
 
@@ -374,7 +374,7 @@ mod tests {
             br#"[{"Config":"c.json","RepoTags":["t:1"],"Layers":["abc/layer.tar","def/layer.tar"]}]"#,
         );
         let archive = root.path().join("saved.tar");
-        std::fs::write(&archive, outer.into_inner().unwrap()).unwrap();
+        fs_err::write(&archive, outer.into_inner().unwrap()).unwrap();
 
         let image = import_file(&paths, &archive, None, &agent, Limits::default()).unwrap();
 
@@ -390,12 +390,12 @@ mod tests {
         }
         let (root, paths, agent) = setup();
         let tarball = root.path().join("evil.tar");
-        std::fs::write(&tarball, layer(&[("../../x", EntryType::Regular, "x")])).unwrap();
+        fs_err::write(&tarball, layer(&[("../../x", EntryType::Regular, "x")])).unwrap();
 
         let err = import_file(&paths, &tarball, None, &agent, Limits::default()).unwrap_err();
 
         assert!(matches!(err, ImageError::UnsafeEntry { .. }), "{err}");
-        let left: Vec<String> = std::fs::read_dir(paths.images_dir())
+        let left: Vec<String> = fs_err::read_dir(paths.images_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
@@ -408,9 +408,9 @@ mod tests {
             return;
         }
         let (root, paths, agent) = setup();
-        std::fs::remove_dir_all(paths.cache_dir.join("boot")).unwrap();
+        fs_err::remove_dir_all(paths.cache_dir.join("boot")).unwrap();
         let tarball = root.path().join("r.tar");
-        std::fs::write(&tarball, rootfs_layer()).unwrap();
+        fs_err::write(&tarball, rootfs_layer()).unwrap();
         let err = import_file(&paths, &tarball, None, &agent, Limits::default()).unwrap_err();
         assert_eq!(
             err.hint().unwrap(),
@@ -420,7 +420,7 @@ mod tests {
 
     /// Names left in the image store: none after a refused import.
     fn store_entries(paths: &Paths) -> Vec<String> {
-        std::fs::read_dir(paths.images_dir())
+        fs_err::read_dir(paths.images_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
@@ -456,7 +456,7 @@ mod tests {
         }
         let (root, paths, agent) = setup();
         let empty = root.path().join("empty.tar");
-        std::fs::write(&empty, b"").unwrap();
+        fs_err::write(&empty, b"").unwrap();
 
         let err = import_file(&paths, &empty, None, &agent, Limits::default()).unwrap_err();
 
@@ -477,7 +477,7 @@ mod tests {
         }
         let (root, paths, agent) = setup();
         let text = root.path().join("notes.txt");
-        std::fs::write(&text, "just some notes\n").unwrap();
+        fs_err::write(&text, "just some notes\n").unwrap();
 
         let err = import_file(&paths, &text, None, &agent, Limits::default()).unwrap_err();
 
@@ -497,7 +497,7 @@ mod tests {
         let (root, paths, agent) = setup();
         let archive = root.path().join("saved.tar");
         let bytes = outer(&[("manifest.json", EntryType::Symlink, b"/dev/zero")]);
-        std::fs::write(&archive, bytes).unwrap();
+        fs_err::write(&archive, bytes).unwrap();
 
         let err = import_file(&paths, &archive, None, &agent, Limits::default()).unwrap_err();
 
@@ -513,13 +513,13 @@ mod tests {
     fn layer_path_through_a_symlink_is_not_followed() {
         let dir = tempfile::tempdir().unwrap();
         let host = tempfile::tempdir().unwrap();
-        std::fs::create_dir(host.path().join("x")).unwrap();
-        std::fs::write(
+        fs_err::create_dir(host.path().join("x")).unwrap();
+        fs_err::write(
             host.path().join("x/layer.tar"),
             layer(&[("host-file", EntryType::Regular, "from the host")]),
         )
         .unwrap();
-        std::fs::write(
+        fs_err::write(
             dir.path().join("manifest.json"),
             r#"[{"Layers":["r/x/layer.tar"]}]"#,
         )
@@ -547,7 +547,7 @@ mod tests {
         }
         let (root, paths, agent) = setup();
         let tarball = root.path().join("many.tar");
-        std::fs::write(&tarball, rootfs_layer()).unwrap();
+        fs_err::write(&tarball, rootfs_layer()).unwrap();
         let limits = Limits {
             max_bytes: 1 << 20,
             max_entries: 3,

@@ -213,8 +213,8 @@ mod tests {
     }
 
     fn build(dir: &Path) -> Vec<u8> {
-        std::fs::write(dir.join("virtio.ko"), b"virtio-module").unwrap();
-        std::fs::write(dir.join("virtio_blk.ko"), b"blk-module").unwrap();
+        fs_err::write(dir.join("virtio.ko"), b"virtio-module").unwrap();
+        fs_err::write(dir.join("virtio_blk.ko"), b"blk-module").unwrap();
         let contents = Contents {
             busybox: b"\x7fELF-busybox".to_vec(),
             modules: vec![
@@ -224,7 +224,7 @@ mod tests {
         };
         let out = dir.join("initrd.img");
         write(&contents, &out).unwrap();
-        std::fs::read(out).unwrap()
+        fs_err::read(out).unwrap()
     }
 
     #[test]

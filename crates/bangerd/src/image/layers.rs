@@ -279,7 +279,7 @@ pub(crate) fn resolve(root: &Path, rel: &Path) -> std::io::Result<PathBuf> {
                 if hops > MAX_HOPS {
                     return Err(std::io::Error::other("too many levels of symbolic links"));
                 }
-                let target = std::fs::read_link(&here)?;
+                let target = fs_err::read_link(&here)?;
                 if target.is_absolute() {
                     done.clear();
                 }
@@ -308,10 +308,10 @@ fn create_dirs(root: &Path, dir: &Path) -> std::io::Result<()> {
         path.push(c);
         match path.symlink_metadata() {
             Ok(m) if m.is_dir() => continue,
-            Ok(_) => std::fs::remove_file(&path)?,
+            Ok(_) => fs_err::remove_file(&path)?,
             Err(_) => {}
         }
-        std::fs::create_dir(&path)?;
+        fs_err::create_dir(&path)?;
     }
     Ok(())
 }
@@ -319,8 +319,8 @@ fn create_dirs(root: &Path, dir: &Path) -> std::io::Result<()> {
 /// Removes whatever is at `path` (file, symlink or tree); absent is fine.
 fn remove_any(path: &Path) -> std::io::Result<()> {
     match path.symlink_metadata() {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
+        Ok(m) if m.is_dir() => fs_err::remove_dir_all(path),
+        Ok(_) => fs_err::remove_file(path),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }
@@ -329,7 +329,7 @@ fn remove_any(path: &Path) -> std::io::Result<()> {
 /// Opaque whiteout: removes what lower layers left in `dir`, keeping this layer's
 /// entries.
 fn empty_dir(dir: &Path, written: &HashSet<PathBuf>) -> std::io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match fs_err::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -416,16 +416,13 @@ pub(crate) mod tests {
         apply_all(dir.path(), &[lower, upper]).unwrap();
         let root = dir.path();
         assert_eq!(
-            std::fs::read_to_string(root.join("etc/motd")).unwrap(),
+            fs_err::read_to_string(root.join("etc/motd")).unwrap(),
             "upper"
         );
         assert!(!root.join("etc/gone").exists());
         assert!(!root.join("etc/.wh.gone").exists());
         assert!(!root.join("opt/old").exists());
-        assert_eq!(
-            std::fs::read_to_string(root.join("opt/new")).unwrap(),
-            "new"
-        );
+        assert_eq!(fs_err::read_to_string(root.join("opt/new")).unwrap(), "new");
     }
 
     #[test]
@@ -467,10 +464,10 @@ pub(crate) mod tests {
         ]);
         apply_all(root, &[l1, l2]).unwrap();
         assert_eq!(
-            std::fs::read_to_string(root.join("usr/lib64/ld.so")).unwrap(),
+            fs_err::read_to_string(root.join("usr/lib64/ld.so")).unwrap(),
             "loader"
         );
-        assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+        assert_eq!(fs_err::read_dir(outside.path()).unwrap().count(), 0);
         let planted = root
             .join(outside.path().strip_prefix("/").unwrap())
             .join("planted");
@@ -488,7 +485,7 @@ pub(crate) mod tests {
         ]);
         apply_all(dir.path(), &[l]).unwrap();
         use std::os::unix::fs::MetadataExt;
-        let a = std::fs::metadata(dir.path().join("bin/perl")).unwrap();
+        let a = fs_err::metadata(dir.path().join("bin/perl")).unwrap();
         assert_eq!(a.nlink(), 2);
     }
 
@@ -671,7 +668,7 @@ pub(crate) mod tests {
         apply(dir.path(), tarball.as_slice(), Path::new("s.tar"), &small()).unwrap();
 
         assert_eq!(
-            std::fs::metadata(dir.path().join("sparse")).unwrap().len(),
+            fs_err::metadata(dir.path().join("sparse")).unwrap().len(),
             4096 + 512
         );
     }

@@ -119,7 +119,7 @@ impl Manifest {
                 .files
                 .get(name)
                 .ok_or_else(|| format!("the manifest lists no {name}"))?;
-            let got = std::fs::metadata(dir.join(name))
+            let got = fs_err::metadata(dir.join(name))
                 .map_err(|e| format!("{name}: {e}"))?
                 .len();
             if got != want.bytes {
@@ -209,7 +209,7 @@ pub(crate) mod tests {
     /// An image directory with small files and a matching manifest.
     pub(crate) fn image_dir(dir: &Path, name: &str, inputs: BuildInputs) -> Manifest {
         for f in FILES {
-            std::fs::write(dir.join(f), format!("{f} of {name}")).unwrap();
+            fs_err::write(dir.join(f), format!("{f} of {name}")).unwrap();
         }
         let manifest = Manifest {
             format: FORMAT,
@@ -258,7 +258,7 @@ pub(crate) mod tests {
     fn tampered_file_fails_verification() {
         let dir = tempfile::tempdir().unwrap();
         let m = image_dir(dir.path(), "default", inputs());
-        std::fs::write(dir.path().join(INITRD), "initrd.img of DEFAULT").unwrap();
+        fs_err::write(dir.path().join(INITRD), "initrd.img of DEFAULT").unwrap();
         let err = m.verify(dir.path(), &|_, _| {}).unwrap_err();
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
     }
@@ -267,7 +267,7 @@ pub(crate) mod tests {
     fn truncated_file_fails_the_size_check() {
         let dir = tempfile::tempdir().unwrap();
         let m = image_dir(dir.path(), "default", inputs());
-        std::fs::write(dir.path().join(ROOTFS), "x").unwrap();
+        fs_err::write(dir.path().join(ROOTFS), "x").unwrap();
         let err = m.check_sizes(dir.path()).unwrap_err();
         assert!(err.starts_with("rootfs.ext4 has 1 bytes"), "{err}");
     }

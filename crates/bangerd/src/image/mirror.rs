@@ -27,15 +27,15 @@ pub fn resolve(requested: Option<&str>, root: &Path) -> String {
 /// Unreadable files are skipped: the fallback mirror still works.
 pub fn host_sources(root: &Path) -> Vec<Source> {
     let apt = root.join("etc/apt");
-    let mut sources = std::fs::read_to_string(apt.join("sources.list"))
+    let mut sources = fs_err::read_to_string(apt.join("sources.list"))
         .map(|t| parse_one_line(&t))
         .unwrap_or_default();
-    let mut files: Vec<_> = std::fs::read_dir(apt.join("sources.list.d"))
+    let mut files: Vec<_> = fs_err::read_dir(apt.join("sources.list.d"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();
     files.sort();
     for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else {
+        let Ok(text) = fs_err::read_to_string(&file) else {
             continue;
         };
         match file.extension().and_then(|e| e.to_str()) {
@@ -199,9 +199,9 @@ deb [arch=amd64 signed-by=/k.gpg] https://mirror.example/debian/ bookworm main c
     fn host_files_are_read_and_unknown_extensions_ignored() {
         let root = tempfile::tempdir().unwrap();
         let d = root.path().join("etc/apt/sources.list.d");
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::write(d.join("debian.sources"), DEB822).unwrap();
-        std::fs::write(
+        fs_err::create_dir_all(&d).unwrap();
+        fs_err::write(d.join("debian.sources"), DEB822).unwrap();
+        fs_err::write(
             d.join("x.list.disabled"),
             "deb http://wrong.example/debian bookworm main\n",
         )

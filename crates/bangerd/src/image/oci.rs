@@ -281,8 +281,8 @@ pub(crate) mod tests {
 
     fn blob(dir: &Path, bytes: &[u8]) -> String {
         let hex = hex::encode(Sha256::digest(bytes));
-        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        std::fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+        fs_err::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs_err::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
         format!("sha256:{hex}")
     }
 
@@ -302,8 +302,8 @@ pub(crate) mod tests {
             r#"{{"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m}","platform":{{"architecture":"arm64","os":"linux"}}}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{m}","platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#
         );
         let n = blob(dir, nested.as_bytes());
-        std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        std::fs::write(
+        fs_err::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        fs_err::write(
             dir.join("index.json"),
             format!(r#"{{"manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{n}"}}]}}"#),
         )
@@ -325,10 +325,10 @@ pub(crate) mod tests {
     fn tampered_oci_manifest_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         oci_dir(dir.path(), &[b"layer"]);
-        for entry in std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap() {
+        for entry in fs_err::read_dir(dir.path().join("blobs/sha256")).unwrap() {
             let p = entry.unwrap().path();
-            if std::fs::read_to_string(&p).is_ok_and(|t| t.contains("schemaVersion")) {
-                std::fs::write(&p, r#"{"schemaVersion":2,"layers":[]}"#).unwrap();
+            if fs_err::read_to_string(&p).is_ok_and(|t| t.contains("schemaVersion")) {
+                fs_err::write(&p, r#"{"schemaVersion":2,"layers":[]}"#).unwrap();
             }
         }
         let err = layers(dir.path(), Layout::Oci).unwrap_err();
@@ -338,7 +338,7 @@ pub(crate) mod tests {
     #[test]
     fn docker_save_layers_come_in_manifest_order() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
+        fs_err::write(
             dir.path().join("manifest.json"),
             r#"[{"Config":"c.json","RepoTags":["x:1"],"Layers":["a/layer.tar","blobs/sha256/abcd"]}]"#,
         )
@@ -352,7 +352,7 @@ pub(crate) mod tests {
     #[test]
     fn docker_layer_path_escaping_the_archive_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
+        fs_err::write(
             dir.path().join("manifest.json"),
             r#"[{"Layers":["../../etc/shadow"]}]"#,
         )
@@ -366,7 +366,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         let host = outside.path().join("m.json");
-        std::fs::write(&host, r#"[{"Layers":["a/layer.tar"]}]"#).unwrap();
+        fs_err::write(&host, r#"[{"Layers":["a/layer.tar"]}]"#).unwrap();
         std::os::unix::fs::symlink(&host, dir.path().join("manifest.json")).unwrap();
 
         let err = detect(dir.path()).unwrap_err();
@@ -392,7 +392,7 @@ pub(crate) mod tests {
     fn fifo_index_is_refused_without_blocking() {
         let dir = tempfile::tempdir().unwrap();
         oci_dir(dir.path(), &[b"layer"]);
-        std::fs::remove_file(dir.path().join("index.json")).unwrap();
+        fs_err::remove_file(dir.path().join("index.json")).unwrap();
         nix::unistd::mkfifo(
             &dir.path().join("index.json"),
             nix::sys::stat::Mode::from_bits_truncate(0o644),
@@ -412,12 +412,12 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let elsewhere = tempfile::tempdir().unwrap();
         oci_dir(elsewhere.path(), &[b"layer"]);
-        std::fs::copy(
+        fs_err::copy(
             elsewhere.path().join("index.json"),
             dir.path().join("index.json"),
         )
         .unwrap();
-        std::fs::copy(
+        fs_err::copy(
             elsewhere.path().join("oci-layout"),
             dir.path().join("oci-layout"),
         )

@@ -173,7 +173,7 @@ pub fn fetch(
     });
     if result.is_err() {
         // Best effort: a leftover part file is overwritten by the next attempt.
-        let _ = std::fs::remove_file(&part);
+        let _ = fs_err::remove_file(&part);
     }
     result.map(|()| dest)
 }
@@ -326,11 +326,11 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
     fn cached_deb_with_wrong_digest_is_fetched_again_and_verified() {
         let dir = tempfile::tempdir().unwrap();
         let mirror = dir.path().join("mirror");
-        std::fs::create_dir_all(mirror.join("pool")).unwrap();
-        std::fs::write(mirror.join("pool/x_1_amd64.deb"), b"real").unwrap();
+        fs_err::create_dir_all(mirror.join("pool")).unwrap();
+        fs_err::write(mirror.join("pool/x_1_amd64.deb"), b"real").unwrap();
         let cache = dir.path().join("cache");
-        std::fs::create_dir_all(&cache).unwrap();
-        std::fs::write(cache.join("x_1_amd64.deb"), b"stale").unwrap();
+        fs_err::create_dir_all(&cache).unwrap();
+        fs_err::write(cache.join("x_1_amd64.deb"), b"stale").unwrap();
         let entry = DebEntry {
             package: "x".into(),
             version: "1".into(),
@@ -340,13 +340,13 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
             depends: String::new(),
         };
         let got = fetch(mirror.to_str().unwrap(), &entry, &cache, &|_, _| {}).unwrap();
-        assert_eq!(std::fs::read(got).unwrap(), b"real");
+        assert_eq!(fs_err::read(got).unwrap(), b"real");
     }
 
     #[test]
     fn download_with_wrong_digest_is_refused_and_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("x.deb"), b"tampered").unwrap();
+        fs_err::write(dir.path().join("x.deb"), b"tampered").unwrap();
         let entry = DebEntry {
             package: "x".into(),
             version: "1".into(),
@@ -358,6 +358,6 @@ SHA256: 1111111111111111111111111111111111111111111111111111111111111111
         let cache = dir.path().join("cache");
         let err = fetch(dir.path().to_str().unwrap(), &entry, &cache, &|_, _| {}).unwrap_err();
         assert!(matches!(err, ImageError::DigestMismatch { .. }), "{err}");
-        assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+        assert_eq!(fs_err::read_dir(&cache).unwrap().count(), 0);
     }
 }

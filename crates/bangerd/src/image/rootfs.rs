@@ -61,7 +61,7 @@ pub fn debootstrap(
     command.arg(suite).arg(tree).arg(mirror);
     let log = tree.join("debootstrap/debootstrap.log");
     cmd::run_lines(&mut command, on_step, &|| {
-        let text = std::fs::read(&log).ok()?;
+        let text = fs_err::read(&log).ok()?;
         Some(format!("{}:\n{}", log.display(), cmd::tail(&text)))
     })
 }
@@ -147,7 +147,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ImageError> {
 
 /// Removes the regular files directly in `dir` whose name passes `remove`.
 fn clear_where(dir: &Path, remove: &dyn Fn(&str) -> bool) -> Result<(), ImageError> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = fs_err::read_dir(dir) else {
         return Ok(());
     };
     for entry in entries.filter_map(Result::ok) {
@@ -173,7 +173,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let write = |name: &str, bytes: &[u8]| {
             let p = dir.path().join(name);
-            std::fs::write(&p, bytes).unwrap();
+            fs_err::write(&p, bytes).unwrap();
             p
         };
         let static_elf = write("static", &elf_with_program_headers(&[PT_LOAD]));
@@ -200,28 +200,28 @@ mod tests {
             "var/cache/apt/archives/partial",
             "var/lib/apt/lists/partial",
         ] {
-            std::fs::create_dir_all(tree.join(d)).unwrap();
+            fs_err::create_dir_all(tree.join(d)).unwrap();
         }
-        std::fs::write(tree.join("etc/ssh/ssh_host_ed25519_key"), "secret").unwrap();
-        std::fs::write(tree.join("etc/ssh/sshd_config"), "cfg").unwrap();
-        std::fs::write(tree.join("etc/hostname"), "the-host\n").unwrap();
+        fs_err::write(tree.join("etc/ssh/ssh_host_ed25519_key"), "secret").unwrap();
+        fs_err::write(tree.join("etc/ssh/sshd_config"), "cfg").unwrap();
+        fs_err::write(tree.join("etc/hostname"), "the-host\n").unwrap();
         std::os::unix::fs::symlink(
             "/run/systemd/resolve/stub-resolv.conf",
             tree.join("etc/resolv.conf"),
         )
         .unwrap();
-        std::fs::write(tree.join("var/cache/apt/archives/bash_5_amd64.deb"), "deb").unwrap();
-        std::fs::write(tree.join("var/cache/apt/pkgcache.bin"), "bin").unwrap();
-        std::fs::write(tree.join("var/lib/apt/lists/x_Packages"), "idx").unwrap();
+        fs_err::write(tree.join("var/cache/apt/archives/bash_5_amd64.deb"), "deb").unwrap();
+        fs_err::write(tree.join("var/cache/apt/pkgcache.bin"), "bin").unwrap();
+        fs_err::write(tree.join("var/lib/apt/lists/x_Packages"), "idx").unwrap();
         let agent = dir.path().join("agent");
-        std::fs::write(&agent, "\x7fELF agent").unwrap();
+        fs_err::write(&agent, "\x7fELF agent").unwrap();
 
         finish(&tree, &agent).unwrap();
 
         assert!(!tree.join("etc/ssh/ssh_host_ed25519_key").exists());
         assert!(tree.join("etc/ssh/sshd_config").exists());
         assert_eq!(
-            std::fs::read_to_string(tree.join("etc/hostname")).unwrap(),
+            fs_err::read_to_string(tree.join("etc/hostname")).unwrap(),
             "banger\n"
         );
         assert!(!tree
@@ -236,7 +236,7 @@ mod tests {
         assert!(!tree.join("var/lib/apt/lists/x_Packages").exists());
         assert!(tree.join("var/lib/apt/lists/partial").is_dir());
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(tree.join(AGENT_PATH))
+        let mode = fs_err::metadata(tree.join(AGENT_PATH))
             .unwrap()
             .permissions()
             .mode();
@@ -248,25 +248,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tree = dir.path().join("tree");
         let outside = dir.path().join("outside");
-        std::fs::create_dir_all(tree.join("usr/local")).unwrap();
-        std::fs::create_dir_all(tree.join("etc")).unwrap();
-        std::fs::create_dir_all(&outside).unwrap();
-        std::fs::write(outside.join("ssh_host_rsa_key"), "host key").unwrap();
+        fs_err::create_dir_all(tree.join("usr/local")).unwrap();
+        fs_err::create_dir_all(tree.join("etc")).unwrap();
+        fs_err::create_dir_all(&outside).unwrap();
+        fs_err::write(outside.join("ssh_host_rsa_key"), "host key").unwrap();
         std::os::unix::fs::symlink(&outside, tree.join("usr/local/sbin")).unwrap();
         std::os::unix::fs::symlink(&outside, tree.join("etc/ssh")).unwrap();
         std::os::unix::fs::symlink(outside.join("hostname"), tree.join("etc/hostname")).unwrap();
         let agent = dir.path().join("agent");
-        std::fs::write(&agent, "agent").unwrap();
+        fs_err::write(&agent, "agent").unwrap();
 
         finish(&tree, &agent).unwrap();
 
-        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
+        assert_eq!(fs_err::read_dir(&outside).unwrap().count(), 1);
         assert!(outside.join("ssh_host_rsa_key").exists());
         assert!(tree
             .join("usr/local/sbin")
             .symlink_metadata()
             .unwrap()
             .is_dir());
-        assert_eq!(std::fs::read(tree.join(AGENT_PATH)).unwrap(), b"agent");
+        assert_eq!(fs_err::read(tree.join(AGENT_PATH)).unwrap(), b"agent");
     }
 }

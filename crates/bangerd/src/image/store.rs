@@ -159,7 +159,7 @@ pub fn delete(paths: &Paths, name: &str) -> Result<(), ImageError> {
 /// own) keeps them.
 pub fn sweep(paths: &Paths) {
     let images = paths.images_dir();
-    let Ok(entries) = std::fs::read_dir(&images) else {
+    let Ok(entries) = fs_err::read_dir(&images) else {
         return;
     };
     let mut names: Vec<String> = entries
@@ -194,7 +194,7 @@ impl Drop for NameLock {
     fn drop(&mut self) {
         // Unlinked while still locked (the lock field drops after this): whoever opened
         // the old file meanwhile sees it is gone and locks a new one.
-        let _ = std::fs::remove_file(&self.path);
+        let _ = fs_err::remove_file(&self.path);
     }
 }
 
@@ -214,7 +214,7 @@ pub(crate) fn lock(images: &Path, name: &str) -> Result<NameLock, ImageError> {
                 name: name.to_string(),
             })?;
         let held = lock.metadata().ctx(|| format!("stat {}", path.display()))?;
-        let still_there = std::fs::metadata(&path)
+        let still_there = fs_err::metadata(&path)
             .is_ok_and(|now| now.ino() == held.ino() && now.dev() == held.dev());
         if !still_there {
             continue;
@@ -236,7 +236,7 @@ pub(crate) fn hidden_dir(images: &Path, kind: &str, name: &str) -> PathBuf {
 }
 
 fn remove_leftovers(images: &Path, name: &str) {
-    let Ok(entries) = std::fs::read_dir(images) else {
+    let Ok(entries) = fs_err::read_dir(images) else {
         return;
     };
     for entry in entries.filter_map(Result::ok) {
@@ -332,8 +332,8 @@ pub(crate) fn remove_tree(dir: &Path) -> Result<(), ImageError> {
 }
 
 fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let dir = fs_err::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let text = fs_err::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     parse_mount_points(&text)
         .into_iter()
         .filter(|m| m.starts_with(&dir))
@@ -381,7 +381,7 @@ mod tests {
         let paths = Paths::under(root.path());
         for name in names {
             let dir = paths.images_dir().join(name);
-            std::fs::create_dir_all(&dir).unwrap();
+            fs_err::create_dir_all(&dir).unwrap();
             image_dir(&dir, name, inputs());
         }
         (root, paths)
@@ -440,8 +440,8 @@ mod tests {
     #[test]
     fn list_skips_work_dirs_and_damaged_images() {
         let (_root, paths) = store_with(&["b", "a", "broken"]);
-        std::fs::remove_file(paths.images_dir().join("broken/initrd.img")).unwrap();
-        std::fs::create_dir_all(paths.images_dir().join(".staging.c.1.2")).unwrap();
+        fs_err::remove_file(paths.images_dir().join("broken/initrd.img")).unwrap();
+        fs_err::create_dir_all(paths.images_dir().join(".staging.c.1.2")).unwrap();
         let names: Vec<String> = list(&paths)
             .unwrap()
             .iter()
@@ -458,7 +458,7 @@ mod tests {
             get(&paths, "web").unwrap_err(),
             ImageError::NotFound { .. }
         ));
-        assert_eq!(std::fs::read_dir(paths.images_dir()).unwrap().count(), 0);
+        assert_eq!(fs_err::read_dir(paths.images_dir()).unwrap().count(), 0);
     }
 
     #[test]
@@ -489,8 +489,8 @@ mod tests {
     fn lock_removes_leftovers_of_that_name_only() {
         let (_root, paths) = store_with(&[]);
         let images = paths.images_dir();
-        std::fs::create_dir_all(images.join(".staging.web.99.1/tree")).unwrap();
-        std::fs::create_dir_all(images.join(".staging.web-2.99.1")).unwrap();
+        fs_err::create_dir_all(images.join(".staging.web.99.1/tree")).unwrap();
+        fs_err::create_dir_all(images.join(".staging.web-2.99.1")).unwrap();
         let _held = lock(&images, "web").unwrap();
         assert!(!images.join(".staging.web.99.1").exists());
         assert!(images.join(".staging.web-2.99.1").exists());
@@ -501,17 +501,14 @@ mod tests {
         let (_root, paths) = store_with(&["web"]);
         let images = paths.images_dir();
         let staging = Staging::new(&images, "web").unwrap();
-        std::fs::write(staging.path().join("x"), "new").unwrap();
+        fs_err::write(staging.path().join("x"), "new").unwrap();
         drop(staging);
         let staging = Staging::new(&images, "web").unwrap();
-        std::fs::write(staging.path().join("x"), "new").unwrap();
+        fs_err::write(staging.path().join("x"), "new").unwrap();
         staging.commit(&images.join("web")).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(images.join("web/x")).unwrap(),
-            "new"
-        );
+        assert_eq!(fs_err::read_to_string(images.join("web/x")).unwrap(), "new");
         assert!(!images.join("web/manifest.json").exists());
-        let hidden: Vec<_> = std::fs::read_dir(&images)
+        let hidden: Vec<_> = fs_err::read_dir(&images)
             .unwrap()
             .filter_map(Result::ok)
             .filter(|e| e.file_name().to_string_lossy().starts_with(".staging"))

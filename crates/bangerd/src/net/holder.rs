@@ -35,7 +35,7 @@ pub fn port_holder(transport: Transport, port: u16) -> Option<PortHolder> {
     let listen_only = transport == Transport::Tcp;
     let inodes: Vec<u64> = tables
         .iter()
-        .filter_map(|t| std::fs::read_to_string(Path::new("/proc/thread-self/net").join(t)).ok())
+        .filter_map(|t| fs_err::read_to_string(Path::new("/proc/thread-self/net").join(t)).ok())
         .flat_map(|text| socket_inodes(&text, port, listen_only))
         .collect();
     if inodes.is_empty() {
@@ -66,7 +66,7 @@ pub fn socket_inodes(table: &str, port: u16, listen_only: bool) -> Vec<u64> {
 
 fn owner_of(inodes: &[u64]) -> Option<PortHolder> {
     let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+    for entry in fs_err::read_dir("/proc").ok()?.flatten() {
         let Some(pid) = entry
             .file_name()
             .to_str()
@@ -74,16 +74,16 @@ fn owner_of(inodes: &[u64]) -> Option<PortHolder> {
         else {
             continue;
         };
-        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+        let Ok(fds) = fs_err::read_dir(entry.path().join("fd")) else {
             continue;
         };
         let holds = fds.flatten().any(|fd| {
-            std::fs::read_link(fd.path())
+            fs_err::read_link(fd.path())
                 .map(|target| targets.iter().any(|t| target.as_os_str() == t.as_str()))
                 .unwrap_or(false)
         });
         if holds {
-            let name = std::fs::read_to_string(entry.path().join("comm"))
+            let name = fs_err::read_to_string(entry.path().join("comm"))
                 .map(|s| s.trim_end().to_string())
                 .unwrap_or_else(|_| "?".into());
             return Some(PortHolder { pid, name });

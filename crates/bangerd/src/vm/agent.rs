@@ -87,7 +87,7 @@ impl BindError {
 /// Binds the agent socket (creating its directory, e.g. a jail) and lets the VMM reach it.
 pub(super) fn bind_agent(vmm: &dyn Vmm, path: &Path) -> Result<UnixListener, BindError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(BindError::Io)?;
+        fs_err::create_dir_all(dir).map_err(BindError::Io)?;
     }
     let listener = UnixListener::bind(path).map_err(BindError::Io)?;
     vmm.share_agent_socket(path).map_err(BindError::Vmm)?;

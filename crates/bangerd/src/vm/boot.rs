@@ -93,8 +93,8 @@ impl Manager {
         let image = files::image(&self.paths, &rec.image)?;
         let rt_dir = self.paths.vm_runtime_dir(&rec.id);
         vmm.release(&rt_dir, &rec.id);
-        let _ = std::fs::remove_dir_all(&rt_dir);
-        std::fs::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", &rt_dir))?;
+        let _ = fs_err::remove_dir_all(&rt_dir);
+        fs_err::create_dir_all(&rt_dir).map_err(io_err("creating runtime dir", &rt_dir))?;
         let vm_dir = self.paths.vm_dir(&rec.id);
         let net = self.attach_network(rec).await?;
         failpoint("boot.after_attach");
@@ -169,7 +169,7 @@ impl Manager {
             Ok(l) => l,
             Err(source) => {
                 vmm.release(&spec.runtime_dir, &rec.id);
-                let _ = std::fs::remove_dir_all(&spec.runtime_dir);
+                let _ = fs_err::remove_dir_all(&spec.runtime_dir);
                 self.detach_network(rec, prepared.tap()).await;
                 return Err(DaemonError::Vmm {
                     vm: rec.name.clone(),

@@ -91,9 +91,9 @@ pub fn grow_disk(paths: &Paths, rec: &VmRecord, size_mib: u64) -> Result<(), Dae
 pub fn remove_files(paths: &Paths, rec: &VmRecord) {
     // The VM's pinned SSH host key dies with it.
     let known = paths.state_dir.join("ssh/known_hosts").join(&rec.id);
-    let _ = std::fs::remove_file(known);
+    let _ = fs_err::remove_file(known);
     for dir in [paths.vm_dir(&rec.id), paths.vm_runtime_dir(&rec.id)] {
-        if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if let Err(e) = fs_err::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(vm = %rec.name, path = %dir.display(), cause = %e, "cannot remove");
             }

@@ -13,7 +13,7 @@ use tokio::io::unix::AsyncFd;
 
 /// Start time of `pid` in clock ticks since boot, from `/proc/PID/stat` field 22.
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let stat = fs_err::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces; fields resume after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     rest.split_whitespace().nth(19)?.parse().ok()
@@ -25,7 +25,7 @@ pub fn is_same_process(pid: u32, start: u64) -> bool {
 }
 
 fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    fs_err::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rfind(')').map(|i| s[i + 2..].starts_with('Z')))
         .unwrap_or(false)
@@ -91,7 +91,7 @@ pub fn vmm_pids(vm_id: &str) -> Vec<u32> {
     };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            let Ok(raw) = fs_err::read(format!("/proc/{pid}/cmdline")) else {
                 return false;
             };
             let text = String::from_utf8_lossy(&raw);
@@ -224,7 +224,7 @@ mod tests {
     fn tail_keeps_the_last_lines() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("log");
-        std::fs::write(&p, "a\nb\nc\nd\n").unwrap();
+        fs_err::write(&p, "a\nb\nc\nd\n").unwrap();
         assert_eq!(tail(&p, 2), "c\nd");
     }
 }

@@ -42,7 +42,7 @@ fn default_name(vm: &str) -> String {
 /// Bytes the files under `dir` take on disk (sparse files count what they hold).
 fn disk_bytes(dir: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(dir)
+    fs_err::read_dir(dir)
         .map(|entries| {
             entries
                 .filter_map(Result::ok)

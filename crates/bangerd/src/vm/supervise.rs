@@ -71,7 +71,7 @@ impl Manager {
             }
             let rt_dir = this.paths.vm_runtime_dir(&rec.id);
             rt2.vmm.release(&rt_dir, &rec.id);
-            let _ = std::fs::remove_dir_all(&rt_dir);
+            let _ = fs_err::remove_dir_all(&rt_dir);
             let tap = this
                 .store
                 .get_vm(&rec.id)
@@ -103,7 +103,7 @@ impl Manager {
         let launched = vmm.attach(&rt_dir, &rec.id, pid);
         let listener = match vmm.agent_listen_path(&rt_dir, &rec.id) {
             Some(p) => {
-                let _ = std::fs::remove_file(&p);
+                let _ = fs_err::remove_file(&p);
                 Some(bind_agent(vmm.as_ref(), &p).map_err(|e| e.into_daemon(rec, p))?)
             }
             None => None,

@@ -170,7 +170,7 @@ impl Qemu {
 
 /// The host CPU clock in kHz, from `/proc/cpuinfo`.
 fn host_cpu_khz() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let info = fs_err::read_to_string("/proc/cpuinfo").ok()?;
     parse_cpu_khz(&info)
 }
 
