@@ -6,7 +6,7 @@
 
 use std::io;
 
-use banger_wire::agent::{decode, encode, HOST_KNOCK, MAX_FRAME};
+use banger_wire::agent::{decode, encode, frame, frame_len, HOST_KNOCK, MAX_FRAME};
 use bytes::Bytes;
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use serde::de::DeserializeOwned;
@@ -33,12 +33,7 @@ where
     W: AsyncWrite + Unpin,
     T: Serialize,
 {
-    let payload = encode(msg);
-    let len =
-        u32::try_from(payload.len()).map_err(|_| FrameError::TooLarge { len: payload.len() })?;
-    let mut buf = Vec::with_capacity(4 + payload.len());
-    buf.extend_from_slice(&len.to_be_bytes());
-    buf.extend_from_slice(&payload);
+    let buf = frame(&encode(msg)).map_err(|e| FrameError::TooLarge { len: e.len })?;
     w.write_all(&buf).await?;
     w.flush().await?;
     Ok(())
@@ -77,10 +72,7 @@ where
     R: AsyncRead + Unpin,
     T: DeserializeOwned,
 {
-    let len = u32::from_be_bytes(len) as usize;
-    if len > MAX_FRAME {
-        return Err(FrameError::TooLarge { len });
-    }
+    let len = frame_len(len).map_err(|e| FrameError::TooLarge { len: e.len })?;
     let mut payload = vec![0u8; len];
     r.read_exact(&mut payload).await.map_err(eof_is_closed)?;
     Ok(decode(&payload)?)

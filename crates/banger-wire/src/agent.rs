@@ -45,6 +45,46 @@ pub const HELLO_SYNC: [u8; 8] = *b"\xffBANGER\x01";
 
 /// Largest frame either side sends or accepts.
 pub const MAX_FRAME: usize = 1 << 20;
+
+/// A frame larger than [`MAX_FRAME`]: `len` bytes announced or about to be sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameTooLarge {
+    pub len: usize,
+}
+
+impl std::fmt::Display for FrameTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "a {}-byte frame, larger than the {MAX_FRAME}-byte limit",
+            self.len
+        )
+    }
+}
+
+impl std::error::Error for FrameTooLarge {}
+
+/// One length-prefixed frame: `payload`'s length as 4 big-endian bytes, then `payload`.
+/// Both ends of the agent channel frame this way.
+pub fn frame(payload: &[u8]) -> Result<Vec<u8>, FrameTooLarge> {
+    if payload.len() > MAX_FRAME {
+        return Err(FrameTooLarge { len: payload.len() });
+    }
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(payload);
+    Ok(buf)
+}
+
+/// The payload length a frame's 4-byte prefix announces, refused above [`MAX_FRAME`].
+pub fn frame_len(prefix: [u8; 4]) -> Result<usize, FrameTooLarge> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME {
+        return Err(FrameTooLarge { len });
+    }
+    Ok(len)
+}
+
 /// Data chunk size for stdio and file streams.
 pub const CHUNK: usize = 64 * 1024;
 
@@ -392,5 +432,18 @@ mod tests {
                 ..Default::default()
             }
         );
+    }
+
+    #[test]
+    fn a_frame_is_its_length_then_its_payload_and_the_length_is_capped() {
+        assert_eq!(frame(b"abc").unwrap(), b"\0\0\0\x03abc");
+        assert_eq!(frame_len([0, 0, 0, 3]), Ok(3));
+        assert_eq!(frame_len((MAX_FRAME as u32).to_be_bytes()), Ok(MAX_FRAME));
+        let over = MAX_FRAME + 1;
+        assert_eq!(
+            frame_len((over as u32).to_be_bytes()),
+            Err(FrameTooLarge { len: over })
+        );
+        assert_eq!(frame(&vec![0; over]), Err(FrameTooLarge { len: over }));
     }
 }

@@ -71,20 +71,15 @@ async fn read_frame<R: AsyncRead + Unpin>(io: &mut R) -> Result<Vec<u8>, AgentEr
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(AgentError::Closed),
         Err(e) => return Err(e.into()),
     }
-    let len = u32::from_be_bytes(len) as usize;
-    if len > agent::MAX_FRAME {
-        return Err(AgentError::Io(std::io::Error::other(format!(
-            "frame of {len} bytes"
-        ))));
-    }
+    let len = agent::frame_len(len).map_err(|e| AgentError::Io(std::io::Error::other(e)))?;
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
 async fn write_frame<W: AsyncWrite + Unpin>(io: &mut W, payload: &[u8]) -> Result<(), AgentError> {
-    io.write_all(&(payload.len() as u32).to_be_bytes()).await?;
-    io.write_all(payload).await?;
+    let frame = agent::frame(payload).map_err(|e| AgentError::Io(std::io::Error::other(e)))?;
+    io.write_all(&frame).await?;
     io.flush().await?;
     Ok(())
 }
