@@ -296,9 +296,13 @@ pub struct ExecOpts {
     /// Allocate a pseudo-terminal.
     #[arg(short, long)]
     pub tty: bool,
-    /// Set an environment variable (K=V), repeatable.
-    #[arg(long = "env", short = 'e')]
+    /// Set an environment variable (K=V), repeatable; a bare K passes the host's value.
+    #[arg(long = "env", short = 'e', value_name = "K[=V]")]
     pub env: Vec<String>,
+    /// Read variables from FILE (docker's format: K=V or K per line, # comments),
+    /// repeatable; -e wins over a file.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<std::path::PathBuf>,
     /// Working directory in the guest.
     #[arg(long, short = 'w')]
     pub workdir: Option<String>,

@@ -5,6 +5,7 @@ mod client;
 mod cmd;
 mod cp;
 mod duration;
+mod env;
 mod error;
 mod exec;
 mod exec_stream;

@@ -57,3 +57,52 @@ fn stdin_50mib() {
         hex::encode(Sha256::digest(&blob))
     );
 }
+
+#[test]
+fn env_file_and_host_values() {
+    let Some(h) = banger_e2e::turn("env_file_and_host_values") else {
+        return;
+    };
+    let file = h.run_dir.join("vars.env");
+    fs_err::write(
+        &file,
+        "# docker's format\nFROM_FILE=a b\nOVERRIDDEN=file\nHOST_ONLY\n",
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+
+    let mut cmd = h.command();
+    cmd.env("HOST_ONLY", "from-host").args([
+        "vm",
+        "run",
+        "--rm",
+        "--env-file",
+        file,
+        "-e",
+        "OVERRIDDEN=flag",
+        "-e",
+        "HOST_ONLY",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$FROM_FILE|$OVERRIDDEN|$HOST_ONLY\"",
+    ]);
+    let out = cmd.output().unwrap();
+    let missing = h.banger(&[
+        "vm",
+        "run",
+        "--rm",
+        "--env-file",
+        "/nonexistent/env",
+        "--",
+        "true",
+    ]);
+
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "a b|flag|from-host"
+    );
+    assert_eq!(missing.code, 3, "{missing:?}");
+    assert_eq!(h.vms(), vec![], "a refused run leaves no VM");
+}

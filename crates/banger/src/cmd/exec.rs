@@ -23,17 +23,8 @@ pub async fn exec_in(
     argv: Vec<String>,
     default_cwd: Option<String>,
 ) -> Result<i32, CliError> {
-    let env = opts
-        .env
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-            _ => Err(CliError::usage(
-                format!("invalid --env {kv:?}"),
-                Some("use --env KEY=VALUE"),
-            )),
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let env = crate::env::collect(&opts.env_file, &opts.env, &|k| std::env::var(k).ok())
+        .map_err(CliError::failed)?;
     let tty = if opts.tty {
         Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 }))
     } else {

@@ -25,6 +25,11 @@ pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
 }
 
 pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
+    // Bad input is refused before a VM exists for it.
+    crate::env::collect(&args.opts.env_file, &args.opts.env, &|k| {
+        std::env::var(k).ok()
+    })
+    .map_err(CliError::failed)?;
     let ws = match &args.path {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
