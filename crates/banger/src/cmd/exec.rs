@@ -12,19 +12,26 @@ use crate::client::Client;
 use crate::error::CliError;
 
 pub async fn run(client: &Client, args: ExecArgs) -> Result<i32, CliError> {
-    exec_in(client, &args.name, &args.opts, args.command, None).await
+    let env = env(&args.opts)?;
+    exec_in(client, &args.name, &args.opts, env, args.command, None).await
 }
 
-/// Runs `argv` in VM `name` with the given options; returns the guest exit code.
+/// The command's environment from `-e` and `--env-file`, read once, before any VM work.
+pub fn env(opts: &ExecOpts) -> Result<Vec<(String, String)>, CliError> {
+    crate::env::collect(&opts.env_file, &opts.env, &|k| std::env::var(k).ok())
+        .map_err(CliError::failed)
+}
+
+/// Runs `argv` in VM `name` with the given options and environment; returns the guest
+/// exit code.
 pub async fn exec_in(
     client: &Client,
     name: &str,
     opts: &ExecOpts,
+    env: Vec<(String, String)>,
     argv: Vec<String>,
     default_cwd: Option<String>,
 ) -> Result<i32, CliError> {
-    let env = crate::env::collect(&opts.env_file, &opts.env, &|k| std::env::var(k).ok())
-        .map_err(CliError::failed)?;
     let tty = if opts.tty {
         Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 }))
     } else {

@@ -26,10 +26,7 @@ pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
 
 pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     // Bad input is refused before a VM exists for it.
-    crate::env::collect(&args.opts.env_file, &args.opts.env, &|k| {
-        std::env::var(k).ok()
-    })
-    .map_err(CliError::failed)?;
+    let env = super::exec::env(&args.opts)?;
     let ws = match &args.path {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
@@ -52,7 +49,7 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
             },
             None => None,
         };
-        super::exec::exec_in(client, &vm.name, &args.opts, args.command.clone(), cwd).await
+        super::exec::exec_in(client, &vm.name, &args.opts, env, args.command.clone(), cwd).await
     };
     let result = tokio::select! {
         r = work => r,
