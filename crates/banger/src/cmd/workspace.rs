@@ -87,7 +87,7 @@ pub async fn prepare(
 }
 
 /// Says what `export --apply` did; the exit code is 1 when conflicts are left.
-fn report_applied(vm: &str, dest: &str, repo: &HostRepo, applied: Applied) -> i32 {
+pub fn report_applied(vm: &str, dest: &str, repo: &HostRepo, applied: Applied) -> i32 {
     let root = repo.root.display();
     match applied {
         Applied::Clean { files: 0, .. } => output::note(&format!("no changes in {vm}:{dest}")),
