@@ -24,6 +24,10 @@ BANGER_RUNTIME_DIR override where banger keeps things; NO_COLOR disables colour.
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print no progress and no informational lines on stderr (errors and warnings
+    /// still print).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -10,6 +10,7 @@ use crate::cli::RunArgs;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
+use crate::progress::Waits;
 use crate::run::{self, Workspace};
 use crate::vm;
 use crate::workspace::exec::Vm;
@@ -35,7 +36,9 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     if let Some(file) = &args.export {
         run::check_export_file(file)?;
     }
+    let waiting = Waits::stderr(false).phase("starting VM, waiting for its agent");
     let vm = run::vm(client, create_spec(&args)?).await?;
+    drop(waiting);
     if args.command.is_empty() {
         args.command = vec!["/bin/sh".into(), "-l".into()];
         (args.opts.tty, args.opts.interactive) = (true, true);
@@ -86,8 +89,10 @@ async fn bring_back(guest: &Vm<'_>, ws: &Workspace, args: &RunArgs, code: i32) -
     let dest = &ws.opts.dest;
     let steps = async {
         if let Some(file) = &args.export {
+            let waiting = Waits::stderr(false).phase("bringing the changes back");
             let bytes = workspace::export_to_file(guest, dest, Base::Head, file).await?;
-            output::note(&match bytes {
+            drop(waiting);
+            output::info(&match bytes {
                 0 => format!("no changes: {} is empty", file.display()),
                 _ => format!("wrote the changes to {} ({bytes} bytes)", file.display()),
             });
@@ -95,7 +100,9 @@ async fn bring_back(guest: &Vm<'_>, ws: &Workspace, args: &RunArgs, code: i32) -
         if !args.apply {
             return Ok(0);
         }
+        let waiting = Waits::stderr(false).phase("bringing the changes back and applying them");
         let applied = workspace::export_apply(guest, dest, &ws.repo).await?;
+        drop(waiting);
         Ok(super::workspace::report_applied(
             guest.name,
             dest,
