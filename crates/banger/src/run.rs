@@ -180,7 +180,10 @@ mod tests {
         let a_dir = check_export_file(tmp.path());
 
         assert!(ok.is_ok());
-        assert!(no_dir.unwrap_err().to_string().contains("is not a directory"));
+        assert!(no_dir
+            .unwrap_err()
+            .to_string()
+            .contains("is not a directory"));
         assert!(a_dir.unwrap_err().to_string().contains("it is a directory"));
     }
 }

@@ -92,7 +92,10 @@ fn run_apply_after_a_failing_command() {
 
     assert_eq!(out.code, 3, "{out:?}");
     assert_eq!(fs_err::read_to_string(r.join("f.txt")).unwrap(), "v2\n");
-    assert_eq!(fs_err::read_to_string(r.join("added.txt")).unwrap(), "new\n");
+    assert_eq!(
+        fs_err::read_to_string(r.join("added.txt")).unwrap(),
+        "new\n"
+    );
     assert!(fs_err::read_to_string(&patch).unwrap().contains("+v2"));
     assert!(out.stderr.contains("applied changes to 2 files"), "{out:?}");
 }

@@ -104,10 +104,7 @@ async fn bring_back(guest: &Vm<'_>, ws: &Workspace, args: &RunArgs, code: i32) -
         let applied = workspace::export_apply(guest, dest, &ws.repo).await?;
         drop(waiting);
         Ok(super::workspace::report_applied(
-            guest.name,
-            dest,
-            &ws.repo,
-            applied,
+            guest.name, dest, &ws.repo, applied,
         ))
     };
     // Ctrl-C stops the export: its temporary files go, the working tree stays as it is.
