@@ -185,3 +185,38 @@ come back. Nothing else the command writes survives; use vm_create + exec for mu
         task.await.map_err(ToolError::Task)?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::{Path, PathBuf};
+
+    use banger_host::config::Paths;
+
+    use super::*;
+    use crate::mcp::roots::AllowedRoots;
+    use crate::mcp::VmScope;
+
+    #[tokio::test]
+    async fn export_and_apply_without_a_repo_are_refused_before_any_daemon_work() {
+        // No daemon answers here: reaching one would fail with another error.
+        let sandbox = Sandbox::new(
+            Paths::under(Path::new("/nonexistent/banger-mcp-test")),
+            AllowedRoots::new(&[PathBuf::from("/")]).unwrap(),
+            VmScope::default(),
+        );
+        let args = |export, apply| RunArgs {
+            shell: Some("true".into()),
+            export,
+            apply,
+            ..Default::default()
+        };
+
+        let export = sandbox.run(Parameters(args(true, false)), CancellationToken::new());
+        let apply = sandbox.run(Parameters(args(false, true)), CancellationToken::new());
+
+        let refused = |r: Result<Json<RunOutput>, ToolError>| r.err().unwrap().render();
+        assert!(refused(export.await).contains("need `repo`"));
+        assert!(refused(apply.await).contains("need `repo`"));
+    }
+}
