@@ -114,6 +114,7 @@ pub struct BroughtBack {
 pub async fn bring_back(guest: &Vm<'_>, ws: &Workspace, export: bool, apply: bool) -> BroughtBack {
     let dest = &ws.opts.dest;
     let mut back = BroughtBack::default();
+    let mut errors = Vec::new();
     if export {
         let mut out = CappedWriter(Capped::new(PATCH_CAP));
         let patch = match workspace::export(guest, dest, Base::Head, &mut out).await {
@@ -128,18 +129,16 @@ pub async fn bring_back(guest: &Vm<'_>, ws: &Workspace, export: bool, apply: boo
         };
         match patch {
             Ok(patch) => back.patch = Some(patch),
-            Err(e) => {
-                back.error = Some(e.render());
-                return back;
-            }
+            Err(e) => errors.push(e.render()),
         }
     }
     if apply {
         match workspace::export_apply(guest, dest, &ws.repo).await {
             Ok(applied) => back.applied = Some(applied.into()),
-            Err(e) => back.error = Some(ToolError::from(e).render()),
+            Err(e) => errors.push(ToolError::from(e).render()),
         }
     }
+    back.error = (!errors.is_empty()).then(|| errors.join("\n"));
     back
 }
 
