@@ -5,7 +5,9 @@ use clap::{Args, Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success (for exec/run: the guest command's own exit code is passed through,
-       a command killed by signal N gives 128+N, one killed at --timeout 124)
+       a command killed by signal N gives 128+N, one killed at --timeout 124;
+       vm run --export/--apply: the command's code, unless it was 0 and the changes
+       did not come back, then that failure's code, or 1 for conflicts left)
   1    the command ran and reported failure (e.g. doctor found a FAIL)
   2    usage error
   3    invalid argument          4  not found           5  already exists
@@ -22,6 +24,10 @@ BANGER_RUNTIME_DIR override where banger keeps things; NO_COLOR disables colour.
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print no progress and no informational lines on stderr (errors and warnings
+    /// still print).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -365,6 +371,16 @@ pub struct RunArgs {
     /// With PATH: where the repository goes in the guest.
     #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST, visible_alias = "dest")]
     pub workdir_in_guest: String,
+    /// With PATH: once the command ends (whatever its exit code, also at --timeout),
+    /// write the guest's changes to FILE as a patch against the shipped HEAD, for
+    /// `git apply` on a clean checkout (new untracked files included).
+    #[arg(long, value_name = "FILE", requires = "path")]
+    pub export: Option<std::path::PathBuf>,
+    /// With PATH: once the command ends, apply the changes it made to the working tree
+    /// at PATH, as `workspace export --apply` does (paths outside the repository, in
+    /// .git or through symlinks are refused and nothing is written).
+    #[arg(long, requires = "path")]
+    pub apply: bool,
     /// The command and its arguments (default: a login shell).
     #[arg(last = true)]
     pub command: Vec<String>,

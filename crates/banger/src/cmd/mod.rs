@@ -22,6 +22,7 @@ use crate::error::CliError;
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
+    crate::output::set_quiet(cli.quiet);
     let paths = Paths::from_env();
     match cli.command {
         Command::Daemon(cmd) => {

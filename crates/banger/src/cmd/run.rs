@@ -1,6 +1,7 @@
-//! `banger vm run [--rm] [--name N] [PATH] -- cmd args…`: create (or reuse), ship the
-//! git repository at PATH if given, run, exit with the command's code, and with `--rm`
-//! delete the VM whatever happened (see [`crate::run`]).
+//! `banger vm run [--rm] [--name N] [PATH [--export FILE] [--apply]] -- cmd args…`:
+//! create (or reuse), ship the git repository at PATH if given, run, bring the changes
+//! back as asked, exit with the command's code, and with `--rm` delete the VM whatever
+//! happened (see [`crate::run`]).
 
 use banger_wire::api::VmCreateSpec;
 
@@ -9,10 +10,11 @@ use crate::cli::RunArgs;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
+use crate::progress::Waits;
 use crate::run::{self, Workspace};
 use crate::vm;
 use crate::workspace::exec::Vm;
-use crate::workspace::{self, ShipOptions};
+use crate::workspace::{self, Base, ShipOptions};
 
 /// `vm run PATH --dry-run`: the files that would be shipped; no daemon, no VM.
 pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
@@ -31,7 +33,12 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
     };
+    if let Some(file) = &args.export {
+        run::check_export_file(file)?;
+    }
+    let waiting = Waits::stderr(false).phase("starting VM, waiting for its agent");
     let vm = run::vm(client, create_spec(&args)?).await?;
+    drop(waiting);
     if args.command.is_empty() {
         args.command = vec!["/bin/sh".into(), "-l".into()];
         (args.opts.tty, args.opts.interactive) = (true, true);
@@ -40,20 +47,32 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         client,
         name: &vm.name,
     };
+    // `None`: interrupted before the command ended.
     let work = async {
         let cwd = match &ws {
             // A Ctrl-C while shipping still deletes the VM under --rm.
             Some(ws) => tokio::select! {
                 r = super::workspace::prepare(&guest, &ws.repo, &ws.opts) => Some(r?.workdir),
-                _ = tokio::signal::ctrl_c(), if args.rm => return Ok(130),
+                _ = tokio::signal::ctrl_c(), if args.rm => return Ok(None),
             },
             None => None,
         };
-        super::exec::exec_in(client, &vm.name, &args.opts, env, args.command.clone(), cwd).await
+        let argv = args.command.clone();
+        let code = super::exec::exec_in(client, &vm.name, &args.opts, env, argv, cwd).await?;
+        Ok(Some(code))
     };
-    let result = tokio::select! {
+    let ended = tokio::select! {
         r = work => r,
-        _ = tokio::signal::ctrl_c(), if args.rm && args.opts.tty => Ok(130),
+        _ = tokio::signal::ctrl_c(), if args.rm && args.opts.tty => Ok(None),
+    };
+    let result = match (ended, &ws) {
+        (Ok(Some(code)), Some(ws)) if args.export.is_some() || args.apply => {
+            let back = bring_back(&guest, ws, &args, code).await;
+            Ok(run::exit_code(code, back))
+        }
+        (Ok(Some(code)), _) => Ok(code),
+        (Ok(None), _) => Ok(130),
+        (Err(e), _) => Err(e),
     };
     if args.rm {
         if let Err(e) = vm::delete(client, &vm.name).await {
@@ -61,6 +80,50 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         }
     }
     result
+}
+
+/// `--export` and `--apply` once the command ended with `code`: the patch file, then
+/// the apply. Answers 0, 1 when the apply left conflicts, or the code of the failure it
+/// printed.
+async fn bring_back(guest: &Vm<'_>, ws: &Workspace, args: &RunArgs, code: i32) -> i32 {
+    let dest = &ws.opts.dest;
+    let steps = async {
+        if let Some(file) = &args.export {
+            let waiting = Waits::stderr(false).phase("bringing the changes back");
+            let bytes = workspace::export_to_file(guest, dest, Base::Head, file).await?;
+            drop(waiting);
+            output::info(&match bytes {
+                0 => format!("no changes: {} is empty", file.display()),
+                _ => format!("wrote the changes to {} ({bytes} bytes)", file.display()),
+            });
+        }
+        if !args.apply {
+            return Ok(0);
+        }
+        let waiting = Waits::stderr(false).phase("bringing the changes back and applying them");
+        let applied = workspace::export_apply(guest, dest, &ws.repo).await?;
+        drop(waiting);
+        Ok(super::workspace::report_applied(
+            guest.name, dest, &ws.repo, applied,
+        ))
+    };
+    // Ctrl-C stops the export: its temporary files go, the working tree stays as it is.
+    let ended = tokio::select! {
+        r = steps => r,
+        _ = tokio::signal::ctrl_c() => {
+            output::note("interrupted: the changes were not brought back");
+            return 130;
+        }
+    };
+    match ended {
+        Ok(code) => code,
+        Err(source) => output::fail(&CliError::failed(run::NotBroughtBack {
+            code,
+            root: ws.repo.root.clone(),
+            vm_deleted: args.rm,
+            source,
+        })),
+    }
 }
 
 fn ship_options(args: &RunArgs) -> ShipOptions {
