@@ -227,16 +227,17 @@ pub enum VmCommand {
     },
     /// Run a command in a running VM.
     Exec(ExecArgs),
-    /// Copy a file or directory between the host and a VM.
+    /// Copy files and directories between the host and a VM.
     ///
-    /// `NAME:/path` names the guest side; relative guest paths start at /root. Modes
-    /// are kept. Into an existing directory the copy keeps its name; otherwise it is
-    /// created as DST.
+    /// `NAME:/path` names the guest side; relative guest paths start at /root.
+    /// Directories are copied with their contents, like `cp -r` (no flag needed). Modes
+    /// are kept. Into an existing directory a copy keeps its name; otherwise it is
+    /// created as DST. With several sources (all on the host, or all in one VM), DST
+    /// must be an existing directory: `vm cp a b NAME:/dst`, `vm cp NAME:/x NAME:/y dir`.
     Cp {
-        /// A host path, or NAME:/path in a VM.
-        src: String,
-        /// A host path, or NAME:/path in a VM.
-        dst: String,
+        /// The sources, then the destination: host paths, or NAME:/path in a VM.
+        #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
+        paths: Vec<String>,
     },
     /// Open an SSH session in a VM, or run a command there over SSH.
     Ssh {
