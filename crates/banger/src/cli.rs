@@ -353,7 +353,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub opts: ExecOpts,
     /// A git repository to ship into the VM (its tracked files as they are in the
-    /// working tree, with git history); the command then runs in it.
+    /// working tree, with HEAD's commit); the command then runs in it.
     #[arg(value_name = "PATH")]
     pub path: Option<std::path::PathBuf>,
     /// With PATH: also ship untracked files that are not ignored.
@@ -366,6 +366,10 @@ pub struct RunArgs {
     /// With PATH: where the repository goes in the guest.
     #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST, visible_alias = "dest")]
     pub workdir_in_guest: String,
+    /// With PATH: ship HEAD's whole git history, not HEAD's commit alone (by default the
+    /// guest repository is shallow, as after `git clone --depth 1`).
+    #[arg(long, requires = "path")]
+    pub history: bool,
     /// The command and its arguments (default: a login shell).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -387,6 +391,10 @@ pub enum WorkspaceCommand {
         /// Where the repository goes in the guest.
         #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
         dest: String,
+        /// Ship HEAD's whole git history, not HEAD's commit alone (by default the guest
+        /// repository is shallow, as after `git clone --depth 1`).
+        #[arg(long)]
+        history: bool,
     },
     /// Print the guest's changes as a git patch relative to the shipped HEAD (so it
     /// applies to a clean checkout), or apply them here with --apply.

@@ -127,6 +127,10 @@ pub struct WorkspacePrepareArgs {
     /// Where the repository goes in the guest (absolute, must be empty or missing);
     /// default "/root/repo".
     pub dest: Option<String>,
+    /// Ship HEAD's whole git history (default false: HEAD's commit alone, as a shallow
+    /// repository, which is much faster for a long history).
+    #[serde(default)]
+    pub history: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -172,6 +176,10 @@ pub struct RunArgs {
     /// Delete the VM this long after it is created even if this call is still running,
     /// e.g. "30m" (a safety net: the VM is deleted when the call ends anyway).
     pub ttl: Option<String>,
+    /// With `repo`: ship HEAD's whole git history (default false: HEAD's commit alone,
+    /// as a shallow repository).
+    #[serde(default)]
+    pub history: bool,
 }
 
 /// A command as `exec` and `run` take it, checked.

@@ -107,6 +107,7 @@ command writes survives; use vm_create + exec for multi-step work.",
                 let opts = ShipOptions {
                     include_untracked: args.include_untracked,
                     dest: DEFAULT_DEST.into(),
+                    history: args.history,
                 };
                 Some(open_workspace(&self.shared.roots, path, opts)?)
             }

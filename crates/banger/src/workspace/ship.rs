@@ -2,8 +2,10 @@
 //!
 //! 1. `init`: the guest checks the destination is empty and runs `git init`.
 //! 2. At the same time:
-//!    * `objects`: `git pack-objects --revs --indexed-objects` (HEAD's history plus every
-//!      blob the index names) into `git index-pack --stdin`;
+//!    * `objects`: `git pack-objects --revs --indexed-objects` (HEAD's commit and tree,
+//!      or its whole history with [`ShipOptions::history`], plus every blob the index
+//!      names) into `git index-pack --stdin`. Without history the guest repository is
+//!      shallow: `.git/shallow` names HEAD, as after `git clone --depth 1`;
 //!    * `files`: a tar of the working-tree files into `tar -x`.
 //! 3. `finish`: the guest points its branch (or detached HEAD) at the host's HEAD,
 //!    replays the host index (`ls-files -s` into `update-index --index-info`), so
@@ -27,7 +29,10 @@ use super::exec::{self, CaptureError, Captured, GuestFailed, Runner, Stderr};
 use super::repo::{HostRepo, Manifest};
 use super::tarball::{self, Prelude};
 
-const OBJECTS: &str = r#"exec git -C "$1" index-pack --stdin >/dev/null"#;
+/// `$1` the repository, `$2` the commit it is shallow at (empty: full history).
+const OBJECTS: &str = r#"set -eu
+if [ -n "$2" ]; then printf '%s\n' "$2" >"$1/.git/shallow"; fi
+exec git -C "$1" index-pack --stdin >/dev/null"#;
 
 /// Where the tar puts the host's list of changed paths (inside the guest's `.git`).
 pub const CHANGED: &str = ".git/banger-changed";
@@ -53,6 +58,8 @@ pub struct ShipOptions {
     pub include_untracked: bool,
     /// Absolute directory in the guest.
     pub dest: String,
+    /// Ship HEAD's whole history instead of HEAD's commit alone (a shallow repository).
+    pub history: bool,
 }
 
 /// What a ship did.
@@ -157,7 +164,7 @@ pub async fn ship(
         other => other?,
     }
 
-    let objects = ship_objects(guest, repo, dest);
+    let objects = ship_objects(guest, repo, dest, opts.history);
     let files = ship_files(guest, repo, &manifest, dest);
     futures::try_join!(objects, files)?;
 
@@ -200,10 +207,21 @@ async fn ship_files(
     }
 }
 
+/// The rev-list arguments `pack-objects --revs` reads: HEAD, and without `history` HEAD
+/// marked shallow, so the walk stops at its commit (as `git clone --depth 1` does).
+fn pack_revs(head: Option<&str>, history: bool) -> String {
+    match (head, history) {
+        (None, _) => String::new(),
+        (Some(head), true) => format!("{head}\n"),
+        (Some(head), false) => format!("--shallow {head}\n{head}\n"),
+    }
+}
+
 async fn ship_objects(
     guest: &impl Runner,
     repo: &HostRepo,
     dest: &str,
+    history: bool,
 ) -> Result<(), WorkspaceError> {
     let args = [
         "pack-objects",
@@ -217,7 +235,8 @@ async fn ship_objects(
         .kill_on_drop(true)
         .spawn()
         .map_err(WorkspaceError::GitMissing)?;
-    let revs = if repo.head.is_some() { "HEAD\n" } else { "" };
+    let head = repo.head.as_deref();
+    let revs = pack_revs(head, history);
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(revs.as_bytes())
@@ -237,7 +256,8 @@ async fn ship_objects(
         let _ = err.read_to_end(&mut buf).await;
         buf
     });
-    let spec = script("banger-ws-objects", OBJECTS, &[dest]);
+    let shallow = head.filter(|_| !history).unwrap_or("");
+    let spec = script("banger-ws-objects", OBJECTS, &[dest, shallow]);
     let sent = step(guest, "storing the git objects", spec, pack).await;
     let status = child.wait().await.map_err(WorkspaceError::GitMissing)?;
     if !status.success() {
@@ -277,5 +297,90 @@ pub fn capture_error(vm: &str, e: CaptureError) -> WorkspaceError {
             source,
         },
         CaptureError::Cli(e) => WorkspaceError::Cli(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::workspace::testkit::{git_in, LocalGuest, TempRepo};
+    use crate::workspace::{export, Base};
+
+    /// A repository with two commits, the second changing `f.txt`.
+    fn two_commits() -> TempRepo {
+        let repo = TempRepo::new();
+        repo.write("f.txt", b"v1\n");
+        repo.write("same.txt", b"unchanged since the first commit\n");
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-qm", "first"]);
+        repo.write("f.txt", b"v2\n");
+        repo.git(&["commit", "-qam", "second"]);
+        repo
+    }
+
+    async fn shipped(repo: &TempRepo, history: bool) -> (tempfile::TempDir, PathBuf) {
+        let guest = tempfile::tempdir().unwrap();
+        let opts = ShipOptions {
+            include_untracked: false,
+            dest: guest.path().join("repo").to_str().unwrap().to_string(),
+            history,
+        };
+        ship(&LocalGuest, &HostRepo::open(repo.path()).unwrap(), &opts)
+            .await
+            .unwrap();
+        let dest = PathBuf::from(&opts.dest);
+        (guest, dest)
+    }
+
+    #[tokio::test]
+    async fn by_default_the_guest_gets_head_alone_as_a_shallow_repository() {
+        let repo = two_commits();
+
+        let (_guest, dest) = shipped(&repo, false).await;
+
+        let head = repo.git(&["rev-parse", "HEAD"]);
+        assert_eq!(fs_err::read(dest.join(".git/shallow")).unwrap(), head);
+        assert_eq!(git_in(&dest, &["rev-list", "--count", "HEAD"]), b"1\n");
+        assert_eq!(git_in(&dest, &["rev-parse", "HEAD"]), head);
+        git_in(&dest, &["fsck", "--no-progress", "--connectivity-only"]);
+        let count = git_in(&dest, &["count-objects", "-v"]);
+        let count = String::from_utf8(count).unwrap();
+        // HEAD's commit, its tree and its two blobs: not the first commit's.
+        assert!(count.contains("in-pack: 4\n"), "{count}");
+    }
+
+    #[tokio::test]
+    async fn with_history_the_guest_gets_every_commit() {
+        let repo = two_commits();
+
+        let (_guest, dest) = shipped(&repo, true).await;
+
+        assert!(!dest.join(".git/shallow").exists());
+        assert_eq!(git_in(&dest, &["rev-list", "--count", "HEAD"]), b"2\n");
+    }
+
+    #[tokio::test]
+    async fn a_shallow_workspace_still_exports_against_head() {
+        let repo = two_commits();
+        let (_guest, dest) = shipped(&repo, false).await;
+        fs_err::write(dest.join("f.txt"), b"v3\n").unwrap();
+
+        let mut patch = Vec::new();
+        export(&LocalGuest, dest.to_str().unwrap(), Base::Head, &mut patch)
+            .await
+            .unwrap();
+
+        let patch = String::from_utf8(patch).unwrap();
+        assert!(patch.contains("-v2\n+v3\n"), "{patch}");
+        assert!(!patch.contains("same.txt"), "{patch}");
+    }
+
+    #[test]
+    fn the_walk_stops_at_head_unless_history_is_asked_for() {
+        assert_eq!(pack_revs(Some("abc"), false), "--shallow abc\nabc\n");
+        assert_eq!(pack_revs(Some("abc"), true), "abc\n");
+        assert_eq!(pack_revs(None, false), "");
     }
 }
