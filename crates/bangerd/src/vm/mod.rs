@@ -12,6 +12,7 @@ mod console;
 mod create;
 mod files;
 mod network;
+mod ports;
 pub mod process;
 mod prune;
 mod reconcile;
@@ -22,6 +23,7 @@ mod supervise;
 mod ttl;
 mod warm;
 
+pub use ports::PortError;
 pub use prune::stopped;
 /// A manager on a temp dir without VMMs or network, and VM rows, for other modules' tests.
 #[cfg(test)]
