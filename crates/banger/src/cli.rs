@@ -256,6 +256,42 @@ pub enum VmCommand {
     /// and delete snapshots. `vm create --from-snapshot SNAP` clones one.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Snapshot(SnapshotArgs),
+    /// List, add and remove a VM's port forwards, also while it runs. They are kept
+    /// with the VM (like `--publish`) and answer on every host address, 127.0.0.1
+    /// included.
+    #[command(subcommand)]
+    Port(PortCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Forward a host port to the VM; refused when the host port is already forwarded
+    /// or something on the host listens on it.
+    Add {
+        /// The VM.
+        name: String,
+        /// HOST:GUEST, or HOST:GUEST/udp.
+        #[arg(value_name = "HOST:GUEST[/udp]")]
+        port: String,
+    },
+    /// Remove the VM's forward of a host port.
+    #[command(alias = "remove")]
+    Rm {
+        /// The VM.
+        name: String,
+        /// The host port; GUEST and /tcp or /udp narrow which forward goes.
+        #[arg(value_name = "HOST[:GUEST][/PROTO]")]
+        port: String,
+    },
+    /// List the VM's port forwards.
+    #[command(alias = "list")]
+    Ls {
+        /// The VM.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -89,6 +89,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
         VmCommand::SshConfig { name } => super::ssh::config(client, &name).await,
         VmCommand::Run(args) => super::run::run(client, args).await,
         VmCommand::Snapshot(args) => super::snapshot::run(client, args).await,
+        VmCommand::Port(cmd) => super::port::run(client, cmd).await,
     }
 }
 
