@@ -85,7 +85,7 @@ pub enum DaemonError {
     #[error("{what} is for root only")]
     RootOnly { what: String, hint: String },
     #[error(transparent)]
-    Port(#[from] crate::vm::PortError),
+    Port(#[from] crate::net::PortError),
 }
 
 impl DaemonError {

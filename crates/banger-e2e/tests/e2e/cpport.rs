@@ -75,7 +75,12 @@ with tarfile.open(sys.argv[1], "w", format=tarfile.GNU_FORMAT) as t:
     f = tarfile.TarInfo("./other/pwned"); f.size = 6; t.addfile(f, io.BytesIO(b"owned\n"))
 "#;
     cmd("python3", &["-c", evil_py, evil.to_str().unwrap()]);
-    h.ok(&["vm", "cp", evil.to_str().unwrap(), &remote("/root/evil.tar")]);
+    h.ok(&[
+        "vm",
+        "cp",
+        evil.to_str().unwrap(),
+        &remote("/root/evil.tar"),
+    ]);
     vm.sh(
         "mkdir /root/x /root/y && printf '#!/bin/sh\\nexec cat /root/evil.tar\\n' >/usr/local/bin/tar \
          && chmod 755 /usr/local/bin/tar",
@@ -156,8 +161,7 @@ fn ports_publish_and_change_on_a_running_vm() {
 
 #[test]
 fn workspace_ships_head_alone_unless_history_is_asked_for() {
-    let Some(h) = banger_e2e::turn("workspace_ships_head_alone_unless_history_is_asked_for")
-    else {
+    let Some(h) = banger_e2e::turn("workspace_ships_head_alone_unless_history_is_asked_for") else {
         return;
     };
     let r = h.run_dir.join("shallow");
@@ -170,7 +174,15 @@ fn workspace_ships_head_alone_unless_history_is_asked_for() {
         let msg = format!("commit {i}");
         git(
             &r,
-            &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", &msg],
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                &msg,
+            ],
         );
     }
     let head = sh_in(&r, "git rev-parse HEAD");

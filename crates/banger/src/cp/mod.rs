@@ -57,12 +57,12 @@ impl fmt::Display for Skipped {
 
 /// Carries out one copy; answers what it left out.
 pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError> {
-    let into_dir = plan.into_dir();
+    let several = plan.several();
     let mut skipped = Vec::new();
     match plan {
         Plan::Upload { locals, vm, guest } => {
             let vm = Vm { client, name: &vm };
-            if into_dir {
+            if several {
                 let names: Result<Vec<_>, _> = locals.iter().map(|l| local_name(l)).collect();
                 distinct(names?.iter().map(|n| n.to_string_lossy().into_owned()))?;
                 if guest::probe(&vm, &guest).await?.found != Found::Dir {
@@ -77,7 +77,7 @@ pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError
         }
         Plan::Download { vm, guests, local } => {
             let vm = Vm { client, name: &vm };
-            if into_dir {
+            if several {
                 distinct(
                     guests
                         .iter()

@@ -25,7 +25,7 @@ pub enum Plan {
 
 impl Plan {
     /// Whether the destination must be a directory (there are several sources).
-    pub fn into_dir(&self) -> bool {
+    pub fn several(&self) -> bool {
         match self {
             Plan::Upload { locals, .. } => locals.len() > 1,
             Plan::Download { guests, .. } => guests.len() > 1,
@@ -189,7 +189,7 @@ mod tests {
                 local: "./dir/".into(),
             }
         );
-        assert!(up.into_dir() && down.into_dir());
+        assert!(up.several() && down.several());
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod subnet;
 mod tap;
 
 pub use dns::{DnsServer, VmLookup, VM_ZONE};
-pub use error::NetError;
+pub use error::{NetError, PortError};
 pub use holder::{port_bound, port_holder, socket_inodes, PortHolder, Transport};
 pub use host::{HostNetwork, NetConfig, VmNet, DEFAULT_SPARE_TAPS};
 pub use lease::{allocate, mac_for, Mac, MAC_PREFIX};

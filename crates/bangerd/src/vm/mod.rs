@@ -23,7 +23,6 @@ mod supervise;
 mod ttl;
 mod warm;
 
-pub use ports::PortError;
 pub use prune::stopped;
 /// A manager on a temp dir without VMMs or network, and VM rows, for other modules' tests.
 #[cfg(test)]

@@ -6,64 +6,11 @@
 use std::net::Ipv4Addr;
 
 use banger_wire::api::PortInfo;
-use banger_wire::{Diagnostic, ErrorCode};
 
 use super::{Manager, Slot};
 use crate::error::DaemonError;
-use crate::net::{port_bound, port_holder, PortForward, PortHolder, PortMatch, Proto, Transport};
+use crate::net::{port_bound, port_holder, PortError, PortForward, PortMatch, Proto, Transport};
 use crate::store::VmRecord;
-
-#[derive(Debug, thiserror::Error)]
-pub enum PortError {
-    #[error("vm {vm:?} has no network, so it has no port forwards")]
-    NoNetwork { vm: String },
-    #[error("host port {port} is already forwarded to vm {vm:?}'s port {guest}")]
-    Taken {
-        port: String,
-        vm: String,
-        guest: u16,
-    },
-    #[error("host port {port} is in use{}", by(.holder))]
-    InUse {
-        port: String,
-        holder: Option<PortHolder>,
-    },
-    #[error("vm {vm:?} has no forward of host port {spec}")]
-    NotForwarded { vm: String, spec: String },
-}
-
-fn by(holder: &Option<PortHolder>) -> String {
-    holder
-        .as_ref()
-        .map(|h| format!(" by {h}"))
-        .unwrap_or_default()
-}
-
-impl Diagnostic for PortError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            PortError::NoNetwork { .. } => ErrorCode::FailedPrecondition,
-            PortError::Taken { .. } | PortError::InUse { .. } => ErrorCode::AlreadyExists,
-            PortError::NotForwarded { .. } => ErrorCode::NotFound,
-        }
-    }
-
-    fn hint(&self) -> Option<String> {
-        Some(match self {
-            PortError::NoNetwork { .. } => {
-                "a VM created with --no-network cannot forward ports".into()
-            }
-            PortError::Taken { port, vm, .. } => format!(
-                "pick another host port, or remove that forward first with \
-                 `banger vm port rm {vm} {port}`"
-            ),
-            PortError::InUse { .. } => "pick another host port, or stop what listens on it".into(),
-            PortError::NotForwarded { vm, .. } => {
-                format!("list its forwards with `banger vm port ls {vm}`")
-            }
-        })
-    }
-}
 
 /// The forwards kept in a VM's row.
 fn forwards(rec: &VmRecord) -> Vec<PortForward> {
@@ -187,6 +134,8 @@ impl Manager {
 
 #[cfg(test)]
 mod tests {
+    use banger_wire::{Diagnostic, ErrorCode};
+
     use super::*;
     use crate::vm::{test_manager, test_vm};
 
