@@ -63,6 +63,12 @@ pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError
         Plan::Upload { locals, vm, guest } => {
             let vm = Vm { client, name: &vm };
             if several {
+                // Every source is checked before the first is copied.
+                if let Some(gone) = locals.iter().find(|l| !l.exists()) {
+                    return Err(CopyError::SourceMissing {
+                        path: gone.display().to_string(),
+                    });
+                }
                 let names: Result<Vec<_>, _> = locals.iter().map(|l| local_name(l)).collect();
                 distinct(names?.iter().map(|n| n.to_string_lossy().into_owned()))?;
                 if guest::probe(&vm, &guest).await?.found != Found::Dir {
