@@ -233,16 +233,17 @@ pub enum VmCommand {
     },
     /// Run a command in a running VM.
     Exec(ExecArgs),
-    /// Copy a file or directory between the host and a VM.
+    /// Copy files and directories between the host and a VM.
     ///
-    /// `NAME:/path` names the guest side; relative guest paths start at /root. Modes
-    /// are kept. Into an existing directory the copy keeps its name; otherwise it is
-    /// created as DST.
+    /// `NAME:/path` names the guest side; relative guest paths start at /root.
+    /// Directories are copied with their contents, like `cp -r` (no flag needed). Modes
+    /// are kept. Into an existing directory a copy keeps its name; otherwise it is
+    /// created as DST. With several sources (all on the host, or all in one VM), DST
+    /// must be an existing directory: `vm cp a b NAME:/dst`, `vm cp NAME:/x NAME:/y dir`.
     Cp {
-        /// A host path, or NAME:/path in a VM.
-        src: String,
-        /// A host path, or NAME:/path in a VM.
-        dst: String,
+        /// The sources, then the destination: host paths, or NAME:/path in a VM.
+        #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
+        paths: Vec<String>,
     },
     /// Open an SSH session in a VM, or run a command there over SSH.
     Ssh {
@@ -261,6 +262,42 @@ pub enum VmCommand {
     /// and delete snapshots. `vm create --from-snapshot SNAP` clones one.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Snapshot(SnapshotArgs),
+    /// List, add and remove a VM's port forwards, also while it runs. They are kept
+    /// with the VM (like `--publish`) and answer on every host address, 127.0.0.1
+    /// included.
+    #[command(subcommand)]
+    Port(PortCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Forward a host port to the VM; refused when the host port is already forwarded
+    /// or something on the host listens on it.
+    Add {
+        /// The VM.
+        name: String,
+        /// HOST:GUEST, or HOST:GUEST/udp.
+        #[arg(value_name = "HOST:GUEST[/udp]")]
+        port: String,
+    },
+    /// Remove the VM's forward of a host port.
+    #[command(alias = "remove")]
+    Rm {
+        /// The VM.
+        name: String,
+        /// The host port; GUEST and /tcp or /udp narrow which forward goes.
+        #[arg(value_name = "HOST[:GUEST][/PROTO]")]
+        port: String,
+    },
+    /// List the VM's port forwards.
+    #[command(alias = "list")]
+    Ls {
+        /// The VM.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -358,7 +395,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub opts: ExecOpts,
     /// A git repository to ship into the VM (its tracked files as they are in the
-    /// working tree, with git history); the command then runs in it.
+    /// working tree, with HEAD's commit); the command then runs in it.
     #[arg(value_name = "PATH")]
     pub path: Option<std::path::PathBuf>,
     /// With PATH: also ship untracked files that are not ignored.
@@ -381,6 +418,10 @@ pub struct RunArgs {
     /// .git or through symlinks are refused and nothing is written).
     #[arg(long, requires = "path")]
     pub apply: bool,
+    /// With PATH: ship HEAD's whole git history, not HEAD's commit alone (by default the
+    /// guest repository is shallow, as after `git clone --depth 1`).
+    #[arg(long, requires = "path")]
+    pub history: bool,
     /// The command and its arguments (default: a login shell).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -402,6 +443,10 @@ pub enum WorkspaceCommand {
         /// Where the repository goes in the guest.
         #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
         dest: String,
+        /// Ship HEAD's whole git history, not HEAD's commit alone (by default the guest
+        /// repository is shallow, as after `git clone --depth 1`).
+        #[arg(long)]
+        history: bool,
     },
     /// Print the guest's changes as a git patch relative to the shipped HEAD (so it
     /// applies to a clean checkout), or apply them here with --apply.

@@ -7,6 +7,7 @@ mod doctor;
 mod exec;
 mod image;
 mod mcp;
+mod port;
 mod prune;
 mod run;
 mod snapshot;

@@ -130,6 +130,7 @@ fn ship_options(args: &RunArgs) -> ShipOptions {
     ShipOptions {
         include_untracked: args.include_untracked,
         dest: args.workdir_in_guest.clone(),
+        history: args.history,
     }
 }
 

@@ -92,11 +92,12 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             Ok(0)
         }
         VmCommand::Exec(args) => super::exec::run(client, args).await,
-        VmCommand::Cp { src, dst } => super::cp::run(client, &src, &dst).await,
+        VmCommand::Cp { paths } => super::cp::run(client, &paths).await,
         VmCommand::Ssh { name, command } => super::ssh::run(client, &name, command).await,
         VmCommand::SshConfig { name } => super::ssh::config(client, &name).await,
         VmCommand::Run(args) => super::run::run(client, args).await,
         VmCommand::Snapshot(args) => super::snapshot::run(client, args).await,
+        VmCommand::Port(cmd) => super::port::run(client, cmd).await,
     }
 }
 

@@ -18,11 +18,13 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             path,
             include_untracked,
             dest,
+            history,
         } => {
             let repo = HostRepo::open(&path)?;
             let opts = ShipOptions {
                 include_untracked,
                 dest,
+                history,
             };
             prepare(
                 &Vm {

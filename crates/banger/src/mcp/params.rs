@@ -127,6 +127,10 @@ pub struct WorkspacePrepareArgs {
     /// Where the repository goes in the guest (absolute, must be empty or missing);
     /// default "/root/repo".
     pub dest: Option<String>,
+    /// Ship HEAD's whole git history (default false: HEAD's commit alone, as a shallow
+    /// repository, which is much faster for a long history).
+    #[serde(default)]
+    pub history: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -183,6 +187,10 @@ pub struct RunArgs {
     /// cleanly get a 3-way merge (conflicts are listed).
     #[serde(default)]
     pub apply: bool,
+    /// With `repo`: ship HEAD's whole git history (default false: HEAD's commit alone,
+    /// as a shallow repository).
+    #[serde(default)]
+    pub history: bool,
 }
 
 /// A command as `exec` and `run` take it, checked.

@@ -110,6 +110,7 @@ come back. Nothing else the command writes survives; use vm_create + exec for mu
                 let opts = ShipOptions {
                     include_untracked: args.include_untracked,
                     dest: DEFAULT_DEST.into(),
+                    history: args.history,
                 };
                 Some(open_workspace(&self.shared.roots, path, opts)?)
             }

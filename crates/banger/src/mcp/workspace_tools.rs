@@ -40,6 +40,7 @@ run commands in. Afterwards, workspace_export returns what changed in the VM as 
         let opts = ShipOptions {
             include_untracked: args.include_untracked,
             dest: args.dest.unwrap_or_else(|| DEFAULT_DEST.into()),
+            history: args.history,
         };
         let client = self.shared.vm_client(&args.vm).await?;
         let vm = Vm {
