@@ -9,6 +9,7 @@ use banger_wire::agent::{AgentRequest, ExecSpec, ExitStatus, GuestFrame, HostFra
 use banger_wire::ErrorCode;
 use tokio::task::JoinHandle;
 
+use crate::accounts::Accounts;
 use crate::exec::ExecDefaults;
 use crate::session::{run_session, Ctx, Role, SessionEnd, SessionError};
 use crate::testhost::{collect, send, Host};
@@ -25,6 +26,7 @@ pub fn ctx(role: Role) -> Arc<Ctx> {
         role,
         exec: ExecDefaults {
             cwd: std::env::temp_dir(),
+            accounts: Accounts::under(std::env::temp_dir().join("banger-no-accounts")),
         },
     })
 }
@@ -48,6 +50,7 @@ fn cmd(argv: &[&str]) -> ExecSpec {
         cwd: None,
         tty: None,
         timeout_ms: None,
+        user: None,
     }
 }
 
