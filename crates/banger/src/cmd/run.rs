@@ -3,6 +3,7 @@
 //! delete the VM whatever happened (see [`crate::run`]).
 
 use banger_wire::api::VmCreateSpec;
+use banger_wire::workspace::default_dest;
 
 use super::parse_backend;
 use crate::cli::RunArgs;
@@ -11,7 +12,7 @@ use crate::error::CliError;
 use crate::output;
 use crate::run::{self, Workspace};
 use crate::vm;
-use crate::workspace::exec::Vm;
+use crate::workspace::exec::{Vm, VmAs};
 use crate::workspace::{self, ShipOptions};
 
 /// `vm run PATH --dry-run`: the files that would be shipped; no daemon, no VM.
@@ -27,18 +28,26 @@ pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
 pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     // Bad input is refused before a VM exists for it.
     let env = super::exec::env(&args.opts)?;
-    let ws = match &args.path {
+    let mut ws = match &args.path {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
     };
     let vm = run::vm(client, create_spec(&args)?).await?;
+    let user = args.opts.user.clone().or(vm.user.clone());
+    if let (Some(ws), None) = (&mut ws, &args.workdir_in_guest) {
+        // A VM made earlier may have a user of its own.
+        ws.opts.dest = default_dest(user.as_ref());
+    }
     if args.command.is_empty() {
         args.command = vec!["/bin/sh".into(), "-l".into()];
         (args.opts.tty, args.opts.interactive) = (true, true);
     }
-    let guest = Vm {
-        client,
-        name: &vm.name,
+    let guest = VmAs {
+        vm: Vm {
+            client,
+            name: &vm.name,
+        },
+        user: args.opts.user.clone(),
     };
     let work = async {
         let cwd = match &ws {
@@ -66,7 +75,10 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
 fn ship_options(args: &RunArgs) -> ShipOptions {
     ShipOptions {
         include_untracked: args.include_untracked,
-        dest: args.workdir_in_guest.clone(),
+        dest: args
+            .workdir_in_guest
+            .clone()
+            .unwrap_or_else(|| default_dest(args.opts.user.as_ref())),
     }
 }
 
@@ -86,6 +98,7 @@ fn create_spec(args: &RunArgs) -> Result<VmCreateSpec, CliError> {
         warm: !args.cold,
         ephemeral: args.rm,
         ttl_secs: args.ttl.map(|d| d.as_secs()),
+        user: args.opts.user.clone(),
         ..Default::default()
     })
 }

@@ -23,6 +23,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             from_snapshot,
             ttl,
             json,
+            user,
         } => {
             let spec = VmCreateSpec {
                 name,
@@ -40,6 +41,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 exec_only: false,
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
+                user,
             };
             show(&vm::create(client, spec).await?, json)
         }
