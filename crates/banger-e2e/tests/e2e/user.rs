@@ -66,7 +66,16 @@ fn user_default_of_a_vm() {
 
     let as_default = vm.exec(&["sh", "-c", "id -un; id -u"]).success().text();
     let as_root = h.ok(&["vm", "exec", vm.name(), "--user", "root", "--", "id", "-un"]);
-    let pinned = h.ok(&["vm", "exec", vm.name(), "--user", "ci:1600", "--", "id", "-u"]);
+    let pinned = h.ok(&[
+        "vm",
+        "exec",
+        vm.name(),
+        "--user",
+        "ci:1600",
+        "--",
+        "id",
+        "-u",
+    ]);
     let shown = vm.info().user.map(|u| u.to_string());
     h.ok(&["workspace", "prepare", vm.name(), r.to_str().unwrap()]);
     vm.sh("echo guest-edit >>/home/dev/repo/tracked.txt");
@@ -96,6 +105,31 @@ fn user_bad_name_leaves_nothing() {
     create.failure(Some(2), "UID 0 is root's alone");
     // A valid name whose UID the guest disagrees with: refused by the agent, and the
     // --rm VM is gone all the same.
-    taken.failure(Some(6), "user nobody exists in the guest with UID 65534, not 1");
+    taken.failure(
+        Some(6),
+        "user nobody exists in the guest with UID 65534, not 1",
+    );
     assert_eq!(h.vms(), vec![]);
+}
+
+#[test]
+fn user_image_build() {
+    let Some(h) = banger_e2e::turn("user_image_build") else {
+        return;
+    };
+    let image = h.name("userimg");
+    let refused = h.banger(&["image", "build", &image, "--sudo"]);
+
+    let built = h.banger(&[
+        "image", "build", &image, "--user", "dev:1234", "--sudo", "--size", "2048M",
+    ]);
+    let probe = "id -un; id -u; sudo -n id -un; stat -c %U /home/dev";
+    let ran = h.banger(&[
+        "vm", "run", "--rm", "--image", &image, "--user", "dev", "--", "sh", "-c", probe,
+    ]);
+    h.banger(&["image", "delete", &image]);
+
+    refused.failure(Some(2), "--user");
+    built.success();
+    assert_eq!(ran.success().text(), "dev\n1234\nroot\ndev");
 }
