@@ -145,7 +145,7 @@ pub struct VmCreateSpec {
     /// `NAME[:UID]`: the user the VM's commands run as unless one names another
     /// (created in the guest on first use); root when absent.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev", pattern = "^[a-z_][a-z0-9_-]{0,31}(:[0-9]{1,5})?$"))]
     pub user: Option<GuestUser>,
 }
 

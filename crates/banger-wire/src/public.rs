@@ -47,7 +47,7 @@ pub struct ExecBody {
     /// `NAME[:UID]`: run as this user (created in the guest when missing); the VM's
     /// default user when absent. Working directory then defaults to its home.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev", pattern = "^[a-z_][a-z0-9_-]{0,31}(:[0-9]{1,5})?$"))]
     pub user: Option<GuestUser>,
 }
 
