@@ -134,7 +134,8 @@ pub struct Spawned {
 
 /// Makes `cmd` run as `account`: its environment names the user, and the child drops
 /// root right before exec (supplementary groups, then GID, then UID, so none of root's
-/// stays). `cmd`'s own environment, set after this, still wins.
+/// stays); a terminal on its stdin becomes the user's first, as a login's does.
+/// `cmd`'s own environment, set after this, still wins.
 #[allow(unsafe_code)]
 pub fn as_user(cmd: &mut Command, account: &Account) {
     cmd.env("HOME", &account.home)
@@ -144,10 +145,13 @@ pub fn as_user(cmd: &mut Command, account: &Account) {
     let groups: Vec<Gid> = account.groups.iter().map(|&g| Gid::from_raw(g)).collect();
     let (uid, gid) = (Uid::from_raw(account.uid), Gid::from_raw(account.gid));
     // SAFETY: the closure runs in the forked child before exec. It calls only
-    // setgroups(2), setgid(2) and setuid(2), which are async-signal-safe, on data moved
-    // into it before the fork; it allocates nothing.
+    // isatty(3) (an ioctl), fchown(2), setgroups(2), setgid(2) and setuid(2), which are
+    // async-signal-safe, on data moved into it before the fork; it allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
+            if nix::libc::isatty(0) == 1 && nix::libc::fchown(0, uid.as_raw(), gid.as_raw()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
             setgroups(&groups)?;
             setgid(gid)?;
             setuid(uid)?;

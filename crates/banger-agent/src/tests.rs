@@ -436,6 +436,22 @@ async fn requests_run_concurrently_on_one_session() {
 
 /// Runs `spec` as `user` in a session whose accounts are `passwd`, under `root`.
 async fn exec_as(root: &std::path::Path, passwd: &str, user: &str, argv: &[&str]) -> Finished {
+    exec_spec_as(root, passwd, user, cmd(argv)).await
+}
+
+/// `sh -c SCRIPT` as dev under a pseudo-terminal.
+async fn exec_as_on_tty(root: &std::path::Path, passwd: &str, script: &str) -> Finished {
+    let mut spec = cmd(&["sh", "-c", script]);
+    spec.tty = Some(TtySize { rows: 24, cols: 80 });
+    exec_spec_as(root, passwd, "dev", spec).await
+}
+
+async fn exec_spec_as(
+    root: &std::path::Path,
+    passwd: &str,
+    user: &str,
+    spec: ExecSpec,
+) -> Finished {
     fs_err::create_dir_all(root.join("etc")).unwrap();
     fs_err::write(root.join("etc/passwd"), passwd).unwrap();
     fs_err::write(root.join("etc/group"), "root:x:0:\nwheel:x:10:dev\n").unwrap();
@@ -444,7 +460,7 @@ async fn exec_as(root: &std::path::Path, passwd: &str, user: &str, argv: &[&str]
     let host = Host::connect(io, TOKEN).await.expect("authenticated");
     let spec = ExecSpec {
         user: Some(user.parse().unwrap()),
-        ..cmd(argv)
+        ..spec
     };
     host.exec(spec, b"").await
 }
@@ -478,6 +494,24 @@ async fn a_user_command_runs_without_root_in_its_home() {
     );
     assert_eq!(String::from_utf8_lossy(&done.stdout), want);
     assert_eq!(done.last, GuestFrame::Exit(ExitStatus::Code(0)));
+}
+
+#[tokio::test]
+async fn a_user_owns_the_terminal_it_runs_on() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: dropping to another user needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+
+    let done = exec_as_on_tty(
+        root.path(),
+        "dev:x:4242:4343::/:/bin/sh\n",
+        "stat -c %u:%g $(tty)",
+    )
+    .await;
+
+    assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), "4242:4343");
 }
 
 #[tokio::test]
