@@ -43,6 +43,7 @@ pub async fn exec_in(
         cwd: opts.workdir.clone().or(default_cwd),
         tty,
         timeout_ms: opts.timeout.map(|t| t.as_millis() as u64),
+        user: opts.user.clone(),
     };
     let io = client
         .exec(&ExecRequest {

@@ -4,6 +4,7 @@
 //! happened (see [`crate::run`]).
 
 use banger_wire::api::VmCreateSpec;
+use banger_wire::workspace::default_dest;
 
 use super::parse_backend;
 use crate::cli::RunArgs;
@@ -13,7 +14,7 @@ use crate::output;
 use crate::progress::Waits;
 use crate::run::{self, Workspace};
 use crate::vm;
-use crate::workspace::exec::Vm;
+use crate::workspace::exec::{Runner, Vm, VmAs};
 use crate::workspace::{self, Base, ShipOptions};
 
 /// `vm run PATH --dry-run`: the files that would be shipped; no daemon, no VM.
@@ -29,7 +30,7 @@ pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
 pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     // Bad input is refused before a VM exists for it.
     let env = super::exec::env(&args.opts)?;
-    let ws = match &args.path {
+    let mut ws = match &args.path {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
     };
@@ -39,13 +40,21 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     let waiting = Waits::stderr(false).phase("starting VM, waiting for its agent");
     let vm = run::vm(client, create_spec(&args)?).await?;
     drop(waiting);
+    let user = args.opts.user.clone().or(vm.user.clone());
+    if let (Some(ws), None) = (&mut ws, &args.workdir_in_guest) {
+        // A VM made earlier may have a user of its own.
+        ws.opts.dest = default_dest(user.as_ref());
+    }
     if args.command.is_empty() {
         args.command = vec!["/bin/sh".into(), "-l".into()];
         (args.opts.tty, args.opts.interactive) = (true, true);
     }
-    let guest = Vm {
-        client,
-        name: &vm.name,
+    let guest = VmAs {
+        vm: Vm {
+            client,
+            name: &vm.name,
+        },
+        user: args.opts.user.clone(),
     };
     // `None`: interrupted before the command ended.
     let work = async {
@@ -85,7 +94,7 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
 /// `--export` and `--apply` once the command ended with `code`: the patch file, then
 /// the apply. Answers 0, 1 when the apply left conflicts, or the code of the failure it
 /// printed.
-async fn bring_back(guest: &Vm<'_>, ws: &Workspace, args: &RunArgs, code: i32) -> i32 {
+async fn bring_back(guest: &impl Runner, ws: &Workspace, args: &RunArgs, code: i32) -> i32 {
     let dest = &ws.opts.dest;
     let steps = async {
         if let Some(file) = &args.export {
@@ -104,7 +113,7 @@ async fn bring_back(guest: &Vm<'_>, ws: &Workspace, args: &RunArgs, code: i32) -
         let applied = workspace::export_apply(guest, dest, &ws.repo).await?;
         drop(waiting);
         Ok(super::workspace::report_applied(
-            guest.name, dest, &ws.repo, applied,
+            guest.name(), dest, &ws.repo, applied,
         ))
     };
     // Ctrl-C stops the export: its temporary files go, the working tree stays as it is.
@@ -129,7 +138,10 @@ async fn bring_back(guest: &Vm<'_>, ws: &Workspace, args: &RunArgs, code: i32) -
 fn ship_options(args: &RunArgs) -> ShipOptions {
     ShipOptions {
         include_untracked: args.include_untracked,
-        dest: args.workdir_in_guest.clone(),
+        dest: args
+            .workdir_in_guest
+            .clone()
+            .unwrap_or_else(|| default_dest(args.opts.user.as_ref())),
         history: args.history,
     }
 }
@@ -150,6 +162,7 @@ fn create_spec(args: &RunArgs) -> Result<VmCreateSpec, CliError> {
         warm: !args.cold,
         ephemeral: args.rm,
         ttl_secs: args.ttl.map(|d| d.as_secs()),
+        user: args.opts.user.clone(),
         ..Default::default()
     })
 }

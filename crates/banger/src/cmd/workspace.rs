@@ -8,7 +8,8 @@ use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
 use crate::progress::Waits;
-use crate::workspace::exec::Vm;
+use crate::vm;
+use crate::workspace::exec::{Runner, Vm};
 use crate::workspace::{self, Applied, Base, HostRepo, Prepared, ShipOptions};
 
 pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError> {
@@ -23,7 +24,7 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             let repo = HostRepo::open(&path)?;
             let opts = ShipOptions {
                 include_untracked,
-                dest,
+                dest: vm::workspace_dest(client, &name, dest).await?,
                 history,
             };
             prepare(
@@ -44,6 +45,7 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             repo,
             dest,
         } => {
+            let dest = vm::workspace_dest(client, &name, dest).await?;
             let vm = Vm {
                 client,
                 name: &name,
@@ -66,7 +68,7 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
 
 /// Ships `repo`'s working tree into `vm`, saying how it went on stderr.
 pub async fn prepare(
-    vm: &Vm<'_>,
+    vm: &impl Runner,
     repo: &HostRepo,
     opts: &ShipOptions,
 ) -> Result<Prepared, CliError> {
@@ -74,7 +76,7 @@ pub async fn prepare(
     let waiting = Waits::stderr(false).phase(format!(
         "shipping workspace {} to {}:{}",
         repo.root.display(),
-        vm.name,
+        vm.name(),
         opts.dest
     ));
     let prepared = workspace::prepare(vm, repo, opts).await?;
@@ -89,7 +91,7 @@ pub async fn prepare(
         "shipped {} files from {} to {}:{} in {:.1}s",
         prepared.shipped.files,
         repo.root.display(),
-        vm.name,
+        vm.name(),
         opts.dest,
         started.elapsed().as_secs_f64()
     ));
