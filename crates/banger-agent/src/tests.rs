@@ -9,6 +9,7 @@ use banger_wire::agent::{AgentRequest, ExecSpec, ExitStatus, GuestFrame, HostFra
 use banger_wire::ErrorCode;
 use tokio::task::JoinHandle;
 
+use crate::detached::Detached;
 use crate::exec::ExecDefaults;
 use crate::session::{run_session, Ctx, Role, SessionEnd, SessionError};
 use crate::testhost::{collect, send, Host};
@@ -26,6 +27,9 @@ pub fn ctx(role: Role) -> Arc<Ctx> {
         exec: ExecDefaults {
             cwd: std::env::temp_dir(),
         },
+        detached: Arc::new(Detached::at(
+            std::env::temp_dir().join(format!("banger-detached-{}", rand::random::<u32>())),
+        )),
     })
 }
 
@@ -41,7 +45,7 @@ async fn connect(role: Role) -> (Host, Guest) {
     (host, guest)
 }
 
-fn cmd(argv: &[&str]) -> ExecSpec {
+pub fn cmd(argv: &[&str]) -> ExecSpec {
     ExecSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: Vec::new(),
