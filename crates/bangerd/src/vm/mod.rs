@@ -10,6 +10,7 @@ mod boot;
 mod clone;
 mod console;
 mod create;
+mod detached;
 mod files;
 mod network;
 pub mod process;
@@ -321,15 +322,7 @@ impl Manager {
 
     /// Opens an exec stream to the VM's agent; the request has been sent.
     pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<AgentStream, DaemonError> {
-        let rec = self.record(name)?;
-        let agent = self.agent(&rec).await?;
-        agent
-            .request(&AgentRequest::Exec(spec))
-            .await
-            .map_err(|source| DaemonError::Agent {
-                vm: rec.name.clone(),
-                source,
-            })
+        self.agent_stream(name, &AgentRequest::Exec(spec)).await
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a
