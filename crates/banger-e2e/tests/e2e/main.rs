@@ -5,6 +5,7 @@
 //! and runs these; without root, QEMU or `BANGER_E2E_BIN` every test says why it skips.
 
 mod api;
+mod detach;
 mod exec;
 mod lifecycle;
 mod lifetimes;
