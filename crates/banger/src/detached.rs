@@ -4,6 +4,7 @@
 use banger_wire::agent::{self, DetachedInfo, ExecSpec, GuestFrame, MAX_FRAME};
 use banger_wire::api::{ExecOutputRequest, Request, Response};
 use futures::StreamExt;
+use hyper_util::rt::TokioIo;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::client::Client;
@@ -46,23 +47,28 @@ fn expect_one(resp: Response) -> Result<DetachedInfo, CliError> {
     }
 }
 
-/// A piece of a detached command's output.
+/// What a detached command's output stream carries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
+    /// The command's state after its output; nothing follows.
+    End(DetachedInfo),
 }
 
-/// Hands a detached command's kept output to `sink` as it arrives and answers the
-/// command's state after it; with `follow`, until the command has ended. An ended
-/// command whose output was read to its end is forgotten by the guest.
+/// A detached command's kept output, read with [`Outputs::next`].
+pub struct Outputs {
+    frames: Framed<TokioIo<hyper::upgrade::Upgraded>, LengthDelimitedCodec>,
+}
+
+/// Opens the output of command `id`; with `follow`, it runs until the command has
+/// ended. An ended command whose output was read to its end is forgotten by the guest.
 pub async fn output(
     client: &Client,
     vm: &str,
     id: &str,
     follow: bool,
-    mut sink: impl AsyncFnMut(Output) -> Result<(), CliError>,
-) -> Result<DetachedInfo, CliError> {
+) -> Result<Outputs, CliError> {
     let req = ExecOutputRequest {
         vm: vm.to_string(),
         id: id.to_string(),
@@ -72,21 +78,28 @@ pub async fn output(
     let codec = LengthDelimitedCodec::builder()
         .max_frame_length(MAX_FRAME)
         .new_codec();
-    // Our half stays open while reading: the agent stops when the host side closes.
-    let mut frames = Framed::new(io, codec);
-    loop {
-        let Some(bytes) = frames.next().await else {
-            return Err(CliError::Io(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                "the output stream ended early (did the VM stop?)",
-            )));
-        };
-        match agent::decode::<GuestFrame>(&bytes?)? {
-            GuestFrame::Stdout(d) => sink(Output::Stdout(d)).await?,
-            GuestFrame::Stderr(d) => sink(Output::Stderr(d)).await?,
-            GuestFrame::Detached(info) => return Ok(info),
-            GuestFrame::Error(e) => return Err(CliError::Remote(e)),
-            _ => continue,
+    Ok(Outputs {
+        frames: Framed::new(io, codec),
+    })
+}
+
+impl Outputs {
+    /// The next piece; [`Output::End`] is the last.
+    pub async fn next(&mut self) -> Result<Output, CliError> {
+        loop {
+            let Some(bytes) = self.frames.next().await else {
+                return Err(CliError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the output stream ended early (did the VM stop?)",
+                )));
+            };
+            return Ok(match agent::decode::<GuestFrame>(&bytes?)? {
+                GuestFrame::Stdout(d) => Output::Stdout(d),
+                GuestFrame::Stderr(d) => Output::Stderr(d),
+                GuestFrame::Detached(info) => Output::End(info),
+                GuestFrame::Error(e) => return Err(CliError::Remote(e)),
+                _ => continue,
+            });
         }
     }
 }

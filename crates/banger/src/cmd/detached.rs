@@ -41,8 +41,9 @@ pub async fn kill(client: &Client, vm: &str, id: &str, signal: &str) -> Result<i
 pub async fn logs(client: &Client, vm: &str, id: &str, follow: bool) -> Result<i32, CliError> {
     let mut stdout = tokio::io::stdout();
     let mut stderr = tokio::io::stderr();
-    let info = detached::output(client, vm, id, follow, async |out| {
-        match out {
+    let mut outputs = detached::output(client, vm, id, follow).await?;
+    let info = loop {
+        match outputs.next().await? {
             Output::Stdout(d) => {
                 stdout.write_all(&d).await?;
                 stdout.flush().await?;
@@ -51,10 +52,9 @@ pub async fn logs(client: &Client, vm: &str, id: &str, follow: bool) -> Result<i
                 stderr.write_all(&d).await?;
                 stderr.flush().await?;
             }
+            Output::End(info) => break info,
         }
-        Ok(())
-    })
-    .await?;
+    };
     if info.dropped_bytes > 0 {
         output::note(&format!(
             "{} bytes of its oldest output were dropped (the guest keeps the newest {} MiB)",

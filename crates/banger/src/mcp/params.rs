@@ -67,6 +67,10 @@ pub struct ExecArgs {
     /// at most 21600. A killed command answers with `timed_out: true` and the output it
     /// wrote so far.
     pub timeout_secs: Option<u64>,
+    /// Start the command in the background and answer at once with its `id` (then
+    /// `ps` lists it and `exec_output` fetches its output). It has no timeout unless
+    /// `timeout_secs` is given, and `stdin` is refused.
+    pub detach: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]

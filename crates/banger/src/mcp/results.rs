@@ -75,6 +75,30 @@ pub struct ExecOutput {
     /// What happened, in words, when it was not a plain exit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// With `detach`: the command, started and running on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detached: Option<super::detached_tools::Detached>,
+}
+
+impl ExecOutput {
+    /// The answer of an `exec` with `detach`: the command, no output yet.
+    pub fn detached(command: super::detached_tools::Detached) -> ExecOutput {
+        ExecOutput {
+            exit_code: None,
+            timed_out: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            output_cap_bytes: 0,
+            note: Some(format!(
+                "started detached as {}; fetch its output with exec_output",
+                command.id
+            )),
+            detached: Some(command),
+        }
+    }
 }
 
 impl From<Collected> for ExecOutput {
@@ -101,6 +125,7 @@ impl From<Collected> for ExecOutput {
             stderr_bytes: c.stderr.total,
             output_cap_bytes: c.stdout.cap as u64,
             note,
+            detached: None,
         }
     }
 }

@@ -154,7 +154,10 @@ impl Sandbox {
                 starting: tokio::sync::Mutex::new(()),
                 throwaway: Mutex::new(BTreeSet::new()),
             }),
-            tool_router: Self::vm_tools() + Self::exec_tools() + Self::workspace_tools(),
+            tool_router: Self::vm_tools()
+                + Self::exec_tools()
+                + Self::detached_tools()
+                + Self::workspace_tools(),
         }
     }
 
@@ -214,6 +217,8 @@ mod tests {
             names,
             [
                 "exec",
+                "exec_output",
+                "ps",
                 "read_file",
                 "run",
                 "vm_create",
