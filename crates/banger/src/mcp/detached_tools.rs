@@ -1,16 +1,16 @@
 //! Detached commands: `exec` with `detach: true` starts one (see `exec_tools`); `ps`
 //! lists them, `exec_output` fetches a command's output and state.
 
-use banger_wire::agent::{DetachedInfo, DetachedState};
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{tool, tool_router, Json};
 use schemars::JsonSchema;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::capture::Capped;
 use super::error::ToolError;
 use super::exec_tools::OUTPUT_CAP;
+use super::results::{Detached, DetachedList, DetachedOutput};
 use super::server::Sandbox;
 use crate::detached::{self, Output};
 
@@ -30,60 +30,6 @@ pub struct OutputArgs {
     pub id: String,
     /// Wait until the command has ended (default false: answer with its output so far).
     pub wait: Option<bool>,
-}
-
-/// A command started with `exec` and `detach: true`.
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct Detached {
-    pub id: String,
-    /// Its pid in the guest.
-    pub pid: u32,
-    pub command: Vec<String>,
-    /// Guest clock at its start, milliseconds since the Unix epoch.
-    pub started_at_ms: u64,
-    /// "running" or "exited".
-    pub state: String,
-    /// Once exited: its exit code (128+N when killed by signal N; 124 when its timeout
-    /// killed it).
-    pub exit_code: Option<i32>,
-    pub timed_out: bool,
-}
-
-impl From<DetachedInfo> for Detached {
-    fn from(d: DetachedInfo) -> Detached {
-        Detached {
-            id: d.id,
-            pid: d.pid,
-            command: d.argv,
-            started_at_ms: d.started_at_ms,
-            state: match d.state {
-                DetachedState::Running => "running".into(),
-                DetachedState::Exited => "exited".into(),
-            },
-            exit_code: d.exit_code,
-            timed_out: d.timed_out,
-        }
-    }
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct DetachedList {
-    pub commands: Vec<Detached>,
-}
-
-#[derive(Debug, Serialize, JsonSchema)]
-pub struct DetachedOutput {
-    /// Its state after the output below.
-    pub command: Detached,
-    /// Standard output as UTF-8 (invalid bytes replaced), at most `output_cap_bytes`.
-    pub stdout: String,
-    /// Standard error as UTF-8 (invalid bytes replaced), at most `output_cap_bytes`.
-    pub stderr: String,
-    /// true when stdout or stderr was longer than the cap and only its start is shown.
-    pub truncated: bool,
-    /// Older output the guest dropped (it keeps the newest 4 to 8 MiB).
-    pub dropped_bytes: u64,
-    pub output_cap_bytes: u64,
 }
 
 #[tool_router(router = detached_tools, vis = "pub(super)")]
