@@ -15,7 +15,8 @@ pub async fn start(client: &Client, vm: &str, spec: ExecSpec, json: bool) -> Res
     if json {
         output::json(&info)?;
     } else {
-        output::data(&info.id);
+        // The guest chose it: printed escaped, like everything else it says.
+        output::data(&output::escape_controls(&info.id));
     }
     Ok(0)
 }
@@ -95,7 +96,7 @@ fn table(list: &[DetachedInfo], now_ms: u64) -> String {
             };
             let ago = now_ms.saturating_sub(d.started_at_ms) / 1000;
             vec![
-                d.id.clone(),
+                output::escape_controls(&d.id).into_owned(),
                 d.pid.to_string(),
                 format!(
                     "{} ago",
