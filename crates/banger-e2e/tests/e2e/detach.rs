@@ -1,11 +1,16 @@
 //! Detached commands: `vm exec -d` returns at once and the command runs on after the
 //! CLI exits; `vm ps` shows it running, then exited with its code; `vm logs --exec`
-//! prints its output once; `--timeout` and `vm kill` reach its whole process group.
+//! prints its output once; `--timeout` and `vm kill` reach its whole process group; the
+//! same through `/api/v1/vms/{name}/detached`.
 
 use std::time::{Duration, Instant};
 
 use banger_e2e::{Harness, TestVm};
 use banger_wire::agent::{DetachedInfo, DetachedState};
+use banger_wire::public::ExecEvent;
+use banger_wire::{ErrorCode, WireError};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 
 /// `vm exec -d --json ARGS…`: the started command.
 fn detach(h: &Harness, args: &[&str]) -> DetachedInfo {
@@ -131,4 +136,54 @@ fn detached_timeout_and_kill_end_the_whole_group() {
     assert_eq!((killed.exit_code, killed.timed_out), (Some(143), false));
     assert_eq!(processes(&vm, "sleep 62"), "0", "a sleep outlived the kill");
     assert_eq!(followed.text(), "");
+}
+
+#[test]
+fn api_detached() {
+    let Some(h) = banger_e2e::turn("api_detached") else {
+        return;
+    };
+    let api = h.api();
+    let vm = h.create("api-detach", &[]);
+    let base = format!("/api/v1/vms/{}/detached", vm.name());
+    let body = r#"{"argv": ["sh", "-c", "echo out; sleep 0.5; echo err >&2; sleep 2; exit 5"]}"#;
+
+    let started: DetachedInfo = api.json(201, "POST", &base, body);
+    let listed: Vec<DetachedInfo> = api.json(200, "GET", &base, "");
+    let events = api
+        .send(
+            "GET",
+            &format!("{base}/{}/output?follow=true", started.id),
+            b"",
+        )
+        .events();
+    let gone: WireError = api.json(404, "GET", &format!("{base}/{}/output", started.id), "");
+    let tty: WireError = api.json(
+        400,
+        "POST",
+        &base,
+        r#"{"argv": ["true"], "tty": {"rows": 2, "cols": 2}}"#,
+    );
+
+    assert_eq!(
+        listed.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        [started.id.as_str()]
+    );
+    assert_eq!(
+        events,
+        [
+            ExecEvent::Stdout {
+                data: BASE64.encode("out\n")
+            },
+            ExecEvent::Stderr {
+                data: BASE64.encode("err\n")
+            },
+            ExecEvent::Exit {
+                code: 5,
+                timed_out: false
+            },
+        ]
+    );
+    assert_eq!(gone.code, ErrorCode::NotFound);
+    assert_eq!(tty.code, ErrorCode::InvalidArgument);
 }
