@@ -260,7 +260,7 @@ async fn the_openapi_document_is_served() {
 }
 
 /// The API as the contract (docs/api.md) lists it.
-const ROUTES: [&str; 25] = [
+const ROUTES: [&str; 29] = [
     "GET /api/v1/status",
     "GET /api/v1/openapi.json",
     "GET /api/v1/vms",
@@ -274,6 +274,10 @@ const ROUTES: [&str; 25] = [
     "POST /api/v1/execs/{id}/stdin",
     "POST /api/v1/execs/{id}/resize",
     "POST /api/v1/execs/{id}/kill",
+    "POST /api/v1/vms/{name}/detached",
+    "GET /api/v1/vms/{name}/detached",
+    "GET /api/v1/vms/{name}/detached/{id}/output",
+    "POST /api/v1/vms/{name}/detached/{id}/kill",
     "PUT /api/v1/vms/{name}/files",
     "GET /api/v1/vms/{name}/files",
     "PUT /api/v1/vms/{name}/archive",
