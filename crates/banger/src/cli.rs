@@ -248,8 +248,8 @@ pub enum VmCommand {
         /// The detached command's id (`vm ps`).
         id: String,
         /// The signal: a name (TERM, SIGTERM) or a number.
-        #[arg(long, short, default_value = "KILL")]
-        signal: String,
+        #[arg(long, short, default_value = "KILL", value_parser = crate::detached::parse_signal)]
+        signal: i32,
     },
     /// Copy a file or directory between the host and a VM.
     ///

@@ -5,6 +5,7 @@ use banger_wire::agent::{self, DetachedInfo, ExecSpec, GuestFrame, MAX_FRAME};
 use banger_wire::api::{ExecOutputRequest, Request, Response};
 use futures::StreamExt;
 use hyper_util::rt::TokioIo;
+use nix::sys::signal::Signal;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
 use crate::client::Client;
@@ -23,6 +24,20 @@ pub async fn list(client: &Client, vm: &str) -> Result<Vec<DetachedInfo>, CliErr
         Response::DetachedList(list) => Ok(list),
         other => Err(CliError::unexpected(other)),
     }
+}
+
+/// A signal as `vm kill --signal` takes it: `TERM`, `SIGTERM`, `term` or `15`. A
+/// clap value parser, so a bad one is refused before any daemon work.
+pub fn parse_signal(text: &str) -> Result<i32, String> {
+    let upper = text.to_ascii_uppercase();
+    let parsed: Option<Signal> = match upper.parse::<i32>() {
+        Ok(n) => Signal::try_from(n).ok(),
+        Err(_) if upper.starts_with("SIG") => upper.parse().ok(),
+        Err(_) => format!("SIG{upper}").parse().ok(),
+    };
+    parsed.map(|s| s as i32).ok_or_else(|| {
+        format!("unknown signal {text:?} (give a name such as TERM, INT, KILL, or a number)")
+    })
 }
 
 /// Signals a detached command's process group.
@@ -101,5 +116,19 @@ impl Outputs {
                 _ => continue,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_or_number() {
+        assert_eq!(parse_signal("TERM"), Ok(15));
+        assert_eq!(parse_signal("sigint"), Ok(2));
+        assert_eq!(parse_signal("9"), Ok(9));
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("99").is_err());
     }
 }

@@ -1,7 +1,6 @@
 //! `banger vm exec -d`, `vm ps`, `vm kill` and `vm logs --exec`: detached commands.
 
 use banger_wire::agent::{DetachedInfo, DetachedState, ExecSpec};
-use nix::sys::signal::Signal;
 use tokio::io::AsyncWriteExt;
 
 use crate::client::Client;
@@ -31,9 +30,8 @@ pub async fn ps(client: &Client, vm: &str, json: bool) -> Result<i32, CliError> 
     Ok(0)
 }
 
-pub async fn kill(client: &Client, vm: &str, id: &str, signal: &str) -> Result<i32, CliError> {
-    let signal = parse_signal(signal)?;
-    detached::kill(client, vm, id, signal as i32).await?;
+pub async fn kill(client: &Client, vm: &str, id: &str, signal: i32) -> Result<i32, CliError> {
+    detached::kill(client, vm, id, signal).await?;
     Ok(0)
 }
 
@@ -64,22 +62,6 @@ pub async fn logs(client: &Client, vm: &str, id: &str, follow: bool) -> Result<i
         ));
     }
     Ok(0)
-}
-
-/// `TERM`, `SIGTERM`, `term` or `15`.
-fn parse_signal(text: &str) -> Result<Signal, CliError> {
-    let upper = text.to_ascii_uppercase();
-    let parsed = match upper.parse::<i32>() {
-        Ok(n) => Signal::try_from(n).ok(),
-        Err(_) if upper.starts_with("SIG") => upper.parse().ok(),
-        Err(_) => format!("SIG{upper}").parse().ok(),
-    };
-    parsed.ok_or_else(|| {
-        CliError::usage(
-            format!("unknown signal {text:?}"),
-            Some("give a name such as TERM, INT, KILL, or a number"),
-        )
-    })
 }
 
 fn table(list: &[DetachedInfo], now_ms: u64) -> String {
@@ -161,14 +143,5 @@ mod tests {
              ab12cd34  77   90s ago  running                  sh -c 'sleep 5; echo \\x1b[2J'\n\
              ab12cd34  77   90s ago  exited (124, timed out)  sh -c 'sleep 5; echo \\x1b[2J'\n"
         );
-    }
-
-    #[test]
-    fn signals_parse_by_name_or_number() {
-        assert_eq!(parse_signal("TERM").unwrap(), Signal::SIGTERM);
-        assert_eq!(parse_signal("sigint").unwrap(), Signal::SIGINT);
-        assert_eq!(parse_signal("9").unwrap(), Signal::SIGKILL);
-        assert!(parse_signal("NOPE").is_err());
-        assert!(parse_signal("99").is_err());
     }
 }

@@ -95,7 +95,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
         VmCommand::Exec(args) => super::exec::run(client, args).await,
         VmCommand::Ps { name, json } => super::detached::ps(client, &name, json).await,
         VmCommand::Kill { name, id, signal } => {
-            super::detached::kill(client, &name, &id, &signal).await
+            super::detached::kill(client, &name, &id, signal).await
         }
         VmCommand::Cp { src, dst } => super::cp::run(client, &src, &dst).await,
         VmCommand::Ssh { name, command } => super::ssh::run(client, &name, command).await,
