@@ -6,6 +6,7 @@
 
 mod api;
 mod cpport;
+mod detach;
 mod exec;
 mod lifecycle;
 mod lifetimes;

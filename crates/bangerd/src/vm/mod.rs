@@ -10,6 +10,7 @@ mod boot;
 mod clone;
 mod console;
 mod create;
+mod detached;
 mod files;
 mod network;
 mod ports;
@@ -323,18 +324,10 @@ impl Manager {
     /// Opens an exec stream to the VM's agent; the request has been sent. A spec that
     /// names no user runs as the VM's default user.
     pub async fn exec(&self, name: &str, mut spec: ExecSpec) -> Result<AgentStream, DaemonError> {
-        let rec = self.record(name)?;
         if spec.user.is_none() {
-            spec.user = rec.user.clone();
+            spec.user = self.record(name)?.user;
         }
-        let agent = self.agent(&rec).await?;
-        agent
-            .request(&AgentRequest::Exec(spec))
-            .await
-            .map_err(|source| DaemonError::Agent {
-                vm: rec.name.clone(),
-                source,
-            })
+        self.agent_stream(name, &AgentRequest::Exec(spec)).await
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a
