@@ -56,7 +56,7 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         _ = tokio::signal::ctrl_c(), if args.rm && args.opts.tty => Ok(130),
     };
     if args.rm {
-        if let Err(e) = vm::delete(client, &vm.name).await {
+        if let Err(e) = vm::delete_detached(client, &vm.name).await {
             output::note(&format!("could not delete vm {}: {e}", vm.name));
         }
     }
@@ -86,6 +86,7 @@ fn create_spec(args: &RunArgs) -> Result<VmCreateSpec, CliError> {
         warm: !args.cold,
         ephemeral: args.rm,
         ttl_secs: args.ttl.map(|d| d.as_secs()),
+        no_pool: args.no_pool,
         ..Default::default()
     })
 }

@@ -40,6 +40,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 exec_only: false,
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
+                ..Default::default()
             };
             show(&vm::create(client, spec).await?, json)
         }

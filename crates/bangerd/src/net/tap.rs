@@ -18,8 +18,9 @@ pub const TAP_PREFIX: &str = "bgtap";
 /// its bridge.
 const TAP_LOCK: &str = "/run/banger-taps.lock";
 
-/// The host-wide tap lock (blocking; held for milliseconds).
-fn tap_lock() -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
+/// The host-wide tap lock, held for milliseconds. Waited for on a blocking thread: the
+/// holder may be a task of this daemon that needs a worker to finish.
+async fn tap_lock() -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
     let io = |source| NetError::TapLock {
         path: TAP_LOCK.into(),
         source,
@@ -30,8 +31,13 @@ fn tap_lock() -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
         .write(true)
         .open(TAP_LOCK)
         .map_err(io)?;
-    nix::fcntl::Flock::lock(file.into_parts().0, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| io(e.into()))
+    let file = file.into_parts().0;
+    tokio::task::spawn_blocking(move || {
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+    })
+    .await
+    .map_err(|e| io(std::io::Error::other(e)))?
+    .map_err(|(_, e)| io(e.into()))
 }
 
 /// A tap device attached to the bridge, ready for a VMM to open by name.
@@ -127,7 +133,7 @@ impl TapPool {
         keep: &HashSet<String>,
     ) -> Result<TapPool, NetError> {
         let mut used = BTreeSet::new();
-        let swept = tap_lock()?;
+        let swept = tap_lock().await?;
         for link in netlink.links().await? {
             let Some(index) = tap_index(&link.name) else {
                 continue;
@@ -266,7 +272,7 @@ impl Inner {
     /// Makes a new tap on the bridge, up, under the lowest index that is free on the
     /// host (another daemon's taps included), under the host-wide tap lock.
     async fn create(&self) -> Result<String, NetError> {
-        let _creating = tap_lock()?;
+        let _creating = tap_lock().await?;
         let name = loop {
             let name = {
                 let mut state = self.lock();
@@ -305,5 +311,22 @@ mod tests {
         assert_eq!(tap_index("bgtap01"), None);
         assert_eq!(tap_index("tap0"), None);
         assert_eq!(tap_index("bgtapx"), None);
+    }
+
+    /// Concurrent creates in one daemon: the second waits for the lock without taking
+    /// the runtime's only thread from the first, which holds it across awaits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn waiting_for_the_tap_lock_leaves_the_runtime_to_its_holder() {
+        if !nix::unistd::Uid::effective().is_root() {
+            return eprintln!("skipped: the tap lock is in /run, root only");
+        }
+        let held = tap_lock().await.unwrap();
+        let waiter = tokio::spawn(async { tap_lock().await.map(drop) });
+
+        tokio::task::yield_now().await;
+        drop(held);
+
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), waiter).await;
+        assert!(matches!(got, Ok(Ok(Ok(())))));
     }
 }

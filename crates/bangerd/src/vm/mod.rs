@@ -12,6 +12,7 @@ mod console;
 mod create;
 mod files;
 mod network;
+mod pool;
 pub mod process;
 mod prune;
 mod reconcile;
@@ -114,6 +115,8 @@ pub struct Manager {
     snapshot_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Machines whose warm snapshot is being taken, so concurrent first runs take one.
     warming: Mutex<std::collections::HashSet<String>>,
+    /// Pools being refilled (see [`pool`]).
+    filling: Mutex<std::collections::HashSet<String>>,
     /// Rung when a VM gets an expiry (see [`ttl`]).
     reaper: ttl::Reaper,
 }
@@ -159,6 +162,7 @@ impl Manager {
             lease_lock: Mutex::new(()),
             snapshot_locks: Mutex::new(HashMap::new()),
             warming: Mutex::new(std::collections::HashSet::new()),
+            filling: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
         }
     }
@@ -205,10 +209,13 @@ impl Manager {
         self.info(&self.record(name)?)
     }
 
+    /// The VMs, without the pool's (see [`pool`]).
     pub fn list(&self) -> Result<Vec<VmInfo>, DaemonError> {
+        let pooled = self.pooled_ids();
         self.store
             .list_vms()?
             .iter()
+            .filter(|r| !pooled.contains(&r.id))
             .map(|r| self.info(r))
             .collect()
     }

@@ -189,6 +189,7 @@ impl Manager {
     /// Deletes a snapshot; waits for clones still reading its files.
     pub async fn snapshot_delete(&self, name: &str) -> Result<(), DaemonError> {
         let snap = self.snapshot_record(name)?;
+        self.discard_pool_of(&snap.id).await;
         let lock = self.snapshot_lock(&snap.id);
         let _write = lock.write().await;
         self.store.delete_snapshot(&snap.id)?;
