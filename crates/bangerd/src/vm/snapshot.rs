@@ -189,9 +189,10 @@ impl Manager {
     /// Deletes a snapshot; waits for clones still reading its files.
     pub async fn snapshot_delete(&self, name: &str) -> Result<(), DaemonError> {
         let snap = self.snapshot_record(name)?;
-        self.discard_pool_of(&snap.id).await;
         let lock = self.snapshot_lock(&snap.id);
         let _write = lock.write().await;
+        // Once no clone of it is being made: its pooled clones go with it.
+        self.discard_pool_of(&snap.id).await;
         self.store.delete_snapshot(&snap.id)?;
         failpoint("snapshot_delete.after_row");
         let files = snapshot_files(&self.paths.state_dir, &snap.id);
