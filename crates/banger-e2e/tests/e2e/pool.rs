@@ -86,10 +86,11 @@ fn pooled_clones_are_their_own_machines_and_the_pool_refills() {
         "the pool did not refill: {:?}",
         status(&h)
     );
+    // (The runs' own VMs may still be listed while their detached deletes finish.)
+    let listed = h.vms();
     assert!(
-        h.vms().is_empty(),
-        "pooled clones are listed: {:?}",
-        h.vms()
+        listed.iter().all(|v| !v.name.starts_with("pool-")),
+        "pooled clones are listed: {listed:?}"
     );
 }
 
