@@ -262,18 +262,38 @@ impl Manager {
     /// Fills the pools of every current warm snapshot for the default policy: after a
     /// start (whose reconcile deleted the clones a previous daemon left), and after a
     /// delete, when the run that took a clone is over and its CPU free.
+    /// Clones of snapshots that are no longer current (their image was rebuilt) are
+    /// deleted.
     pub fn refill_all(self: &Arc<Self>) {
         let Ok(snaps) = self.store.list_snapshots() else {
             return;
         };
+        let mut current = std::collections::HashSet::new();
         for s in snaps.iter().filter(|s| s.warm) {
             let m = Machine::of_snapshot(s);
             if self
                 .warm_snapshots(&m, true)
                 .is_ok_and(|c| c.iter().any(|c| c.id == s.id))
             {
+                current.insert(s.id.clone());
                 self.refill(m, NetPolicy::default());
             }
+        }
+        let stale: Vec<String> = self
+            .store
+            .pool_entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.ready && !current.contains(&e.snapshot))
+            .map(|e| e.vm_id)
+            .collect();
+        if !stale.is_empty() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                for id in stale {
+                    let _ = this.delete(&id).await;
+                }
+            });
         }
     }
 
