@@ -151,6 +151,10 @@ pub struct VmCreateSpec {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev", pattern = "^[a-z_][a-z0-9_-]{0,31}(:[0-9]{1,5})?$"))]
     pub user: Option<GuestUser>,
+    /// A warm create restores a clone of the warm snapshot itself instead of taking a
+    /// paused one from the daemon's pool.
+    #[serde(default)]
+    pub no_pool: bool,
 }
 
 /// Changes for `vm set`; only on a stopped VM.
@@ -363,6 +367,11 @@ pub enum Request {
     VmDelete {
         name: String,
         force: bool,
+        /// Answer once the delete is under way instead of done (`vm run --rm`: the
+        /// user waits for the command, not for the cleanup). An ephemeral VM whose
+        /// delete a crash cut short is deleted by the next daemon.
+        #[serde(default)]
+        detach: bool,
     },
     VmList,
     VmShow {
@@ -495,6 +504,15 @@ pub struct DaemonInfo {
     pub uptime_secs: u64,
     pub vms_running: u32,
     pub vms_total: u32,
+    /// Paused clones kept ready by the hot pool (not among `vms_total`).
+    #[serde(default)]
+    pub pool_vms: u32,
+    /// The memory they take: the sum of their VMMs' PSS, in KiB.
+    #[serde(default)]
+    pub pool_pss_kib: u64,
+    /// The warm snapshots' memory held for their clones to share, in KiB.
+    #[serde(default)]
+    pub pool_shared_kib: u64,
 }
 
 /// One successful answer.

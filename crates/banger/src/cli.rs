@@ -429,6 +429,10 @@ pub struct RunArgs {
     /// (see `banger image warm`).
     #[arg(long)]
     pub cold: bool,
+    /// Restore a fresh clone of the warm snapshot instead of taking a ready one from
+    /// the daemon's pool (see `pool_size`).
+    #[arg(long, conflicts_with = "cold")]
+    pub no_pool: bool,
     /// Delete the VM DUR after it is created (30s, 5m, 2h, 1d), also across daemon
     /// restarts.
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]

@@ -84,7 +84,7 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         (Err(e), _) => Err(e),
     };
     if args.rm {
-        if let Err(e) = vm::delete(client, &vm.name).await {
+        if let Err(e) = vm::delete_detached(client, &vm.name).await {
             output::note(&format!("could not delete vm {}: {e}", vm.name));
         }
     }
@@ -113,7 +113,10 @@ async fn bring_back(guest: &impl Runner, ws: &Workspace, args: &RunArgs, code: i
         let applied = workspace::export_apply(guest, dest, &ws.repo).await?;
         drop(waiting);
         Ok(super::workspace::report_applied(
-            guest.name(), dest, &ws.repo, applied,
+            guest.name(),
+            dest,
+            &ws.repo,
+            applied,
         ))
     };
     // Ctrl-C stops the export: its temporary files go, the working tree stays as it is.
@@ -163,6 +166,7 @@ fn create_spec(args: &RunArgs) -> Result<VmCreateSpec, CliError> {
         ephemeral: args.rm,
         ttl_secs: args.ttl.map(|d| d.as_secs()),
         user: args.opts.user.clone(),
+        no_pool: args.no_pool,
         ..Default::default()
     })
 }

@@ -43,6 +43,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
                 user,
+                ..Default::default()
             };
             let waiting = Waits::stderr(json).phase(if spec.no_start {
                 "creating VM"

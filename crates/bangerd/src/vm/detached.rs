@@ -26,7 +26,11 @@ impl Manager {
     }
 
     /// Starts `spec` detached in the guest; answers once it runs.
-    pub async fn detach(&self, name: &str, mut spec: ExecSpec) -> Result<DetachedInfo, DaemonError> {
+    pub async fn detach(
+        &self,
+        name: &str,
+        mut spec: ExecSpec,
+    ) -> Result<DetachedInfo, DaemonError> {
         if spec.user.is_none() {
             spec.user = self.record(name)?.user;
         }

@@ -13,6 +13,7 @@ mod create;
 mod detached;
 mod files;
 mod network;
+mod pool;
 mod ports;
 pub mod process;
 mod prune;
@@ -116,6 +117,8 @@ pub struct Manager {
     snapshot_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Machines whose warm snapshot is being taken, so concurrent first runs take one.
     warming: Mutex<std::collections::HashSet<String>>,
+    /// Pools being refilled (see [`pool`]).
+    filling: Mutex<std::collections::HashSet<String>>,
     /// Rung when a VM gets an expiry (see [`ttl`]).
     reaper: ttl::Reaper,
 }
@@ -161,6 +164,7 @@ impl Manager {
             lease_lock: Mutex::new(()),
             snapshot_locks: Mutex::new(HashMap::new()),
             warming: Mutex::new(std::collections::HashSet::new()),
+            filling: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
         }
     }
@@ -207,10 +211,13 @@ impl Manager {
         self.info(&self.record(name)?)
     }
 
+    /// The VMs, without the pool's (see [`pool`]).
     pub fn list(&self) -> Result<Vec<VmInfo>, DaemonError> {
+        let pooled = self.pooled_ids();
         self.store
             .list_vms()?
             .iter()
+            .filter(|r| !pooled.contains(&r.id))
             .map(|r| self.info(r))
             .collect()
     }
