@@ -78,6 +78,31 @@ async fn ship_reproduces_working_tree_head_and_status() {
 }
 
 #[tokio::test]
+async fn a_detached_head_ships_detached_with_every_ref_recorded() {
+    let repo = sample_repo();
+    repo.write("text.txt", b"second\n");
+    repo.git(&["commit", "-qam", "second"]);
+    repo.git(&["checkout", "-q", "--detach", "HEAD~1"]);
+    let guest = tempfile::tempdir().unwrap();
+    let opts = ship_opts(guest.path(), false);
+
+    ship(&LocalGuest, &HostRepo::open(repo.path()).unwrap(), &opts)
+        .await
+        .unwrap();
+
+    let dest = PathBuf::from(&opts.dest);
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    assert_eq!(git_in(&dest, &["rev-parse", "HEAD"]), head);
+    assert_eq!(git_in(&dest, &["rev-parse", "refs/banger/base"]), head);
+    assert!(git_in(&dest, &["branch", "--show-current"]).is_empty());
+    assert_eq!(
+        git_in(&dest, &["rev-parse", "refs/banger/shipped"]),
+        repo.git(&["rev-parse", "HEAD^{tree}"])
+    );
+    assert_eq!(status(&dest), "");
+}
+
+#[tokio::test]
 async fn include_untracked_ships_untracked_but_not_ignored_files() {
     let repo = sample_repo();
     repo.write("secret.env", b"TOKEN=x\n");
