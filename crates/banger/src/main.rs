@@ -13,6 +13,7 @@ mod mcp;
 mod output;
 mod pipe;
 mod run;
+mod slurm;
 mod ssh;
 mod transfer;
 mod vm;

@@ -32,24 +32,42 @@ pub async fn exec_in(
     argv: Vec<String>,
     default_cwd: Option<String>,
 ) -> Result<i32, CliError> {
-    let tty = if opts.tty {
-        Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 }))
-    } else {
-        None
-    };
-    let spec = ExecSpec {
-        argv,
-        env,
-        cwd: opts.workdir.clone().or(default_cwd),
-        tty,
-        timeout_ms: opts.timeout.map(|t| t.as_millis() as u64),
-    };
+    let spec = spec(opts, env, argv, default_cwd);
     let io = client
         .exec(&ExecRequest {
             vm: name.to_string(),
             spec,
         })
         .await?;
+    pump(io, opts).await
+}
+
+/// What the options ask to run.
+pub fn spec(
+    opts: &ExecOpts,
+    env: Vec<(String, String)>,
+    argv: Vec<String>,
+    default_cwd: Option<String>,
+) -> ExecSpec {
+    let tty = if opts.tty {
+        Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 }))
+    } else {
+        None
+    };
+    ExecSpec {
+        argv,
+        env,
+        cwd: opts.workdir.clone().or(default_cwd),
+        tty,
+        timeout_ms: opts.timeout.map(|t| t.as_millis() as u64),
+    }
+}
+
+/// Pumps this terminal's stdio over an open exec stream; the exit code as `exec` gives.
+pub async fn pump<S>(io: S, opts: &ExecOpts) -> Result<i32, CliError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let forward_stdin = opts.interactive || opts.tty || !std::io::stdin().is_terminal();
     let ended = crate::exec::pump(io, opts.tty, forward_stdin).await;
     exit_code(ended, opts.timeout)

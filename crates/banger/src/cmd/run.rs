@@ -10,6 +10,7 @@ use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
 use crate::run::{self, Workspace};
+use crate::slurm::session::Session;
 use crate::vm;
 use crate::workspace::exec::Vm;
 use crate::workspace::{self, ShipOptions};
@@ -61,6 +62,42 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         }
     }
     result
+}
+
+/// `vm run --slurm`: the same run in a VM of the node Slurm places the step on (see
+/// [`crate::slurm`]). The VM is always throwaway: the node deletes it when the step
+/// ends, however it ends.
+pub async fn on_slurm(mut args: RunArgs) -> Result<i32, CliError> {
+    let env = super::exec::env(&args.opts)?;
+    let ws = match &args.path {
+        Some(path) => Some(Workspace::open(path, ship_options(&args))?),
+        None => None,
+    };
+    if args.command.is_empty() {
+        args.command = vec!["/bin/sh".into(), "-l".into()];
+        (args.opts.tty, args.opts.interactive) = (true, true);
+    }
+    let session = Session::start(&args.srun_arg, create_spec(&args)?).await?;
+    output::note(&format!("vm {} on node {}", session.vm, session.node));
+    let guest = session.guest();
+    let work = async {
+        let cwd = match &ws {
+            Some(ws) => tokio::select! {
+                r = super::workspace::prepare(&guest, &ws.repo, &ws.opts) => Some(r?.workdir),
+                _ = tokio::signal::ctrl_c() => return Ok(130),
+            },
+            None => None,
+        };
+        let spec = super::exec::spec(&args.opts, env, args.command.clone(), cwd);
+        super::exec::pump(session.exec(spec).await?, &args.opts).await
+    };
+    let result = work.await;
+    let ended = session.finish(result.as_ref().ok().copied()).await;
+    match (result, ended) {
+        // The step's end explains a failed run best (srun's last lines).
+        (Err(_), Err(e)) => Err(e.into()),
+        (result, _) => result,
+    }
 }
 
 fn ship_options(args: &RunArgs) -> ShipOptions {

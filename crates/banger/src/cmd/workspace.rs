@@ -7,7 +7,7 @@ use crate::cli::WorkspaceCommand;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
-use crate::workspace::exec::Vm;
+use crate::workspace::exec::{Runner, Vm};
 use crate::workspace::{self, Applied, Base, HostRepo, Prepared, ShipOptions};
 
 pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError> {
@@ -63,7 +63,7 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
 
 /// Ships `repo`'s working tree into `vm`, saying how it went on stderr.
 pub async fn prepare(
-    vm: &Vm<'_>,
+    vm: &impl Runner,
     repo: &HostRepo,
     opts: &ShipOptions,
 ) -> Result<Prepared, CliError> {
@@ -79,7 +79,7 @@ pub async fn prepare(
         "shipped {} files from {} to {}:{} in {:.1}s",
         prepared.shipped.files,
         repo.root.display(),
-        vm.name,
+        vm.name(),
         opts.dest,
         started.elapsed().as_secs_f64()
     ));
