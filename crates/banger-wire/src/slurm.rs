@@ -74,14 +74,24 @@ mod as_json {
 pub enum ClientFrame {
     Start(Start),
     /// Open exec channel `id` in the VM.
-    Exec { id: u32, spec: ExecSpec },
+    Exec {
+        id: u32,
+        spec: ExecSpec,
+    },
     /// A frame for the process of channel `id`.
-    Host { id: u32, frame: HostFrame },
+    Host {
+        id: u32,
+        frame: HostFrame,
+    },
     /// The submit side let go of channel `id`: the node closes its exec stream, and the
     /// agent kills the process.
-    Hangup { id: u32 },
+    Hangup {
+        id: u32,
+    },
     /// The run is over: delete the VM and exit with `code`.
-    Done { code: i32 },
+    Done {
+        code: i32,
+    },
 }
 
 /// Node → submit side.

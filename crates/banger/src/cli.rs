@@ -378,7 +378,12 @@ pub struct RunArgs {
     pub slurm: bool,
     /// With --slurm: an option for srun, e.g. --srun-arg=--nodelist=nodeb or
     /// --srun-arg=--time=10 (repeatable).
-    #[arg(long, value_name = "ARG", requires = "slurm", allow_hyphen_values = true)]
+    #[arg(
+        long,
+        value_name = "ARG",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
     pub srun_arg: Vec<String>,
 }
 

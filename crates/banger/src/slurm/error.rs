@@ -53,7 +53,7 @@ impl Diagnostic for SlurmError {
             SlurmError::NoSrun(_) => "install Slurm's client (Debian: slurm-client) and point \
                  SLURM_CONF at the cluster's slurm.conf"
                 .into(),
-            SlurmError::StepEnded { .. } => "see srun's lines above; `sinfo -N -l` and \
+            SlurmError::StepEnded { .. } => "srun's own lines say why; `sinfo -N -l` and \
                  `scontrol show node NODE` show whether the node's slurmd is up"
                 .into(),
             SlurmError::Protocol { .. } => {

@@ -18,7 +18,7 @@ use banger_wire::{ErrorCode, WireError};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, DuplexStream};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, FramedRead, FramedWrite, LengthDelimitedCodec, LinesCodec};
 
@@ -34,7 +34,8 @@ type Channels = Arc<Mutex<HashMap<u32, mpsc::Sender<GuestFrame>>>>;
 
 /// A running step with its VM up.
 pub struct Session {
-    child: Child,
+    /// srun; none in tests.
+    child: Option<Child>,
     out: mpsc::Sender<ClientFrame>,
     /// Closes the step's input once what was sent before has gone out.
     close: Option<oneshot::Sender<()>>,
@@ -68,13 +69,27 @@ impl Session {
         };
         let srun_lines = Arc::new(Mutex::new(SrunLines::default()));
         tokio::spawn(relay_stderr(stderr, srun_lines.clone()));
+        Session::over(Some(child), stdin, stdout, srun_lines, vm).await
+    }
 
+    /// The protocol over a step's stdin and stdout (srun's, or a test's pipes): sends
+    /// the request and waits for the node's answer.
+    async fn over(
+        child: Option<Child>,
+        stdin: impl AsyncWrite + Unpin + Send + 'static,
+        stdout: impl AsyncRead + Unpin + Send + 'static,
+        srun: Arc<Mutex<SrunLines>>,
+        vm: VmCreateSpec,
+    ) -> Result<Session, CliError> {
         let (out, rx) = mpsc::channel(16);
         let (close, closed) = oneshot::channel();
         tokio::spawn(write_frames(stdin, rx, closed));
         let channels = Channels::default();
         let (ready_tx, ready) = oneshot::channel();
-        let (broke, done) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+        let (broke, done) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
         tokio::spawn(read_frames(
             stdout,
             channels.clone(),
@@ -95,7 +110,7 @@ impl Session {
             next_id: AtomicU32::new(0),
             broke,
             done,
-            srun: srun_lines,
+            srun,
             vm: String::new(),
             node: String::new(),
         };
@@ -160,7 +175,7 @@ impl Session {
         if let Some(close) = self.close.take() {
             let _ = close.send(());
         }
-        self.child.wait().await.ok()
+        self.child.as_mut()?.wait().await.ok()
     }
 
     async fn ended(&mut self, when: &'static str) -> SlurmError {
@@ -231,7 +246,7 @@ async fn relay_stderr(stderr: tokio::process::ChildStderr, lines: Arc<Mutex<Srun
 }
 
 async fn write_frames(
-    stdin: ChildStdin,
+    stdin: impl AsyncWrite + Unpin,
     mut rx: mpsc::Receiver<ClientFrame>,
     mut close: oneshot::Receiver<()>,
 ) {
@@ -254,7 +269,7 @@ type Ready = Result<(String, String), WireError>;
 /// Routes the node's frames to the channels until the step's output ends; then fails
 /// the channels still open.
 async fn read_frames(
-    stdout: ChildStdout,
+    stdout: impl AsyncRead + Unpin,
     channels: Channels,
     ready: oneshot::Sender<Ready>,
     broke: Arc<AtomicBool>,
@@ -378,5 +393,153 @@ impl Runner for Guest<'_> {
 impl From<SlurmError> for CliError {
     fn from(e: SlurmError) -> CliError {
         CliError::failed(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use banger_wire::agent::ExitStatus;
+    use tokio::io::{AsyncWriteExt, DuplexStream};
+
+    use super::*;
+    use crate::workspace::exec;
+
+    /// The node's end of a step's stdio.
+    struct Node {
+        input: FramedRead<DuplexStream, LengthDelimitedCodec>,
+        output: FramedWrite<DuplexStream, LengthDelimitedCodec>,
+    }
+
+    impl Node {
+        async fn recv(&mut self) -> ClientFrame {
+            agent::decode(&self.input.next().await.unwrap().unwrap()).unwrap()
+        }
+
+        async fn send(&mut self, frame: NodeFrame) {
+            let bytes = Bytes::from(agent::encode(&frame));
+            self.output.send(bytes).await.unwrap();
+        }
+    }
+
+    /// A session whose node has said `Ready`, and that node.
+    async fn ready() -> (Session, Node) {
+        let (to_node, input) = tokio::io::duplex(1 << 16);
+        let (output, from_node) = tokio::io::duplex(1 << 16);
+        let mut node = Node {
+            input: FramedRead::new(input, super::super::codec()),
+            output: FramedWrite::new(output, super::super::codec()),
+        };
+        let (session, ()) = tokio::join!(
+            Session::over(
+                None,
+                to_node,
+                from_node,
+                Default::default(),
+                Default::default()
+            ),
+            async {
+                assert!(matches!(node.recv().await, ClientFrame::Start(_)));
+                let (node_name, vm) = ("nodeb".into(), "slurm-7-0".into());
+                node.send(NodeFrame::Ready {
+                    node: node_name,
+                    vm,
+                })
+                .await;
+            }
+        );
+        (session.unwrap(), node)
+    }
+
+    #[tokio::test]
+    async fn a_command_runs_as_a_channel_of_the_step() {
+        let (session, mut node) = ready().await;
+        let (guest, mut out) = (session.guest(), Vec::new());
+
+        let (ran, ()) = tokio::join!(
+            guest.run(exec::spec(&["true"]), tokio::io::empty(), &mut out),
+            async {
+                let ClientFrame::Exec { id, .. } = node.recv().await else {
+                    panic!("no exec")
+                };
+                let frame = GuestFrame::Stdout(b"hi".to_vec());
+                node.send(NodeFrame::Guest { id, frame }).await;
+                let frame = GuestFrame::Exit(ExitStatus::Code(3));
+                node.send(NodeFrame::Guest { id, frame }).await;
+            }
+        );
+
+        assert_eq!(ran.unwrap().code, 3);
+        assert_eq!(out, b"hi");
+        assert_eq!(
+            (session.node.as_str(), session.vm.as_str()),
+            ("nodeb", "slurm-7-0")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_step_that_ends_mid_command_fails_the_command_and_the_run() {
+        let (session, mut node) = ready().await;
+        let (guest, mut out) = (session.guest(), Vec::new());
+
+        let (ran, ()) = tokio::join!(
+            guest.run(exec::spec(&["sleep", "9"]), tokio::io::empty(), &mut out),
+            async {
+                assert!(matches!(node.recv().await, ClientFrame::Exec { .. }));
+                node.output.get_mut().shutdown().await.unwrap();
+            }
+        );
+        let finished = session.finish(None).await;
+
+        let err = ran.unwrap_err().to_string();
+        assert!(err.contains("the slurm step ended"), "{err}");
+        let err = finished.unwrap_err().to_string();
+        assert!(err.contains("ended before the run was over"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_from_the_node_ends_the_step() {
+        let (session, mut node) = ready().await;
+        let too_big = (banger_wire::slurm::MAX_FRAME as u32 + 1).to_be_bytes();
+        let (guest, mut out) = (session.guest(), Vec::new());
+
+        let (ran, ()) = tokio::join!(
+            guest.run(exec::spec(&["true"]), tokio::io::empty(), &mut out),
+            async {
+                assert!(matches!(node.recv().await, ClientFrame::Exec { .. }));
+                node.output.get_mut().write_all(&too_big).await.unwrap();
+            }
+        );
+
+        let err = ran.unwrap_err().to_string();
+        assert!(err.contains("the slurm step ended"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_make_the_vm_fails_the_start() {
+        let (to_node, input) = tokio::io::duplex(1 << 16);
+        let (output, from_node) = tokio::io::duplex(1 << 16);
+        let mut node = Node {
+            input: FramedRead::new(input, super::super::codec()),
+            output: FramedWrite::new(output, super::super::codec()),
+        };
+
+        let (started, ()) = tokio::join!(
+            Session::over(
+                None,
+                to_node,
+                from_node,
+                Default::default(),
+                Default::default()
+            ),
+            async {
+                node.recv().await;
+                let e = WireError::new(ErrorCode::Unavailable, "bangerd is not running on node b");
+                node.send(NodeFrame::Fatal(e)).await;
+            }
+        );
+
+        let err = started.err().unwrap().to_string();
+        assert_eq!(err, "bangerd is not running on node b");
     }
 }
