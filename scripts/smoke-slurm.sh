@@ -24,6 +24,8 @@ slurm_job_on() { squeue -h -t R -w "$1" -o %i | head -1; }
 slurm_pending() { squeue -h -t PD -o %r | grep -q Resources; }
 # The submit side needs no daemon; srun carries none of its BANGER_* settings.
 slurm_run() { "$BIN/banger" vm run --slurm "$@"; }
+# In the background, with $! the CLI's own pid.
+slurm_bg() { local out=$1; shift; "$BIN/banger" vm run --slurm "$@" >"$out" 2>&1 & }
 
 s_slurm() {
   SLURM_D=$RUN_DIR/slurm
@@ -58,13 +60,13 @@ uncommitted
  M hello.txt"
 
   log "with both nodes' slots taken, the next run waits for one"
-  slurm_run --srun-arg=--nodelist=nodea -- sleep 600 >/dev/null 2>&1 &
+  slurm_bg /dev/null --srun-arg=--nodelist=nodea -- sleep 600
   busy_a=$!
-  slurm_run --srun-arg=--nodelist=nodeb -- sleep 600 >"$SLURM_D/busy_b.out" 2>&1 &
+  slurm_bg "$SLURM_D/busy_b.out" --srun-arg=--nodelist=nodeb -- sleep 600
   busy_b=$!
   slurm_until 120 slurm_has_vm nodea
   slurm_until 120 slurm_has_vm nodeb
-  slurm_run -- echo third >"$SLURM_D/third" 2>&1 &
+  slurm_bg "$SLURM_D/third" -- echo third
   third=$!
   slurm_until 30 slurm_pending
   log "a dead client ends its step, which deletes its VM and frees the slot"
@@ -84,7 +86,7 @@ uncommitted
   slurm_until 60 slurm_no_vm nodeb
 
   log "a step killed outright leaves its VM to the epilog"
-  slurm_run --srun-arg=--nodelist=nodea -- sleep 600 >/dev/null 2>&1 &
+  slurm_bg /dev/null --srun-arg=--nodelist=nodea -- sleep 600
   killed=$!
   slurm_until 120 slurm_has_vm nodea
   job=$(slurm_job_on nodea)

@@ -217,32 +217,38 @@ impl Channel {
             }
         };
         let (mut frames, mut events) = exec_stream::open(io);
-        loop {
-            tokio::select! {
-                event = events.next() => {
-                    let frame = match event {
-                        Ok(Event::Stdout(d)) => GuestFrame::Stdout(d),
-                        Ok(Event::Stderr(d)) => GuestFrame::Stderr(d),
-                        Ok(Event::Exit(status)) => GuestFrame::Exit(status),
-                        Ok(Event::Failed(e)) => GuestFrame::Error(e),
-                        Err(e) => {
-                            let error = WireError::from_diagnostic(&e);
-                            let _ = self.out.send(NodeFrame::Closed { id, error }).await;
-                            return;
-                        }
-                    };
-                    let ends = matches!(frame, GuestFrame::Exit(_) | GuestFrame::Error(_));
-                    if self.out.send(NodeFrame::Guest { id, frame }).await.is_err() || ends {
+        // Each way on its own, so a process that fills its stdout while its stdin waits
+        // never stalls the other way. The submit side hanging up ends `to_guest`, and
+        // dropping the stream then makes the agent kill the process.
+        let to_guest = async {
+            while let Some(frame) = host.recv().await {
+                if frames.send(&frame).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let from_guest = async {
+            loop {
+                let frame = match events.next().await {
+                    Ok(Event::Stdout(d)) => GuestFrame::Stdout(d),
+                    Ok(Event::Stderr(d)) => GuestFrame::Stderr(d),
+                    Ok(Event::Exit(status)) => GuestFrame::Exit(status),
+                    Ok(Event::Failed(e)) => GuestFrame::Error(e),
+                    Err(e) => {
+                        let error = WireError::from_diagnostic(&e);
+                        let _ = self.out.send(NodeFrame::Closed { id, error }).await;
                         return;
                     }
+                };
+                let ends = matches!(frame, GuestFrame::Exit(_) | GuestFrame::Error(_));
+                if self.out.send(NodeFrame::Guest { id, frame }).await.is_err() || ends {
+                    return;
                 }
-                // The submit side hung up: dropping the stream makes the agent kill the
-                // process.
-                frame = host.recv() => match frame {
-                    Some(frame) => drop(frames.send(&frame).await),
-                    None => return,
-                },
             }
+        };
+        tokio::select! {
+            () = to_guest => {}
+            () = from_guest => {}
         }
     }
 }

@@ -340,29 +340,32 @@ async fn bridge(
         .max_frame_length(MAX_FRAME)
         .new_codec();
     let (mut sink, mut host) = Framed::new(theirs, codec).split();
-    loop {
-        tokio::select! {
-            frame = host.next() => {
-                let Some(Ok(bytes)) = frame else { break };
-                let Ok(frame) = agent::decode::<HostFrame>(&bytes) else { break };
-                if out.send(ClientFrame::Host { id, frame }).await.is_err() {
-                    return;
-                }
-            }
-            frame = guest.recv() => {
-                let Some(frame) = frame else { return };
-                let ends = matches!(frame, GuestFrame::Exit(_) | GuestFrame::Error(_));
-                if sink.send(Bytes::from(agent::encode(&frame))).await.is_err() {
-                    break;
-                }
-                if ends {
-                    return;
-                }
+    // Each way on its own (see `node::Channel::run`).
+    let to_node = async {
+        while let Some(Ok(bytes)) = host.next().await {
+            let Ok(frame) = agent::decode::<HostFrame>(&bytes) else {
+                break;
+            };
+            if out.send(ClientFrame::Host { id, frame }).await.is_err() {
+                return;
             }
         }
+        // The local side let go before its process ended.
+        lock(&channels).remove(&id);
+        let _ = out.send(ClientFrame::Hangup { id }).await;
+    };
+    let from_node = async {
+        while let Some(frame) = guest.recv().await {
+            let ends = matches!(frame, GuestFrame::Exit(_) | GuestFrame::Error(_));
+            if sink.send(Bytes::from(agent::encode(&frame))).await.is_err() || ends {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = to_node => {}
+        () = from_node => {}
     }
-    lock(&channels).remove(&id);
-    let _ = out.send(ClientFrame::Hangup { id }).await;
 }
 
 /// The node's VM, reached through the step.
