@@ -155,10 +155,15 @@ down() {
   # Jobs first, so their epilogs run while the daemons are still up.
   scancel --full -p banger >/dev/null 2>&1 || true
   for n in "${NODES[@]}"; do
-    [ -d "$D/$n/run" ] && node_banger "$n" daemon stop >/dev/null 2>&1 || true
+    [ -d "$D/$n/run" ] || continue
+    for vm in $(node_banger "$n" vm list --json 2>/dev/null | sed -n 's/.*"name": "\(.*\)".*/\1/p'); do
+      log "deleting vm $vm left on $n"
+      node_banger "$n" vm delete "$vm" >/dev/null 2>&1 || true
+    done
+    node_banger "$n" daemon stop >/dev/null 2>&1 || true
   done
   tac "$D/pids" | while read -r name pid; do
-    [ -n "$pid" ] && [ "$name" != bangerd ] && kill "$pid" 2>/dev/null || true
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   done
   for _ in $(seq 50); do
     alive=0
