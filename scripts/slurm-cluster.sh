@@ -72,21 +72,26 @@ MessageTimeout=5
 InactiveLimit=0
 Epilog=$hooks/epilog
 GresTypes=banger
-NodeName=nodea NodeAddr=$(addr nodea) CPUs=2 Gres=banger:1 State=UNKNOWN
-NodeName=nodeb NodeAddr=$(addr nodeb) CPUs=2 Gres=banger:1 State=UNKNOWN
-PartitionName=banger Nodes=nodea,nodeb Default=YES MaxTime=INFINITE State=UP
 CONF
-  cat >"$D/gres.conf" <<CONF
-NodeName=nodea Name=banger Count=1
-NodeName=nodeb Name=banger Count=1
-CONF
+  : >"$D/gres.conf"
+  # Each node's lines as `banger slurm conf` prints them (one slot each), plus its
+  # address.
+  for n in "${NODES[@]}"; do
+    unshare -u sh -c "hostname $n && BANGER_DAEMON=$BANGER_SMOKE_BIN/bangerd \
+      $BANGER_SMOKE_BIN/banger slurm conf --slots 1" >"$D/$n.conf"
+    sed -n "s/^NodeName=$n /NodeName=$n NodeAddr=$(addr "$n") /p" "$D/$n.conf" |
+      grep Gres=banger:1 >>"$D/slurm.conf"
+    grep "Name=banger Count=1" "$D/$n.conf" >>"$D/gres.conf"
+  done
+  echo "PartitionName=banger Nodes=nodea,nodeb Default=YES MaxTime=INFINITE State=UP" \
+    >>"$D/slurm.conf"
 }
 
 up() {
   mkdir -p "$D/munge" "$D/ctld" "$D/hooks"
   : >"$D/pids"
-  # The epilog runs as root with slurmd's own environment: this one sends the packaged
-  # epilog to the node's daemon and keeps a record of each run for the test to see.
+  # slurmd runs the epilog as root with few variables set: this one points the packaged
+  # epilog at the banger under test and keeps a record of each run for the test.
   cat >"$D/hooks/epilog" <<HOOK
 #!/bin/sh
 export BANGER_BIN=$BANGER_SMOKE_BIN/banger
