@@ -116,7 +116,7 @@ impl Session {
         };
         match ready.await {
             Ok(Ok((node, vm))) => {
-                session.lock_srun().quiet = true;
+                lock(&session.srun).quiet = true;
                 (session.node, session.vm) = (node, vm);
                 Ok(session)
             }
@@ -186,12 +186,8 @@ impl Session {
         SlurmError::StepEnded {
             when,
             status,
-            srun: self.lock_srun().kept.drain(..).collect(),
+            srun: lock(&self.srun).kept.drain(..).collect(),
         }
-    }
-
-    fn lock_srun(&self) -> std::sync::MutexGuard<'_, SrunLines> {
-        self.srun.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
