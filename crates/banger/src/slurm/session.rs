@@ -515,6 +515,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn letting_go_of_a_channel_hangs_it_up_on_the_node() {
+        let (session, mut node) = ready().await;
+
+        let io = session.exec(exec::spec(&["sleep", "9"])).await.unwrap();
+        drop(io);
+
+        let ClientFrame::Exec { id, .. } = node.recv().await else {
+            panic!("no exec")
+        };
+        assert_eq!(node.recv().await, ClientFrame::Hangup { id });
+    }
+
+    #[tokio::test]
     async fn a_node_that_cannot_make_the_vm_fails_the_start() {
         let (to_node, input) = tokio::io::duplex(1 << 16);
         let (output, from_node) = tokio::io::duplex(1 << 16);
