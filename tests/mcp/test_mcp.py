@@ -194,6 +194,18 @@ async def check_run(t, repo):
     after = {v["name"] for v in (await t.ok("vm_list", {}))["vms"]}
     assert r["vm"] not in after and after <= before, (r["vm"], after)
     log("run: throwaway VM shipped, ran, exit code 5 reported, VM deleted")
+    text = await t.refused("run", {"shell": "true", "export": True})
+    assert "need `repo`" in text, text
+    r = await t.ok("run", {"shell": "echo v2 >README.md; echo new >added.txt; exit 3",
+                           "repo": str(repo), "export": True, "apply": True})
+    assert r["exit_code"] == 3 and "export_error" not in r, r
+    assert "+v2" in r["patch"] and "b/added.txt" in r["patch"], r["patch"]
+    assert r["applied"] == {"files": 2, "three_way": False, "conflicts": []}, r
+    assert (repo / "README.md").read_text() == "v2\n"
+    assert (repo / "added.txt").read_text() == "new\n"
+    git("checkout", "--", "README.md", cwd=repo)
+    (repo / "added.txt").unlink()
+    log("run: a failing command's changes came back as a patch and applied to the repo")
 
 
 async def scenario(banger, root):

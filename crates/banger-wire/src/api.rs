@@ -413,6 +413,21 @@ pub enum Request {
     Prune {
         dry_run: bool,
     },
+    /// Adds a port forward `HOST:GUEST[/tcp|/udp]` to a VM, kept with it; on a running
+    /// VM it answers at once. Answers the VM's forwards.
+    VmPortAdd {
+        name: String,
+        port: String,
+    },
+    /// Removes the VM's forward of `HOST[:GUEST][/tcp|/udp]`. Answers the VM's forwards.
+    VmPortRemove {
+        name: String,
+        port: String,
+    },
+    /// Answers the VM's port forwards.
+    VmPortList {
+        name: String,
+    },
 }
 
 impl Request {
@@ -460,6 +475,35 @@ pub enum Response {
     Snapshot(SnapshotInfo),
     Snapshots(Vec<SnapshotInfo>),
     Pruned(PruneReport),
+    Ports(Vec<PortInfo>),
+}
+
+/// One port forward of a VM: the host's port `host` (on every host address, 127.0.0.1
+/// included) reaches the guest's port `guest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PortInfo {
+    pub host: u16,
+    pub guest: u16,
+    pub proto: PortProto,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum PortProto {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl PortProto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProto::Tcp => "tcp",
+            PortProto::Udp => "udp",
+        }
+    }
 }
 
 /// What [`Request::Prune`] removed (or, in a dry run, would remove), by name.

@@ -5,7 +5,9 @@ use clap::{Args, Parser, Subcommand};
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success (for exec/run: the guest command's own exit code is passed through,
-       a command killed by signal N gives 128+N, one killed at --timeout 124)
+       a command killed by signal N gives 128+N, one killed at --timeout 124;
+       vm run --export/--apply: the command's code, unless it was 0 and the changes
+       did not come back, then that failure's code, or 1 for conflicts left)
   1    the command ran and reported failure (e.g. doctor found a FAIL)
   2    usage error
   3    invalid argument          4  not found           5  already exists
@@ -22,6 +24,10 @@ BANGER_RUNTIME_DIR override where banger keeps things; NO_COLOR disables colour.
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print no progress and no informational lines on stderr (errors and warnings
+    /// still print).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -231,16 +237,17 @@ pub enum VmCommand {
     },
     /// Run a command in a running VM.
     Exec(ExecArgs),
-    /// Copy a file or directory between the host and a VM.
+    /// Copy files and directories between the host and a VM.
     ///
-    /// `NAME:/path` names the guest side; relative guest paths start at /root. Modes
-    /// are kept. Into an existing directory the copy keeps its name; otherwise it is
-    /// created as DST.
+    /// `NAME:/path` names the guest side; relative guest paths start at /root.
+    /// Directories are copied with their contents, like `cp -r` (no flag needed). Modes
+    /// are kept. Into an existing directory a copy keeps its name; otherwise it is
+    /// created as DST. With several sources (all on the host, or all in one VM), DST
+    /// must be an existing directory: `vm cp a b NAME:/dst`, `vm cp NAME:/x NAME:/y dir`.
     Cp {
-        /// A host path, or NAME:/path in a VM.
-        src: String,
-        /// A host path, or NAME:/path in a VM.
-        dst: String,
+        /// The sources, then the destination: host paths, or NAME:/path in a VM.
+        #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
+        paths: Vec<String>,
     },
     /// Open an SSH session in a VM, or run a command there over SSH.
     Ssh {
@@ -259,6 +266,42 @@ pub enum VmCommand {
     /// and delete snapshots. `vm create --from-snapshot SNAP` clones one.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Snapshot(SnapshotArgs),
+    /// List, add and remove a VM's port forwards, also while it runs. They are kept
+    /// with the VM (like `--publish`) and answer on every host address, 127.0.0.1
+    /// included.
+    #[command(subcommand)]
+    Port(PortCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Forward a host port to the VM; refused when the host port is already forwarded
+    /// or something on the host listens on it.
+    Add {
+        /// The VM.
+        name: String,
+        /// HOST:GUEST, or HOST:GUEST/udp.
+        #[arg(value_name = "HOST:GUEST[/udp]")]
+        port: String,
+    },
+    /// Remove the VM's forward of a host port.
+    #[command(alias = "remove")]
+    Rm {
+        /// The VM.
+        name: String,
+        /// The host port; GUEST and /tcp or /udp narrow which forward goes.
+        #[arg(value_name = "HOST[:GUEST][/PROTO]")]
+        port: String,
+    },
+    /// List the VM's port forwards.
+    #[command(alias = "list")]
+    Ls {
+        /// The VM.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -356,7 +399,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub opts: ExecOpts,
     /// A git repository to ship into the VM (its tracked files as they are in the
-    /// working tree, with git history); the command then runs in it.
+    /// working tree, with HEAD's commit); the command then runs in it.
     #[arg(value_name = "PATH")]
     pub path: Option<std::path::PathBuf>,
     /// With PATH: also ship untracked files that are not ignored.
@@ -369,6 +412,20 @@ pub struct RunArgs {
     /// With PATH: where the repository goes in the guest.
     #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST, visible_alias = "dest")]
     pub workdir_in_guest: String,
+    /// With PATH: once the command ends (whatever its exit code, also at --timeout),
+    /// write the guest's changes to FILE as a patch against the shipped HEAD, for
+    /// `git apply` on a clean checkout (new untracked files included).
+    #[arg(long, value_name = "FILE", requires = "path")]
+    pub export: Option<std::path::PathBuf>,
+    /// With PATH: once the command ends, apply the changes it made to the working tree
+    /// at PATH, as `workspace export --apply` does (paths outside the repository, in
+    /// .git or through symlinks are refused and nothing is written).
+    #[arg(long, requires = "path")]
+    pub apply: bool,
+    /// With PATH: ship HEAD's whole git history, not HEAD's commit alone (by default the
+    /// guest repository is shallow, as after `git clone --depth 1`).
+    #[arg(long, requires = "path")]
+    pub history: bool,
     /// The command and its arguments (default: a login shell).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -425,6 +482,10 @@ pub enum WorkspaceCommand {
         /// Where the repository goes in the guest.
         #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
         dest: String,
+        /// Ship HEAD's whole git history, not HEAD's commit alone (by default the guest
+        /// repository is shallow, as after `git clone --depth 1`).
+        #[arg(long)]
+        history: bool,
     },
     /// Print the guest's changes as a git patch relative to the shipped HEAD (so it
     /// applies to a clean checkout), or apply them here with --apply.

@@ -274,7 +274,7 @@ pub async fn ensure_daemon(paths: &Paths) -> Result<Client, CliError> {
         // A connection dropped mid-ping: a daemon that is dying, not serving.
         Err(CliError::Unreachable { .. } | CliError::Http(_)) => {
             let pid = start_daemon(paths).await?;
-            output::note(&format!(
+            output::info(&format!(
                 "started bangerd (pid {pid}); stop it with `banger daemon stop`"
             ));
             Ok(client)

@@ -12,6 +12,7 @@ mod exec_stream;
 mod mcp;
 mod output;
 mod pipe;
+mod progress;
 mod run;
 mod slurm;
 mod ssh;

@@ -1,7 +1,7 @@
 //! The daemon's VM verbs as typed calls, for the commands and MCP alike: each checks
 //! that the answer is of the kind its request gets.
 
-use banger_wire::api::{Request, Response, VmCreateSpec, VmInfo};
+use banger_wire::api::{PortInfo, Request, Response, VmCreateSpec, VmInfo};
 
 use crate::client::Client;
 use crate::error::CliError;
@@ -32,4 +32,12 @@ pub async fn delete(client: &Client, name: &str) -> Result<(), CliError> {
         .rpc(&Request::VmDelete { name, force: true })
         .await
         .map(drop)
+}
+
+/// A port verb (`VmPortAdd`, `VmPortRemove`, `VmPortList`); answers the VM's forwards.
+pub async fn ports(client: &Client, req: Request) -> Result<Vec<PortInfo>, CliError> {
+    match client.rpc(&req).await? {
+        Response::Ports(p) => Ok(p),
+        other => Err(CliError::unexpected(other)),
+    }
 }

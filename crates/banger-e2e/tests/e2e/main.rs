@@ -5,8 +5,10 @@
 //! and runs these; without root, QEMU or `BANGER_E2E_BIN` every test says why it skips.
 
 mod api;
+mod cpport;
 mod exec;
 mod lifecycle;
 mod lifetimes;
 mod network;
+mod roundtrip;
 mod workspace;

@@ -7,6 +7,7 @@ mod doctor;
 mod exec;
 mod image;
 mod mcp;
+mod port;
 mod prune;
 mod run;
 mod slurm;
@@ -23,6 +24,7 @@ use crate::error::CliError;
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
+    crate::output::set_quiet(cli.quiet);
     let paths = Paths::from_env();
     match cli.command {
         Command::Daemon(cmd) => {

@@ -7,6 +7,7 @@ use crate::cli::WorkspaceCommand;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
+use crate::progress::Waits;
 use crate::workspace::exec::{Runner, Vm};
 use crate::workspace::{self, Applied, Base, HostRepo, Prepared, ShipOptions};
 
@@ -17,11 +18,13 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             path,
             include_untracked,
             dest,
+            history,
         } => {
             let repo = HostRepo::open(&path)?;
             let opts = ShipOptions {
                 include_untracked,
                 dest,
+                history,
             };
             prepare(
                 &Vm {
@@ -68,14 +71,21 @@ pub async fn prepare(
     opts: &ShipOptions,
 ) -> Result<Prepared, CliError> {
     let started = Instant::now();
+    let waiting = Waits::stderr(false).phase(format!(
+        "shipping workspace {} to {}:{}",
+        repo.root.display(),
+        vm.name(),
+        opts.dest
+    ));
     let prepared = workspace::prepare(vm, repo, opts).await?;
+    drop(waiting);
     for skipped in &prepared.shipped.skipped {
         output::note(&format!(
             "left out {}: a nested git repository",
             skipped.display()
         ));
     }
-    output::note(&format!(
+    output::info(&format!(
         "shipped {} files from {} to {}:{} in {:.1}s",
         prepared.shipped.files,
         repo.root.display(),
@@ -87,11 +97,11 @@ pub async fn prepare(
 }
 
 /// Says what `export --apply` did; the exit code is 1 when conflicts are left.
-fn report_applied(vm: &str, dest: &str, repo: &HostRepo, applied: Applied) -> i32 {
+pub fn report_applied(vm: &str, dest: &str, repo: &HostRepo, applied: Applied) -> i32 {
     let root = repo.root.display();
     match applied {
-        Applied::Clean { files: 0, .. } => output::note(&format!("no changes in {vm}:{dest}")),
-        Applied::Clean { files, three_way } => output::note(&format!(
+        Applied::Clean { files: 0, .. } => output::info(&format!("no changes in {vm}:{dest}")),
+        Applied::Clean { files, three_way } => output::info(&format!(
             "applied changes to {files} files in {root}{}",
             if three_way { " (3-way merge)" } else { "" }
         )),

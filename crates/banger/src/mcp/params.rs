@@ -127,6 +127,10 @@ pub struct WorkspacePrepareArgs {
     /// Where the repository goes in the guest (absolute, must be empty or missing);
     /// default "/root/repo".
     pub dest: Option<String>,
+    /// Ship HEAD's whole git history (default false: HEAD's commit alone, as a shallow
+    /// repository, which is much faster for a long history).
+    #[serde(default)]
+    pub history: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -172,6 +176,21 @@ pub struct RunArgs {
     /// Delete the VM this long after it is created even if this call is still running,
     /// e.g. "30m" (a safety net: the VM is deleted when the call ends anyway).
     pub ttl: Option<String>,
+    /// With `repo`: once the command ends (also when it fails or times out), answer with
+    /// the changes it made as a git patch against the shipped HEAD commit (`patch`, for
+    /// `git apply` on a clean checkout, new files included; at most 4 MiB).
+    #[serde(default)]
+    pub export: bool,
+    /// With `repo`: once the command ends, apply the changes it made to the host
+    /// repository's working tree. A patch with paths outside the repository, in .git or
+    /// through symlinks is refused and nothing is written; changes that do not apply
+    /// cleanly get a 3-way merge (conflicts are listed).
+    #[serde(default)]
+    pub apply: bool,
+    /// With `repo`: ship HEAD's whole git history (default false: HEAD's commit alone,
+    /// as a shallow repository).
+    #[serde(default)]
+    pub history: bool,
 }
 
 /// A command as `exec` and `run` take it, checked.

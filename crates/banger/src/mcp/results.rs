@@ -211,6 +211,45 @@ pub struct RunOutput {
     pub shipped_files: Option<usize>,
     #[serde(flatten)]
     pub exec: ExecOutput,
+    /// With `export`: the command's changes as a `git diff --binary` patch against the
+    /// shipped HEAD commit; empty when nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// With `apply`: what was applied to the host repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+    /// Why the changes did not come back (`export` or `apply`); the host repository is
+    /// as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Applied {
+    /// Files changed in the host working tree (the conflicted ones, when conflicts are
+    /// left).
+    pub files: usize,
+    /// true when the changes needed a 3-way merge.
+    pub three_way: bool,
+    /// Files left with conflict markers to resolve; empty when the merge was clean.
+    pub conflicts: Vec<String>,
+}
+
+impl From<workspace::Applied> for Applied {
+    fn from(a: workspace::Applied) -> Applied {
+        match a {
+            workspace::Applied::Clean { files, three_way } => Applied {
+                files,
+                three_way,
+                conflicts: Vec::new(),
+            },
+            workspace::Applied::Conflicts { paths } => Applied {
+                files: paths.len(),
+                three_way: true,
+                conflicts: paths,
+            },
+        }
+    }
 }
 
 #[cfg(test)]

@@ -154,7 +154,10 @@ impl Sandbox {
                 starting: tokio::sync::Mutex::new(()),
                 throwaway: Mutex::new(BTreeSet::new()),
             }),
-            tool_router: Self::vm_tools() + Self::exec_tools() + Self::workspace_tools(),
+            tool_router: Self::vm_tools()
+                + Self::exec_tools()
+                + Self::workspace_tools()
+                + Self::port_tools(),
         }
     }
 
@@ -214,6 +217,9 @@ mod tests {
             names,
             [
                 "exec",
+                "port_add",
+                "port_list",
+                "port_remove",
                 "read_file",
                 "run",
                 "vm_create",

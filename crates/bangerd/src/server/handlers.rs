@@ -51,6 +51,11 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             Response::Ok
         }
         Request::Prune { dry_run } => Response::Pruned(prune::prune(vms, dry_run).await?),
+        Request::VmPortAdd { name, port } => Response::Ports(vms.port_add(&name, &port).await?),
+        Request::VmPortRemove { name, port } => {
+            Response::Ports(vms.port_remove(&name, &port).await?)
+        }
+        Request::VmPortList { name } => Response::Ports(vms.port_list(&name)?),
         Request::VmLogs { .. }
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }

@@ -343,6 +343,16 @@ impl Store {
         Ok(())
     }
 
+    /// Sets VM `id`'s port forwards (`HOST:GUEST/PROTO` each).
+    pub fn set_publish(&self, id: &str, publish: &[String]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(publish).unwrap_or_else(|_| "[]".into());
+        self.conn().execute(
+            "UPDATE vms SET publish = ?2 WHERE id = ?1",
+            params![id, json],
+        )?;
+        Ok(())
+    }
+
     /// Deletes a VM row and (by cascade) its lease.
     pub fn delete_vm(&self, id: &str) -> Result<(), StoreError> {
         self.conn().execute("DELETE FROM vms WHERE id = ?1", [id])?;

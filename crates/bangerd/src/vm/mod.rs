@@ -12,6 +12,7 @@ mod console;
 mod create;
 mod files;
 mod network;
+mod ports;
 pub mod process;
 mod prune;
 mod reconcile;

@@ -14,6 +14,7 @@ mod files;
 mod guest;
 mod images;
 mod openapi;
+mod ports;
 mod vms;
 mod workspace;
 
@@ -53,6 +54,8 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(vms::start))
         .routes(routes!(vms::stop))
         .routes(routes!(vms::restart))
+        .routes(routes!(ports::list, ports::add))
+        .routes(routes!(ports::remove))
         .routes(routes!(exec::exec))
         .routes(routes!(exec::stdin))
         .routes(routes!(exec::resize))
@@ -111,5 +114,6 @@ async fn dispatch(s: &ApiState, req: Request, ok: StatusCode) -> Result<HttpResp
         Response::Snapshot(s) => (ok, Json(s)).into_response(),
         Response::Snapshots(s) => (ok, Json(s)).into_response(),
         Response::Pruned(p) => (ok, Json(p)).into_response(),
+        Response::Ports(p) => (ok, Json(p)).into_response(),
     })
 }
