@@ -59,6 +59,18 @@ s_slurm() {
 uncommitted
  M hello.txt"
 
+  log "the run's changes come back as a patch, and apply here"
+  slurm_run --srun-arg=--nodelist=nodeb --export "$SLURM_D/changes.patch" --apply "$repo" \
+    -- sh -c 'echo from the guest >>hello.txt; echo new >new.txt'
+  expect_eq "$(cat "$repo/hello.txt")" "from the submit host
+uncommitted
+from the guest"
+  expect_eq "$(cat "$repo/new.txt")" "new"
+  git -C "$repo" stash -q -u
+  git -C "$repo" apply "$SLURM_D/changes.patch"
+  expect_eq "$(git -C "$repo" status --short | tr '\n' ' ')" " M hello.txt ?? new.txt "
+  expect_eq "$(tail -1 "$repo/hello.txt")" "from the guest"
+
   log "with both nodes' slots taken, the next run waits for one"
   slurm_bg /dev/null --srun-arg=--nodelist=nodea -- sleep 600
   busy_a=$!
