@@ -124,7 +124,12 @@ async def check_exec(t, vm):
     # The agent killed the whole group: no sleep is left behind.
     r = await t.ok("exec", {"vm": vm, "shell": "pgrep -x sleep || echo none"})
     assert r["stdout"] == "none\n", r
-    log("exec: exit codes, argv, stdin/env/cwd, output cap and timeout kill ok")
+
+    r = await t.ok("exec", {"vm": vm, "shell": "id -un; pwd", "user": "dev"})
+    assert r["stdout"] == "dev\n/home/dev\n", r
+    refusal = await t.refused("exec", {"vm": vm, "command": ["true"], "user": "Dev"})
+    assert "invalid user name" in refusal and "NAME:UID" in refusal, refusal
+    log("exec: exit codes, argv, stdin/env/cwd, output cap, timeout kill and user ok")
 
 
 async def check_files(t, vm):

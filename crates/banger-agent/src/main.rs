@@ -7,6 +7,7 @@
 //! * `banger-agent connect HOST:PORT`: stdio joined to a TCP connection, so a guest
 //!   port can be reached through the exec stream (banger's SSH ProxyCommand).
 
+mod accounts;
 mod boot;
 mod channel;
 mod connect;
@@ -130,7 +131,10 @@ fn ctx(cfg: &BootConfig, role: Role, cwd: PathBuf) -> Ctx {
         boot_id: std::sync::Mutex::new(sys::boot_id()),
         started_ms: sys::uptime_ms(),
         role,
-        exec: ExecDefaults { cwd },
+        exec: ExecDefaults {
+            cwd,
+            accounts: accounts::Accounts::under("/"),
+        },
     }
 }
 

@@ -23,6 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::user::GuestUser;
 use crate::WireError;
 
 /// Protocol version; the host refuses a guest that speaks another.
@@ -118,7 +119,7 @@ pub struct TtySize {
 
 /// A command to run in the guest. `argv` reaches `execve` exactly as given: no shell,
 /// no joining, no re-splitting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecSpec {
     pub argv: Vec<String>,
     #[serde(default)]
@@ -128,6 +129,10 @@ pub struct ExecSpec {
     pub tty: Option<TtySize>,
     /// Kill the process (group) after this many milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Run as this user, created in the guest when missing; root when absent (the
+    /// daemon fills in the VM's default user first).
+    #[serde(default)]
+    pub user: Option<GuestUser>,
 }
 
 /// The exit code banger gives a command killed at its timeout, as `timeout(1)` does.
@@ -341,6 +346,7 @@ mod tests {
             cwd: Some("/root/repo".into()),
             tty: None,
             timeout_ms: None,
+            user: Some("dev:1500".parse().unwrap()),
         };
         let back: AgentRequest = decode(&encode(&AgentRequest::Exec(spec.clone()))).unwrap();
         assert_eq!(back, AgentRequest::Exec(spec));

@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::agent::ExecSpec;
+use crate::user::GuestUser;
 
 /// Version prefix of every route. Bumped only on a breaking change.
 pub const API_VERSION: &str = "v1";
@@ -141,6 +142,11 @@ pub struct VmCreateSpec {
     /// restarts).
     #[serde(default)]
     pub ttl_secs: Option<u64>,
+    /// `NAME[:UID]`: the user the VM's commands run as unless one names another
+    /// (created in the guest on first use); root when absent.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev", pattern = "^[a-z_][a-z0-9_-]{0,31}(:[0-9]{1,5})?$"))]
+    pub user: Option<GuestUser>,
 }
 
 /// Changes for `vm set`; only on a stopped VM.
@@ -264,6 +270,10 @@ pub struct VmInfo {
     /// RFC 3339 time at which the daemon deletes the VM (`--ttl`).
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// The user its commands run as by default (`NAME[:UID]`); root when absent.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub user: Option<GuestUser>,
 }
 
 /// A snapshot of a running VM: its memory, devices and writable disk at one instant.
@@ -318,6 +328,12 @@ pub struct ImageBuildSpec {
     /// Rebuild even when an image with these inputs exists.
     #[serde(default)]
     pub force: bool,
+    /// A user to create in the image, with a home.
+    #[serde(default)]
+    pub user: Option<GuestUser>,
+    /// Give `user` passwordless sudo (installs the `sudo` package).
+    #[serde(default)]
+    pub sudo: bool,
 }
 
 /// One request to the daemon.
@@ -617,6 +633,7 @@ mod tests {
             last_error: None,
             policy: Some(NetPolicy::default()),
             expires_at: Some("2026-11-24T01:00:00Z".into()),
+            user: Some("dev".parse().unwrap()),
         }]);
         let json = serde_json::to_string(&resp).unwrap();
         let back: Response = serde_json::from_str(&json).unwrap();

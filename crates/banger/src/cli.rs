@@ -1,5 +1,7 @@
 //! Command-line grammar (clap derive). Behaviour lives in `cmd/`.
 
+use banger_wire::user::GuestUser;
+use banger_wire::Diagnostic;
 use clap::{Args, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
@@ -172,6 +174,10 @@ pub enum VmCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run the VM's commands as this user unless they name another (created in the
+        /// guest on first use, with a home in /home; UID: the next free from 1000).
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
     },
     /// Create a VM, run a command in it, stream its output and exit with its code.
     Run(RunArgs),
@@ -357,6 +363,10 @@ pub struct ExecOpts {
     /// 124, as timeout(1) does.
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
     pub timeout: Option<std::time::Duration>,
+    /// Run as this user, created in the guest when missing (home /home/NAME; UID: the
+    /// next free from 1000); it starts in its home. Default: the VM's user, else root.
+    #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+    pub user: Option<GuestUser>,
 }
 
 #[derive(Debug, Args)]
@@ -409,9 +419,10 @@ pub struct RunArgs {
     /// without creating a VM.
     #[arg(long, requires = "path")]
     pub dry_run: bool,
-    /// With PATH: where the repository goes in the guest.
-    #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST, visible_alias = "dest")]
-    pub workdir_in_guest: String,
+    /// With PATH: where the repository goes in the guest (default: /root/repo, or
+    /// /home/NAME/repo when the command runs as user NAME).
+    #[arg(long, value_name = "DIR", visible_alias = "dest")]
+    pub workdir_in_guest: Option<String>,
     /// With PATH: once the command ends (whatever its exit code, also at --timeout),
     /// write the guest's changes to FILE as a patch against the shipped HEAD, for
     /// `git apply` on a clean checkout (new untracked files included).
@@ -479,9 +490,10 @@ pub enum WorkspaceCommand {
         /// Also ship untracked files that are not ignored.
         #[arg(long)]
         include_untracked: bool,
-        /// Where the repository goes in the guest.
-        #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
-        dest: String,
+        /// Where the repository goes in the guest (default: /root/repo, or
+        /// /home/NAME/repo in a VM created with --user NAME).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<String>,
         /// Ship HEAD's whole git history, not HEAD's commit alone (by default the guest
         /// repository is shallow, as after `git clone --depth 1`).
         #[arg(long)]
@@ -503,9 +515,10 @@ pub enum WorkspaceCommand {
         /// The repository to apply to (with --apply).
         #[arg(long, value_name = "PATH", default_value = ".", requires = "apply")]
         repo: std::path::PathBuf,
-        /// Where the repository is in the guest.
-        #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
-        dest: String,
+        /// Where the repository is in the guest (default: where `workspace prepare`
+        /// puts it for the VM's user).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<String>,
     },
 }
 
@@ -531,6 +544,13 @@ pub enum ImageCommand {
         /// Rebuild even if an image with these inputs exists.
         #[arg(long)]
         force: bool,
+        /// Create this user in the image, with a home in /home (UID: given, else the
+        /// next free from 1000).
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
+        /// Give --user passwordless sudo (adds the sudo package).
+        #[arg(long, requires = "user")]
+        sudo: bool,
     },
     /// Import a rootfs tarball, a directory, a `docker save` archive or an OCI layout.
     Import {
@@ -618,4 +638,11 @@ pub enum DaemonCommand {
     },
     /// Print the daemon's log.
     Logs,
+}
+
+/// `--user NAME[:UID]`, refused with the rule it broke before anything else happens.
+fn parse_user(text: &str) -> Result<GuestUser, String> {
+    text.parse().map_err(|e: banger_wire::user::UserError| {
+        format!("{e}\n\n  hint: {}", e.hint().unwrap_or_default())
+    })
 }

@@ -19,6 +19,21 @@ pub async fn show(client: &Client, name: &str) -> Result<VmInfo, CliError> {
     expect_vm(client.rpc(&Request::VmShow { name }).await?)
 }
 
+/// Where VM `name`'s workspace goes (or is): `given`, else the default for the user
+/// its commands run as ([`banger_wire::workspace::default_dest`]).
+pub async fn workspace_dest(
+    client: &Client,
+    name: &str,
+    given: Option<String>,
+) -> Result<String, CliError> {
+    match given {
+        Some(dest) => Ok(dest),
+        None => Ok(banger_wire::workspace::default_dest(
+            show(client, name).await?.user.as_ref(),
+        )),
+    }
+}
+
 /// Creates a VM; the daemon finishes or rolls back the create on its own, even if
 /// this process goes away while the VM boots.
 pub async fn create(client: &Client, spec: VmCreateSpec) -> Result<VmInfo, CliError> {

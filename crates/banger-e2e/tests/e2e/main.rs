@@ -11,4 +11,5 @@ mod lifecycle;
 mod lifetimes;
 mod network;
 mod roundtrip;
+mod user;
 mod workspace;

@@ -60,6 +60,7 @@ pub fn spec(
         cwd: opts.workdir.clone().or(default_cwd),
         tty,
         timeout_ms: opts.timeout.map(|t| t.as_millis() as u64),
+        user: opts.user.clone(),
     }
 }
 

@@ -4,6 +4,7 @@
 //! happened (see [`crate::run`]).
 
 use banger_wire::api::VmCreateSpec;
+use banger_wire::workspace::default_dest;
 
 use super::parse_backend;
 use crate::cli::RunArgs;
@@ -14,7 +15,7 @@ use crate::progress::Waits;
 use crate::run::{self, Workspace};
 use crate::slurm::session::Session;
 use crate::vm;
-use crate::workspace::exec::{Runner, Vm};
+use crate::workspace::exec::{Runner, Vm, VmAs};
 use crate::workspace::{self, Base, ShipOptions};
 
 /// `vm run PATH --dry-run`: the files that would be shipped; no daemon, no VM.
@@ -30,7 +31,7 @@ pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
 pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     // Bad input is refused before a VM exists for it.
     let env = super::exec::env(&args.opts)?;
-    let ws = match &args.path {
+    let mut ws = match &args.path {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
     };
@@ -40,13 +41,21 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     let waiting = Waits::stderr(false).phase("starting VM, waiting for its agent");
     let vm = run::vm(client, create_spec(&args)?).await?;
     drop(waiting);
+    let user = args.opts.user.clone().or(vm.user.clone());
+    if let (Some(ws), None) = (&mut ws, &args.workdir_in_guest) {
+        // A VM made earlier may have a user of its own.
+        ws.opts.dest = default_dest(user.as_ref());
+    }
     if args.command.is_empty() {
         args.command = vec!["/bin/sh".into(), "-l".into()];
         (args.opts.tty, args.opts.interactive) = (true, true);
     }
-    let guest = Vm {
-        client,
-        name: &vm.name,
+    let guest = VmAs {
+        vm: Vm {
+            client,
+            name: &vm.name,
+        },
+        user: args.opts.user.clone(),
     };
     // `None`: interrupted before the command ended.
     let work = async {
@@ -149,7 +158,7 @@ pub async fn on_slurm(mut args: RunArgs) -> Result<i32, CliError> {
     }
     let session = Session::start(&args.srun_arg, create_spec(&args)?).await?;
     output::info(&format!("vm {} on node {}", session.vm, session.node));
-    let guest = session.guest();
+    let guest = session.guest(args.opts.user.clone());
     let work = async {
         let cwd = match &ws {
             Some(ws) => tokio::select! {
@@ -179,7 +188,10 @@ pub async fn on_slurm(mut args: RunArgs) -> Result<i32, CliError> {
 fn ship_options(args: &RunArgs) -> ShipOptions {
     ShipOptions {
         include_untracked: args.include_untracked,
-        dest: args.workdir_in_guest.clone(),
+        dest: args
+            .workdir_in_guest
+            .clone()
+            .unwrap_or_else(|| default_dest(args.opts.user.as_ref())),
         history: args.history,
     }
 }
@@ -200,6 +212,7 @@ fn create_spec(args: &RunArgs) -> Result<VmCreateSpec, CliError> {
         warm: !args.cold,
         ephemeral: args.rm,
         ttl_secs: args.ttl.map(|d| d.as_secs()),
+        user: args.opts.user.clone(),
         ..Default::default()
     })
 }

@@ -24,6 +24,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             from_snapshot,
             ttl,
             json,
+            user,
         } => {
             let spec = VmCreateSpec {
                 name,
@@ -41,6 +42,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 exec_only: false,
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
+                user,
             };
             let waiting = Waits::stderr(json).phase(if spec.no_start {
                 "creating VM"

@@ -8,6 +8,7 @@ use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
 use crate::progress::Waits;
+use crate::vm;
 use crate::workspace::exec::{Runner, Vm};
 use crate::workspace::{self, Applied, Base, HostRepo, Prepared, ShipOptions};
 
@@ -23,7 +24,7 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             let repo = HostRepo::open(&path)?;
             let opts = ShipOptions {
                 include_untracked,
-                dest,
+                dest: vm::workspace_dest(client, &name, dest).await?,
                 history,
             };
             prepare(
@@ -44,6 +45,7 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             repo,
             dest,
         } => {
+            let dest = vm::workspace_dest(client, &name, dest).await?;
             let vm = Vm {
                 client,
                 name: &name,

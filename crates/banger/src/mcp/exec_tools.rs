@@ -54,6 +54,7 @@ not work.",
     ) -> Result<Json<ExecOutput>, ToolError> {
         let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
         command.cwd = args.cwd;
+        command.user = params::user(args.user.as_deref())?;
         let stdin = args.stdin.unwrap_or_default();
         let client = self.shared.vm_client(&args.vm).await?;
         let collected = exec_capped(&client, &args.vm, command, stdin.as_bytes(), &ct).await?;
@@ -165,6 +166,7 @@ fn file_command(argv: &[&str]) -> Command {
         env: Vec::new(),
         cwd: Some("/".into()),
         timeout_secs: FILE_TIMEOUT_SECS,
+        user: None,
     }
 }
 

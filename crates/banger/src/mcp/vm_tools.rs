@@ -1,6 +1,7 @@
 //! VM lifecycle tools, and `run`: one command in a throwaway VM.
 
 use banger_wire::api::{Request, Response, VmCreateSpec};
+use banger_wire::workspace::default_dest;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{tool, tool_router, Json};
 use tokio_util::sync::CancellationToken;
@@ -13,7 +14,7 @@ use super::server::Sandbox;
 use super::workspace_tools::{bring_back, open_workspace, BroughtBack};
 use crate::error::CliError;
 use crate::workspace::exec::Vm;
-use crate::workspace::{self, ShipOptions, DEFAULT_DEST};
+use crate::workspace::{self, ShipOptions};
 use crate::{run, vm};
 
 #[tool_router(router = vm_tools, vis = "pub(super)")]
@@ -39,6 +40,7 @@ a single command, `run` is simpler.",
             // Tools reach the VM through the agent, never ssh.
             exec_only: true,
             ttl_secs: params::ttl_secs(args.ttl.as_deref())?,
+            user: params::user(args.user.as_deref())?,
             ..Default::default()
         };
         let client = self.shared.client().await?;
@@ -104,12 +106,14 @@ come back. Nothing else the command writes survives; use vm_create + exec for mu
         let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
         command.cwd = args.cwd;
         let ttl_secs = params::ttl_secs(args.ttl.as_deref())?;
+        // The VM's default user: the repository is shipped as it, too.
+        let user = params::user(args.user.as_deref())?;
         // Check the repository before a VM exists for it.
         let ws = match &args.repo {
             Some(path) => {
                 let opts = ShipOptions {
                     include_untracked: args.include_untracked,
-                    dest: DEFAULT_DEST.into(),
+                    dest: default_dest(user.as_ref()),
                     history: args.history,
                 };
                 Some(open_workspace(&self.shared.roots, path, opts)?)
@@ -131,6 +135,7 @@ come back. Nothing else the command writes survives; use vm_create + exec for mu
             warm: true,
             ephemeral: true,
             ttl_secs,
+            user,
             ..Default::default()
         };
         let shared = self.shared.clone();

@@ -16,8 +16,9 @@ use super::results::{Applied, Exported, Prepared};
 use super::roots::AllowedRoots;
 use super::server::Sandbox;
 use crate::run::Workspace;
+use crate::vm;
 use crate::workspace::exec::Vm;
-use crate::workspace::{self, Base, HostRepo, ShipOptions, DEFAULT_DEST};
+use crate::workspace::{self, Base, HostRepo, ShipOptions};
 
 /// The largest patch an answer carries inline.
 pub const PATCH_CAP: usize = 4 << 20;
@@ -37,12 +38,12 @@ run commands in. Afterwards, workspace_export returns what changed in the VM as 
         Parameters(args): Parameters<WorkspacePrepareArgs>,
     ) -> Result<Json<Prepared>, ToolError> {
         let repo = open_repo(&self.shared.roots, &args.path)?;
+        let client = self.shared.vm_client(&args.vm).await?;
         let opts = ShipOptions {
             include_untracked: args.include_untracked,
-            dest: args.dest.unwrap_or_else(|| DEFAULT_DEST.into()),
+            dest: vm::workspace_dest(&client, &args.vm, args.dest).await?,
             history: args.history,
         };
-        let client = self.shared.vm_client(&args.vm).await?;
         let vm = Vm {
             client: &client,
             name: &args.vm,
@@ -63,8 +64,9 @@ written there instead. The VM's own git state is left untouched.",
         &self,
         Parameters(args): Parameters<WorkspaceExportArgs>,
     ) -> Result<Json<Exported>, ToolError> {
-        let dest = args.dest.unwrap_or_else(|| DEFAULT_DEST.into());
-        workspace::check_dest(&dest)?;
+        if let Some(dest) = &args.dest {
+            workspace::check_dest(dest)?;
+        }
         // Check the host side before any guest work.
         let target = args
             .output
@@ -72,6 +74,7 @@ written there instead. The VM's own git state is left untouched.",
             .map(|p| patch_target(&self.shared.roots, p))
             .transpose()?;
         let client = self.shared.vm_client(&args.vm).await?;
+        let dest = vm::workspace_dest(&client, &args.vm, args.dest).await?;
         let vm = Vm {
             client: &client,
             name: &args.vm,

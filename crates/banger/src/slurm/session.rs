@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use banger_wire::agent::{self, ExecSpec, GuestFrame, HostFrame, CHUNK, MAX_FRAME};
 use banger_wire::api::{Backend, VmCreateSpec};
 use banger_wire::slurm::{ClientFrame, NodeFrame, Start, PROTOCOL_VERSION};
+use banger_wire::user::GuestUser;
 use banger_wire::{ErrorCode, WireError};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -128,9 +129,13 @@ impl Session {
         }
     }
 
-    /// The VM as a [`Runner`], for the workspace ship and export.
-    pub fn guest(&self) -> Guest<'_> {
-        Guest { session: self }
+    /// The VM as a [`Runner`], for the workspace ship and export; commands that name
+    /// no user run as `user` (`vm run --user`), else as the VM's default one.
+    pub fn guest(&self, user: Option<GuestUser>) -> Guest<'_> {
+        Guest {
+            session: self,
+            user,
+        }
     }
 
     /// Opens an exec of `spec` in the VM; the stream carries the agent's frames.
@@ -367,6 +372,7 @@ async fn bridge(
 /// The node's VM, reached through the step.
 pub struct Guest<'a> {
     session: &'a Session,
+    user: Option<GuestUser>,
 }
 
 impl Runner for Guest<'_> {
@@ -376,7 +382,7 @@ impl Runner for Guest<'_> {
 
     async fn run<R, W>(
         &self,
-        spec: ExecSpec,
+        mut spec: ExecSpec,
         stdin: R,
         stdout: &mut W,
     ) -> Result<Captured, CaptureError>
@@ -384,6 +390,9 @@ impl Runner for Guest<'_> {
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
+        if spec.user.is_none() {
+            spec.user = self.user.clone();
+        }
         let io = self.session.exec(spec).await?;
         crate::workspace::exec::pump(io, stdin, stdout).await
     }
@@ -453,7 +462,7 @@ mod tests {
     #[tokio::test]
     async fn a_command_runs_as_a_channel_of_the_step() {
         let (session, mut node) = ready().await;
-        let (guest, mut out) = (session.guest(), Vec::new());
+        let (guest, mut out) = (session.guest(None), Vec::new());
 
         let (ran, ()) = tokio::join!(
             guest.run(exec::spec(&["true"]), tokio::io::empty(), &mut out),
@@ -479,7 +488,7 @@ mod tests {
     #[tokio::test]
     async fn a_step_that_ends_mid_command_fails_the_command_and_the_run() {
         let (session, mut node) = ready().await;
-        let (guest, mut out) = (session.guest(), Vec::new());
+        let (guest, mut out) = (session.guest(None), Vec::new());
 
         let (ran, ()) = tokio::join!(
             guest.run(exec::spec(&["sleep", "9"]), tokio::io::empty(), &mut out),
@@ -500,7 +509,7 @@ mod tests {
     async fn an_oversized_frame_from_the_node_ends_the_step() {
         let (session, mut node) = ready().await;
         let too_big = (banger_wire::slurm::MAX_FRAME as u32 + 1).to_be_bytes();
-        let (guest, mut out) = (session.guest(), Vec::new());
+        let (guest, mut out) = (session.guest(None), Vec::new());
 
         let (ran, ()) = tokio::join!(
             guest.run(exec::spec(&["true"]), tokio::io::empty(), &mut out),

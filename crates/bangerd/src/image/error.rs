@@ -28,6 +28,10 @@ pub enum ImageError {
         tool: &'static str,
         package: &'static str,
     },
+    #[error("the image has no sudo, so --sudo cannot give the user passwordless sudo")]
+    NoSudo,
+    #[error("--sudo needs --user: the user to give passwordless sudo to")]
+    SudoWithoutUser,
     #[error("debian archive keyring {path} not found")]
     KeyringMissing { path: PathBuf },
     #[error("{program} failed ({status}): {detail}")]
@@ -125,7 +129,8 @@ impl Diagnostic for ImageError {
             | ImageError::Shrink { .. }
             | ImageError::UnsafeEntry { .. }
             | ImageError::AgentNotElf { .. }
-            | ImageError::AgentNotStatic { .. } => ErrorCode::InvalidArgument,
+            | ImageError::AgentNotStatic { .. }
+            | ImageError::SudoWithoutUser => ErrorCode::InvalidArgument,
             ImageError::NotFound { .. } => ErrorCode::NotFound,
             ImageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             ImageError::Busy { .. } | ImageError::Changed { .. } => ErrorCode::FailedPrecondition,
@@ -157,6 +162,11 @@ impl Diagnostic for ImageError {
                 "delete it with `banger image delete {name}` and build or import it again"
             )),
             ImageError::NeedsRoot => Some("run bangerd as root".into()),
+            ImageError::NoSudo => Some(
+                "the sudo package did not install /usr/bin/sudo; check the build's suite and \
+                 mirror, or build without --sudo"
+                    .into(),
+            ),
             ImageError::ToolMissing { package, .. } => {
                 Some(format!("install it: apt-get install {package}"))
             }

@@ -320,9 +320,13 @@ impl Manager {
         Ok(policy)
     }
 
-    /// Opens an exec stream to the VM's agent; the request has been sent.
-    pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<AgentStream, DaemonError> {
+    /// Opens an exec stream to the VM's agent; the request has been sent. A spec that
+    /// names no user runs as the VM's default user.
+    pub async fn exec(&self, name: &str, mut spec: ExecSpec) -> Result<AgentStream, DaemonError> {
         let rec = self.record(name)?;
+        if spec.user.is_none() {
+            spec.user = rec.user.clone();
+        }
         let agent = self.agent(&rec).await?;
         agent
             .request(&AgentRequest::Exec(spec))

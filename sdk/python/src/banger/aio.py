@@ -26,7 +26,7 @@ import httpx
 from . import _protocol as proto
 from ._archive import extract, tar_path, tar_workspace
 from ._discovery import locate
-from .client import CONNECT_TIMEOUT_SECS, DEFAULT_WORKSPACE, StrPath
+from .client import CONNECT_TIMEOUT_SECS, StrPath
 from .errors import BangerError, error_from_response
 from .types import DaemonInfo, ExecEvent, ExecResult, ImageInfo, RunResult, SnapshotInfo, VmInfo, Workspace
 
@@ -164,6 +164,7 @@ class AsyncClient:
         warm: bool = False,
         exec_only: bool = False,
         ephemeral: bool = False,
+        user: Optional[str] = None,
     ) -> Opening[AsyncVm]:
         """`Client.create`: `vm = await client.create(...)`, or
         `async with client.create(...) as vm:` to delete it at the end."""
@@ -182,6 +183,7 @@ class AsyncClient:
             warm=warm,
             exec_only=exec_only,
             ephemeral=ephemeral,
+            user=user,
         )
         return Opening(self._create(spec))
 
@@ -220,14 +222,15 @@ class AsyncClient:
         cwd: Optional[str] = None,
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
+        user: Optional[str] = None,
     ) -> RunResult:
         """`Client.run`: one command in a throwaway VM, deleted however it ends."""
         argv = proto.command(argv, shell)
-        async with Opening(self._create(proto.run_spec(image))) as vm:
+        async with Opening(self._create(proto.run_spec(image, user))) as vm:
             if repo is not None:
-                await vm.prepare_workspace(repo)
-                cwd = cwd or DEFAULT_WORKSPACE
-            return await vm.exec(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
+                ws = await vm.prepare_workspace(repo)
+                cwd = cwd or ws.path
+            return await vm.exec(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin, user=user)
 
 
 class AsyncVm:
@@ -286,10 +289,11 @@ class AsyncVm:
         cwd: Optional[str] = None,
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
+        user: Optional[str] = None,
     ) -> ExecResult:
         """`Vm.exec`: runs the command and waits for its result."""
         async with self.exec_stream(
-            argv, shell=shell, env=env, cwd=cwd, timeout=timeout, stdin=stdin
+            argv, shell=shell, env=env, cwd=cwd, timeout=timeout, stdin=stdin, user=user
         ) as stream:
             return await stream.wait()
 
@@ -304,6 +308,7 @@ class AsyncVm:
         stdin: Union[bytes, str, None] = None,
         interactive: bool = False,
         tty: Optional[tuple[int, int]] = None,
+        user: Optional[str] = None,
     ) -> Opening[AsyncExecStream]:
         """`Vm.exec_stream`: `async with vm.exec_stream([...]) as stream:` then
         `async for event in stream`."""
@@ -315,6 +320,7 @@ class AsyncVm:
             stdin=stdin,
             interactive=interactive,
             tty=tty,
+            user=user,
         )
         return Opening(self._exec_stream(body))
 
@@ -351,12 +357,12 @@ class AsyncVm:
             spool.seek(0)
             return await asyncio.to_thread(extract, spool, os.fspath(local_dir))
 
-    async def prepare_workspace(self, path: StrPath, dest: str = DEFAULT_WORKSPACE) -> Workspace:
+    async def prepare_workspace(self, path: StrPath, dest: Optional[str] = None) -> Workspace:
         body, _ = await asyncio.to_thread(tar_workspace, os.fspath(path))
         with body.file:
             return await self._client._call(proto.prepare_workspace(self.name, dest, body))
 
-    async def export_patch(self, dest: str = DEFAULT_WORKSPACE) -> str:
+    async def export_patch(self, dest: Optional[str] = None) -> str:
         return await self._client._call(proto.export_patch(self.name, dest))
 
     async def snapshot(self, name: Optional[str] = None) -> SnapshotInfo:

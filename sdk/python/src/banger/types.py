@@ -40,6 +40,7 @@ class VmInfo:
     boot: Optional[BootTimings] = None
     last_error: Optional[str] = None
     policy: Optional[dict[str, Any]] = None
+    user: Optional[str] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> VmInfo:
@@ -59,6 +60,7 @@ class VmInfo:
             boot=BootTimings(int(boot["prepare_ms"]), int(boot["agent_ready_ms"])) if boot else None,
             last_error=d.get("last_error"),
             policy=dict(d["policy"]) if d.get("policy") is not None else None,
+            user=d.get("user"),
         )
 
 

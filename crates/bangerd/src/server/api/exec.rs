@@ -158,6 +158,7 @@ fn spec_of(body: &ExecBody) -> Result<(ExecSpec, Option<Vec<u8>>), ApiError> {
         cwd: body.cwd.clone(),
         tty: body.tty,
         timeout_ms,
+        user: body.user.clone(),
     };
     Ok((spec, stdin))
 }
