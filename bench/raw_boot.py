@@ -26,6 +26,8 @@ import time
 VMM_USER = "banger-vmm"
 # handoff.rs's descriptor numbers.
 AGENT_SOCKET, QMP_SOCKET, ROOT_DISK, UPPER_DISK, SERIAL_LOG, BOOT_SECRET, KERNEL, INITRD = range(3, 11)
+# The guest's memory, a memfd QEMU sizes itself (bangerd::vmm::qemu::memory).
+MEMORY = 12
 HELLO_SYNC = b"\xffBANGER\x01"
 TIMEOUT_S = 300
 
@@ -78,6 +80,7 @@ def one_run(args, image_dir, template):
         BOOT_SECRET: secret,
         KERNEL: os.open(os.path.join(image_dir, "bzImage"), os.O_RDONLY),
         INITRD: os.open(os.path.join(image_dir, "initrd.img"), os.O_RDONLY),
+        MEMORY: os.memfd_create("banger-guest"),
     }
     # Out of the way of the target numbers first, then onto them.
     staged = {n: os.dup(fd) for n, fd in opened.items()}

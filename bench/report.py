@@ -21,6 +21,7 @@ LOG_FIELDS = {
     "vm restored": ["hello_ms", "reconfigure_ms"],
     "exec finished": ["exec_ms"],
     "vm deleted": ["delete_ms"],
+    "vm taken from the pool": ["take_ms"],
 }
 VM_RE = re.compile(r"(?:\{|\s)vm=\"?([a-z0-9-]+)")
 FIELD_RE = re.compile(r"\b([a-z_]+)=(\d+)\b")
@@ -56,7 +57,10 @@ def stats(values):
 
 
 def phases(sample, daemon):
-    """Splits one `vm run --rm -- true` into phases from the daemon's own timings."""
+    """Splits one `vm run --rm -- true` into phases from the daemon's own timings. The
+    delete runs after banger exited (`--rm` is detached): shown, not in the total."""
+    if "take_ms" in daemon:
+        return pool_phases(sample, daemon)
     need = ["create_ms", "disk_ms", "prepare_ms", "agent_ready_ms", "exec_ms", "delete_ms"]
     if any(k not in daemon for k in need):
         return None
@@ -77,12 +81,31 @@ def phases(sample, daemon):
         - daemon["prepare_ms"]
         - daemon["agent_ready_ms"],
         "exec_ms": daemon["exec_ms"],
-        "delete_ms": daemon["delete_ms"],
+        "delete_after_exit_ms": daemon["delete_ms"],
     }
-    p["cli_and_rpc_ms"] = total - daemon["create_ms"] - daemon["exec_ms"] - daemon["delete_ms"]
+    p["cli_and_rpc_ms"] = total - daemon["create_ms"] - daemon["exec_ms"]
     # Everything but the guest's own boot is banger's (and the VMM launch's) cost.
     p["overhead_ms"] = total - p["guest_to_hello_ms"]
     return p
+
+
+def pool_phases(sample, daemon):
+    """A pooled run: the take (rename, resume, the guest's new name and clock), the
+    exec, and banger's own share."""
+    if "exec_ms" not in daemon:
+        return None
+    return {
+        "take_ms": daemon["take_ms"],
+        "exec_ms": daemon["exec_ms"],
+        "cli_and_rpc_ms": sample["ms"] - daemon["take_ms"] - daemon["exec_ms"],
+        "delete_after_exit_ms": daemon.get("delete_ms", 0),
+    }
+
+
+def pss(samples, series):
+    """Each VMM's PSS (KiB) of a `pss_*` series, and their sum."""
+    kib = [s["kib"] for s in samples if s["series"] == series]
+    return {"each_kib": kib, "sum_kib": sum(kib)} if kib else None
 
 
 def median_phases(rows):
@@ -107,10 +130,11 @@ def main():
         "raw": "raw qemu: spawn → agent hello",
         "cold": "vm run --rm --cold -- true",
         "cold_nonet": "vm run --rm --cold --no-network -- true",
-        "warm": "vm run --rm -- true (warm snapshot)",
         "ship_archive": "git archive HEAD | vm exec -i VM tar -x",
         "ship_prepare": "workspace prepare (shallow)",
         "ship_history": "workspace prepare --history",
+        "warm": "vm run --rm --no-pool -- true (warm)",
+        "pool": "vm run --rm -- true (from the pool)",
     }
     for key in labels:
         st = stats([s["ms"] for s in series(key)])
@@ -124,7 +148,7 @@ def main():
                  if "agent_ready_ms" in per_vm.get(s.get("name", ""), {})]
         if agent:
             out["series"][key]["agent_ready_median_ms"] = round(statistics.median(agent))
-    for mode, key in (("cold", "conc"), ("warm", "conc_warm")):
+    for mode, key in (("cold", "conc"), ("warm", "conc_warm"), ("pooled", "conc_pool")):
         for n in sorted({s["n"] for s in series(key)}):
             rows = [s for s in series(key) if s["n"] == n]
             batches = sorted({(s["round"], s["batch_ms"]) for s in rows})
@@ -146,6 +170,15 @@ def main():
     for k in ("ship_prepare", "ship_history"):
         if k in med and "ship_archive" in med:
             out["ratios"][f"{k}/ship_archive"] = round(med[k] / med["ship_archive"], 2)
+    for k in ("cold", "warm"):
+        if "pool" in med and k in med:
+            out["ratios"][f"pool/{k}"] = round(med["pool"] / med[k], 3)
+    for key in ("pss_pool", "pss_cold"):
+        if pss(samples, key):
+            out[key] = pss(samples, key)
+    refill = [s for s in samples if s["series"] == "pool_refill"]
+    if refill:
+        out["pool_refill"] = refill[0]
 
     print(f"banger bench: backend {meta['backend']}, {meta['runs']} runs per series, "
           f"{meta['date']}")
@@ -167,6 +200,15 @@ def main():
         print(f"\nphases of {labels[key]} (median ms):")
         for k, v in p.items():
             print(f"  {k:<24}{v:>8}")
+    for key, label in (("pss_pool", "idle pooled clones"), ("pss_cold", "idle cold VMs")):
+        if key in out:
+            each = " ".join(f"{k >> 10}" for k in out[key]["each_kib"])
+            print(f"\nPSS of {len(out[key]['each_kib'])} {label} (MiB): {each}; "
+                  f"sum {out[key]['sum_kib'] >> 10} MiB")
+    if "pool_refill" in out:
+        r = out["pool_refill"]
+        print(f"\n{r['n']} concurrent pooled runs: {r['ok']} succeeded, "
+              f"{r['pooled']} from the pool; pool refilled to {r['ready']} in {r['refill_ms']} ms")
     if out["ratios"]:
         print("\nratios (medians): " + ", ".join(f"{k} = {v}" for k, v in out["ratios"].items()))
     print("--- json ---")

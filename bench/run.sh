@@ -6,13 +6,17 @@
 #               a fresh upper disk, timed from spawn to the agent's hello (bench/raw_boot.py)
 #   cold        `banger vm run --rm --cold -- true`, split into phases from the daemon's log
 #   cold_nonet  the same with --no-network (no tap, no lease: closest to the raw floor)
-#   warm        `banger vm run --rm -- true` resuming the image's warm snapshot (made
-#               first with `banger image warm`, timed; removed afterwards unless one
-#               existed before)
+#   warm        `banger vm run --rm --no-pool -- true` resuming the image's warm snapshot
+#               (made first with `banger image warm`, timed; removed afterwards unless
+#               one existed before)
 #   conc N      N = 1, 2, 4 concurrent runs, cold and warm
 #   ship        `workspace prepare` of a repository with a long history (shallow, and once
 #               with --history) against `git archive HEAD | vm exec -i VM -- tar -x` into
 #               the same VM; BANGER_BENCH_SHIP_REPO names it (skipped when unset)
+#   pool        `banger vm run --rm -- true` taking a paused clone from the daemon's pool
+#               (pool_size 8, refilled before each run); then 8 concurrent pooled runs
+#               and the time the pool takes to refill; the PSS of each of the pool's 8
+#               idle clones and of 8 idle cold VMs, and their sums
 #
 # Settings: BANGER_BENCH_BIN (default target/release), BANGER_BENCH_RUNS (5),
 # BANGER_BENCH_CONC_ROUNDS (2), BANGER_BENCH_STATE (the smoke suite's state, whose
@@ -51,6 +55,7 @@ disk_size_mib = 1024
 boot_timeout_secs = 180
 # The warm series makes its snapshot with `image warm`, timed; no run makes one itself.
 warm_on_first_use = false
+pool_size = 8
 CFG
 
 banger() { "$BIN/banger" "$@"; }
@@ -146,9 +151,57 @@ log "banger image warm"
 t0=$(now_ms)
 banger image warm >/dev/null
 echo "{\"series\":\"warm_build\",\"ms\":$(( $(now_ms) - t0 ))}" >>"$RESULTS"
-log "warm vm run x$RUNS"
-for i in $(seq "$RUNS"); do timed_run warm "bench-warm-$i"; done
-concurrent conc_warm w
+pool_ready() {
+  banger daemon status --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("pool_vms", 0))'
+}
+wait_pool() { # N: waits (up to 5 minutes) until the pool holds N clones
+  local t0; t0=$(now_ms)
+  until [ "$(pool_ready)" -ge "$1" ]; do
+    if [ $(( $(now_ms) - t0 )) -gt 300000 ]; then log "the pool never held $1 clones"; return 1; fi
+    sleep 0.2
+  done
+}
+pss_kib() { awk '/^Pss:/ {print $2}' "/proc/$1/smaps_rollup"; }
+
+log "waiting for the pool to fill (8 clones)"
+wait_pool 8
+log "warm vm run --no-pool x$RUNS"
+for i in $(seq "$RUNS"); do timed_run warm "bench-warm-$i" --no-pool; done
+concurrent conc_warm w --no-pool
+
+wait_pool 8
+log "PSS of the pool's 8 idle clones"
+for pid in $(pgrep -f 'banger-pool-'); do
+  if ls -l "/proc/$pid/fd" 2>/dev/null | grep -q "$STATE/"; then
+    echo "{\"series\":\"pss_pool\",\"pid\":$pid,\"kib\":$(pss_kib "$pid")}" >>"$RESULTS"
+  fi
+done
+log "pooled vm run x$RUNS (the pool refilled before each)"
+for i in $(seq "$RUNS"); do wait_pool 8; timed_run pool "bench-pool-$i"; done
+
+wait_pool 8
+log "8 concurrent pooled runs"
+pids=()
+for k in $(seq 8); do
+  ( banger vm run --rm --name "bench-cp-$k" -- true && touch "$RUN_DIR/cp-ok-$k" ) & pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || true; done
+t0=$(now_ms)
+wait_pool 8
+refill_ms=$(( $(now_ms) - t0 ))
+ok=$(ls "$RUN_DIR"/cp-ok-* 2>/dev/null | wc -l)
+pooled=$(tail -c +"$((LOG_START+1))" "$LOG" | grep -c 'vm taken from the pool vm=bench-cp-' || true)
+echo "{\"series\":\"pool_refill\",\"n\":8,\"ok\":$ok,\"pooled\":$pooled,\"ready\":$(pool_ready),\"refill_ms\":$refill_ms}" >>"$RESULTS"
+
+log "PSS of 8 idle cold VMs"
+for k in $(seq 8); do banger vm create "bench-pss-$k" >/dev/null & done
+wait
+for k in $(seq 8); do
+  pid=$(banger vm show "bench-pss-$k" --json | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')
+  echo "{\"series\":\"pss_cold\",\"pid\":$pid,\"kib\":$(pss_kib "$pid")}" >>"$RESULTS"
+done
+for k in $(seq 8); do banger vm delete "bench-pss-$k" >/dev/null & done
+wait
 if [ -z "$had_warm" ]; then
   for s in $(warm_snapshots); do banger vm snapshot delete "$s" >/dev/null; done
 fi

@@ -107,7 +107,8 @@ pub async fn serve(
     }
 }
 
-fn start(spec: &ExecSpec, defaults: &ExecDefaults) -> Result<Spawned, ExecError> {
+/// Spawns `spec` as a group leader: on a pty when it asks for one, else on pipes.
+pub(crate) fn start(spec: &ExecSpec, defaults: &ExecDefaults) -> Result<Spawned, ExecError> {
     let (program, args) = spec.argv.split_first().ok_or(ExecError::EmptyArgv)?;
     let account = match &spec.user {
         Some(user) if !user.is_root() => Some(defaults.accounts.ensure(user)?),

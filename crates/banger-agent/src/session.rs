@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
+use crate::detached::Detached;
 use crate::exec::{self, ExecDefaults};
 use crate::frame::{next_frame, read_frame_after_knocks, split_stream, write_frame, FrameError};
 use crate::run::reply_once;
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub started_ms: u64,
     pub role: Role,
     pub exec: ExecDefaults,
+    /// The commands started with [`AgentRequest::ExecDetached`]; they outlive sessions.
+    pub detached: Arc<Detached>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -262,20 +265,41 @@ async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: Arc<Shutd
             };
             reply_once(&mut writer, &GuestFrame::Ssh { listening }).await;
         }
+        AgentRequest::ExecDetached(spec) => {
+            let reply = ctx.detached.start(spec, &ctx.exec);
+            reply_once(&mut writer, &reply).await;
+        }
+        AgentRequest::DetachedList => reply_once(&mut writer, &ctx.detached.list()).await,
+        AgentRequest::DetachedOutput { id, follow } => {
+            ctx.detached.output(&id, follow, reader, writer).await;
+        }
+        AgentRequest::DetachedKill { id, signal } => {
+            reply_once(&mut writer, &ctx.detached.kill(&id, signal)).await;
+        }
     }
+}
+
+/// Whether a `Reconfigure` to token `new` renews the SSH host key: a new token is a new
+/// machine; the same one is that machine renamed (a pooled clone taken).
+fn renews_host_key(current: Option<&str>, new: &str) -> bool {
+    current != Some(new)
 }
 
 /// Takes on a new identity after a snapshot restore. The new token holds from the next
 /// handshake on (this session stays authenticated). The machine (clock, randomness,
 /// name, network) is changed only by the agent that is init; one started under
-/// another init leaves that to it.
+/// another init leaves that to it. The SSH host key is renewed with the token: a
+/// pooled clone renamed under the token it was restored with keeps its own key.
 async fn reconfigure(ctx: &Ctx, id: &GuestIdentity) -> GuestFrame {
     let t0 = std::time::Instant::now();
+    let new_token = renews_host_key(lock(&ctx.token).as_deref(), &id.token);
     let failures = match ctx.role {
         Role::Init => {
             let failures = crate::identity::apply(id).await;
             // After the reseed: clones must not draw their new keys from shared state.
-            crate::ssh::rekey();
+            if new_token {
+                crate::ssh::rekey();
+            }
             failures
         }
         Role::Serve => Vec::new(),
@@ -294,6 +318,13 @@ async fn reconfigure(ctx: &Ctx, id: &GuestIdentity) -> GuestFrame {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_new_token_renews_the_host_key() {
+        assert!(renews_host_key(Some("snapshot's"), "clone's"));
+        assert!(renews_host_key(None, "clone's"));
+        assert!(!renews_host_key(Some("clone's"), "clone's"));
+    }
 
     #[test]
     fn right_token_is_accepted() {

@@ -10,6 +10,7 @@ use banger_wire::ErrorCode;
 use tokio::task::JoinHandle;
 
 use crate::accounts::Accounts;
+use crate::detached::Detached;
 use crate::exec::ExecDefaults;
 use crate::session::{run_session, Ctx, Role, SessionEnd, SessionError};
 use crate::testhost::{collect, send, Finished, Host};
@@ -33,6 +34,9 @@ fn ctx_in(role: Role, accounts: std::path::PathBuf) -> Arc<Ctx> {
             cwd: std::env::temp_dir(),
             accounts: Accounts::under(accounts),
         },
+        detached: Arc::new(Detached::at(
+            std::env::temp_dir().join(format!("banger-detached-{}", rand::random::<u32>())),
+        )),
     })
 }
 
@@ -48,7 +52,7 @@ async fn connect(role: Role) -> (Host, Guest) {
     (host, guest)
 }
 
-fn cmd(argv: &[&str]) -> ExecSpec {
+pub fn cmd(argv: &[&str]) -> ExecSpec {
     ExecSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: Vec::new(),

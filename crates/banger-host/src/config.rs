@@ -197,6 +197,9 @@ pub struct Config {
     pub import_max_mib: u64,
     /// Most archive entries (files, directories, links) an `image import` may unpack.
     pub import_max_entries: u64,
+    /// Paused clones of each warm snapshot kept ready, so a warm `vm run` takes one
+    /// instead of restoring; 0 turns the pool off.
+    pub pool_size: usize,
 }
 
 impl Default for Config {
@@ -223,6 +226,7 @@ impl Default for Config {
             import_max_mib: Limits::default().max_bytes >> 20,
             import_max_entries: Limits::default().max_entries,
             console_log_max_mib: 4,
+            pool_size: 2,
         }
     }
 }

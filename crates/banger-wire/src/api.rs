@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::ExecSpec;
+use crate::agent::{DetachedInfo, ExecSpec};
 use crate::user::GuestUser;
 
 /// Version prefix of every route. Bumped only on a breaking change.
@@ -17,6 +17,10 @@ pub const API_VERSION: &str = "v1";
 pub const RPC_PATH: &str = "/v1/rpc";
 /// Route for the upgraded exec stream; the body is an [`ExecRequest`].
 pub const EXEC_PATH: &str = "/v1/exec";
+/// Route for the upgraded stream of a detached command's output (`vm logs --exec`);
+/// the body is an [`ExecOutputRequest`], the frames are those of
+/// [`crate::agent::AgentRequest::DetachedOutput`].
+pub const EXEC_OUTPUT_PATH: &str = "/v1/exec/output";
 /// Protocol name in the `Upgrade:` header of an exec request.
 pub const EXEC_UPGRADE_PROTOCOL: &str = "banger-exec/1";
 /// Route for a [`Request`] whose input is the request body ([`Request::ImageImport`]);
@@ -147,6 +151,10 @@ pub struct VmCreateSpec {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev", pattern = "^[a-z_][a-z0-9_-]{0,31}(:[0-9]{1,5})?$"))]
     pub user: Option<GuestUser>,
+    /// A warm create restores a clone of the warm snapshot itself instead of taking a
+    /// paused one from the daemon's pool.
+    #[serde(default)]
+    pub no_pool: bool,
 }
 
 /// Changes for `vm set`; only on a stopped VM.
@@ -359,6 +367,11 @@ pub enum Request {
     VmDelete {
         name: String,
         force: bool,
+        /// Answer once the delete is under way instead of done (`vm run --rm`: the
+        /// user waits for the command, not for the cleanup). An ephemeral VM whose
+        /// delete a crash cut short is deleted by the next daemon.
+        #[serde(default)]
+        detach: bool,
     },
     VmList,
     VmShow {
@@ -444,6 +457,22 @@ pub enum Request {
     VmPortList {
         name: String,
     },
+    /// Starts `spec` in the guest detached from any stream (`vm exec -d`); answers
+    /// [`Response::Detached`] once it runs.
+    VmExecDetach {
+        name: String,
+        spec: ExecSpec,
+    },
+    /// The VM's detached commands (`vm ps`): [`Response::DetachedList`].
+    VmPs {
+        name: String,
+    },
+    /// Signals a detached command's process group (`vm kill`): [`Response::Detached`].
+    VmKill {
+        name: String,
+        id: String,
+        signal: i32,
+    },
 }
 
 impl Request {
@@ -475,6 +504,15 @@ pub struct DaemonInfo {
     pub uptime_secs: u64,
     pub vms_running: u32,
     pub vms_total: u32,
+    /// Paused clones kept ready by the hot pool (not among `vms_total`).
+    #[serde(default)]
+    pub pool_vms: u32,
+    /// The memory they take: the sum of their VMMs' PSS, in KiB.
+    #[serde(default)]
+    pub pool_pss_kib: u64,
+    /// The warm snapshots' memory held for their clones to share, in KiB.
+    #[serde(default)]
+    pub pool_shared_kib: u64,
 }
 
 /// One successful answer.
@@ -492,6 +530,8 @@ pub enum Response {
     Snapshots(Vec<SnapshotInfo>),
     Pruned(PruneReport),
     Ports(Vec<PortInfo>),
+    Detached(DetachedInfo),
+    DetachedList(Vec<DetachedInfo>),
 }
 
 /// One port forward of a VM: the host's port `host` (on every host address, 127.0.0.1
@@ -558,6 +598,16 @@ pub enum StreamEvent {
 pub struct ExecRequest {
     pub vm: String,
     pub spec: ExecSpec,
+}
+
+/// Body of the upgrade request for a detached command's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutputRequest {
+    pub vm: String,
+    pub id: String,
+    /// Stream until the command has ended, rather than what it wrote so far.
+    #[serde(default)]
+    pub follow: bool,
 }
 
 #[cfg(test)]

@@ -233,16 +233,40 @@ pub enum VmCommand {
         #[command(flatten)]
         policy: PolicyArgs,
     },
-    /// Print the VM's serial console.
+    /// Print the VM's serial console, or a detached command's output (--exec ID).
     Logs {
         /// The VM.
         name: String,
-        /// Keep printing what the console writes, until Ctrl-C.
+        /// Keep printing what the console writes, until Ctrl-C; with --exec, until the
+        /// command ends.
         #[arg(long, short)]
         follow: bool,
+        /// The output of detached command ID (`vm exec -d`) instead: stdout to stdout,
+        /// stderr to stderr. Once an ended command's output was printed, it is forgotten.
+        #[arg(long = "exec", value_name = "ID")]
+        exec: Option<String>,
     },
     /// Run a command in a running VM.
     Exec(ExecArgs),
+    /// List a VM's detached commands (`vm exec -d`): running ones, and ended ones whose
+    /// output was not fetched yet.
+    Ps {
+        /// The running VM.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a detached command's process group.
+    Kill {
+        /// The running VM.
+        name: String,
+        /// The detached command's id (`vm ps`).
+        id: String,
+        /// The signal: a name (TERM, SIGTERM) or a number.
+        #[arg(long, short, default_value = "KILL", value_parser = crate::detached::parse_signal)]
+        signal: i32,
+    },
     /// Copy files and directories between the host and a VM.
     ///
     /// `NAME:/path` names the guest side; relative guest paths start at /root.
@@ -375,6 +399,13 @@ pub struct ExecArgs {
     pub name: String,
     #[command(flatten)]
     pub opts: ExecOpts,
+    /// Start the command in the background and print its id; it runs on after banger
+    /// exits. `vm ps` lists it, `vm logs NAME --exec ID` prints its output.
+    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
+    pub detach: bool,
+    /// With -d: print the started command as JSON.
+    #[arg(long, requires = "detach")]
+    pub json: bool,
     /// The command and its arguments, passed to the guest exactly as given.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -402,6 +433,10 @@ pub struct RunArgs {
     /// (see `banger image warm`).
     #[arg(long)]
     pub cold: bool,
+    /// Restore a fresh clone of the warm snapshot instead of taking a ready one from
+    /// the daemon's pool (see `pool_size`).
+    #[arg(long, conflicts_with = "cold")]
+    pub no_pool: bool,
     /// Delete the VM DUR after it is created (30s, 5m, 2h, 1d), also across daemon
     /// restarts.
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]

@@ -4,6 +4,7 @@ mod cli;
 mod client;
 mod cmd;
 mod cp;
+mod detached;
 mod duration;
 mod env;
 mod error;

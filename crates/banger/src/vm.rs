@@ -44,7 +44,24 @@ pub async fn create(client: &Client, spec: VmCreateSpec) -> Result<VmInfo, CliEr
 pub async fn delete(client: &Client, name: &str) -> Result<(), CliError> {
     let name = name.to_string();
     client
-        .rpc(&Request::VmDelete { name, force: true })
+        .rpc(&Request::VmDelete {
+            name,
+            force: true,
+            detach: false,
+        })
+        .await
+        .map(drop)
+}
+
+/// [`delete`] that returns once the daemon has the VM's delete under way.
+pub async fn delete_detached(client: &Client, name: &str) -> Result<(), CliError> {
+    let name = name.to_string();
+    client
+        .rpc(&Request::VmDelete {
+            name,
+            force: true,
+            detach: true,
+        })
         .await
         .map(drop)
 }

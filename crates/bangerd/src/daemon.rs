@@ -267,6 +267,7 @@ pub fn run() -> anyhow::Result<()> {
         crate::image::sweep(&manager.paths);
         manager.reconcile().await?;
         manager.spawn_reaper();
+        manager.refill_all();
         if std::env::var_os("BANGER_NOTIFY_STDOUT").is_some() {
             // `banger daemon start` waits for this line instead of polling the socket.
             use std::io::Write;

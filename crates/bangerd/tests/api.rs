@@ -287,7 +287,7 @@ async fn the_openapi_document_is_served() {
 }
 
 /// The API as the contract (docs/api.md) lists it.
-const ROUTES: [&str; 28] = [
+const ROUTES: [&str; 32] = [
     "GET /api/v1/status",
     "GET /api/v1/openapi.json",
     "GET /api/v1/vms",
@@ -304,6 +304,10 @@ const ROUTES: [&str; 28] = [
     "POST /api/v1/execs/{id}/stdin",
     "POST /api/v1/execs/{id}/resize",
     "POST /api/v1/execs/{id}/kill",
+    "POST /api/v1/vms/{name}/detached",
+    "GET /api/v1/vms/{name}/detached",
+    "GET /api/v1/vms/{name}/detached/{id}/output",
+    "POST /api/v1/vms/{name}/detached/{id}/kill",
     "PUT /api/v1/vms/{name}/files",
     "GET /api/v1/vms/{name}/files",
     "PUT /api/v1/vms/{name}/archive",

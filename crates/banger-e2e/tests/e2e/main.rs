@@ -6,10 +6,12 @@
 
 mod api;
 mod cpport;
+mod detach;
 mod exec;
 mod lifecycle;
 mod lifetimes;
 mod network;
+mod pool;
 mod roundtrip;
 mod user;
 mod workspace;

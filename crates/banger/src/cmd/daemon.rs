@@ -50,9 +50,10 @@ pub async fn run(paths: &Paths, which: Daemon, cmd: DaemonCommand) -> Result<i32
                     output::json(&value)?;
                 } else {
                     output::data(&format!(
-                        "running\ndaemon    {}\npid       {}\nversion   {}\nsocket    {}\nstate     {}\nuptime    {}s\nvms       {} running, {} total",
+                        "running\ndaemon    {}\npid       {}\nversion   {}\nsocket    {}\nstate     {}\nuptime    {}s\nvms       {} running, {} total\npool      {} ready, {} MiB (PSS), {} MiB shared snapshot memory",
                         which.describe(), info.pid, info.version, info.socket, info.state_dir,
-                        info.uptime_secs, info.vms_running, info.vms_total
+                        info.uptime_secs, info.vms_running, info.vms_total,
+                        info.pool_vms, info.pool_pss_kib >> 10, info.pool_shared_kib >> 10
                     ));
                 }
                 Ok(0)

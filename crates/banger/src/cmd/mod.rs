@@ -3,6 +3,7 @@
 mod api;
 mod cp;
 mod daemon;
+mod detached;
 mod doctor;
 mod exec;
 mod image;

@@ -85,7 +85,7 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         (Err(e), _) => Err(e),
     };
     if args.rm {
-        if let Err(e) = vm::delete(client, &vm.name).await {
+        if let Err(e) = vm::delete_detached(client, &vm.name).await {
             output::note(&format!("could not delete vm {}: {e}", vm.name));
         }
     }
@@ -213,6 +213,7 @@ fn create_spec(args: &RunArgs) -> Result<VmCreateSpec, CliError> {
         ephemeral: args.rm,
         ttl_secs: args.ttl.map(|d| d.as_secs()),
         user: args.opts.user.clone(),
+        no_pool: args.no_pool,
         ..Default::default()
     })
 }

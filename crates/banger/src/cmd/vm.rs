@@ -43,6 +43,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
                 user,
+                ..Default::default()
             };
             let waiting = Waits::stderr(json).phase(if spec.no_start {
                 "creating VM"
@@ -83,7 +84,16 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             };
             one(client.rpc(&Request::VmSet { name, spec }).await?)
         }
-        VmCommand::Logs { name, follow } => {
+        VmCommand::Logs {
+            name,
+            follow,
+            exec: Some(id),
+        } => super::detached::logs(client, &name, &id, follow).await,
+        VmCommand::Logs {
+            name,
+            follow,
+            exec: None,
+        } => {
             client
                 .stream(&Request::VmLogs { name, follow }, |ev| {
                     if let StreamEvent::Log { text } = ev {
@@ -94,6 +104,10 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             Ok(0)
         }
         VmCommand::Exec(args) => super::exec::run(client, args).await,
+        VmCommand::Ps { name, json } => super::detached::ps(client, &name, json).await,
+        VmCommand::Kill { name, id, signal } => {
+            super::detached::kill(client, &name, &id, signal).await
+        }
         VmCommand::Cp { paths } => super::cp::run(client, &paths).await,
         VmCommand::Ssh { name, command } => super::ssh::run(client, &name, command).await,
         VmCommand::SshConfig { name } => super::ssh::config(client, &name).await,

@@ -77,6 +77,10 @@ pub struct ExecArgs {
     /// the VM's default user (from vm_create) when absent, else root. The command
     /// starts in the user's home unless `cwd` says otherwise.
     pub user: Option<String>,
+    /// Start the command in the background and answer at once with its `id` (then
+    /// `ps` lists it and `exec_output` fetches its output). It has no timeout unless
+    /// `timeout_secs` is given, and `stdin` is refused.
+    pub detach: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]

@@ -156,6 +156,7 @@ impl Sandbox {
             }),
             tool_router: Self::vm_tools()
                 + Self::exec_tools()
+                + Self::detached_tools()
                 + Self::workspace_tools()
                 + Self::port_tools(),
         }
@@ -217,9 +218,11 @@ mod tests {
             names,
             [
                 "exec",
+                "exec_output",
                 "port_add",
                 "port_list",
                 "port_remove",
+                "ps",
                 "read_file",
                 "run",
                 "vm_create",

@@ -28,8 +28,21 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
         Request::VmStart { name } => Response::Vm(vms.start(&name).await?),
         Request::VmStop { name, force } => Response::Vm(vms.stop(&name, force).await?),
         Request::VmRestart { name } => Response::Vm(vms.restart(&name).await?),
-        Request::VmDelete { name, force: _ } => {
-            vms.delete(&name).await?;
+        Request::VmDelete { name, detach, .. } => {
+            let rec = vms.record(&name)?;
+            // Only an ephemeral VM: a restart deletes it if this daemon dies first.
+            if !(detach && rec.ephemeral) {
+                vms.delete(&rec.id).await?;
+                vms.refill_all();
+                return Ok(Response::Ok);
+            }
+            let vms = vms.clone();
+            tokio::spawn(async move {
+                if let Err(e) = vms.delete(&rec.id).await {
+                    tracing::warn!(vm = %rec.name, cause = %e, "detached delete failed");
+                }
+                vms.refill_all();
+            });
             Response::Ok
         }
         Request::VmList => Response::Vms(vms.list()?),
@@ -56,6 +69,11 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             Response::Ports(vms.port_remove(&name, &port).await?)
         }
         Request::VmPortList { name } => Response::Ports(vms.port_list(&name)?),
+        Request::VmExecDetach { name, spec } => Response::Detached(vms.detach(&name, spec).await?),
+        Request::VmPs { name } => Response::DetachedList(vms.detached_list(&name).await?),
+        Request::VmKill { name, id, signal } => {
+            Response::Detached(vms.detached_kill(&name, id, signal).await?)
+        }
         Request::VmLogs { .. }
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }
@@ -68,14 +86,18 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
 
 fn daemon_info(state: &AppState) -> Result<DaemonInfo, DaemonError> {
     let m = &state.deps.manager;
+    let (pool_vms, pool_pss_kib) = m.pool_status();
     Ok(DaemonInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         socket: state.deps.socket.display().to_string(),
         state_dir: m.paths.state_dir.display().to_string(),
         uptime_secs: state.started.elapsed().as_secs(),
-        vms_running: m.running_count(),
-        vms_total: m.store.list_vms()?.len() as u32,
+        vms_running: m.running_count().saturating_sub(pool_vms),
+        vms_total: m.list()?.len() as u32,
+        pool_vms,
+        pool_pss_kib,
+        pool_shared_kib: crate::vmm::qemu::memory::templates_bytes() >> 10,
     })
 }
 

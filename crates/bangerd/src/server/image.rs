@@ -31,11 +31,11 @@ pub fn show(m: &Manager, name: &str) -> Result<ImageInfo, DaemonError> {
 }
 
 /// Refuses to replace or remove an image that VMs are built on: their writable layers
-/// would end up over a different base.
+/// would end up over a different base. The pool's clones do not count: they go with
+/// the image's warm snapshots, or retire once these are not current.
 fn refuse_if_used(m: &Manager, name: &str) -> Result<(), DaemonError> {
     let users: Vec<String> = m
-        .store
-        .list_vms()?
+        .list()?
         .into_iter()
         .filter(|v| v.image == name)
         .map(|v| v.name)

@@ -80,6 +80,16 @@ pub const STEPS: &[&str] = &[
     r#"
     ALTER TABLE vms ADD COLUMN guest_user TEXT;
     "#,
+    // 8: the hot pool: VMs restored ahead of time from a warm snapshot, paused, for
+    // the creates of `machine` (their machine and network policy) to take.
+    r#"
+    CREATE TABLE pool (
+        vm_id TEXT PRIMARY KEY REFERENCES vms(id) ON DELETE CASCADE,
+        machine TEXT NOT NULL,
+        snapshot TEXT NOT NULL,
+        ready INTEGER NOT NULL DEFAULT 0
+    );
+    "#,
 ];
 
 pub fn migrations() -> Migrations<'static> {
@@ -119,7 +129,7 @@ mod tests {
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
-            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at, guest_user FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots;")
+            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at, guest_user FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots; SELECT vm_id, machine, snapshot, ready FROM pool;")
                 .unwrap();
         }
     }

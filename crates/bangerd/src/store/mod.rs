@@ -4,6 +4,7 @@
 //! reported. All access goes through one connection behind a mutex; queries are tiny.
 
 mod migrations;
+mod pool;
 mod snapshots;
 
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use banger_wire::user::GuestUser;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use migrations::STEPS as MIGRATIONS;
+pub use pool::PoolEntry;
 pub use snapshots::SnapshotRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -450,10 +452,10 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn vm(name: &str) -> VmRecord {
+    pub(in crate::store) fn vm(name: &str) -> VmRecord {
         VmRecord {
             id: format!("id-{name}"),
             name: name.into(),

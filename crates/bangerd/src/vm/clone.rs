@@ -60,6 +60,16 @@ impl Manager {
         spec: VmCreateSpec,
         from: &str,
     ) -> Result<VmInfo, DaemonError> {
+        self.create_clone_into(spec, from, None).await
+    }
+
+    /// [`Manager::create_clone`] of a VM for the pool `pool` (see [`super::pool`]).
+    pub(super) async fn create_clone_into(
+        self: &Arc<Self>,
+        spec: VmCreateSpec,
+        from: &str,
+        pool: Option<&str>,
+    ) -> Result<VmInfo, DaemonError> {
         let t0 = Instant::now();
         let snap = self.snapshot_record(from)?;
         let lock = self.snapshot_lock(&snap.id);
@@ -82,7 +92,8 @@ impl Manager {
             });
         }
         self.backend(snap.backend, &snap.name)?;
-        let new = NewVm::of(&spec, Machine::of_snapshot(&snap))?;
+        let mut new = NewVm::of(&spec, Machine::of_snapshot(&snap))?;
+        new.pool = pool.map(str::to_string);
         self.make_vm(new, Origin::Snapshot(&snap), t0).await
     }
 }

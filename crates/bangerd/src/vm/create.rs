@@ -23,6 +23,8 @@ pub(super) struct NewVm {
     policy: NetPolicy,
     ephemeral: bool,
     user: Option<GuestUser>,
+    /// The pool it is made for (see [`super::pool`]).
+    pub(super) pool: Option<String>,
 }
 
 impl NewVm {
@@ -37,6 +39,7 @@ impl NewVm {
             policy: spec.policy.clone(),
             ephemeral: spec.ephemeral,
             user: spec.user.clone(),
+            pool: None,
         })
     }
 }
@@ -92,6 +95,8 @@ impl Manager {
             self.create_clone(spec.clone(), &from).await?
         } else if !spec.warm {
             self.create_cold(spec.clone()).await?
+        } else if let Some(vm) = self.take_pooled(&spec).await? {
+            vm
         } else if let Some(vm) = self.create_warm(&spec).await? {
             vm
         } else {
@@ -135,6 +140,7 @@ impl Manager {
         origin: Origin<'_>,
         t0: Instant,
     ) -> Result<VmInfo, DaemonError> {
+        let pool = new.pool.clone();
         let rec = self.new_record(new)?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
@@ -144,6 +150,9 @@ impl Manager {
         }
         origin.done(Step::Inserted);
         let result = async {
+            if let (Some(key), Origin::Snapshot(snap)) = (&pool, &origin) {
+                self.store.pool_add(&rec.id, key, &snap.id)?;
+            }
             if !rec.no_network {
                 self.lease(&rec)?;
                 origin.done(Step::Leased);

@@ -10,8 +10,10 @@ mod boot;
 mod clone;
 mod console;
 mod create;
+mod detached;
 mod files;
 mod network;
+mod pool;
 mod ports;
 pub mod process;
 mod prune;
@@ -115,6 +117,8 @@ pub struct Manager {
     snapshot_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Machines whose warm snapshot is being taken, so concurrent first runs take one.
     warming: Mutex<std::collections::HashSet<String>>,
+    /// Pools being refilled (see [`pool`]).
+    filling: Mutex<std::collections::HashSet<String>>,
     /// Rung when a VM gets an expiry (see [`ttl`]).
     reaper: ttl::Reaper,
 }
@@ -160,6 +164,7 @@ impl Manager {
             lease_lock: Mutex::new(()),
             snapshot_locks: Mutex::new(HashMap::new()),
             warming: Mutex::new(std::collections::HashSet::new()),
+            filling: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
         }
     }
@@ -206,10 +211,13 @@ impl Manager {
         self.info(&self.record(name)?)
     }
 
+    /// The VMs, without the pool's (see [`pool`]).
     pub fn list(&self) -> Result<Vec<VmInfo>, DaemonError> {
+        let pooled = self.pooled_ids();
         self.store
             .list_vms()?
             .iter()
+            .filter(|r| !pooled.contains(&r.id))
             .map(|r| self.info(r))
             .collect()
     }
@@ -323,18 +331,10 @@ impl Manager {
     /// Opens an exec stream to the VM's agent; the request has been sent. A spec that
     /// names no user runs as the VM's default user.
     pub async fn exec(&self, name: &str, mut spec: ExecSpec) -> Result<AgentStream, DaemonError> {
-        let rec = self.record(name)?;
         if spec.user.is_none() {
-            spec.user = rec.user.clone();
+            spec.user = self.record(name)?.user;
         }
-        let agent = self.agent(&rec).await?;
-        agent
-            .request(&AgentRequest::Exec(spec))
-            .await
-            .map_err(|source| DaemonError::Agent {
-                vm: rec.name.clone(),
-                source,
-            })
+        self.agent_stream(name, &AgentRequest::Exec(spec)).await
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a

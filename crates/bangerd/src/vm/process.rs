@@ -131,6 +131,20 @@ pub fn reap(pid: u32) {
     );
 }
 
+/// The proportional set size of process `pid` in KiB (`/proc/PID/smaps_rollup`):
+/// its private pages plus its share of the pages it shares.
+pub fn pss_kib(pid: u32) -> Option<u64> {
+    let rollup = fs_err::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    parse_pss(&rollup)
+}
+
+fn parse_pss(rollup: &str) -> Option<u64> {
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
 /// The last `lines` lines of a log file, for crash reports. Reads at most the last
 /// 16 KiB: the VMM writes these logs, so their size is not ours to trust.
 pub fn tail(path: &std::path::Path, lines: usize) -> String {
@@ -218,6 +232,15 @@ mod tests {
         assert_eq!(found, vec![child.id()]);
         let _ = child.wait();
         assert!(vmm_pids(&id).is_empty());
+    }
+
+    #[test]
+    fn pss_is_read_from_the_rollup() {
+        let rollup =
+            "55-7f ---p 0 00:00 0 [rollup]\nRss: 167104 kB\nPss: 112080 kB\nPss_Anon: 104552 kB\n";
+
+        assert_eq!(parse_pss(rollup), Some(112080));
+        assert!(pss_kib(std::process::id()).is_some_and(|k| k > 0));
     }
 
     #[test]

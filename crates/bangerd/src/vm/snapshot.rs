@@ -191,9 +191,15 @@ impl Manager {
         let snap = self.snapshot_record(name)?;
         let lock = self.snapshot_lock(&snap.id);
         let _write = lock.write().await;
+        // Once no clone of it is being made: its pooled clones go with it.
+        self.discard_pool_of(&snap.id).await;
         self.store.delete_snapshot(&snap.id)?;
         failpoint("snapshot_delete.after_row");
-        let dir = snapshot_files(&self.paths.state_dir, &snap.id).dir;
+        let files = snapshot_files(&self.paths.state_dir, &snap.id);
+        if let Ok(vmm) = self.backends.get(snap.backend) {
+            vmm.forget_snapshot(&files);
+        }
+        let dir = files.dir;
         fs_err::remove_dir_all(&dir).map_err(io_err("removing snapshot files", &dir))?;
         tracing::info!(snapshot = %snap.name, "snapshot deleted");
         Ok(())

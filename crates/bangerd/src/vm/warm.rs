@@ -57,7 +57,7 @@ impl Manager {
 
     /// The warm snapshots of machine `m`, newest last; only those of the image as it
     /// is now when `current` is set.
-    fn warm_snapshots(
+    pub(super) fn warm_snapshots(
         &self,
         m: &Machine,
         current: bool,
@@ -117,6 +117,9 @@ impl Manager {
         let taken = self.take_warm(&vm.name, &m).await;
         if let Err(e) = self.delete(&vm.name).await {
             tracing::warn!(vm = %vm.name, cause = %e, "cannot delete the warm builder vm");
+        }
+        if taken.is_ok() {
+            self.refill(m, spec.policy.clone());
         }
         taken
     }

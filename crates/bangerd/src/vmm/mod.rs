@@ -215,4 +215,8 @@ pub trait Vmm: Send + Sync {
     /// on `spec`'s writable disk, network and sockets. `spec`'s vcpu, memory and
     /// device set must be the snapshotted VM's. On error nothing is left running.
     async fn restore(&self, spec: &LaunchSpec, snap: &SnapshotFiles) -> Result<Launched, VmmError>;
+
+    /// Drops what the backend keeps of snapshot `snap` for its clones; the snapshot is
+    /// being deleted.
+    fn forget_snapshot(&self, _snap: &SnapshotFiles) {}
 }

@@ -22,8 +22,10 @@ use super::qmp::Qmp;
 use super::user::{VmmUser, VMM_USER};
 use super::{AgentEndpoint, LaunchSpec, Launched, SnapshotFiles, Vmm, VmmError};
 use handoff::fd;
+use memory::Memory;
 
 mod handoff;
+pub mod memory;
 mod snapshot;
 #[cfg(test)]
 mod spawn_tests;
@@ -77,7 +79,14 @@ impl Qemu {
             }
             .into(),
             "-accel".into(),
-            self.accel.into(),
+            // TCG's translated code is every VM's own memory: kept small, an idle clone
+            // costs little beyond the pages it wrote.
+            if self.accel == "tcg" {
+                "tcg,tb-size=16"
+            } else {
+                self.accel
+            }
+            .into(),
             "-cpu".into(),
             cpu.into(),
             "-m".into(),
@@ -195,7 +204,8 @@ impl Vmm for Qemu {
     }
 
     async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, VmmError> {
-        self.spawn(spec, &[]).await
+        let memory = Memory::fresh(spec.memory_mib).map_err(memory_err)?;
+        self.spawn(spec, &memory, &[]).await
     }
 
     fn attach(&self, runtime_dir: &Path, _vm_id: &str, pid: u32) -> Launched {
@@ -231,8 +241,9 @@ impl Vmm for Qemu {
     }
 
     async fn restore(&self, spec: &LaunchSpec, snap: &SnapshotFiles) -> Result<Launched, VmmError> {
-        let launched = self.spawn(spec, &snapshot::INCOMING_ARGS).await?;
-        match snapshot::load(&launched, snap).await {
+        let memory = memory::for_restore(snap, spec.memory_mib).map_err(memory_err)?;
+        let launched = self.spawn(spec, &memory, &snapshot::INCOMING_ARGS).await?;
+        match snapshot::load(&launched, snap, memory.is_template()).await {
             Ok(()) => Ok(launched),
             Err(e) => {
                 crate::vm::process::signal(launched.pid, nix::sys::signal::Signal::SIGKILL);
@@ -240,15 +251,32 @@ impl Vmm for Qemu {
             }
         }
     }
+
+    fn forget_snapshot(&self, snap: &SnapshotFiles) {
+        memory::forget(snap);
+    }
+}
+
+fn memory_err(source: std::io::Error) -> VmmError {
+    VmmError::Handoff {
+        what: "the guest's memory".into(),
+        source,
+    }
 }
 
 impl Qemu {
-    /// Starts QEMU with `spec`'s arguments and `extra` ones as the VMM user, and waits
-    /// until it has initialised (QMP answers).
-    async fn spawn(&self, spec: &LaunchSpec, extra: &[&str]) -> Result<Launched, VmmError> {
+    /// Starts QEMU with `spec`'s arguments, guest `memory` and `extra` arguments as the
+    /// VMM user, and waits until it has initialised (QMP answers).
+    async fn spawn(
+        &self,
+        spec: &LaunchSpec,
+        memory: &Memory,
+        extra: &[&str],
+    ) -> Result<Launched, VmmError> {
         let user = self.vmm_user()?;
         let (public, secret) = BootConfig::from_cmdline(&spec.boot_args).split_secret();
-        let mut handoff = handoff::prepare(spec, &secret.to_cmdline())?;
+        let mem_fd = memory.fd().map_err(memory_err)?;
+        let mut handoff = handoff::prepare(spec, &secret.to_cmdline(), mem_fd)?;
         let spawn_err = |source| VmmError::Spawn {
             binary: self.binary.display().to_string(),
             source,
@@ -257,6 +285,7 @@ impl Qemu {
         let err = handoff.log.file().try_clone().map_err(spawn_err)?;
         let mut cmd = tokio::process::Command::new(&self.binary);
         cmd.args(self.args(spec, &public.to_cmdline()))
+            .args(memory.args(spec.memory_mib))
             .args(extra)
             // With root's supplementary groups dropped (std does so when uid is set).
             .uid(user.uid)
@@ -380,7 +409,7 @@ mod tests {
 
         assert!(args.contains("-smp 4"), "{args}");
         assert!(args.contains("-m 512M"), "{args}");
-        assert!(args.contains("-accel tcg -cpu max"), "{args}");
+        assert!(args.contains("-accel tcg,tb-size=16 -cpu max"), "{args}");
         assert!(args.contains("-no-reboot"), "{args}");
         assert!(
             args.contains(&format!("tap,id=net0,fd={}", fd::TAP)),

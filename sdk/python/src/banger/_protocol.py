@@ -24,6 +24,8 @@ from urllib.parse import quote
 from .errors import BangerError, DaemonUnavailable, Internal, NotFound, error_from, error_from_response
 from .types import (
     DaemonInfo,
+    DetachedInfo,
+    DetachedOutput,
     ExecEvent,
     ExecResult,
     Exit,
@@ -231,6 +233,34 @@ def exec_resize(exec_id: str, rows: int, cols: int) -> Call[None]:
 
 def exec_kill(exec_id: str) -> Call[None]:
     return Call("POST", f"{PREFIX}/execs/{_seg(exec_id)}/kill", _nothing)
+
+
+def detach(vm: str, body: Mapping[str, Any]) -> Call[DetachedInfo]:
+    return Call("POST", _vm(vm, "detached"), _one(DetachedInfo), json=dict(body))
+
+
+def list_detached(vm: str) -> Call[list[DetachedInfo]]:
+    return Call("GET", _vm(vm, "detached"), _many(DetachedInfo))
+
+
+def detached_output(vm: str, detached_id: str, follow: bool) -> Call[DetachedOutput]:
+    params = {"follow": "true"} if follow else None
+    path = _vm(vm, "detached", _seg(detached_id), "output")
+    return Call("GET", path, lambda body: _detached_output(vm, body), params=params)
+
+
+def detached_kill(vm: str, detached_id: str, signal: int) -> Call[DetachedInfo]:
+    path = _vm(vm, "detached", _seg(detached_id), "kill")
+    return Call("POST", path, _one(DetachedInfo), params={"signal": str(signal)})
+
+
+def _detached_output(vm: str, body: bytes) -> DetachedOutput:
+    """The whole event stream of a detached command's output: without `exit` it runs on."""
+    decoder = ExecDecoder(vm)
+    collector = Collector()
+    for event in decoder.feed(body + b"\n"):
+        collector.add(event)
+    return DetachedOutput(b"".join(collector._out), b"".join(collector._err), decoder.exit)
 
 
 def command(argv: Optional[Sequence[str]], shell: Optional[str]) -> list[str]:

@@ -28,7 +28,18 @@ from ._archive import extract, tar_path, tar_workspace
 from ._discovery import locate
 from .client import CONNECT_TIMEOUT_SECS, StrPath
 from .errors import BangerError, error_from_response
-from .types import DaemonInfo, ExecEvent, ExecResult, ImageInfo, RunResult, SnapshotInfo, VmInfo, Workspace
+from .types import (
+    DaemonInfo,
+    DetachedInfo,
+    DetachedOutput,
+    ExecEvent,
+    ExecResult,
+    ImageInfo,
+    RunResult,
+    SnapshotInfo,
+    VmInfo,
+    Workspace,
+)
 
 T = TypeVar("T")
 
@@ -329,6 +340,35 @@ class AsyncVm:
         stream = AsyncExecStream(self._client, self.name, response)
         await stream._started()
         return stream
+
+    async def detach(
+        self,
+        argv: Optional[Sequence[str]] = None,
+        *,
+        shell: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> DetachedInfo:
+        """Starts a command that runs on in the guest without this client (`banger vm
+        exec -d`): no stdin, no terminal; `timeout` kills its process group (exit 124).
+        Its output is kept in the guest for `detached_output`."""
+        body = proto.exec_body(proto.command(argv, shell), env=env, cwd=cwd, timeout=timeout)
+        return await self._client._call(proto.detach(self.name, body))
+
+    async def ps(self) -> list[DetachedInfo]:
+        """The VM's detached commands, oldest first (`banger vm ps`)."""
+        return await self._client._call(proto.list_detached(self.name))
+
+    async def detached_output(self, detached_id: str, follow: bool = False) -> DetachedOutput:
+        """A detached command's output so far; with `follow`, once it has ended (the
+        client's `timeout` bounds the wait). Once an ended command's output was fetched,
+        the guest forgets it."""
+        return await self._client._call(proto.detached_output(self.name, detached_id, follow))
+
+    async def kill_detached(self, detached_id: str, signal: int = 9) -> DetachedInfo:
+        """Sends `signal` (default SIGKILL) to a detached command's process group."""
+        return await self._client._call(proto.detached_kill(self.name, detached_id, signal))
 
     async def write_file(
         self, path: str, data: Union[bytes, str], mode: Union[int, str, None] = None

@@ -16,7 +16,18 @@ from . import _protocol as proto
 from ._archive import extract, tar_path, tar_workspace
 from ._discovery import locate
 from .errors import BangerError, error_from_response
-from .types import DaemonInfo, ExecEvent, ExecResult, ImageInfo, RunResult, SnapshotInfo, VmInfo, Workspace
+from .types import (
+    DaemonInfo,
+    DetachedInfo,
+    DetachedOutput,
+    ExecEvent,
+    ExecResult,
+    ImageInfo,
+    RunResult,
+    SnapshotInfo,
+    VmInfo,
+    Workspace,
+)
 
 T = TypeVar("T")
 StrPath = Union[str, "os.PathLike[str]"]
@@ -303,6 +314,35 @@ class Vm:
         )
         response = self._client._send(proto.exec_call(self.name, body), stream=True)
         return ExecStream(self._client, self.name, response)
+
+    def detach(
+        self,
+        argv: Optional[Sequence[str]] = None,
+        *,
+        shell: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> DetachedInfo:
+        """Starts a command that runs on in the guest without this client (`banger vm
+        exec -d`): no stdin, no terminal; `timeout` kills its process group (exit 124).
+        Its output is kept in the guest for `detached_output`."""
+        body = proto.exec_body(proto.command(argv, shell), env=env, cwd=cwd, timeout=timeout)
+        return self._client._call(proto.detach(self.name, body))
+
+    def ps(self) -> list[DetachedInfo]:
+        """The VM's detached commands, oldest first (`banger vm ps`)."""
+        return self._client._call(proto.list_detached(self.name))
+
+    def detached_output(self, detached_id: str, follow: bool = False) -> DetachedOutput:
+        """A detached command's output so far; with `follow`, once it has ended (the
+        client's `timeout` bounds the wait). Once an ended command's output was fetched,
+        the guest forgets it."""
+        return self._client._call(proto.detached_output(self.name, detached_id, follow))
+
+    def kill_detached(self, detached_id: str, signal: int = 9) -> DetachedInfo:
+        """Sends `signal` (default SIGKILL) to a detached command's process group."""
+        return self._client._call(proto.detached_kill(self.name, detached_id, signal))
 
     def write_file(self, path: str, data: Union[bytes, str], mode: Union[int, str, None] = None) -> None:
         """Writes `data` (str as UTF-8) to the guest file `path` (absolute), with

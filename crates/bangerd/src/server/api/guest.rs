@@ -128,7 +128,9 @@ impl Output {
                 GuestFrame::Started { .. }
                 | GuestFrame::Pong { .. }
                 | GuestFrame::Ok
-                | GuestFrame::Ssh { .. } => continue,
+                | GuestFrame::Ssh { .. }
+                | GuestFrame::Detached(_)
+                | GuestFrame::DetachedList(_) => continue,
             });
         }
     }

@@ -69,7 +69,11 @@ pub(crate) async fn delete(
     State(s): State<ApiState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let req = Request::VmDelete { name, force: true };
+    let req = Request::VmDelete {
+        name,
+        force: true,
+        detach: false,
+    };
     dispatch(&s, req, StatusCode::NO_CONTENT).await
 }
 

@@ -24,6 +24,8 @@ pub(super) mod fd {
     pub const KERNEL: i32 = 9;
     pub const INITRD: i32 = 10;
     pub const TAP: i32 = 11;
+    /// The guest's memory (see [`super::memory`]).
+    pub const MEMORY: i32 = 12;
 }
 
 /// Everything one QEMU process is handed.
@@ -41,8 +43,13 @@ fn err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> VmmError {
 }
 
 /// Binds the sockets and opens the files `spec` names. `secret` is the boot config
-/// that must stay off the command line; the guest reads it through fw_cfg.
-pub(super) fn prepare(spec: &LaunchSpec, secret: &str) -> Result<Handoff, VmmError> {
+/// that must stay off the command line; the guest reads it through fw_cfg. `memory`
+/// is the guest's RAM.
+pub(super) fn prepare(
+    spec: &LaunchSpec,
+    secret: &str,
+    memory: OwnedFd,
+) -> Result<Handoff, VmmError> {
     let rt = &spec.runtime_dir;
     let listen = |name: &str| -> Result<OwnedFd, VmmError> {
         let path = rt.join(name);
@@ -78,6 +85,7 @@ pub(super) fn prepare(spec: &LaunchSpec, secret: &str) -> Result<Handoff, VmmErr
         (fd::BOOT_SECRET, memfd("banger-boot", secret.as_bytes())?),
         (fd::KERNEL, world_readable(&spec.kernel_bzimage)?),
         (fd::INITRD, world_readable(&spec.initrd)?),
+        (fd::MEMORY, memory),
     ];
     if let Some(net) = &spec.net {
         let tap = crate::net::open_tap_queue(&net.tap).map_err(err(format!("tap {}", net.tap)))?;

@@ -1,7 +1,9 @@
 //! QEMU snapshots: the migration stream of a paused guest written to a file, read back
 //! by a new QEMU started with `-incoming defer`. The daemon opens the file and hands
 //! QEMU the descriptor over QMP (`fd:` migration): a sandboxed QEMU can neither run
-//! `exec:` helpers nor open the snapshot directory.
+//! `exec:` helpers nor open the snapshot directory. A guest whose memory is its own
+//! leaves it out of the stream (`x-ignore-shared`) and into a file of the snapshot's,
+//! which clones share (see [`super::memory`]).
 
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
+use super::memory;
 use crate::vmm::qmp::Qmp;
 use crate::vmm::{Launched, SnapshotFiles, VmmError};
 
@@ -31,12 +34,14 @@ fn state_file(snap: &SnapshotFiles) -> PathBuf {
 /// Writes the paused guest's state into the snapshot; the guest stays paused (QEMU's
 /// `postmigrate`, which `cont` leaves).
 pub(super) async fn save(launched: &Launched, snap: &SnapshotFiles) -> Result<(), VmmError> {
+    let own_memory = memory::is_own(launched.pid);
     let mut qmp = Qmp::connect(&launched.control_socket).await?;
     qmp.execute(
         "migrate-set-parameters",
         Some(json!({ "max-bandwidth": MAX_BANDWIDTH })),
     )
     .await?;
+    ignore_shared(&mut qmp, own_memory).await?;
     let path = state_file(snap);
     let file = fs_err::OpenOptions::new()
         .write(true)
@@ -51,11 +56,37 @@ pub(super) async fn save(launched: &Launched, snap: &SnapshotFiles) -> Result<()
     drop(file);
     let uri = format!("fd:{FD_NAME}");
     qmp.execute("migrate", Some(json!({ "uri": uri }))).await?;
-    wait_migration(&mut qmp).await
+    wait_migration(&mut qmp).await?;
+    if own_memory {
+        let t0 = std::time::Instant::now();
+        let bytes = memory::save(launched.pid, snap).map_err(|source| VmmError::Handoff {
+            what: format!("the memory of qemu {}", launched.pid),
+            source,
+        })?;
+        tracing::info!(
+            bytes,
+            ms = t0.elapsed().as_millis() as u64,
+            "guest memory saved"
+        );
+    }
+    Ok(())
+}
+
+/// Sets the `x-ignore-shared` capability: shared memory stays out of the stream.
+async fn ignore_shared(qmp: &mut Qmp, on: bool) -> Result<(), VmmError> {
+    let caps = json!({ "capabilities": [{ "capability": "x-ignore-shared", "state": on }] });
+    qmp.execute("migrate-set-capabilities", Some(caps))
+        .await
+        .map(drop)
 }
 
 /// Loads the snapshot into a QEMU started with [`INCOMING_ARGS`] and runs the guest.
-pub(super) async fn load(launched: &Launched, snap: &SnapshotFiles) -> Result<(), VmmError> {
+/// `template`: its memory is the snapshot's memory file already, not in the stream.
+pub(super) async fn load(
+    launched: &Launched,
+    snap: &SnapshotFiles,
+    template: bool,
+) -> Result<(), VmmError> {
     let state = state_file(snap);
     let file = fs_err::File::open(&state).map_err(|e| {
         VmmError::Unsupported(format!(
@@ -64,6 +95,7 @@ pub(super) async fn load(launched: &Launched, snap: &SnapshotFiles) -> Result<()
         ))
     })?;
     let mut qmp = Qmp::connect(&launched.control_socket).await?;
+    ignore_shared(&mut qmp, template).await?;
     qmp.send_fd(FD_NAME, file.file().as_fd()).await?;
     drop(file);
     let uri = format!("fd:{FD_NAME}");

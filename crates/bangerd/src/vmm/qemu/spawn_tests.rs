@@ -84,8 +84,12 @@ async fn qemu_runs_as_the_vmm_user_with_its_descriptors_and_its_refusal_is_repor
         "{message}"
     );
     assert!(message.contains("banger.token=sekrit"), "{message}");
-    // stdio, the eight handed-over descriptors, and `ls`'s own directory.
-    assert!(message.ends_with("0 1 2 3 4 5 6 7 8 9 10 11"), "{message}");
+    // stdio, the nine handed-over descriptors (the guest's memory at 12), and `ls`'s
+    // own directory.
+    assert!(
+        message.ends_with("0 1 2 3 4 5 6 7 8 9 10 11 12"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

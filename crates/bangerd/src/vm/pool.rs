@@ -1,0 +1,382 @@
+//! The hot pool: per warm machine (its machine and network policy), up to `pool_size`
+//! clones of the warm snapshot restored ahead of time in the background and paused, so
+//! that a warm create takes one instead of restoring.
+//!
+//! A pooled clone is restored like any clone (its own disk, address, token and, by the
+//! restore's `Reconfigure`, host key and randomness). When a create takes it, it gets the
+//! create's name, is resumed, and a second `Reconfigure` gives the guest that name, the
+//! clock and fresh randomness again. Its rows are ephemeral: a restarted daemon deletes
+//! it like any VM of a run that died with the daemon, and fills the pool again. A new
+//! warm snapshot (an image rebuilt, `image warm` again) leaves the older clones unused,
+//! and the next refill deletes them; deleting a snapshot deletes its clones.
+//!
+//! Refills never push the host into swap: a clone is restored only while the host
+//! would keep [`RESERVE_DIVISOR`]th of its memory available even if the clone wrote all
+//! of its guest memory.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use banger_wire::agent::GuestIdentity;
+use banger_wire::api::{NetPolicy, VmCreateSpec, VmInfo};
+
+use super::{lock, Machine, Manager};
+use crate::error::DaemonError;
+use crate::store::{PoolEntry, SnapshotRecord, StoreError};
+
+/// A refill leaves at least 1/`RESERVE_DIVISOR` of the host's memory available.
+const RESERVE_DIVISOR: u64 = 8;
+
+/// What a pooled clone serves, as the store keeps it: the machine and the policy asked.
+fn pool_key(m: &Machine, policy: &NetPolicy) -> String {
+    let policy = serde_json::to_string(policy).unwrap_or_default();
+    format!("{m:?} {policy}")
+}
+
+/// Whether a create may take a pooled clone: a plain warm create, with nothing a clone
+/// restored ahead of time could not have (port forwards).
+fn poolable(spec: &VmCreateSpec) -> bool {
+    spec.warm
+        && !spec.no_pool
+        && !spec.no_start
+        && spec.from_snapshot.is_none()
+        && spec.publish.is_empty()
+}
+
+/// `(MemAvailable, MemTotal)` in bytes, from `/proc/meminfo`.
+fn meminfo() -> Option<(u64, u64)> {
+    let text = fs_err::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kib| kib << 10)
+    };
+    Some((field("MemAvailable:")?, field("MemTotal:")?))
+}
+
+/// Whether a clone of `memory_mib` fits without eating into the reserve.
+fn memory_allows(memory_mib: u32, available: u64, total: u64) -> bool {
+    let need = u64::from(memory_mib) << 20;
+    available.saturating_sub(need) >= total / RESERVE_DIVISOR
+}
+
+impl Manager {
+    /// A warm create served by the pool: a ready clone renamed, resumed and given its
+    /// identity. `None` when the pool has none (the caller restores or boots), and a
+    /// refill is started either way.
+    pub(super) async fn take_pooled(
+        self: &Arc<Self>,
+        spec: &VmCreateSpec,
+    ) -> Result<Option<VmInfo>, DaemonError> {
+        if !poolable(spec) || self.config.pool_size == 0 {
+            return Ok(None);
+        }
+        let m = self.machine(spec);
+        let Some(snap) = self.warm_snapshots(&m, true)?.pop() else {
+            return Ok(None);
+        };
+        let key = pool_key(&m, &spec.policy);
+        let name = spec.name.clone().unwrap_or_else(super::spec::generate_name);
+        super::spec::validate_name(&name)?;
+        let taken = loop {
+            let t0 = Instant::now();
+            let Some(id) = self
+                .store
+                .pool_take(&key, &snap.id, &name, spec.ephemeral, spec.user.as_ref())
+                .map_err(|e| match e {
+                    StoreError::NameTaken(n) => DaemonError::NameTaken(n),
+                    e => e.into(),
+                })?
+            else {
+                break None;
+            };
+            match self.wake(&id, &name).await {
+                Ok(vm) => {
+                    let take_ms = t0.elapsed().as_millis() as u64;
+                    tracing::info!(vm = %name, snapshot = %snap.name, take_ms, "vm taken from the pool");
+                    break Some(vm);
+                }
+                Err(e) => {
+                    tracing::warn!(vm = %name, cause = %e, "pooled clone failed to wake; deleting it");
+                    let _ = self.delete(&id).await;
+                }
+            }
+        };
+        // The run that took one is under way: the pool refills when a VM is deleted
+        // (see `refill_all`), and at once only when it ran dry.
+        let left = self.store.pool_entries()?;
+        if !left.iter().any(|e| e.machine == key && e.ready) {
+            self.refill(m, spec.policy.clone());
+        }
+        Ok(taken)
+    }
+
+    /// Resumes pooled VM `id`, now named `name`, and gives its guest that name, the
+    /// clock and fresh randomness.
+    async fn wake(&self, id: &str, name: &str) -> Result<VmInfo, DaemonError> {
+        let slot = self.slot(id);
+        let _op = slot.op.lock().await;
+        let rec = self.record(id)?;
+        let rt = slot.runtime().ok_or_else(|| DaemonError::WrongState {
+            name: name.to_string(),
+            state: rec.state.as_str(),
+            hint: "its VMM is gone".into(),
+        })?;
+        let vm_err = |source| DaemonError::Vmm {
+            vm: name.to_string(),
+            source,
+        };
+        rt.vmm.resume(&rt.launched).await.map_err(vm_err)?;
+        let agent = self.agent(&rec).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let id = GuestIdentity {
+            token: rec.token.clone(),
+            hostname: name.to_string(),
+            // The address, gateway and DNS are the clone's since its restore.
+            ip: None,
+            gateway: None,
+            dns: None,
+            mac: None,
+            unix_time_ms: now.as_millis() as u64,
+            entropy: rand::random::<[u8; 32]>().to_vec(),
+        };
+        agent
+            .reconfigure(&id)
+            .await
+            .map_err(|source| DaemonError::Agent {
+                vm: name.to_string(),
+                source,
+            })?;
+        self.show(&rec.id)
+    }
+
+    /// Fills the pool of machine `m` with `policy` up to `pool_size` in the background,
+    /// after deleting its clones of older warm snapshots. One refill per pool at a time.
+    pub(super) fn refill(self: &Arc<Self>, m: Machine, policy: NetPolicy) {
+        if self.config.pool_size == 0 {
+            return;
+        }
+        let key = pool_key(&m, &policy);
+        if !lock(&self.filling).insert(key.clone()) {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = this.fill(&m, &policy, &key).await {
+                tracing::warn!(pool = %key, cause = %e, "pool refill stopped");
+            }
+            lock(&this.filling).remove(&key);
+        });
+    }
+
+    async fn fill(
+        self: &Arc<Self>,
+        m: &Machine,
+        policy: &NetPolicy,
+        key: &str,
+    ) -> Result<(), DaemonError> {
+        let Some(snap) = self.warm_snapshots(m, true)?.pop() else {
+            return Ok(());
+        };
+        loop {
+            let mine: Vec<PoolEntry> = self
+                .store
+                .pool_entries()?
+                .into_iter()
+                .filter(|e| e.machine == key)
+                .collect();
+            for stale in mine.iter().filter(|e| e.snapshot != snap.id) {
+                let _ = self.delete(&stale.vm_id).await;
+            }
+            if mine.iter().filter(|e| e.snapshot == snap.id).count() >= self.config.pool_size {
+                return Ok(());
+            }
+            match meminfo() {
+                Some((available, total)) if !memory_allows(m.memory_mib, available, total) => {
+                    tracing::info!(
+                        pool = %key,
+                        available_mib = available >> 20,
+                        "pool not refilled: the host's memory is low"
+                    );
+                    return Ok(());
+                }
+                _ => {}
+            }
+            self.fill_one(policy, key, &snap).await?;
+        }
+    }
+
+    /// Restores one clone of `snap` into the pool `key` and pauses it.
+    async fn fill_one(
+        self: &Arc<Self>,
+        policy: &NetPolicy,
+        key: &str,
+        snap: &SnapshotRecord,
+    ) -> Result<(), DaemonError> {
+        let t0 = Instant::now();
+        let spec = VmCreateSpec {
+            name: Some(format!("pool-{}", hex::encode(rand::random::<[u8; 4]>()))),
+            policy: policy.clone(),
+            exec_only: true,
+            ephemeral: true,
+            ..Default::default()
+        };
+        let vm = self.create_clone_into(spec, &snap.id, Some(key)).await?;
+        let slot = self.slot(&vm.id);
+        let paused = async {
+            let _op = slot.op.lock().await;
+            let rt = slot.runtime().ok_or_else(|| DaemonError::WrongState {
+                name: vm.name.clone(),
+                state: "stopped",
+                hint: "its VMM is gone".into(),
+            })?;
+            rt.vmm
+                .pause(&rt.launched)
+                .await
+                .map_err(|source| DaemonError::Vmm {
+                    vm: vm.name.clone(),
+                    source,
+                })?;
+            self.store.pool_set_ready(&vm.id)?;
+            Ok::<(), DaemonError>(())
+        }
+        .await;
+        if let Err(e) = paused {
+            let _ = self.delete(&vm.id).await;
+            return Err(e);
+        }
+        let fill_ms = t0.elapsed().as_millis() as u64;
+        tracing::info!(vm = %vm.name, snapshot = %snap.name, fill_ms, "pooled clone ready");
+        Ok(())
+    }
+
+    /// Fills the pools of every current warm snapshot for the default policy: after a
+    /// start (whose reconcile deleted the clones a previous daemon left), and after a
+    /// delete, when the run that took a clone is over and its CPU free.
+    /// Clones of snapshots that are no longer current (their image was rebuilt) are
+    /// deleted.
+    pub fn refill_all(self: &Arc<Self>) {
+        let Ok(snaps) = self.store.list_snapshots() else {
+            return;
+        };
+        let mut current = std::collections::HashSet::new();
+        for s in snaps.iter().filter(|s| s.warm) {
+            let m = Machine::of_snapshot(s);
+            if self
+                .warm_snapshots(&m, true)
+                .is_ok_and(|c| c.iter().any(|c| c.id == s.id))
+            {
+                current.insert(s.id.clone());
+                self.refill(m, NetPolicy::default());
+            }
+        }
+        let stale: Vec<String> = self
+            .store
+            .pool_entries()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| e.ready && !current.contains(&e.snapshot))
+            .map(|e| e.vm_id)
+            .collect();
+        if !stale.is_empty() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                for id in stale {
+                    let _ = this.delete(&id).await;
+                }
+            });
+        }
+    }
+
+    /// Deletes the pooled clones of snapshot `id` (it is being deleted).
+    pub(super) async fn discard_pool_of(&self, snapshot_id: &str) {
+        let Ok(entries) = self.store.pool_entries() else {
+            return;
+        };
+        for e in entries.iter().filter(|e| e.snapshot == snapshot_id) {
+            let _ = self.delete(&e.vm_id).await;
+        }
+    }
+
+    /// The ids of the VMs in a pool, which `vm list` leaves out.
+    pub(super) fn pooled_ids(&self) -> std::collections::HashSet<String> {
+        self.store
+            .pool_entries()
+            .map(|e| e.into_iter().map(|e| e.vm_id).collect())
+            .unwrap_or_default()
+    }
+
+    /// The pool as `daemon status` shows it: clones ready and their memory (PSS, KiB).
+    pub fn pool_status(&self) -> (u32, u64) {
+        let ids = self.pooled_ids();
+        let mut pss_kib = 0;
+        for id in &ids {
+            if let Some(rt) = self.slot(id).runtime() {
+                pss_kib += super::process::pss_kib(rt.launched.pid).unwrap_or(0);
+            }
+        }
+        (ids.len() as u32, pss_kib)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refill_keeps_an_eighth_of_the_host_available() {
+        let gib = 1u64 << 30;
+
+        assert!(memory_allows(1024, 8 * gib, 24 * gib));
+        assert!(!memory_allows(1024, 3 * gib + gib / 2, 24 * gib));
+        assert!(!memory_allows(1024, gib / 2, 24 * gib));
+    }
+
+    #[test]
+    fn only_plain_warm_creates_take_from_the_pool() {
+        let warm = VmCreateSpec {
+            warm: true,
+            ..Default::default()
+        };
+        let published = VmCreateSpec {
+            publish: vec!["8080:80".into()],
+            ..warm.clone()
+        };
+        let bypass = VmCreateSpec {
+            no_pool: true,
+            ..warm.clone()
+        };
+
+        assert!(poolable(&warm));
+        assert!(!poolable(&published));
+        assert!(!poolable(&bypass));
+        assert!(!poolable(&VmCreateSpec::default()));
+    }
+
+    #[test]
+    fn pools_differ_by_policy() {
+        let m = Machine {
+            image: "default".into(),
+            backend: banger_wire::api::Backend::Qemu,
+            vcpu: 2,
+            memory_mib: 512,
+            disk_size_mib: 1024,
+            no_network: false,
+        };
+        let open = NetPolicy {
+            mode: Some(banger_wire::api::NetMode::Open),
+            ..Default::default()
+        };
+
+        assert_ne!(pool_key(&m, &NetPolicy::default()), pool_key(&m, &open));
+    }
+}
