@@ -20,10 +20,11 @@ build: agent
 VMM_USER := banger-vmm
 
 # Binaries, the systemd unit (not enabled: any banger command starts the daemon), the
-# `banger` group that may use the daemon's socket, and the VMMs' unprivileged user.
+# Slurm epilog (docs/slurm.md), the `banger` group that may use the daemon's socket, and the VMMs' unprivileged user.
 install: build
 	install -m 0755 $(BIN_DIR)/banger $(BIN_DIR)/bangerd $(BIN_DIR)/banger-agent /usr/local/bin/
 	install -D -m 0644 packaging/bangerd.service /etc/systemd/system/bangerd.service
+	install -D -m 0755 packaging/slurm/epilog /usr/local/lib/banger/slurm-epilog
 	if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	getent group banger >/dev/null || groupadd --system banger
 	id -u $(VMM_USER) >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin $(VMM_USER)

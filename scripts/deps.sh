@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what banger needs to build and run (run as root). `--dev` adds what its
-# tests and lints need (dig, LLVM tools for coverage, cargo-deny, cargo-llvm-cov, the
-# mcp, pytest, httpx and mypy Python packages, venv for the SDK's fresh-install test);
+# tests and lints need (dig, Slurm and munge for the `slurm` scenario, LLVM tools for
+# coverage, cargo-deny, cargo-llvm-cov, the mcp, pytest, httpx and mypy Python
+# packages, venv for the SDK's fresh-install test);
 # `.ci/run` uses it.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -14,6 +15,8 @@ esac
 need=(qemu-system-x86 debootstrap busybox-static e2fsprogs lz4 nftables iproute2
       openssh-client git make gcc ca-certificates)
 $dev && need+=(dnsutils python3-venv)
+# The smoke scenario `slurm` runs a throwaway Slurm cluster (scripts/slurm-cluster.sh).
+$dev && need+=(slurmctld slurmd slurm-client munge)
 # A fresh machine has no package lists yet.
 if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
   apt-get update -qq

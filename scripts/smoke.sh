@@ -101,6 +101,9 @@ expect_failure() {
 }
 
 # --- scenarios ---------------------------------------------------------------------
+# shellcheck source=scripts/smoke-slurm.sh
+. "$ROOT/scripts/smoke-slurm.sh"
+
 s_concurrent_runs() {
   banger vm run --rm -- echo one >"$RUN_DIR/c1" & p1=$!
   banger vm run --rm -- echo two >"$RUN_DIR/c2" & p2=$!
@@ -698,6 +701,7 @@ scenario snapshot-clone       s_snapshot_clone
 scenario image-import         s_image_import
 scenario warm-first-use       s_warm_first_use
 scenario crash-points         s_crash_points
+scenario slurm                s_slurm
 
 # A name that is no scenario here (maybe one that moved to crates/banger-e2e) fails.
 for name in "$@"; do

@@ -75,6 +75,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run banger on a Slurm cluster's nodes: their slurm.conf lines, the epilog's
+    /// clean-up (see docs/slurm.md; `vm run --slurm` places a run).
+    #[command(subcommand)]
+    Slurm(SlurmCommand),
     /// Serve VMs as tools to an MCP client (Model Context Protocol over stdin/stdout).
     Mcp {
         /// A host directory tools may read repositories from and write patches to
@@ -471,6 +475,41 @@ pub struct RunArgs {
     /// The command and its arguments (default: a login shell).
     #[arg(last = true)]
     pub command: Vec<String>,
+    /// Run on a node of a Slurm cluster, in a VM of that node's bangerd: one `srun`
+    /// step, placed where a banger slot is free (see docs/slurm.md).
+    #[arg(long, conflicts_with_all = ["name", "dry_run"])]
+    pub slurm: bool,
+    /// With --slurm: an option for srun, e.g. --srun-arg=--nodelist=nodeb or
+    /// --srun-arg=--time=10 (repeatable).
+    #[arg(
+        long,
+        value_name = "ARG",
+        requires = "slurm",
+        allow_hyphen_values = true
+    )]
+    pub srun_arg: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SlurmCommand {
+    /// Print this node's slurm.conf `NodeName` line and its gres.conf line: its VM
+    /// slots as the GRES `banger`, and what `bangerd doctor` finds as features (`kvm`,
+    /// `firecracker`, `qemu`).
+    Conf {
+        /// VM slots to advertise (default: one per CPU).
+        #[arg(long)]
+        slots: Option<u32>,
+    },
+    /// Delete the VMs a job's steps left on this node (the Slurm epilog runs this).
+    Cleanup {
+        /// The job id (default: $SLURM_JOB_ID).
+        #[arg(long, env = "SLURM_JOB_ID")]
+        job: String,
+    },
+    /// The program of a `vm run --slurm` step on the node: speaks the step protocol
+    /// on stdin and stdout.
+    #[command(hide = true)]
+    Node,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ mod output;
 mod pipe;
 mod progress;
 mod run;
+mod slurm;
 mod ssh;
 mod transfer;
 mod vm;

@@ -21,7 +21,7 @@ pub async fn run(client: &Client, args: ExecArgs) -> Result<i32, CliError> {
 }
 
 /// The agent's spec for `argv` with these options (a terminal of the local size with -t).
-fn spec(
+pub fn spec(
     opts: &ExecOpts,
     env: Vec<(String, String)>,
     argv: Vec<String>,
@@ -65,6 +65,14 @@ pub async fn exec_in(
             spec,
         })
         .await?;
+    pump(io, opts).await
+}
+
+/// Pumps this terminal's stdio over an open exec stream; the exit code as `exec` gives.
+pub async fn pump<S>(io: S, opts: &ExecOpts) -> Result<i32, CliError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let forward_stdin = opts.interactive || opts.tty || !std::io::stdin().is_terminal();
     let ended = crate::exec::pump(io, opts.tty, forward_stdin).await;
     exit_code(ended, opts.timeout)

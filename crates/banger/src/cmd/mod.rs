@@ -11,6 +11,7 @@ mod mcp;
 mod port;
 mod prune;
 mod run;
+mod slurm;
 mod snapshot;
 mod ssh;
 mod vm;
@@ -56,6 +57,9 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             }
         }
         Command::Vm(crate::cli::VmCommand::Run(args)) if args.dry_run => run::dry_run(&args),
+        // The VM is a node's: no daemon here.
+        Command::Vm(crate::cli::VmCommand::Run(args)) if args.slurm => run::on_slurm(args).await,
+        Command::Slurm(cmd) => slurm::run(cmd).await,
         Command::Vm(cmd) => vm::run(&connect(&paths).await?, cmd).await,
         Command::Prune {
             force,

@@ -13,6 +13,7 @@ use crate::error::CliError;
 use crate::output;
 use crate::progress::Waits;
 use crate::run::{self, Workspace};
+use crate::slurm::session::Session;
 use crate::vm;
 use crate::workspace::exec::{Runner, Vm, VmAs};
 use crate::workspace::{self, Base, ShipOptions};
@@ -132,9 +133,55 @@ async fn bring_back(guest: &impl Runner, ws: &Workspace, args: &RunArgs, code: i
         Err(source) => output::fail(&CliError::failed(run::NotBroughtBack {
             code,
             root: ws.repo.root.clone(),
-            vm_deleted: args.rm,
+            // A --slurm run's VM is always gone, and --rm is not what to drop.
+            vm_deleted: args.rm && !args.slurm,
             source,
         })),
+    }
+}
+
+/// `vm run --slurm`: the same run in a VM of the node Slurm places the step on (see
+/// [`crate::slurm`]). The VM is always throwaway: the node deletes it when the step
+/// ends, however it ends.
+pub async fn on_slurm(mut args: RunArgs) -> Result<i32, CliError> {
+    let env = super::exec::env(&args.opts)?;
+    let ws = match &args.path {
+        Some(path) => Some(Workspace::open(path, ship_options(&args))?),
+        None => None,
+    };
+    if let Some(file) = &args.export {
+        run::check_export_file(file)?;
+    }
+    if args.command.is_empty() {
+        args.command = vec!["/bin/sh".into(), "-l".into()];
+        (args.opts.tty, args.opts.interactive) = (true, true);
+    }
+    let session = Session::start(&args.srun_arg, create_spec(&args)?).await?;
+    output::info(&format!("vm {} on node {}", session.vm, session.node));
+    let guest = session.guest(args.opts.user.clone());
+    let work = async {
+        let cwd = match &ws {
+            Some(ws) => tokio::select! {
+                r = super::workspace::prepare(&guest, &ws.repo, &ws.opts) => Some(r?.workdir),
+                _ = tokio::signal::ctrl_c() => return Ok(130),
+            },
+            None => None,
+        };
+        let spec = super::exec::spec(&args.opts, env, args.command.clone(), cwd);
+        let code = super::exec::pump(session.exec(spec).await?, &args.opts).await?;
+        Ok(match &ws {
+            Some(ws) if args.export.is_some() || args.apply => {
+                run::exit_code(code, bring_back(&guest, ws, &args, code).await)
+            }
+            _ => code,
+        })
+    };
+    let result = work.await;
+    let ended = session.finish(result.as_ref().ok().copied()).await;
+    match (result, ended) {
+        // The step's end explains a failed run best (srun's last lines).
+        (Err(_), Err(e)) => Err(e.into()),
+        (result, _) => result,
     }
 }
 
