@@ -7,6 +7,7 @@
 //! * [`workspace`]: the guest-side scripts of a workspace (CLI and public API).
 //! * [`error`]: the structured error that crosses both boundaries.
 //! * [`bundle`]: the file names of an image and of its export bundle.
+//! * [`reference`]: registry references next to local image names.
 //!
 //! This crate holds data only: serde, no async runtime, no OS calls.
 
@@ -15,6 +16,7 @@ pub mod api;
 pub mod bundle;
 pub mod error;
 pub mod public;
+pub mod reference;
 pub mod workspace;
 
 pub use error::{Diagnostic, ErrorCode, WireError};

@@ -28,17 +28,16 @@ const OPAQUE: &str = ".wh..wh..opq";
 /// Symlinks followed while resolving one path before giving up (like Linux's 40).
 const MAX_HOPS: u32 = 40;
 
-/// Opens a possibly gzip-compressed tar stream; zstd is refused by name.
+/// Opens a tar stream that may be gzip- or zstd-compressed (told by its magic bytes).
 pub fn open(mut r: impl Read + 'static, what: &Path) -> Result<Box<dyn Read>, ImageError> {
     let mut magic = [0u8; 4];
     let n = read_up_to(&mut r, &mut magic).ctx(|| format!("read {}", what.display()))?;
     let head = std::io::Cursor::new(magic[..n].to_vec()).chain(r);
     match &magic[..n.min(4)] {
         [0x1f, 0x8b, ..] => Ok(Box::new(flate2::read::MultiGzDecoder::new(head))),
-        [0x28, 0xb5, 0x2f, 0xfd] => Err(ImageError::Import {
-            path: what.to_path_buf(),
-            reason: "zstd-compressed layers are not supported; use gzip or plain tar".into(),
-        }),
+        [0x28, 0xb5, 0x2f, 0xfd] => Ok(Box::new(
+            zstd::stream::read::Decoder::new(head).ctx(|| format!("read {}", what.display()))?,
+        )),
         _ => Ok(Box::new(head)),
     }
 }

@@ -55,6 +55,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }
         | Request::ImagePull { .. }
+        | Request::ImagePullRegistry { .. }
         | Request::ImageExportFile { .. } => {
             return Err(DaemonError::invalid("this request streams its answer"))
         }
@@ -157,6 +158,10 @@ pub(crate) async fn stream(state: Arc<AppState>, req: Request, body: Option<Body
             },
             Request::ImagePull { url, name } => {
                 image::pull(&state.deps.manager, url, name, tx.clone()).await
+            }
+            Request::ImagePullRegistry { spec } => {
+                let agent = state.deps.agent.as_deref();
+                image::pull_registry(&state.deps.manager, agent, spec, tx.clone()).await
             }
             other => Err(DaemonError::invalid(format!("{other:?} does not stream"))),
         };
