@@ -115,6 +115,14 @@ impl Manifest {
         }
     }
 
+    /// The layer cache entries a registry pull made the image from.
+    pub fn layers(&self) -> &[String] {
+        match &self.origin {
+            Origin::Registry { layers, .. } => layers,
+            _ => &[],
+        }
+    }
+
     /// Reads a manifest and returns it with the sha256 of its bytes.
     pub fn read(path: &Path) -> Result<(Manifest, String), ImageError> {
         let bytes = fs_err::read(path).ctx(|| "read an image manifest".into())?;

@@ -319,9 +319,14 @@ impl Manager {
         Ok(policy)
     }
 
-    /// Opens an exec stream to the VM's agent; the request has been sent.
+    /// Opens an exec stream to the VM's agent; the request has been sent. The image's
+    /// env and working directory (a container image's config) are the defaults.
     pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<AgentStream, DaemonError> {
         let rec = self.record(name)?;
+        let spec = match crate::image::get(&self.paths, &rec.image) {
+            Ok(img) => crate::image::exec_defaults(&img.manifest().run, spec),
+            Err(_) => spec,
+        };
         let agent = self.agent(&rec).await?;
         agent
             .request(&AgentRequest::Exec(spec))

@@ -1,6 +1,7 @@
 //! The image config blob: the platform it is built for and what a run of it asks
 //! (entrypoint, cmd, env, working directory). Only what banger uses is read.
 
+use banger_wire::agent::ExecSpec;
 use banger_wire::api::ImageRunConfig;
 use serde::Deserialize;
 
@@ -47,9 +48,46 @@ pub fn parse(json: &str) -> Result<ImageRunConfig, String> {
     })
 }
 
+/// `spec` with the image's env under the caller's (a key the caller sets wins) and its
+/// working directory when the caller gave none.
+pub fn exec_defaults(run: &ImageRunConfig, mut spec: ExecSpec) -> ExecSpec {
+    let image_env = run.env.iter().filter_map(|e| e.split_once('=')).filter(|(k, _)| {
+        !spec.env.iter().any(|(set, _)| set == k)
+    });
+    let mut env: Vec<(String, String)> = image_env
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.append(&mut spec.env);
+    spec.env = env;
+    if spec.cwd.is_none() {
+        spec.cwd = run.working_dir.clone();
+    }
+    spec
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exec_defaults_yield_to_the_caller() {
+        let run = ImageRunConfig {
+            env: vec!["PATH=/opt/bin".into(), "LANG=C.UTF-8".into()],
+            working_dir: Some("/srv".into()),
+            ..Default::default()
+        };
+        // From JSON, so fields other branches add to ExecSpec take their defaults.
+        let spec: ExecSpec =
+            serde_json::from_str(r#"{"argv":["env"],"env":[["LANG","de_DE"]]}"#).unwrap();
+
+        let spec = exec_defaults(&run, spec);
+
+        assert_eq!(
+            spec.env,
+            [("PATH".into(), "/opt/bin".into()), ("LANG".into(), "de_DE".into())]
+        );
+        assert_eq!(spec.cwd.as_deref(), Some("/srv"));
+    }
 
     #[test]
     fn run_settings_come_from_the_config() {

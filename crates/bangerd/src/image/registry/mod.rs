@@ -22,6 +22,7 @@ use oci_client::Reference;
 use sha2::{Digest as _, Sha256};
 
 pub use cache::Cache;
+pub use config::exec_defaults;
 
 use super::error::{ImageError, RegistryFailure};
 use super::import::{self, Recipe};
