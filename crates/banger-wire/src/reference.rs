@@ -24,9 +24,9 @@ pub fn local_name(reference: &str) -> String {
     if name.len() <= 63 {
         return name.to_string();
     }
-    let hash = reference
-        .bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    let hash = reference.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
     format!("{}-{hash:08x}", name[..54].trim_end_matches('-'))
 }
 

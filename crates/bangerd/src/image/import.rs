@@ -273,7 +273,7 @@ impl Read for SharedReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::image::cmd;
     use crate::image::layers::tests::layer;
@@ -295,7 +295,7 @@ mod tests {
         import(paths, file, &source, name, agent, limits, &|_| {})
     }
 
-    fn ready() -> bool {
+    pub(crate) fn ready() -> bool {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipping: import needs root (it keeps file owners)");
             return false;
@@ -308,7 +308,7 @@ mod tests {
     }
 
     /// A store with cached boot files and a fake agent.
-    fn setup() -> (tempfile::TempDir, Paths, PathBuf) {
+    pub(crate) fn setup() -> (tempfile::TempDir, Paths, PathBuf) {
         let root = tempfile::tempdir().unwrap();
         let paths = Paths::under(root.path());
         let boot = paths.cache_dir.join("boot/linux-test_1.abc");
@@ -328,7 +328,7 @@ mod tests {
         (root, paths, agent)
     }
 
-    fn rootfs_layer() -> Vec<u8> {
+    pub(crate) fn rootfs_layer() -> Vec<u8> {
         layer(&[
             ("etc/", EntryType::Directory, ""),
             ("etc/os-release", EntryType::Regular, "ID=test"),
@@ -342,7 +342,7 @@ mod tests {
     }
 
     /// Lists the root directory of an ext4 image with debugfs (no mount).
-    fn ls(rootfs: &Path, dir: &str) -> String {
+    pub(crate) fn ls(rootfs: &Path, dir: &str) -> String {
         let out = Command::new(cmd::tool("debugfs", "e2fsprogs").unwrap())
             .args(["-R", &format!("ls -l {dir}")])
             .arg(rootfs)
@@ -465,7 +465,7 @@ mod tests {
     }
 
     /// Names left in the image store: none after a refused import.
-    fn store_entries(paths: &Paths) -> Vec<String> {
+    pub(crate) fn store_entries(paths: &Paths) -> Vec<String> {
         fs_err::read_dir(paths.images_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

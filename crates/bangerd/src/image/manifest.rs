@@ -50,9 +50,16 @@ impl BuildInputs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
-    Build { inputs: BuildInputs },
-    Import { path: String, agent_sha256: String },
-    Pull { url: String },
+    Build {
+        inputs: BuildInputs,
+    },
+    Import {
+        path: String,
+        agent_sha256: String,
+    },
+    Pull {
+        url: String,
+    },
     /// `image pull REF` from an OCI registry: the linux/amd64 manifest and its layers.
     Registry {
         reference: String,

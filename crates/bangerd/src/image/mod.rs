@@ -51,12 +51,12 @@ pub use bundle::{compress, pull};
 pub use error::ImageError;
 pub use ext4::{create_upper_disk, grow_upper_disk, MAX_DISK_MIB, ROOT_LABEL, UPPER_LABEL};
 pub use import::import;
-pub use registry::{exec_defaults, pull as pull_registry, Cache as LayerCache, SharedProgress};
 /// Small images in a store, for other modules' tests.
 #[cfg(test)]
 pub(crate) use manifest::tests::{image_dir as test_image_dir, inputs as test_inputs};
 pub use manifest::{BootInfo, BuildInputs, FileDigest, Manifest, Origin};
 pub use name::{validate_name, DEFAULT_IMAGE};
+pub use registry::{exec_defaults, pull as pull_registry, Cache as LayerCache, SharedProgress};
 pub use rootfs::AGENT_PATH;
 pub use store::{delete, get, list, sweep, Image};
 

@@ -111,7 +111,11 @@ impl Cache {
 
     /// Removes the layers none of `used` names, and every temporary download; `None`
     /// when a pull holds the cache (nothing is removed then). With `dry_run` only lists.
-    pub fn prune(&self, used: &HashSet<String>, dry_run: bool) -> Result<Option<Vec<String>>, ImageError> {
+    pub fn prune(
+        &self,
+        used: &HashSet<String>,
+        dry_run: bool,
+    ) -> Result<Option<Vec<String>>, ImageError> {
         if !self.dir.exists() {
             return Ok(Some(Vec::new()));
         }
@@ -132,7 +136,9 @@ impl Cache {
             gone.push(digest);
         }
         if !dry_run {
-            for entry in fs_err::read_dir(self.dir.join("tmp")).ctx(|| "list the layer cache".into())? {
+            for entry in
+                fs_err::read_dir(self.dir.join("tmp")).ctx(|| "list the layer cache".into())?
+            {
                 let entry = entry.ctx(|| "list the layer cache".into())?;
                 fs_err::remove_file(entry.path()).ctx(|| "remove a partial layer".into())?;
             }

@@ -51,9 +51,11 @@ pub fn parse(json: &str) -> Result<ImageRunConfig, String> {
 /// `spec` with the image's env under the caller's (a key the caller sets wins) and its
 /// working directory when the caller gave none.
 pub fn exec_defaults(run: &ImageRunConfig, mut spec: ExecSpec) -> ExecSpec {
-    let image_env = run.env.iter().filter_map(|e| e.split_once('=')).filter(|(k, _)| {
-        !spec.env.iter().any(|(set, _)| set == k)
-    });
+    let image_env = run
+        .env
+        .iter()
+        .filter_map(|e| e.split_once('='))
+        .filter(|(k, _)| !spec.env.iter().any(|(set, _)| set == k));
     let mut env: Vec<(String, String)> = image_env
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
@@ -84,7 +86,10 @@ mod tests {
 
         assert_eq!(
             spec.env,
-            [("PATH".into(), "/opt/bin".into()), ("LANG".into(), "de_DE".into())]
+            [
+                ("PATH".into(), "/opt/bin".into()),
+                ("LANG".into(), "de_DE".into())
+            ]
         );
         assert_eq!(spec.cwd.as_deref(), Some("/srv"));
     }

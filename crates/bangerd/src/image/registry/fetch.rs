@@ -73,7 +73,10 @@ pub struct Layer {
 
 /// The manifest's layers, bottom first; refuses what is not a tar layer banger can
 /// fetch and unpack (foreign layers, artifacts, odd digests).
-pub fn layers(reference: &Reference, manifest: &OciImageManifest) -> Result<Vec<Layer>, ImageError> {
+pub fn layers(
+    reference: &Reference,
+    manifest: &OciImageManifest,
+) -> Result<Vec<Layer>, ImageError> {
     if manifest.layers.is_empty() {
         return Err(bad(reference, "its manifest lists no layers".into()));
     }
@@ -81,17 +84,30 @@ pub fn layers(reference: &Reference, manifest: &OciImageManifest) -> Result<Vec<
         .layers
         .iter()
         .map(|d| {
-            let digest = Digest::parse(&d.digest)
-                .ok_or_else(|| bad(reference, format!("layer digest {:?} is not sha256", d.digest)))?;
+            let digest = Digest::parse(&d.digest).ok_or_else(|| {
+                bad(
+                    reference,
+                    format!("layer digest {:?} is not sha256", d.digest),
+                )
+            })?;
             let tar = d.media_type.contains(".tar") || d.media_type.contains("rootfs.diff");
-            if !tar || d.media_type.contains("nondistributable") || d.media_type.contains("foreign") {
+            if !tar || d.media_type.contains("nondistributable") || d.media_type.contains("foreign")
+            {
                 return Err(bad(
                     reference,
-                    format!("layer {} has media type {:?}, not a tar layer", digest.short(), d.media_type),
+                    format!(
+                        "layer {} has media type {:?}, not a tar layer",
+                        digest.short(),
+                        d.media_type
+                    ),
                 ));
             }
-            let bytes = u64::try_from(d.size)
-                .map_err(|_| bad(reference, format!("layer {} has a negative size", digest.short())))?;
+            let bytes = u64::try_from(d.size).map_err(|_| {
+                bad(
+                    reference,
+                    format!("layer {} has a negative size", digest.short()),
+                )
+            })?;
             Ok(Layer {
                 digest,
                 bytes,
@@ -123,13 +139,22 @@ pub async fn download(
     let mut got: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            bad(reference, format!("layer {short} broke off after {got} of {} bytes ({e})", layer.bytes))
+            bad(
+                reference,
+                format!(
+                    "layer {short} broke off after {got} of {} bytes ({e})",
+                    layer.bytes
+                ),
+            )
         })?;
         got += chunk.len() as u64;
         if got > layer.bytes {
             return Err(bad(
                 reference,
-                format!("layer {short} is larger than the {} bytes its manifest gives", layer.bytes),
+                format!(
+                    "layer {short} is larger than the {} bytes its manifest gives",
+                    layer.bytes
+                ),
             ));
         }
         hasher.update(&chunk);
@@ -138,7 +163,9 @@ pub async fn download(
             .ctx(|| format!("write {}", partial.path().display()))?;
         on_bytes(got);
     }
-    file.flush().await.ctx(|| format!("write {}", partial.path().display()))?;
+    file.flush()
+        .await
+        .ctx(|| format!("write {}", partial.path().display()))?;
     if got != layer.bytes {
         return Err(bad(
             reference,
@@ -181,7 +208,10 @@ fn failure(reference: &Reference, e: OciDistributionError) -> ImageError {
                 _ => F::BadContent,
             };
             let messages: Vec<String> = envelope.errors.iter().map(|x| x.message.clone()).collect();
-            (failure, format!("the registry answered: {}", messages.join("; ")))
+            (
+                failure,
+                format!("the registry answered: {}", messages.join("; ")),
+            )
         }
         E::ImageManifestNotFoundError(m) if m.contains("platform") => {
             (F::BadContent, "it has no linux/amd64 image".to_string())
@@ -189,7 +219,9 @@ fn failure(reference: &Reference, e: OciDistributionError) -> ImageError {
         E::ImageManifestNotFoundError(_) => (F::NotFound, e.to_string()),
         E::UnauthorizedError { .. } | E::AuthenticationFailure(_) => (F::Denied, e.to_string()),
         E::ServerError { code: 404, .. } => (F::NotFound, e.to_string()),
-        E::ServerError { code: 401 | 403, .. } => (F::Denied, e.to_string()),
+        E::ServerError {
+            code: 401 | 403, ..
+        } => (F::Denied, e.to_string()),
         E::ServerError { .. } => (F::Unreachable, e.to_string()),
         E::RequestError(r) => (F::Unreachable, chain(r)),
         _ => (F::BadContent, e.to_string()),

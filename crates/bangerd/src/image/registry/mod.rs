@@ -9,6 +9,8 @@
 mod cache;
 mod config;
 mod fetch;
+#[cfg(test)]
+mod tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -45,13 +47,13 @@ pub async fn pull(
     limits: Limits,
     progress: SharedProgress,
 ) -> Result<RegistryPullReport, ImageError> {
-    let reference: Reference =
-        spec.reference
-            .parse()
-            .map_err(|e: oci_client::ParseError| ImageError::BadReference {
-                reference: spec.reference.clone(),
-                reason: e.to_string(),
-            })?;
+    let reference: Reference = spec
+        .reference
+        .parse()
+        .map_err(|e: oci_client::ParseError| ImageError::BadReference {
+            reference: spec.reference.clone(),
+            reason: e.to_string(),
+        })?;
     let name = spec
         .name
         .clone()
