@@ -12,6 +12,7 @@ mod exec_stream;
 mod mcp;
 mod output;
 mod pipe;
+mod registry;
 mod run;
 mod ssh;
 mod transfer;

@@ -31,10 +31,16 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
     };
+    args.image = super::image::ensure(client, args.image.take()).await?;
     let vm = run::vm(client, create_spec(&args)?).await?;
     if args.command.is_empty() {
-        args.command = vec!["/bin/sh".into(), "-l".into()];
-        (args.opts.tty, args.opts.interactive) = (true, true);
+        // A container image's entrypoint and cmd, else a login shell.
+        let image = crate::registry::show(client, &vm.image).await?;
+        args.command = image.map(|i| i.run.command()).unwrap_or_default();
+        if args.command.is_empty() {
+            args.command = vec!["/bin/sh".into(), "-l".into()];
+            (args.opts.tty, args.opts.interactive) = (true, true);
+        }
     }
     let guest = Vm {
         client,

@@ -24,6 +24,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             ttl,
             json,
         } => {
+            let image = super::image::ensure(client, image).await?;
             let spec = VmCreateSpec {
                 name,
                 image,

@@ -34,14 +34,15 @@ fn client(protocol: ClientProtocol, insecure: bool) -> Client {
     })
 }
 
-/// Fetches the manifest and config of `reference`. `insecure`: HTTPS with any
-/// certificate, then plain HTTP when TLS gets no answer (as docker treats insecure
-/// registries).
+/// Fetches the manifest and config of `reference`. `insecure` (always for a registry
+/// on the loopback, as docker has it): HTTPS with any certificate, then plain HTTP when
+/// TLS gets no answer.
 pub async fn resolve(
     reference: &Reference,
     insecure: bool,
     auth: &RegistryAuth,
 ) -> Result<Resolved, ImageError> {
+    let insecure = insecure || on_loopback(reference.resolve_registry());
     let https = client(ClientProtocol::Https, insecure);
     let (client, answer) = match https.pull_manifest_and_config(reference, auth).await {
         Err(OciDistributionError::RequestError(e)) if insecure => {
@@ -62,6 +63,18 @@ pub async fn resolve(
         digest,
         config,
     })
+}
+
+/// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
+fn on_loopback(registry: &str) -> bool {
+    let host = match registry.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => registry.split(':').next().unwrap_or_default(),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One layer to apply: its checked digest and size, and its descriptor for the fetch.
@@ -243,4 +256,18 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries_are_told_apart() {
+        assert!(on_loopback("localhost:5000"));
+        assert!(on_loopback("127.0.0.1:41234"));
+        assert!(on_loopback("[::1]:5000"));
+        assert!(!on_loopback("ghcr.io"));
+        assert!(!on_loopback("10.0.0.1:5000"));
+    }
 }
