@@ -13,7 +13,8 @@ case "${1:-}" in
 esac
 need=(qemu-system-x86 debootstrap busybox-static e2fsprogs lz4 nftables iproute2
       openssh-client git make gcc ca-certificates)
-$dev && need+=(dnsutils python3-venv)
+# docker-registry, skopeo, umoci: the local registry of the oci e2e test.
+$dev && need+=(dnsutils python3-venv docker-registry skopeo umoci)
 # A fresh machine has no package lists yet.
 if [ -z "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v -e lock -e partial)" ]; then
   apt-get update -qq

@@ -9,4 +9,5 @@ mod exec;
 mod lifecycle;
 mod lifetimes;
 mod network;
+mod oci;
 mod workspace;
