@@ -178,7 +178,7 @@ fn show_run(img: &ImageInfo) {
 
 /// A bundle URL (or a path on the daemon's host), not a registry reference.
 fn is_bundle(source: &str) -> bool {
-    ["http://", "https://", "file://", "/"]
+    ["http://", "https://", "file://", "/", "."]
         .iter()
         .any(|p| source.starts_with(p))
 }
@@ -310,6 +310,14 @@ fn table(imgs: &[ImageInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundles_are_told_from_registry_references() {
+        assert!(is_bundle("https://example.com/bundle"));
+        assert!(is_bundle("/srv/bundle") && is_bundle("./bundle"));
+        assert!(!is_bundle("localhost:5000/x:1"));
+        assert!(!is_bundle("python:3.12"));
+    }
 
     #[test]
     fn sizes_parse_with_suffixes() {
