@@ -1,6 +1,6 @@
 //! Applying tar layers onto a root tree, the way container runtimes do, without ever
 //! writing outside the tree:
-//! - entry paths that are absolute or contain `..` are refused;
+//! - entry paths that are absolute (but the root, `/`) or contain `..` are refused;
 //! - symlinks already in the tree are resolved *inside* it (an absolute target is taken
 //!   relative to the tree root), so `lib64 -> /usr/lib64` works and `x -> /etc` cannot
 //!   reach the host;
@@ -163,6 +163,13 @@ fn apply_entries(
             return Err(refused);
         }
         let raw = entry.path().ctx(|| io("an entry"))?.into_owned();
+        // The root itself, as `./` or `/` (umoci writes `/`): nothing to create.
+        if raw
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::CurDir))
+        {
+            continue;
+        }
         let shown = raw.display().to_string();
         let rel = clean_relative(&raw).ok_or_else(|| bad(&shown))?;
         let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
@@ -434,6 +441,17 @@ pub(crate) mod tests {
             "archive test.tar has an entry \"../escape\" that escapes the root file system"
         );
         assert!(!dir.path().parent().unwrap().join("escape").exists());
+    }
+
+    #[test]
+    fn root_entry_written_as_slash_is_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let umoci = layer(&[
+            ("/", EntryType::Directory, ""),
+            ("bin/", EntryType::Directory, ""),
+        ]);
+        apply_all(dir.path(), &[umoci]).unwrap();
+        assert!(dir.path().join("bin").is_dir());
     }
 
     #[test]
