@@ -232,6 +232,8 @@ fn oci_pull() {
     for name in [&one.image.name, &two.image.name, &three.image.name] {
         h.ok(&["image", "delete", name]);
     }
+    // Every way the registry's answer can be refused names the layer.
+    let short = &three.layers[1].digest["sha256:".len()..][..12];
     let victim = blob(&three.layers[1].digest);
     let mut bytes = fs_err::read(&victim).unwrap();
     let last = bytes.len() - 1;
@@ -247,7 +249,7 @@ fn oci_pull() {
         "--name",
         "oci-flipped",
     ])
-    .failure(Some(3), "sha256");
+    .failure(Some(3), short);
     assert_nothing_left(&h, "oci-flipped");
     fs_err::write(&victim, &bytes[..bytes.len() / 2]).unwrap();
     h.banger(&[
@@ -258,7 +260,7 @@ fn oci_pull() {
         "--name",
         "oci-short",
     ])
-    .failure(None, "layer");
+    .failure(None, short);
     assert_nothing_left(&h, "oci-short");
     assert!(!layers
         .join(three.layers[1].digest.trim_start_matches("sha256:"))
