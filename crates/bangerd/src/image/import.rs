@@ -230,7 +230,12 @@ pub(super) fn apply_layer(
     };
     let shared = std::rc::Rc::new(std::cell::RefCell::new(Some(hashing)));
     let reader = SharedReader(shared.clone());
-    layers::apply(tree, layers::open(reader, &shown)?, &shown, budget)?;
+    let tar = layers::open(reader, &shown)?;
+    let tar: Box<dyn Read> = match layer.digest {
+        Some(_) => Box::new(layers::EndPadded::new(tar)),
+        None => tar,
+    };
+    layers::apply(tree, tar, &shown, budget)?;
     let Some(mut rest) = shared.borrow_mut().take() else {
         return Ok(());
     };

@@ -42,6 +42,47 @@ pub fn open(mut r: impl Read + 'static, what: &Path) -> Result<Box<dyn Read>, Im
     }
 }
 
+/// A tar stream that may end without its last entry's padding and the end-of-archive
+/// blocks, as Go's archive/tar (so docker, and umoci's layers) accepts: at its end come
+/// zeros to the next 512-byte block and two empty blocks. Only for layers whose digest
+/// is checked: a stream cut inside a file reads as zeros until that check fails.
+pub struct EndPadded<R> {
+    inner: R,
+    read: u64,
+    /// Zeros still to give once `inner` ended.
+    tail: Option<u64>,
+}
+
+impl<R: Read> EndPadded<R> {
+    pub fn new(inner: R) -> EndPadded<R> {
+        EndPadded {
+            inner,
+            read: 0,
+            tail: None,
+        }
+    }
+}
+
+impl<R: Read> Read for EndPadded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let tail = match self.tail {
+            Some(t) => t,
+            None => {
+                let n = self.inner.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    self.read += n as u64;
+                    return Ok(n);
+                }
+                (512 - self.read % 512) % 512 + 1024
+            }
+        };
+        let n = buf.len().min(usize::try_from(tail).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.tail = Some(tail - n as u64);
+        Ok(n)
+    }
+}
+
 fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -441,6 +482,27 @@ pub(crate) mod tests {
             "archive test.tar has an entry \"../escape\" that escapes the root file system"
         );
         assert!(!dir.path().parent().unwrap().join("escape").exists());
+    }
+
+    #[test]
+    fn layer_without_its_end_blocks_applies_when_padded() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = layer(&[("second", EntryType::Regular, "s\n")]);
+        // As umoci 0.4 writes a layer: the header and the data, nothing after.
+        let cut = full[..514].to_vec();
+
+        let strict = apply_all(dir.path(), &[cut.clone()]);
+        let budget = Budget::new(Limits::default());
+        apply(
+            dir.path(),
+            EndPadded::new(&cut[..]),
+            Path::new("l"),
+            &budget,
+        )
+        .unwrap();
+
+        assert!(strict.is_err());
+        assert_eq!(fs_err::read(dir.path().join("second")).unwrap(), b"s\n");
     }
 
     #[test]
