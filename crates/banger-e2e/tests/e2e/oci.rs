@@ -30,8 +30,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A busybox root with `/marker` holding `marker`, `/gone` and an empty `/srv`.
-fn rootfs(dir: &Path, marker: &str) -> PathBuf {
+/// A busybox root with `/marker` holding `marker`, `/<gone>` and an empty `/srv`.
+fn rootfs(dir: &Path, marker: &str, gone: &str) -> PathBuf {
     let root = dir.join("root");
     fs_err::create_dir_all(root.join("bin")).unwrap();
     fs_err::create_dir_all(root.join("srv")).unwrap();
@@ -41,7 +41,7 @@ fn rootfs(dir: &Path, marker: &str) -> PathBuf {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
     fs_err::write(root.join("marker"), format!("{marker}\n")).unwrap();
-    fs_err::write(root.join("gone"), "removed by a whiteout\n").unwrap();
+    fs_err::write(root.join(gone), "removed by a whiteout\n").unwrap();
     root
 }
 
@@ -85,7 +85,9 @@ fn oci_pull() {
     }
     let dir = h.run_dir.join("oci");
     let marker = format!("pulled {}", h.name("marker"));
-    let root = rootfs(&dir, &marker);
+    // Named per run, so its whiteout layer is new to the layer cache too.
+    let gone = h.name("gone");
+    let root = rootfs(&dir, &marker, &gone);
     let layout = format!("{}/layout", dir.display());
     let umoci = |args: &[&str]| cmd("umoci", args);
     umoci(&["init", "--layout", &layout]);
@@ -113,7 +115,7 @@ fn oci_pull() {
         "--image",
         &format!("{layout}:two"),
         "--whiteout",
-        "/gone",
+        &format!("/{gone}"),
     ]);
     umoci(&[
         "config",
@@ -124,7 +126,7 @@ fn oci_pull() {
         "--config.entrypoint",
         "-c",
         "--config.cmd",
-        "cat /second; test -e /gone || echo gone; echo $GREETING; pwd",
+        &format!("cat /second; test -e /{gone} || echo gone; echo $GREETING; pwd"),
         "--config.env",
         "GREETING=hello from the config",
         "--config.workingdir",
