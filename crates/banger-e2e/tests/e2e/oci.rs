@@ -222,7 +222,7 @@ fn oci_pull() {
 
     // An unknown tag and an unknown digest: not found, nothing left.
     h.banger(&["image", "pull", &format!("{repo}:nope"), "--insecure"])
-        .failure(Some(4), "MANIFEST_UNKNOWN");
+        .failure(Some(4), "manifest unknown");
     assert_nothing_left(&h, &format!("localhost-{port}-x-nope"));
     let zeros = format!("{repo}@sha256:{}", "0".repeat(64));
     h.banger(&["image", "pull", &zeros, "--insecure", "--name", "oci-zeros"])
