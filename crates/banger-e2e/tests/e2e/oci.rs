@@ -65,6 +65,17 @@ fn assert_nothing_left(h: &banger_e2e::Harness, name: &str) {
     assert!(hidden.is_empty(), "work directories left: {hidden:?}");
 }
 
+/// Deletes the named images however the test ends.
+struct DropImages<'h>(&'h banger_e2e::Harness, Vec<String>);
+
+impl Drop for DropImages<'_> {
+    fn drop(&mut self) {
+        for name in &self.1 {
+            let _ = self.0.banger(&["image", "delete", name]);
+        }
+    }
+}
+
 fn pull(h: &banger_e2e::Harness, reference: &str) -> RegistryPullReport {
     let json = h.ok(&["image", "pull", reference, "--insecure", "--json"]);
     serde_json::from_str(&json).unwrap()
@@ -159,6 +170,12 @@ fn oci_pull() {
     let _registry = Background::spawn(Command::new("docker-registry").arg("serve").arg(&config));
     wait_for_listener("127.0.0.1", port);
     let repo = format!("localhost:{port}/x");
+    let _images = DropImages(
+        &h,
+        ["one", "two", "three"]
+            .map(|t| format!("localhost-{port}-x-{t}"))
+            .to_vec(),
+    );
     let push = |tag: &str, extra: &[&str]| {
         let mut args = vec!["copy", "--dest-tls-verify=false"];
         args.extend_from_slice(extra);
