@@ -491,7 +491,7 @@ pub(crate) mod tests {
         // As umoci 0.4 writes a layer: the header and the data, nothing after.
         let cut = full[..514].to_vec();
 
-        let strict = apply_all(dir.path(), &[cut.clone()]);
+        let strict = apply_all(dir.path(), std::slice::from_ref(&cut));
         let budget = Budget::new(Limits::default());
         apply(
             dir.path(),
