@@ -108,6 +108,9 @@ def main():
         "cold": "vm run --rm --cold -- true",
         "cold_nonet": "vm run --rm --cold --no-network -- true",
         "warm": "vm run --rm -- true (warm snapshot)",
+        "ship_archive": "git archive HEAD | vm exec -i VM tar -x",
+        "ship_prepare": "workspace prepare (shallow)",
+        "ship_history": "workspace prepare --history",
     }
     for key in labels:
         st = stats([s["ms"] for s in series(key)])
@@ -140,6 +143,9 @@ def main():
                 out["ratios"][f"{k}/raw"] = round(med[k] / med["raw"], 2)
     if "warm" in med and "cold" in med:
         out["ratios"]["warm/cold"] = round(med["warm"] / med["cold"], 3)
+    for k in ("ship_prepare", "ship_history"):
+        if k in med and "ship_archive" in med:
+            out["ratios"][f"{k}/ship_archive"] = round(med[k] / med["ship_archive"], 2)
 
     print(f"banger bench: backend {meta['backend']}, {meta['runs']} runs per series, "
           f"{meta['date']}")

@@ -10,10 +10,14 @@
 #               first with `banger image warm`, timed; removed afterwards unless one
 #               existed before)
 #   conc N      N = 1, 2, 4 concurrent runs, cold and warm
+#   ship        `workspace prepare` of a repository with a long history (shallow, and once
+#               with --history) against `git archive HEAD | vm exec -i VM -- tar -x` into
+#               the same VM; BANGER_BENCH_SHIP_REPO names it (skipped when unset)
 #
 # Settings: BANGER_BENCH_BIN (default target/release), BANGER_BENCH_RUNS (5),
 # BANGER_BENCH_CONC_ROUNDS (2), BANGER_BENCH_STATE (the smoke suite's state, whose
-# image it reuses), BANGER_BENCH_JSON (also write the JSON there).
+# image it reuses), BANGER_BENCH_JSON (also write the JSON there), BANGER_BENCH_ONLY=ship
+# (only the ship series).
 # It never runs beside a smoke run on the same state dir: it waits for it to end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +76,8 @@ banger daemon start >/dev/null
 log "image build (a no-op when it is current)"
 banger image build >/dev/null
 
+ONLY=${BANGER_BENCH_ONLY:-}
+if [ -z "$ONLY" ]; then
 log "warm-up run (not counted)"
 banger vm run --rm --cold --name bench-warmup -- true
 
@@ -146,10 +152,39 @@ concurrent conc_warm w
 if [ -z "$had_warm" ]; then
   for s in $(warm_snapshots); do banger vm snapshot delete "$s" >/dev/null; done
 fi
+fi # ONLY
+
+ship_series() {
+  local repo=${BANGER_BENCH_SHIP_REPO:-} i t0
+  if [ -z "$repo" ] || ! git -C "$repo" rev-parse -q --verify HEAD >/dev/null; then
+    log "ship: set BANGER_BENCH_SHIP_REPO to a git repository with a long history; skipping"
+    return 0
+  fi
+  log "ship: $repo, $(git -C "$repo" rev-list --count HEAD) commits, $(git -C "$repo" ls-files | wc -l) files, x$RUNS"
+  banger vm create bench-ship >/dev/null
+  backend=${backend:-$(banger vm show bench-ship --json | sed -n 's/.*"backend": "\(.*\)".*/\1/p')}
+  sample() { echo "{\"series\":\"$1\",\"ms\":$(( $(now_ms) - t0 ))}" >>"$RESULTS"; }
+  for i in $(seq "$RUNS"); do
+    t0=$(now_ms)
+    git -C "$repo" archive HEAD | banger vm exec -i bench-ship -- sh -c 'mkdir "$0" && exec tar -x -C "$0"' "/root/archive-$i"
+    sample ship_archive
+    t0=$(now_ms)
+    banger workspace prepare bench-ship "$repo" --dest "/root/ship-$i" >/dev/null
+    sample ship_prepare
+    if [ "$i" = 1 ]; then
+      t0=$(now_ms)
+      banger workspace prepare bench-ship "$repo" --dest /root/ship-history --history >/dev/null
+      sample ship_history
+    fi
+    banger vm exec bench-ship -- rm -rf "/root/archive-$i" "/root/ship-$i" /root/ship-history
+  done
+  banger vm delete bench-ship >/dev/null
+}
+ship_series
 
 tail -c +"$((LOG_START+1))" "$LOG" >"$RUN_DIR/daemon.log"
 cat >"$RUN_DIR/meta.json" <<META
-{"backend":"$backend","runs":$RUNS,"conc_rounds":$CONC_ROUNDS,"date":"$(date -u +%FT%TZ)",
+{"backend":"${backend:-}","runs":$RUNS,"conc_rounds":$CONC_ROUNDS,"date":"$(date -u +%FT%TZ)",
  "host_cpus":$(nproc),"memory_mib":512,"bin":"$BIN"}
 META
 python3 bench/report.py "$RESULTS" "$RUN_DIR/daemon.log" "$RUN_DIR/meta.json" | tee "$RUN_DIR/report.txt"

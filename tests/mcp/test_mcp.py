@@ -124,7 +124,12 @@ async def check_exec(t, vm):
     # The agent killed the whole group: no sleep is left behind.
     r = await t.ok("exec", {"vm": vm, "shell": "pgrep -x sleep || echo none"})
     assert r["stdout"] == "none\n", r
-    log("exec: exit codes, argv, stdin/env/cwd, output cap and timeout kill ok")
+
+    r = await t.ok("exec", {"vm": vm, "shell": "id -un; pwd", "user": "dev"})
+    assert r["stdout"] == "dev\n/home/dev\n", r
+    refusal = await t.refused("exec", {"vm": vm, "command": ["true"], "user": "Dev"})
+    assert "invalid user name" in refusal and "NAME:UID" in refusal, refusal
+    log("exec: exit codes, argv, stdin/env/cwd, output cap, timeout kill and user ok")
 
 
 async def check_files(t, vm):
@@ -194,6 +199,18 @@ async def check_run(t, repo):
     after = {v["name"] for v in (await t.ok("vm_list", {}))["vms"]}
     assert r["vm"] not in after and after <= before, (r["vm"], after)
     log("run: throwaway VM shipped, ran, exit code 5 reported, VM deleted")
+    text = await t.refused("run", {"shell": "true", "export": True})
+    assert "need `repo`" in text, text
+    r = await t.ok("run", {"shell": "echo v2 >README.md; echo new >added.txt; exit 3",
+                           "repo": str(repo), "export": True, "apply": True})
+    assert r["exit_code"] == 3 and "export_error" not in r, r
+    assert "+v2" in r["patch"] and "b/added.txt" in r["patch"], r["patch"]
+    assert r["applied"] == {"files": 2, "three_way": False, "conflicts": []}, r
+    assert (repo / "README.md").read_text() == "v2\n"
+    assert (repo / "added.txt").read_text() == "new\n"
+    git("checkout", "--", "README.md", cwd=repo)
+    (repo / "added.txt").unlink()
+    log("run: a failing command's changes came back as a patch and applied to the repo")
 
 
 async def scenario(banger, root):

@@ -9,6 +9,7 @@ use banger_wire::agent::{ExecSpec, GuestFrame};
 use banger_wire::{Diagnostic, ErrorCode, WireError};
 use tokio::process::Command;
 
+use crate::accounts::{AccountError, Accounts};
 use crate::frame::{FrameReader, FrameWriter};
 use crate::run;
 use crate::spawn::{self, SpawnFailure, Spawned};
@@ -16,8 +17,10 @@ use crate::spawn::{self, SpawnFailure, Spawned};
 /// Settings every exec starts from.
 #[derive(Debug, Clone)]
 pub struct ExecDefaults {
-    /// Working directory when the spec names none.
+    /// Working directory when the spec names none (and runs as root).
     pub cwd: PathBuf,
+    /// Where the users of `ExecSpec::user` are found or created.
+    pub accounts: Accounts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +47,8 @@ pub enum ExecError {
     },
     #[error("cannot open a pseudo-terminal")]
     Pty(#[source] nix::Error),
+    #[error(transparent)]
+    User(#[from] AccountError),
 }
 
 impl Diagnostic for ExecError {
@@ -55,6 +60,7 @@ impl Diagnostic for ExecError {
             ExecError::NotFound { .. } => ErrorCode::NotFound,
             ExecError::PermissionDenied { .. } => ErrorCode::PermissionDenied,
             ExecError::Spawn { .. } | ExecError::Pty(_) => ErrorCode::AgentFailed,
+            ExecError::User(e) => e.code(),
         }
     }
 
@@ -63,6 +69,7 @@ impl Diagnostic for ExecError {
             ExecError::NotFound { program } => Some(format!(
                 "check that {program} is installed in the guest and on its PATH"
             )),
+            ExecError::User(e) => e.hint(),
             _ => None,
         }
     }
@@ -100,16 +107,26 @@ pub async fn serve(
     }
 }
 
-fn start(spec: &ExecSpec, defaults: &ExecDefaults) -> Result<Spawned, ExecError> {
+/// Spawns `spec` as a group leader: on a pty when it asks for one, else on pipes.
+pub(crate) fn start(spec: &ExecSpec, defaults: &ExecDefaults) -> Result<Spawned, ExecError> {
     let (program, args) = spec.argv.split_first().ok_or(ExecError::EmptyArgv)?;
-    let cwd = match &spec.cwd {
-        Some(dir) => PathBuf::from(dir),
-        None => defaults.cwd.clone(),
+    let account = match &spec.user {
+        Some(user) if !user.is_root() => Some(defaults.accounts.ensure(user)?),
+        _ => None,
+    };
+    let cwd = match (&spec.cwd, &account) {
+        (Some(dir), _) => PathBuf::from(dir),
+        (None, Some(account)) if account.home.is_dir() => account.home.clone(),
+        (None, Some(_)) => PathBuf::from("/"),
+        (None, None) => defaults.cwd.clone(),
     };
     check_cwd(&cwd)?;
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+    cmd.args(args);
+    if let Some(account) = &account {
+        spawn::as_user(&mut cmd, account);
+    }
+    cmd.envs(spec.env.iter().map(|(k, v)| (k, v)))
         .current_dir(&cwd);
     let spawned = match spec.tty {
         Some(size) => {

@@ -7,9 +7,11 @@
 //! * `banger-agent connect HOST:PORT`: stdio joined to a TCP connection, so a guest
 //!   port can be reached through the exec stream (banger's SSH ProxyCommand).
 
+mod accounts;
 mod boot;
 mod channel;
 mod connect;
+mod detached;
 mod exec;
 mod fdio;
 mod frame;
@@ -41,8 +43,12 @@ use banger_wire::agent::{BootConfig, FW_CFG_BOOT_PATH};
 use clap::{Parser, Subcommand};
 
 use crate::channel::ChannelKind;
+use crate::detached::Detached;
 use crate::exec::ExecDefaults;
 use crate::session::{Ctx, Role};
+
+/// Where detached commands keep their output in the guest (root's only).
+const DETACHED_DIR: &str = "/var/lib/banger/detached";
 
 #[derive(Parser)]
 #[command(version, about = "The banger guest agent")]
@@ -66,6 +72,9 @@ enum Cmd {
         /// Working directory for commands that name none.
         #[arg(long, default_value = boot::HOME)]
         cwd: PathBuf,
+        /// Where detached commands' output is kept (emptied at start).
+        #[arg(long, default_value = DETACHED_DIR)]
+        detached_dir: PathBuf,
     },
     /// Join stdin/stdout to a TCP connection until both directions end (an SSH
     /// ProxyCommand run through `banger vm exec`).
@@ -81,13 +90,19 @@ fn main() -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Connect { addr } => connect::main(&addr),
         Cmd::Init => init_main(),
-        Cmd::Serve { cmdline, unix, cwd } => {
+        Cmd::Serve {
+            cmdline,
+            unix,
+            cwd,
+            detached_dir,
+        } => {
             let cfg = read_boot_config(&cmdline)?;
             let kind = match unix {
                 Some(path) => ChannelKind::Unix(path),
                 None => channel_kind(&cfg)?,
             };
-            runtime()?.block_on(agent(kind, ctx(&cfg, Role::Serve, cwd)))
+            let ctx = ctx(&cfg, Role::Serve, cwd, detached_dir);
+            runtime()?.block_on(agent(kind, ctx))
         }
     }
 }
@@ -99,7 +114,12 @@ fn init_main() -> anyhow::Result<()> {
     let cfg = read_boot_config(Path::new("/proc/cmdline"))?;
     boot::configure(&cfg);
     let kind = channel_kind(&cfg)?;
-    let ctx = ctx(&cfg, Role::Init, PathBuf::from(boot::HOME));
+    let ctx = ctx(
+        &cfg,
+        Role::Init,
+        PathBuf::from(boot::HOME),
+        PathBuf::from(DETACHED_DIR),
+    );
     runtime()?.block_on(async move {
         net::configure(&cfg).await;
         tokio::spawn(ssh::run_sshd());
@@ -124,13 +144,17 @@ async fn agent(kind: ChannelKind, ctx: Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn ctx(cfg: &BootConfig, role: Role, cwd: PathBuf) -> Ctx {
+fn ctx(cfg: &BootConfig, role: Role, cwd: PathBuf, detached_dir: PathBuf) -> Ctx {
     Ctx {
         token: std::sync::Mutex::new(cfg.token.clone()),
         boot_id: std::sync::Mutex::new(sys::boot_id()),
         started_ms: sys::uptime_ms(),
         role,
-        exec: ExecDefaults { cwd },
+        exec: ExecDefaults {
+            cwd,
+            accounts: accounts::Accounts::under("/"),
+        },
+        detached: Arc::new(Detached::at(detached_dir)),
     }
 }
 

@@ -122,7 +122,7 @@ enum Waited {
 }
 
 /// Waits for the process to exit and its output to be drained; returns the last frame.
-async fn finish(
+pub(crate) async fn finish(
     child: &mut Child,
     group: &ProcessGroup,
     outputs: Vec<(Output, OutKind)>,

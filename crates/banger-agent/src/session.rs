@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing::Instrument;
 
+use crate::detached::Detached;
 use crate::exec::{self, ExecDefaults};
 use crate::frame::{next_frame, read_frame_after_knocks, split_stream, write_frame, FrameError};
 use crate::run::reply_once;
@@ -45,6 +46,8 @@ pub struct Ctx {
     pub started_ms: u64,
     pub role: Role,
     pub exec: ExecDefaults,
+    /// The commands started with [`AgentRequest::ExecDetached`]; they outlive sessions.
+    pub detached: Arc<Detached>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -261,6 +264,17 @@ async fn handle_stream(stream: yamux::Stream, ctx: Arc<Ctx>, shutdown: Arc<Shutd
                 Role::Serve => false,
             };
             reply_once(&mut writer, &GuestFrame::Ssh { listening }).await;
+        }
+        AgentRequest::ExecDetached(spec) => {
+            let reply = ctx.detached.start(spec, &ctx.exec);
+            reply_once(&mut writer, &reply).await;
+        }
+        AgentRequest::DetachedList => reply_once(&mut writer, &ctx.detached.list()).await,
+        AgentRequest::DetachedOutput { id, follow } => {
+            ctx.detached.output(&id, follow, reader, writer).await;
+        }
+        AgentRequest::DetachedKill { id, signal } => {
+            reply_once(&mut writer, &ctx.detached.kill(&id, signal)).await;
         }
     }
 }

@@ -7,10 +7,11 @@ use std::process::Stdio;
 
 use banger_wire::agent::{GuestFrame, TtySize};
 use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{setgid, setgroups, setuid, Gid, Pid, Uid};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::process::{Child, ChildStdin, Command};
 
+use crate::accounts::Account;
 use crate::fdio::{FdStream, Kind};
 use crate::pty;
 
@@ -129,6 +130,34 @@ pub struct Spawned {
     pub group: ProcessGroup,
     pub outputs: Vec<(Output, OutKind)>,
     pub input: Input,
+}
+
+/// Makes `cmd` run as `account`: its environment names the user, and the child drops
+/// root right before exec (supplementary groups, then GID, then UID, so none of root's
+/// stays); a terminal on its stdin becomes the user's first, as a login's does.
+/// `cmd`'s own environment, set after this, still wins.
+#[allow(unsafe_code)]
+pub fn as_user(cmd: &mut Command, account: &Account) {
+    cmd.env("HOME", &account.home)
+        .env("USER", &account.name)
+        .env("LOGNAME", &account.name)
+        .env("SHELL", &account.shell);
+    let groups: Vec<Gid> = account.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+    let (uid, gid) = (Uid::from_raw(account.uid), Gid::from_raw(account.gid));
+    // SAFETY: the closure runs in the forked child before exec. It calls only
+    // isatty(3) (an ioctl), fchown(2), setgroups(2), setgid(2) and setuid(2), which are
+    // async-signal-safe, on data moved into it before the fork; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::isatty(0) == 1 && nix::libc::fchown(0, uid.as_raw(), gid.as_raw()) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            setgroups(&groups)?;
+            setgid(gid)?;
+            setuid(uid)?;
+            Ok(())
+        });
+    }
 }
 
 /// Why a spawn failed, before it is tied to the program's name.

@@ -9,15 +9,22 @@ use banger_wire::agent::{AgentRequest, ExecSpec, ExitStatus, GuestFrame, HostFra
 use banger_wire::ErrorCode;
 use tokio::task::JoinHandle;
 
+use crate::accounts::Accounts;
+use crate::detached::Detached;
 use crate::exec::ExecDefaults;
 use crate::session::{run_session, Ctx, Role, SessionEnd, SessionError};
-use crate::testhost::{collect, send, Host};
+use crate::testhost::{collect, send, Finished, Host};
 
 pub const TOKEN: &str = "s3cret-token";
 
 type Guest = JoinHandle<Result<Option<SessionEnd>, SessionError>>;
 
 pub fn ctx(role: Role) -> Arc<Ctx> {
+    ctx_in(role, std::env::temp_dir().join("banger-no-accounts"))
+}
+
+/// A session context whose guest users live in the `etc/` under `accounts`.
+fn ctx_in(role: Role, accounts: std::path::PathBuf) -> Arc<Ctx> {
     Arc::new(Ctx {
         token: std::sync::Mutex::new(Some(TOKEN.to_string())),
         boot_id: std::sync::Mutex::new("boot-1".into()),
@@ -25,7 +32,11 @@ pub fn ctx(role: Role) -> Arc<Ctx> {
         role,
         exec: ExecDefaults {
             cwd: std::env::temp_dir(),
+            accounts: Accounts::under(accounts),
         },
+        detached: Arc::new(Detached::at(
+            std::env::temp_dir().join(format!("banger-detached-{}", rand::random::<u32>())),
+        )),
     })
 }
 
@@ -41,13 +52,14 @@ async fn connect(role: Role) -> (Host, Guest) {
     (host, guest)
 }
 
-fn cmd(argv: &[&str]) -> ExecSpec {
+pub fn cmd(argv: &[&str]) -> ExecSpec {
     ExecSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: Vec::new(),
         cwd: None,
         tty: None,
         timeout_ms: None,
+        user: None,
     }
 }
 
@@ -424,4 +436,104 @@ async fn requests_run_concurrently_on_one_session() {
     assert_eq!(slow.stdout, b"slow\n");
     assert_eq!(fast.stdout, b"fast\n");
     assert!(began.elapsed() < Duration::from_millis(1500));
+}
+
+/// Runs `spec` as `user` in a session whose accounts are `passwd`, under `root`.
+async fn exec_as(root: &std::path::Path, passwd: &str, user: &str, argv: &[&str]) -> Finished {
+    exec_spec_as(root, passwd, user, cmd(argv)).await
+}
+
+/// `sh -c SCRIPT` as dev under a pseudo-terminal.
+async fn exec_as_on_tty(root: &std::path::Path, passwd: &str, script: &str) -> Finished {
+    let mut spec = cmd(&["sh", "-c", script]);
+    spec.tty = Some(TtySize { rows: 24, cols: 80 });
+    exec_spec_as(root, passwd, "dev", spec).await
+}
+
+async fn exec_spec_as(
+    root: &std::path::Path,
+    passwd: &str,
+    user: &str,
+    spec: ExecSpec,
+) -> Finished {
+    fs_err::create_dir_all(root.join("etc")).unwrap();
+    fs_err::write(root.join("etc/passwd"), passwd).unwrap();
+    fs_err::write(root.join("etc/group"), "root:x:0:\nwheel:x:10:dev\n").unwrap();
+    let (io, guest_io) = tokio::io::duplex(256 * 1024);
+    let _guest = tokio::spawn(run_session(guest_io, ctx_in(Role::Serve, root.into())));
+    let host = Host::connect(io, TOKEN).await.expect("authenticated");
+    let spec = ExecSpec {
+        user: Some(user.parse().unwrap()),
+        ..spec
+    };
+    host.exec(spec, b"").await
+}
+
+#[tokio::test]
+async fn a_user_command_runs_without_root_in_its_home() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: dropping to another user needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let home = root.path().join("home/dev");
+    fs_err::create_dir_all(&home).unwrap();
+    let passwd = format!("dev:x:4242:4343::{}:/bin/sh\n", home.display());
+
+    let done = exec_as(
+        root.path(),
+        &passwd,
+        "dev",
+        &[
+            "sh",
+            "-c",
+            "id -u; id -g; id -G; echo $HOME $USER $LOGNAME $SHELL; pwd",
+        ],
+    )
+    .await;
+
+    let want = format!(
+        "4242\n4343\n4343 10\n{0} dev dev /bin/sh\n{0}\n",
+        home.display()
+    );
+    assert_eq!(String::from_utf8_lossy(&done.stdout), want);
+    assert_eq!(done.last, GuestFrame::Exit(ExitStatus::Code(0)));
+}
+
+#[tokio::test]
+async fn a_user_owns_the_terminal_it_runs_on() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: dropping to another user needs root");
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+
+    let done = exec_as_on_tty(
+        root.path(),
+        "dev:x:4242:4343::/:/bin/sh\n",
+        "stat -c %u:%g $(tty)",
+    )
+    .await;
+
+    assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), "4242:4343");
+}
+
+#[tokio::test]
+async fn a_user_whose_uid_disagrees_is_refused_before_anything_runs() {
+    let root = tempfile::tempdir().unwrap();
+
+    let done = exec_as(
+        root.path(),
+        "dev:x:4242:4242::/nonexistent:/bin/sh\n",
+        "dev:4000",
+        &["touch", "/tmp/should-not-run"],
+    )
+    .await;
+
+    assert!(!done.started);
+    assert_eq!(error_code(&done.last), Some(ErrorCode::FailedPrecondition));
+    assert_eq!(
+        error_message(&done.last),
+        "user dev exists in the guest with UID 4242, not 4000"
+    );
 }

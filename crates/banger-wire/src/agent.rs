@@ -23,6 +23,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::user::GuestUser;
 use crate::WireError;
 
 /// Protocol version; the host refuses a guest that speaks another.
@@ -118,7 +119,7 @@ pub struct TtySize {
 
 /// A command to run in the guest. `argv` reaches `execve` exactly as given: no shell,
 /// no joining, no re-splitting.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExecSpec {
     pub argv: Vec<String>,
     #[serde(default)]
@@ -128,6 +129,10 @@ pub struct ExecSpec {
     pub tty: Option<TtySize>,
     /// Kill the process (group) after this many milliseconds.
     pub timeout_ms: Option<u64>,
+    /// Run as this user, created in the guest when missing; root when absent (the
+    /// daemon fills in the VM's default user first).
+    #[serde(default)]
+    pub user: Option<GuestUser>,
 }
 
 /// The exit code banger gives a command killed at its timeout, as `timeout(1)` does.
@@ -150,7 +155,59 @@ pub enum AgentRequest {
     /// at once when the image has none). Newer than the other requests: an older agent
     /// answers it with an error.
     SshReady,
+    /// Starts a command detached from this stream (`vm exec -d`): it outlives the
+    /// stream and the session, its output is kept in the guest. `tty` is refused.
+    /// Answered with [`GuestFrame::Detached`] once it runs.
+    ExecDetached(ExecSpec),
+    /// Answered with [`GuestFrame::DetachedList`]: every detached command kept.
+    DetachedList,
+    /// The kept output of detached command `id` as [`GuestFrame::Stdout`] and
+    /// [`GuestFrame::Stderr`] frames, then [`GuestFrame::Detached`] with its state.
+    /// With `follow`, the output is streamed until the command has ended and its output
+    /// is closed. Once an ended command's output was sent to its end, it is forgotten.
+    DetachedOutput { id: String, follow: bool },
+    /// Delivers `signal` to detached command `id`'s process group. Answered with
+    /// [`GuestFrame::Detached`].
+    DetachedKill { id: String, signal: i32 },
 }
+
+/// Whether a detached command still runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum DetachedState {
+    Running,
+    Exited,
+}
+
+/// A detached command as the agent keeps it (`vm exec -d`, `vm ps`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DetachedInfo {
+    /// Addresses it in `vm ps`, `vm logs --exec` and `vm kill`.
+    pub id: String,
+    /// Its pid in the guest (also its process group).
+    pub pid: u32,
+    pub argv: Vec<String>,
+    /// Guest wall clock when it started, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    pub state: DetachedState,
+    /// Once exited: its exit code, 128+n for signal n, 124 when its timeout killed it.
+    pub exit_code: Option<i32>,
+    /// Whether its timeout killed it.
+    pub timed_out: bool,
+    /// Output bytes dropped because the guest keeps only the newest
+    /// [`DETACHED_OUTPUT_KEPT`] bytes.
+    pub dropped_bytes: u64,
+}
+
+/// How much of a detached command's output (stdout and stderr together) the agent keeps
+/// at least; older output is dropped in pieces of this size, so at most twice this is
+/// ever kept.
+pub const DETACHED_OUTPUT_KEPT: u64 = 4 << 20;
+/// How many detached commands the agent keeps; starting one more forgets the oldest
+/// ended one, or is refused when all of them still run.
+pub const DETACHED_MAX: usize = 32;
 
 /// Who a guest is: what a fresh boot reads from [`BootConfig`], plus what a restored
 /// guest has to refresh (clock, randomness).
@@ -222,6 +279,12 @@ pub enum GuestFrame {
     Ssh {
         listening: bool,
     },
+    /// A detached command: the answer to [`AgentRequest::ExecDetached`] and
+    /// [`AgentRequest::DetachedKill`], and the last frame of
+    /// [`AgentRequest::DetachedOutput`].
+    Detached(DetachedInfo),
+    /// Answer to [`AgentRequest::DetachedList`], oldest first.
+    DetachedList(Vec<DetachedInfo>),
 }
 
 /// Serializes one frame payload (without the length prefix).
@@ -341,6 +404,7 @@ mod tests {
             cwd: Some("/root/repo".into()),
             tty: None,
             timeout_ms: None,
+            user: Some("dev:1500".parse().unwrap()),
         };
         let back: AgentRequest = decode(&encode(&AgentRequest::Exec(spec.clone()))).unwrap();
         assert_eq!(back, AgentRequest::Exec(spec));

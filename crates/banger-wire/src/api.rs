@@ -8,7 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::ExecSpec;
+use crate::agent::{DetachedInfo, ExecSpec};
+use crate::user::GuestUser;
 
 /// Version prefix of every route. Bumped only on a breaking change.
 pub const API_VERSION: &str = "v1";
@@ -16,6 +17,10 @@ pub const API_VERSION: &str = "v1";
 pub const RPC_PATH: &str = "/v1/rpc";
 /// Route for the upgraded exec stream; the body is an [`ExecRequest`].
 pub const EXEC_PATH: &str = "/v1/exec";
+/// Route for the upgraded stream of a detached command's output (`vm logs --exec`);
+/// the body is an [`ExecOutputRequest`], the frames are those of
+/// [`crate::agent::AgentRequest::DetachedOutput`].
+pub const EXEC_OUTPUT_PATH: &str = "/v1/exec/output";
 /// Protocol name in the `Upgrade:` header of an exec request.
 pub const EXEC_UPGRADE_PROTOCOL: &str = "banger-exec/1";
 /// Route for a [`Request`] whose input is the request body ([`Request::ImageImport`]);
@@ -141,6 +146,11 @@ pub struct VmCreateSpec {
     /// restarts).
     #[serde(default)]
     pub ttl_secs: Option<u64>,
+    /// `NAME[:UID]`: the user the VM's commands run as unless one names another
+    /// (created in the guest on first use); root when absent.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev", pattern = "^[a-z_][a-z0-9_-]{0,31}(:[0-9]{1,5})?$"))]
+    pub user: Option<GuestUser>,
 }
 
 /// Changes for `vm set`; only on a stopped VM.
@@ -264,6 +274,10 @@ pub struct VmInfo {
     /// RFC 3339 time at which the daemon deletes the VM (`--ttl`).
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// The user its commands run as by default (`NAME[:UID]`); root when absent.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub user: Option<GuestUser>,
 }
 
 /// A snapshot of a running VM: its memory, devices and writable disk at one instant.
@@ -402,6 +416,12 @@ pub struct ImageBuildSpec {
     /// Rebuild even when an image with these inputs exists.
     #[serde(default)]
     pub force: bool,
+    /// A user to create in the image, with a home.
+    #[serde(default)]
+    pub user: Option<GuestUser>,
+    /// Give `user` passwordless sudo (installs the `sudo` package).
+    #[serde(default)]
+    pub sudo: bool,
 }
 
 /// One request to the daemon.
@@ -503,6 +523,37 @@ pub enum Request {
     Prune {
         dry_run: bool,
     },
+    /// Adds a port forward `HOST:GUEST[/tcp|/udp]` to a VM, kept with it; on a running
+    /// VM it answers at once. Answers the VM's forwards.
+    VmPortAdd {
+        name: String,
+        port: String,
+    },
+    /// Removes the VM's forward of `HOST[:GUEST][/tcp|/udp]`. Answers the VM's forwards.
+    VmPortRemove {
+        name: String,
+        port: String,
+    },
+    /// Answers the VM's port forwards.
+    VmPortList {
+        name: String,
+    },
+    /// Starts `spec` in the guest detached from any stream (`vm exec -d`); answers
+    /// [`Response::Detached`] once it runs.
+    VmExecDetach {
+        name: String,
+        spec: ExecSpec,
+    },
+    /// The VM's detached commands (`vm ps`): [`Response::DetachedList`].
+    VmPs {
+        name: String,
+    },
+    /// Signals a detached command's process group (`vm kill`): [`Response::Detached`].
+    VmKill {
+        name: String,
+        id: String,
+        signal: i32,
+    },
 }
 
 impl Request {
@@ -552,6 +603,37 @@ pub enum Response {
     Snapshots(Vec<SnapshotInfo>),
     Pruned(PruneReport),
     Pulled(RegistryPullReport),
+    Ports(Vec<PortInfo>),
+    Detached(DetachedInfo),
+    DetachedList(Vec<DetachedInfo>),
+}
+
+/// One port forward of a VM: the host's port `host` (on every host address, 127.0.0.1
+/// included) reaches the guest's port `guest`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PortInfo {
+    pub host: u16,
+    pub guest: u16,
+    pub proto: PortProto,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum PortProto {
+    #[default]
+    Tcp,
+    Udp,
+}
+
+impl PortProto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortProto::Tcp => "tcp",
+            PortProto::Udp => "udp",
+        }
+    }
 }
 
 /// What [`Request::Prune`] removed (or, in a dry run, would remove), by name.
@@ -593,6 +675,16 @@ pub enum StreamEvent {
 pub struct ExecRequest {
     pub vm: String,
     pub spec: ExecSpec,
+}
+
+/// Body of the upgrade request for a detached command's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecOutputRequest {
+    pub vm: String,
+    pub id: String,
+    /// Stream until the command has ended, rather than what it wrote so far.
+    #[serde(default)]
+    pub follow: bool,
 }
 
 #[cfg(test)]
@@ -668,6 +760,7 @@ mod tests {
             last_error: None,
             policy: Some(NetPolicy::default()),
             expires_at: Some("2026-11-24T01:00:00Z".into()),
+            user: Some("dev".parse().unwrap()),
         }]);
         let json = serde_json::to_string(&resp).unwrap();
         let back: Response = serde_json::from_str(&json).unwrap();

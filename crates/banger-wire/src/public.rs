@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::TtySize;
+use crate::user::GuestUser;
 use crate::WireError;
 
 /// Prefix of every public route. Bumped only on a breaking change.
@@ -27,7 +28,7 @@ pub struct ExecBody {
     /// Added to the guest's default environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Working directory; the guest's default (`/root`) when absent.
+    /// Working directory; the user's home (`/root` for root) when absent.
     #[serde(default)]
     pub cwd: Option<String>,
     /// Kill the command's process group after this many seconds.
@@ -43,6 +44,11 @@ pub struct ExecBody {
     /// Run under a pseudo-terminal of this size; stderr is merged into stdout then.
     #[serde(default)]
     pub tty: Option<TtySize>,
+    /// `NAME[:UID]`: run as this user (created in the guest when missing); the VM's
+    /// default user when absent. Working directory then defaults to its home.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "dev", pattern = "^[a-z_][a-z0-9_-]{0,31}(:[0-9]{1,5})?$"))]
+    pub user: Option<GuestUser>,
 }
 
 /// A new terminal size for an exec under a tty (`POST /api/v1/execs/{id}/resize`).

@@ -4,8 +4,20 @@
 //! arguments, never spliced into the script. Their exit codes below say which
 //! precondition failed.
 
-/// Where a workspace lands in the guest unless told otherwise.
+/// Where a workspace lands in the guest unless told otherwise, for root.
 pub const DEFAULT_DEST: &str = "/root/repo";
+
+/// Where a workspace lands for the user the guest's commands run as: [`DEFAULT_DEST`]
+/// for root, `repo` in another user's home (`/home/NAME/repo`), which root's is not
+/// readable for.
+pub fn default_dest(user: Option<&GuestUser>) -> String {
+    match user {
+        Some(user) if !user.is_root() => format!("{}/repo", user.home()),
+        _ => DEFAULT_DEST.into(),
+    }
+}
+
+use crate::user::GuestUser;
 
 /// `$1` the destination, `$2` the branch HEAD should name (may be empty): refuses a
 /// destination that is not empty, then `git init`s it.

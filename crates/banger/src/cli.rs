@@ -1,11 +1,15 @@
 //! Command-line grammar (clap derive). Behaviour lives in `cmd/`.
 
+use banger_wire::user::GuestUser;
+use banger_wire::Diagnostic;
 use clap::{Args, Parser, Subcommand};
 
 const EXIT_CODES: &str = "\
 Exit codes:
   0    success (for exec/run: the guest command's own exit code is passed through,
-       a command killed by signal N gives 128+N, one killed at --timeout 124)
+       a command killed by signal N gives 128+N, one killed at --timeout 124;
+       vm run --export/--apply: the command's code, unless it was 0 and the changes
+       did not come back, then that failure's code, or 1 for conflicts left)
   1    the command ran and reported failure (e.g. doctor found a FAIL)
   2    usage error
   3    invalid argument          4  not found           5  already exists
@@ -22,6 +26,10 @@ BANGER_RUNTIME_DIR override where banger keeps things; NO_COLOR disables colour.
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Print no progress and no informational lines on stderr (errors and warnings
+    /// still print).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,6 +170,10 @@ pub enum VmCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Run the VM's commands as this user unless they name another (created in the
+        /// guest on first use, with a home in /home; UID: the next free from 1000).
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
     },
     /// Create a VM, run a command in it, stream its output and exit with its code.
     Run(RunArgs),
@@ -217,26 +229,51 @@ pub enum VmCommand {
         #[command(flatten)]
         policy: PolicyArgs,
     },
-    /// Print the VM's serial console.
+    /// Print the VM's serial console, or a detached command's output (--exec ID).
     Logs {
         /// The VM.
         name: String,
-        /// Keep printing what the console writes, until Ctrl-C.
+        /// Keep printing what the console writes, until Ctrl-C; with --exec, until the
+        /// command ends.
         #[arg(long, short)]
         follow: bool,
+        /// The output of detached command ID (`vm exec -d`) instead: stdout to stdout,
+        /// stderr to stderr. Once an ended command's output was printed, it is forgotten.
+        #[arg(long = "exec", value_name = "ID")]
+        exec: Option<String>,
     },
     /// Run a command in a running VM.
     Exec(ExecArgs),
-    /// Copy a file or directory between the host and a VM.
+    /// List a VM's detached commands (`vm exec -d`): running ones, and ended ones whose
+    /// output was not fetched yet.
+    Ps {
+        /// The running VM.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Send a signal to a detached command's process group.
+    Kill {
+        /// The running VM.
+        name: String,
+        /// The detached command's id (`vm ps`).
+        id: String,
+        /// The signal: a name (TERM, SIGTERM) or a number.
+        #[arg(long, short, default_value = "KILL", value_parser = crate::detached::parse_signal)]
+        signal: i32,
+    },
+    /// Copy files and directories between the host and a VM.
     ///
-    /// `NAME:/path` names the guest side; relative guest paths start at /root. Modes
-    /// are kept. Into an existing directory the copy keeps its name; otherwise it is
-    /// created as DST.
+    /// `NAME:/path` names the guest side; relative guest paths start at /root.
+    /// Directories are copied with their contents, like `cp -r` (no flag needed). Modes
+    /// are kept. Into an existing directory a copy keeps its name; otherwise it is
+    /// created as DST. With several sources (all on the host, or all in one VM), DST
+    /// must be an existing directory: `vm cp a b NAME:/dst`, `vm cp NAME:/x NAME:/y dir`.
     Cp {
-        /// A host path, or NAME:/path in a VM.
-        src: String,
-        /// A host path, or NAME:/path in a VM.
-        dst: String,
+        /// The sources, then the destination: host paths, or NAME:/path in a VM.
+        #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
+        paths: Vec<String>,
     },
     /// Open an SSH session in a VM, or run a command there over SSH.
     Ssh {
@@ -255,6 +292,42 @@ pub enum VmCommand {
     /// and delete snapshots. `vm create --from-snapshot SNAP` clones one.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Snapshot(SnapshotArgs),
+    /// List, add and remove a VM's port forwards, also while it runs. They are kept
+    /// with the VM (like `--publish`) and answer on every host address, 127.0.0.1
+    /// included.
+    #[command(subcommand)]
+    Port(PortCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PortCommand {
+    /// Forward a host port to the VM; refused when the host port is already forwarded
+    /// or something on the host listens on it.
+    Add {
+        /// The VM.
+        name: String,
+        /// HOST:GUEST, or HOST:GUEST/udp.
+        #[arg(value_name = "HOST:GUEST[/udp]")]
+        port: String,
+    },
+    /// Remove the VM's forward of a host port.
+    #[command(alias = "remove")]
+    Rm {
+        /// The VM.
+        name: String,
+        /// The host port; GUEST and /tcp or /udp narrow which forward goes.
+        #[arg(value_name = "HOST[:GUEST][/PROTO]")]
+        port: String,
+    },
+    /// List the VM's port forwards.
+    #[command(alias = "list")]
+    Ls {
+        /// The VM.
+        name: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -310,6 +383,10 @@ pub struct ExecOpts {
     /// 124, as timeout(1) does.
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
     pub timeout: Option<std::time::Duration>,
+    /// Run as this user, created in the guest when missing (home /home/NAME; UID: the
+    /// next free from 1000); it starts in its home. Default: the VM's user, else root.
+    #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+    pub user: Option<GuestUser>,
 }
 
 #[derive(Debug, Args)]
@@ -318,6 +395,13 @@ pub struct ExecArgs {
     pub name: String,
     #[command(flatten)]
     pub opts: ExecOpts,
+    /// Start the command in the background and print its id; it runs on after banger
+    /// exits. `vm ps` lists it, `vm logs NAME --exec ID` prints its output.
+    #[arg(short = 'd', long, conflicts_with_all = ["interactive", "tty"])]
+    pub detach: bool,
+    /// With -d: print the started command as JSON.
+    #[arg(long, requires = "detach")]
+    pub json: bool,
     /// The command and its arguments, passed to the guest exactly as given.
     #[arg(last = true, required = true)]
     pub command: Vec<String>,
@@ -352,7 +436,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub opts: ExecOpts,
     /// A git repository to ship into the VM (its tracked files as they are in the
-    /// working tree, with git history); the command then runs in it.
+    /// working tree, with HEAD's commit); the command then runs in it.
     #[arg(value_name = "PATH")]
     pub path: Option<std::path::PathBuf>,
     /// With PATH: also ship untracked files that are not ignored.
@@ -362,9 +446,24 @@ pub struct RunArgs {
     /// without creating a VM.
     #[arg(long, requires = "path")]
     pub dry_run: bool,
-    /// With PATH: where the repository goes in the guest.
-    #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST, visible_alias = "dest")]
-    pub workdir_in_guest: String,
+    /// With PATH: where the repository goes in the guest (default: /root/repo, or
+    /// /home/NAME/repo when the command runs as user NAME).
+    #[arg(long, value_name = "DIR", visible_alias = "dest")]
+    pub workdir_in_guest: Option<String>,
+    /// With PATH: once the command ends (whatever its exit code, also at --timeout),
+    /// write the guest's changes to FILE as a patch against the shipped HEAD, for
+    /// `git apply` on a clean checkout (new untracked files included).
+    #[arg(long, value_name = "FILE", requires = "path")]
+    pub export: Option<std::path::PathBuf>,
+    /// With PATH: once the command ends, apply the changes it made to the working tree
+    /// at PATH, as `workspace export --apply` does (paths outside the repository, in
+    /// .git or through symlinks are refused and nothing is written).
+    #[arg(long, requires = "path")]
+    pub apply: bool,
+    /// With PATH: ship HEAD's whole git history, not HEAD's commit alone (by default the
+    /// guest repository is shallow, as after `git clone --depth 1`).
+    #[arg(long, requires = "path")]
+    pub history: bool,
     /// The command and its arguments (default: a login shell).
     #[arg(last = true)]
     pub command: Vec<String>,
@@ -383,9 +482,14 @@ pub enum WorkspaceCommand {
         /// Also ship untracked files that are not ignored.
         #[arg(long)]
         include_untracked: bool,
-        /// Where the repository goes in the guest.
-        #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
-        dest: String,
+        /// Where the repository goes in the guest (default: /root/repo, or
+        /// /home/NAME/repo in a VM created with --user NAME).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<String>,
+        /// Ship HEAD's whole git history, not HEAD's commit alone (by default the guest
+        /// repository is shallow, as after `git clone --depth 1`).
+        #[arg(long)]
+        history: bool,
     },
     /// Print the guest's changes as a git patch relative to the shipped HEAD (so it
     /// applies to a clean checkout), or apply them here with --apply.
@@ -403,9 +507,10 @@ pub enum WorkspaceCommand {
         /// The repository to apply to (with --apply).
         #[arg(long, value_name = "PATH", default_value = ".", requires = "apply")]
         repo: std::path::PathBuf,
-        /// Where the repository is in the guest.
-        #[arg(long, value_name = "DIR", default_value = crate::workspace::DEFAULT_DEST)]
-        dest: String,
+        /// Where the repository is in the guest (default: where `workspace prepare`
+        /// puts it for the VM's user).
+        #[arg(long, value_name = "DIR")]
+        dest: Option<String>,
     },
 }
 
@@ -431,6 +536,13 @@ pub enum ImageCommand {
         /// Rebuild even if an image with these inputs exists.
         #[arg(long)]
         force: bool,
+        /// Create this user in the image, with a home in /home (UID: given, else the
+        /// next free from 1000).
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
+        /// Give --user passwordless sudo (adds the sudo package).
+        #[arg(long, requires = "user")]
+        sudo: bool,
     },
     /// Import a rootfs tarball, a directory, a `docker save` archive or an OCI layout.
     Import {
@@ -529,4 +641,11 @@ pub enum DaemonCommand {
     },
     /// Print the daemon's log.
     Logs,
+}
+
+/// `--user NAME[:UID]`, refused with the rule it broke before anything else happens.
+fn parse_user(text: &str) -> Result<GuestUser, String> {
+    text.parse().map_err(|e: banger_wire::user::UserError| {
+        format!("{e}\n\n  hint: {}", e.hint().unwrap_or_default())
+    })
 }

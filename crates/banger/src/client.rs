@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use banger_host::config::{Paths, SYSTEM_SOCKET};
 use banger_wire::api::{
-    ExecRequest, Request, Response, StreamEvent, EXEC_PATH, EXEC_UPGRADE_PROTOCOL, REQUEST_HEADER,
-    RPC_PATH, UPLOAD_PATH,
+    ExecOutputRequest, ExecRequest, Request, Response, StreamEvent, EXEC_OUTPUT_PATH, EXEC_PATH,
+    EXEC_UPGRADE_PROTOCOL, REQUEST_HEADER, RPC_PATH, UPLOAD_PATH,
 };
 use banger_wire::WireError;
 use bytes::Bytes;
@@ -188,8 +188,25 @@ impl Client {
         &self,
         req: &ExecRequest,
     ) -> Result<TokioIo<hyper::upgrade::Upgraded>, CliError> {
+        self.upgrade(EXEC_PATH, serde_json::to_vec(req)?).await
+    }
+
+    /// Opens the stream of a detached command's output (agent frames, like an exec's).
+    pub async fn exec_output(
+        &self,
+        req: &ExecOutputRequest,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, CliError> {
+        self.upgrade(EXEC_OUTPUT_PATH, serde_json::to_vec(req)?)
+            .await
+    }
+
+    async fn upgrade(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<TokioIo<hyper::upgrade::Upgraded>, CliError> {
         let mut sender = self.connect().await?;
-        let mut http = Self::post(EXEC_PATH, serde_json::to_vec(req)?);
+        let mut http = Self::post(path, body);
         http.headers_mut().insert(
             header::CONNECTION,
             header::HeaderValue::from_static("upgrade"),
@@ -274,7 +291,7 @@ pub async fn ensure_daemon(paths: &Paths) -> Result<Client, CliError> {
         // A connection dropped mid-ping: a daemon that is dying, not serving.
         Err(CliError::Unreachable { .. } | CliError::Http(_)) => {
             let pid = start_daemon(paths).await?;
-            output::note(&format!(
+            output::info(&format!(
                 "started bangerd (pid {pid}); stop it with `banger daemon stop`"
             ));
             Ok(client)

@@ -80,7 +80,9 @@ impl<S: AsyncRead + AsyncWrite> Events<S> {
                 GuestFrame::Started { .. }
                 | GuestFrame::Pong { .. }
                 | GuestFrame::Ok
-                | GuestFrame::Ssh { .. } => continue,
+                | GuestFrame::Ssh { .. }
+                | GuestFrame::Detached(_)
+                | GuestFrame::DetachedList(_) => continue,
             });
         }
     }

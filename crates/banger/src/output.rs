@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use banger_wire::Diagnostic;
 
@@ -86,9 +87,29 @@ pub fn fail(e: &CliError) -> i32 {
     e.code().exit_code()
 }
 
+/// `--quiet`: set once, from the command line.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, Ordering::Relaxed);
+}
+
+/// Whether `--quiet` asked for no progress and no [`info`] lines.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
 /// A diagnostic line on stderr, control characters escaped.
 pub fn note(msg: &str) {
     eprintln!("{} {}", paint("2", "banger:"), escape_controls(msg));
+}
+
+/// A [`note`] that only informs (what was shipped, written, applied): not under
+/// `--quiet`.
+pub fn info(msg: &str) {
+    if !quiet() {
+        note(msg);
+    }
 }
 
 pub fn data(s: &str) {

@@ -222,6 +222,7 @@ fn vm(name: &str, state: VmState, expires_at: Option<i64>) -> VmRecord {
         creating: false,
         ephemeral: false,
         expires_at,
+        user: None,
     }
 }
 

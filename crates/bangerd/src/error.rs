@@ -84,6 +84,8 @@ pub enum DaemonError {
     ShuttingDown,
     #[error("{what} is for root only")]
     RootOnly { what: String, hint: String },
+    #[error(transparent)]
+    Port(#[from] crate::net::PortError),
 }
 
 impl DaemonError {
@@ -145,6 +147,7 @@ impl Diagnostic for DaemonError {
             DaemonError::NoNetwork { .. } => ErrorCode::FailedPrecondition,
             DaemonError::ShuttingDown => ErrorCode::Unavailable,
             DaemonError::RootOnly { .. } => ErrorCode::PermissionDenied,
+            DaemonError::Port(e) => e.code(),
         }
     }
 
@@ -183,6 +186,7 @@ impl Diagnostic for DaemonError {
             )),
             DaemonError::Io { .. } => None,
             DaemonError::ShuttingDown => Some("start it again with `banger daemon start`".into()),
+            DaemonError::Port(e) => e.hint(),
         }
     }
 }

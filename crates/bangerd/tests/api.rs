@@ -244,6 +244,33 @@ async fn verbs_on_a_missing_vm_are_404() {
 }
 
 #[tokio::test]
+async fn port_verbs_refuse_bad_input_and_missing_vms() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (list, err) = d.error("GET", "/api/v1/vms/ghost/ports", "").await;
+    let fwd = r#"{"host":8080,"guest":80,"proto":"tcp"}"#;
+    let (add, _) = d.error("POST", "/api/v1/vms/ghost/ports", fwd).await;
+    let (bad_proto, _) = d
+        .error(
+            "POST",
+            "/api/v1/vms/ghost/ports",
+            r#"{"host":1,"guest":1,"proto":"sctp"}"#,
+        )
+        .await;
+    let (bad_port, _) = d.error("DELETE", "/api/v1/vms/ghost/ports/http", "").await;
+    let (rm, _) = d
+        .error("DELETE", "/api/v1/vms/ghost/ports/8080?proto=udp", "")
+        .await;
+
+    assert_eq!(list, StatusCode::NOT_FOUND);
+    assert_eq!(err.code, ErrorCode::NotFound);
+    assert_eq!(add, StatusCode::NOT_FOUND);
+    assert_eq!(bad_proto, StatusCode::BAD_REQUEST);
+    assert_eq!(bad_port, StatusCode::BAD_REQUEST);
+    assert_eq!(rm, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn the_openapi_document_is_served() {
     let d = Daemon::start(Config::default()).await;
 
@@ -260,7 +287,7 @@ async fn the_openapi_document_is_served() {
 }
 
 /// The API as the contract (docs/api.md) lists it.
-const ROUTES: [&str; 25] = [
+const ROUTES: [&str; 32] = [
     "GET /api/v1/status",
     "GET /api/v1/openapi.json",
     "GET /api/v1/vms",
@@ -270,10 +297,17 @@ const ROUTES: [&str; 25] = [
     "POST /api/v1/vms/{name}/start",
     "POST /api/v1/vms/{name}/stop",
     "POST /api/v1/vms/{name}/restart",
+    "GET /api/v1/vms/{name}/ports",
+    "POST /api/v1/vms/{name}/ports",
+    "DELETE /api/v1/vms/{name}/ports/{host}",
     "POST /api/v1/vms/{name}/exec",
     "POST /api/v1/execs/{id}/stdin",
     "POST /api/v1/execs/{id}/resize",
     "POST /api/v1/execs/{id}/kill",
+    "POST /api/v1/vms/{name}/detached",
+    "GET /api/v1/vms/{name}/detached",
+    "GET /api/v1/vms/{name}/detached/{id}/output",
+    "POST /api/v1/vms/{name}/detached/{id}/kill",
     "PUT /api/v1/vms/{name}/files",
     "GET /api/v1/vms/{name}/files",
     "PUT /api/v1/vms/{name}/archive",

@@ -520,6 +520,47 @@ fn nat_rules_are_what_nft_lists() {
 }
 
 #[test]
+fn a_running_vms_forwards_are_replaced_and_removed_in_place() {
+    require_privileges!();
+    let ns = Netns::new("host");
+
+    let (added, replaced, emptied, tagged_left) = ns.run(|| async {
+        let host = HostNetwork::setup(&config(0), &HashSet::new())
+            .await
+            .unwrap();
+        let ip = Ipv4Addr::new(172, 30, 0, 2);
+        let web: PortForward = "8080:80".parse().unwrap();
+        let dns: PortForward = "5353:53/udp".parse().unwrap();
+        host.attach("vm1", ip, &[web], Rules::default())
+            .await
+            .unwrap();
+        let list = || run("nft", &["list", "chain", "ip", "banger", "vm_vm1"]);
+
+        host.set_forwards("vm1", ip, &[web, dns]).await.unwrap();
+        let added = list();
+        host.set_forwards("vm1", ip, &[dns]).await.unwrap();
+        let replaced = list();
+        host.set_forwards("vm1", ip, &[]).await.unwrap();
+        let emptied = nft::list_table(host.nft_table()).await.unwrap().unwrap();
+        let parsed = nft::TableListing::parse(&emptied).unwrap();
+        (added, replaced, parsed.chains, parsed.tagged_rules.len())
+    });
+
+    assert!(
+        added.contains("tcp dport 8080 dnat to 172.30.0.2:80"),
+        "{added}"
+    );
+    assert!(
+        added.contains("udp dport 5353 dnat to 172.30.0.2:53"),
+        "{added}"
+    );
+    assert!(!replaced.contains("8080"), "{replaced}");
+    assert!(replaced.contains("udp dport 5353"), "{replaced}");
+    assert!(!emptied.iter().any(|c| c == "vm_vm1"), "{emptied:?}");
+    assert_eq!(tagged_left, 0);
+}
+
+#[test]
 fn cleanup_all_removes_bridge_taps_and_table() {
     require_privileges!();
     let ns = Netns::new("host");

@@ -5,9 +5,13 @@
 //! and runs these; without root, QEMU or `BANGER_E2E_BIN` every test says why it skips.
 
 mod api;
+mod cpport;
+mod detach;
 mod exec;
 mod lifecycle;
 mod lifetimes;
 mod network;
 mod oci;
+mod roundtrip;
+mod user;
 mod workspace;

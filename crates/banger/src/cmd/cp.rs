@@ -1,4 +1,4 @@
-//! `banger vm cp SRC DST`: copies a file or a directory tree between the host and a
+//! `banger vm cp SRC... DST`: copies files and directory trees between the host and a
 //! VM; one side is `NAME:/path` (see [`crate::cp`]).
 
 use crate::client::Client;
@@ -6,8 +6,8 @@ use crate::cp;
 use crate::error::CliError;
 use crate::output;
 
-pub async fn run(client: &Client, src: &str, dst: &str) -> Result<i32, CliError> {
-    let plan = cp::parse(src, dst)?;
+pub async fn run(client: &Client, paths: &[String]) -> Result<i32, CliError> {
+    let plan = cp::parse(paths)?;
     for skipped in cp::copy(client, plan).await? {
         output::note(&skipped.to_string());
     }

@@ -13,7 +13,33 @@ use crate::error::CliError;
 
 pub async fn run(client: &Client, args: ExecArgs) -> Result<i32, CliError> {
     let env = env(&args.opts)?;
+    if args.detach {
+        let spec = spec(&args.opts, env, args.command, None);
+        return super::detached::start(client, &args.name, spec, args.json).await;
+    }
     exec_in(client, &args.name, &args.opts, env, args.command, None).await
+}
+
+/// The agent's spec for `argv` with these options (a terminal of the local size with -t).
+fn spec(
+    opts: &ExecOpts,
+    env: Vec<(String, String)>,
+    argv: Vec<String>,
+    default_cwd: Option<String>,
+) -> ExecSpec {
+    let tty = if opts.tty {
+        Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 }))
+    } else {
+        None
+    };
+    ExecSpec {
+        argv,
+        env,
+        cwd: opts.workdir.clone().or(default_cwd),
+        tty,
+        timeout_ms: opts.timeout.map(|t| t.as_millis() as u64),
+        user: opts.user.clone(),
+    }
 }
 
 /// The command's environment from `-e` and `--env-file`, read once, before any VM work.
@@ -32,18 +58,7 @@ pub async fn exec_in(
     argv: Vec<String>,
     default_cwd: Option<String>,
 ) -> Result<i32, CliError> {
-    let tty = if opts.tty {
-        Some(crate::exec::tty_size().unwrap_or(banger_wire::agent::TtySize { rows: 24, cols: 80 }))
-    } else {
-        None
-    };
-    let spec = ExecSpec {
-        argv,
-        env,
-        cwd: opts.workdir.clone().or(default_cwd),
-        tty,
-        timeout_ms: opts.timeout.map(|t| t.as_millis() as u64),
-    };
+    let spec = spec(opts, env, argv, default_cwd);
     let io = client
         .exec(&ExecRequest {
             vm: name.to_string(),

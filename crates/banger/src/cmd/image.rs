@@ -18,6 +18,8 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
             size,
             mirror,
             force,
+            user,
+            sudo,
         } => {
             let size_mib = size.map(|s| parse_size(&s)).transpose()?;
             let spec = ImageBuildSpec {
@@ -28,6 +30,8 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                 mirror,
                 agent_path: None,
                 force,
+                user,
+                sudo,
             };
             let bars = Bars::multi();
             let resp = client

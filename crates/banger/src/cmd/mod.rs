@@ -3,10 +3,12 @@
 mod api;
 mod cp;
 mod daemon;
+mod detached;
 mod doctor;
 mod exec;
 mod image;
 mod mcp;
+mod port;
 mod prune;
 mod run;
 mod snapshot;
@@ -22,6 +24,7 @@ use crate::error::CliError;
 
 /// Runs a parsed command line; returns the process exit code.
 pub async fn run(cli: Cli) -> Result<i32, CliError> {
+    crate::output::set_quiet(cli.quiet);
     let paths = Paths::from_env();
     match cli.command {
         Command::Daemon(cmd) => {

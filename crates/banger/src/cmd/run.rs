@@ -1,18 +1,21 @@
-//! `banger vm run [--rm] [--name N] [PATH] -- cmd args…`: create (or reuse), ship the
-//! git repository at PATH if given, run, exit with the command's code, and with `--rm`
-//! delete the VM whatever happened (see [`crate::run`]).
+//! `banger vm run [--rm] [--name N] [PATH [--export FILE] [--apply]] -- cmd args…`:
+//! create (or reuse), ship the git repository at PATH if given, run, bring the changes
+//! back as asked, exit with the command's code, and with `--rm` delete the VM whatever
+//! happened (see [`crate::run`]).
 
 use banger_wire::api::VmCreateSpec;
+use banger_wire::workspace::default_dest;
 
 use super::parse_backend;
 use crate::cli::RunArgs;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
+use crate::progress::Waits;
 use crate::run::{self, Workspace};
 use crate::vm;
-use crate::workspace::exec::Vm;
-use crate::workspace::{self, ShipOptions};
+use crate::workspace::exec::{Runner, Vm, VmAs};
+use crate::workspace::{self, Base, ShipOptions};
 
 /// `vm run PATH --dry-run`: the files that would be shipped; no daemon, no VM.
 pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
@@ -27,12 +30,22 @@ pub fn dry_run(args: &RunArgs) -> Result<i32, CliError> {
 pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     // Bad input is refused before a VM exists for it.
     let env = super::exec::env(&args.opts)?;
-    let ws = match &args.path {
+    let mut ws = match &args.path {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
     };
     args.image = super::image::ensure(client, args.image.take()).await?;
+    if let Some(file) = &args.export {
+        run::check_export_file(file)?;
+    }
+    let waiting = Waits::stderr(false).phase("starting VM, waiting for its agent");
     let vm = run::vm(client, create_spec(&args)?).await?;
+    drop(waiting);
+    let user = args.opts.user.clone().or(vm.user.clone());
+    if let (Some(ws), None) = (&mut ws, &args.workdir_in_guest) {
+        // A VM made earlier may have a user of its own.
+        ws.opts.dest = default_dest(user.as_ref());
+    }
     if args.command.is_empty() {
         // A container image's entrypoint and cmd, else a login shell.
         let image = crate::registry::show(client, &vm.image).await?;
@@ -42,24 +55,39 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
             (args.opts.tty, args.opts.interactive) = (true, true);
         }
     }
-    let guest = Vm {
-        client,
-        name: &vm.name,
+    let guest = VmAs {
+        vm: Vm {
+            client,
+            name: &vm.name,
+        },
+        user: args.opts.user.clone(),
     };
+    // `None`: interrupted before the command ended.
     let work = async {
         let cwd = match &ws {
             // A Ctrl-C while shipping still deletes the VM under --rm.
             Some(ws) => tokio::select! {
                 r = super::workspace::prepare(&guest, &ws.repo, &ws.opts) => Some(r?.workdir),
-                _ = tokio::signal::ctrl_c(), if args.rm => return Ok(130),
+                _ = tokio::signal::ctrl_c(), if args.rm => return Ok(None),
             },
             None => None,
         };
-        super::exec::exec_in(client, &vm.name, &args.opts, env, args.command.clone(), cwd).await
+        let argv = args.command.clone();
+        let code = super::exec::exec_in(client, &vm.name, &args.opts, env, argv, cwd).await?;
+        Ok(Some(code))
     };
-    let result = tokio::select! {
+    let ended = tokio::select! {
         r = work => r,
-        _ = tokio::signal::ctrl_c(), if args.rm && args.opts.tty => Ok(130),
+        _ = tokio::signal::ctrl_c(), if args.rm && args.opts.tty => Ok(None),
+    };
+    let result = match (ended, &ws) {
+        (Ok(Some(code)), Some(ws)) if args.export.is_some() || args.apply => {
+            let back = bring_back(&guest, ws, &args, code).await;
+            Ok(run::exit_code(code, back))
+        }
+        (Ok(Some(code)), _) => Ok(code),
+        (Ok(None), _) => Ok(130),
+        (Err(e), _) => Err(e),
     };
     if args.rm {
         if let Err(e) = vm::delete(client, &vm.name).await {
@@ -69,10 +97,61 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     result
 }
 
+/// `--export` and `--apply` once the command ended with `code`: the patch file, then
+/// the apply. Answers 0, 1 when the apply left conflicts, or the code of the failure it
+/// printed.
+async fn bring_back(guest: &impl Runner, ws: &Workspace, args: &RunArgs, code: i32) -> i32 {
+    let dest = &ws.opts.dest;
+    let steps = async {
+        if let Some(file) = &args.export {
+            let waiting = Waits::stderr(false).phase("bringing the changes back");
+            let bytes = workspace::export_to_file(guest, dest, Base::Head, file).await?;
+            drop(waiting);
+            output::info(&match bytes {
+                0 => format!("no changes: {} is empty", file.display()),
+                _ => format!("wrote the changes to {} ({bytes} bytes)", file.display()),
+            });
+        }
+        if !args.apply {
+            return Ok(0);
+        }
+        let waiting = Waits::stderr(false).phase("bringing the changes back and applying them");
+        let applied = workspace::export_apply(guest, dest, &ws.repo).await?;
+        drop(waiting);
+        Ok(super::workspace::report_applied(
+            guest.name(),
+            dest,
+            &ws.repo,
+            applied,
+        ))
+    };
+    // Ctrl-C stops the export: its temporary files go, the working tree stays as it is.
+    let ended = tokio::select! {
+        r = steps => r,
+        _ = tokio::signal::ctrl_c() => {
+            output::note("interrupted: the changes were not brought back");
+            return 130;
+        }
+    };
+    match ended {
+        Ok(code) => code,
+        Err(source) => output::fail(&CliError::failed(run::NotBroughtBack {
+            code,
+            root: ws.repo.root.clone(),
+            vm_deleted: args.rm,
+            source,
+        })),
+    }
+}
+
 fn ship_options(args: &RunArgs) -> ShipOptions {
     ShipOptions {
         include_untracked: args.include_untracked,
-        dest: args.workdir_in_guest.clone(),
+        dest: args
+            .workdir_in_guest
+            .clone()
+            .unwrap_or_else(|| default_dest(args.opts.user.as_ref())),
+        history: args.history,
     }
 }
 
@@ -92,6 +171,7 @@ fn create_spec(args: &RunArgs) -> Result<VmCreateSpec, CliError> {
         warm: !args.cold,
         ephemeral: args.rm,
         ttl_secs: args.ttl.map(|d| d.as_secs()),
+        user: args.opts.user.clone(),
         ..Default::default()
     })
 }

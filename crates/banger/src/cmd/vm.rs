@@ -9,6 +9,7 @@ use crate::cli::VmCommand;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
+use crate::progress::Waits;
 use crate::vm::{self, expect_vm};
 
 pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
@@ -23,6 +24,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             from_snapshot,
             ttl,
             json,
+            user,
         } => {
             let image = super::image::ensure(client, image).await?;
             let spec = VmCreateSpec {
@@ -41,8 +43,16 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 exec_only: false,
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
+                user,
             };
-            show(&vm::create(client, spec).await?, json)
+            let waiting = Waits::stderr(json).phase(if spec.no_start {
+                "creating VM"
+            } else {
+                "starting VM, waiting for its agent and sshd"
+            });
+            let vm = vm::create(client, spec).await?;
+            drop(waiting);
+            show(&vm, json)
         }
         VmCommand::Start { name } => one(client.rpc(&Request::VmStart { name }).await?),
         VmCommand::Stop { name, force } => {
@@ -74,7 +84,16 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             };
             one(client.rpc(&Request::VmSet { name, spec }).await?)
         }
-        VmCommand::Logs { name, follow } => {
+        VmCommand::Logs {
+            name,
+            follow,
+            exec: Some(id),
+        } => super::detached::logs(client, &name, &id, follow).await,
+        VmCommand::Logs {
+            name,
+            follow,
+            exec: None,
+        } => {
             client
                 .stream(&Request::VmLogs { name, follow }, |ev| {
                     if let StreamEvent::Log { text } = ev {
@@ -85,11 +104,16 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             Ok(0)
         }
         VmCommand::Exec(args) => super::exec::run(client, args).await,
-        VmCommand::Cp { src, dst } => super::cp::run(client, &src, &dst).await,
+        VmCommand::Ps { name, json } => super::detached::ps(client, &name, json).await,
+        VmCommand::Kill { name, id, signal } => {
+            super::detached::kill(client, &name, &id, signal).await
+        }
+        VmCommand::Cp { paths } => super::cp::run(client, &paths).await,
         VmCommand::Ssh { name, command } => super::ssh::run(client, &name, command).await,
         VmCommand::SshConfig { name } => super::ssh::config(client, &name).await,
         VmCommand::Run(args) => super::run::run(client, args).await,
         VmCommand::Snapshot(args) => super::snapshot::run(client, args).await,
+        VmCommand::Port(cmd) => super::port::run(client, cmd).await,
     }
 }
 

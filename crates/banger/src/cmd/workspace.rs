@@ -7,7 +7,9 @@ use crate::cli::WorkspaceCommand;
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
-use crate::workspace::exec::Vm;
+use crate::progress::Waits;
+use crate::vm;
+use crate::workspace::exec::{Runner, Vm};
 use crate::workspace::{self, Applied, Base, HostRepo, Prepared, ShipOptions};
 
 pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError> {
@@ -17,11 +19,13 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             path,
             include_untracked,
             dest,
+            history,
         } => {
             let repo = HostRepo::open(&path)?;
             let opts = ShipOptions {
                 include_untracked,
-                dest,
+                dest: vm::workspace_dest(client, &name, dest).await?,
+                history,
             };
             prepare(
                 &Vm {
@@ -41,6 +45,7 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
             repo,
             dest,
         } => {
+            let dest = vm::workspace_dest(client, &name, dest).await?;
             let vm = Vm {
                 client,
                 name: &name,
@@ -63,23 +68,30 @@ pub async fn run(client: &Client, cmd: WorkspaceCommand) -> Result<i32, CliError
 
 /// Ships `repo`'s working tree into `vm`, saying how it went on stderr.
 pub async fn prepare(
-    vm: &Vm<'_>,
+    vm: &impl Runner,
     repo: &HostRepo,
     opts: &ShipOptions,
 ) -> Result<Prepared, CliError> {
     let started = Instant::now();
+    let waiting = Waits::stderr(false).phase(format!(
+        "shipping workspace {} to {}:{}",
+        repo.root.display(),
+        vm.name(),
+        opts.dest
+    ));
     let prepared = workspace::prepare(vm, repo, opts).await?;
+    drop(waiting);
     for skipped in &prepared.shipped.skipped {
         output::note(&format!(
             "left out {}: a nested git repository",
             skipped.display()
         ));
     }
-    output::note(&format!(
+    output::info(&format!(
         "shipped {} files from {} to {}:{} in {:.1}s",
         prepared.shipped.files,
         repo.root.display(),
-        vm.name,
+        vm.name(),
         opts.dest,
         started.elapsed().as_secs_f64()
     ));
@@ -87,11 +99,11 @@ pub async fn prepare(
 }
 
 /// Says what `export --apply` did; the exit code is 1 when conflicts are left.
-fn report_applied(vm: &str, dest: &str, repo: &HostRepo, applied: Applied) -> i32 {
+pub fn report_applied(vm: &str, dest: &str, repo: &HostRepo, applied: Applied) -> i32 {
     let root = repo.root.display();
     match applied {
-        Applied::Clean { files: 0, .. } => output::note(&format!("no changes in {vm}:{dest}")),
-        Applied::Clean { files, three_way } => output::note(&format!(
+        Applied::Clean { files: 0, .. } => output::info(&format!("no changes in {vm}:{dest}")),
+        Applied::Clean { files, three_way } => output::info(&format!(
             "applied changes to {files} files in {root}{}",
             if three_way { " (3-way merge)" } else { "" }
         )),

@@ -15,6 +15,10 @@ pub enum CopyError {
     DirMissing { path: String },
     #[error("cannot copy directory {src} over {dst}, which is not a directory")]
     DirOverFile { src: String, dst: String },
+    #[error("{path} is not a directory")]
+    NotADir { path: String },
+    #[error("two sources are named {name:?}; they would land on the same path")]
+    SameName { name: String },
     #[error("{path} names no single file or directory")]
     NoName { path: String },
     #[error("cannot read {path}")]
@@ -60,7 +64,10 @@ impl Diagnostic for CopyError {
     fn code(&self) -> ErrorCode {
         match self {
             CopyError::SourceMissing { .. } | CopyError::DirMissing { .. } => ErrorCode::NotFound,
-            CopyError::DirOverFile { .. } | CopyError::NoName { .. } => ErrorCode::InvalidArgument,
+            CopyError::DirOverFile { .. }
+            | CopyError::NoName { .. }
+            | CopyError::NotADir { .. }
+            | CopyError::SameName { .. } => ErrorCode::InvalidArgument,
             CopyError::Unsafe { .. } => ErrorCode::PermissionDenied,
             CopyError::NoTar { .. } | CopyError::Malformed { .. } => ErrorCode::AgentFailed,
             CopyError::Guest(e) => e.code(),
@@ -83,6 +90,12 @@ impl Diagnostic for CopyError {
                     .into()
             }
             CopyError::NoName { .. } => "name the file or directory itself".into(),
+            CopyError::NotADir { .. } => {
+                "with several sources the destination must be an existing directory".into()
+            }
+            CopyError::SameName { .. } => {
+                "copy them one at a time, to different destinations".into()
+            }
             CopyError::Capture(e) => return e.hint(),
             _ => return None,
         })

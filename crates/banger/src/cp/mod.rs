@@ -2,9 +2,11 @@
 //! data streams as a tar through the agent's exec stream (the `tar` crate here, GNU tar
 //! in the guest), with no temp copy on either side.
 //!
-//! Like `cp -r`: when the destination is an existing directory the copy goes inside it
-//! under the source's name; otherwise it is created as the destination (a file replaces
-//! a file).
+//! Like `cp -r` (directories need no flag): when the destination is an existing
+//! directory the copy goes inside it under the source's name; otherwise it is created as
+//! the destination (a file replaces a file). Several sources go into the destination,
+//! which must then be an existing directory; two sources with the same name are refused
+//! before anything is copied.
 
 mod error;
 mod guest;
@@ -55,14 +57,61 @@ impl fmt::Display for Skipped {
 
 /// Carries out one copy; answers what it left out.
 pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError> {
+    let several = plan.several();
+    let mut skipped = Vec::new();
     match plan {
-        Plan::Upload { local, vm, guest } => {
-            upload(&Vm { client, name: &vm }, &local, &guest).await
+        Plan::Upload { locals, vm, guest } => {
+            let vm = Vm { client, name: &vm };
+            if several {
+                // Every source is checked before the first is copied.
+                if let Some(gone) = locals.iter().find(|l| !l.exists()) {
+                    return Err(CopyError::SourceMissing {
+                        path: gone.display().to_string(),
+                    });
+                }
+                let names: Result<Vec<_>, _> = locals.iter().map(|l| local_name(l)).collect();
+                distinct(names?.iter().map(|n| n.to_string_lossy().into_owned()))?;
+                if guest::probe(&vm, &guest).await?.found != Found::Dir {
+                    return Err(CopyError::NotADir {
+                        path: format!("{}:{}", vm.name(), guest.as_str()),
+                    });
+                }
+            }
+            for local in &locals {
+                skipped.extend(upload(&vm, local, &guest).await?);
+            }
         }
-        Plan::Download { vm, guest, local } => {
-            download(&Vm { client, name: &vm }, &guest, &local).await
+        Plan::Download { vm, guests, local } => {
+            let vm = Vm { client, name: &vm };
+            if several {
+                distinct(
+                    guests
+                        .iter()
+                        .map(|g| g.split().map_or("", |(_, n)| n).to_string()),
+                )?;
+                if !local.is_dir() {
+                    return Err(CopyError::NotADir {
+                        path: local.display().to_string(),
+                    });
+                }
+            }
+            for guest in &guests {
+                skipped.extend(download(&vm, guest, &local).await?);
+            }
         }
     }
+    Ok(skipped)
+}
+
+/// Refuses sources that would land on the same path of the destination directory.
+fn distinct(names: impl Iterator<Item = String>) -> Result<(), CopyError> {
+    let mut seen = std::collections::HashSet::new();
+    for name in names {
+        if !seen.insert(name.clone()) {
+            return Err(CopyError::SameName { name });
+        }
+    }
+    Ok(())
 }
 
 async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<Vec<Skipped>, CopyError> {
@@ -276,6 +325,19 @@ mod tests {
         let err = local_target("web", &file, ("etc", "etc"), true, "web:/etc").unwrap_err();
 
         assert!(matches!(err, CopyError::DirOverFile { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn two_sources_of_one_name_are_refused_before_any_copy() {
+        let names = ["a", "dir", "a"].map(String::from);
+
+        let err = distinct(names.into_iter()).unwrap_err();
+
+        assert!(
+            matches!(err, CopyError::SameName { ref name } if name == "a"),
+            "{err:?}"
+        );
+        assert!(distinct(["a", "b"].map(String::from).into_iter()).is_ok());
     }
 
     #[test]

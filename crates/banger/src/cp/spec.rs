@@ -1,4 +1,4 @@
-//! What `banger vm cp SRC DST` was asked: which side is the VM, and which paths.
+//! What `banger vm cp SRC... DST` was asked: which side is the VM, and which paths.
 
 use std::path::PathBuf;
 
@@ -7,19 +7,30 @@ use crate::error::CliError;
 /// Where relative guest paths start (the agent's default working directory).
 pub const GUEST_HOME: &str = "/root";
 
-/// One copy, host → guest or guest → host.
+/// One copy, host → guest or guest → host. With several sources the destination must
+/// be an existing directory, which receives each of them under its own name.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Plan {
     Upload {
-        local: PathBuf,
+        locals: Vec<PathBuf>,
         vm: String,
         guest: GuestPath,
     },
     Download {
         vm: String,
-        guest: GuestPath,
+        guests: Vec<GuestPath>,
         local: PathBuf,
     },
+}
+
+impl Plan {
+    /// Whether the destination must be a directory (there are several sources).
+    pub fn several(&self) -> bool {
+        match self {
+            Plan::Upload { locals, .. } => locals.len() > 1,
+            Plan::Download { guests, .. } => guests.len() > 1,
+        }
+    }
 }
 
 /// An absolute, normalized guest path (no trailing `/` except for `/` itself).
@@ -66,28 +77,66 @@ fn remote(arg: &str) -> Option<(&str, &str)> {
     Some((name, path))
 }
 
-/// Reads the two arguments: exactly one must name a VM.
-pub fn parse(src: &str, dst: &str) -> Result<Plan, CliError> {
+/// Reads the arguments, the last being the destination: either every source is on the
+/// host and the destination names a VM, or every source is in one VM and the
+/// destination is on the host.
+pub fn parse(args: &[String]) -> Result<Plan, CliError> {
     let hint = Some("name the guest side as NAME:/path; a host path with a `:` can start with ./");
-    match (remote(src), remote(dst)) {
-        (None, Some((vm, path))) => Ok(Plan::Upload {
-            local: PathBuf::from(src),
-            vm: vm.to_string(),
-            guest: GuestPath::new(path),
-        }),
-        (Some((vm, path)), None) => Ok(Plan::Download {
-            vm: vm.to_string(),
-            guest: GuestPath::new(path),
-            local: PathBuf::from(dst),
-        }),
-        (Some(_), Some(_)) => Err(CliError::usage(
-            format!("both {src:?} and {dst:?} name a VM; copy between two VMs through the host"),
-            hint,
-        )),
-        (None, None) => Err(CliError::usage(
-            format!("neither {src:?} nor {dst:?} names a VM"),
-            hint,
-        )),
+    let (dst, srcs) = match args.split_last() {
+        Some((dst, srcs)) if !srcs.is_empty() => (dst, srcs),
+        _ => return Err(CliError::usage("give a source and a destination", hint)),
+    };
+    match remote(dst) {
+        Some((vm, path)) => {
+            if let Some(src) = srcs.iter().find(|s| remote(s).is_some()) {
+                return Err(CliError::usage(
+                    format!(
+                        "both {src:?} and {dst:?} name a VM; copy between two VMs through the host"
+                    ),
+                    hint,
+                ));
+            }
+            Ok(Plan::Upload {
+                locals: srcs.iter().map(PathBuf::from).collect(),
+                vm: vm.to_string(),
+                guest: GuestPath::new(path),
+            })
+        }
+        None => {
+            let vm = match srcs.first().map(|s| (s, remote(s))) {
+                Some((_, Some((vm, _)))) => vm,
+                src => {
+                    let src = src.map_or("", |(s, _)| s.as_str());
+                    return Err(CliError::usage(
+                        format!("neither {src:?} nor {dst:?} names a VM"),
+                        hint,
+                    ));
+                }
+            };
+            let mut guests = Vec::with_capacity(srcs.len());
+            for src in srcs {
+                match remote(src) {
+                    Some((name, path)) if name == vm => guests.push(GuestPath::new(path)),
+                    Some(_) => {
+                        return Err(CliError::usage(
+                            format!("{src:?} is not in vm {vm}; copy from one VM at a time"),
+                            None,
+                        ))
+                    }
+                    None => {
+                        return Err(CliError::usage(
+                            format!("{src:?} is on the host but {dst:?} is too; every source must be in the VM"),
+                            hint,
+                        ))
+                    }
+                }
+            }
+            Ok(Plan::Download {
+                vm: vm.to_string(),
+                guests,
+                local: PathBuf::from(dst),
+            })
+        }
     }
 }
 
@@ -95,35 +144,71 @@ pub fn parse(src: &str, dst: &str) -> Result<Plan, CliError> {
 mod tests {
     use super::*;
 
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
     #[test]
     fn the_side_with_a_vm_name_is_the_guest() {
         assert_eq!(
-            parse("./my dir", "web:/srv/ünï x").unwrap(),
+            parse(&args(&["./my dir", "web:/srv/ünï x"])).unwrap(),
             Plan::Upload {
-                local: "./my dir".into(),
+                locals: vec!["./my dir".into()],
                 vm: "web".into(),
                 guest: GuestPath("/srv/ünï x".into()),
             }
         );
         assert_eq!(
-            parse("web:/etc/hosts", "out").unwrap(),
+            parse(&args(&["web:/etc/hosts", "out"])).unwrap(),
             Plan::Download {
                 vm: "web".into(),
-                guest: GuestPath("/etc/hosts".into()),
+                guests: vec![GuestPath("/etc/hosts".into())],
                 local: "out".into(),
             }
         );
     }
 
     #[test]
+    fn several_sources_go_into_the_last_argument() {
+        let up = parse(&args(&["a", "b dir", "web:/srv/"])).unwrap();
+        let down = parse(&args(&["web:/x", "web:y", "./dir/"])).unwrap();
+
+        assert_eq!(
+            up,
+            Plan::Upload {
+                locals: vec!["a".into(), "b dir".into()],
+                vm: "web".into(),
+                guest: GuestPath("/srv".into()),
+            }
+        );
+        assert_eq!(
+            down,
+            Plan::Download {
+                vm: "web".into(),
+                guests: vec![GuestPath("/x".into()), GuestPath("/root/y".into())],
+                local: "./dir/".into(),
+            }
+        );
+        assert!(up.several() && down.several());
+    }
+
+    #[test]
     fn a_colon_after_a_slash_is_part_of_a_host_path() {
-        let err = parse("./a:b", "/tmp/c:d").unwrap_err();
+        let err = parse(&args(&["./a:b", "/tmp/c:d"])).unwrap_err();
         assert!(err.to_string().contains("neither"), "{err}");
     }
 
     #[test]
-    fn two_vms_are_refused() {
-        assert!(parse("a:/x", "b:/y").is_err());
+    fn mixed_or_foreign_sources_are_refused() {
+        for bad in [
+            &["a:/x", "b:/y"][..],
+            &["f", "web:/x", "web:/dst"],
+            &["web:/x", "f", "./dir"],
+            &["web:/x", "db:/y", "./dir"],
+            &["web:/x"],
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

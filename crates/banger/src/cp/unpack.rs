@@ -359,6 +359,59 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_copied_again_is_not_written_through_the_symlink_its_first_copy_left() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs_err::create_dir(&outside).unwrap();
+        let dest = tmp.path().join("dest");
+        fs_err::create_dir(&dest).unwrap();
+        let first = archive(&[
+            ("src/", EntryType::Directory, 0o755, ""),
+            (
+                "src/sub",
+                EntryType::Symlink,
+                0o777,
+                outside.to_str().unwrap(),
+            ),
+        ]);
+        unpack(&first[..], &target(&dest, "src", "src")).unwrap();
+        // The guest now says `sub` is a directory and puts a file in it.
+        let second = archive(&[
+            ("src/", EntryType::Directory, 0o755, ""),
+            ("src/sub/", EntryType::Directory, 0o755, ""),
+            ("src/sub/pwned", EntryType::Regular, 0o644, "owned"),
+        ]);
+
+        let err = unpack(&second[..], &target(&dest, "src", "src")).unwrap_err();
+
+        assert!(
+            matches!(err, CopyError::Write { .. } | CopyError::Unsafe { .. }),
+            "{err:?}"
+        );
+        assert!(!outside.join("pwned").exists());
+    }
+
+    #[test]
+    fn a_huge_entry_cut_short_is_malformed() {
+        let mut h = tar::Header::new_gnu();
+        h.set_path("src/big").unwrap();
+        h.set_entry_type(EntryType::Regular);
+        h.set_mode(0o644);
+        h.set_size(1 << 40);
+        h.set_cksum();
+        let mut data = h.as_bytes().to_vec();
+        data.extend_from_slice(&[b'x'; 4096]);
+        let tmp = tempfile::tempdir().unwrap();
+
+        let err = unpack(&data[..], &target(tmp.path(), "src", "src")).unwrap_err();
+
+        assert!(
+            matches!(err, CopyError::Write { .. } | CopyError::Malformed { .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn a_hard_link_out_of_the_copy_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let data = archive(&[

@@ -44,7 +44,8 @@ stdout and stderr; each stream keeps at most 1 MiB (`truncated: true` and the by
 when more was written). A non-zero exit code is a normal answer, not a tool error. After \
 `timeout_secs` (default 600) the command and its children are killed and the answer has \
 `timed_out: true` with the output so far. No terminal is attached; interactive programs will \
-not work.",
+not work. With `detach: true` it answers at once with `detached.id` while the command runs on \
+(servers, long builds): `ps` lists it, `exec_output` fetches its output.",
         annotations(destructive_hint = true, open_world_hint = true)
     )]
     async fn exec(
@@ -54,6 +55,12 @@ not work.",
     ) -> Result<Json<ExecOutput>, ToolError> {
         let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
         command.cwd = args.cwd;
+        command.user = params::user(args.user.as_deref())?;
+        if args.detach == Some(true) {
+            return self
+                .detach(&args.vm, command, args.timeout_secs, args.stdin)
+                .await;
+        }
         let stdin = args.stdin.unwrap_or_default();
         let client = self.shared.vm_client(&args.vm).await?;
         let collected = exec_capped(&client, &args.vm, command, stdin.as_bytes(), &ct).await?;
@@ -131,6 +138,31 @@ parts of big files use exec with `tail`, `grep` or `sed -n`.",
     }
 }
 
+impl Sandbox {
+    /// `exec` with `detach`: starts the command and answers with it, output empty.
+    async fn detach(
+        &self,
+        vm: &str,
+        command: Command,
+        timeout_secs: Option<u64>,
+        stdin: Option<String>,
+    ) -> Result<Json<ExecOutput>, ToolError> {
+        if stdin.is_some() {
+            return Err(ToolError::invalid(
+                "a detached command takes no stdin",
+                Some("write the input to a file with write_file and redirect it"),
+            ));
+        }
+        let mut spec = command.spec();
+        if timeout_secs.is_none() {
+            spec.timeout_ms = None;
+        }
+        let client = self.shared.vm_client(vm).await?;
+        let info = crate::detached::start(&client, vm, spec).await?;
+        Ok(Json(ExecOutput::detached(info.into())))
+    }
+}
+
 /// Runs `command` with `stdin`, keeping [`OUTPUT_CAP`] bytes per stream. The
 /// agent kills the command at its own timeout; the host gives up [`GRACE_SECS`] after
 /// that, and at once when the client cancels the call (dropping the stream kills the
@@ -165,6 +197,7 @@ fn file_command(argv: &[&str]) -> Command {
         env: Vec::new(),
         cwd: Some("/".into()),
         timeout_secs: FILE_TIMEOUT_SECS,
+        user: None,
     }
 }
 

@@ -2,7 +2,8 @@
 //! VMs as tools to a model, through the same daemon API as the CLI.
 //!
 //! * [`server`]: the server object, its shared state and instructions;
-//! * `vm_tools`, `exec_tools`, `workspace_tools`: one `#[tool_router]` block each;
+//! * `vm_tools`, `exec_tools`, `detached_tools`, `workspace_tools`, `port_tools`: one
+//!   `#[tool_router]` block each;
 //! * [`params`] / [`results`]: tool arguments and answers (their JSON schemas are what
 //!   `tools/list` shows);
 //! * [`capture`]: a guest command's output, capped per stream;
@@ -13,9 +14,11 @@
 //! the CLI.
 
 mod capture;
+mod detached_tools;
 mod error;
 mod exec_tools;
 mod params;
+mod port_tools;
 mod results;
 pub mod roots;
 mod server;

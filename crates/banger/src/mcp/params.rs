@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use banger_wire::agent::ExecSpec;
+use banger_wire::user::GuestUser;
+use banger_wire::Diagnostic;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -35,6 +37,10 @@ pub struct VmCreateArgs {
     /// Delete the VM this long after it is created, e.g. "30m", "2h" or "90" (seconds),
     /// even if nobody deletes it (also across daemon restarts).
     pub ttl: Option<String>,
+    /// The user the VM's commands run as unless `exec` names another: "NAME" or
+    /// "NAME:UID", created in the guest on first use with a home in /home; root when
+    /// absent.
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -56,7 +62,7 @@ pub struct ExecArgs {
     /// A shell command line run as `sh -c SHELL`, for pipes, redirections and `&&`,
     /// e.g. "cd /root/repo && make test 2>&1 | tail -n 50".
     pub shell: Option<String>,
-    /// Working directory in the guest (absolute); /root when absent.
+    /// Working directory in the guest (absolute); the user's home (/root) when absent.
     pub cwd: Option<String>,
     /// Extra environment variables, e.g. {"RUST_LOG": "debug"}.
     pub env: Option<BTreeMap<String, String>>,
@@ -67,6 +73,14 @@ pub struct ExecArgs {
     /// at most 21600. A killed command answers with `timed_out: true` and the output it
     /// wrote so far.
     pub timeout_secs: Option<u64>,
+    /// Run as this user ("NAME" or "NAME:UID", created in the guest when missing);
+    /// the VM's default user (from vm_create) when absent, else root. The command
+    /// starts in the user's home unless `cwd` says otherwise.
+    pub user: Option<String>,
+    /// Start the command in the background and answer at once with its `id` (then
+    /// `ps` lists it and `exec_output` fetches its output). It has no timeout unless
+    /// `timeout_secs` is given, and `stdin` is refused.
+    pub detach: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
@@ -125,8 +139,12 @@ pub struct WorkspacePrepareArgs {
     #[serde(default)]
     pub include_untracked: bool,
     /// Where the repository goes in the guest (absolute, must be empty or missing);
-    /// default "/root/repo".
+    /// default "/root/repo", or "/home/NAME/repo" in a VM created with `user` NAME.
     pub dest: Option<String>,
+    /// Ship HEAD's whole git history (default false: HEAD's commit alone, as a shallow
+    /// repository, which is much faster for a long history).
+    #[serde(default)]
+    pub history: bool,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -134,7 +152,7 @@ pub struct WorkspacePrepareArgs {
 pub struct WorkspaceExportArgs {
     /// Name of a VM that `workspace_prepare` shipped a repository into.
     pub vm: String,
-    /// Where the repository is in the guest; default "/root/repo".
+    /// Where the repository is in the guest; default where workspace_prepare puts it.
     pub dest: Option<String>,
     /// Absolute host file to write the patch to instead of returning it inline (needed
     /// for patches over 4 MiB): a `.patch` or `.diff` file inside an allowed directory,
@@ -172,6 +190,24 @@ pub struct RunArgs {
     /// Delete the VM this long after it is created even if this call is still running,
     /// e.g. "30m" (a safety net: the VM is deleted when the call ends anyway).
     pub ttl: Option<String>,
+    /// With `repo`: once the command ends (also when it fails or times out), answer with
+    /// the changes it made as a git patch against the shipped HEAD commit (`patch`, for
+    /// `git apply` on a clean checkout, new files included; at most 4 MiB).
+    #[serde(default)]
+    pub export: bool,
+    /// With `repo`: once the command ends, apply the changes it made to the host
+    /// repository's working tree. A patch with paths outside the repository, in .git or
+    /// through symlinks is refused and nothing is written; changes that do not apply
+    /// cleanly get a 3-way merge (conflicts are listed).
+    #[serde(default)]
+    pub apply: bool,
+    /// With `repo`: ship HEAD's whole git history (default false: HEAD's commit alone,
+    /// as a shallow repository).
+    #[serde(default)]
+    pub history: bool,
+    /// Run as this user ("NAME" or "NAME:UID", created in the guest); root when
+    /// absent. With `repo`, the repository goes to /home/NAME/repo, owned by it.
+    pub user: Option<String>,
 }
 
 /// A command as `exec` and `run` take it, checked.
@@ -182,6 +218,8 @@ pub struct Command {
     /// The guest's working directory; the agent's default (/root) when absent.
     pub cwd: Option<String>,
     pub timeout_secs: u64,
+    /// Who runs it; the VM's default user when absent.
+    pub user: Option<GuestUser>,
 }
 
 impl Command {
@@ -197,6 +235,7 @@ impl Command {
             env: env(env_vars)?,
             cwd: None,
             timeout_secs: timeout_secs(timeout)?,
+            user: None,
         })
     }
 
@@ -208,8 +247,18 @@ impl Command {
             cwd: self.cwd,
             tty: None,
             timeout_ms: Some(self.timeout_secs * 1000),
+            user: self.user,
         }
     }
+}
+
+/// A `user` argument, checked as `--user` is.
+pub fn user(text: Option<&str>) -> Result<Option<GuestUser>, ToolError> {
+    text.map(|t| {
+        t.parse::<GuestUser>()
+            .map_err(|e| ToolError::invalid(e.to_string(), e.hint().as_deref()))
+    })
+    .transpose()
 }
 
 /// The argv to run: `command` as is, or `shell` under `sh -c`.

@@ -1,5 +1,6 @@
 //! Tool answers: structured content with an output schema, plus the same JSON as text.
 
+use banger_wire::agent::{DetachedInfo, DetachedState};
 use banger_wire::api::VmInfo;
 use base64::Engine;
 use schemars::JsonSchema;
@@ -75,6 +76,30 @@ pub struct ExecOutput {
     /// What happened, in words, when it was not a plain exit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// With `detach`: the command, started and running on its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detached: Option<Detached>,
+}
+
+impl ExecOutput {
+    /// The answer of an `exec` with `detach`: the command, no output yet.
+    pub fn detached(command: Detached) -> ExecOutput {
+        ExecOutput {
+            exit_code: None,
+            timed_out: false,
+            stdout: String::new(),
+            stderr: String::new(),
+            truncated: false,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            output_cap_bytes: 0,
+            note: Some(format!(
+                "started detached as {}; fetch its output with exec_output",
+                command.id
+            )),
+            detached: Some(command),
+        }
+    }
 }
 
 impl From<Collected> for ExecOutput {
@@ -101,6 +126,7 @@ impl From<Collected> for ExecOutput {
             stderr_bytes: c.stderr.total,
             output_cap_bytes: c.stdout.cap as u64,
             note,
+            detached: None,
         }
     }
 }
@@ -211,6 +237,99 @@ pub struct RunOutput {
     pub shipped_files: Option<usize>,
     #[serde(flatten)]
     pub exec: ExecOutput,
+    /// With `export`: the command's changes as a `git diff --binary` patch against the
+    /// shipped HEAD commit; empty when nothing changed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// With `apply`: what was applied to the host repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+    /// Why the changes did not come back (`export` or `apply`); the host repository is
+    /// as it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export_error: Option<String>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Applied {
+    /// Files changed in the host working tree (the conflicted ones, when conflicts are
+    /// left).
+    pub files: usize,
+    /// true when the changes needed a 3-way merge.
+    pub three_way: bool,
+    /// Files left with conflict markers to resolve; empty when the merge was clean.
+    pub conflicts: Vec<String>,
+}
+
+impl From<workspace::Applied> for Applied {
+    fn from(a: workspace::Applied) -> Applied {
+        match a {
+            workspace::Applied::Clean { files, three_way } => Applied {
+                files,
+                three_way,
+                conflicts: Vec::new(),
+            },
+            workspace::Applied::Conflicts { paths } => Applied {
+                files: paths.len(),
+                three_way: true,
+                conflicts: paths,
+            },
+        }
+    }
+}
+
+/// A command started with `exec` and `detach: true`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Detached {
+    pub id: String,
+    /// Its pid in the guest.
+    pub pid: u32,
+    pub command: Vec<String>,
+    /// Guest clock at its start, milliseconds since the Unix epoch.
+    pub started_at_ms: u64,
+    /// "running" or "exited".
+    pub state: String,
+    /// Once exited: its exit code (128+N when killed by signal N; 124 when its timeout
+    /// killed it).
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+}
+
+impl From<DetachedInfo> for Detached {
+    fn from(d: DetachedInfo) -> Detached {
+        Detached {
+            id: d.id,
+            pid: d.pid,
+            command: d.argv,
+            started_at_ms: d.started_at_ms,
+            state: match d.state {
+                DetachedState::Running => "running".into(),
+                DetachedState::Exited => "exited".into(),
+            },
+            exit_code: d.exit_code,
+            timed_out: d.timed_out,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DetachedList {
+    pub commands: Vec<Detached>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DetachedOutput {
+    /// Its state after the output below.
+    pub command: Detached,
+    /// Standard output as UTF-8 (invalid bytes replaced), at most `output_cap_bytes`.
+    pub stdout: String,
+    /// Standard error as UTF-8 (invalid bytes replaced), at most `output_cap_bytes`.
+    pub stderr: String,
+    /// true when stdout or stderr was longer than the cap and only its start is shown.
+    pub truncated: bool,
+    /// Older output the guest dropped (it keeps the newest 4 to 8 MiB).
+    pub dropped_bytes: u64,
+    pub output_cap_bytes: u64,
 }
 
 #[cfg(test)]

@@ -154,7 +154,11 @@ impl Sandbox {
                 starting: tokio::sync::Mutex::new(()),
                 throwaway: Mutex::new(BTreeSet::new()),
             }),
-            tool_router: Self::vm_tools() + Self::exec_tools() + Self::workspace_tools(),
+            tool_router: Self::vm_tools()
+                + Self::exec_tools()
+                + Self::detached_tools()
+                + Self::workspace_tools()
+                + Self::port_tools(),
         }
     }
 
@@ -214,6 +218,11 @@ mod tests {
             names,
             [
                 "exec",
+                "exec_output",
+                "port_add",
+                "port_list",
+                "port_remove",
+                "ps",
                 "read_file",
                 "run",
                 "vm_create",

@@ -1,6 +1,7 @@
 //! VM lifecycle tools, and `run`: one command in a throwaway VM.
 
 use banger_wire::api::{Request, Response, VmCreateSpec};
+use banger_wire::workspace::default_dest;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::{tool, tool_router, Json};
 use tokio_util::sync::CancellationToken;
@@ -10,10 +11,10 @@ use super::exec_tools::exec_capped;
 use super::params::{self, Command, RunArgs, VmCreateArgs, VmNameArgs};
 use super::results::{Deleted, ExecOutput, RunOutput, Vm as VmAnswer, VmList};
 use super::server::Sandbox;
-use super::workspace_tools::open_workspace;
+use super::workspace_tools::{bring_back, open_workspace, BroughtBack};
 use crate::error::CliError;
 use crate::workspace::exec::Vm;
-use crate::workspace::{self, ShipOptions, DEFAULT_DEST};
+use crate::workspace::{self, ShipOptions};
 use crate::{run, vm};
 
 #[tool_router(router = vm_tools, vis = "pub(super)")]
@@ -39,6 +40,7 @@ a single command, `run` is simpler.",
             // Tools reach the VM through the agent, never ssh.
             exec_only: true,
             ttl_secs: params::ttl_secs(args.ttl.as_deref())?,
+            user: params::user(args.user.as_deref())?,
             ..Default::default()
         };
         let client = self.shared.client().await?;
@@ -89,8 +91,11 @@ is lost. Delete the VMs you created once you are done with them.",
         description = "Run one command in a fresh throwaway VM and delete the VM afterwards \
 (also when the command fails or times out). Optionally ships a host git repository into the \
 VM first (`repo`, like workspace_prepare) and runs the command in it. Answers with exit_code, \
-stdout and stderr (each capped at 1 MiB; `truncated` says when output was cut). Nothing the \
-command writes survives; use vm_create + exec for multi-step work.",
+stdout and stderr (each capped at 1 MiB; `truncated` says when output was cut). With `repo`, \
+`export: true` also answers with the command's changes as a git patch (`patch`) and \
+`apply: true` applies them to the host repository (refused, with nothing written, if a path \
+escapes it); either happens whatever the exit code, and `export_error` says when they did not \
+come back. Nothing else the command writes survives; use vm_create + exec for multi-step work.",
         annotations(destructive_hint = false, open_world_hint = false)
     )]
     async fn run(
@@ -101,14 +106,23 @@ command writes survives; use vm_create + exec for multi-step work.",
         let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
         command.cwd = args.cwd;
         let ttl_secs = params::ttl_secs(args.ttl.as_deref())?;
+        // The VM's default user: the repository is shipped as it, too.
+        let user = params::user(args.user.as_deref())?;
         // Check the repository before a VM exists for it.
         let ws = match &args.repo {
             Some(path) => {
                 let opts = ShipOptions {
                     include_untracked: args.include_untracked,
-                    dest: DEFAULT_DEST.into(),
+                    dest: default_dest(user.as_ref()),
+                    history: args.history,
                 };
                 Some(open_workspace(&self.shared.roots, path, opts)?)
+            }
+            None if args.export || args.apply => {
+                return Err(ToolError::invalid(
+                    "`export` and `apply` need `repo`: the changes come from its workspace",
+                    Some("pass `repo`, the host repository to ship"),
+                ))
             }
             None => None,
         };
@@ -121,6 +135,7 @@ command writes survives; use vm_create + exec for multi-step work.",
             warm: true,
             ephemeral: true,
             ttl_secs,
+            user,
             ..Default::default()
         };
         let shared = self.shared.clone();
@@ -128,13 +143,13 @@ command writes survives; use vm_create + exec for multi-step work.",
         let task = tokio::spawn(async move {
             let vm = run::vm(&client, create).await?;
             shared.hold(&vm.name);
+            let guest = Vm {
+                client: &client,
+                name: &vm.name,
+            };
             let work = async {
                 let shipped_files = match &ws {
                     Some(ws) => {
-                        let guest = Vm {
-                            client: &client,
-                            name: &vm.name,
-                        };
                         let prepared = workspace::prepare(&guest, &ws.repo, &ws.opts).await?;
                         command.cwd = command.cwd.or(Some(prepared.workdir));
                         Some(prepared.shipped.files)
@@ -144,11 +159,19 @@ command writes survives; use vm_create + exec for multi-step work.",
                 let stdin = args.stdin.unwrap_or_default();
                 let collected =
                     exec_capped(&client, &vm.name, command, stdin.as_bytes(), &ct).await?;
-                Ok::<_, ToolError>((ExecOutput::from(collected), shipped_files))
+                // The command ended (whatever its code, or at its timeout).
+                let back = match &ws {
+                    Some(ws) if args.export || args.apply => tokio::select! {
+                        back = bring_back(&guest, ws, args.export, args.apply) => back,
+                        _ = ct.cancelled() => return Err(ToolError::Cancelled { vm: vm.name.clone() }),
+                    },
+                    _ => BroughtBack::default(),
+                };
+                Ok::<_, ToolError>((ExecOutput::from(collected), shipped_files, back))
             };
             let result = work.await;
             let disposed = shared.dispose(&client, &vm.name).await;
-            let (mut exec, shipped_files) = result?;
+            let (mut exec, shipped_files, back) = result?;
             if let Err(e) = disposed {
                 let left = format!("the VM could not be deleted ({e}); delete it with vm_delete");
                 exec.note = Some(match exec.note {
@@ -157,11 +180,49 @@ command writes survives; use vm_create + exec for multi-step work.",
                 });
             }
             Ok(Json(RunOutput {
-                vm: vm.name,
+                vm: vm.name.clone(),
                 shipped_files,
                 exec,
+                patch: back.patch,
+                applied: back.applied,
+                export_error: back.error,
             }))
         });
         task.await.map_err(ToolError::Task)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::path::{Path, PathBuf};
+
+    use banger_host::config::Paths;
+
+    use super::*;
+    use crate::mcp::roots::AllowedRoots;
+    use crate::mcp::VmScope;
+
+    #[tokio::test]
+    async fn export_and_apply_without_a_repo_are_refused_before_any_daemon_work() {
+        // No daemon answers here: reaching one would fail with another error.
+        let sandbox = Sandbox::new(
+            Paths::under(Path::new("/nonexistent/banger-mcp-test")),
+            AllowedRoots::new(&[PathBuf::from("/")]).unwrap(),
+            VmScope::default(),
+        );
+        let args = |export, apply| RunArgs {
+            shell: Some("true".into()),
+            export,
+            apply,
+            ..Default::default()
+        };
+
+        let export = sandbox.run(Parameters(args(true, false)), CancellationToken::new());
+        let apply = sandbox.run(Parameters(args(false, true)), CancellationToken::new());
+
+        let refused = |r: Result<Json<RunOutput>, ToolError>| r.err().unwrap().render();
+        assert!(refused(export.await).contains("need `repo`"));
+        assert!(refused(apply.await).contains("need `repo`"));
     }
 }

@@ -12,12 +12,13 @@ use tokio::io::AsyncWrite;
 use super::capture::Capped;
 use super::error::ToolError;
 use super::params::{WorkspaceExportArgs, WorkspacePrepareArgs};
-use super::results::{Exported, Prepared};
+use super::results::{Applied, Exported, Prepared};
 use super::roots::AllowedRoots;
 use super::server::Sandbox;
 use crate::run::Workspace;
+use crate::vm;
 use crate::workspace::exec::Vm;
-use crate::workspace::{self, Base, HostRepo, ShipOptions, DEFAULT_DEST};
+use crate::workspace::{self, Base, HostRepo, ShipOptions};
 
 /// The largest patch an answer carries inline.
 pub const PATCH_CAP: usize = 4 << 20;
@@ -37,11 +38,12 @@ run commands in. Afterwards, workspace_export returns what changed in the VM as 
         Parameters(args): Parameters<WorkspacePrepareArgs>,
     ) -> Result<Json<Prepared>, ToolError> {
         let repo = open_repo(&self.shared.roots, &args.path)?;
+        let client = self.shared.vm_client(&args.vm).await?;
         let opts = ShipOptions {
             include_untracked: args.include_untracked,
-            dest: args.dest.unwrap_or_else(|| DEFAULT_DEST.into()),
+            dest: vm::workspace_dest(&client, &args.vm, args.dest).await?,
+            history: args.history,
         };
-        let client = self.shared.vm_client(&args.vm).await?;
         let vm = Vm {
             client: &client,
             name: &args.vm,
@@ -62,8 +64,9 @@ written there instead. The VM's own git state is left untouched.",
         &self,
         Parameters(args): Parameters<WorkspaceExportArgs>,
     ) -> Result<Json<Exported>, ToolError> {
-        let dest = args.dest.unwrap_or_else(|| DEFAULT_DEST.into());
-        workspace::check_dest(&dest)?;
+        if let Some(dest) = &args.dest {
+            workspace::check_dest(dest)?;
+        }
         // Check the host side before any guest work.
         let target = args
             .output
@@ -71,6 +74,7 @@ written there instead. The VM's own git state is left untouched.",
             .map(|p| patch_target(&self.shared.roots, p))
             .transpose()?;
         let client = self.shared.vm_client(&args.vm).await?;
+        let dest = vm::workspace_dest(&client, &args.vm, args.dest).await?;
         let vm = Vm {
             client: &client,
             name: &args.vm,
@@ -98,6 +102,48 @@ written there instead. The VM's own git state is left untouched.",
             }
         }
     }
+}
+
+/// What `run` brings back of its workspace once the command ended.
+#[derive(Debug, Default)]
+pub struct BroughtBack {
+    pub patch: Option<String>,
+    pub applied: Option<Applied>,
+    /// Why not all of it came back; the repository is as it was.
+    pub error: Option<String>,
+}
+
+/// `run`'s `export` (the patch against the shipped HEAD, inline) and `apply` (the
+/// changes since the ship, into `ws`'s working tree through the guard).
+pub async fn bring_back(guest: &Vm<'_>, ws: &Workspace, export: bool, apply: bool) -> BroughtBack {
+    let dest = &ws.opts.dest;
+    let mut back = BroughtBack::default();
+    let mut errors = Vec::new();
+    if export {
+        let mut out = CappedWriter(Capped::new(PATCH_CAP));
+        let patch = match workspace::export(guest, dest, Base::Head, &mut out).await {
+            Ok(()) => inline_patch(guest.name, out.0).map_err(|e| match e {
+                ToolError::PatchTooLarge { vm, bytes, cap } => ToolError::invalid(
+                    format!("the patch from vm {vm} is {bytes} bytes, more than the {cap} an answer may carry"),
+                    Some("use `apply`, or vm_create, workspace_prepare, exec and workspace_export with `output`"),
+                ),
+                e => e,
+            }),
+            Err(e) => Err(e.into()),
+        };
+        match patch {
+            Ok(patch) => back.patch = Some(patch),
+            Err(e) => errors.push(e.render()),
+        }
+    }
+    if apply {
+        match workspace::export_apply(guest, dest, &ws.repo).await {
+            Ok(applied) => back.applied = Some(applied.into()),
+            Err(e) => errors.push(ToolError::from(e).render()),
+        }
+    }
+    back.error = (!errors.is_empty()).then(|| errors.join("\n"));
+    back
 }
 
 /// Opens the repository at `path`; it, and the repository's top, must be allowed.

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use banger_wire::agent::{ExecSpec, HostFrame, CHUNK};
 use banger_wire::api::ExecRequest;
+use banger_wire::user::GuestUser;
 use banger_wire::{Diagnostic, ErrorCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -128,14 +129,12 @@ impl Stderr {
     }
 }
 
-/// A plain command spec: no tty, no environment, cwd `/`.
+/// A plain command spec: no tty, no environment, cwd `/`, as the VM's default user.
 pub fn spec(argv: &[&str]) -> ExecSpec {
     ExecSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
-        env: Vec::new(),
         cwd: Some("/".into()),
-        tty: None,
-        timeout_ms: None,
+        ..ExecSpec::default()
     }
 }
 
@@ -188,6 +187,35 @@ impl Runner for Vm<'_> {
             })
             .await?;
         pump(io, stdin, stdout).await
+    }
+}
+
+/// A VM whose commands run as `user` unless they name one (`vm run --user` in a VM
+/// made earlier); with `None`, as the VM's default user.
+pub struct VmAs<'a> {
+    pub vm: Vm<'a>,
+    pub user: Option<GuestUser>,
+}
+
+impl Runner for VmAs<'_> {
+    fn name(&self) -> &str {
+        self.vm.name
+    }
+
+    async fn run<R, W>(
+        &self,
+        mut spec: ExecSpec,
+        stdin: R,
+        stdout: &mut W,
+    ) -> Result<Captured, CaptureError>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        if spec.user.is_none() {
+            spec.user = self.user.clone();
+        }
+        self.vm.run(spec, stdin, stdout).await
     }
 }
 

@@ -477,12 +477,11 @@ mod tests {
         let patch: String = std::iter::once(new_link("l0", "."))
             .chain((1..=20).map(|i| new_link(&format!("l{i}"), &format!("l{0}/l{0}", i - 1))))
             .collect();
-        let started = std::time::Instant::now();
 
         let err = check_str(repo.path(), &patch).unwrap_err();
 
+        // The refusal is the budget's: without it, resolving would walk all 2^20 steps.
         assert!(matches!(err, Refusal::LinkBudget { .. }), "{err:?}");
-        assert!(started.elapsed() < std::time::Duration::from_secs(2));
     }
 
     #[test]

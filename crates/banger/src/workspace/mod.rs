@@ -30,7 +30,6 @@ use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 
 pub use apply::Applied;
-pub use banger_wire::workspace::DEFAULT_DEST;
 pub use error::WorkspaceError;
 pub use export::{export, export_apply, export_to_file, Base};
 pub use repo::{HostRepo, Manifest};

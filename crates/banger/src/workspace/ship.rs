@@ -2,8 +2,13 @@
 //!
 //! 1. `init`: the guest checks the destination is empty and runs `git init`.
 //! 2. At the same time:
-//!    * `objects`: `git pack-objects --revs --indexed-objects` (HEAD's history plus every
-//!      blob the index names) into `git index-pack --stdin`;
+//!    * `objects`: `git pack-objects --revs --indexed-objects` (HEAD's commit and tree,
+//!      or its whole history with [`ShipOptions::history`], plus every blob the index
+//!      names) writes a pack and its index into a private temp dir on the host, which
+//!      go as a tar into the guest's `.git/objects/pack`: the guest does no hashing or
+//!      inflating (`index-pack` under emulation took as long as the files' tar).
+//!      Without history the guest repository is shallow: `.git/shallow` names HEAD,
+//!      as after `git clone --depth 1`;
 //!    * `files`: a tar of the working-tree files into `tar -x`.
 //! 3. `finish`: the guest points its branch (or detached HEAD) at the host's HEAD,
 //!    replays the host index (`ls-files -s` into `update-index --index-info`), so
@@ -20,14 +25,18 @@ use std::process::Stdio;
 
 use banger_wire::agent::ExecSpec;
 use banger_wire::workspace::{FILES, INIT, NOT_EMPTY, NO_GIT, NO_TAR};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::error::WorkspaceError;
 use super::exec::{self, CaptureError, Captured, GuestFailed, Runner, Stderr};
-use super::repo::{HostRepo, Manifest};
+use super::repo::{HostRepo, Kind, Manifest, ShipEntry};
 use super::tarball::{self, Prelude};
 
-const OBJECTS: &str = r#"exec git -C "$1" index-pack --stdin >/dev/null"#;
+/// `$1` the repository, `$2` the commit it is shallow at (empty: full history); a tar
+/// of a pack and its index on stdin.
+const OBJECTS: &str = r#"set -eu
+if [ -n "$2" ]; then printf '%s\n' "$2" >"$1/.git/shallow"; fi
+exec tar -x --no-same-owner -C "$1/.git/objects/pack""#;
 
 /// Where the tar puts the host's list of changed paths (inside the guest's `.git`).
 pub const CHANGED: &str = ".git/banger-changed";
@@ -53,6 +62,8 @@ pub struct ShipOptions {
     pub include_untracked: bool,
     /// Absolute directory in the guest.
     pub dest: String,
+    /// Ship HEAD's whole history instead of HEAD's commit alone (a shallow repository).
+    pub history: bool,
 }
 
 /// What a ship did.
@@ -157,7 +168,7 @@ pub async fn ship(
         other => other?,
     }
 
-    let objects = ship_objects(guest, repo, dest);
+    let objects = ship_objects(guest, repo, dest, opts.history);
     let files = ship_files(guest, repo, &manifest, dest);
     futures::try_join!(objects, files)?;
 
@@ -185,18 +196,18 @@ async fn ship_files(
         path: CHANGED.into(),
         data: manifest.changed.clone(),
     };
-    let (tar, builder) =
-        tarball::stream(repo.root.clone(), vec![changed], manifest.entries.clone());
     let spec = script("banger-ws-files", FILES, &[dest]);
-    let sent = step(guest, "unpacking the files", spec, tar).await;
-    let built = builder.await.map_err(|e| WorkspaceError::Write {
-        path: "<tar stream>".into(),
-        source: e.into(),
-    })?;
-    match (sent, built) {
-        // A failed build fails the stream too; the build's own error says why.
-        (Err(WorkspaceError::Stream { .. }), Err(e)) | (Ok(()), Err(e)) => Err(e),
-        (sent, _) => sent,
+    let files = (repo.root.clone(), vec![changed], manifest.entries.clone());
+    send_tar(guest, "unpacking the files", spec, files).await
+}
+
+/// The rev-list arguments `pack-objects --revs` reads: HEAD, and without `history` HEAD
+/// marked shallow, so the walk stops at its commit (as `git clone --depth 1` does).
+fn pack_revs(head: Option<&str>, history: bool) -> String {
+    match (head, history) {
+        (None, _) => String::new(),
+        (Some(head), true) => format!("{head}\n"),
+        (Some(head), false) => format!("--shallow {head}\n{head}\n"),
     }
 }
 
@@ -204,20 +215,51 @@ async fn ship_objects(
     guest: &impl Runner,
     repo: &HostRepo,
     dest: &str,
+    history: bool,
 ) -> Result<(), WorkspaceError> {
-    let args = [
-        "pack-objects",
-        "--revs",
-        "--indexed-objects",
-        "--stdout",
-        "-q",
-    ];
-    let mut child = tokio::process::Command::from(super::repo::git_command(&repo.root, &args))
+    let head = repo.head.as_deref();
+    let packed = pack(repo, &pack_revs(head, history)).await?;
+    let entries = fs_err::read_dir(packed.path())
+        .and_then(|dir| {
+            dir.map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|source| WorkspaceError::Read {
+            path: packed.path().to_path_buf(),
+            source,
+        })?
+        .into_iter()
+        .map(|name| ShipEntry {
+            path: name.into(),
+            kind: Kind::File,
+        })
+        .collect();
+    let shallow = head.filter(|_| !history).unwrap_or("");
+    let spec = script("banger-ws-objects", OBJECTS, &[dest, shallow]);
+    let objects = (packed.path().to_path_buf(), Vec::new(), entries);
+    send_tar(guest, "storing the git objects", spec, objects).await
+}
+
+/// Runs `git pack-objects` on `revs`: a pack of those objects and its index, in a
+/// private temp dir that goes away when dropped.
+async fn pack(repo: &HostRepo, revs: &str) -> Result<tempfile::TempDir, WorkspaceError> {
+    let dir = tempfile::Builder::new()
+        .prefix("banger-pack.")
+        .tempdir()
+        .map_err(|source| WorkspaceError::Write {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+    let args = ["pack-objects", "--revs", "--indexed-objects", "-q"];
+    let mut cmd = tokio::process::Command::from(super::repo::git_command(&repo.root, &args));
+    let mut child = cmd
+        .arg(dir.path().join("pack"))
         .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(WorkspaceError::GitMissing)?;
-    let revs = if repo.head.is_some() { "HEAD\n" } else { "" };
     if let Some(mut stdin) = child.stdin.take() {
         stdin
             .write_all(revs.as_bytes())
@@ -227,27 +269,39 @@ async fn ship_objects(
                 source,
             })?;
     }
-    let (Some(pack), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(WorkspaceError::GitMissing(std::io::Error::other(
-            "no pipes to git",
-        )));
-    };
-    let stderr = tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let _ = err.read_to_end(&mut buf).await;
-        buf
-    });
-    let spec = script("banger-ws-objects", OBJECTS, &[dest]);
-    let sent = step(guest, "storing the git objects", spec, pack).await;
-    let status = child.wait().await.map_err(WorkspaceError::GitMissing)?;
-    if !status.success() {
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(WorkspaceError::GitMissing)?;
+    if !out.status.success() {
         return Err(WorkspaceError::Git {
             command: args.join(" "),
             dir: repo.root.clone(),
-            stderr: Stderr::from_bytes(&stderr.await.unwrap_or_default()),
+            stderr: Stderr::from_bytes(&out.stderr),
         });
     }
-    sent
+    Ok(dir)
+}
+
+/// Streams a tar of `entries` below `root` (after `prelude`) into the guest step
+/// `spec`, built on a blocking thread while it is sent.
+async fn send_tar(
+    guest: &impl Runner,
+    what: &'static str,
+    spec: ExecSpec,
+    (root, prelude, entries): (PathBuf, Vec<Prelude>, Vec<ShipEntry>),
+) -> Result<(), WorkspaceError> {
+    let (tar, builder) = tarball::stream(root, prelude, entries);
+    let sent = step(guest, what, spec, tar).await;
+    let built = builder.await.map_err(|e| WorkspaceError::Write {
+        path: "<tar stream>".into(),
+        source: e.into(),
+    })?;
+    match (sent, built) {
+        // A failed build fails the stream too; the build's own error says why.
+        (Err(WorkspaceError::Stream { .. }), Err(e)) | (Ok(()), Err(e)) => Err(e),
+        (sent, _) => sent,
+    }
 }
 
 /// Runs a guest step whose stdout is not needed; a non-zero exit is an error that
@@ -277,5 +331,90 @@ pub fn capture_error(vm: &str, e: CaptureError) -> WorkspaceError {
             source,
         },
         CaptureError::Cli(e) => WorkspaceError::Cli(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::workspace::testkit::{git_in, LocalGuest, TempRepo};
+    use crate::workspace::{export, Base};
+
+    /// A repository with two commits, the second changing `f.txt`.
+    fn two_commits() -> TempRepo {
+        let repo = TempRepo::new();
+        repo.write("f.txt", b"v1\n");
+        repo.write("same.txt", b"unchanged since the first commit\n");
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-qm", "first"]);
+        repo.write("f.txt", b"v2\n");
+        repo.git(&["commit", "-qam", "second"]);
+        repo
+    }
+
+    async fn shipped(repo: &TempRepo, history: bool) -> (tempfile::TempDir, PathBuf) {
+        let guest = tempfile::tempdir().unwrap();
+        let opts = ShipOptions {
+            include_untracked: false,
+            dest: guest.path().join("repo").to_str().unwrap().to_string(),
+            history,
+        };
+        ship(&LocalGuest, &HostRepo::open(repo.path()).unwrap(), &opts)
+            .await
+            .unwrap();
+        let dest = PathBuf::from(&opts.dest);
+        (guest, dest)
+    }
+
+    #[tokio::test]
+    async fn by_default_the_guest_gets_head_alone_as_a_shallow_repository() {
+        let repo = two_commits();
+
+        let (_guest, dest) = shipped(&repo, false).await;
+
+        let head = repo.git(&["rev-parse", "HEAD"]);
+        assert_eq!(fs_err::read(dest.join(".git/shallow")).unwrap(), head);
+        assert_eq!(git_in(&dest, &["rev-list", "--count", "HEAD"]), b"1\n");
+        assert_eq!(git_in(&dest, &["rev-parse", "HEAD"]), head);
+        git_in(&dest, &["fsck", "--no-progress", "--connectivity-only"]);
+        let count = git_in(&dest, &["count-objects", "-v"]);
+        let count = String::from_utf8(count).unwrap();
+        // HEAD's commit, its tree and its two blobs: not the first commit's.
+        assert!(count.contains("in-pack: 4\n"), "{count}");
+    }
+
+    #[tokio::test]
+    async fn with_history_the_guest_gets_every_commit() {
+        let repo = two_commits();
+
+        let (_guest, dest) = shipped(&repo, true).await;
+
+        assert!(!dest.join(".git/shallow").exists());
+        assert_eq!(git_in(&dest, &["rev-list", "--count", "HEAD"]), b"2\n");
+    }
+
+    #[tokio::test]
+    async fn a_shallow_workspace_still_exports_against_head() {
+        let repo = two_commits();
+        let (_guest, dest) = shipped(&repo, false).await;
+        fs_err::write(dest.join("f.txt"), b"v3\n").unwrap();
+
+        let mut patch = Vec::new();
+        export(&LocalGuest, dest.to_str().unwrap(), Base::Head, &mut patch)
+            .await
+            .unwrap();
+
+        let patch = String::from_utf8(patch).unwrap();
+        assert!(patch.contains("-v2\n+v3\n"), "{patch}");
+        assert!(!patch.contains("same.txt"), "{patch}");
+    }
+
+    #[test]
+    fn the_walk_stops_at_head_unless_history_is_asked_for() {
+        assert_eq!(pack_revs(Some("abc"), false), "--shallow abc\nabc\n");
+        assert_eq!(pack_revs(Some("abc"), true), "abc\n");
+        assert_eq!(pack_revs(None, false), "");
     }
 }

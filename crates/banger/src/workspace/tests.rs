@@ -30,6 +30,7 @@ fn ship_opts(guest_dir: &Path, include_untracked: bool) -> ShipOptions {
     ShipOptions {
         include_untracked,
         dest: guest_dir.join("repo").to_str().unwrap().to_string(),
+        history: false,
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Instant;
 use banger_host::config::Paths;
 use banger_wire::api::ImageBuildSpec;
 use banger_wire::bundle;
+use banger_wire::user::GuestUser;
 use sha2::{Digest, Sha256};
 
 use super::error::ImageError;
@@ -82,6 +83,10 @@ pub fn build(
         &inputs.mirror,
         progress,
     )?;
+    if let Some(user) = &inputs.user {
+        progress(Progress::step("user", user_step(user, inputs.sudo)));
+        rootfs::add_user(&tree, user, inputs.sudo)?;
+    }
     rootfs::finish(&tree, agent_bin)?;
 
     progress(Progress::step("ext4", format!("{} MiB", inputs.size_mib)));
@@ -125,6 +130,12 @@ pub fn inputs(
         validate_package(p)?;
         packages.push(p.clone());
     }
+    if spec.sudo {
+        if spec.user.is_none() {
+            return Err(ImageError::SudoWithoutUser);
+        }
+        packages.push("sudo".into());
+    }
     packages.sort();
     packages.dedup();
     let suite = spec.suite.clone().unwrap_or_else(|| DEFAULT_SUITE.into());
@@ -147,7 +158,14 @@ pub fn inputs(
         agent_sha256: hex::encode(Sha256::digest(&agent)),
         recipe: RECIPE,
         init_sha256: hex::encode(Sha256::digest(initramfs::INIT_SCRIPT.as_bytes())),
+        user: spec.user.clone(),
+        sudo: spec.sudo,
     })
+}
+
+fn user_step(user: &GuestUser, sudo: bool) -> String {
+    let sudo = if sudo { " with passwordless sudo" } else { "" };
+    format!("user {} with a home in {}{sudo}", user.name(), user.home())
 }
 
 /// The existing image `name` when it was built from inputs with `digest` and is intact.
@@ -230,6 +248,34 @@ mod tests {
             err.to_string(),
             "invalid image size in MiB (at most 16 TiB) \"17592186044417\""
         );
+    }
+
+    #[test]
+    fn a_user_changes_the_digest_and_sudo_adds_its_package() {
+        let root = tempfile::tempdir().unwrap();
+        let agent = fake_agent(root.path());
+        let plain = inputs(&spec(), &agent, root.path()).unwrap();
+        let mut s = spec();
+        s.user = Some("dev".parse().unwrap());
+        s.sudo = true;
+
+        let with_user = inputs(&s, &agent, root.path()).unwrap();
+
+        assert_ne!(with_user.digest(), plain.digest());
+        assert!(with_user.packages.contains(&"sudo".to_string()));
+        assert!(!serde_json::to_string(&plain).unwrap().contains("user"));
+    }
+
+    #[test]
+    fn sudo_without_a_user_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let agent = fake_agent(root.path());
+        let mut s = spec();
+        s.sudo = true;
+
+        let err = inputs(&s, &agent, root.path()).unwrap_err();
+
+        assert!(matches!(err, ImageError::SudoWithoutUser), "{err}");
     }
 
     #[test]

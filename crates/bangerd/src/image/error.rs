@@ -41,6 +41,10 @@ pub enum ImageError {
         tool: &'static str,
         package: &'static str,
     },
+    #[error("the image has no sudo, so --sudo cannot give the user passwordless sudo")]
+    NoSudo,
+    #[error("--sudo needs --user: the user to give passwordless sudo to")]
+    SudoWithoutUser,
     #[error("debian archive keyring {path} not found")]
     KeyringMissing { path: PathBuf },
     #[error("{program} failed ({status}): {detail}")]
@@ -146,7 +150,8 @@ impl Diagnostic for ImageError {
             | ImageError::Shrink { .. }
             | ImageError::UnsafeEntry { .. }
             | ImageError::AgentNotElf { .. }
-            | ImageError::AgentNotStatic { .. } => ErrorCode::InvalidArgument,
+            | ImageError::AgentNotStatic { .. }
+            | ImageError::SudoWithoutUser => ErrorCode::InvalidArgument,
             ImageError::NotFound { .. } => ErrorCode::NotFound,
             ImageError::BadReference { .. } => ErrorCode::InvalidArgument,
             ImageError::Registry { failure, .. } => match failure {
@@ -206,6 +211,11 @@ impl Diagnostic for ImageError {
                     }
                 }
                 .into(),
+            ),
+            ImageError::NoSudo => Some(
+                "the sudo package did not install /usr/bin/sudo; check the build's suite and \
+                 mirror, or build without --sudo"
+                    .into(),
             ),
             ImageError::ToolMissing { package, .. } => {
                 Some(format!("install it: apt-get install {package}"))

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use banger_wire::api::ImageRunConfig;
 use banger_wire::bundle::FILES;
+use banger_wire::user::GuestUser;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -36,6 +37,12 @@ pub struct BuildInputs {
     pub recipe: u32,
     /// sha256 of the initramfs `/init`, so a changed boot path rebuilds.
     pub init_sha256: String,
+    /// The user created in the image (`--user`); absent ones leave earlier digests be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<GuestUser>,
+    /// Whether `user` has passwordless sudo.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sudo: bool,
 }
 
 impl BuildInputs {
@@ -244,6 +251,8 @@ pub(crate) mod tests {
             agent_sha256: "aa".into(),
             recipe: RECIPE,
             init_sha256: "bb".into(),
+            user: None,
+            sudo: false,
         }
     }
 

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use banger_wire::user::GuestUser;
+
 use super::cmd;
 use super::error::{ImageError, IoContext};
 
@@ -107,6 +109,41 @@ pub fn finish(tree: &Path, agent_bin: &Path) -> Result<(), ImageError> {
     }
     let agent = fs_err::read(agent_bin).ctx(|| "read the agent binary".into())?;
     write_new(tree, AGENT_PATH, &agent, 0o755)
+}
+
+/// Creates `user` in a freshly bootstrapped `tree` with `useradd` (a home from
+/// /etc/skel, a group of its own, bash), and with `sudo` a sudoers.d entry giving it
+/// passwordless sudo, refused when the tree has no sudo. Root exists already.
+pub fn add_user(tree: &Path, user: &GuestUser, sudo: bool) -> Result<(), ImageError> {
+    if !user.is_root() {
+        let chroot = cmd::tool("chroot", "coreutils")?;
+        let mut useradd = Command::new(chroot);
+        useradd.arg(tree).args([
+            "useradd",
+            "--create-home",
+            "--user-group",
+            "--shell",
+            "/bin/bash",
+        ]);
+        if let Some(uid) = user.uid() {
+            useradd.args(["--uid", &uid.to_string()]);
+        }
+        cmd::run(useradd.arg(user.name()))?;
+    }
+    if sudo {
+        if !tree.join("usr/bin/sudo").exists() {
+            return Err(ImageError::NoSudo);
+        }
+        let name = user.name();
+        let rule = format!("{name} ALL=(ALL:ALL) NOPASSWD: ALL\n");
+        write_new(
+            tree,
+            &format!("etc/sudoers.d/banger-{name}"),
+            rule.as_bytes(),
+            0o440,
+        )?;
+    }
+    Ok(())
 }
 
 /// `tree/rel` when every component of `rel` is a real directory (no symlink).

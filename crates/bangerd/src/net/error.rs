@@ -154,3 +154,49 @@ fn is_missing_binary(err: &nftables::helper::NftablesError) -> bool {
     matches!(err, nftables::helper::NftablesError::NftExecution { inner, .. }
         if inner.kind() == std::io::ErrorKind::NotFound)
 }
+
+/// What `vm port add|rm` refuses.
+#[derive(Debug, thiserror::Error)]
+pub enum PortError {
+    #[error("vm {vm:?} has no network, so it has no port forwards")]
+    NoNetwork { vm: String },
+    #[error("host port {port} is already forwarded to vm {vm:?}'s port {guest}")]
+    Taken {
+        port: String,
+        vm: String,
+        guest: u16,
+    },
+    #[error("host port {port} is in use{}", in_use_by(.holder))]
+    InUse {
+        port: String,
+        holder: Option<PortHolder>,
+    },
+    #[error("vm {vm:?} has no forward of host port {spec}")]
+    NotForwarded { vm: String, spec: String },
+}
+
+impl Diagnostic for PortError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            PortError::NoNetwork { .. } => ErrorCode::FailedPrecondition,
+            PortError::Taken { .. } | PortError::InUse { .. } => ErrorCode::AlreadyExists,
+            PortError::NotForwarded { .. } => ErrorCode::NotFound,
+        }
+    }
+
+    fn hint(&self) -> Option<String> {
+        Some(match self {
+            PortError::NoNetwork { .. } => {
+                "a VM created with --no-network cannot forward ports".into()
+            }
+            PortError::Taken { port, vm, .. } => format!(
+                "pick another host port, or remove that forward first with \
+                 `banger vm port rm {vm} {port}`"
+            ),
+            PortError::InUse { .. } => "pick another host port, or stop what listens on it".into(),
+            PortError::NotForwarded { vm, .. } => {
+                format!("list its forwards with `banger vm port ls {vm}`")
+            }
+        })
+    }
+}

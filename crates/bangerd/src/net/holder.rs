@@ -28,20 +28,30 @@ pub enum Transport {
 /// the calling thread's network namespace. `None` when no socket is bound or when its
 /// owner cannot be seen (another user's process, without root).
 pub fn port_holder(transport: Transport, port: u16) -> Option<PortHolder> {
+    let inodes = bound_inodes(transport, port);
+    if inodes.is_empty() {
+        return None;
+    }
+    owner_of(&inodes)
+}
+
+/// Whether a socket is bound to `port` (UDP) or listening on it (TCP), in the calling
+/// thread's network namespace, whoever owns it.
+pub fn port_bound(transport: Transport, port: u16) -> bool {
+    !bound_inodes(transport, port).is_empty()
+}
+
+fn bound_inodes(transport: Transport, port: u16) -> Vec<u64> {
     let tables: &[&str] = match transport {
         Transport::Udp => &["udp", "udp6"],
         Transport::Tcp => &["tcp", "tcp6"],
     };
     let listen_only = transport == Transport::Tcp;
-    let inodes: Vec<u64> = tables
+    tables
         .iter()
         .filter_map(|t| fs_err::read_to_string(Path::new("/proc/thread-self/net").join(t)).ok())
         .flat_map(|text| socket_inodes(&text, port, listen_only))
-        .collect();
-    if inodes.is_empty() {
-        return None;
-    }
-    owner_of(&inodes)
+        .collect()
 }
 
 /// Inodes of the sockets bound to `port` in one `/proc/net/{udp,tcp}[6]` table.

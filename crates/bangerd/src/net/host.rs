@@ -181,6 +181,19 @@ impl HostNetwork {
         })
     }
 
+    /// Replaces VM `vm_id`'s port forwards (to lease `ip`) with `forwards`.
+    pub async fn set_forwards(
+        &self,
+        vm_id: &str,
+        ip: Ipv4Addr,
+        forwards: &[PortForward],
+    ) -> Result<(), NetError> {
+        match forwards {
+            [] => nft::remove_forwards(&self.table, vm_id).await,
+            _ => nft::add_forwards(&self.table, vm_id, ip, forwards).await,
+        }
+    }
+
     /// After a daemon restart: the rules of exactly these guests (the adopted VMs).
     pub async fn restore(&self, guests: Vec<Guest>) -> Result<(), NetError> {
         self.update_guests(|g| {

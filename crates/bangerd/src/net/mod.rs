@@ -23,12 +23,12 @@ mod subnet;
 mod tap;
 
 pub use dns::{DnsServer, VmLookup, VM_ZONE};
-pub use error::NetError;
-pub use holder::{port_holder, socket_inodes, PortHolder, Transport};
+pub use error::{NetError, PortError};
+pub use holder::{port_bound, port_holder, socket_inodes, PortHolder, Transport};
 pub use host::{HostNetwork, NetConfig, VmNet, DEFAULT_SPARE_TAPS};
 pub use lease::{allocate, mac_for, Mac, MAC_PREFIX};
 pub use link::{Link, Netlink};
-pub use nat::{NftTable, PortForward, Proto};
+pub use nat::{NftTable, PortForward, PortMatch, Proto};
 pub use nft::{enable_forwarding, forwarding_enabled};
 pub use policy::{Guest, Guests, Rules};
 pub use resolv::{host_nameservers, parse_nameservers, RESOLV_CONF};

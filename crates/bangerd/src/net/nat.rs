@@ -54,20 +54,7 @@ const TAG_PREFIX: &str = "banger vm ";
 const PRIO_DSTNAT: i32 = -100;
 const PRIO_SRCNAT: i32 = 100;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub(super) fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
+pub use banger_wire::api::PortProto as Proto;
 
 /// One `--publish HOST:GUEST[/tcp|/udp]`: the host's port `host` reaches the guest's `guest`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,6 +89,57 @@ impl FromStr for PortForward {
             host: port(host)?,
             guest: port(guest)?,
             proto,
+        })
+    }
+}
+
+impl From<PortForward> for banger_wire::api::PortInfo {
+    fn from(f: PortForward) -> Self {
+        banger_wire::api::PortInfo {
+            host: f.host,
+            guest: f.guest,
+            proto: f.proto,
+        }
+    }
+}
+
+/// What `vm port rm` names: `HOST[:GUEST][/tcp|/udp]`; an absent part matches any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortMatch {
+    pub host: u16,
+    pub guest: Option<u16>,
+    pub proto: Option<Proto>,
+}
+
+impl PortMatch {
+    pub fn matches(&self, fwd: &PortForward) -> bool {
+        fwd.host == self.host
+            && self.guest.is_none_or(|g| g == fwd.guest)
+            && self.proto.is_none_or(|p| p == fwd.proto)
+    }
+}
+
+impl FromStr for PortMatch {
+    type Err = NetError;
+
+    fn from_str(spec: &str) -> Result<PortMatch, NetError> {
+        let (ports, proto) = match spec.rsplit_once('/') {
+            Some((ports, proto)) => (ports, Some(proto)),
+            None => (spec, None),
+        };
+        // A full HOST:GUEST/PROTO parses as a forward; HOST alone borrows its guest.
+        let full = match ports.split_once(':') {
+            Some(_) => format!("{ports}/{}", proto.unwrap_or("tcp")),
+            None => format!("{ports}:{ports}/{}", proto.unwrap_or("tcp")),
+        };
+        let fwd: PortForward = full.parse().map_err(|_| NetError::InvalidPublish {
+            spec: spec.to_string(),
+            reason: "expected HOST_PORT[:GUEST_PORT][/tcp|/udp]".into(),
+        })?;
+        Ok(PortMatch {
+            host: fwd.host,
+            guest: ports.contains(':').then_some(fwd.guest),
+            proto: proto.map(|_| fwd.proto),
         })
     }
 }

@@ -245,3 +245,19 @@ fn each_bridge_has_its_own_table() {
     assert_eq!(NftTable::for_bridge("bgsmoke0").name(), "banger_bgsmoke0");
     assert_eq!(NftTable::for_bridge("br-x.1").name(), "banger_br_x_1");
 }
+
+#[test]
+fn a_removal_spec_matches_what_it_names_and_any_part_it_leaves_out() {
+    let web: PortForward = "8080:80".parse().unwrap();
+    let dns: PortForward = "8080:53/udp".parse().unwrap();
+    let by_host: PortMatch = "8080".parse().unwrap();
+    let by_guest: PortMatch = "8080:80".parse().unwrap();
+    let by_proto: PortMatch = "8080/udp".parse().unwrap();
+
+    assert!(by_host.matches(&web) && by_host.matches(&dns));
+    assert!(by_guest.matches(&web) && !by_guest.matches(&dns));
+    assert!(!by_proto.matches(&web) && by_proto.matches(&dns));
+    for bad in ["", "x", "0", "8080:", "8080/sctp", "70000"] {
+        assert!(bad.parse::<PortMatch>().is_err(), "{bad:?}");
+    }
+}

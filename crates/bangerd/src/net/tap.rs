@@ -18,20 +18,31 @@ pub const TAP_PREFIX: &str = "bgtap";
 /// its bridge.
 const TAP_LOCK: &str = "/run/banger-taps.lock";
 
-/// The host-wide tap lock (blocking; held for milliseconds).
-fn tap_lock() -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
+/// The host-wide tap lock, held for milliseconds but across awaits (netlink). It is
+/// waited for on the blocking pool: a flock waited for on a runtime worker starves the
+/// holder's own awaits, and with a few concurrent creates the daemon hangs.
+async fn tap_lock() -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
+    lock_file(TAP_LOCK).await
+}
+
+async fn lock_file(path: &'static str) -> Result<nix::fcntl::Flock<std::fs::File>, NetError> {
     let io = |source| NetError::TapLock {
-        path: TAP_LOCK.into(),
+        path: path.into(),
         source,
     };
-    let file = fs_err::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(TAP_LOCK)
-        .map_err(io)?;
-    nix::fcntl::Flock::lock(file.into_parts().0, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| io(e.into()))
+    let wait = move || {
+        let file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io)?;
+        nix::fcntl::Flock::lock(file.into_parts().0, nix::fcntl::FlockArg::LockExclusive)
+            .map_err(|(_, e)| io(e.into()))
+    };
+    tokio::task::spawn_blocking(wait)
+        .await
+        .map_err(|e| io(std::io::Error::other(e)))?
 }
 
 /// A tap device attached to the bridge, ready for a VMM to open by name.
@@ -127,7 +138,7 @@ impl TapPool {
         keep: &HashSet<String>,
     ) -> Result<TapPool, NetError> {
         let mut used = BTreeSet::new();
-        let swept = tap_lock()?;
+        let swept = tap_lock().await?;
         for link in netlink.links().await? {
             let Some(index) = tap_index(&link.name) else {
                 continue;
@@ -266,7 +277,7 @@ impl Inner {
     /// Makes a new tap on the bridge, up, under the lowest index that is free on the
     /// host (another daemon's taps included), under the host-wide tap lock.
     async fn create(&self) -> Result<String, NetError> {
-        let _creating = tap_lock()?;
+        let _creating = tap_lock().await?;
         let name = loop {
             let name = {
                 let mut state = self.lock();
@@ -305,5 +316,38 @@ mod tests {
         assert_eq!(tap_index("bgtap01"), None);
         assert_eq!(tap_index("tap0"), None);
         assert_eq!(tap_index("bgtapx"), None);
+    }
+
+    /// Holders await while holding the lock; waiters must not take the runtime's only
+    /// worker from them. Waiting on a worker thread hung here.
+    #[test]
+    fn lock_waiters_do_not_starve_the_holder() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path: &'static str = Box::leak(
+            dir.path()
+                .join("taps.lock")
+                .to_string_lossy()
+                .into_owned()
+                .into_boxed_str(),
+        );
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let held = lock_file(path).await.expect("lock");
+                let waiter = tokio::spawn(async move { lock_file(path).await.map(drop) });
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                drop(held);
+                waiter.await.expect("join").expect("second lock");
+            });
+            let _ = done.send(());
+        });
+        finished
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("a waiter blocked the holder's runtime");
     }
 }

@@ -1,34 +1,27 @@
-//! `POST /v1/exec`: upgrades the connection and relays frames between the CLI and the
-//! guest agent's stream, byte for byte. The daemon never parses stdio.
+//! `POST /v1/exec` and `POST /v1/exec/output`: upgrade the connection and relay frames
+//! between the CLI and a guest agent's stream, byte for byte. The daemon never parses
+//! stdio.
 
 use std::sync::Arc;
 
 use axum::extract::{Request as HttpRequest, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response as HttpResponse};
-use banger_wire::api::{ExecRequest, EXEC_UPGRADE_PROTOCOL};
+use banger_wire::agent::AgentRequest;
+use banger_wire::api::{ExecOutputRequest, ExecRequest, EXEC_UPGRADE_PROTOCOL};
 use banger_wire::{ErrorCode, WireError};
 use http_body_util::BodyExt;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 
 use super::{error_response, AppState};
 
-pub(crate) async fn exec(State(state): State<Arc<AppState>>, mut req: HttpRequest) -> HttpResponse {
-    let on_upgrade = hyper::upgrade::on(&mut req);
-    let body = match req.into_body().collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            return error_response(&WireError::new(ErrorCode::InvalidArgument, e.to_string()))
-        }
-    };
-    let exec: ExecRequest = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return error_response(&WireError::new(
-                ErrorCode::InvalidArgument,
-                format!("bad exec request: {e}"),
-            ))
-        }
+/// A command's stdio (`vm exec`).
+pub(crate) async fn exec(State(state): State<Arc<AppState>>, req: HttpRequest) -> HttpResponse {
+    let (on_upgrade, exec) = match upgrade_body::<ExecRequest>(req).await {
+        Ok(parts) => parts,
+        Err(e) => return error_response(&e),
     };
     if exec.spec.argv.is_empty() {
         return error_response(&WireError::new(
@@ -36,9 +29,50 @@ pub(crate) async fn exec(State(state): State<Arc<AppState>>, mut req: HttpReques
             "no command given",
         ));
     }
+    let request = AgentRequest::Exec(exec.spec);
+    relay(&state, on_upgrade, exec.vm, request).await
+}
+
+/// A detached command's output (`vm logs --exec`).
+pub(crate) async fn output(State(state): State<Arc<AppState>>, req: HttpRequest) -> HttpResponse {
+    let (on_upgrade, out) = match upgrade_body::<ExecOutputRequest>(req).await {
+        Ok(parts) => parts,
+        Err(e) => return error_response(&e),
+    };
+    let request = AgentRequest::DetachedOutput {
+        id: out.id,
+        follow: out.follow,
+    };
+    relay(&state, on_upgrade, out.vm, request).await
+}
+
+/// The pending upgrade and the JSON body of an upgrade request.
+async fn upgrade_body<T: DeserializeOwned>(
+    mut req: HttpRequest,
+) -> Result<(OnUpgrade, T), WireError> {
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| WireError::new(ErrorCode::InvalidArgument, e.to_string()))?
+        .to_bytes();
+    let parsed = serde_json::from_slice(&body).map_err(|e| {
+        WireError::new(ErrorCode::InvalidArgument, format!("bad exec request: {e}"))
+    })?;
+    Ok((on_upgrade, parsed))
+}
+
+/// Sends `request` on a new stream to `vm`'s agent, then answers the upgrade and relays
+/// bytes both ways until either side ends.
+async fn relay(
+    state: &AppState,
+    on_upgrade: OnUpgrade,
+    vm: String,
+    request: AgentRequest,
+) -> HttpResponse {
     let t0 = std::time::Instant::now();
-    let vm = exec.vm.clone();
-    let stream = match state.deps.manager.exec(&exec.vm, exec.spec).await {
+    let stream = match state.deps.manager.agent_stream(&vm, &request).await {
         Ok(s) => s,
         Err(e) => return error_response(&e.to_wire()),
     };

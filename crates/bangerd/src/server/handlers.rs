@@ -51,6 +51,16 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             Response::Ok
         }
         Request::Prune { dry_run } => Response::Pruned(prune::prune(vms, dry_run).await?),
+        Request::VmPortAdd { name, port } => Response::Ports(vms.port_add(&name, &port).await?),
+        Request::VmPortRemove { name, port } => {
+            Response::Ports(vms.port_remove(&name, &port).await?)
+        }
+        Request::VmPortList { name } => Response::Ports(vms.port_list(&name)?),
+        Request::VmExecDetach { name, spec } => Response::Detached(vms.detach(&name, spec).await?),
+        Request::VmPs { name } => Response::DetachedList(vms.detached_list(&name).await?),
+        Request::VmKill { name, id, signal } => {
+            Response::Detached(vms.detached_kill(&name, id, signal).await?)
+        }
         Request::VmLogs { .. }
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response as HttpResponse};
 use axum::routing::post;
 use axum::{Json, Router};
-use banger_wire::api::{Request, EXEC_PATH, RPC_PATH, UPLOAD_PATH};
+use banger_wire::api::{Request, EXEC_OUTPUT_PATH, EXEC_PATH, RPC_PATH, UPLOAD_PATH};
 use banger_wire::{ErrorCode, WireError};
 use tokio::net::UnixListener;
 use tokio::sync::Notify;
@@ -64,6 +64,7 @@ pub async fn serve(
     let app = Router::new()
         .route(RPC_PATH, post(rpc))
         .route(EXEC_PATH, post(exec::exec))
+        .route(EXEC_OUTPUT_PATH, post(exec::output))
         .route(UPLOAD_PATH, post(handlers::upload))
         .with_state(state.clone())
         .merge(api::router(state.clone()));

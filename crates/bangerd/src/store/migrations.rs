@@ -76,6 +76,10 @@ pub const STEPS: &[&str] = &[
     r#"
     ALTER TABLE vms ADD COLUMN expires_at INTEGER;
     "#,
+    // 7: the user a VM's commands run as by default (`--user NAME[:UID]`); NULL: root.
+    r#"
+    ALTER TABLE vms ADD COLUMN guest_user TEXT;
+    "#,
 ];
 
 pub fn migrations() -> Migrations<'static> {
@@ -115,7 +119,7 @@ mod tests {
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
-            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots;")
+            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at, guest_user FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots;")
                 .unwrap();
         }
     }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use banger_wire::api::{Backend, BootTimings, NetPolicy, VmInfo, VmState};
+use banger_wire::user::GuestUser;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 pub use migrations::STEPS as MIGRATIONS;
@@ -70,6 +71,8 @@ pub struct VmRecord {
     pub ephemeral: bool,
     /// When the daemon deletes the VM (`--ttl`), in seconds since the Unix epoch.
     pub expires_at: Option<i64>,
+    /// Who runs the commands that name no user (`--user`); root when `None`.
+    pub user: Option<GuestUser>,
 }
 
 impl VmRecord {
@@ -90,6 +93,7 @@ impl VmRecord {
             last_error: self.last_error.clone(),
             policy: (!self.no_network).then(|| self.policy.clone()),
             expires_at: self.expires_at.map(rfc3339),
+            user: self.user.clone(),
         }
     }
 
@@ -129,6 +133,9 @@ impl VmRecord {
             creating: row.get("creating")?,
             ephemeral: row.get("ephemeral")?,
             expires_at: row.get("expires_at")?,
+            user: row
+                .get::<_, Option<String>>("guest_user")?
+                .and_then(|u| u.parse().ok()),
         })
     }
 }
@@ -214,8 +221,8 @@ impl Store {
         let res = self.conn().execute(
             "INSERT INTO vms (id, name, image, backend, vcpu, memory_mib, disk_size_mib, state,
                               no_network, token, created_at, publish, policy, creating,
-                              ephemeral, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                              ephemeral, expires_at, guest_user)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 vm.id,
                 vm.name,
@@ -232,7 +239,8 @@ impl Store {
                 serde_json::to_string(&vm.policy).unwrap_or_else(|_| "{}".into()),
                 vm.creating,
                 vm.ephemeral,
-                vm.expires_at
+                vm.expires_at,
+                vm.user.as_ref().map(|u| u.to_string())
             ],
         );
         match res {
@@ -338,6 +346,16 @@ impl Store {
         let json = serde_json::to_string(policy).unwrap_or_else(|_| "{}".into());
         self.conn().execute(
             "UPDATE vms SET policy = ?2 WHERE id = ?1",
+            params![id, json],
+        )?;
+        Ok(())
+    }
+
+    /// Sets VM `id`'s port forwards (`HOST:GUEST/PROTO` each).
+    pub fn set_publish(&self, id: &str, publish: &[String]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(publish).unwrap_or_else(|_| "[]".into());
+        self.conn().execute(
+            "UPDATE vms SET publish = ?2 WHERE id = ?1",
             params![id, json],
         )?;
         Ok(())
@@ -458,6 +476,7 @@ mod tests {
             creating: false,
             ephemeral: false,
             expires_at: None,
+            user: None,
         }
     }
 
@@ -541,6 +560,23 @@ mod tests {
             got.info(None).expires_at.as_deref(),
             Some("2027-01-15T08:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_default_user_is_stored_and_shown() {
+        let store = Store::in_memory().unwrap();
+        let dev = VmRecord {
+            user: Some("dev:1500".parse().unwrap()),
+            ..vm("web")
+        };
+
+        store.insert_vm(&dev).unwrap();
+        store.insert_vm(&vm("db")).unwrap();
+
+        let web = store.get_vm("web").unwrap().unwrap().info(None);
+        let db = store.get_vm("db").unwrap().unwrap().info(None);
+        assert_eq!(web.user.map(|u| u.to_string()).as_deref(), Some("dev:1500"));
+        assert_eq!(db.user, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use banger_wire::api::{NetPolicy, VmCreateSpec, VmInfo, VmState};
+use banger_wire::user::GuestUser;
 
 use super::{files, now_rfc3339, spec, Machine, Manager};
 use crate::error::DaemonError;
@@ -21,6 +22,7 @@ pub(super) struct NewVm {
     /// The policy asked for, before the configured defaults.
     policy: NetPolicy,
     ephemeral: bool,
+    user: Option<GuestUser>,
 }
 
 impl NewVm {
@@ -34,6 +36,7 @@ impl NewVm {
             publish: spec.publish.clone(),
             policy: spec.policy.clone(),
             ephemeral: spec.ephemeral,
+            user: spec.user.clone(),
         })
     }
 }
@@ -222,6 +225,7 @@ impl Manager {
             creating: true,
             ephemeral: new.ephemeral,
             expires_at: None,
+            user: new.user,
         })
     }
 }

@@ -10,8 +10,10 @@ mod boot;
 mod clone;
 mod console;
 mod create;
+mod detached;
 mod files;
 mod network;
+mod ports;
 pub mod process;
 mod prune;
 mod reconcile;
@@ -319,22 +321,18 @@ impl Manager {
         Ok(policy)
     }
 
-    /// Opens an exec stream to the VM's agent; the request has been sent. The image's
-    /// env and working directory (a container image's config) are the defaults.
-    pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<AgentStream, DaemonError> {
+    /// Opens an exec stream to the VM's agent; the request has been sent. A spec that
+    /// names no user runs as the VM's default user; the image's env and working
+    /// directory (a container image's config) are the defaults.
+    pub async fn exec(&self, name: &str, mut spec: ExecSpec) -> Result<AgentStream, DaemonError> {
         let rec = self.record(name)?;
-        let spec = match crate::image::get(&self.paths, &rec.image) {
-            Ok(img) => crate::image::exec_defaults(&img.manifest().run, spec),
-            Err(_) => spec,
-        };
-        let agent = self.agent(&rec).await?;
-        agent
-            .request(&AgentRequest::Exec(spec))
-            .await
-            .map_err(|source| DaemonError::Agent {
-                vm: rec.name.clone(),
-                source,
-            })
+        if spec.user.is_none() {
+            spec.user = rec.user.clone();
+        }
+        if let Ok(img) = crate::image::get(&self.paths, &rec.image) {
+            spec = crate::image::exec_defaults(&img.manifest().run, spec);
+        }
+        self.agent_stream(name, &AgentRequest::Exec(spec)).await
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a

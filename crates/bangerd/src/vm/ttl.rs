@@ -179,6 +179,7 @@ pub(super) mod tests {
             creating: false,
             ephemeral: false,
             expires_at,
+            user: None,
         }
     }
 

@@ -172,6 +172,7 @@ impl Manager {
             cwd: None,
             tty: None,
             timeout_ms: Some(self.config.boot_timeout_secs * 1000),
+            user: None,
         };
         let agent_err = |source| DaemonError::Agent {
             vm: vm.to_string(),

@@ -28,6 +28,8 @@ from .errors import (
 from .types import (
     BootTimings,
     DaemonInfo,
+    DetachedInfo,
+    DetachedOutput,
     ExecEvent,
     ExecResult,
     Exit,
@@ -50,6 +52,8 @@ __all__ = [
     "Client",
     "DaemonInfo",
     "DaemonUnavailable",
+    "DetachedInfo",
+    "DetachedOutput",
     "ExecEvent",
     "ExecResult",
     "ExecStream",

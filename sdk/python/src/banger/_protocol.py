@@ -24,6 +24,8 @@ from urllib.parse import quote
 from .errors import BangerError, DaemonUnavailable, Internal, NotFound, error_from, error_from_response
 from .types import (
     DaemonInfo,
+    DetachedInfo,
+    DetachedOutput,
     ExecEvent,
     ExecResult,
     Exit,
@@ -202,12 +204,17 @@ def get_archive(vm: str, guest_dir: str) -> Call[None]:
     return Call("GET", _vm(vm, "archive"), _nothing, params={"path": guest_dir})
 
 
-def prepare_workspace(vm: str, dest: str, tar: Body) -> Call[Workspace]:
-    return Call("POST", _vm(vm, "workspace"), _one(Workspace), params={"path": dest}, content=tar)
+def _dest(dest: Optional[str]) -> Optional[dict[str, str]]:
+    """`?path=`; without it the daemon picks the default for the VM's user."""
+    return {"path": dest} if dest is not None else None
 
 
-def export_patch(vm: str, dest: str) -> Call[str]:
-    return Call("GET", _vm(vm, "workspace", "patch"), _text, params={"path": dest})
+def prepare_workspace(vm: str, dest: Optional[str], tar: Body) -> Call[Workspace]:
+    return Call("POST", _vm(vm, "workspace"), _one(Workspace), params=_dest(dest), content=tar)
+
+
+def export_patch(vm: str, dest: Optional[str]) -> Call[str]:
+    return Call("GET", _vm(vm, "workspace", "patch"), _text, params=_dest(dest))
 
 
 def exec_call(vm: str, body: Mapping[str, Any]) -> Call[None]:
@@ -226,6 +233,34 @@ def exec_resize(exec_id: str, rows: int, cols: int) -> Call[None]:
 
 def exec_kill(exec_id: str) -> Call[None]:
     return Call("POST", f"{PREFIX}/execs/{_seg(exec_id)}/kill", _nothing)
+
+
+def detach(vm: str, body: Mapping[str, Any]) -> Call[DetachedInfo]:
+    return Call("POST", _vm(vm, "detached"), _one(DetachedInfo), json=dict(body))
+
+
+def list_detached(vm: str) -> Call[list[DetachedInfo]]:
+    return Call("GET", _vm(vm, "detached"), _many(DetachedInfo))
+
+
+def detached_output(vm: str, detached_id: str, follow: bool) -> Call[DetachedOutput]:
+    params = {"follow": "true"} if follow else None
+    path = _vm(vm, "detached", _seg(detached_id), "output")
+    return Call("GET", path, lambda body: _detached_output(vm, body), params=params)
+
+
+def detached_kill(vm: str, detached_id: str, signal: int) -> Call[DetachedInfo]:
+    path = _vm(vm, "detached", _seg(detached_id), "kill")
+    return Call("POST", path, _one(DetachedInfo), params={"signal": str(signal)})
+
+
+def _detached_output(vm: str, body: bytes) -> DetachedOutput:
+    """The whole event stream of a detached command's output: without `exit` it runs on."""
+    decoder = ExecDecoder(vm)
+    collector = Collector()
+    for event in decoder.feed(body + b"\n"):
+        collector.add(event)
+    return DetachedOutput(b"".join(collector._out), b"".join(collector._err), decoder.exit)
 
 
 def command(argv: Optional[Sequence[str]], shell: Optional[str]) -> list[str]:
@@ -251,10 +286,11 @@ def exec_body(
     stdin: Union[bytes, str, None] = None,
     interactive: bool = False,
     tty: Optional[tuple[int, int]] = None,
+    user: Optional[str] = None,
 ) -> dict[str, Any]:
     """An ExecBody. `timeout` is seconds (rounded up to whole ones); `stdin` is given
     whole and then closed; `interactive` keeps stdin open for `send_stdin`; `tty` is
-    (rows, cols) for a pseudo-terminal."""
+    (rows, cols) for a pseudo-terminal; `user` is NAME or NAME:UID."""
     body: dict[str, Any] = {"argv": list(argv)}
     if env:
         body["env"] = {str(k): str(v) for k, v in env.items()}
@@ -272,6 +308,8 @@ def exec_body(
     if tty is not None:
         rows, cols = tty
         body["tty"] = {"rows": rows, "cols": cols}
+    if user is not None:
+        body["user"] = user
     return body
 
 
@@ -280,10 +318,11 @@ def create_spec(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None and v is not False}
 
 
-def run_spec(image: Optional[str]) -> dict[str, Any]:
+def run_spec(image: Optional[str], user: Optional[str] = None) -> dict[str, Any]:
     """`Client.run`'s VM: resumed from the image's warm snapshot when there is one,
-    ready once its agent is, and deleted by a daemon restart should the run die."""
-    return create_spec(image=image, warm=True, exec_only=True, ephemeral=True)
+    ready once its agent is, and deleted by a daemon restart should the run die; its
+    commands run as `user` (root when None)."""
+    return create_spec(image=image, warm=True, exec_only=True, ephemeral=True, user=user)
 
 
 class ExecDecoder:

@@ -26,9 +26,20 @@ import httpx
 from . import _protocol as proto
 from ._archive import extract, tar_path, tar_workspace
 from ._discovery import locate
-from .client import CONNECT_TIMEOUT_SECS, DEFAULT_WORKSPACE, StrPath
+from .client import CONNECT_TIMEOUT_SECS, StrPath
 from .errors import BangerError, error_from_response
-from .types import DaemonInfo, ExecEvent, ExecResult, ImageInfo, RunResult, SnapshotInfo, VmInfo, Workspace
+from .types import (
+    DaemonInfo,
+    DetachedInfo,
+    DetachedOutput,
+    ExecEvent,
+    ExecResult,
+    ImageInfo,
+    RunResult,
+    SnapshotInfo,
+    VmInfo,
+    Workspace,
+)
 
 T = TypeVar("T")
 
@@ -164,6 +175,7 @@ class AsyncClient:
         warm: bool = False,
         exec_only: bool = False,
         ephemeral: bool = False,
+        user: Optional[str] = None,
     ) -> Opening[AsyncVm]:
         """`Client.create`: `vm = await client.create(...)`, or
         `async with client.create(...) as vm:` to delete it at the end."""
@@ -182,6 +194,7 @@ class AsyncClient:
             warm=warm,
             exec_only=exec_only,
             ephemeral=ephemeral,
+            user=user,
         )
         return Opening(self._create(spec))
 
@@ -220,14 +233,15 @@ class AsyncClient:
         cwd: Optional[str] = None,
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
+        user: Optional[str] = None,
     ) -> RunResult:
         """`Client.run`: one command in a throwaway VM, deleted however it ends."""
         argv = proto.command(argv, shell)
-        async with Opening(self._create(proto.run_spec(image))) as vm:
+        async with Opening(self._create(proto.run_spec(image, user))) as vm:
             if repo is not None:
-                await vm.prepare_workspace(repo)
-                cwd = cwd or DEFAULT_WORKSPACE
-            return await vm.exec(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
+                ws = await vm.prepare_workspace(repo)
+                cwd = cwd or ws.path
+            return await vm.exec(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin, user=user)
 
 
 class AsyncVm:
@@ -286,10 +300,11 @@ class AsyncVm:
         cwd: Optional[str] = None,
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
+        user: Optional[str] = None,
     ) -> ExecResult:
         """`Vm.exec`: runs the command and waits for its result."""
         async with self.exec_stream(
-            argv, shell=shell, env=env, cwd=cwd, timeout=timeout, stdin=stdin
+            argv, shell=shell, env=env, cwd=cwd, timeout=timeout, stdin=stdin, user=user
         ) as stream:
             return await stream.wait()
 
@@ -304,6 +319,7 @@ class AsyncVm:
         stdin: Union[bytes, str, None] = None,
         interactive: bool = False,
         tty: Optional[tuple[int, int]] = None,
+        user: Optional[str] = None,
     ) -> Opening[AsyncExecStream]:
         """`Vm.exec_stream`: `async with vm.exec_stream([...]) as stream:` then
         `async for event in stream`."""
@@ -315,6 +331,7 @@ class AsyncVm:
             stdin=stdin,
             interactive=interactive,
             tty=tty,
+            user=user,
         )
         return Opening(self._exec_stream(body))
 
@@ -323,6 +340,35 @@ class AsyncVm:
         stream = AsyncExecStream(self._client, self.name, response)
         await stream._started()
         return stream
+
+    async def detach(
+        self,
+        argv: Optional[Sequence[str]] = None,
+        *,
+        shell: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> DetachedInfo:
+        """Starts a command that runs on in the guest without this client (`banger vm
+        exec -d`): no stdin, no terminal; `timeout` kills its process group (exit 124).
+        Its output is kept in the guest for `detached_output`."""
+        body = proto.exec_body(proto.command(argv, shell), env=env, cwd=cwd, timeout=timeout)
+        return await self._client._call(proto.detach(self.name, body))
+
+    async def ps(self) -> list[DetachedInfo]:
+        """The VM's detached commands, oldest first (`banger vm ps`)."""
+        return await self._client._call(proto.list_detached(self.name))
+
+    async def detached_output(self, detached_id: str, follow: bool = False) -> DetachedOutput:
+        """A detached command's output so far; with `follow`, once it has ended (the
+        client's `timeout` bounds the wait). Once an ended command's output was fetched,
+        the guest forgets it."""
+        return await self._client._call(proto.detached_output(self.name, detached_id, follow))
+
+    async def kill_detached(self, detached_id: str, signal: int = 9) -> DetachedInfo:
+        """Sends `signal` (default SIGKILL) to a detached command's process group."""
+        return await self._client._call(proto.detached_kill(self.name, detached_id, signal))
 
     async def write_file(
         self, path: str, data: Union[bytes, str], mode: Union[int, str, None] = None
@@ -351,12 +397,12 @@ class AsyncVm:
             spool.seek(0)
             return await asyncio.to_thread(extract, spool, os.fspath(local_dir))
 
-    async def prepare_workspace(self, path: StrPath, dest: str = DEFAULT_WORKSPACE) -> Workspace:
+    async def prepare_workspace(self, path: StrPath, dest: Optional[str] = None) -> Workspace:
         body, _ = await asyncio.to_thread(tar_workspace, os.fspath(path))
         with body.file:
             return await self._client._call(proto.prepare_workspace(self.name, dest, body))
 
-    async def export_patch(self, dest: str = DEFAULT_WORKSPACE) -> str:
+    async def export_patch(self, dest: Optional[str] = None) -> str:
         return await self._client._call(proto.export_patch(self.name, dest))
 
     async def snapshot(self, name: Optional[str] = None) -> SnapshotInfo:

@@ -16,12 +16,22 @@ from . import _protocol as proto
 from ._archive import extract, tar_path, tar_workspace
 from ._discovery import locate
 from .errors import BangerError, error_from_response
-from .types import DaemonInfo, ExecEvent, ExecResult, ImageInfo, RunResult, SnapshotInfo, VmInfo, Workspace
+from .types import (
+    DaemonInfo,
+    DetachedInfo,
+    DetachedOutput,
+    ExecEvent,
+    ExecResult,
+    ImageInfo,
+    RunResult,
+    SnapshotInfo,
+    VmInfo,
+    Workspace,
+)
 
 T = TypeVar("T")
 StrPath = Union[str, "os.PathLike[str]"]
 
-DEFAULT_WORKSPACE = "/root/repo"
 CONNECT_TIMEOUT_SECS = 10.0
 
 
@@ -119,6 +129,7 @@ class Client:
         warm: bool = False,
         exec_only: bool = False,
         ephemeral: bool = False,
+        user: Optional[str] = None,
     ) -> Vm:
         """Creates a VM and returns once it runs (see `banger vm create --help` for the
         fields; unset ones take the daemon's defaults). As a context manager the VM
@@ -142,6 +153,7 @@ class Client:
             warm=warm,
             exec_only=exec_only,
             ephemeral=ephemeral,
+            user=user,
         )
         return Vm(self, self._call(proto.create_vm(spec)))
 
@@ -179,22 +191,24 @@ class Client:
         cwd: Optional[str] = None,
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
+        user: Optional[str] = None,
     ) -> RunResult:
         """Runs one command in a throwaway VM and deletes the VM, however the command
-        ends. `repo` (a local git repository) is shipped to /root/repo first, which
-        then is the default `cwd`. `timeout` (seconds) kills the command; the
-        result says `timed_out`. `stdin` is given to the command whole::
+        ends. `repo` (a local git repository) is shipped first (to /root/repo, or
+        /home/NAME/repo with `user="NAME"`), which then is the default `cwd`. `user`
+        (NAME or NAME:UID) runs everything as that guest user, created on first use.
+        `timeout` (seconds) kills the command; the result says `timed_out`. `stdin` is given to the command whole::
 
             r = client.run(shell="make test", repo=".")
             print(r.exit_code, r.stdout, r.stderr)
         """
         argv = proto.command(argv, shell)
-        vm = Vm(self, self._call(proto.create_vm(proto.run_spec(image))))
+        vm = Vm(self, self._call(proto.create_vm(proto.run_spec(image, user))))
         with vm:
             if repo is not None:
-                vm.prepare_workspace(repo)
-                cwd = cwd or DEFAULT_WORKSPACE
-            return vm.exec(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin)
+                ws = vm.prepare_workspace(repo)
+                cwd = cwd or ws.path
+            return vm.exec(argv, env=env, cwd=cwd, timeout=timeout, stdin=stdin, user=user)
 
 
 class Vm:
@@ -255,10 +269,13 @@ class Vm:
         cwd: Optional[str] = None,
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
+        user: Optional[str] = None,
     ) -> ExecResult:
         """Runs `argv` (exactly as given: no shell) or `shell` (through `sh -c`) in
         the guest and waits for it. A non-zero exit is a result, not an error."""
-        with self.exec_stream(argv, shell=shell, env=env, cwd=cwd, timeout=timeout, stdin=stdin) as stream:
+        with self.exec_stream(
+            argv, shell=shell, env=env, cwd=cwd, timeout=timeout, stdin=stdin, user=user
+        ) as stream:
             return stream.wait()
 
     def exec_stream(
@@ -272,6 +289,7 @@ class Vm:
         stdin: Union[bytes, str, None] = None,
         interactive: bool = False,
         tty: Optional[tuple[int, int]] = None,
+        user: Optional[str] = None,
     ) -> ExecStream:
         """Starts a command and returns its events as they come (`Stdout`, `Stderr`,
         then `Exit`). With `interactive=True` its stdin stays open for
@@ -292,9 +310,39 @@ class Vm:
             stdin=stdin,
             interactive=interactive,
             tty=tty,
+            user=user,
         )
         response = self._client._send(proto.exec_call(self.name, body), stream=True)
         return ExecStream(self._client, self.name, response)
+
+    def detach(
+        self,
+        argv: Optional[Sequence[str]] = None,
+        *,
+        shell: Optional[str] = None,
+        env: Optional[Mapping[str, str]] = None,
+        cwd: Optional[str] = None,
+        timeout: Optional[float] = None,
+    ) -> DetachedInfo:
+        """Starts a command that runs on in the guest without this client (`banger vm
+        exec -d`): no stdin, no terminal; `timeout` kills its process group (exit 124).
+        Its output is kept in the guest for `detached_output`."""
+        body = proto.exec_body(proto.command(argv, shell), env=env, cwd=cwd, timeout=timeout)
+        return self._client._call(proto.detach(self.name, body))
+
+    def ps(self) -> list[DetachedInfo]:
+        """The VM's detached commands, oldest first (`banger vm ps`)."""
+        return self._client._call(proto.list_detached(self.name))
+
+    def detached_output(self, detached_id: str, follow: bool = False) -> DetachedOutput:
+        """A detached command's output so far; with `follow`, once it has ended (the
+        client's `timeout` bounds the wait). Once an ended command's output was fetched,
+        the guest forgets it."""
+        return self._client._call(proto.detached_output(self.name, detached_id, follow))
+
+    def kill_detached(self, detached_id: str, signal: int = 9) -> DetachedInfo:
+        """Sends `signal` (default SIGKILL) to a detached command's process group."""
+        return self._client._call(proto.detached_kill(self.name, detached_id, signal))
 
     def write_file(self, path: str, data: Union[bytes, str], mode: Union[int, str, None] = None) -> None:
         """Writes `data` (str as UTF-8) to the guest file `path` (absolute), with
@@ -330,15 +378,16 @@ class Vm:
             spool.seek(0)
             return extract(spool, os.fspath(local_dir))
 
-    def prepare_workspace(self, path: StrPath, dest: str = DEFAULT_WORKSPACE) -> Workspace:
+    def prepare_workspace(self, path: StrPath, dest: Optional[str] = None) -> Workspace:
         """Ships the files `git ls-files` lists in the local repository `path` (as
-        they are in the working tree) to `dest` in the guest, which then holds a git
-        repository with them as its baseline commit."""
+        they are in the working tree) to `dest` in the guest (default: /root/repo, or
+        /home/NAME/repo in a VM whose user is NAME), which then holds a git repository
+        with them as its baseline commit."""
         body, _ = tar_workspace(os.fspath(path))
         with body.file:
             return self._client._call(proto.prepare_workspace(self.name, dest, body))
 
-    def export_patch(self, dest: str = DEFAULT_WORKSPACE) -> str:
+    def export_patch(self, dest: Optional[str] = None) -> str:
         """The guest's changes to the workspace at `dest` since `prepare_workspace`,
         as a binary git diff (`git apply` takes it); empty when unchanged."""
         return self._client._call(proto.export_patch(self.name, dest))

@@ -40,6 +40,7 @@ class VmInfo:
     boot: Optional[BootTimings] = None
     last_error: Optional[str] = None
     policy: Optional[dict[str, Any]] = None
+    user: Optional[str] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> VmInfo:
@@ -59,6 +60,7 @@ class VmInfo:
             boot=BootTimings(int(boot["prepare_ms"]), int(boot["agent_ready_ms"])) if boot else None,
             last_error=d.get("last_error"),
             policy=dict(d["policy"]) if d.get("policy") is not None else None,
+            user=d.get("user"),
         )
 
 
@@ -211,3 +213,53 @@ class Exit:
 
 
 ExecEvent = Union[Stdout, Stderr, Exit]
+
+
+@dataclass(frozen=True)
+class DetachedInfo:
+    """A command started with `Vm.detach`, as the guest keeps it. `state` is running
+    or exited; `exit_code` (once exited) is 128+N for signal N and 124 when its
+    timeout killed it (`timed_out`). `started_at_ms` is the guest clock, ms since the
+    epoch; `dropped_bytes` counts older output the guest dropped (it keeps the newest
+    4 to 8 MiB)."""
+
+    id: str
+    pid: int
+    argv: list[str]
+    started_at_ms: int
+    state: str
+    exit_code: Optional[int] = None
+    timed_out: bool = False
+    dropped_bytes: int = 0
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DetachedInfo:
+        code = d.get("exit_code")
+        return cls(
+            id=str(d["id"]),
+            pid=int(d["pid"]),
+            argv=[str(a) for a in d["argv"]],
+            started_at_ms=int(d["started_at_ms"]),
+            state=str(d["state"]),
+            exit_code=None if code is None else int(code),
+            timed_out=bool(d.get("timed_out", False)),
+            dropped_bytes=int(d.get("dropped_bytes", 0)),
+        )
+
+
+@dataclass(frozen=True)
+class DetachedOutput:
+    """A detached command's output as fetched: `exit` is set once it has ended (it is
+    then forgotten by the guest), None while it still runs."""
+
+    stdout_bytes: bytes
+    stderr_bytes: bytes
+    exit: Optional[Exit] = None
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode("utf-8", "replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_bytes.decode("utf-8", "replace")

@@ -27,10 +27,10 @@ def vm(fake: FakeDaemon) -> banger.Vm:
     return banger.Vm(fake.client(), banger.VmInfo.from_json(VM))
 
 
-def test_exec_sends_argv_env_cwd_timeout_and_stdin(fake: FakeDaemon, vm: banger.Vm) -> None:
+def test_exec_sends_argv_env_cwd_timeout_stdin_and_user(fake: FakeDaemon, vm: banger.Vm) -> None:
     fake.on("POST", EXEC, stream(ndjson(STARTED, {"type": "exit", "code": 0, "timed_out": False})))
 
-    vm.exec(["make", "test"], env={"CI": "1"}, cwd="/root/repo", timeout=2.5, stdin="input")
+    vm.exec(["make", "test"], env={"CI": "1"}, cwd="/root/repo", timeout=2.5, stdin="input", user="dev")
 
     assert json.loads(fake.requests[-1].content) == {
         "argv": ["make", "test"],
@@ -38,6 +38,7 @@ def test_exec_sends_argv_env_cwd_timeout_and_stdin(fake: FakeDaemon, vm: banger.
         "cwd": "/root/repo",
         "timeout_secs": 3,
         "stdin": b64(b"input"),
+        "user": "dev",
     }
 
 

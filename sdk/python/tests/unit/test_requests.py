@@ -99,7 +99,7 @@ CASES: dict[str, Any] = {
         lambda c, v: v.export_patch(),
         "GET",
         "/api/v1/vms/box/workspace/patch",
-        {"path": "/root/repo"},
+        {},
         None,
         httpx.Response(200, text="diff --git a/x b/x\n"),
     ),
@@ -169,7 +169,9 @@ def test_fields_a_newer_daemon_adds_are_ignored(fake: FakeDaemon) -> None:
 def test_create_sends_only_the_fields_given(fake: FakeDaemon) -> None:
     fake.on("POST", "/api/v1/vms", httpx.Response(201, json=VM))
 
-    vm = fake.client().create("box", image="default", vcpu=2, publish=["8080:80"], policy={"mode": "open"})
+    vm = fake.client().create(
+        "box", image="default", vcpu=2, publish=["8080:80"], policy={"mode": "open"}, user="dev:1500"
+    )
 
     assert body(fake.requests[-1]) == {
         "name": "box",
@@ -177,6 +179,7 @@ def test_create_sends_only_the_fields_given(fake: FakeDaemon) -> None:
         "vcpu": 2,
         "publish": ["8080:80"],
         "policy": {"mode": "open"},
+        "user": "dev:1500",
     }
     assert vm.name == "box"
 

@@ -62,7 +62,8 @@ def test_prepare_workspace_tars_the_tracked_files_of_the_working_tree(fake: Fake
     assert sent["src/build.sh"].mode & 0o777 == 0o755
     assert (sent["docs"].issym(), sent["docs"].linkname) == (True, "README.md")
     assert {m.uname for m in sent.values()} == {"root"}
-    assert dict(request.url.params) == {"path": "/root/repo"}
+    # No path: the daemon picks the default for the VM's user.
+    assert dict(request.url.params) == {}
     assert ws == banger.Workspace("/root/repo", 3)
 
 

@@ -132,7 +132,7 @@ pub(crate) async fn exec(
 }
 
 /// The agent's spec for `body`, and the stdin it gives.
-fn spec_of(body: &ExecBody) -> Result<(ExecSpec, Option<Vec<u8>>), ApiError> {
+pub(super) fn spec_of(body: &ExecBody) -> Result<(ExecSpec, Option<Vec<u8>>), ApiError> {
     if body.argv.is_empty() {
         return Err(ApiError::invalid("argv is empty: no command given"));
     }
@@ -158,11 +158,12 @@ fn spec_of(body: &ExecBody) -> Result<(ExecSpec, Option<Vec<u8>>), ApiError> {
         cwd: body.cwd.clone(),
         tty: body.tty,
         timeout_ms,
+        user: body.user.clone(),
     };
     Ok((spec, stdin))
 }
 
-fn line(ev: &ExecEvent) -> Bytes {
+pub(super) fn line(ev: &ExecEvent) -> Bytes {
     let mut s = serde_json::to_vec(ev).unwrap_or_default();
     s.push(b'\n');
     Bytes::from(s)

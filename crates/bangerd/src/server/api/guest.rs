@@ -128,7 +128,9 @@ impl Output {
                 GuestFrame::Started { .. }
                 | GuestFrame::Pong { .. }
                 | GuestFrame::Ok
-                | GuestFrame::Ssh { .. } => continue,
+                | GuestFrame::Ssh { .. }
+                | GuestFrame::Detached(_)
+                | GuestFrame::DetachedList(_) => continue,
             });
         }
     }
@@ -292,14 +294,13 @@ pub(crate) async fn stream(m: &Manager, vm: &str, spec: ExecSpec) -> Result<Stre
     Ok(Streamed::Body(Body::from_stream(ReceiverStream::new(rx))))
 }
 
-/// A command spec as the API runs it: no tty, no environment, cwd `/`.
+/// A command spec as the API runs it: no tty, no environment, cwd `/`, as the VM's
+/// default user.
 pub(crate) fn spec(argv: &[&str]) -> ExecSpec {
     ExecSpec {
         argv: argv.iter().map(|s| s.to_string()).collect(),
-        env: Vec::new(),
         cwd: Some("/".into()),
-        tty: None,
-        timeout_ms: None,
+        ..ExecSpec::default()
     }
 }
 

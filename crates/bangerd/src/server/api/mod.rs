@@ -8,12 +8,14 @@
 //! is the same [`Request`] through the same handler ([`dispatch`]); guest work goes
 //! through [`crate::vm::Manager::exec`]. No endpoint takes a path on the daemon's host.
 
+mod detached;
 mod error;
 mod exec;
 mod files;
 mod guest;
 mod images;
 mod openapi;
+mod ports;
 mod vms;
 mod workspace;
 
@@ -53,10 +55,15 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(vms::start))
         .routes(routes!(vms::stop))
         .routes(routes!(vms::restart))
+        .routes(routes!(ports::list, ports::add))
+        .routes(routes!(ports::remove))
         .routes(routes!(exec::exec))
         .routes(routes!(exec::stdin))
         .routes(routes!(exec::resize))
         .routes(routes!(exec::kill))
+        .routes(routes!(detached::start, detached::list))
+        .routes(routes!(detached::output))
+        .routes(routes!(detached::kill))
         .routes(routes!(files::write, files::read))
         .routes(routes!(files::unpack, files::pack))
         .routes(routes!(workspace::prepare))
@@ -112,5 +119,8 @@ async fn dispatch(s: &ApiState, req: Request, ok: StatusCode) -> Result<HttpResp
         Response::Snapshots(s) => (ok, Json(s)).into_response(),
         Response::Pruned(p) => (ok, Json(p)).into_response(),
         Response::Pulled(p) => (ok, Json(p)).into_response(),
+        Response::Ports(p) => (ok, Json(p)).into_response(),
+        Response::Detached(d) => (ok, Json(d)).into_response(),
+        Response::DetachedList(d) => (ok, Json(d)).into_response(),
     })
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use banger_wire::public::WorkspaceInfo;
 use banger_wire::workspace::{
-    BASELINE, DEFAULT_DEST, EXPORT, FILES, INIT, NOT_EMPTY, NO_GIT, NO_TAR, NO_WORKSPACE,
+    default_dest, BASELINE, EXPORT, FILES, INIT, NOT_EMPTY, NO_GIT, NO_TAR, NO_WORKSPACE,
 };
 use banger_wire::{ErrorCode, WireError};
 use serde::Deserialize;
@@ -26,21 +26,27 @@ use crate::vm::Manager;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct WorkspaceQuery {
-    /// The workspace's directory in the guest; `/root/repo` when absent.
+    /// The workspace's directory in the guest; when absent, `/root/repo`, or
+    /// `/home/NAME/repo` in a VM whose default user is NAME.
     #[serde(default)]
     #[param(pattern = "^/")]
     path: Option<String>,
 }
 
 impl WorkspaceQuery {
-    fn dest(&self) -> Result<&str, ApiError> {
-        let dest = guest_path(self.path.as_deref().unwrap_or(DEFAULT_DEST))?;
+    /// The directory asked for, else the default for `vm`'s user.
+    fn dest(&self, m: &Manager, vm: &str) -> Result<String, ApiError> {
+        let default = match &self.path {
+            Some(_) => None,
+            None => Some(default_dest(m.show(vm)?.user.as_ref())),
+        };
+        let dest = guest_path(self.path.as_deref().or(default.as_deref()).unwrap_or(""))?;
         if dest.trim_end_matches('/').is_empty() || dest.split('/').any(|c| c == "..") {
             return Err(ApiError::invalid(format!(
                 "{dest:?} cannot hold a workspace: give a directory below /, without `..`"
             )));
         }
-        Ok(dest)
+        Ok(dest.to_string())
     }
 }
 
@@ -61,8 +67,8 @@ pub(crate) async fn prepare(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let dest = q.dest()?.to_string();
     let m = s.app.deps.manager.clone();
+    let dest = q.dest(&m, &vm)?;
     let limit = upload_limit(&m, &headers)?;
     let path = dest.clone();
     // Its own task: a client that leaves mid-way never leaves a half-made workspace.
@@ -140,8 +146,8 @@ pub(crate) async fn patch(
     ApiPath(vm): ApiPath<String>,
     ApiQuery(q): ApiQuery<WorkspaceQuery>,
 ) -> Result<Response, ApiError> {
-    let dest = q.dest()?;
-    let spec = guest::script("banger-ws-export", EXPORT, &[dest, "head"]);
+    let dest = q.dest(&s.app.deps.manager, &vm)?;
+    let spec = guest::script("banger-ws-export", EXPORT, &[&dest, "head"]);
     match guest::stream(&s.app.deps.manager, &vm, spec).await? {
         Streamed::Body(body) => Ok(([(header::CONTENT_TYPE, "text/x-diff")], body).into_response()),
         Streamed::Failed(ran) if ran.code == NO_WORKSPACE => Err(ApiError::new(WireError::new(
