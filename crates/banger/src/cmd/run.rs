@@ -34,10 +34,10 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         Some(path) => Some(Workspace::open(path, ship_options(&args))?),
         None => None,
     };
-    args.image = super::image::ensure(client, args.image.take()).await?;
     if let Some(file) = &args.export {
         run::check_export_file(file)?;
     }
+    args.image = super::image::ensure(client, args.image.take()).await?;
     let waiting = Waits::stderr(false).phase("starting VM, waiting for its agent");
     let vm = run::vm(client, create_spec(&args)?).await?;
     drop(waiting);
