@@ -329,10 +329,18 @@ impl Manager {
         if spec.user.is_none() {
             spec.user = rec.user.clone();
         }
-        if let Ok(img) = crate::image::get(&self.paths, &rec.image) {
-            spec = crate::image::exec_defaults(&img.manifest().run, spec);
-        }
+        let spec = self.image_defaults(name, spec)?;
         self.agent_stream(name, &AgentRequest::Exec(spec)).await
+    }
+
+    /// `spec` with the env and working directory of the VM's image (a container
+    /// image's config) as its defaults.
+    pub fn image_defaults(&self, name: &str, spec: ExecSpec) -> Result<ExecSpec, DaemonError> {
+        let rec = self.record(name)?;
+        Ok(match crate::image::get(&self.paths, &rec.image) {
+            Ok(img) => crate::image::exec_defaults(&img.manifest().run, spec),
+            Err(_) => spec,
+        })
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a
