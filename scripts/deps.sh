@@ -14,7 +14,8 @@ case "${1:-}" in
 esac
 need=(qemu-system-x86 debootstrap busybox-static e2fsprogs lz4 nftables iproute2
       openssh-client git make gcc ca-certificates)
-$dev && need+=(dnsutils python3-venv)
+# docker-registry, skopeo, umoci: the local registry of the oci e2e test.
+$dev && need+=(dnsutils python3-venv docker-registry skopeo umoci)
 # The smoke scenario `slurm` runs a throwaway Slurm cluster (scripts/slurm-cluster.sh).
 $dev && need+=(slurmctld slurmd slurm-client munge)
 # A fresh machine has no package lists yet.

@@ -33,7 +33,8 @@ pub struct Harness {
     bin: PathBuf,
     /// `BANGER_STATE_DIR`: the smoke state, shared with `scripts/smoke.sh` runs.
     pub state_dir: PathBuf,
-    cache_dir: PathBuf,
+    /// `BANGER_CACHE_DIR`.
+    pub cache_dir: PathBuf,
     config_dir: PathBuf,
     /// A fresh dir for this run: config, runtime dir, and scratch space for tests.
     pub run_dir: PathBuf,

@@ -317,9 +317,93 @@ pub struct ImageInfo {
     pub digest: String,
     pub created_at: String,
     pub rootfs_bytes: u64,
-    /// Where the image came from: `build:<suite>`, `import:<path>`, `pull:<url>`.
+    /// Where the image came from: `build:<suite>`, `import:<path>`, `pull:<url>`,
+    /// `registry:<reference>@<digest>`.
     pub source: String,
     pub dir: String,
+    /// What a container image's config asks of a run (`image pull` from a registry).
+    #[serde(default)]
+    pub run: ImageRunConfig,
+    /// What the image lacks that banger can use: `sshd` (no `vm ssh`), `shell` (no
+    /// `/bin/sh`: workspaces and `vm cp` need one).
+    #[serde(default)]
+    pub lacks: Vec<String>,
+}
+
+/// The run settings of a container image's config: `vm run` with no command runs
+/// `entrypoint` + `cmd`; `env` and `working_dir` are every exec's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ImageRunConfig {
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` entries.
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub working_dir: Option<String>,
+}
+
+impl ImageRunConfig {
+    /// The command a run with no command of its own runs: entrypoint, then cmd.
+    pub fn command(&self) -> Vec<String> {
+        self.entrypoint.iter().chain(&self.cmd).cloned().collect()
+    }
+}
+
+/// A registry login, as the CLI found it in the caller's own docker config (the
+/// daemon reads no user's files). Never printed: its `Debug` hides the secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryCredentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryCredentials")
+            .field("username", &self.username)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// `image pull REF` from an OCI registry.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryPullSpec {
+    /// `python:3.12`, `docker.io/library/node:22`, `ghcr.io/org/img@sha256:…`,
+    /// `localhost:5000/x:1`.
+    pub reference: String,
+    /// The image's name (default: [`crate::reference::local_name`] of the reference).
+    pub name: Option<String>,
+    /// Plain HTTP, or HTTPS with any certificate (local registries).
+    #[serde(default)]
+    pub insecure: bool,
+    /// Anonymous (with the registry's bearer tokens) when absent.
+    #[serde(default)]
+    pub credentials: Option<RegistryCredentials>,
+}
+
+/// What [`Request::ImagePullRegistry`] made, and which layers it had to download.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RegistryPullReport {
+    pub image: ImageInfo,
+    pub reference: String,
+    /// The digest of the linux/amd64 image manifest.
+    pub manifest_digest: String,
+    pub layers: Vec<PulledLayer>,
+}
+
+/// One layer of a pulled image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PulledLayer {
+    pub digest: String,
+    pub bytes: u64,
+    /// Found in the layer cache (not downloaded).
+    pub cached: bool,
 }
 
 /// `image build` inputs. The same inputs give the same image, and a rebuild is a no-op.
@@ -412,6 +496,12 @@ pub enum Request {
         url: String,
         name: Option<String>,
     },
+    /// Pulls an image from an OCI registry (layers through the layer cache). Streams
+    /// progress (phase `layer`, one bar per layer digest) and ends with
+    /// [`Response::Pulled`].
+    ImagePullRegistry {
+        spec: RegistryPullSpec,
+    },
     /// Answers with the raw bytes of one file of image `name`'s bundle: `file` is
     /// `manifest.json` (sent as is) or an image file (sent gzip-compressed, for
     /// `<file>.gz`). Refused when the image's digest is no longer `digest`, so the
@@ -484,6 +574,7 @@ impl Request {
                 | Request::ImageBuild { .. }
                 | Request::ImageImport { .. }
                 | Request::ImagePull { .. }
+                | Request::ImagePullRegistry { .. }
         )
     }
 
@@ -529,6 +620,7 @@ pub enum Response {
     Snapshot(SnapshotInfo),
     Snapshots(Vec<SnapshotInfo>),
     Pruned(PruneReport),
+    Pulled(RegistryPullReport),
     Ports(Vec<PortInfo>),
     Detached(DetachedInfo),
     DetachedList(Vec<DetachedInfo>),
@@ -572,6 +664,9 @@ pub struct PruneReport {
     /// What could not be removed, and why (e.g. a VM started meanwhile).
     #[serde(default)]
     pub failed: Vec<String>,
+    /// Digests of the cached registry layers no image uses any more.
+    #[serde(default)]
+    pub layers: Vec<String>,
 }
 
 /// One line of a streamed answer.

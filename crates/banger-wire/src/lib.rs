@@ -8,6 +8,7 @@
 //! * [`user`]: `NAME[:UID]`, the guest user a command runs as, checked alike everywhere.
 //! * [`error`]: the structured error that crosses both boundaries.
 //! * [`bundle`]: the file names of an image and of its export bundle.
+//! * [`reference`]: registry references next to local image names.
 //! * [`slurm`]: `vm run --slurm` ⇄ `banger slurm node` over a Slurm step's stdio.
 //!
 //! This crate holds data only: serde, no async runtime, no OS calls.
@@ -17,6 +18,7 @@ pub mod api;
 pub mod bundle;
 pub mod error;
 pub mod public;
+pub mod reference;
 pub mod slurm;
 pub mod user;
 pub mod workspace;

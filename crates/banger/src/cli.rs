@@ -596,13 +596,24 @@ pub enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Fetch and verify a published image bundle (manifest.json + files with digests).
+    /// Pull an image from an OCI registry (`python:3.12`, `ghcr.io/org/img@sha256:…`,
+    /// `localhost:5000/x:1`), or fetch and verify a published image bundle (an http(s)
+    /// URL where its manifest.json is).
     Pull {
-        /// The bundle's base URL (where manifest.json is).
+        /// A registry reference, or a bundle's base URL.
         url: String,
-        /// The image's name (default: the bundle's).
+        /// The image's name (default: made from the reference, e.g. `python-3-12`; a
+        /// bundle's own name).
         #[arg(long)]
         name: Option<String>,
+        /// The registry speaks plain HTTP or has a self-signed certificate (registries
+        /// on localhost are always taken so).
+        #[arg(long)]
+        insecure: bool,
+        /// Print the result as JSON (the image, and which layers were downloaded or
+        /// found in the layer cache).
+        #[arg(long)]
+        json: bool,
     },
     /// Write an image as a bundle into a directory (serve it over HTTP for `image pull`).
     Export {

@@ -14,6 +14,7 @@ mod mcp;
 mod output;
 mod pipe;
 mod progress;
+mod registry;
 mod run;
 mod slurm;
 mod ssh;

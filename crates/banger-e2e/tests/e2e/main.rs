@@ -11,6 +11,7 @@ mod exec;
 mod lifecycle;
 mod lifetimes;
 mod network;
+mod oci;
 mod pool;
 mod roundtrip;
 mod user;

@@ -48,7 +48,30 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
             output::data(&table(std::slice::from_ref(&img)));
             Ok(0)
         }
-        ImageCommand::Pull { url, name } => {
+        ImageCommand::Pull {
+            url,
+            name,
+            insecure,
+            json,
+        } if !is_bundle(&url) => {
+            let bars = Bars::multi();
+            let report =
+                crate::registry::pull(client, url, name, insecure, |ev| bars.event(ev)).await;
+            bars.finish();
+            let report = report?;
+            if json {
+                return output::json(&report).map(|_| 0);
+            }
+            let fetched = report.layers.iter().filter(|l| !l.cached).count();
+            output::note(&format!(
+                "{} layers: {fetched} downloaded, {} cached",
+                report.layers.len(),
+                report.layers.len() - fetched
+            ));
+            output::data(&table(std::slice::from_ref(&report.image)));
+            Ok(0)
+        }
+        ImageCommand::Pull { url, name, .. } => {
             let bars = Bars::multi();
             let resp = client
                 .stream(&Request::ImagePull { url, name }, |ev| bars.event(ev))
@@ -82,6 +105,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                     "name     {}\ndigest   {}\nsource   {}\ncreated  {}\nrootfs   {} bytes\ndir      {}",
                     img.name, img.digest, img.source, img.created_at, img.rootfs_bytes, img.dir
                 ));
+                    show_run(&img);
                     Ok(0)
                 }
                 other => Err(CliError::unexpected(other)),
@@ -125,6 +149,44 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
     }
 }
 
+/// `--image REF` of `vm run` and `vm create`: pulls a registry reference on first use,
+/// with progress bars (see [`crate::registry::ensure`]).
+pub async fn ensure(client: &Client, image: Option<String>) -> Result<Option<String>, CliError> {
+    let bars = Bars::multi();
+    let image = crate::registry::ensure(client, image, |ev| bars.event(ev)).await;
+    bars.finish();
+    image
+}
+
+/// The container config and the missing pieces of an image, for `image show`.
+fn show_run(img: &ImageInfo) {
+    let run = &img.run;
+    if !run.command().is_empty() {
+        output::data(&format!("command  {}", run.command().join(" ")));
+    }
+    if let Some(dir) = &run.working_dir {
+        output::data(&format!("workdir  {dir}"));
+    }
+    for env in &run.env {
+        output::data(&format!("env      {env}"));
+    }
+    for what in &img.lacks {
+        let effect = match what.as_str() {
+            "sshd" => "no sshd: `vm ssh` is unavailable (exec, run and cp work)",
+            "shell" => "no /bin/sh: `vm run` needs a command; workspaces and `vm cp` need a shell",
+            other => other,
+        };
+        output::data(&format!("lacks    {effect}"));
+    }
+}
+
+/// A bundle URL (or a path on the daemon's host), not a registry reference.
+fn is_bundle(source: &str) -> bool {
+    ["http://", "https://", "file://", "/", "."]
+        .iter()
+        .any(|p| source.starts_with(p))
+}
+
 /// Progress bars on stderr, one per phase or file.
 #[derive(Default)]
 struct Bars {
@@ -164,7 +226,11 @@ impl Bars {
                     Some(m) => m.add(b),
                     None => b,
                 };
-                let style = if total.is_some() {
+                let style = if phase.starts_with("layer ") {
+                    ProgressStyle::with_template(
+                        "{prefix:>18} [{bar:30}] {bytes}/{total_bytes} {msg}",
+                    )
+                } else if total.is_some() {
                     ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg}")
                 } else {
                     ProgressStyle::with_template("{prefix:>10} {spinner} {msg}")
@@ -248,6 +314,14 @@ fn table(imgs: &[ImageInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundles_are_told_from_registry_references() {
+        assert!(is_bundle("https://example.com/bundle"));
+        assert!(is_bundle("/srv/bundle") && is_bundle("./bundle"));
+        assert!(!is_bundle("localhost:5000/x:1"));
+        assert!(!is_bundle("python:3.12"));
+    }
 
     #[test]
     fn sizes_parse_with_suffixes() {

@@ -57,12 +57,13 @@ async fn prune(client: &Client, dry_run: bool) -> Result<PruneReport, CliError> 
     }
 }
 
-/// One line per thing: `vm web`, `snapshot base`, `image old`.
+/// One line per thing: `vm web`, `snapshot base`, `image old`, `layer sha256:…`.
 fn lines(r: &PruneReport) -> Vec<String> {
     let kinds = [
         ("vm", &r.vms),
         ("snapshot", &r.snapshots),
         ("image", &r.images),
+        ("layer", &r.layers),
     ];
     kinds
         .iter()

@@ -38,6 +38,7 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
     if let Some(file) = &args.export {
         run::check_export_file(file)?;
     }
+    args.image = super::image::ensure(client, args.image.take()).await?;
     let waiting = Waits::stderr(false).phase("starting VM, waiting for its agent");
     let vm = run::vm(client, create_spec(&args)?).await?;
     drop(waiting);
@@ -47,8 +48,13 @@ pub async fn run(client: &Client, mut args: RunArgs) -> Result<i32, CliError> {
         ws.opts.dest = default_dest(user.as_ref());
     }
     if args.command.is_empty() {
-        args.command = vec!["/bin/sh".into(), "-l".into()];
-        (args.opts.tty, args.opts.interactive) = (true, true);
+        // A container image's entrypoint and cmd, else a login shell.
+        let image = crate::registry::show(client, &vm.image).await?;
+        args.command = image.map(|i| i.run.command()).unwrap_or_default();
+        if args.command.is_empty() {
+            args.command = vec!["/bin/sh".into(), "-l".into()];
+            (args.opts.tty, args.opts.interactive) = (true, true);
+        }
     }
     let guest = VmAs {
         vm: Vm {

@@ -26,6 +26,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             json,
             user,
         } => {
+            let image = super::image::ensure(client, image).await?;
             let spec = VmCreateSpec {
                 name,
                 image,

@@ -156,6 +156,7 @@ const CHECKS: &[CheckFn] = &[
     port::dns_port,
     storage::store,
     storage::default_image,
+    storage::image_gaps,
     storage::free_disk,
 ];
 
@@ -256,6 +257,7 @@ mod tests {
                 "dns_port",
                 "store",
                 "default_image",
+                "image_gaps",
                 "free_disk"
             ]
         );

@@ -89,6 +89,31 @@ fn inspect(db: &Path) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA user_version", [], |r| r.get(0))
 }
 
+/// The images that lack what some verbs need (a pulled container image often has no
+/// sshd, sometimes no shell): they boot to the agent, but say what does not work.
+pub(super) fn image_gaps(ctx: &Ctx<'_>) -> Check {
+    let name = "image contents";
+    let images = crate::image::list(ctx.paths).unwrap_or_default();
+    let gaps: Vec<String> = images
+        .iter()
+        .filter(|i| !i.manifest().lacks.is_empty())
+        .map(|i| format!("{} lacks {}", i.name(), i.manifest().lacks.join(" and ")))
+        .collect();
+    if gaps.is_empty() {
+        return Check::pass("image_gaps", name, "every image has sshd and /bin/sh");
+    }
+    Check::warn(
+        "image_gaps",
+        name,
+        format!(
+            "{} (no sshd: `vm ssh` unavailable; no shell: `vm run` needs a command, no \
+             workspaces or `vm cp`)",
+            gaps.join("; ")
+        ),
+        "# use `vm exec`/`vm run -- CMD`, or an image with openssh-server and a shell",
+    )
+}
+
 /// `images/<default_image>/manifest.json` exists.
 pub(super) fn default_image(ctx: &Ctx<'_>) -> Check {
     let image = &ctx.config.default_image;

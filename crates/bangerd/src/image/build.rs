@@ -69,7 +69,7 @@ pub fn build(
             if let Some(msg) = line.strip_prefix("I: ") {
                 steps += 1;
                 progress(Progress {
-                    phase: "rootfs",
+                    phase: "rootfs".into(),
                     done: steps,
                     total: None,
                     message: Some(msg.to_string()),
@@ -105,6 +105,8 @@ pub fn build(
         origin: Origin::Build { inputs },
         boot: boot.info,
         files,
+        run: Default::default(),
+        lacks: Vec::new(),
     };
     manifest.write(&staging.path().join(bundle::MANIFEST))?;
     let target = images.join(name);

@@ -4,6 +4,19 @@ use std::path::PathBuf;
 
 use banger_wire::{Diagnostic, ErrorCode};
 
+/// What kind of registry failure an [`ImageError::Registry`] is, for its code and hint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryFailure {
+    /// No such repository, tag or digest.
+    NotFound,
+    /// The registry wants credentials, or refused the ones given.
+    Denied,
+    /// No answer, or not over the protocol asked (HTTP against HTTPS, a bad certificate).
+    Unreachable,
+    /// What it sent is not a runnable linux/amd64 image, or does not match its digest.
+    BadContent,
+}
+
 /// Failure of an image operation (build, import, pull, store access).
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
@@ -112,6 +125,14 @@ pub enum ImageError {
         entry: String,
         kind: &'static str,
     },
+    #[error("invalid image reference {reference:?}: {reason}")]
+    BadReference { reference: String, reason: String },
+    #[error("cannot pull {reference}: {reason}")]
+    Registry {
+        reference: String,
+        reason: String,
+        failure: RegistryFailure,
+    },
     #[error("{what} is over the limit of {limit}")]
     TooLarge {
         what: String,
@@ -132,6 +153,13 @@ impl Diagnostic for ImageError {
             | ImageError::AgentNotStatic { .. }
             | ImageError::SudoWithoutUser => ErrorCode::InvalidArgument,
             ImageError::NotFound { .. } => ErrorCode::NotFound,
+            ImageError::BadReference { .. } => ErrorCode::InvalidArgument,
+            ImageError::Registry { failure, .. } => match failure {
+                RegistryFailure::NotFound => ErrorCode::NotFound,
+                RegistryFailure::Denied => ErrorCode::PermissionDenied,
+                RegistryFailure::Unreachable => ErrorCode::Unavailable,
+                RegistryFailure::BadContent => ErrorCode::InvalidArgument,
+            },
             ImageError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             ImageError::Busy { .. } | ImageError::Changed { .. } => ErrorCode::FailedPrecondition,
             ImageError::NeedsRoot => ErrorCode::PermissionDenied,
@@ -162,6 +190,28 @@ impl Diagnostic for ImageError {
                 "delete it with `banger image delete {name}` and build or import it again"
             )),
             ImageError::NeedsRoot => Some("run bangerd as root".into()),
+            ImageError::BadReference { .. } => Some(
+                "write it as [registry/]repository[:tag|@sha256:digest], e.g. \
+                 docker.io/library/debian:12"
+                    .into(),
+            ),
+            ImageError::Registry { failure, .. } => Some(
+                match failure {
+                    RegistryFailure::NotFound => "check the repository and the tag or digest",
+                    RegistryFailure::Denied => {
+                        "log in with `docker login REGISTRY` (banger reads ~/.docker/config.json \
+                         or REGISTRY_AUTH_FILE), or check the repository name"
+                    }
+                    RegistryFailure::Unreachable => {
+                        "check the registry address; for a plain-HTTP or self-signed local \
+                         registry add --insecure"
+                    }
+                    RegistryFailure::BadContent => {
+                        "pull a linux/amd64 container image; nothing was kept"
+                    }
+                }
+                .into(),
+            ),
             ImageError::NoSudo => Some(
                 "the sudo package did not install /usr/bin/sudo; check the build's suite and \
                  mirror, or build without --sudo"

@@ -9,6 +9,7 @@ use std::io::Read;
 use std::path::Path;
 
 use banger_host::config::{Limits, Paths};
+use banger_wire::api::ImageRunConfig;
 use banger_wire::bundle;
 use sha2::{Digest, Sha256};
 
@@ -40,20 +41,70 @@ pub fn import(
             reason: "no image name can be made from the file name; give one".into(),
         })?,
     };
-    validate_name(&name)?;
+    let source = source.to_string();
+    let recipe = Recipe {
+        name: &name,
+        shown,
+        agent_bin,
+        origin: Box::new(move |agent_sha256| {
+            let inputs_digest = format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("import\0{source}\0{agent_sha256}")))
+            );
+            let origin = Origin::Import {
+                path: source,
+                agent_sha256,
+            };
+            (origin, inputs_digest)
+        }),
+        run: ImageRunConfig::default(),
+    };
+    make(paths, recipe, progress, |work, tree| {
+        fill_tree(src, shown, work, tree, limits, progress)
+    })
+}
+
+/// What an image made from someone else's root tree is, besides the tree.
+pub(super) struct Recipe<'a> {
+    pub name: &'a str,
+    /// Names the source in errors and logs.
+    pub shown: &'a Path,
+    pub agent_bin: &'a Path,
+    /// The origin and inputs digest, given the agent's sha256.
+    pub origin: Box<dyn FnOnce(String) -> (Origin, String) + 'a>,
+    pub run: ImageRunConfig,
+}
+
+/// Makes image `recipe.name` from the root tree that `fill(work, tree)` puts in `tree`
+/// (`work` is scratch space): the agent installed, ext4, the cached boot files, the
+/// manifest. Nothing is left behind on failure.
+pub(super) fn make(
+    paths: &Paths,
+    recipe: Recipe<'_>,
+    progress: ProgressFn<'_>,
+    fill: impl FnOnce(&Path, &Path) -> Result<(), ImageError>,
+) -> Result<Image, ImageError> {
+    let Recipe {
+        name,
+        shown,
+        agent_bin,
+        origin,
+        run,
+    } = recipe;
+    validate_name(name)?;
     let agent = rootfs::read_agent(agent_bin)?;
     if !nix::unistd::geteuid().is_root() {
         return Err(ImageError::NeedsRoot);
     }
     let boot = boot::latest(&paths.cache_dir)?;
     let images = paths.images_dir();
-    let _lock = store::lock(&images, &name)?;
-    if images.join(&name).exists() {
-        return Err(ImageError::AlreadyExists { name });
+    let _lock = store::lock(&images, name)?;
+    if images.join(name).exists() {
+        return Err(ImageError::AlreadyExists { name: name.into() });
     }
-    let staging = Staging::new(&images, &name)?;
+    let staging = Staging::new(&images, name)?;
     let tree = staging.path().join("tree");
-    fill_tree(src, shown, staging.path(), &tree, limits, progress)?;
+    fill(staging.path(), &tree)?;
     failpoint("import.after_tree");
     if fs_err::read_dir(&tree)
         .ctx(|| "list the root tree".into())?
@@ -65,6 +116,7 @@ pub fn import(
             reason: "it holds no files".into(),
         });
     }
+    let lacks = rootfs::lacks(&tree);
     rootfs::finish(&tree, agent_bin)?;
 
     // The base is read-only under the overlay, so free space in it is of no use.
@@ -78,29 +130,23 @@ pub fn import(
     let files = manifest::digest_files(staging.path(), &|done, total| {
         progress(Progress::bytes("digest", done, total, "sha256"));
     })?;
-    let agent_sha256 = hex::encode(Sha256::digest(&agent));
-    let source = source.to_string();
-    let inputs_digest = format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(format!("import\0{source}\0{agent_sha256}")))
-    );
+    let (origin, inputs_digest) = origin(hex::encode(Sha256::digest(&agent)));
     let manifest = Manifest {
         format: FORMAT,
-        name: name.clone(),
+        name: name.to_string(),
         created_at: now_rfc3339(),
-        origin: Origin::Import {
-            path: source,
-            agent_sha256,
-        },
+        origin,
         inputs_digest,
         boot: boot.info,
         files,
+        run,
+        lacks,
     };
     manifest.write(&staging.path().join(bundle::MANIFEST))?;
-    let target = images.join(&name);
+    let target = images.join(name);
     staging.commit(&target)?;
     failpoint("import.after_commit");
-    tracing::info!(image = %name, source = %shown.display(), size_mib, "image imported");
+    tracing::info!(image = %name, source = %shown.display(), size_mib, "image made");
     Image::open(&target)
 }
 
@@ -158,7 +204,7 @@ fn apply_layers(
     fs_err::create_dir_all(tree).ctx(|| "create the root tree".into())?;
     for (i, layer) in all.iter().enumerate() {
         progress(Progress {
-            phase: "import",
+            phase: "import".into(),
             done: i as u64,
             total: Some(all.len() as u64),
             message: Some(format!("layer {}", i + 1)),
@@ -170,7 +216,7 @@ fn apply_layers(
 
 /// Applies one layer file of `dir`, checking its digest (when known) as it streams
 /// through.
-fn apply_layer(
+pub(super) fn apply_layer(
     dir: &Path,
     layer: &oci::Layer,
     tree: &Path,
@@ -184,7 +230,12 @@ fn apply_layer(
     };
     let shared = std::rc::Rc::new(std::cell::RefCell::new(Some(hashing)));
     let reader = SharedReader(shared.clone());
-    layers::apply(tree, layers::open(reader, &shown)?, &shown, budget)?;
+    let tar = layers::open(reader, &shown)?;
+    let tar: Box<dyn Read> = match layer.digest {
+        Some(_) => Box::new(layers::EndPadded::new(tar)),
+        None => tar,
+    };
+    layers::apply(tree, tar, &shown, budget)?;
     let Some(mut rest) = shared.borrow_mut().take() else {
         return Ok(());
     };
@@ -227,7 +278,7 @@ impl Read for SharedReader {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::image::cmd;
     use crate::image::layers::tests::layer;
@@ -249,7 +300,7 @@ mod tests {
         import(paths, file, &source, name, agent, limits, &|_| {})
     }
 
-    fn ready() -> bool {
+    pub(crate) fn ready() -> bool {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("skipping: import needs root (it keeps file owners)");
             return false;
@@ -262,7 +313,7 @@ mod tests {
     }
 
     /// A store with cached boot files and a fake agent.
-    fn setup() -> (tempfile::TempDir, Paths, PathBuf) {
+    pub(crate) fn setup() -> (tempfile::TempDir, Paths, PathBuf) {
         let root = tempfile::tempdir().unwrap();
         let paths = Paths::under(root.path());
         let boot = paths.cache_dir.join("boot/linux-test_1.abc");
@@ -282,7 +333,7 @@ mod tests {
         (root, paths, agent)
     }
 
-    fn rootfs_layer() -> Vec<u8> {
+    pub(crate) fn rootfs_layer() -> Vec<u8> {
         layer(&[
             ("etc/", EntryType::Directory, ""),
             ("etc/os-release", EntryType::Regular, "ID=test"),
@@ -296,7 +347,7 @@ mod tests {
     }
 
     /// Lists the root directory of an ext4 image with debugfs (no mount).
-    fn ls(rootfs: &Path, dir: &str) -> String {
+    pub(crate) fn ls(rootfs: &Path, dir: &str) -> String {
         let out = Command::new(cmd::tool("debugfs", "e2fsprogs").unwrap())
             .args(["-R", &format!("ls -l {dir}")])
             .arg(rootfs)
@@ -419,7 +470,7 @@ mod tests {
     }
 
     /// Names left in the image store: none after a refused import.
-    fn store_entries(paths: &Paths) -> Vec<String> {
+    pub(crate) fn store_entries(paths: &Paths) -> Vec<String> {
         fs_err::read_dir(paths.images_dir())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

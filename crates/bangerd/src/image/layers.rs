@@ -1,6 +1,6 @@
 //! Applying tar layers onto a root tree, the way container runtimes do, without ever
 //! writing outside the tree:
-//! - entry paths that are absolute or contain `..` are refused;
+//! - entry paths that are absolute (but the root, `/`) or contain `..` are refused;
 //! - symlinks already in the tree are resolved *inside* it (an absolute target is taken
 //!   relative to the tree root), so `lib64 -> /usr/lib64` works and `x -> /etc` cannot
 //!   reach the host;
@@ -28,18 +28,58 @@ const OPAQUE: &str = ".wh..wh..opq";
 /// Symlinks followed while resolving one path before giving up (like Linux's 40).
 const MAX_HOPS: u32 = 40;
 
-/// Opens a possibly gzip-compressed tar stream; zstd is refused by name.
+/// Opens a tar stream that may be gzip- or zstd-compressed (told by its magic bytes).
 pub fn open(mut r: impl Read + 'static, what: &Path) -> Result<Box<dyn Read>, ImageError> {
     let mut magic = [0u8; 4];
     let n = read_up_to(&mut r, &mut magic).ctx(|| format!("read {}", what.display()))?;
     let head = std::io::Cursor::new(magic[..n].to_vec()).chain(r);
     match &magic[..n.min(4)] {
         [0x1f, 0x8b, ..] => Ok(Box::new(flate2::read::MultiGzDecoder::new(head))),
-        [0x28, 0xb5, 0x2f, 0xfd] => Err(ImageError::Import {
-            path: what.to_path_buf(),
-            reason: "zstd-compressed layers are not supported; use gzip or plain tar".into(),
-        }),
+        [0x28, 0xb5, 0x2f, 0xfd] => Ok(Box::new(
+            zstd::stream::read::Decoder::new(head).ctx(|| format!("read {}", what.display()))?,
+        )),
         _ => Ok(Box::new(head)),
+    }
+}
+
+/// A tar stream that may end without its last entry's padding and the end-of-archive
+/// blocks, as Go's archive/tar (so docker, and umoci's layers) accepts: at its end come
+/// zeros to the next 512-byte block and two empty blocks. Only for layers whose digest
+/// is checked: a stream cut inside a file reads as zeros until that check fails.
+pub struct EndPadded<R> {
+    inner: R,
+    read: u64,
+    /// Zeros still to give once `inner` ended.
+    tail: Option<u64>,
+}
+
+impl<R: Read> EndPadded<R> {
+    pub fn new(inner: R) -> EndPadded<R> {
+        EndPadded {
+            inner,
+            read: 0,
+            tail: None,
+        }
+    }
+}
+
+impl<R: Read> Read for EndPadded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let tail = match self.tail {
+            Some(t) => t,
+            None => {
+                let n = self.inner.read(buf)?;
+                if n > 0 || buf.is_empty() {
+                    self.read += n as u64;
+                    return Ok(n);
+                }
+                (512 - self.read % 512) % 512 + 1024
+            }
+        };
+        let n = buf.len().min(usize::try_from(tail).unwrap_or(usize::MAX));
+        buf[..n].fill(0);
+        self.tail = Some(tail - n as u64);
+        Ok(n)
     }
 }
 
@@ -164,6 +204,13 @@ fn apply_entries(
             return Err(refused);
         }
         let raw = entry.path().ctx(|| io("an entry"))?.into_owned();
+        // The root itself, as `./` or `/` (umoci writes `/`): nothing to create.
+        if raw
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::CurDir))
+        {
+            continue;
+        }
         let shown = raw.display().to_string();
         let rel = clean_relative(&raw).ok_or_else(|| bad(&shown))?;
         let Some(name) = rel.file_name().map(|n| n.to_string_lossy().into_owned()) else {
@@ -435,6 +482,38 @@ pub(crate) mod tests {
             "archive test.tar has an entry \"../escape\" that escapes the root file system"
         );
         assert!(!dir.path().parent().unwrap().join("escape").exists());
+    }
+
+    #[test]
+    fn layer_without_its_end_blocks_applies_when_padded() {
+        let dir = tempfile::tempdir().unwrap();
+        let full = layer(&[("second", EntryType::Regular, "s\n")]);
+        // As umoci 0.4 writes a layer: the header and the data, nothing after.
+        let cut = full[..514].to_vec();
+
+        let strict = apply_all(dir.path(), std::slice::from_ref(&cut));
+        let budget = Budget::new(Limits::default());
+        apply(
+            dir.path(),
+            EndPadded::new(&cut[..]),
+            Path::new("l"),
+            &budget,
+        )
+        .unwrap();
+
+        assert!(strict.is_err());
+        assert_eq!(fs_err::read(dir.path().join("second")).unwrap(), b"s\n");
+    }
+
+    #[test]
+    fn root_entry_written_as_slash_is_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let umoci = layer(&[
+            ("/", EntryType::Directory, ""),
+            ("bin/", EntryType::Directory, ""),
+        ]);
+        apply_all(dir.path(), &[umoci]).unwrap();
+        assert!(dir.path().join("bin").is_dir());
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
+use banger_wire::api::ImageRunConfig;
 use banger_wire::bundle::FILES;
 use banger_wire::user::GuestUser;
 use serde::{Deserialize, Serialize};
@@ -56,9 +57,24 @@ impl BuildInputs {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Origin {
-    Build { inputs: BuildInputs },
-    Import { path: String, agent_sha256: String },
-    Pull { url: String },
+    Build {
+        inputs: BuildInputs,
+    },
+    Import {
+        path: String,
+        agent_sha256: String,
+    },
+    Pull {
+        url: String,
+    },
+    /// `image pull REF` from an OCI registry: the linux/amd64 manifest and its layers.
+    Registry {
+        reference: String,
+        manifest_digest: String,
+        /// Compressed layer digests, bottom first: the layer cache entries it used.
+        layers: Vec<String>,
+        agent_sha256: String,
+    },
 }
 
 /// The kernel package and busybox the boot files came from.
@@ -84,6 +100,18 @@ pub struct Manifest {
     pub inputs_digest: String,
     pub boot: BootInfo,
     pub files: BTreeMap<String, FileDigest>,
+    /// A container image's entrypoint, cmd, env and working directory.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub run: ImageRunConfig,
+    /// What the root file system lacks (see [`ImageInfo::lacks`]).
+    ///
+    /// [`ImageInfo::lacks`]: banger_wire::api::ImageInfo::lacks
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lacks: Vec<String>,
+}
+
+fn is_default(run: &ImageRunConfig) -> bool {
+    *run == ImageRunConfig::default()
 }
 
 impl Manifest {
@@ -93,6 +121,19 @@ impl Manifest {
             Origin::Build { inputs } => format!("build:{}", inputs.suite),
             Origin::Import { path, .. } => format!("import:{path}"),
             Origin::Pull { url } => format!("pull:{url}"),
+            Origin::Registry {
+                reference,
+                manifest_digest,
+                ..
+            } => format!("registry:{reference}@{manifest_digest}"),
+        }
+    }
+
+    /// The layer cache entries a registry pull made the image from.
+    pub fn layers(&self) -> &[String] {
+        match &self.origin {
+            Origin::Registry { layers, .. } => layers,
+            _ => &[],
         }
     }
 
@@ -234,6 +275,8 @@ pub(crate) mod tests {
                 modules: vec!["virtio".into()],
             },
             files: digest_files(dir, &|_, _| {}).unwrap(),
+            run: Default::default(),
+            lacks: Vec::new(),
         };
         manifest.write(&dir.join(MANIFEST)).unwrap();
         manifest

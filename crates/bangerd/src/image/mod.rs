@@ -21,6 +21,8 @@
 //!
 //! All functions block; call them from a blocking thread.
 
+use std::borrow::Cow;
+
 mod boot;
 mod build;
 mod bundle;
@@ -40,6 +42,7 @@ mod modules;
 mod name;
 mod oci;
 mod packages;
+mod registry;
 mod rootfs;
 mod store;
 
@@ -53,14 +56,16 @@ pub use import::import;
 pub(crate) use manifest::tests::{image_dir as test_image_dir, inputs as test_inputs};
 pub use manifest::{BootInfo, BuildInputs, FileDigest, Manifest, Origin};
 pub use name::{validate_name, DEFAULT_IMAGE};
+pub use registry::{exec_defaults, pull as pull_registry, Cache as LayerCache, SharedProgress};
 pub use rootfs::AGENT_PATH;
 pub use store::{delete, get, list, sweep, Image};
 
 /// One step of long image work; maps onto `StreamEvent::Progress`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Progress {
-    /// `check`, `rootfs`, `kernel`, `initramfs`, `ext4`, `digest`, `import`, `pull`.
-    pub phase: &'static str,
+    /// `check`, `rootfs`, `kernel`, `initramfs`, `ext4`, `digest`, `import`, `pull`,
+    /// `resolve`, `unpack`; `layer <digest>` for each layer of a registry pull.
+    pub phase: Cow<'static, str>,
     pub done: u64,
     /// Absent when unknown (e.g. debootstrap steps).
     pub total: Option<u64>,
@@ -69,9 +74,9 @@ pub struct Progress {
 
 impl Progress {
     /// A step with a message and no measure.
-    pub fn step(phase: &'static str, message: String) -> Progress {
+    pub fn step(phase: impl Into<Cow<'static, str>>, message: String) -> Progress {
         Progress {
-            phase,
+            phase: phase.into(),
             done: 0,
             total: None,
             message: Some(message),
@@ -79,9 +84,14 @@ impl Progress {
     }
 
     /// Bytes done of a known total.
-    pub fn bytes(phase: &'static str, done: u64, total: u64, what: &str) -> Progress {
+    pub fn bytes(
+        phase: impl Into<Cow<'static, str>>,
+        done: u64,
+        total: u64,
+        what: &str,
+    ) -> Progress {
         Progress {
-            phase,
+            phase: phase.into(),
             done,
             total: Some(total),
             message: Some(what.to_string()),

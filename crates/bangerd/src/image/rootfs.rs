@@ -68,6 +68,21 @@ pub fn debootstrap(
     })
 }
 
+/// What banger can use that the root tree `tree` (untrusted) lacks: `sshd` at the path
+/// the agent starts it from (no `vm ssh`), `shell` (no `/bin/sh`). Links are resolved
+/// inside the tree.
+pub fn lacks(tree: &Path) -> Vec<String> {
+    [("sshd", "usr/sbin/sshd"), ("shell", "bin/sh")]
+        .into_iter()
+        .filter(|(_, path)| {
+            !super::layers::resolve(tree, Path::new(path))
+                .and_then(fs_err::symlink_metadata)
+                .is_ok_and(|m| m.is_file())
+        })
+        .map(|(what, _)| what.to_string())
+        .collect()
+}
+
 /// Makes a root tree generic and installs the agent. Works on untrusted trees
 /// (imports): no symlink inside `tree` is ever followed.
 /// - SSH host keys go (the agent makes new ones at first boot, so each VM differs);

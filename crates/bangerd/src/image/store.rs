@@ -93,6 +93,8 @@ impl Image {
                 .map_or(0, |f| f.bytes),
             source: self.manifest.source(),
             dir: self.dir.display().to_string(),
+            run: self.manifest.run.clone(),
+            lacks: self.manifest.lacks.clone(),
         }
     }
 }

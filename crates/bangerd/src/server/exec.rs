@@ -29,8 +29,11 @@ pub(crate) async fn exec(State(state): State<Arc<AppState>>, req: HttpRequest) -
             "no command given",
         ));
     }
-    let request = AgentRequest::Exec(exec.spec);
-    relay(&state, on_upgrade, exec.vm, request).await
+    let spec = match state.deps.manager.image_defaults(&exec.vm, exec.spec) {
+        Ok(spec) => spec,
+        Err(e) => return error_response(&e.to_wire()),
+    };
+    relay(&state, on_upgrade, exec.vm, AgentRequest::Exec(spec)).await
 }
 
 /// A detached command's output (`vm logs --exec`).

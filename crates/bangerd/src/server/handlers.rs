@@ -78,6 +78,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
         | Request::ImageBuild { .. }
         | Request::ImageImport { .. }
         | Request::ImagePull { .. }
+        | Request::ImagePullRegistry { .. }
         | Request::ImageExportFile { .. } => {
             return Err(DaemonError::invalid("this request streams its answer"))
         }
@@ -184,6 +185,10 @@ pub(crate) async fn stream(state: Arc<AppState>, req: Request, body: Option<Body
             },
             Request::ImagePull { url, name } => {
                 image::pull(&state.deps.manager, url, name, tx.clone()).await
+            }
+            Request::ImagePullRegistry { spec } => {
+                let agent = state.deps.agent.as_deref();
+                image::pull_registry(&state.deps.manager, agent, spec, tx.clone()).await
             }
             other => Err(DaemonError::invalid(format!("{other:?} does not stream"))),
         };

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::body::Body;
-use banger_wire::api::{ImageBuildSpec, ImageInfo, Response, StreamEvent};
+use banger_wire::api::{ImageBuildSpec, ImageInfo, RegistryPullSpec, Response, StreamEvent};
 use banger_wire::bundle;
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -80,7 +80,7 @@ fn progress_sender(tx: &Tx) -> impl Fn(image::Progress) + Send + Sync + 'static 
     let tx = tx.clone();
     move |p: image::Progress| {
         let ev = StreamEvent::Progress {
-            phase: p.phase.to_string(),
+            phase: p.phase.into_owned(),
             done: p.done,
             total: p.total,
             message: p.message,
@@ -199,6 +199,26 @@ pub async fn pull(
     })
     .await?;
     Ok(Some(Response::Image(img.info())))
+}
+
+/// Pulls an image from an OCI registry (see `image::pull_registry`).
+pub async fn pull_registry(
+    m: &Arc<Manager>,
+    agent: Option<&Path>,
+    spec: RegistryPullSpec,
+    tx: Tx,
+) -> Result<Option<Response>, DaemonError> {
+    let agent = agent_binary(agent)?;
+    if let Some(n) = &spec.name {
+        refuse_if_used(m, n)?;
+    }
+    let label = spec.name.clone().unwrap_or_else(|| spec.reference.clone());
+    let progress: image::SharedProgress = Arc::new(progress_sender(&tx));
+    let limits = m.config.image_limits();
+    let report = image::pull_registry(&m.paths, spec, agent, limits, progress)
+        .await
+        .map_err(|e| DaemonError::image(&label, e))?;
+    Ok(Some(Response::Pulled(report)))
 }
 
 /// One file of image `name`'s bundle as an answer body (see

@@ -63,8 +63,10 @@ pub async fn prune(m: &Manager, dry_run: bool) -> Result<PruneReport, DaemonErro
             Err(e) => report.failed.push(format!("image {image}: {e}")),
         }
     }
+    prune_layers(m, &mut report)?;
     if !dry_run {
         tracing::info!(
+            layers = report.layers.len(),
             vms = report.vms.len(),
             snapshots = report.snapshots.len(),
             images = report.images.len(),
@@ -73,6 +75,26 @@ pub async fn prune(m: &Manager, dry_run: bool) -> Result<PruneReport, DaemonErro
         );
     }
     Ok(report)
+}
+
+/// Removes the cached registry layers that no image left after `report` was made of.
+fn prune_layers(m: &Manager, report: &mut PruneReport) -> Result<(), DaemonError> {
+    let gone: HashSet<&String> = report.images.iter().collect();
+    let images = crate::image::list(&m.paths).map_err(|e| DaemonError::image("*", e))?;
+    let used: HashSet<String> = images
+        .iter()
+        .filter(|i| !gone.contains(&i.name().to_string()))
+        .flat_map(|i| i.manifest().layers().to_vec())
+        .collect();
+    let cache = crate::image::LayerCache::new(&m.paths.cache_dir);
+    match cache.prune(&used, report.dry_run) {
+        Ok(Some(layers)) => report.layers = layers,
+        Ok(None) => report
+            .failed
+            .push("layer cache: a pull is under way; its layers were kept".into()),
+        Err(e) => report.failed.push(format!("layer cache: {e}")),
+    }
+    Ok(())
 }
 
 /// The images that no VM and no snapshot that `report` leaves is built on, but the
@@ -180,6 +202,7 @@ mod tests {
             snapshots: vec!["base".into(), "warm-old".into()],
             images: vec!["old".into(), "snapped".into()],
             failed: vec![],
+            layers: vec![],
         };
         assert_eq!(dry, expected);
         assert_eq!(

@@ -34,6 +34,7 @@ impl Manager {
         if spec.user.is_none() {
             spec.user = self.record(name)?.user;
         }
+        let spec = self.image_defaults(name, spec)?;
         match self.ask(name, &AgentRequest::ExecDetached(spec)).await? {
             GuestFrame::Detached(info) => Ok(info),
             other => Err(self.unexpected(name, other)),

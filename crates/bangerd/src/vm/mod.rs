@@ -329,12 +329,25 @@ impl Manager {
     }
 
     /// Opens an exec stream to the VM's agent; the request has been sent. A spec that
-    /// names no user runs as the VM's default user.
+    /// names no user runs as the VM's default user; the image's env and working
+    /// directory (a container image's config) are the defaults.
     pub async fn exec(&self, name: &str, mut spec: ExecSpec) -> Result<AgentStream, DaemonError> {
+        let rec = self.record(name)?;
         if spec.user.is_none() {
-            spec.user = self.record(name)?.user;
+            spec.user = rec.user.clone();
         }
+        let spec = self.image_defaults(name, spec)?;
         self.agent_stream(name, &AgentRequest::Exec(spec)).await
+    }
+
+    /// `spec` with the env and working directory of the VM's image (a container
+    /// image's config) as its defaults.
+    pub fn image_defaults(&self, name: &str, spec: ExecSpec) -> Result<ExecSpec, DaemonError> {
+        let rec = self.record(name)?;
+        Ok(match crate::image::get(&self.paths, &rec.image) {
+            Ok(img) => crate::image::exec_defaults(&img.manifest().run, spec),
+            Err(_) => spec,
+        })
     }
 
     /// Stops the VMM: the agent's clean shutdown (or the VMM's power button), then a

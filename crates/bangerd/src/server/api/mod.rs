@@ -118,6 +118,7 @@ async fn dispatch(s: &ApiState, req: Request, ok: StatusCode) -> Result<HttpResp
         Response::Snapshot(s) => (ok, Json(s)).into_response(),
         Response::Snapshots(s) => (ok, Json(s)).into_response(),
         Response::Pruned(p) => (ok, Json(p)).into_response(),
+        Response::Pulled(p) => (ok, Json(p)).into_response(),
         Response::Ports(p) => (ok, Json(p)).into_response(),
         Response::Detached(d) => (ok, Json(d)).into_response(),
         Response::DetachedList(d) => (ok, Json(d)).into_response(),
