@@ -36,13 +36,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
                 vms.refill_all();
                 return Ok(Response::Ok);
             }
-            let vms = vms.clone();
-            tokio::spawn(async move {
-                if let Err(e) = vms.delete(&rec.id).await {
-                    tracing::warn!(vm = %rec.name, cause = %e, "detached delete failed");
-                }
-                vms.refill_all();
-            });
+            vms.delete_detached(rec);
             Response::Ok
         }
         Request::VmList => Response::Vms(vms.list()?),

@@ -119,6 +119,9 @@ pub struct Manager {
     warming: Mutex<std::collections::HashSet<String>>,
     /// Pools being refilled (see [`pool`]).
     filling: Mutex<std::collections::HashSet<String>>,
+    /// Throwaway VMs whose delete runs after their caller was answered: gone for
+    /// `vm list` already (a restart finishes the delete if this daemon dies first).
+    deleting: Mutex<std::collections::HashSet<String>>,
     /// Rung when a VM gets an expiry (see [`ttl`]).
     reaper: ttl::Reaper,
 }
@@ -165,6 +168,7 @@ impl Manager {
             snapshot_locks: Mutex::new(HashMap::new()),
             warming: Mutex::new(std::collections::HashSet::new()),
             filling: Mutex::new(std::collections::HashSet::new()),
+            deleting: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
         }
     }
@@ -214,10 +218,11 @@ impl Manager {
     /// The VMs, without the pool's (see [`pool`]).
     pub fn list(&self) -> Result<Vec<VmInfo>, DaemonError> {
         let pooled = self.pooled_ids();
+        let deleting = lock(&self.deleting).clone();
         self.store
             .list_vms()?
             .iter()
-            .filter(|r| !pooled.contains(&r.id))
+            .filter(|r| !pooled.contains(&r.id) && !deleting.contains(&r.id))
             .map(|r| self.info(r))
             .collect()
     }
@@ -250,6 +255,20 @@ impl Manager {
         self.boot(&slot, &rec).await?;
         self.wait_ssh(&rec.id).await;
         self.show(&rec.id)
+    }
+
+    /// Deletes the ephemeral VM `rec` in the background (`vm run --rm`: the caller waits
+    /// for its command, not for the cleanup); it is out of `vm list` at once.
+    pub fn delete_detached(self: &Arc<Self>, rec: VmRecord) {
+        lock(&self.deleting).insert(rec.id.clone());
+        let vms = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = vms.delete(&rec.id).await {
+                tracing::warn!(vm = %rec.name, cause = %e, "detached delete failed");
+            }
+            lock(&vms.deleting).remove(&rec.id);
+            vms.refill_all();
+        });
     }
 
     pub async fn delete(&self, name: &str) -> Result<(), DaemonError> {
