@@ -250,8 +250,10 @@ async fn ship_objects(
     send_tar(guest, "storing the git objects", spec, objects).await
 }
 
-/// Runs `git pack-objects` on `revs`: a pack of those objects and its index, in a
-/// private temp dir that goes away when dropped.
+/// Runs `git pack-objects --stdout` on `revs` and `git index-pack` on its output: a
+/// pack of those objects and its index, in a private temp dir that goes away when
+/// dropped. The host repository is only read (`pack-objects` given a base name writes
+/// its temporary files into the repository's own `objects/pack`).
 async fn pack(repo: &HostRepo, revs: &str) -> Result<tempfile::TempDir, WorkspaceError> {
     let dir = tempfile::Builder::new()
         .prefix("banger-pack.")
@@ -260,22 +262,68 @@ async fn pack(repo: &HostRepo, revs: &str) -> Result<tempfile::TempDir, Workspac
             path: std::env::temp_dir(),
             source,
         })?;
-    let args = ["pack-objects", "--revs", "--indexed-objects", "-q"];
-    let mut cmd = tokio::process::Command::from(super::repo::git_command(&repo.root, &args));
+    let pack_file = dir.path().join("pack.pack");
+    let out_file = fs_err::File::create(&pack_file).map_err(|source| WorkspaceError::Write {
+        path: pack_file.clone(),
+        source,
+    })?;
+    let args = [
+        "pack-objects",
+        "--revs",
+        "--indexed-objects",
+        "-q",
+        "--stdout",
+    ];
+    git_step(
+        repo,
+        &args,
+        Some(revs),
+        Stdio::from(out_file.into_parts().0),
+    )
+    .await?;
+    let idx = dir.path().join("pack.idx");
+    let (idx_arg, pack_arg) = (idx.to_string_lossy(), pack_file.to_string_lossy());
+    let args = ["index-pack", "-o", idx_arg.as_ref(), pack_arg.as_ref()];
+    let hash = git_step(repo, &args, None, Stdio::piped()).await?;
+    // Git names packs after their checksum; index-pack prints it.
+    let hash = String::from_utf8_lossy(&hash).trim().to_string();
+    for ext in ["pack", "idx", "rev"] {
+        let from = dir.path().join(format!("pack.{ext}"));
+        if from.exists() {
+            let to = dir.path().join(format!("pack-{hash}.{ext}"));
+            fs_err::rename(&from, &to)
+                .map_err(|source| WorkspaceError::Write { path: to, source })?;
+        }
+    }
+    Ok(dir)
+}
+
+/// Runs git `args` in `repo` with `input` on stdin and stdout to `stdout`; answers what
+/// it printed there when piped.
+async fn git_step(
+    repo: &HostRepo,
+    args: &[&str],
+    input: Option<&str>,
+    stdout: Stdio,
+) -> Result<Vec<u8>, WorkspaceError> {
+    let mut cmd = tokio::process::Command::from(super::repo::git_command(&repo.root, args));
     let mut child = cmd
-        .arg(dir.path().join("pack"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(stdout)
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(WorkspaceError::GitMissing)?;
-    if let Some(mut stdin) = child.stdin.take() {
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
         stdin
-            .write_all(revs.as_bytes())
+            .write_all(input.as_bytes())
             .await
             .map_err(|source| WorkspaceError::Write {
-                path: "git pack-objects".into(),
+                path: format!("git {}", args[0]).into(),
                 source,
             })?;
     }
@@ -290,7 +338,7 @@ async fn pack(repo: &HostRepo, revs: &str) -> Result<tempfile::TempDir, Workspac
             stderr: Stderr::from_bytes(&out.stderr),
         });
     }
-    Ok(dir)
+    Ok(out.stdout)
 }
 
 /// Streams a tar of `entries` below `root` (after `prelude`) into the guest step

@@ -103,6 +103,30 @@ async fn a_detached_head_ships_detached_with_every_ref_recorded() {
 }
 
 #[tokio::test]
+async fn shipping_only_reads_the_host_repository() {
+    let repo = sample_repo();
+    let pack_dir = repo.path().join(".git/objects/pack");
+    let before = fs_err::metadata(&pack_dir).unwrap().modified().unwrap();
+    let guest = tempfile::tempdir().unwrap();
+
+    for history in [false, true] {
+        let mut opts = ship_opts(guest.path(), false);
+        opts.history = history;
+        opts.dest = format!("{}-{history}", opts.dest);
+        ship(&LocalGuest, &HostRepo::open(repo.path()).unwrap(), &opts)
+            .await
+            .unwrap();
+        assert_eq!(
+            git_in(Path::new(&opts.dest), &["rev-parse", "HEAD"]),
+            repo.git(&["rev-parse", "HEAD"])
+        );
+    }
+
+    // A temporary pack written (and renamed away) there would have changed its mtime.
+    assert_eq!(fs_err::metadata(&pack_dir).unwrap().modified().unwrap(), before);
+}
+
+#[tokio::test]
 async fn include_untracked_ships_untracked_but_not_ignored_files() {
     let repo = sample_repo();
     repo.write("secret.env", b"TOKEN=x\n");

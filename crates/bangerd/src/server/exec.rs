@@ -29,7 +29,7 @@ pub(crate) async fn exec(State(state): State<Arc<AppState>>, req: HttpRequest) -
             "no command given",
         ));
     }
-    let spec = match state.deps.manager.image_defaults(&exec.vm, exec.spec) {
+    let spec = match state.deps.manager.exec_defaults(&exec.vm, exec.spec) {
         Ok(spec) => spec,
         Err(e) => return error_response(&e.to_wire()),
     };

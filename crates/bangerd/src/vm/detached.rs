@@ -26,15 +26,8 @@ impl Manager {
     }
 
     /// Starts `spec` detached in the guest; answers once it runs.
-    pub async fn detach(
-        &self,
-        name: &str,
-        mut spec: ExecSpec,
-    ) -> Result<DetachedInfo, DaemonError> {
-        if spec.user.is_none() {
-            spec.user = self.record(name)?.user;
-        }
-        let spec = self.image_defaults(name, spec)?;
+    pub async fn detach(&self, name: &str, spec: ExecSpec) -> Result<DetachedInfo, DaemonError> {
+        let spec = self.exec_defaults(name, spec)?;
         match self.ask(name, &AgentRequest::ExecDetached(spec)).await? {
             GuestFrame::Detached(info) => Ok(info),
             other => Err(self.unexpected(name, other)),

@@ -211,8 +211,13 @@ impl Manager {
         Ok(rec.info(self.store.lease_of(&rec.id)?.map(|l| l.ip)))
     }
 
+    /// The VM `name`; one whose delete is under way is gone already (see `list`).
     pub fn show(&self, name: &str) -> Result<VmInfo, DaemonError> {
-        self.info(&self.record(name)?)
+        let rec = self.record(name)?;
+        if lock(&self.deleting).contains(&rec.id) {
+            return Err(DaemonError::VmNotFound(name.to_string()));
+        }
+        self.info(&rec)
     }
 
     /// The VMs, without the pool's (see [`pool`]).
@@ -350,19 +355,18 @@ impl Manager {
     /// Opens an exec stream to the VM's agent; the request has been sent. A spec that
     /// names no user runs as the VM's default user; the image's env and working
     /// directory (a container image's config) are the defaults.
-    pub async fn exec(&self, name: &str, mut spec: ExecSpec) -> Result<AgentStream, DaemonError> {
+    pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<AgentStream, DaemonError> {
+        let spec = self.exec_defaults(name, spec)?;
+        self.agent_stream(name, &AgentRequest::Exec(spec)).await
+    }
+
+    /// `spec` with the VM's defaults filled in: its default user when it names none,
+    /// and the env and working directory of its image (a container image's config).
+    pub fn exec_defaults(&self, name: &str, mut spec: ExecSpec) -> Result<ExecSpec, DaemonError> {
         let rec = self.record(name)?;
         if spec.user.is_none() {
             spec.user = rec.user.clone();
         }
-        let spec = self.image_defaults(name, spec)?;
-        self.agent_stream(name, &AgentRequest::Exec(spec)).await
-    }
-
-    /// `spec` with the env and working directory of the VM's image (a container
-    /// image's config) as its defaults.
-    pub fn image_defaults(&self, name: &str, spec: ExecSpec) -> Result<ExecSpec, DaemonError> {
-        let rec = self.record(name)?;
         Ok(match crate::image::get(&self.paths, &rec.image) {
             Ok(img) => crate::image::exec_defaults(&img.manifest().run, spec),
             Err(_) => spec,
