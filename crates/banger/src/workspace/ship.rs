@@ -4,8 +4,8 @@
 //! 2. At the same time:
 //!    * `objects`: `git pack-objects --revs --indexed-objects` (HEAD's commit and tree,
 //!      or its whole history with [`ShipOptions::history`], plus every blob the index
-//!      names) writes a pack and its index into a private temp dir on the host, which
-//!      go as a tar into the guest's `.git/objects/pack`: the guest does no hashing or
+//!      names, `--stdout`) and `git index-pack -o` write a pack and its index into a
+//!      private temp dir on the host (the host repository is only read), which go as a tar into the guest's `.git/objects/pack`: the guest does no hashing or
 //!      inflating (`index-pack` under emulation took as long as the files' tar).
 //!      Without history the guest repository is shallow: `.git/shallow` names HEAD,
 //!      as after `git clone --depth 1`;

@@ -123,7 +123,10 @@ async fn shipping_only_reads_the_host_repository() {
     }
 
     // A temporary pack written (and renamed away) there would have changed its mtime.
-    assert_eq!(fs_err::metadata(&pack_dir).unwrap().modified().unwrap(), before);
+    assert_eq!(
+        fs_err::metadata(&pack_dir).unwrap().modified().unwrap(),
+        before
+    );
 }
 
 #[tokio::test]
