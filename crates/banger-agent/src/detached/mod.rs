@@ -401,5 +401,14 @@ fn unix_ms() -> u64 {
         .unwrap_or_default()
 }
 
+/// The output of commands nobody can ask for any more goes with the registry.
+impl Drop for Detached {
+    fn drop(&mut self) {
+        if self.root.exists() {
+            remove_dir(&self.root);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;
