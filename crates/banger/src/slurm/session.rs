@@ -430,14 +430,21 @@ mod tests {
         }
     }
 
-    /// A session whose node has said `Ready`, and that node.
-    async fn ready() -> (Session, Node) {
+    /// The two ends of a session's channel: what the client writes and reads, and the
+    /// node that reads and writes them.
+    fn wire() -> (DuplexStream, DuplexStream, Node) {
         let (to_node, input) = tokio::io::duplex(1 << 16);
         let (output, from_node) = tokio::io::duplex(1 << 16);
-        let mut node = Node {
+        let node = Node {
             input: FramedRead::new(input, super::super::codec()),
             output: FramedWrite::new(output, super::super::codec()),
         };
+        (to_node, from_node, node)
+    }
+
+    /// A session whose node has said `Ready`, and that node.
+    async fn ready() -> (Session, Node) {
+        let (to_node, from_node, mut node) = wire();
         let (session, ()) = tokio::join!(
             Session::over(
                 None,
@@ -538,12 +545,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_node_that_cannot_make_the_vm_fails_the_start() {
-        let (to_node, input) = tokio::io::duplex(1 << 16);
-        let (output, from_node) = tokio::io::duplex(1 << 16);
-        let mut node = Node {
-            input: FramedRead::new(input, super::super::codec()),
-            output: FramedWrite::new(output, super::super::codec()),
-        };
+        let (to_node, from_node, mut node) = wire();
 
         let (started, ()) = tokio::join!(
             Session::over(
