@@ -479,3 +479,22 @@ fn a_refused_upload_is_read_to_its_end() {
 
     assert!(answer.contains("already exists"), "{answer}");
 }
+
+#[test]
+fn group_member_cannot_forward_a_port_only_root_may_bind() {
+    if !ready() {
+        return;
+    }
+    let d = Daemon::start("f");
+
+    let added = d.banger_as_user(&["vm", "port", "add", "web", "22:22"]);
+    let created = d.banger_as_user(&["vm", "create", "web", "--no-start", "-p", "443:443"]);
+
+    for out in [&added, &created] {
+        assert_eq!(out.status.code(), Some(11), "{}", stderr(out));
+        assert!(stderr(out).contains("only root may bind"), "{}", stderr(out));
+        assert!(stderr(out).contains("hint: "), "{}", stderr(out));
+    }
+    let listed = d.banger_as_root(&["vm", "list", "--json"]);
+    assert_eq!(stdout(&listed).trim(), "[]", "{}", stderr(&listed));
+}
