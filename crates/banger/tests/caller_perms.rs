@@ -492,7 +492,11 @@ fn group_member_cannot_forward_a_port_only_root_may_bind() {
 
     for out in [&added, &created] {
         assert_eq!(out.status.code(), Some(11), "{}", stderr(out));
-        assert!(stderr(out).contains("only root may bind"), "{}", stderr(out));
+        assert!(
+            stderr(out).contains("only root may bind"),
+            "{}",
+            stderr(out)
+        );
         assert!(stderr(out).contains("hint: "), "{}", stderr(out));
     }
     let listed = d.banger_as_root(&["vm", "list", "--json"]);

@@ -263,9 +263,13 @@ impl Manager {
     }
 
     /// Deletes the ephemeral VM `rec` in the background (`vm run --rm`: the caller waits
-    /// for its command, not for the cleanup); it is out of `vm list` at once.
+    /// for its command, not for the cleanup); it is out of `vm list` at once, and its
+    /// name is free for the next run at once.
     pub fn delete_detached(self: &Arc<Self>, rec: VmRecord) {
         lock(&self.deleting).insert(rec.id.clone());
+        if let Err(e) = self.store.release_name(&rec.id) {
+            tracing::warn!(vm = %rec.name, cause = %e, "cannot free the name of a vm being deleted");
+        }
         let vms = self.clone();
         tokio::spawn(async move {
             if let Err(e) = vms.delete(&rec.id).await {
@@ -421,5 +425,29 @@ impl Manager {
     pub fn running_count(&self) -> u32 {
         let slots = lock(&self.slots);
         slots.values().filter(|s| s.runtime().is_some()).count() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_vm_deleted_in_the_background_frees_its_name_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = test_manager(tmp.path());
+        let old = test_vm("ci", None);
+        m.store.insert_vm(&old).unwrap();
+
+        // `vm run --rm --name ci` twice in a row: the second create comes while the
+        // first VM's delete runs.
+        m.delete_detached(old);
+        let next = VmRecord {
+            id: "id-next".into(),
+            ..test_vm("ci", None)
+        };
+
+        m.store.insert_vm(&next).unwrap();
+        assert_eq!(m.record("ci").unwrap().id, "id-next");
     }
 }
