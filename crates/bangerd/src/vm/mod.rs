@@ -124,6 +124,9 @@ pub struct Manager {
     deleting: Mutex<std::collections::HashSet<String>>,
     /// Rung when a VM gets an expiry (see [`ttl`]).
     reaper: ttl::Reaper,
+    /// Held from the check that a host port is free to its forward being stored (see
+    /// [`ports`]), so two VMs never take one port.
+    forwards: tokio::sync::Mutex<()>,
 }
 
 /// A VM's machine: what it boots and on what. A warm snapshot serves the creates whose
@@ -170,6 +173,7 @@ impl Manager {
             filling: Mutex::new(std::collections::HashSet::new()),
             deleting: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
+            forwards: tokio::sync::Mutex::new(()),
         }
     }
 
