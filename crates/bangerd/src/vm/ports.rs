@@ -53,7 +53,7 @@ impl Manager {
             .parse()
             .map_err(|e| bad_spec(e, "use HOST_PORT:GUEST_PORT[/tcp|/udp], e.g. 8080:80"))?;
         let _forwards = self.forwards.lock().await;
-        self.check_free(&rec.id, &[fwd])?;
+        self.check_free(&[fwd])?;
         let mut list = forwards(&rec);
         list.push(fwd);
         self.replace_forwards(&slot, &rec, &list).await?;
@@ -61,16 +61,17 @@ impl Manager {
         Ok(infos(&list))
     }
 
-    /// Refuses forwards in `wanted` (for VM `id`) of a host port another VM's forward
-    /// or a host process holds. Hold [`Manager::forwards`] until they are stored.
-    fn check_free(&self, id: &str, wanted: &[PortForward]) -> Result<(), DaemonError> {
+    /// Refuses forwards in `wanted` of a host port a VM's forward (the VM's own
+    /// included) or a host process holds. Hold [`Manager::forwards`] until they are
+    /// stored.
+    fn check_free(&self, wanted: &[PortForward]) -> Result<(), DaemonError> {
         if wanted.is_empty() {
             return Ok(());
         }
         let others = self.store.list_vms()?;
         for fwd in wanted {
             let port = format!("{}/{}", fwd.host, fwd.proto.as_str());
-            for other in others.iter().filter(|o| o.id != id) {
+            for other in &others {
                 if let Some(old) = forwards(other)
                     .into_iter()
                     .find(|f| (f.host, f.proto) == (fwd.host, fwd.proto))
@@ -95,7 +96,7 @@ impl Manager {
     /// [`Manager::check_free`]).
     pub(super) async fn insert_with_forwards(&self, rec: &VmRecord) -> Result<(), DaemonError> {
         let _forwards = self.forwards.lock().await;
-        self.check_free(&rec.id, &forwards(rec))?;
+        self.check_free(&forwards(rec))?;
         Ok(self.store.insert_vm(rec)?)
     }
 
@@ -237,6 +238,17 @@ mod tests {
             ..test_vm("c", None)
         };
         m.insert_with_forwards(&c).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_host_port_the_vm_forwards_already_is_refused() {
+        let (_tmp, m) = with_vms(&["a"]);
+        m.port_add("a", "8080:80").await.unwrap();
+
+        let err = m.port_add("a", "8080:22").await.unwrap_err();
+
+        assert_eq!(err.code(), ErrorCode::AlreadyExists);
+        assert_eq!(m.record("a").unwrap().publish, ["8080:80/tcp"]);
     }
 
     #[tokio::test]
