@@ -422,7 +422,6 @@ impl Manager {
             .map(|e| e.into_iter().map(|e| e.vm_id).collect())
             .unwrap_or_default()
     }
-
 }
 
 #[cfg(test)]
