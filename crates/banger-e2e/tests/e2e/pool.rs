@@ -8,13 +8,13 @@ use banger_e2e::host::vmm_pids;
 use banger_e2e::Harness;
 use banger_wire::api::DaemonInfo;
 
-fn status(h: &Harness) -> DaemonInfo {
+pub(super) fn status(h: &Harness) -> DaemonInfo {
     let out = h.banger(&["daemon", "status", "--json"]).success();
     serde_json::from_slice(&out.stdout).expect("daemon status --json is a DaemonInfo")
 }
 
 /// Waits up to two minutes for the pool to hold `n` ready clones.
-fn pool_holds(h: &Harness, n: u32) -> bool {
+pub(super) fn pool_holds(h: &Harness, n: u32) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(120) {
         if status(h).pool_vms == n {
@@ -26,11 +26,16 @@ fn pool_holds(h: &Harness, n: u32) -> bool {
 }
 
 /// The default image's warm snapshot, deleted (with its pool) on drop.
-struct Warm<'h>(&'h Harness, String);
+pub(super) struct Warm<'h>(&'h Harness, pub(super) String);
 
 impl<'h> Warm<'h> {
-    fn make(h: &'h Harness) -> Warm<'h> {
-        let out = h.ok(&["image", "warm"]);
+    pub(super) fn make(h: &'h Harness) -> Warm<'h> {
+        Warm::with(h, &[])
+    }
+
+    /// `image warm ARGS`.
+    pub(super) fn with(h: &'h Harness, args: &[&str]) -> Warm<'h> {
+        let out = h.ok(&[&["image", "warm"], args].concat());
         let name = out.split_whitespace().next().unwrap().to_string();
         Warm(h, name)
     }
