@@ -14,7 +14,7 @@ pub(super) fn status(h: &Harness) -> DaemonInfo {
 }
 
 /// Waits up to two minutes for the pool to hold `n` ready clones.
-pub(super) fn pool_holds(h: &Harness, n: u32) -> bool {
+fn pool_holds(h: &Harness, n: u32) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(120) {
         if status(h).pool_vms == n {
