@@ -13,11 +13,13 @@ pub(super) fn status(h: &Harness) -> DaemonInfo {
     serde_json::from_slice(&out.stdout).expect("daemon status --json is a DaemonInfo")
 }
 
-/// Waits up to two minutes for the pool to hold `n` ready clones.
-fn pool_holds(h: &Harness, n: u32) -> bool {
+/// Waits up to two minutes for the pools to hold `n` clones, all ready (`pool_vms`
+/// also counts clones being made, whose VMM may not run yet).
+pub(super) fn pool_holds(h: &Harness, n: u32) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(120) {
-        if status(h).pool_vms == n {
+        let s = status(h);
+        if s.pool_vms == n && s.pools.iter().map(|p| p.ready).sum::<u32>() == n {
             return true;
         }
         std::thread::sleep(Duration::from_millis(250));

@@ -4,27 +4,13 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdout, Stdio};
-use std::time::{Duration, Instant};
 
 use banger_e2e::host::{taps_on, vmm_pids};
 use banger_e2e::{Harness, BRIDGE};
 use banger_wire::api::ImageInfo;
 use serde_json::{json, Value};
 
-use super::pool::{status, Warm};
-
-/// Waits up to two minutes for the pools to hold `n` clones, all ready.
-fn ready(h: &Harness, n: u32) -> bool {
-    let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(120) {
-        let s = status(h);
-        if s.pool_vms == n && s.pools.iter().map(|p| p.ready).sum::<u32>() == n {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    false
-}
+use super::pool::{pool_holds, status, Warm};
 
 /// The default image's own pool size, set back to the harness's `pool_size` (2) on
 /// drop: the state dir, and so the image, outlive the test. Made after its [`Warm`],
@@ -63,7 +49,7 @@ fn image_warm_pool_sizes_the_image_pool_and_zero_empties_it() {
     let ours = [h.state_dir.as_path(), h.runtime_dir.as_path()];
     let warm = Warm::with(&h, &["--pool", "1"]);
     let _size = PoolSize(&h);
-    assert!(ready(&h, 1), "the pool never filled: {:?}", status(&h));
+    assert!(pool_holds(&h, 1), "the pool never filled: {:?}", status(&h));
 
     let pools = status(&h).pools;
     let doctor = doctor_pool(&h);
@@ -180,7 +166,7 @@ fn mcp_run_with_no_pool_leaves_the_pool_alone() {
     };
     let ours = [h.state_dir.as_path(), h.runtime_dir.as_path()];
     let _warm = Warm::make(&h);
-    assert!(ready(&h, 2), "the pool never filled: {:?}", status(&h));
+    assert!(pool_holds(&h, 2), "the pool never filled: {:?}", status(&h));
     let pooled = vmm_pids(&ours);
     let mut mcp = Mcp::start(&h);
 
