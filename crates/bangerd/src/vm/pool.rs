@@ -55,6 +55,13 @@ impl PoolState {
     }
 }
 
+/// How long a take's steps took: the VMM's resume, and the guest's new identity (its
+/// `Reconfigure` round trip).
+struct Woken {
+    resume_ms: u64,
+    identity_ms: u64,
+}
+
 /// How a refill ended.
 enum Filled {
     Full,
@@ -132,9 +139,16 @@ impl Manager {
                 break None;
             };
             match self.wake(&id, &name).await {
-                Ok(vm) => {
+                Ok((vm, woken)) => {
                     let take_ms = t0.elapsed().as_millis() as u64;
-                    tracing::info!(vm = %name, snapshot = %snap.name, take_ms, "vm taken from the pool");
+                    tracing::info!(
+                        vm = %name,
+                        snapshot = %snap.name,
+                        take_ms,
+                        resume_ms = woken.resume_ms,
+                        identity_ms = woken.identity_ms,
+                        "vm taken from the pool"
+                    );
                     break Some(vm);
                 }
                 Err(e) => {
@@ -154,7 +168,7 @@ impl Manager {
 
     /// Resumes pooled VM `id`, now named `name`, and gives its guest that name, the
     /// clock and fresh randomness.
-    async fn wake(&self, id: &str, name: &str) -> Result<VmInfo, DaemonError> {
+    async fn wake(&self, id: &str, name: &str) -> Result<(VmInfo, Woken), DaemonError> {
         let slot = self.slot(id);
         let _op = slot.op.lock().await;
         let rec = self.record(id)?;
@@ -167,7 +181,9 @@ impl Manager {
             vm: name.to_string(),
             source,
         };
+        let t0 = Instant::now();
         rt.vmm.resume(&rt.launched).await.map_err(vm_err)?;
+        let resume_ms = t0.elapsed().as_millis() as u64;
         let agent = self.agent(&rec).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -183,6 +199,7 @@ impl Manager {
             unix_time_ms: now.as_millis() as u64,
             entropy: rand::random::<[u8; 32]>().to_vec(),
         };
+        let t1 = Instant::now();
         agent
             .reconfigure(&id)
             .await
@@ -190,7 +207,11 @@ impl Manager {
                 vm: name.to_string(),
                 source,
             })?;
-        self.show(&rec.id)
+        let woken = Woken {
+            resume_ms,
+            identity_ms: t1.elapsed().as_millis() as u64,
+        };
+        Ok((self.show(&rec.id)?, woken))
     }
 
     /// How many clones the pools of `image` keep: its own size, else the config's.
