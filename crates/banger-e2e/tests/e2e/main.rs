@@ -13,6 +13,7 @@ mod lifetimes;
 mod network;
 mod oci;
 mod pool;
+mod poolops;
 mod roundtrip;
 mod user;
 mod workspace;

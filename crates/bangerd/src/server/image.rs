@@ -21,13 +21,20 @@ use crate::vm::Manager;
 
 pub fn list(m: &Manager) -> Result<Vec<ImageInfo>, DaemonError> {
     let images = image::list(&m.paths).map_err(|e| DaemonError::image("*", e))?;
-    Ok(images.iter().map(|i| i.info()).collect())
+    images.iter().map(|i| info(m, i)).collect()
 }
 
 pub fn show(m: &Manager, name: &str) -> Result<ImageInfo, DaemonError> {
-    Ok(image::get(&m.paths, name)
-        .map_err(|e| DaemonError::image(name, e))?
-        .info())
+    let image = image::get(&m.paths, name).map_err(|e| DaemonError::image(name, e))?;
+    info(m, &image)
+}
+
+/// An image as the daemon shows it: its files, and the pool size it set for itself.
+fn info(m: &Manager, image: &image::Image) -> Result<ImageInfo, DaemonError> {
+    Ok(ImageInfo {
+        pool_size: m.store.image_pool_size(image.name())?,
+        ..image.info()
+    })
 }
 
 /// Refuses to replace or remove an image that VMs are built on: their writable layers
@@ -73,7 +80,8 @@ pub async fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
     for snap in warm {
         m.snapshot_delete(&snap.id).await?;
     }
-    image::delete(&m.paths, name).map_err(|e| DaemonError::image(name, e))
+    image::delete(&m.paths, name).map_err(|e| DaemonError::image(name, e))?;
+    Ok(m.store.set_image_pool_size(name, None)?)
 }
 
 fn progress_sender(tx: &Tx) -> impl Fn(image::Progress) + Send + Sync + 'static {

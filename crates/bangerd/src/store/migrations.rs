@@ -90,6 +90,13 @@ pub const STEPS: &[&str] = &[
         ready INTEGER NOT NULL DEFAULT 0
     );
     "#,
+    // 10: an image's own pool size (`image warm NAME --pool N`), over the config's.
+    r#"
+    CREATE TABLE image_pools (
+        image TEXT PRIMARY KEY,
+        size INTEGER NOT NULL
+    ) STRICT;
+    "#,
 ];
 
 pub fn migrations() -> Migrations<'static> {
@@ -129,7 +136,7 @@ mod tests {
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
-            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at, guest_user FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots; SELECT vm_id, machine, snapshot, ready FROM pool;")
+            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at, guest_user FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots; SELECT vm_id, machine, snapshot, ready FROM pool; SELECT image, size FROM image_pools;")
                 .unwrap();
         }
     }

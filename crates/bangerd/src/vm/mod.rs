@@ -14,6 +14,7 @@ mod detached;
 mod files;
 mod network;
 mod pool;
+mod pool_status;
 mod ports;
 pub mod process;
 mod prune;
@@ -117,8 +118,8 @@ pub struct Manager {
     snapshot_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Machines whose warm snapshot is being taken, so concurrent first runs take one.
     warming: Mutex<std::collections::HashSet<String>>,
-    /// Pools being refilled (see [`pool`]).
-    filling: Mutex<std::collections::HashSet<String>>,
+    /// The pools (see [`pool`]) by their key: what each serves and how its refills went.
+    pools: Mutex<HashMap<String, pool::PoolState>>,
     /// Throwaway VMs whose delete runs after their caller was answered: gone for
     /// `vm list` already (a restart finishes the delete if this daemon dies first).
     deleting: Mutex<std::collections::HashSet<String>>,
@@ -170,7 +171,7 @@ impl Manager {
             lease_lock: Mutex::new(()),
             snapshot_locks: Mutex::new(HashMap::new()),
             warming: Mutex::new(std::collections::HashSet::new()),
-            filling: Mutex::new(std::collections::HashSet::new()),
+            pools: Mutex::new(HashMap::new()),
             deleting: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
             forwards: tokio::sync::Mutex::new(()),

@@ -72,6 +72,7 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(images::snapshots))
         .routes(routes!(images::delete_snapshot))
         .routes(routes!(images::list))
+        .routes(routes!(images::warm))
         .routes(routes!(images::show, images::delete));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).nest(PREFIX, v1)
 }
