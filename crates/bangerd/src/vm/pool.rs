@@ -153,7 +153,12 @@ impl Manager {
                 }
                 Err(e) => {
                     tracing::warn!(vm = %name, cause = %e, "pooled clone failed to wake; deleting it");
-                    let _ = self.delete(&id).await;
+                    // The name is the caller's again for the next try, whatever the
+                    // delete does.
+                    if let Err(e) = self.store.release_name(&id) {
+                        tracing::warn!(vm = %id, cause = %e, "cannot free a pooled clone's name");
+                    }
+                    self.discard_pooled(&id).await;
                 }
             }
         };
@@ -164,6 +169,14 @@ impl Manager {
             self.refill(m, spec.policy.clone());
         }
         Ok(taken)
+    }
+
+    /// Deletes pooled VM `id`; a failure is logged (a restart's reconcile deletes what
+    /// is left of it).
+    async fn discard_pooled(&self, id: &str) {
+        if let Err(e) = self.delete(id).await {
+            tracing::warn!(vm = %id, cause = %e, "cannot delete a pooled clone");
+        }
     }
 
     /// Resumes pooled VM `id`, now named `name`, and gives its guest that name, the
@@ -322,7 +335,7 @@ impl Manager {
                 .filter(|e| e.machine == key)
                 .collect();
             for stale in mine.iter().filter(|e| e.snapshot != snap.id) {
-                let _ = self.delete(&stale.vm_id).await;
+                self.discard_pooled(&stale.vm_id).await;
             }
             let target = self.pool_target(&m.image);
             self.trim(key, target).await?;
@@ -380,7 +393,7 @@ impl Manager {
         }
         .await;
         if let Err(e) = paused {
-            let _ = self.delete(&vm.id).await;
+            self.discard_pooled(&vm.id).await;
             return Err(e);
         }
         let fill_ms = t0.elapsed().as_millis() as u64;
@@ -420,7 +433,7 @@ impl Manager {
             let this = self.clone();
             tokio::spawn(async move {
                 for id in stale {
-                    let _ = this.delete(&id).await;
+                    this.discard_pooled(&id).await;
                 }
             });
         }
@@ -432,7 +445,7 @@ impl Manager {
             return;
         };
         for e in entries.iter().filter(|e| e.snapshot == snapshot_id) {
-            let _ = self.delete(&e.vm_id).await;
+            self.discard_pooled(&e.vm_id).await;
         }
     }
 
