@@ -178,6 +178,10 @@ pub enum VmCommand {
         /// guest on first use, with a home in /home; UID: the next free from 1000).
         #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
         user: Option<GuestUser>,
+        /// Delete the VM once nothing has used it for DUR (no exec, copy, workspace or
+        /// detached command running, no request naming it).
+        #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+        idle_timeout: Option<std::time::Duration>,
     },
     /// Create a VM, run a command in it, stream its output and exit with its code.
     Run(RunArgs),
@@ -441,6 +445,10 @@ pub struct RunArgs {
     /// restarts.
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
     pub ttl: Option<std::time::Duration>,
+    /// Delete the VM once nothing has used it for DUR (no exec, copy, workspace or
+    /// detached command running, no request naming it).
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub idle_timeout: Option<std::time::Duration>,
     #[command(flatten)]
     pub opts: ExecOpts,
     /// A git repository to ship into the VM (its tracked files as they are in the

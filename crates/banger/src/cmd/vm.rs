@@ -25,6 +25,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             ttl,
             json,
             user,
+            idle_timeout,
         } => {
             let image = super::image::ensure(client, image).await?;
             let spec = VmCreateSpec {
@@ -44,6 +45,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
                 user,
+                idle_timeout_secs: idle_timeout.map(|d| d.as_secs()),
                 ..Default::default()
             };
             let waiting = Waits::stderr(json).phase(if spec.no_start {
@@ -208,6 +210,9 @@ fn show(vm: &VmInfo, json: bool) -> Result<i32, CliError> {
     }
     if let Some(at) = &vm.expires_at {
         s.push_str(&format!("expires   {at} (then deleted)\n"));
+    }
+    if let Some(secs) = vm.idle_timeout_secs {
+        s.push_str(&format!("idle      deleted after {secs}s unused\n"));
     }
     if let Some(e) = &vm.last_error {
         s.push_str(&format!("last error:\n{e}\n"));

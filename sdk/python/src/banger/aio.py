@@ -176,6 +176,7 @@ class AsyncClient:
         exec_only: bool = False,
         ephemeral: bool = False,
         user: Optional[str] = None,
+        idle_timeout_secs: Optional[int] = None,
     ) -> Opening[AsyncVm]:
         """`Client.create`: `vm = await client.create(...)`, or
         `async with client.create(...) as vm:` to delete it at the end."""
@@ -195,6 +196,7 @@ class AsyncClient:
             exec_only=exec_only,
             ephemeral=ephemeral,
             user=user,
+            idle_timeout_secs=idle_timeout_secs,
         )
         return Opening(self._create(spec))
 

@@ -130,6 +130,7 @@ class Client:
         exec_only: bool = False,
         ephemeral: bool = False,
         user: Optional[str] = None,
+        idle_timeout_secs: Optional[int] = None,
     ) -> Vm:
         """Creates a VM and returns once it runs (see `banger vm create --help` for the
         fields; unset ones take the daemon's defaults). As a context manager the VM
@@ -154,6 +155,7 @@ class Client:
             exec_only=exec_only,
             ephemeral=ephemeral,
             user=user,
+            idle_timeout_secs=idle_timeout_secs,
         )
         return Vm(self, self._call(proto.create_vm(spec)))
 

@@ -184,6 +184,14 @@ def test_create_sends_only_the_fields_given(fake: FakeDaemon) -> None:
     assert vm.name == "box"
 
 
+def test_create_sends_an_idle_timeout(fake: FakeDaemon) -> None:
+    fake.on("POST", "/api/v1/vms", httpx.Response(201, json=VM))
+
+    fake.client().create("box", idle_timeout_secs=300)
+
+    assert body(fake.requests[-1]) == {"name": "box", "idle_timeout_secs": 300}
+
+
 def test_create_as_a_context_manager_deletes_the_vm(fake: FakeDaemon) -> None:
     fake.on("POST", "/api/v1/vms", httpx.Response(201, json=VM))
     fake.on("DELETE", "/api/v1/vms/box", no_content())
