@@ -8,6 +8,7 @@ mod api;
 mod cpport;
 mod detach;
 mod exec;
+mod idle;
 mod lifecycle;
 mod lifetimes;
 mod network;
