@@ -25,15 +25,21 @@ fn idle_timeout_deletes_an_unused_vm() {
     let Some(h) = banger_e2e::turn("idle_timeout_deletes_an_unused_vm") else {
         return;
     };
-    let refused = h.banger(&["vm", "create", &h.name("idle-zero"), "--idle-timeout", "0s"]);
+    let refused = h.banger(&[
+        "vm",
+        "create",
+        &h.name("idle-long"),
+        "--idle-timeout",
+        "400d",
+    ]);
     let vm = h.create("idle", &["--idle-timeout", "5s"]);
     let info = vm.info();
 
     let gone = gone_within(&h, vm.name(), Duration::from_secs(25));
 
-    refused.failure(Some(3), "idle timeout of 0 seconds");
+    refused.failure(Some(3), "idle timeout of 34560000 seconds is too long");
     assert!(refused.stderr.contains("hint:"), "{}", refused.stderr);
-    assert!(h.vms().iter().all(|v| !v.name.starts_with("idle-zero")));
+    assert!(h.vms().iter().all(|v| !v.name.starts_with("idle-long")));
     assert_eq!(info.idle_timeout_secs, Some(5), "{info:?}");
     let gone = gone.expect("the vm outlived its idle timeout by 20s");
     assert!(
