@@ -2,15 +2,17 @@
 //! its timeout. Use is anything that goes through the daemon naming the VM: a request
 //! (kept busy while it runs) and any stream to its agent (exec, `vm cp`, workspaces,
 //! detached commands, the proxied `vm ssh`), which keeps the VM busy while open; the
-//! end of each resets the clock. A detached command the agent still runs keeps the VM
-//! too: before deleting an idle VM the reaper asks its agent, and while one runs it
-//! asks again every [`POLL`] instead.
+//! end of each resets the clock. What runs in the guest keeps the VM too: before
+//! deleting an idle VM the reaper looks for an ssh session from the host to it (an
+//! established connection to its port 22 in `/proc/net/tcp`) and asks its agent
+//! whether a detached command runs; while either does it looks again every [`POLL`].
 //!
 //! The timeout is a column of the VM's row; the clock is the daemon's memory, so after
 //! a daemon restart it starts again from the daemon's start. The TTL reaper
 //! ([`super::ttl`]) is the one task that deletes idle VMs too.
 
 use std::collections::HashMap;
+use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -29,8 +31,8 @@ use crate::store::VmRecord;
 
 /// Longest `--idle-timeout`: a year; a VM meant to live longer needs none.
 const MAX_IDLE_SECS: u64 = 365 * 86_400;
-/// While a detached command runs, its VM's agent is asked this often whether it still
-/// does (at most; a shorter timeout polls at its own length).
+/// While an ssh session or a detached command runs, the reaper looks this often whether
+/// it still does (at most; a shorter timeout polls at its own length).
 const POLL: Duration = Duration::from_secs(1);
 
 /// How each VM was last used, since this daemon started.
@@ -42,12 +44,13 @@ pub struct Activity {
 }
 
 /// One VM's use: streams and requests open now, when the last one ended, and whether
-/// the reaper saw a detached command running (then it polls instead of deleting).
+/// the reaper saw the guest in use (an ssh session or a detached command; then it polls
+/// instead of deleting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Use {
     busy: u32,
     last: Instant,
-    detached: bool,
+    guest: bool,
 }
 
 impl Default for Activity {
@@ -67,7 +70,7 @@ impl Activity {
         let u = vms.entry(id.to_string()).or_insert(Use {
             busy: 0,
             last,
-            detached: false,
+            guest: false,
         });
         f(u)
     }
@@ -87,14 +90,14 @@ impl Activity {
         self.ended.notify_one();
     }
 
-    /// The reaper's finding for VM `id` at `now`: a detached command runs (poll again),
-    /// or none does (its clock counts from its last use again).
-    fn detached(&self, id: &str, running: bool, now: Instant) {
+    /// The reaper's finding for VM `id` at `now`: the guest is in use (poll again), or
+    /// no longer (its clock counts from now), or was not.
+    fn guest(&self, id: &str, in_use: bool, now: Instant) {
         self.entry(id, |u| {
-            if running || u.detached {
+            if in_use || u.guest {
                 u.last = now;
             }
-            u.detached = running;
+            u.guest = in_use;
         });
     }
 
@@ -175,15 +178,15 @@ impl Sink<Bytes> for VmStream {
 /// What the reaper does about idle VMs at one instant.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct Plan {
-    /// VMs idle for their timeout (or due for a detached poll), `(id, name)`: the
-    /// reaper asks their agent whether a detached command runs, and deletes them if not.
+    /// VMs idle for their timeout (or due for a poll), `(id, name)`: the reaper looks
+    /// whether their guest is in use, and deletes them if not.
     pub due: Vec<(String, String)>,
     /// How long until the next VM is due; `None`: until a use ends.
     pub wait: Option<Duration>,
 }
 
 /// VMs in use now have no deadline; the others are due at their last use plus their
-/// timeout (or plus the poll interval while a detached command was seen running). A VM
+/// timeout (or plus the poll interval while the guest was seen in use). A VM
 /// never used since `started` counts from there.
 fn plan(now: Instant, started: Instant, vms: &[VmRecord], uses: &HashMap<String, Use>) -> Plan {
     let mut due = Vec::new();
@@ -196,16 +199,12 @@ fn plan(now: Instant, started: Instant, vms: &[VmRecord], uses: &HashMap<String,
         let u = uses.get(&vm.id).copied().unwrap_or(Use {
             busy: 0,
             last: started,
-            detached: false,
+            guest: false,
         });
         if u.busy > 0 {
             continue;
         }
-        let after = if u.detached {
-            timeout.min(POLL)
-        } else {
-            timeout
-        };
+        let after = if u.guest { timeout.min(POLL) } else { timeout };
         match (u.last + after).checked_duration_since(now) {
             Some(left) if !left.is_zero() => next = Some(next.map_or(left, |n| n.min(left))),
             _ => due.push((vm.id.clone(), vm.name.clone())),
@@ -263,7 +262,7 @@ impl Manager {
     }
 
     /// The idle VMs to delete now, `(id, name)`, and how long until the next one is
-    /// due. A due VM whose agent runs a detached command is kept and polled.
+    /// due. A due VM whose guest is in use is kept and polled.
     pub(super) async fn idle_pass(
         &self,
         vms: &[VmRecord],
@@ -277,8 +276,8 @@ impl Manager {
             .iter()
             .filter(|vm| p.due.iter().any(|(id, _)| *id == vm.id))
         {
-            let running = self.detached_running(vm).await;
-            self.activity.detached(&vm.id, running, Instant::now());
+            let running = self.guest_in_use(vm).await;
+            self.activity.guest(&vm.id, running, Instant::now());
             // Planned again: a use may have begun or ended while the agent answered.
             let again = plan(
                 Instant::now(),
@@ -295,14 +294,23 @@ impl Manager {
         (idle, p.wait)
     }
 
-    /// Whether VM `id`'s agent runs a detached command. Asked without marking the VM
-    /// used; a VM not running runs none, and an agent that cannot answer is taken to.
-    async fn detached_running(&self, vm: &VmRecord) -> bool {
+    /// Whether VM `vm`'s guest is in use: an ssh session from the host, or a detached
+    /// command its agent runs (asked without marking the VM used). A VM not running runs
+    /// nothing, and an agent that cannot answer is taken to run nothing.
+    async fn guest_in_use(&self, vm: &VmRecord) -> bool {
         let Ok(rec) = self.record(&vm.id) else {
             return false;
         };
         if rec.state != VmState::Running {
             return false;
+        }
+        let ip = self.store.lease_of(&rec.id).ok().flatten();
+        if let Some(ip) = ip.and_then(|l| l.ip.parse::<Ipv4Addr>().ok()) {
+            match fs_err::read_to_string("/proc/net/tcp") {
+                Ok(table) if ssh_connected(&table, ip) => return true,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(cause = %e, "cannot look for ssh sessions"),
+            }
         }
         let asked = async {
             let agent = self.agent(&rec).await.ok()?;
@@ -324,6 +332,18 @@ impl Manager {
     }
 }
 
+/// Whether `table` (the text of `/proc/net/tcp`) holds an established connection to
+/// port 22 of `ip`: an ssh session from the host into the VM.
+fn ssh_connected(table: &str, ip: Ipv4Addr) -> bool {
+    // Addresses are hex in the host's byte order (little-endian), ports big-endian hex.
+    let want = format!("{:08X}:0016", u32::from_le_bytes(ip.octets()));
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace().skip(2);
+        let (remote, state) = (fields.next(), fields.next());
+        remote == Some(want.as_str()) && state == Some("01")
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::ttl::tests::{gone, manager, vm};
@@ -336,12 +356,8 @@ mod tests {
         }
     }
 
-    fn used(busy: u32, last: Instant, detached: bool) -> Use {
-        Use {
-            busy,
-            last,
-            detached,
-        }
+    fn used(busy: u32, last: Instant, guest: bool) -> Use {
+        Use { busy, last, guest }
     }
 
     #[test]
@@ -391,7 +407,7 @@ mod tests {
     }
 
     #[test]
-    fn a_vm_running_a_detached_command_is_polled_not_waited_for() {
+    fn a_vm_whose_guest_is_in_use_is_polled_not_waited_for() {
         let t0 = Instant::now();
         let vms = [idle("d", 60)];
         let uses = HashMap::from([("id-d".to_string(), used(0, t0, true))]);
@@ -421,15 +437,29 @@ mod tests {
     }
 
     #[test]
-    fn a_detached_command_seen_ending_restarts_the_clock() {
+    fn a_guest_seen_no_longer_in_use_restarts_the_clock() {
         let a = Activity::default();
         let seen = a.started + Duration::from_secs(3);
-        a.detached("id-d", true, seen);
-        a.detached("id-d", false, seen + POLL);
+        a.guest("id-d", true, seen);
+        a.guest("id-d", false, seen + POLL);
 
         let u = a.snapshot()["id-d"];
 
         assert_eq!(u, used(0, seen + POLL, false));
+    }
+
+    #[test]
+    fn an_established_connection_to_port_22_is_an_ssh_session() {
+        let table = "  sl  local_address rem_address   st tx_queue\n\
+           0: 0100007F:A46B 00000000:0000 0A 00000000:00000000\n\
+           1: 01021EAC:D431 02021EAC:0016 01 00000000:00000000\n\
+           2: 01021EAC:D432 03021EAC:0016 06 00000000:00000000\n\
+           3: 01021EAC:D433 04021EAC:0050 01 00000000:00000000\n";
+
+        assert!(ssh_connected(table, Ipv4Addr::new(172, 30, 2, 2)));
+        // Closing (TIME_WAIT), and another port.
+        assert!(!ssh_connected(table, Ipv4Addr::new(172, 30, 2, 3)));
+        assert!(!ssh_connected(table, Ipv4Addr::new(172, 30, 2, 4)));
     }
 
     #[test]
