@@ -287,6 +287,10 @@ pub enum VmCommand {
     Ssh {
         /// The running VM.
         name: String,
+        /// Log in as this user (created in the guest if missing) instead of the VM's
+        /// default user (`vm create --user`), or root when it has none.
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
         /// The command and its arguments, quoted so they arrive exactly as given.
         #[arg(last = true)]
         command: Vec<String>,
@@ -295,6 +299,9 @@ pub enum VmCommand {
     SshConfig {
         /// The VM.
         name: String,
+        /// The block's user instead of the VM's default user (or root).
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
     },
     /// Snapshot a running VM (it pauses while its memory and disk are saved), or list
     /// and delete snapshots. `vm create --from-snapshot SNAP` clones one.

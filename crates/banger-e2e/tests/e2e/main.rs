@@ -6,6 +6,7 @@
 
 mod api;
 mod cpport;
+mod defaultuser;
 mod detach;
 mod exec;
 mod idle;

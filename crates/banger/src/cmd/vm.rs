@@ -112,8 +112,12 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             super::detached::kill(client, &name, &id, signal).await
         }
         VmCommand::Cp { paths } => super::cp::run(client, &paths).await,
-        VmCommand::Ssh { name, command } => super::ssh::run(client, &name, command).await,
-        VmCommand::SshConfig { name } => super::ssh::config(client, &name).await,
+        VmCommand::Ssh {
+            name,
+            user,
+            command,
+        } => super::ssh::run(client, &name, user, command).await,
+        VmCommand::SshConfig { name, user } => super::ssh::config(client, &name, user).await,
         VmCommand::Run(args) => super::run::run(client, args).await,
         VmCommand::Snapshot(args) => super::snapshot::run(client, args).await,
         VmCommand::Port(cmd) => super::port::run(client, cmd).await,
