@@ -273,7 +273,8 @@ pub enum VmCommand {
     },
     /// Copy files and directories between the host and a VM.
     ///
-    /// `NAME:/path` names the guest side; relative guest paths start at /root.
+    /// `NAME:/path` names the guest side. The copy runs as the VM's default user
+    /// (`vm create --user`, else root); relative guest paths start at its home.
     /// Directories are copied with their contents, like `cp -r` (no flag needed). Modes
     /// are kept. Into an existing directory a copy keeps its name; otherwise it is
     /// created as DST. With several sources (all on the host, or all in one VM), DST
@@ -283,7 +284,8 @@ pub enum VmCommand {
         #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
         paths: Vec<String>,
     },
-    /// Open an SSH session in a VM, or run a command there over SSH.
+    /// Open an SSH session in a VM, or run a command there over SSH, as the VM's
+    /// default user (`vm create --user`, else root).
     Ssh {
         /// The running VM.
         name: String,
