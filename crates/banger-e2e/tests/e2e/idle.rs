@@ -1,5 +1,5 @@
 //! Idle timeouts: `--idle-timeout` deletes a VM nothing has used for its timeout, never
-//! while a command runs in it (streamed or detached), and also after a daemon restart
+//! while a command runs in it (streamed, detached or over ssh), and also after a daemon restart
 //! (the clock then starts again from the daemon's start). The VMs' disappearance is
 //! watched with `vm list`, which names no VM and so does not use them.
 
@@ -96,6 +96,29 @@ fn a_detached_command_keeps_an_idle_vm_until_it_ends() {
     assert!(
         gone < Duration::from_secs(22),
         "deleted {gone:?} after it started"
+    );
+}
+
+#[test]
+fn an_ssh_session_keeps_an_idle_vm_until_it_ends() {
+    let Some(h) = banger_e2e::turn("an_ssh_session_keeps_an_idle_vm_until_it_ends") else {
+        return;
+    };
+    let vm = h.create("idle-ssh", &["--idle-timeout", "5s"]);
+
+    // The session is plain ssh to the VM's address: the daemon sees no stream of it.
+    let out = h.banger(&["vm", "ssh", vm.name(), "--", "sleep", "10"]);
+    let gone = gone_within(&h, vm.name(), Duration::from_secs(25));
+
+    assert_eq!(
+        out.code, 0,
+        "the vm went during the session: {}",
+        out.stderr
+    );
+    let gone = gone.expect("the vm outlived its idle timeout by 20s");
+    assert!(
+        gone >= Duration::from_secs(3),
+        "deleted {gone:?} after the session ended"
     );
 }
 
