@@ -21,7 +21,7 @@ LOG_FIELDS = {
     "vm restored": ["hello_ms", "reconfigure_ms"],
     "exec finished": ["exec_ms"],
     "vm deleted": ["delete_ms"],
-    "vm taken from the pool": ["take_ms"],
+    "vm taken from the pool": ["take_ms", "resume_ms", "identity_ms"],
 }
 VM_RE = re.compile(r"(?:\{|\s)vm=\"?([a-z0-9-]+)")
 FIELD_RE = re.compile(r"\b([a-z_]+)=(\d+)\b")
@@ -96,6 +96,9 @@ def pool_phases(sample, daemon):
         return None
     return {
         "take_ms": daemon["take_ms"],
+        # Inside take_ms: the VMM's resume, and the guest's new name, clock and randomness.
+        "resume_ms": daemon.get("resume_ms", 0),
+        "identity_ms": daemon.get("identity_ms", 0),
         "exec_ms": daemon["exec_ms"],
         "cli_and_rpc_ms": sample["ms"] - daemon["take_ms"] - daemon["exec_ms"],
         "delete_after_exit_ms": daemon.get("delete_ms", 0),

@@ -151,8 +151,9 @@ log "banger image warm"
 t0=$(now_ms)
 banger image warm >/dev/null
 echo "{\"series\":\"warm_build\",\"ms\":$(( $(now_ms) - t0 ))}" >>"$RESULTS"
-pool_ready() {
-  banger daemon status --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("pool_vms", 0))'
+pool_ready() { # the pools' ready clones (pool_vms also counts clones being made)
+  banger daemon status --json |
+    python3 -c 'import json, sys; print(sum(p["ready"] for p in json.load(sys.stdin).get("pools", [])))'
 }
 wait_pool() { # N: waits (up to 5 minutes) until the pool holds N clones
   local t0; t0=$(now_ms)

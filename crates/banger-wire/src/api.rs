@@ -335,6 +335,10 @@ pub struct ImageInfo {
     /// `/bin/sh`: workspaces and `vm cp` need one).
     #[serde(default)]
     pub lacks: Vec<String>,
+    /// The pool size the image set for itself (`image warm --pool N`); the config's
+    /// `pool_size` when absent.
+    #[serde(default)]
+    pub pool_size: Option<u32>,
 }
 
 /// The run settings of a container image's config: `vm run` with no command runs
@@ -532,6 +536,10 @@ pub enum Request {
     /// snapshot of it that warm creates resume; replaces an earlier one.
     ImageWarm {
         spec: VmCreateSpec,
+        /// Sets the image's own pool size (0: no pool); with a warm snapshot of the
+        /// machine already there, only the pool changes (at once).
+        #[serde(default)]
+        pool: Option<u32>,
     },
     /// Deletes stopped VMs, every snapshot that is not an image's warm snapshot, and
     /// the images (with their warm snapshots) no VM or snapshot left uses, except the
@@ -611,6 +619,50 @@ pub struct DaemonInfo {
     /// The warm snapshots' memory held for their clones to share, in KiB.
     #[serde(default)]
     pub pool_shared_kib: u64,
+    /// Each pool: one per warm machine and network policy.
+    #[serde(default)]
+    pub pools: Vec<PoolInfo>,
+}
+
+/// One pool of paused clones of a warm snapshot, as `daemon status` and `doctor` show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PoolInfo {
+    pub image: String,
+    pub backend: Backend,
+    pub vcpu: u32,
+    pub memory_mib: u32,
+    /// Whether it serves creates with a network policy of their own.
+    pub custom_policy: bool,
+    /// Clones restored, paused and ready to be taken.
+    pub ready: u32,
+    /// How many it keeps: the image's pool size, else the config's `pool_size`.
+    pub target: u32,
+    /// The memory its clones take: the sum of their VMMs' PSS, in KiB.
+    pub pss_kib: u64,
+    /// Its last refill stopped short to keep the host's memory available.
+    pub short_of_memory: bool,
+    /// Refills that failed in a row, and the last one's error.
+    pub refill_failures: u32,
+    pub last_error: Option<String>,
+}
+
+impl PoolInfo {
+    /// The machine it serves, for people: `default (qemu, 2 vcpu, 1024 MiB)`.
+    pub fn machine(&self) -> String {
+        let policy = if self.custom_policy {
+            ", own network policy"
+        } else {
+            ""
+        };
+        format!(
+            "{} ({}, {} vcpu, {} MiB{policy})",
+            self.image,
+            self.backend.as_str(),
+            self.vcpu,
+            self.memory_mib
+        )
+    }
 }
 
 /// One successful answer.

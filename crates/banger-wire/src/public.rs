@@ -70,6 +70,30 @@ pub struct SnapshotBody {
     pub name: Option<String>,
 }
 
+/// `POST /api/v1/images/{name}/warm`: the machine to warm (unset fields take the
+/// daemon's defaults) and the image's own pool size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct WarmBody {
+    #[serde(default)]
+    pub vcpu: Option<u32>,
+    #[serde(default)]
+    pub memory_mib: Option<u32>,
+    #[serde(default)]
+    pub disk_size_mib: Option<u64>,
+    #[serde(default)]
+    pub backend: Option<crate::api::Backend>,
+    /// For VMs created without a network interface.
+    #[serde(default)]
+    pub no_network: bool,
+    /// Paused clones kept ready for the image's warm creates (0: no pool), over the
+    /// daemon's `pool_size`. With the machine already warm, only the pool changes.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(maximum = 64))]
+    pub pool: Option<u32>,
+}
+
 /// What `POST /api/v1/vms/{name}/workspace` prepared.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

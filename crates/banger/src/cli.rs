@@ -675,6 +675,10 @@ pub enum ImageCommand {
         /// For VMs run with --no-network.
         #[arg(long)]
         no_network: bool,
+        /// Keep N paused clones ready for this image's `vm run`s (0: no pool), over the
+        /// config's `pool_size`. With the machine already warm, only the pool changes.
+        #[arg(long, value_name = "N")]
+        pool: Option<u32>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,

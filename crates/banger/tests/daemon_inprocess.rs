@@ -159,6 +159,18 @@ fn unknown_image_is_not_found_and_leaves_nothing() {
 }
 
 #[test]
+fn a_pool_size_for_an_unknown_image_is_not_found_and_kept_nowhere() {
+    let d = Daemon::start();
+
+    let out = d.banger(&["image", "warm", "nope", "--pool", "1"]);
+
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(stderr(&out).contains("image \"nope\""), "{}", stderr(&out));
+    assert_eq!(d.store.image_pool_size("nope").unwrap(), None);
+    assert!(d.store.list_vms().unwrap().is_empty());
+}
+
+#[test]
 fn showing_a_missing_vm_exits_not_found() {
     let d = Daemon::start();
     let out = d.banger(&["vm", "show", "ghost"]);

@@ -283,7 +283,7 @@ pub async fn send_frame(s: &mut AgentStream, frame: &HostFrame) -> Result<(), Ag
     Ok(())
 }
 
-fn unexpected(frame: GuestFrame) -> AgentError {
+pub fn unexpected(frame: GuestFrame) -> AgentError {
     AgentError::Io(std::io::Error::other(format!(
         "unexpected agent frame {frame:?}"
     )))

@@ -152,6 +152,26 @@ async fn a_wrong_method_is_a_405_error_body() {
 }
 
 #[tokio::test]
+async fn a_pool_size_too_large_or_for_a_missing_image_is_refused() {
+    let d = Daemon::start(Config::default()).await;
+
+    let (status, err) = d
+        .error("POST", "/api/v1/images/ghost/warm", r#"{"pool":1}"#)
+        .await;
+    let (too_many, big) = d
+        .error("POST", "/api/v1/images/ghost/warm", r#"{"pool":65}"#)
+        .await;
+
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(err.message.contains("ghost"), "{}", err.message);
+    assert_eq!(too_many, StatusCode::BAD_REQUEST);
+    assert!(big.hint.unwrap().contains("at most 64"));
+    let (_, body) = d.call("GET", "/api/v1/status", "").await;
+    let info: DaemonInfo = serde_json::from_slice(&body).unwrap();
+    assert!(info.pools.is_empty());
+}
+
+#[tokio::test]
 async fn unknown_fields_are_refused_and_create_nothing() {
     let d = Daemon::start(Config::default()).await;
 
@@ -287,7 +307,7 @@ async fn the_openapi_document_is_served() {
 }
 
 /// The API as the contract (docs/api.md) lists it.
-const ROUTES: [&str; 32] = [
+const ROUTES: [&str; 33] = [
     "GET /api/v1/status",
     "GET /api/v1/openapi.json",
     "GET /api/v1/vms",
@@ -320,6 +340,7 @@ const ROUTES: [&str; 32] = [
     "GET /api/v1/images",
     "GET /api/v1/images/{name}",
     "DELETE /api/v1/images/{name}",
+    "POST /api/v1/images/{name}/warm",
 ];
 
 /// The router and the document are built from the same declarations; this checks that

@@ -1,8 +1,8 @@
 //! Detached commands (`vm exec -d`): started by one request, then run on their own,
 //! whatever happens to that stream or the session. The registry keeps up to
 //! [`DETACHED_MAX`] of them with their output ([`log`]), each in its own directory under
-//! a root-owned one, until an ended command's output has been fetched or the guest
-//! stops. Each runs as a group leader; its task reaps it ([`crate::run::finish`], the
+//! a root-owned one, until the guest stops; starting one more forgets the oldest ended
+//! one (or is refused while all run). Each runs as a group leader; its task reaps it ([`crate::run::finish`], the
 //! same wait, timeout and output drain as an attached exec).
 
 mod log;

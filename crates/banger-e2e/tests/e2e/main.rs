@@ -15,6 +15,7 @@ mod lifetimes;
 mod network;
 mod oci;
 mod pool;
+mod poolops;
 mod roundtrip;
 mod user;
 mod workspace;

@@ -8,16 +8,18 @@ use banger_e2e::host::vmm_pids;
 use banger_e2e::Harness;
 use banger_wire::api::DaemonInfo;
 
-fn status(h: &Harness) -> DaemonInfo {
+pub(super) fn status(h: &Harness) -> DaemonInfo {
     let out = h.banger(&["daemon", "status", "--json"]).success();
     serde_json::from_slice(&out.stdout).expect("daemon status --json is a DaemonInfo")
 }
 
-/// Waits up to two minutes for the pool to hold `n` ready clones.
-fn pool_holds(h: &Harness, n: u32) -> bool {
+/// Waits up to two minutes for the pools to hold `n` clones, all ready (`pool_vms`
+/// also counts clones being made, whose VMM may not run yet).
+pub(super) fn pool_holds(h: &Harness, n: u32) -> bool {
     let t0 = Instant::now();
     while t0.elapsed() < Duration::from_secs(120) {
-        if status(h).pool_vms == n {
+        let s = status(h);
+        if s.pool_vms == n && s.pools.iter().map(|p| p.ready).sum::<u32>() == n {
             return true;
         }
         std::thread::sleep(Duration::from_millis(250));
@@ -26,11 +28,16 @@ fn pool_holds(h: &Harness, n: u32) -> bool {
 }
 
 /// The default image's warm snapshot, deleted (with its pool) on drop.
-struct Warm<'h>(&'h Harness, String);
+pub(super) struct Warm<'h>(&'h Harness, pub(super) String);
 
 impl<'h> Warm<'h> {
-    fn make(h: &'h Harness) -> Warm<'h> {
-        let out = h.ok(&["image", "warm"]);
+    pub(super) fn make(h: &'h Harness) -> Warm<'h> {
+        Warm::with(h, &[])
+    }
+
+    /// `image warm ARGS`.
+    pub(super) fn with(h: &'h Harness, args: &[&str]) -> Warm<'h> {
+        let out = h.ok(&[&["image", "warm"], args].concat());
         let name = out.split_whitespace().next().unwrap().to_string();
         Warm(h, name)
     }

@@ -55,6 +55,15 @@ pub async fn run(paths: &Paths, which: Daemon, cmd: DaemonCommand) -> Result<i32
                         info.uptime_secs, info.vms_running, info.vms_total,
                         info.pool_vms, info.pool_pss_kib >> 10, info.pool_shared_kib >> 10
                     ));
+                    for p in &info.pools {
+                        output::data(&format!(
+                            "          {}: {}/{} ready, {} MiB (PSS)",
+                            p.machine(),
+                            p.ready,
+                            p.target,
+                            p.pss_kib >> 10
+                        ));
+                    }
                 }
                 Ok(0)
             }

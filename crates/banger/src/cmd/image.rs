@@ -116,6 +116,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
             res,
             backend,
             no_network,
+            pool,
             json,
         } => {
             let spec = banger_wire::api::VmCreateSpec {
@@ -127,7 +128,7 @@ pub async fn run(client: &Client, cmd: ImageCommand) -> Result<i32, CliError> {
                 no_network,
                 ..Default::default()
             };
-            match client.rpc(&Request::ImageWarm { spec }).await? {
+            match client.rpc(&Request::ImageWarm { spec, pool }).await? {
                 Response::Snapshot(s) if json => output::json(&s).map(|_| 0),
                 Response::Snapshot(s) => {
                     output::data(&format!(
@@ -169,6 +170,9 @@ fn show_run(img: &ImageInfo) {
     }
     for env in &run.env {
         output::data(&format!("env      {env}"));
+    }
+    if let Some(size) = img.pool_size {
+        output::data(&format!("pool     {size} ready clones"));
     }
     for what in &img.lacks {
         let effect = match what.as_str() {

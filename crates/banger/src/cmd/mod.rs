@@ -32,7 +32,7 @@ pub async fn run(cli: Cli) -> Result<i32, CliError> {
             let (paths, which) = client::locate(paths).await?;
             daemon::run(&paths, which, cmd).await
         }
-        Command::Doctor { json } => doctor::run(json).await,
+        Command::Doctor { json } => doctor::run(paths, json).await,
         Command::Mcp {
             allow_path,
             allow_vm,

@@ -214,6 +214,10 @@ pub struct RunArgs {
     /// Run as this user ("NAME" or "NAME:UID", created in the guest); root when
     /// absent. With `repo`, the repository goes to /home/NAME/repo, owned by it.
     pub user: Option<String>,
+    /// Restore a fresh clone of the image's warm snapshot instead of taking a paused
+    /// one from the daemon's pool (like `vm run --no-pool`).
+    #[serde(default)]
+    pub no_pool: bool,
 }
 
 /// A command as `exec` and `run` take it, checked.

@@ -104,6 +104,7 @@ come back. Nothing else the command writes survives; use vm_create + exec for mu
         Parameters(args): Parameters<RunArgs>,
         ct: CancellationToken,
     ) -> Result<Json<RunOutput>, ToolError> {
+        let create = create_spec(&args);
         let mut command = Command::new(args.command, args.shell, args.env, args.timeout_secs)?;
         command.cwd = args.cwd;
         let ttl_secs = params::ttl_secs(args.ttl.as_deref())?;
@@ -128,17 +129,11 @@ come back. Nothing else the command writes survives; use vm_create + exec for mu
             None => None,
         };
         let client = self.shared.client().await?;
-        // Like `vm run`: resume the machine's warm snapshot when there is one.
         let create = VmCreateSpec {
-            image: args.image,
-            vcpu: args.vcpu,
-            memory_mib: args.memory_mib,
-            warm: true,
-            ephemeral: true,
             ttl_secs,
             user,
             idle_timeout_secs: args.idle_timeout_secs,
-            ..Default::default()
+            ..create
         };
         let shared = self.shared.clone();
         // Its own task: a call the client abandons still deletes its VM.
@@ -194,6 +189,20 @@ come back. Nothing else the command writes survives; use vm_create + exec for mu
     }
 }
 
+/// The VM of a `run`: like `vm run`'s, a clone of the machine's warm snapshot when
+/// there is one (taken from the pool unless `no_pool`), deleted if the daemon restarts.
+fn create_spec(args: &RunArgs) -> VmCreateSpec {
+    VmCreateSpec {
+        image: args.image.clone(),
+        vcpu: args.vcpu,
+        memory_mib: args.memory_mib,
+        warm: true,
+        ephemeral: true,
+        no_pool: args.no_pool,
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -226,5 +235,15 @@ mod tests {
         let refused = |r: Result<Json<RunOutput>, ToolError>| r.err().unwrap().render();
         assert!(refused(export.await).contains("need `repo`"));
         assert!(refused(apply.await).contains("need `repo`"));
+    }
+
+    #[test]
+    fn a_run_with_no_pool_asks_for_a_fresh_clone() {
+        let args: RunArgs = serde_json::from_str(r#"{"shell":"true","no_pool":true}"#).unwrap();
+
+        let spec = create_spec(&args);
+
+        assert!(spec.warm && spec.no_pool && spec.ephemeral);
+        assert!(!create_spec(&RunArgs::default()).no_pool);
     }
 }

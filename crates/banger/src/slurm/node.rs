@@ -18,6 +18,7 @@ use banger_wire::slurm::{
 use banger_wire::{ErrorCode, WireError};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
+use tokio::io::AsyncRead;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_util::codec::{FramedRead, FramedWrite};
@@ -50,7 +51,13 @@ pub async fn run() -> Result<i32, CliError> {
     let mut input = FramedRead::new(tokio::io::stdin(), super::codec());
     let (out, rx) = mpsc::channel(32);
     let writer = tokio::spawn(write_frames(rx));
-    let mut term = signal(SignalKind::terminate())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let (term_tx, mut term) = mpsc::channel::<()>(1);
+    tokio::spawn(async move {
+        if sigterm.recv().await.is_some() {
+            let _ = term_tx.send(()).await;
+        }
+    });
 
     let name = format!("{}{step}", vm_prefix(&job));
     // A SIGTERM meanwhile waits in `term`: the relay sees it first thing and deletes
@@ -90,16 +97,21 @@ fn raw_stdout() {
     }
 }
 
-type Input = FramedRead<tokio::io::Stdin, tokio_util::codec::LengthDelimitedCodec>;
+/// The submit side's frames (the step's stdin).
+type Input<R> = FramedRead<R, tokio_util::codec::LengthDelimitedCodec>;
 
-async fn next_frame(input: &mut Input) -> Option<ClientFrame> {
+async fn next_frame<R: AsyncRead + Unpin>(input: &mut Input<R>) -> Option<ClientFrame> {
     let bytes = input.next().await?.ok()?;
     agent::decode(&bytes).ok()
 }
 
 /// Reads the [`Start`], reaches the node's daemon (it never starts one: a node runs
 /// the system daemon) and makes the VM.
-async fn make_vm(input: &mut Input, node: &str, name: &str) -> Result<Client, WireError> {
+async fn make_vm<R: AsyncRead + Unpin>(
+    input: &mut Input<R>,
+    node: &str,
+    name: &str,
+) -> Result<Client, WireError> {
     let daemon = |what, detail: String| {
         WireError::from_diagnostic(&SlurmError::Daemon {
             what,
@@ -140,13 +152,14 @@ async fn make_vm(input: &mut Input, node: &str, name: &str) -> Result<Client, Wi
     Ok(client)
 }
 
-/// Relays the submit side's channels until it is done, gone, or the step is cancelled.
-async fn relay(
-    input: &mut Input,
+/// Relays the submit side's channels until it is done, gone, or the step is cancelled
+/// (a message on `term`).
+async fn relay<R: AsyncRead + Unpin>(
+    input: &mut Input<R>,
     client: &Client,
     vm: &str,
     out: &mpsc::Sender<NodeFrame>,
-    term: &mut tokio::signal::unix::Signal,
+    term: &mut mpsc::Receiver<()>,
 ) -> Ended {
     let mut open: HashMap<u32, mpsc::Sender<HostFrame>> = HashMap::new();
     let (closed_tx, mut closed) = mpsc::unbounded_channel();
@@ -157,7 +170,7 @@ async fn relay(
                 open.remove(&id);
                 continue;
             }
-            _ = term.recv() => return Ended::Cancelled,
+            Some(()) = term.recv() => return Ended::Cancelled,
         };
         match frame {
             None => return Ended::Gone,
@@ -187,7 +200,12 @@ async fn relay(
             }
             Some(ClientFrame::Host { id, frame }) => {
                 if let Some(tx) = open.get(&id) {
-                    let _ = tx.send(frame).await;
+                    // A command that does not read its input holds up the frames behind
+                    // its own, never the step's cancel.
+                    tokio::select! {
+                        _ = tx.send(frame) => {}
+                        Some(()) = term.recv() => return Ended::Cancelled,
+                    }
                 }
             }
             Some(ClientFrame::Hangup { id }) => drop(open.remove(&id)),
@@ -259,5 +277,56 @@ async fn write_frames(mut rx: mpsc::Receiver<NodeFrame>) {
         if sink.send(Bytes::from(agent::encode(&frame))).await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_command_that_does_not_read_its_input_never_holds_up_a_cancel() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("bangerd.sock");
+        // A daemon that takes the exec and never answers: the channel reads no input.
+        let daemon = tokio::net::UnixListener::bind(&socket).unwrap();
+        let client = Client::new(&socket);
+        let (to_node, from_submit) = tokio::io::duplex(4 << 20);
+        let mut sink = FramedWrite::new(to_node, super::super::codec());
+        let mut frames = vec![ClientFrame::Exec {
+            id: 1,
+            spec: banger_wire::agent::ExecSpec::default(),
+        }];
+        frames.extend((0..64).map(|_| ClientFrame::Host {
+            id: 1,
+            frame: HostFrame::Stdin(vec![b'x'; 1024]),
+        }));
+        for frame in &frames {
+            sink.send(Bytes::from(agent::encode(frame))).await.unwrap();
+        }
+        let mut input = FramedRead::new(from_submit, super::super::codec());
+        let (out, _node_frames) = mpsc::channel(32);
+        let (term_tx, mut term) = mpsc::channel(1);
+
+        let relayed = relay(&mut input, &client, "vm", &out, &mut term);
+        let cancel = async {
+            let _exec = daemon.accept().await.unwrap();
+            // Let the relay run into the full channel before the cancel comes.
+            for _ in 0..100 {
+                tokio::task::yield_now().await;
+            }
+            term_tx.send(()).await.unwrap();
+            _exec
+        };
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            tokio::join!(relayed, cancel).0
+        })
+        .await;
+
+        assert!(
+            matches!(waited, Ok(Ended::Cancelled)),
+            "the relay did not see the cancel"
+        );
     }
 }

@@ -1,21 +1,26 @@
-//! Shipping a host working tree into a guest directory, as streams:
+//! Shipping a host working tree into a guest directory as one tar stream into one
+//! guest command ([`SHIP`]): each guest process costs tens of milliseconds under
+//! emulation, a git process more, so the host makes the whole repository and the guest
+//! only unpacks it.
 //!
-//! 1. `init`: the guest checks the destination is empty and runs `git init`.
-//! 2. At the same time:
-//!    * `objects`: `git pack-objects --revs --indexed-objects` (HEAD's commit and tree,
-//!      or its whole history with [`ShipOptions::history`], plus every blob the index
-//!      names, `--stdout`) and `git index-pack -o` write a pack and its index into a
-//!      private temp dir on the host (the host repository is only read), which go as a tar into the guest's `.git/objects/pack`: the guest does no hashing or
-//!      inflating (`index-pack` under emulation took as long as the files' tar).
-//!      Without history the guest repository is shallow: `.git/shallow` names HEAD,
-//!      as after `git clone --depth 1`;
-//!    * `files`: a tar of the working-tree files into `tar -x`.
-//! 3. `finish`: the guest points its branch (or detached HEAD) at the host's HEAD,
-//!    replays the host index (`ls-files -s` into `update-index --index-info`), so
-//!    staged and unstaged changes look the same as on the host, and records two refs:
-//!    `refs/banger/base` (the shipped HEAD) and `refs/banger/shipped` (a tree of the
-//!    working tree as shipped). For that tree the guest hashes only the paths the host
-//!    lists as differing from its index (carried in the tar as [`CHANGED`]).
+//! The host builds the guest's `.git` in a private temp dir (the host repository is
+//! only read; objects git has to write go to a scratch object directory that borrows
+//! the host's as an alternate):
+//! * `objects/pack`: `git pack-objects --revs --indexed-objects --stdout` (HEAD's
+//!   commit and tree, or its whole history with [`ShipOptions::history`], plus every
+//!   object the index and the shipped tree name) and `git index-pack -o` write a pack
+//!   and its index, so the guest does no hashing or inflating. Without history the
+//!   repository is shallow: `shallow` names HEAD, as after `git clone --depth 1`;
+//! * `index`: the host index replayed (`ls-files -s` into `update-index --index-info`),
+//!   so staged and unstaged changes look the same as on the host;
+//! * `HEAD`, the branch, `config`, and two refs: `refs/banger/base` (the shipped HEAD)
+//!   and `refs/banger/shipped` (a tree of the working tree as shipped).
+//!
+//! These go first in the tar, then the working-tree files. When the working tree
+//! differs from the index, the host lists the paths that differ ([`CHANGED`]) and the
+//! guest hashes just those to record `refs/banger/shipped` (two git processes), so the
+//! tree names exactly the bytes the guest got; a clean tree costs the guest no git at
+//! all.
 //!
 //! The replayed index has no stat data, so the guest's first `git status` rehashes the
 //! files once (about a second per 10,000 files under emulation) and keeps the result.
@@ -24,47 +29,50 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use banger_wire::agent::ExecSpec;
-use banger_wire::workspace::{FILES, INIT, NOT_EMPTY, NO_GIT, NO_TAR};
+use banger_wire::workspace::{NOT_EMPTY, NO_GIT, NO_TAR};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 
 use super::error::WorkspaceError;
 use super::exec::{self, CaptureError, Captured, GuestFailed, Runner, Stderr};
 use super::repo::{HostRepo, Kind, Manifest, ShipEntry};
-use super::tarball::{self, Prelude};
-
-/// `$1` the repository, `$2` the commit it is shallow at (empty: full history); a tar
-/// of a pack and its index on stdin.
-const OBJECTS: &str = r#"set -eu
-if [ -n "$2" ]; then printf '%s\n' "$2" >"$1/.git/shallow"; fi
-exec tar -x --no-same-owner -C "$1/.git/objects/pack""#;
+use super::tarball::{self, Prelude, Tree};
 
 /// Where the tar puts the host's list of changed paths (inside the guest's `.git`).
 pub const CHANGED: &str = ".git/banger-changed";
 
-/// `$1` the repository, `$2` the host's HEAD (empty: unborn), `$3` the branch it is on
-/// (empty: detached); the host index (`ls-files -s -z`) on stdin. As few git processes
-/// as it takes: each costs tens of milliseconds under emulation.
-const FINISH: &str = r#"set -eu
-cd "$1"
+/// `$1` the destination; the workspace's tar on stdin. Checks the guest has what the
+/// workspace needs and that the destination is empty, unpacks, and records the shipped
+/// tree when the host listed changed paths (see the module's text).
+const SHIP: &str = r#"set -eu
+command -v git >/dev/null 2>&1 || exit 101
+command -v tar >/dev/null 2>&1 || exit 102
+d=$1
+if [ -e "$d" ] && [ -n "$(ls -A "$d" 2>/dev/null)" ]; then exit 103; fi
+mkdir -p "$d/.git/refs/heads" "$d/.git/refs/tags" "$d/.git/refs/banger"
+tar -x --no-same-owner -C "$d"
+cd "$d"
+[ -e .git/banger-changed ] || exit 0
 snap=.git/banger-shipped.index
 trap 'rm -f "$snap" .git/banger-changed' EXIT
-rm -f .git/index
-git update-index -z --index-info
-if [ -s .git/banger-changed ]; then
-  cp .git/index "$snap"
-  GIT_INDEX_FILE=$snap git update-index -z --add --remove --stdin <.git/banger-changed
-  tree=$(GIT_INDEX_FILE=$snap git write-tree)
-else
-  tree=$(git write-tree)
-fi
-{
-  if [ -n "$2" ]; then
-    printf 'update refs/banger/base %s\n' "$2"
-    if [ -n "$3" ]; then printf 'update %s %s\n' "$3" "$2"; else printf 'option no-deref\nupdate HEAD %s\n' "$2"; fi
-  fi
-  printf 'update refs/banger/shipped %s\n' "$tree"
-} | git update-ref --stdin
+cp .git/index "$snap"
+GIT_INDEX_FILE=$snap git update-index -z --add --remove --stdin <.git/banger-changed
+GIT_INDEX_FILE=$snap git write-tree >.git/refs/banger/shipped
 "#;
+
+/// Settings for the index the guest gets: a format any git since 2.x reads, and no
+/// files beside it (a split index keeps part of itself in the repository).
+const PORTABLE_INDEX: &[&str] = &[
+    "-c",
+    "index.version=2",
+    "-c",
+    "index.skipHash=false",
+    "-c",
+    "index.sparse=false",
+    "-c",
+    "core.splitIndex=false",
+    "-c",
+    "core.untrackedCache=false",
+];
 
 /// What to ship and where.
 #[derive(Debug, Clone)]
@@ -150,65 +158,206 @@ pub async fn ship(
     let vm = guest.name();
     let manifest = Manifest::collect(repo, opts.include_untracked)?;
     let dest = opts.dest.as_str();
-    let branch = repo.branch.as_deref().unwrap_or("");
-    let head = repo.head.as_deref().unwrap_or("");
-
-    let init = script("banger-ws-init", INIT, &[dest, branch]);
-    match step(guest, "init", init, tokio::io::empty()).await {
-        Err(WorkspaceError::Guest(GuestFailed { code: NO_GIT, .. })) => {
-            return Err(WorkspaceError::GuestToolMissing {
+    let files = Tree {
+        root: repo.root.clone(),
+        under: PathBuf::new(),
+        entries: manifest.entries.clone(),
+    };
+    // The files go first and `.git` last: the host makes it while the files travel.
+    let (made_tx, made_rx) = tokio::sync::oneshot::channel::<GitDir>();
+    let (tar, builder) = tarball::stream(move |tar| {
+        tar.tree(&files)?;
+        let git_dir = made_rx.blocking_recv().map_err(|_| WorkspaceError::Write {
+            path: "<tar stream>".into(),
+            source: std::io::Error::other("the repository's .git was not made"),
+        })?;
+        tar.prelude(&git_dir.prelude)?;
+        tar.tree(&git_dir.pack)
+    });
+    let spec = script("banger-ws-ship", SHIP, &[dest]);
+    let making = async {
+        let git_dir = GitDir::build(repo, &manifest, opts.history).await?;
+        // Gone only when the tar stream already failed, which says why.
+        let _ = made_tx.send(git_dir);
+        Ok::<_, WorkspaceError>(())
+    };
+    let (made, sent) = tokio::join!(making, step(guest, "unpacking the workspace", spec, tar));
+    let built = builder.await.map_err(|e| WorkspaceError::Write {
+        path: "<tar stream>".into(),
+        source: e.into(),
+    })?;
+    made?;
+    match (sent, built) {
+        // A failed build fails the stream too; the build's own error says why.
+        (Err(WorkspaceError::Stream { .. }), Err(e)) | (Ok(()), Err(e)) => Err(e),
+        (Err(WorkspaceError::Guest(GuestFailed { code: NO_GIT, .. })), _) => {
+            Err(WorkspaceError::GuestToolMissing {
                 vm: vm.into(),
                 tool: "git",
             })
         }
-        Err(WorkspaceError::Guest(GuestFailed { code: NO_TAR, .. })) => {
-            return Err(WorkspaceError::GuestToolMissing {
+        (Err(WorkspaceError::Guest(GuestFailed { code: NO_TAR, .. })), _) => {
+            Err(WorkspaceError::GuestToolMissing {
                 vm: vm.into(),
                 tool: "tar",
             })
         }
-        Err(WorkspaceError::Guest(GuestFailed {
-            code: NOT_EMPTY, ..
-        })) => {
-            return Err(WorkspaceError::DestNotEmpty {
-                vm: vm.into(),
-                dest: dest.into(),
-            })
-        }
-        other => other?,
-    }
-
-    let objects = ship_objects(guest, repo, dest, opts.history);
-    let files = ship_files(guest, repo, &manifest, dest);
-    futures::try_join!(objects, files)?;
-
-    let finish = script("banger-ws-finish", FINISH, &[dest, head, branch]);
-    step(
-        guest,
-        "recording the shipped state",
-        finish,
-        &manifest.index[..],
-    )
-    .await?;
+        (
+            Err(WorkspaceError::Guest(GuestFailed {
+                code: NOT_EMPTY, ..
+            })),
+            _,
+        ) => Err(WorkspaceError::DestNotEmpty {
+            vm: vm.into(),
+            dest: dest.into(),
+        }),
+        (sent, _) => sent,
+    }?;
     Ok(Shipped {
         files: manifest.entries.len(),
         skipped: manifest.skipped,
     })
 }
 
-async fn ship_files(
-    guest: &impl Runner,
-    repo: &HostRepo,
-    manifest: &Manifest,
-    dest: &str,
-) -> Result<(), WorkspaceError> {
-    let changed = Prelude {
-        path: CHANGED.into(),
-        data: manifest.changed.clone(),
-    };
-    let spec = script("banger-ws-files", FILES, &[dest]);
-    let files = (repo.root.clone(), vec![changed], manifest.entries.clone());
-    send_tar(guest, "unpacking the files", spec, files).await
+/// The guest's `.git`, made on the host: small files as tar preludes, and the pack in
+/// a private temp dir that goes away when this is dropped.
+struct GitDir {
+    prelude: Vec<Prelude>,
+    pack: Tree,
+    _scratch: tempfile::TempDir,
+}
+
+impl GitDir {
+    async fn build(
+        repo: &HostRepo,
+        manifest: &Manifest,
+        history: bool,
+    ) -> Result<GitDir, WorkspaceError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("banger-ship.")
+            .tempdir()
+            .map_err(|source| WorkspaceError::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+        let objects = scratch.path().join("objects");
+        let pack_dir = scratch.path().join("pack");
+        // pack-objects writes its temporary files into the object directory's `pack`.
+        for dir in [&objects.join("pack"), &pack_dir] {
+            fs_err::create_dir_all(dir).map_err(|source| WorkspaceError::Write {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let git = Git::new(repo, &objects)?;
+
+        let index = scratch.path().join("index");
+        let mut args = PORTABLE_INDEX.to_vec();
+        args.extend(["update-index", "-z", "--index-info"]);
+        let replay = Some(manifest.index.as_slice());
+        git.run(&args, Objects::Scratch, Some(&index), replay, Stdio::null())
+            .await?;
+        // A clean tree's shipped tree is the index's; a dirty one the guest hashes. The
+        // index's blobs are the repository's, out of the scratch directory's sight.
+        let shipped = if manifest.changed.is_empty() {
+            let args = ["write-tree", "--missing-ok"];
+            let tree = git
+                .run(&args, Objects::Scratch, Some(&index), None, Stdio::piped())
+                .await?;
+            Some(String::from_utf8_lossy(&tree).trim().to_string())
+        } else {
+            None
+        };
+
+        let head = repo.head.as_deref();
+        let mut revs = pack_revs(head, history);
+        if let Some(tree) = &shipped {
+            revs.push_str(&format!("{tree}\n"));
+        }
+        let pack = pack(&git, &revs, &pack_dir).await?;
+        let args = ["rev-parse", "--show-object-format"];
+        let format = git
+            .run(&args, Objects::Both, None, None, Stdio::piped())
+            .await?;
+
+        let mut files = vec![
+            (".git/config", git_config(&String::from_utf8_lossy(&format))),
+            (".git/HEAD", head_file(head, repo.branch.as_deref())),
+        ];
+        let mut refs = Vec::new();
+        if let Some(head) = head {
+            refs.push(("refs/banger/base".to_string(), head));
+            if let Some(branch) = &repo.branch {
+                refs.push((branch.clone(), head));
+            }
+            if !history {
+                files.push((".git/shallow", format!("{head}\n")));
+            }
+        }
+        if let Some(tree) = &shipped {
+            refs.push(("refs/banger/shipped".to_string(), tree.as_str()));
+        }
+        let mut prelude: Vec<Prelude> = files
+            .into_iter()
+            .map(|(path, data)| Prelude {
+                path: path.into(),
+                data: data.into_bytes(),
+            })
+            .collect();
+        prelude.extend(refs.into_iter().map(|(name, id)| Prelude {
+            path: Path::new(".git").join(name),
+            data: format!("{id}\n").into_bytes(),
+        }));
+        prelude.push(Prelude {
+            path: ".git/index".into(),
+            data: fs_err::read(&index).map_err(|source| WorkspaceError::Read {
+                path: index.clone(),
+                source,
+            })?,
+        });
+        if !manifest.changed.is_empty() {
+            prelude.push(Prelude {
+                path: CHANGED.into(),
+                data: manifest.changed.clone(),
+            });
+        }
+        Ok(GitDir {
+            prelude,
+            pack: Tree {
+                root: pack_dir,
+                under: ".git/objects/pack".into(),
+                entries: pack,
+            },
+            _scratch: scratch,
+        })
+    }
+}
+
+/// The guest repository's `config`: what `git init` writes, for `format` (`sha1` or
+/// `sha256`, from `rev-parse --show-object-format`).
+fn git_config(format: &str) -> String {
+    let mut config = String::from("[core]\n");
+    let sha256 = format.trim() == "sha256";
+    config.push_str(if sha256 {
+        "\trepositoryformatversion = 1\n"
+    } else {
+        "\trepositoryformatversion = 0\n"
+    });
+    config.push_str("\tfilemode = true\n\tbare = false\n\tlogallrefupdates = true\n");
+    if sha256 {
+        config.push_str("[extensions]\n\tobjectformat = sha256\n");
+    }
+    config
+}
+
+/// The guest's `HEAD`: on the host's branch, or detached at its commit.
+fn head_file(head: Option<&str>, branch: Option<&str>) -> String {
+    match (branch, head) {
+        (Some(branch), _) => format!("ref: {branch}\n"),
+        (None, Some(head)) => format!("{head}\n"),
+        // Neither on a branch nor at a commit cannot happen; git's default branch.
+        (None, None) => "ref: refs/heads/master\n".into(),
+    }
 }
 
 /// The rev-list arguments `pack-objects --revs` reads: HEAD, and without `history` HEAD
@@ -221,92 +370,102 @@ fn pack_revs(head: Option<&str>, history: bool) -> String {
     }
 }
 
-async fn ship_objects(
-    guest: &impl Runner,
-    repo: &HostRepo,
-    dest: &str,
-    history: bool,
-) -> Result<(), WorkspaceError> {
-    let head = repo.head.as_deref();
-    let packed = pack(repo, &pack_revs(head, history)).await?;
-    let entries = fs_err::read_dir(packed.path())
+/// Runs `git pack-objects` on `revs`: a pack of those objects and its index in `dir`,
+/// named as git names them. Answers the files made.
+async fn pack(git: &Git<'_>, revs: &str, dir: &Path) -> Result<Vec<ShipEntry>, WorkspaceError> {
+    let base = dir.join("pack");
+    let base = base.to_string_lossy();
+    let args = ["pack-objects", "--revs", "--indexed-objects", "-q", &base];
+    git.run(
+        &args,
+        Objects::Both,
+        None,
+        Some(revs.as_bytes()),
+        Stdio::piped(),
+    )
+    .await?;
+    let made = fs_err::read_dir(dir)
         .and_then(|dir| {
             dir.map(|e| e.map(|e| e.file_name()))
                 .collect::<Result<Vec<_>, _>>()
         })
         .map_err(|source| WorkspaceError::Read {
-            path: packed.path().to_path_buf(),
+            path: dir.to_path_buf(),
             source,
-        })?
+        })?;
+    Ok(made
         .into_iter()
         .map(|name| ShipEntry {
             path: name.into(),
             kind: Kind::File,
         })
-        .collect();
-    let shallow = head.filter(|_| !history).unwrap_or("");
-    let spec = script("banger-ws-objects", OBJECTS, &[dest, shallow]);
-    let objects = (packed.path().to_path_buf(), Vec::new(), entries);
-    send_tar(guest, "storing the git objects", spec, objects).await
+        .collect())
 }
 
-/// Runs `git pack-objects --stdout` on `revs` and `git index-pack` on its output: a
-/// pack of those objects and its index, in a private temp dir that goes away when
-/// dropped. The host repository is only read (`pack-objects` given a base name writes
-/// its temporary files into the repository's own `objects/pack`).
-async fn pack(repo: &HostRepo, revs: &str) -> Result<tempfile::TempDir, WorkspaceError> {
-    let dir = tempfile::Builder::new()
-        .prefix("banger-pack.")
-        .tempdir()
-        .map_err(|source| WorkspaceError::Write {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-    let pack_file = dir.path().join("pack.pack");
-    let out_file = fs_err::File::create(&pack_file).map_err(|source| WorkspaceError::Write {
-        path: pack_file.clone(),
-        source,
-    })?;
-    let args = [
-        "pack-objects",
-        "--revs",
-        "--indexed-objects",
-        "-q",
-        "--stdout",
-    ];
-    git_step(
-        repo,
-        &args,
-        Some(revs),
-        Stdio::from(out_file.into_parts().0),
-    )
-    .await?;
-    let idx = dir.path().join("pack.idx");
-    let (idx_arg, pack_arg) = (idx.to_string_lossy(), pack_file.to_string_lossy());
-    let args = ["index-pack", "-o", idx_arg.as_ref(), pack_arg.as_ref()];
-    let hash = git_step(repo, &args, None, Stdio::piped()).await?;
-    // Git names packs after their checksum; index-pack prints it.
-    let hash = String::from_utf8_lossy(&hash).trim().to_string();
-    for ext in ["pack", "idx", "rev"] {
-        let from = dir.path().join(format!("pack.{ext}"));
-        if from.exists() {
-            let to = dir.path().join(format!("pack-{hash}.{ext}"));
-            fs_err::rename(&from, &to)
-                .map_err(|source| WorkspaceError::Write { path: to, source })?;
-        }
+/// Host git in `repo`, with a scratch object directory for the objects the ship makes:
+/// the repository is only read. (Asked to write an object it finds, git refreshes
+/// that object's mtime, so what writes sees the scratch directory alone.)
+struct Git<'a> {
+    repo: &'a HostRepo,
+    scratch: &'a Path,
+    /// The repository's own object directory.
+    own: PathBuf,
+}
+
+/// Which objects a [`Git`] command sees.
+#[derive(Clone, Copy)]
+enum Objects {
+    /// The scratch directory's alone: what it writes goes there.
+    Scratch,
+    /// The scratch directory's and, beside them, the repository's.
+    Both,
+}
+
+impl<'a> Git<'a> {
+    fn new(repo: &'a HostRepo, scratch: &'a Path) -> Result<Git<'a>, WorkspaceError> {
+        let own = super::repo::git(&repo.root, &["rev-parse", "--git-path", "objects"])?;
+        let own = String::from_utf8_lossy(&own)
+            .trim_end_matches('\n')
+            .to_string();
+        Ok(Git {
+            repo,
+            scratch,
+            own: repo.root.join(own),
+        })
     }
-    Ok(dir)
+
+    /// Runs git `args` seeing `objects`, with `index` as its index (if given) and
+    /// `input` on stdin, stdout to `stdout`; answers what it printed there when piped.
+    async fn run(
+        &self,
+        args: &[&str],
+        objects: Objects,
+        index: Option<&Path>,
+        input: Option<&[u8]>,
+        stdout: Stdio,
+    ) -> Result<Vec<u8>, WorkspaceError> {
+        let mut cmd = super::repo::git_command(&self.repo.root, args);
+        cmd.env("GIT_OBJECT_DIRECTORY", self.scratch);
+        if let Objects::Both = objects {
+            cmd.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", &self.own);
+        }
+        if let Some(index) = index {
+            cmd.env("GIT_INDEX_FILE", index);
+        }
+        git_step(self.repo, cmd, args, input, stdout).await
+    }
 }
 
-/// Runs git `args` in `repo` with `input` on stdin and stdout to `stdout`; answers what
-/// it printed there when piped.
+/// Runs `cmd` (git `args` in `repo`) with `input` on stdin and stdout to `stdout`;
+/// answers what it printed there when piped.
 async fn git_step(
     repo: &HostRepo,
+    cmd: std::process::Command,
     args: &[&str],
-    input: Option<&str>,
+    input: Option<&[u8]>,
     stdout: Stdio,
 ) -> Result<Vec<u8>, WorkspaceError> {
-    let mut cmd = tokio::process::Command::from(super::repo::git_command(&repo.root, args));
+    let mut cmd = tokio::process::Command::from(cmd);
     let mut child = cmd
         .stdin(if input.is_some() {
             Stdio::piped()
@@ -320,7 +479,7 @@ async fn git_step(
         .map_err(WorkspaceError::GitMissing)?;
     if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
         stdin
-            .write_all(input.as_bytes())
+            .write_all(input)
             .await
             .map_err(|source| WorkspaceError::Write {
                 path: format!("git {}", args[0]).into(),
@@ -339,27 +498,6 @@ async fn git_step(
         });
     }
     Ok(out.stdout)
-}
-
-/// Streams a tar of `entries` below `root` (after `prelude`) into the guest step
-/// `spec`, built on a blocking thread while it is sent.
-async fn send_tar(
-    guest: &impl Runner,
-    what: &'static str,
-    spec: ExecSpec,
-    (root, prelude, entries): (PathBuf, Vec<Prelude>, Vec<ShipEntry>),
-) -> Result<(), WorkspaceError> {
-    let (tar, builder) = tarball::stream(root, prelude, entries);
-    let sent = step(guest, what, spec, tar).await;
-    let built = builder.await.map_err(|e| WorkspaceError::Write {
-        path: "<tar stream>".into(),
-        source: e.into(),
-    })?;
-    match (sent, built) {
-        // A failed build fails the stream too; the build's own error says why.
-        (Err(WorkspaceError::Stream { .. }), Err(e)) | (Ok(()), Err(e)) => Err(e),
-        (sent, _) => sent,
-    }
 }
 
 /// Runs a guest step whose stdout is not needed; a non-zero exit is an error that

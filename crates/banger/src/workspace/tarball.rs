@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use tokio::task::JoinHandle;
 
@@ -19,86 +19,114 @@ pub struct Prelude {
     pub data: Vec<u8>,
 }
 
-/// Writes `prelude`, then every entry of `entries` (relative to `root`) into `out` as a
-/// tar archive, reading each file as it is now. Ownership is left out (the guest
-/// extracts as root).
-pub fn write_tar<W: Write>(
-    root: &Path,
-    prelude: &[Prelude],
-    entries: &[ShipEntry],
-    out: W,
-) -> Result<W, WorkspaceError> {
-    let mut tar = tar::Builder::new(out);
-    let werr = |source: io::Error| WorkspaceError::Write {
+/// Host files to carry: `entries` are relative to `root` and go in the tar below `under`.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    pub root: PathBuf,
+    pub under: PathBuf,
+    pub entries: Vec<ShipEntry>,
+}
+
+/// A tar archive being written: small files made on the host and trees of host files,
+/// in the order they are added, each file read as it is now. Ownership is left out
+/// (the guest extracts as its user).
+pub struct TarWriter<W: Write> {
+    tar: tar::Builder<W>,
+}
+
+fn werr(source: io::Error) -> WorkspaceError {
+    WorkspaceError::Write {
         path: PathBuf::from("<tar stream>"),
         source,
-    };
-    for file in prelude {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Regular);
-        header.set_mode(0o600);
-        header.set_size(file.data.len() as u64);
-        tar.append_data(&mut header, &file.path, &file.data[..])
-            .map_err(werr)?;
     }
-    for entry in entries {
-        let full = root.join(&entry.path);
-        let gone = || WorkspaceError::Changed { path: full.clone() };
-        let meta = lstat(&full)?.ok_or_else(gone)?;
-        let mut header = tar::Header::new_gnu();
-        header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
-        header.set_uid(0);
-        header.set_gid(0);
-        match entry.kind {
-            Kind::Symlink if meta.file_type().is_symlink() => {
-                let target = fs_err::read_link(&full).map_err(|source| WorkspaceError::Read {
-                    path: full.clone(),
-                    source,
-                })?;
-                header.set_entry_type(tar::EntryType::Symlink);
-                header.set_mode(0o777);
-                header.set_size(0);
-                tar.append_link(&mut header, &entry.path, &target)
-                    .map_err(werr)?;
-            }
-            Kind::File if meta.file_type().is_file() => {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-                    .open(&full)
-                    .map_err(|source| WorkspaceError::Read {
+}
+
+impl<W: Write> TarWriter<W> {
+    pub fn new(out: W) -> Self {
+        Self {
+            tar: tar::Builder::new(out),
+        }
+    }
+
+    pub fn prelude(&mut self, files: &[Prelude]) -> Result<(), WorkspaceError> {
+        for file in files {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(0o600);
+            header.set_size(file.data.len() as u64);
+            self.tar
+                .append_data(&mut header, &file.path, &file.data[..])
+                .map_err(werr)?;
+        }
+        Ok(())
+    }
+
+    pub fn tree(&mut self, tree: &Tree) -> Result<(), WorkspaceError> {
+        let tar = &mut self.tar;
+        for entry in &tree.entries {
+            let full = tree.root.join(&entry.path);
+            let name = tree.under.join(&entry.path);
+            let gone = || WorkspaceError::Changed { path: full.clone() };
+            let meta = lstat(&full)?.ok_or_else(gone)?;
+            let mut header = tar::Header::new_gnu();
+            header.set_mtime(u64::try_from(meta.mtime()).unwrap_or(0));
+            header.set_uid(0);
+            header.set_gid(0);
+            match entry.kind {
+                Kind::Symlink if meta.file_type().is_symlink() => {
+                    let target =
+                        fs_err::read_link(&full).map_err(|source| WorkspaceError::Read {
+                            path: full.clone(),
+                            source,
+                        })?;
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    tar.append_link(&mut header, &name, &target).map_err(werr)?;
+                }
+                Kind::File if meta.file_type().is_file() => {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+                        .open(&full)
+                        .map_err(|source| WorkspaceError::Read {
+                            path: full.clone(),
+                            source,
+                        })?;
+                    let meta = file.metadata().map_err(|source| WorkspaceError::Read {
                         path: full.clone(),
                         source,
                     })?;
-                let meta = file.metadata().map_err(|source| WorkspaceError::Read {
-                    path: full.clone(),
-                    source,
-                })?;
-                if !meta.is_file() {
-                    return Err(gone());
+                    if !meta.is_file() {
+                        return Err(gone());
+                    }
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(meta.mode() & 0o7777);
+                    header.set_size(meta.len());
+                    let mut body = Exact {
+                        inner: file.take(meta.len()),
+                        left: meta.len(),
+                    };
+                    if let Err(e) = tar.append_data(&mut header, &name, &mut body) {
+                        return Err(if body.left > 0 {
+                            gone()
+                        } else {
+                            WorkspaceError::Read {
+                                path: full.clone(),
+                                source: e,
+                            }
+                        });
+                    }
                 }
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(meta.mode() & 0o7777);
-                header.set_size(meta.len());
-                let mut body = Exact {
-                    inner: file.take(meta.len()),
-                    left: meta.len(),
-                };
-                if let Err(e) = tar.append_data(&mut header, &entry.path, &mut body) {
-                    return Err(if body.left > 0 {
-                        gone()
-                    } else {
-                        WorkspaceError::Read {
-                            path: full.clone(),
-                            source: e,
-                        }
-                    });
-                }
+                _ => return Err(gone()),
             }
-            _ => return Err(gone()),
         }
+        Ok(())
     }
-    tar.into_inner().map_err(werr)
+
+    pub fn finish(self) -> Result<W, WorkspaceError> {
+        self.tar.into_inner().map_err(werr)
+    }
 }
 
 /// Yields exactly `left` bytes or fails: a file that shrank mid-read must not produce a
@@ -125,20 +153,17 @@ impl<R: Read> Read for Exact<R> {
     }
 }
 
-/// Starts building the tar of `entries` on a blocking thread. Read the archive from the
-/// returned reader; the handle reports how the build went. If the build fails, the
-/// reader fails too (it never ends cleanly on a partial archive).
-pub fn stream(
-    root: PathBuf,
-    prelude: Vec<Prelude>,
-    entries: Vec<ShipEntry>,
-) -> (pipe::Reader, JoinHandle<Result<(), WorkspaceError>>) {
+/// Runs `build` on a blocking thread to write a tar archive: read it from the returned
+/// reader; the handle reports how the build went. If the build fails, the reader fails
+/// too (it never ends cleanly on a partial archive).
+pub fn stream<F>(build: F) -> (pipe::Reader, JoinHandle<Result<(), WorkspaceError>>)
+where
+    F: FnOnce(&mut TarWriter<pipe::ChannelWriter>) -> Result<(), WorkspaceError> + Send + 'static,
+{
     pipe::spawn(move |writer| {
-        let mut writer = write_tar(&root, &prelude, &entries, writer)?;
-        writer.flush().map_err(|source| WorkspaceError::Write {
-            path: "<tar stream>".into(),
-            source,
-        })
+        let mut tar = TarWriter::new(writer);
+        build(&mut tar)?;
+        tar.finish()?.flush().map_err(werr)
     })
 }
 
@@ -157,6 +182,20 @@ mod tests {
 
     /// Path, entry type, mode, link target and content of a tar entry.
     type Entry = (String, tar::EntryType, u32, Option<String>, Vec<u8>);
+
+    fn top(repo: &TempRepo, manifest: &Manifest) -> Tree {
+        Tree {
+            root: repo.path().to_path_buf(),
+            under: PathBuf::new(),
+            entries: manifest.entries.clone(),
+        }
+    }
+
+    fn tar_of(tree: Tree) -> Result<Vec<u8>, WorkspaceError> {
+        let mut tar = TarWriter::new(Vec::new());
+        tar.tree(&tree)?;
+        tar.finish()
+    }
 
     fn entries(tar_bytes: &[u8]) -> Vec<Entry> {
         let mut archive = tar::Archive::new(tar_bytes);
@@ -191,7 +230,7 @@ mod tests {
         repo.write("a b.txt", b"uncommitted\n");
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
 
-        let bytes = write_tar(repo.path(), &[], &manifest.entries, Vec::new()).unwrap();
+        let bytes = tar_of(top(&repo, &manifest)).unwrap();
 
         use tar::EntryType::{Regular, Symlink};
         assert_eq!(
@@ -237,7 +276,7 @@ mod tests {
         repo.write("x.log", b"ignored\n");
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
 
-        let bytes = write_tar(repo.path(), &[], &manifest.entries, Vec::new()).unwrap();
+        let bytes = tar_of(top(&repo, &manifest)).unwrap();
 
         let names: Vec<String> = entries(&bytes).into_iter().map(|e| e.0).collect();
         assert_eq!(names, vec![".gitignore", "kept"]);
@@ -250,9 +289,9 @@ mod tests {
         repo.write("small", b"s\n");
         repo.git(&["add", "-A"]);
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
-        let expected = write_tar(repo.path(), &[], &manifest.entries, Vec::new()).unwrap();
+        let expected = tar_of(top(&repo, &manifest)).unwrap();
 
-        let (mut reader, handle) = stream(repo.path().to_path_buf(), Vec::new(), manifest.entries);
+        let (mut reader, handle) = stream(move |tar| tar.tree(&top(&repo, &manifest)));
         let mut got = Vec::new();
         reader.read_to_end(&mut got).await.unwrap();
 
@@ -269,7 +308,7 @@ mod tests {
         let manifest = Manifest::collect(&HostRepo::open(repo.path()).unwrap(), false).unwrap();
         fs_err::remove_file(repo.path().join("b")).unwrap();
 
-        let (mut reader, handle) = stream(repo.path().to_path_buf(), Vec::new(), manifest.entries);
+        let (mut reader, handle) = stream(move |tar| tar.tree(&top(&repo, &manifest)));
         let read = reader.read_to_end(&mut Vec::new()).await;
 
         assert!(read.is_err());

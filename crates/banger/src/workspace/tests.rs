@@ -349,3 +349,71 @@ async fn the_shipped_tree_is_exactly_what_was_shipped() {
 
     assert_eq!(String::from_utf8_lossy(&since_ship), "");
 }
+
+/// Every file under `dir` with its size and mtime.
+fn listing(dir: &Path) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs_err::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(e.path());
+            } else {
+                out.push((e.path(), meta.len(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn a_staged_tree_is_made_beside_the_host_repository_not_in_it() {
+    let repo = sample_repo();
+    // Staged and not committed: the index's trees exist nowhere yet.
+    repo.write("new_dir/staged.txt", b"staged\n");
+    repo.git(&["add", "-A"]);
+    let before = listing(&repo.path().join(".git"));
+    let guest = tempfile::tempdir().unwrap();
+    let opts = ship_opts(guest.path(), false);
+
+    ship(&LocalGuest, &HostRepo::open(repo.path()).unwrap(), &opts)
+        .await
+        .unwrap();
+
+    assert_eq!(listing(&repo.path().join(".git")), before);
+    let dest = Path::new(&opts.dest);
+    git_in(dest, &["fsck", "--no-progress", "--connectivity-only"]);
+    assert_eq!(status(dest), "A  new_dir/staged.txt\n");
+    assert_eq!(
+        git_in(dest, &["diff", "--cached", "refs/banger/shipped", "--stat"]),
+        b""
+    );
+}
+
+#[tokio::test]
+async fn a_sha256_repository_ships_as_one() {
+    let repo = TempRepo::new();
+    fs_err::remove_dir_all(repo.path().join(".git")).unwrap();
+    repo.git(&["init", "-q", "-b", "main", "--object-format=sha256"]);
+    repo.git(&["config", "user.email", "t@example.com"]);
+    repo.git(&["config", "user.name", "t"]);
+    repo.write("f.txt", b"v1\n");
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "c"]);
+    let guest = tempfile::tempdir().unwrap();
+    let opts = ship_opts(guest.path(), false);
+
+    ship(&LocalGuest, &HostRepo::open(repo.path()).unwrap(), &opts)
+        .await
+        .unwrap();
+
+    let dest = Path::new(&opts.dest);
+    assert_eq!(
+        git_in(dest, &["rev-parse", "HEAD"]),
+        repo.git(&["rev-parse", "HEAD"])
+    );
+    assert_eq!(status(dest), "");
+}

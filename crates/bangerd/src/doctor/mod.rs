@@ -9,6 +9,7 @@
 
 mod confine;
 mod net;
+mod pool;
 mod port;
 mod render;
 mod storage;
@@ -158,6 +159,7 @@ const CHECKS: &[CheckFn] = &[
     storage::default_image,
     storage::image_gaps,
     storage::free_disk,
+    pool::pools,
 ];
 
 /// `bangerd doctor`: prints the report of this host on stdout, as JSON or as the table
@@ -258,7 +260,8 @@ mod tests {
                 "store",
                 "default_image",
                 "image_gaps",
-                "free_disk"
+                "free_disk",
+                "pool"
             ]
         );
         assert!(report.has_failures());

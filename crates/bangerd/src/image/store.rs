@@ -95,6 +95,8 @@ impl Image {
             dir: self.dir.display().to_string(),
             run: self.manifest.run.clone(),
             lacks: self.manifest.lacks.clone(),
+            // The daemon's store keeps it (see `server::image::info`).
+            pool_size: None,
         }
     }
 }

@@ -52,7 +52,8 @@ pub async fn install_base(table: &NftTable, subnet: Subnet, bridge: &str) -> Res
         .map_err(wrap(&what))
 }
 
-/// Installs one VM's port forwards, replacing any it had (with none, does nothing).
+/// Installs one VM's port forwards, replacing any it had (with none, does nothing), in
+/// one transaction: a failure leaves the old ones in place.
 pub async fn add_forwards(
     table: &NftTable,
     vm_id: &str,
@@ -65,15 +66,30 @@ pub async fn add_forwards(
     if forwards.is_empty() {
         return Ok(());
     }
-    remove_forwards(table, vm_id).await?;
-    apply(&ruleset, &format!("add port forwards of vm {vm_id}")).await
+    let mut objects = match removal(table, vm_id).await? {
+        Some(old) => old.objects.into_owned(),
+        None => Vec::new(),
+    };
+    objects.extend(ruleset.objects.iter().cloned());
+    let replace = Nftables {
+        objects: objects.into(),
+    };
+    apply(&replace, &format!("add port forwards of vm {vm_id}")).await
 }
 
 /// Removes one VM's port forwards; nothing to remove is not an error.
 pub async fn remove_forwards(table: &NftTable, vm_id: &str) -> Result<(), NetError> {
+    match removal(table, vm_id).await? {
+        Some(ruleset) => apply(&ruleset, &format!("remove port forwards of vm {vm_id}")).await,
+        None => Ok(()),
+    }
+}
+
+/// What removes one VM's port forwards, as installed now; `None` when it has none.
+async fn removal(table: &NftTable, vm_id: &str) -> Result<Option<Nftables<'static>>, NetError> {
     let chain = nat::vm_chain(vm_id)?;
     let Some(listing) = list_table(table).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let found = TableListing::parse(&listing)?;
     let jumps: Vec<(String, u32)> = found
@@ -84,10 +100,12 @@ pub async fn remove_forwards(table: &NftTable, vm_id: &str) -> Result<(), NetErr
         .collect();
     let has_chain = found.chains.contains(&chain);
     if jumps.is_empty() && !has_chain {
-        return Ok(());
+        return Ok(None);
     }
-    let ruleset = table.vm_removal_ruleset(&jumps, has_chain.then_some(chain.as_str()));
-    apply(&ruleset, &format!("remove port forwards of vm {vm_id}")).await
+    Ok(Some(table.vm_removal_ruleset(
+        &jumps,
+        has_chain.then_some(chain.as_str()),
+    )))
 }
 
 /// The VMs that have port forwards installed, for pruning those of VMs that are gone.

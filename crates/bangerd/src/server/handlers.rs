@@ -54,7 +54,7 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             Response::Snapshot(vms.snapshot(&vm, name, false).await?)
         }
         Request::SnapshotList => Response::Snapshots(vms.snapshot_list()?),
-        Request::ImageWarm { spec } => Response::Snapshot(vms.warm(spec).await?),
+        Request::ImageWarm { spec, pool } => Response::Snapshot(vms.warm(spec, pool).await?),
         Request::SnapshotDelete { name } => {
             vms.snapshot_delete(&name).await?;
             Response::Ok
@@ -103,18 +103,19 @@ fn named_vm(req: &Request) -> Option<&str> {
 
 fn daemon_info(state: &AppState) -> Result<DaemonInfo, DaemonError> {
     let m = &state.deps.manager;
-    let (pool_vms, pool_pss_kib) = m.pool_status();
+    let pool = m.pool_status();
     Ok(DaemonInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         socket: state.deps.socket.display().to_string(),
         state_dir: m.paths.state_dir.display().to_string(),
         uptime_secs: state.started.elapsed().as_secs(),
-        vms_running: m.running_count().saturating_sub(pool_vms),
+        vms_running: m.running_count().saturating_sub(pool.vms),
         vms_total: m.list()?.len() as u32,
-        pool_vms,
-        pool_pss_kib,
+        pool_vms: pool.vms,
+        pool_pss_kib: pool.pss_kib,
         pool_shared_kib: crate::vmm::qemu::memory::templates_bytes() >> 10,
+        pools: pool.pools,
     })
 }
 

@@ -21,13 +21,20 @@ use crate::vm::Manager;
 
 pub fn list(m: &Manager) -> Result<Vec<ImageInfo>, DaemonError> {
     let images = image::list(&m.paths).map_err(|e| DaemonError::image("*", e))?;
-    Ok(images.iter().map(|i| i.info()).collect())
+    images.iter().map(|i| info(m, i)).collect()
 }
 
 pub fn show(m: &Manager, name: &str) -> Result<ImageInfo, DaemonError> {
-    Ok(image::get(&m.paths, name)
-        .map_err(|e| DaemonError::image(name, e))?
-        .info())
+    let image = image::get(&m.paths, name).map_err(|e| DaemonError::image(name, e))?;
+    info(m, &image)
+}
+
+/// An image as the daemon shows it: its files, and the pool size it set for itself.
+fn info(m: &Manager, image: &image::Image) -> Result<ImageInfo, DaemonError> {
+    Ok(ImageInfo {
+        pool_size: m.store.image_pool_size(image.name())?,
+        ..image.info()
+    })
 }
 
 /// Refuses to replace or remove an image that VMs are built on: their writable layers
@@ -73,7 +80,8 @@ pub async fn delete(m: &Manager, name: &str) -> Result<(), DaemonError> {
     for snap in warm {
         m.snapshot_delete(&snap.id).await?;
     }
-    image::delete(&m.paths, name).map_err(|e| DaemonError::image(name, e))
+    image::delete(&m.paths, name).map_err(|e| DaemonError::image(name, e))?;
+    Ok(m.store.set_image_pool_size(name, None)?)
 }
 
 fn progress_sender(tx: &Tx) -> impl Fn(image::Progress) + Send + Sync + 'static {
@@ -154,18 +162,29 @@ pub async fn import(
     body: Body,
     tx: Tx,
 ) -> Result<Option<Response>, DaemonError> {
-    let agent = agent_binary(agent)?;
-    if let Some(n) = &name {
-        refuse_if_used(m, n)?;
-    }
-    let paths = m.paths.clone();
     let limits = m.config.image_limits();
+    // A body cut short (the CLI failed or went away) is an error, never a shorter tar.
+    let reader = Drained::new(
+        SyncIoBridge::new(StreamReader::new(
+            body.into_data_stream().map_err(std::io::Error::other),
+        )),
+        limits.max_bytes,
+    );
+    let checked = agent_binary(agent).and_then(|agent| match &name {
+        Some(n) => refuse_if_used(m, n).map(|()| agent),
+        None => Ok(agent),
+    });
+    let agent = match checked {
+        Ok(agent) => agent,
+        Err(e) => {
+            // The bridge reads on a blocking thread.
+            let _ = tokio::task::spawn_blocking(move || drop(reader)).await;
+            return Err(e);
+        }
+    };
+    let paths = m.paths.clone();
     let progress = progress_sender(&tx);
     let label = name.clone().unwrap_or_else(|| source.clone());
-    // A body cut short (the CLI failed or went away) is an error, never a shorter tar.
-    let reader = SyncIoBridge::new(StreamReader::new(
-        body.into_data_stream().map_err(std::io::Error::other),
-    ));
     let img = blocking(label, move || {
         image::import(
             &paths,
@@ -179,6 +198,35 @@ pub async fn import(
     })
     .await?;
     Ok(Some(Response::Image(img.info())))
+}
+
+/// An upload's body that is read to its end (at most `left` more bytes) when dropped.
+/// A refused upload's unread bytes would make the daemon close the connection under
+/// the client while it still sends, and the client would lose the answer saying why.
+struct Drained<R: std::io::Read> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: std::io::Read> Drained<R> {
+    fn new(inner: R, left: u64) -> Self {
+        Self { inner, left }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Drained<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.saturating_sub(n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::Read> Drop for Drained<R> {
+    fn drop(&mut self) {
+        let mut rest = <&mut R as std::io::Read>::take(&mut self.inner, self.left);
+        let _ = std::io::copy(&mut rest, &mut std::io::sink());
+    }
 }
 
 pub async fn pull(

@@ -395,6 +395,17 @@ impl Store {
         Ok(())
     }
 
+    /// Frees the name of VM `id`, which is being deleted, for a new VM: the row is
+    /// renamed `deleting-<id>`. (Should a VM be named so on purpose, the rename fails
+    /// and the name stays taken until the delete ends.)
+    pub fn release_name(&self, id: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE vms SET name = 'deleting-' || id WHERE id = ?1",
+            params![id],
+        )?;
+        Ok(())
+    }
+
     pub fn set_tap(&self, id: &str, tap: Option<&str>) -> Result<(), StoreError> {
         self.conn()
             .execute("UPDATE vms SET tap = ?2 WHERE id = ?1", params![id, tap])?;

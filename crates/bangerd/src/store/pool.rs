@@ -1,6 +1,7 @@
 //! The hot pool's rows: which VMs are paused clones waiting to be taken (see
-//! `vm::pool`). A pooled VM is also an ordinary, ephemeral VM row, so a restarted
-//! daemon deletes it with everything it holds.
+//! `vm::pool`), and the pool sizes images set for themselves. A pooled VM is also an
+//! ordinary, ephemeral VM row, so a restarted daemon deletes it with everything it
+//! holds.
 
 use banger_wire::user::GuestUser;
 use rusqlite::{params, OptionalExtension};
@@ -33,6 +34,16 @@ impl Store {
         self.conn()
             .execute("UPDATE pool SET ready = 1 WHERE vm_id = ?1", [vm_id])?;
         Ok(())
+    }
+
+    /// Takes ready VM `vm_id` out of reach of creates, to delete it (a pool shrunk):
+    /// false when a create took it first.
+    pub fn pool_claim(&self, vm_id: &str) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE pool SET ready = 0 WHERE vm_id = ?1 AND ready = 1",
+            [vm_id],
+        )?;
+        Ok(changed == 1)
     }
 
     pub fn pool_entries(&self) -> Result<Vec<PoolEntry>, StoreError> {
@@ -89,6 +100,32 @@ impl Store {
         tx.commit()?;
         Ok(Some(id))
     }
+
+    /// The pool size image `image` set for itself (`image warm --pool N`), if any.
+    pub fn image_pool_size(&self, image: &str) -> Result<Option<u32>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT size FROM image_pools WHERE image = ?1",
+                [image],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Sets image `image`'s own pool size; `None` returns it to the config's.
+    pub fn set_image_pool_size(&self, image: &str, size: Option<u32>) -> Result<(), StoreError> {
+        let conn = self.conn();
+        match size {
+            Some(size) => conn.execute(
+                "INSERT INTO image_pools (image, size) VALUES (?1, ?2)
+                 ON CONFLICT(image) DO UPDATE SET size = excluded.size",
+                params![image, size],
+            )?,
+            None => conn.execute("DELETE FROM image_pools WHERE image = ?1", [image])?,
+        };
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -141,6 +178,31 @@ mod tests {
 
         assert!(matches!(err, StoreError::NameTaken(_)));
         assert_eq!(s.pool_entries().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_claimed_vm_is_not_taken() {
+        let s = Store::in_memory().unwrap();
+        s.insert_vm(&vm("pool-1")).unwrap();
+        s.pool_add("id-pool-1", "m", "snap").unwrap();
+        s.pool_set_ready("id-pool-1").unwrap();
+
+        assert!(s.pool_claim("id-pool-1").unwrap());
+        assert!(!s.pool_claim("id-pool-1").unwrap());
+        assert_eq!(s.pool_take("m", "snap", "web", true, None).unwrap(), None);
+    }
+
+    #[test]
+    fn an_image_pool_size_is_kept_until_unset() {
+        let s = Store::in_memory().unwrap();
+
+        assert_eq!(s.image_pool_size("default").unwrap(), None);
+        s.set_image_pool_size("default", Some(3)).unwrap();
+        s.set_image_pool_size("default", Some(0)).unwrap();
+        assert_eq!(s.image_pool_size("default").unwrap(), Some(0));
+        assert_eq!(s.image_pool_size("other").unwrap(), None);
+        s.set_image_pool_size("default", None).unwrap();
+        assert_eq!(s.image_pool_size("default").unwrap(), None);
     }
 
     #[test]

@@ -149,9 +149,9 @@ impl Manager {
         let rec = self.new_record(new)?;
         let slot = self.slot(&rec.id);
         let _op = slot.op.lock().await;
-        if let Err(e) = self.store.insert_vm(&rec) {
+        if let Err(e) = self.insert_with_forwards(&rec).await {
             self.forget_slot(&rec.id);
-            return Err(e.into());
+            return Err(e);
         }
         origin.done(Step::Inserted);
         let result = async {

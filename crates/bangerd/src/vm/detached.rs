@@ -4,7 +4,7 @@
 use banger_wire::agent::{AgentRequest, DetachedInfo, ExecSpec, GuestFrame};
 
 use super::{Manager, VmStream};
-use crate::agent_conn::{self, AgentError};
+use crate::agent_conn;
 use crate::error::DaemonError;
 
 impl Manager {
@@ -74,9 +74,7 @@ impl Manager {
     fn unexpected(&self, name: &str, frame: GuestFrame) -> DaemonError {
         DaemonError::Agent {
             vm: name.to_string(),
-            source: AgentError::Io(std::io::Error::other(format!(
-                "unexpected agent frame {frame:?}"
-            ))),
+            source: agent_conn::unexpected(frame),
         }
     }
 }

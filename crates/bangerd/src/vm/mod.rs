@@ -15,6 +15,7 @@ mod files;
 mod idle;
 mod network;
 mod pool;
+mod pool_status;
 mod ports;
 pub mod process;
 mod prune;
@@ -119,13 +120,16 @@ pub struct Manager {
     snapshot_locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
     /// Machines whose warm snapshot is being taken, so concurrent first runs take one.
     warming: Mutex<std::collections::HashSet<String>>,
-    /// Pools being refilled (see [`pool`]).
-    filling: Mutex<std::collections::HashSet<String>>,
+    /// The pools (see [`pool`]) by their key: what each serves and how its refills went.
+    pools: Mutex<HashMap<String, pool::PoolState>>,
     /// Throwaway VMs whose delete runs after their caller was answered: gone for
     /// `vm list` already (a restart finishes the delete if this daemon dies first).
     deleting: Mutex<std::collections::HashSet<String>>,
     /// Rung when a VM gets an expiry (see [`ttl`]).
     reaper: ttl::Reaper,
+    /// Held from the check that a host port is free to its forward being stored (see
+    /// [`ports`]), so two VMs never take one port.
+    forwards: tokio::sync::Mutex<()>,
     /// When each VM was last used (see [`idle`]).
     activity: Arc<idle::Activity>,
 }
@@ -171,9 +175,10 @@ impl Manager {
             lease_lock: Mutex::new(()),
             snapshot_locks: Mutex::new(HashMap::new()),
             warming: Mutex::new(std::collections::HashSet::new()),
-            filling: Mutex::new(std::collections::HashSet::new()),
+            pools: Mutex::new(HashMap::new()),
             deleting: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
+            forwards: tokio::sync::Mutex::new(()),
             activity: Arc::default(),
         }
     }
@@ -268,9 +273,13 @@ impl Manager {
     }
 
     /// Deletes the ephemeral VM `rec` in the background (`vm run --rm`: the caller waits
-    /// for its command, not for the cleanup); it is out of `vm list` at once.
+    /// for its command, not for the cleanup); it is out of `vm list` at once, and its
+    /// name is free for the next run at once.
     pub fn delete_detached(self: &Arc<Self>, rec: VmRecord) {
         lock(&self.deleting).insert(rec.id.clone());
+        if let Err(e) = self.store.release_name(&rec.id) {
+            tracing::warn!(vm = %rec.name, cause = %e, "cannot free the name of a vm being deleted");
+        }
         let vms = self.clone();
         tokio::spawn(async move {
             if let Err(e) = vms.delete(&rec.id).await {
@@ -426,5 +435,29 @@ impl Manager {
     pub fn running_count(&self) -> u32 {
         let slots = lock(&self.slots);
         slots.values().filter(|s| s.runtime().is_some()).count() as u32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_vm_deleted_in_the_background_frees_its_name_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let m = test_manager(tmp.path());
+        let old = test_vm("ci", None);
+        m.store.insert_vm(&old).unwrap();
+
+        // `vm run --rm --name ci` twice in a row: the second create comes while the
+        // first VM's delete runs.
+        m.delete_detached(old);
+        let next = VmRecord {
+            id: "id-next".into(),
+            ..test_vm("ci", None)
+        };
+
+        m.store.insert_vm(&next).unwrap();
+        assert_eq!(m.record("ci").unwrap().id, "id-next");
     }
 }

@@ -10,6 +10,9 @@
 //! warm snapshot (an image rebuilt, `image warm` again) leaves the older clones unused,
 //! and the next refill deletes them; deleting a snapshot deletes its clones.
 //!
+//! A pool keeps the image's own size (`image warm --pool N`, in the store) or else the
+//! config's `pool_size`; a refill also deletes the clones over that size.
+//!
 //! Refills never push the host into swap: a clone is restored only while the host
 //! would keep [`RESERVE_DIVISOR`]th of its memory available even if the clone wrote all
 //! of its guest memory.
@@ -27,8 +30,46 @@ use crate::store::{PoolEntry, SnapshotRecord, StoreError};
 /// A refill leaves at least 1/`RESERVE_DIVISOR` of the host's memory available.
 const RESERVE_DIVISOR: u64 = 8;
 
+/// What the daemon knows of one pool besides its rows: what it serves, and how its
+/// refills went (for `daemon status` and `doctor`).
+#[derive(Debug, Clone)]
+pub(super) struct PoolState {
+    pub(super) machine: Machine,
+    pub(super) policy: NetPolicy,
+    filling: bool,
+    pub(super) short_of_memory: bool,
+    pub(super) failures: u32,
+    pub(super) last_error: Option<String>,
+}
+
+impl PoolState {
+    fn new(machine: Machine, policy: NetPolicy) -> PoolState {
+        PoolState {
+            machine,
+            policy,
+            filling: false,
+            short_of_memory: false,
+            failures: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// How long a take's steps took: the VMM's resume, and the guest's new identity (its
+/// `Reconfigure` round trip).
+struct Woken {
+    resume_ms: u64,
+    identity_ms: u64,
+}
+
+/// How a refill ended.
+enum Filled {
+    Full,
+    ShortOfMemory,
+}
+
 /// What a pooled clone serves, as the store keeps it: the machine and the policy asked.
-fn pool_key(m: &Machine, policy: &NetPolicy) -> String {
+pub(super) fn pool_key(m: &Machine, policy: &NetPolicy) -> String {
     let policy = serde_json::to_string(policy).unwrap_or_default();
     format!("{m:?} {policy}")
 }
@@ -75,10 +116,10 @@ impl Manager {
         self: &Arc<Self>,
         spec: &VmCreateSpec,
     ) -> Result<Option<VmInfo>, DaemonError> {
-        if !poolable(spec) || self.config.pool_size == 0 {
+        let m = self.machine(spec);
+        if !poolable(spec) || self.pool_target(&m.image) == 0 {
             return Ok(None);
         }
-        let m = self.machine(spec);
         let Some(snap) = self.warm_snapshots(&m, true)?.pop() else {
             return Ok(None);
         };
@@ -98,9 +139,16 @@ impl Manager {
                 break None;
             };
             match self.wake(&id, &name).await {
-                Ok(vm) => {
+                Ok((vm, woken)) => {
                     let take_ms = t0.elapsed().as_millis() as u64;
-                    tracing::info!(vm = %name, snapshot = %snap.name, take_ms, "vm taken from the pool");
+                    tracing::info!(
+                        vm = %name,
+                        snapshot = %snap.name,
+                        take_ms,
+                        resume_ms = woken.resume_ms,
+                        identity_ms = woken.identity_ms,
+                        "vm taken from the pool"
+                    );
                     break Some(vm);
                 }
                 Err(e) => {
@@ -120,7 +168,7 @@ impl Manager {
 
     /// Resumes pooled VM `id`, now named `name`, and gives its guest that name, the
     /// clock and fresh randomness.
-    async fn wake(&self, id: &str, name: &str) -> Result<VmInfo, DaemonError> {
+    async fn wake(&self, id: &str, name: &str) -> Result<(VmInfo, Woken), DaemonError> {
         let slot = self.slot(id);
         let _op = slot.op.lock().await;
         let rec = self.record(id)?;
@@ -133,7 +181,9 @@ impl Manager {
             vm: name.to_string(),
             source,
         };
+        let t0 = Instant::now();
         rt.vmm.resume(&rt.launched).await.map_err(vm_err)?;
+        let resume_ms = t0.elapsed().as_millis() as u64;
         let agent = self.agent(&rec).await?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -149,6 +199,7 @@ impl Manager {
             unix_time_ms: now.as_millis() as u64,
             entropy: rand::random::<[u8; 32]>().to_vec(),
         };
+        let t1 = Instant::now();
         agent
             .reconfigure(&id)
             .await
@@ -156,25 +207,101 @@ impl Manager {
                 vm: name.to_string(),
                 source,
             })?;
-        self.show(&rec.id)
+        let woken = Woken {
+            resume_ms,
+            identity_ms: t1.elapsed().as_millis() as u64,
+        };
+        Ok((self.show(&rec.id)?, woken))
     }
 
-    /// Fills the pool of machine `m` with `policy` up to `pool_size` in the background,
-    /// after deleting its clones of older warm snapshots. One refill per pool at a time.
-    pub(super) fn refill(self: &Arc<Self>, m: Machine, policy: NetPolicy) {
-        if self.config.pool_size == 0 {
-            return;
+    /// How many clones the pools of `image` keep: its own size, else the config's.
+    pub(super) fn pool_target(&self, image: &str) -> usize {
+        match self.store.image_pool_size(image) {
+            Ok(Some(size)) => size as usize,
+            _ => self.config.pool_size,
         }
+    }
+
+    /// Sets image `image`'s own pool size, and resizes its pools: the clones over it
+    /// are deleted before this returns, the missing ones restored in the background.
+    pub(super) async fn set_pool_size(
+        self: &Arc<Self>,
+        image: &str,
+        size: u32,
+    ) -> Result<(), DaemonError> {
+        self.store.set_image_pool_size(image, Some(size))?;
+        let mut pools: Vec<(Machine, NetPolicy)> = lock(&self.pools)
+            .values()
+            .filter(|p| p.machine.image == image)
+            .map(|p| (p.machine.clone(), p.policy.clone()))
+            .collect();
+        for s in self.store.list_snapshots()? {
+            let m = Machine::of_snapshot(&s);
+            if s.warm && s.image == image && !pools.iter().any(|(p, _)| *p == m) {
+                pools.push((m, NetPolicy::default()));
+            }
+        }
+        for (m, policy) in pools {
+            self.trim(&pool_key(&m, &policy), size as usize).await?;
+            self.refill(m, policy);
+        }
+        Ok(())
+    }
+
+    /// Deletes the ready clones of pool `key` over `target`.
+    async fn trim(&self, key: &str, target: usize) -> Result<(), DaemonError> {
+        let ready: Vec<PoolEntry> = self
+            .store
+            .pool_entries()?
+            .into_iter()
+            .filter(|e| e.machine == key && e.ready)
+            .collect();
+        for surplus in ready.iter().skip(target) {
+            // A create may take it meanwhile; then it is not ours to delete.
+            if self.store.pool_claim(&surplus.vm_id)? {
+                self.delete(&surplus.vm_id).await?;
+                tracing::info!(pool = %key, vm = %surplus.vm_id, "pooled clone over the pool's size deleted");
+            }
+        }
+        Ok(())
+    }
+
+    /// Fills the pool of machine `m` with `policy` up to its size in the background,
+    /// after deleting its clones of older warm snapshots and those over the size. One
+    /// refill per pool at a time.
+    pub(super) fn refill(self: &Arc<Self>, m: Machine, policy: NetPolicy) {
         let key = pool_key(&m, &policy);
-        if !lock(&self.filling).insert(key.clone()) {
-            return;
+        {
+            let mut pools = lock(&self.pools);
+            let state = pools
+                .entry(key.clone())
+                .or_insert_with(|| PoolState::new(m.clone(), policy.clone()));
+            if state.filling {
+                return;
+            }
+            state.filling = true;
         }
         let this = self.clone();
         tokio::spawn(async move {
-            if let Err(e) = this.fill(&m, &policy, &key).await {
-                tracing::warn!(pool = %key, cause = %e, "pool refill stopped");
+            let filled = this.fill(&m, &policy, &key).await;
+            let mut pools = lock(&this.pools);
+            let Some(state) = pools.get_mut(&key) else {
+                return;
+            };
+            state.filling = false;
+            match filled {
+                Ok(Filled::Full) => {
+                    state.short_of_memory = false;
+                    state.failures = 0;
+                    state.last_error = None;
+                }
+                Ok(Filled::ShortOfMemory) => state.short_of_memory = true,
+                Err(e) => {
+                    tracing::warn!(pool = %key, cause = %e, "pool refill stopped");
+                    state.failures += 1;
+                    state.last_error = Some(e.to_string());
+                }
             }
-            lock(&this.filling).remove(&key);
         });
     }
 
@@ -183,9 +310,9 @@ impl Manager {
         m: &Machine,
         policy: &NetPolicy,
         key: &str,
-    ) -> Result<(), DaemonError> {
+    ) -> Result<Filled, DaemonError> {
         let Some(snap) = self.warm_snapshots(m, true)?.pop() else {
-            return Ok(());
+            return Ok(Filled::Full);
         };
         loop {
             let mine: Vec<PoolEntry> = self
@@ -197,8 +324,10 @@ impl Manager {
             for stale in mine.iter().filter(|e| e.snapshot != snap.id) {
                 let _ = self.delete(&stale.vm_id).await;
             }
-            if mine.iter().filter(|e| e.snapshot == snap.id).count() >= self.config.pool_size {
-                return Ok(());
+            let target = self.pool_target(&m.image);
+            self.trim(key, target).await?;
+            if mine.iter().filter(|e| e.snapshot == snap.id).count() >= target {
+                return Ok(Filled::Full);
             }
             match meminfo() {
                 Some((available, total)) if !memory_allows(m.memory_mib, available, total) => {
@@ -207,7 +336,7 @@ impl Manager {
                         available_mib = available >> 20,
                         "pool not refilled: the host's memory is low"
                     );
-                    return Ok(());
+                    return Ok(Filled::ShortOfMemory);
                 }
                 _ => {}
             }
@@ -313,18 +442,6 @@ impl Manager {
             .pool_entries()
             .map(|e| e.into_iter().map(|e| e.vm_id).collect())
             .unwrap_or_default()
-    }
-
-    /// The pool as `daemon status` shows it: clones ready and their memory (PSS, KiB).
-    pub fn pool_status(&self) -> (u32, u64) {
-        let ids = self.pooled_ids();
-        let mut pss_kib = 0;
-        for id in &ids {
-            if let Some(rt) = self.slot(id).runtime() {
-                pss_kib += super::process::pss_kib(rt.launched.pid).unwrap_or(0);
-            }
-        }
-        (ids.len() as u32, pss_kib)
     }
 }
 

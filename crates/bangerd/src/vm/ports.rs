@@ -52,29 +52,52 @@ impl Manager {
         let fwd: PortForward = spec
             .parse()
             .map_err(|e| bad_spec(e, "use HOST_PORT:GUEST_PORT[/tcp|/udp], e.g. 8080:80"))?;
-        let port = format!("{}/{}", fwd.host, fwd.proto.as_str());
-        for other in self.store.list_vms()? {
-            if let Some(old) = forwards(&other)
-                .into_iter()
-                .find(|f| (f.host, f.proto) == (fwd.host, fwd.proto))
-            {
-                return Err(PortError::Taken {
-                    port,
-                    vm: other.name,
-                    guest: old.guest,
-                }
-                .into());
-            }
-        }
-        if port_bound(transport(fwd.proto), fwd.host) {
-            let holder = port_holder(transport(fwd.proto), fwd.host);
-            return Err(PortError::InUse { port, holder }.into());
-        }
+        let _forwards = self.forwards.lock().await;
+        self.check_free(&[fwd])?;
         let mut list = forwards(&rec);
         list.push(fwd);
         self.replace_forwards(&slot, &rec, &list).await?;
         tracing::info!(vm = %rec.name, forward = %fwd, "port forward added");
         Ok(infos(&list))
+    }
+
+    /// Refuses forwards in `wanted` of a host port a VM's forward (the VM's own
+    /// included) or a host process holds. Hold [`Manager::forwards`] until they are
+    /// stored.
+    fn check_free(&self, wanted: &[PortForward]) -> Result<(), DaemonError> {
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let others = self.store.list_vms()?;
+        for fwd in wanted {
+            let port = format!("{}/{}", fwd.host, fwd.proto.as_str());
+            for other in &others {
+                if let Some(old) = forwards(other)
+                    .into_iter()
+                    .find(|f| (f.host, f.proto) == (fwd.host, fwd.proto))
+                {
+                    return Err(PortError::Taken {
+                        port,
+                        vm: other.name.clone(),
+                        guest: old.guest,
+                    }
+                    .into());
+                }
+            }
+            if port_bound(transport(fwd.proto), fwd.host) {
+                let holder = port_holder(transport(fwd.proto), fwd.host);
+                return Err(PortError::InUse { port, holder }.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores the row of a new VM `rec`, whose forwards must be free (see
+    /// [`Manager::check_free`]).
+    pub(super) async fn insert_with_forwards(&self, rec: &VmRecord) -> Result<(), DaemonError> {
+        let _forwards = self.forwards.lock().await;
+        self.check_free(&forwards(rec))?;
+        Ok(self.store.insert_vm(rec)?)
     }
 
     /// Removes VM `name`'s forwards matching `spec` (`HOST[:GUEST][/PROTO]`).
@@ -194,6 +217,38 @@ mod tests {
             "host port 8080/tcp is already forwarded to vm \"a\"'s port 80"
         );
         assert!(m.record("b").unwrap().publish.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_vm_may_not_take_a_host_port_forwarded_to_another() {
+        let (_tmp, m) = with_vms(&["a"]);
+        m.port_add("a", "8080:80").await.unwrap();
+        let b = VmRecord {
+            no_network: false,
+            publish: vec!["9090:90".into(), "8080:8000".into()],
+            ..test_vm("b", None)
+        };
+
+        let err = m.insert_with_forwards(&b).await.unwrap_err();
+
+        assert_eq!(err.code(), ErrorCode::AlreadyExists);
+        assert!(m.store.get_vm("b").unwrap().is_none());
+        let c = VmRecord {
+            publish: vec!["8080:80/udp".into()],
+            ..test_vm("c", None)
+        };
+        m.insert_with_forwards(&c).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_host_port_the_vm_forwards_already_is_refused() {
+        let (_tmp, m) = with_vms(&["a"]);
+        m.port_add("a", "8080:80").await.unwrap();
+
+        let err = m.port_add("a", "8080:22").await.unwrap_err();
+
+        assert_eq!(err.code(), ErrorCode::AlreadyExists);
+        assert_eq!(m.record("a").unwrap().publish, ["8080:80/tcp"]);
     }
 
     #[tokio::test]

@@ -14,6 +14,9 @@ use crate::store::SnapshotRecord;
 /// sshd's host key and start.
 const SETTLED: &str = "until [ ! -x /usr/sbin/sshd ] || [ -e /run/sshd.pid ]; do sleep 0.1; done";
 
+/// The largest pool `image warm --pool N` sets (the host's memory bounds smaller ones).
+const MAX_POOL_SIZE: u32 = 64;
+
 impl Machine {
     pub(super) fn of_snapshot(s: &SnapshotRecord) -> Machine {
         Machine {
@@ -99,9 +102,31 @@ impl Manager {
     }
 
     /// Boots a VM of `spec`'s machine, waits until it has settled, snapshots it as the
-    /// machine's warm snapshot (replacing earlier ones) and deletes the VM.
-    pub async fn warm(self: &Arc<Self>, spec: VmCreateSpec) -> Result<SnapshotInfo, DaemonError> {
+    /// machine's warm snapshot (replacing earlier ones) and deletes the VM. With `pool`,
+    /// sets the image's own pool size too; then a machine already warm is not warmed
+    /// again, only its pool resized.
+    pub async fn warm(
+        self: &Arc<Self>,
+        spec: VmCreateSpec,
+        pool: Option<u32>,
+    ) -> Result<SnapshotInfo, DaemonError> {
         let m = self.machine(&spec);
+        if let Some(size) = pool {
+            if size > MAX_POOL_SIZE {
+                return Err(DaemonError::Invalid {
+                    message: format!("a pool of {size} clones is too large"),
+                    hint: Some(format!(
+                        "ask for at most {MAX_POOL_SIZE}; the host's memory bounds it anyway"
+                    )),
+                });
+            }
+            crate::image::get(&self.paths, &m.image)
+                .map_err(|e| DaemonError::image(&m.image, e))?;
+            if let Some(snap) = self.warm_snapshots(&m, true)?.pop() {
+                self.set_pool_size(&m.image, size).await?;
+                return Ok(self.snapshot_info(&snap));
+            }
+        }
         let builder = VmCreateSpec {
             name: Some(format!("warm-{}", hex::encode(rand::random::<[u8; 3]>()))),
             image: Some(m.image.clone()),
@@ -118,10 +143,12 @@ impl Manager {
         if let Err(e) = self.delete(&vm.name).await {
             tracing::warn!(vm = %vm.name, cause = %e, "cannot delete the warm builder vm");
         }
-        if taken.is_ok() {
-            self.refill(m, spec.policy.clone());
+        let info = taken?;
+        match pool {
+            Some(size) => self.set_pool_size(&m.image, size).await?,
+            None => self.refill(m, spec.policy.clone()),
         }
-        taken
+        Ok(info)
     }
 
     /// The first warm create of a machine with no warm snapshot booted `vm`: before its

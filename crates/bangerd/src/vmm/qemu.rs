@@ -241,7 +241,12 @@ impl Vmm for Qemu {
     }
 
     async fn restore(&self, spec: &LaunchSpec, snap: &SnapshotFiles) -> Result<Launched, VmmError> {
-        let memory = memory::for_restore(snap, spec.memory_mib).map_err(memory_err)?;
+        let (files, mib) = (snap.clone(), spec.memory_mib);
+        let memory = tokio::task::spawn_blocking(move || memory::for_restore(&files, mib))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|loaded| loaded)
+            .map_err(memory_err)?;
         let launched = self.spawn(spec, &memory, &snapshot::INCOMING_ARGS).await?;
         match snapshot::load(&launched, snap, memory.is_template()).await {
             Ok(()) => Ok(launched),

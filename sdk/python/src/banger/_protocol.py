@@ -159,6 +159,13 @@ def delete_image(name: str) -> Call[None]:
     return Call("DELETE", f"{PREFIX}/images/{_seg(name)}", _nothing)
 
 
+def warm_image(name: str, **fields: Any) -> Call[SnapshotInfo]:
+    """`POST /images/{name}/warm`: the machine (unset fields take the daemon's
+    defaults) and `pool`, the image's own pool size."""
+    body = create_spec(**fields)
+    return Call("POST", f"{PREFIX}/images/{_seg(name)}/warm", _one(SnapshotInfo), json=body)
+
+
 def list_snapshots() -> Call[list[SnapshotInfo]]:
     return Call("GET", f"{PREFIX}/snapshots", _many(SnapshotInfo))
 
@@ -314,15 +321,16 @@ def exec_body(
 
 
 def create_spec(**fields: Any) -> dict[str, Any]:
-    """A VmCreateSpec with the fields given: None and False leave the daemon's default."""
+    """A request body with the fields given: None and False leave the daemon's default."""
     return {k: v for k, v in fields.items() if v is not None and v is not False}
 
 
-def run_spec(image: Optional[str], user: Optional[str] = None) -> dict[str, Any]:
-    """`Client.run`'s VM: resumed from the image's warm snapshot when there is one,
-    ready once its agent is, and deleted by a daemon restart should the run die; its
-    commands run as `user` (root when None)."""
-    return create_spec(image=image, warm=True, exec_only=True, ephemeral=True, user=user)
+def run_spec(image: Optional[str], user: Optional[str] = None, no_pool: bool = False) -> dict[str, Any]:
+    """`Client.run`'s VM: resumed from the image's warm snapshot when there is one
+    (a paused clone from the daemon's pool unless `no_pool`), ready once its agent is,
+    and deleted by a daemon restart should the run die; its commands run as `user`
+    (root when None)."""
+    return create_spec(image=image, warm=True, exec_only=True, ephemeral=True, user=user, no_pool=no_pool)
 
 
 class ExecDecoder:

@@ -176,6 +176,7 @@ class AsyncClient:
         exec_only: bool = False,
         ephemeral: bool = False,
         user: Optional[str] = None,
+        no_pool: bool = False,
         idle_timeout_secs: Optional[int] = None,
     ) -> Opening[AsyncVm]:
         """`Client.create`: `vm = await client.create(...)`, or
@@ -196,6 +197,7 @@ class AsyncClient:
             exec_only=exec_only,
             ephemeral=ephemeral,
             user=user,
+            no_pool=no_pool,
             idle_timeout_secs=idle_timeout_secs,
         )
         return Opening(self._create(spec))
@@ -218,6 +220,29 @@ class AsyncClient:
     async def delete_image(self, name: str) -> None:
         await self._call(proto.delete_image(name))
 
+    async def warm_image(
+        self,
+        name: str,
+        *,
+        pool: Optional[int] = None,
+        vcpu: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_size_mib: Optional[int] = None,
+        backend: Optional[str] = None,
+        no_network: bool = False,
+    ) -> SnapshotInfo:
+        """`Client.warm_image`."""
+        call = proto.warm_image(
+            name,
+            pool=pool,
+            vcpu=vcpu,
+            memory_mib=memory_mib,
+            disk_size_mib=disk_size_mib,
+            backend=backend,
+            no_network=no_network,
+        )
+        return await self._call(call)
+
     async def snapshots(self) -> list[SnapshotInfo]:
         return await self._call(proto.list_snapshots())
 
@@ -236,10 +261,11 @@ class AsyncClient:
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
         user: Optional[str] = None,
+        no_pool: bool = False,
     ) -> RunResult:
         """`Client.run`: one command in a throwaway VM, deleted however it ends."""
         argv = proto.command(argv, shell)
-        async with Opening(self._create(proto.run_spec(image, user))) as vm:
+        async with Opening(self._create(proto.run_spec(image, user, no_pool))) as vm:
             if repo is not None:
                 ws = await vm.prepare_workspace(repo)
                 cwd = cwd or ws.path

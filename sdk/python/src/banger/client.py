@@ -130,6 +130,7 @@ class Client:
         exec_only: bool = False,
         ephemeral: bool = False,
         user: Optional[str] = None,
+        no_pool: bool = False,
         idle_timeout_secs: Optional[int] = None,
     ) -> Vm:
         """Creates a VM and returns once it runs (see `banger vm create --help` for the
@@ -155,6 +156,7 @@ class Client:
             exec_only=exec_only,
             ephemeral=ephemeral,
             user=user,
+            no_pool=no_pool,
             idle_timeout_secs=idle_timeout_secs,
         )
         return Vm(self, self._call(proto.create_vm(spec)))
@@ -176,6 +178,32 @@ class Client:
     def delete_image(self, name: str) -> None:
         self._call(proto.delete_image(name))
 
+    def warm_image(
+        self,
+        name: str,
+        *,
+        pool: Optional[int] = None,
+        vcpu: Optional[int] = None,
+        memory_mib: Optional[int] = None,
+        disk_size_mib: Optional[int] = None,
+        backend: Optional[str] = None,
+        no_network: bool = False,
+    ) -> SnapshotInfo:
+        """Warms image `name` for a machine (unset fields take the daemon's defaults):
+        boots it once and keeps the snapshot `run` resumes. `pool` sets the image's own
+        pool size (paused clones kept ready; 0: none); with the machine already warm,
+        only the pool changes."""
+        call = proto.warm_image(
+            name,
+            pool=pool,
+            vcpu=vcpu,
+            memory_mib=memory_mib,
+            disk_size_mib=disk_size_mib,
+            backend=backend,
+            no_network=no_network,
+        )
+        return self._call(call)
+
     def snapshots(self) -> list[SnapshotInfo]:
         return self._call(proto.list_snapshots())
 
@@ -194,6 +222,7 @@ class Client:
         timeout: Optional[float] = None,
         stdin: Union[bytes, str, None] = None,
         user: Optional[str] = None,
+        no_pool: bool = False,
     ) -> RunResult:
         """Runs one command in a throwaway VM and deletes the VM, however the command
         ends. `repo` (a local git repository) is shipped first (to /root/repo, or
@@ -205,7 +234,7 @@ class Client:
             print(r.exit_code, r.stdout, r.stderr)
         """
         argv = proto.command(argv, shell)
-        vm = Vm(self, self._call(proto.create_vm(proto.run_spec(image, user))))
+        vm = Vm(self, self._call(proto.create_vm(proto.run_spec(image, user, no_pool))))
         with vm:
             if repo is not None:
                 ws = vm.prepare_workspace(repo)

@@ -74,6 +74,8 @@ class ImageInfo:
     created_at: str
     rootfs_bytes: int
     source: str
+    # The pool size the image set for itself (`warm_image(pool=N)`); None: the daemon's.
+    pool_size: Optional[int] = None
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ImageInfo:
@@ -83,6 +85,7 @@ class ImageInfo:
             created_at=str(d["created_at"]),
             rootfs_bytes=int(d["rootfs_bytes"]),
             source=str(d["source"]),
+            pool_size=_opt_int(d.get("pool_size")),
         )
 
 

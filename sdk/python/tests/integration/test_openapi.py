@@ -38,6 +38,7 @@ SDK_CALLS: list[proto.Call[Any]] = [
     proto.list_images(),
     proto.get_image("NAME"),
     proto.delete_image("NAME"),
+    proto.warm_image("NAME"),
 ]
 
 

@@ -52,6 +52,22 @@ CASES: dict[str, Any] = {
         None,
         no_content(),
     ),
+    "warm_image": (
+        lambda c, v: c.warm_image("default", pool=1),
+        "POST",
+        "/api/v1/images/default/warm",
+        {},
+        {"pool": 1},
+        httpx.Response(200, json=SNAPSHOT),
+    ),
+    "warm_image_without_a_pool": (
+        lambda c, v: c.warm_image("default", pool=0, vcpu=2),
+        "POST",
+        "/api/v1/images/default/warm",
+        {},
+        {"pool": 0, "vcpu": 2},
+        httpx.Response(200, json=SNAPSHOT),
+    ),
     "snapshots": (
         lambda c, v: c.snapshots(),
         "GET",
@@ -190,6 +206,16 @@ def test_create_sends_an_idle_timeout(fake: FakeDaemon) -> None:
     fake.client().create("box", idle_timeout_secs=300)
 
     assert body(fake.requests[-1]) == {"name": "box", "idle_timeout_secs": 300}
+
+
+def test_a_run_or_a_create_can_bypass_the_pool(fake: FakeDaemon) -> None:
+    fake.on("POST", "/api/v1/vms", httpx.Response(201, json=VM))
+
+    fake.client().create("box", warm=True, no_pool=True)
+
+    assert body(fake.requests[-1]) == {"name": "box", "warm": True, "no_pool": True}
+    assert banger._protocol.run_spec(None, None, no_pool=True)["no_pool"] is True
+    assert "no_pool" not in banger._protocol.run_spec(None)
 
 
 def test_create_as_a_context_manager_deletes_the_vm(fake: FakeDaemon) -> None:

@@ -1,13 +1,15 @@
-//! The registry side of a pull, through `oci-client`: the linux/amd64 manifest and its
-//! config (an index resolved to its linux/amd64 entry), then each layer into the cache
-//! with its size and digest checked as it streams.
+//! The registry side of a pull: the linux/amd64 manifest and its config (an index
+//! resolved to its linux/amd64 entry), fetched capped and checked against their
+//! digests, then each layer into the cache through `oci-client`, with its size and
+//! digest checked as it streams.
 
+use base64::Engine as _;
 use futures::StreamExt;
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
-use oci_client::manifest::{OciDescriptor, OciImageManifest};
+use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -44,25 +46,224 @@ pub async fn resolve(
 ) -> Result<Resolved, ImageError> {
     let insecure = insecure || on_loopback(reference.resolve_registry());
     let https = client(ClientProtocol::Https, insecure);
-    let (client, answer) = match https.pull_manifest_and_config(reference, auth).await {
-        Err(OciDistributionError::RequestError(e)) if insecure => {
+    match documents(https, "https", reference, auth, insecure).await {
+        Err(Fetch::NoAnswer(e)) if insecure => {
             tracing::debug!(cause = %e, "no HTTPS answer; trying plain HTTP");
             let http = client(
                 ClientProtocol::HttpsExcept(vec![reference.resolve_registry().to_string()]),
                 true,
             );
-            let answer = http.pull_manifest_and_config(reference, auth).await;
-            (http, answer)
+            documents(http, "http", reference, auth, true)
+                .await
+                .map_err(|e| e.into_image(reference))
         }
-        answer => (https, answer),
+        answer => answer.map_err(|e| e.into_image(reference)),
+    }
+}
+
+/// Most a manifest, an index or an image config may hold: real ones are a few KiB, and
+/// `oci-client` reads them whole, so banger fetches them itself, capped.
+const MAX_DOCUMENT: u64 = 4 << 20;
+
+/// The media types a manifest request accepts.
+const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
+    application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, \
+    application/vnd.docker.distribution.manifest.v2+json";
+
+/// Why fetching the documents of an image failed.
+enum Fetch {
+    /// No answer over this protocol (another may answer).
+    NoAnswer(String),
+    Registry(ImageError),
+}
+
+impl Fetch {
+    fn into_image(self, reference: &Reference) -> ImageError {
+        match self {
+            Fetch::NoAnswer(reason) => ImageError::Registry {
+                reference: reference.whole(),
+                reason,
+                failure: RegistryFailure::Unreachable,
+            },
+            Fetch::Registry(e) => e,
+        }
+    }
+}
+
+/// The linux/amd64 manifest of `reference` (through its index, if it has one), its
+/// digest, and its config, each checked against the digest it was asked by. `client`
+/// logs in (a token it keeps for the layers); the documents come over `scheme`.
+async fn documents(
+    client: Client,
+    scheme: &'static str,
+    reference: &Reference,
+    auth: &RegistryAuth,
+    insecure: bool,
+) -> Result<Resolved, Fetch> {
+    let authz = match client.auth(reference, auth, RegistryOperation::Pull).await {
+        Ok(Some(token)) => Some(format!("Bearer {token}")),
+        Ok(None) => match auth {
+            RegistryAuth::Basic(user, password) => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )),
+            _ => None,
+        },
+        Err(OciDistributionError::RequestError(e)) => return Err(Fetch::NoAnswer(chain(&e))),
+        Err(e) => return Err(Fetch::Registry(failure(reference, e))),
     };
-    let (manifest, digest, config) = answer.map_err(|e| failure(reference, e))?;
+    let get = Get {
+        base: format!(
+            "{scheme}://{}/v2/{}",
+            reference.resolve_registry(),
+            reference.repository()
+        ),
+        authz,
+        insecure,
+        reference: reference.clone(),
+    };
+    let top = reference
+        .digest()
+        .or(reference.tag())
+        .unwrap_or("latest")
+        .to_string();
+    let (body, digest) = get.document("manifests", &top, reference.digest()).await?;
+    let bad_json = |e: serde_json::Error| {
+        Fetch::Registry(bad(reference, format!("its manifest is not valid: {e}")))
+    };
+    let (manifest, digest) = match serde_json::from_slice::<OciManifest>(&body).map_err(bad_json)? {
+        OciManifest::Image(m) => (m, digest),
+        OciManifest::ImageIndex(index) => {
+            let Some(chosen) = linux_amd64_resolver(&index.manifests) else {
+                return Err(Fetch::Registry(bad(
+                    reference,
+                    "it has no linux/amd64 image".into(),
+                )));
+            };
+            let (body, digest) = get.document("manifests", &chosen, Some(&chosen)).await?;
+            match serde_json::from_slice::<OciManifest>(&body).map_err(bad_json)? {
+                OciManifest::Image(m) => (m, digest),
+                OciManifest::ImageIndex(_) => {
+                    return Err(Fetch::Registry(bad(
+                        reference,
+                        "its linux/amd64 entry is another index".into(),
+                    )))
+                }
+            }
+        }
+    };
+    let config_digest = manifest.config.digest.clone();
+    let (config, _) = get
+        .document("blobs", &config_digest, Some(&config_digest))
+        .await?;
+    let config = String::from_utf8(config)
+        .map_err(|_| Fetch::Registry(bad(reference, "its image config is not UTF-8".into())))?;
     Ok(Resolved {
         client,
         manifest,
         digest,
         config,
     })
+}
+
+/// GETs of one repository's documents.
+struct Get {
+    /// `SCHEME://REGISTRY/v2/REPOSITORY`.
+    base: String,
+    authz: Option<String>,
+    insecure: bool,
+    reference: Reference,
+}
+
+impl Get {
+    /// `kind/name` (at most [`MAX_DOCUMENT`] bytes) and its digest, which must be
+    /// `want` when given.
+    async fn document(
+        &self,
+        kind: &'static str,
+        name: &str,
+        want: Option<&str>,
+    ) -> Result<(Vec<u8>, String), Fetch> {
+        let url = format!("{}/{kind}/{name}", self.base);
+        let (authz, insecure) = (self.authz.clone(), self.insecure);
+        let got = tokio::task::spawn_blocking(move || get_capped(&url, authz.as_deref(), insecure))
+            .await
+            .map_err(|e| Fetch::NoAnswer(e.to_string()))??;
+        let (status, body) = got;
+        let reference = &self.reference;
+        match status {
+            200..=299 => {}
+            404 => {
+                return Err(Fetch::Registry(ImageError::Registry {
+                    reference: reference.whole(),
+                    reason: format!("the registry has no {name}"),
+                    failure: RegistryFailure::NotFound,
+                }))
+            }
+            401 | 403 => {
+                return Err(Fetch::Registry(ImageError::Registry {
+                    reference: reference.whole(),
+                    reason: format!("the registry refused {name} (HTTP {status})"),
+                    failure: RegistryFailure::Denied,
+                }))
+            }
+            _ => {
+                return Err(Fetch::Registry(ImageError::Registry {
+                    reference: reference.whole(),
+                    reason: format!("the registry answered HTTP {status} for {name}"),
+                    failure: RegistryFailure::Unreachable,
+                }))
+            }
+        }
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+        if let Some(want) = want {
+            if want != digest {
+                return Err(Fetch::Registry(bad(
+                    reference,
+                    format!("{name} does not match its digest (got {digest})"),
+                )));
+            }
+        }
+        Ok((body, digest))
+    }
+}
+
+/// GETs `url`: its status and at most [`MAX_DOCUMENT`] bytes of body (more is an
+/// error). Blocking.
+fn get_capped(url: &str, authz: Option<&str>, insecure: bool) -> Result<(u16, Vec<u8>), Fetch> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(std::time::Duration::from_secs(15)))
+        .timeout_per_read(Some(std::time::Duration::from_secs(60)))
+        .timeout_global(Some(std::time::Duration::from_secs(300)))
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .disable_verification(insecure)
+                .build(),
+        )
+        .build()
+        .into();
+    let mut req = agent.get(url).header("Accept", MANIFEST_TYPES);
+    if let Some(authz) = authz {
+        req = req.header("Authorization", authz);
+    }
+    let mut resp = req.call().map_err(|e| Fetch::NoAnswer(chain(&e)))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(MAX_DOCUMENT)
+        .read_to_vec()
+        .map_err(|e| match e {
+            ureq::Error::BodyExceedsLimit(_) => Fetch::Registry(ImageError::Registry {
+                reference: url.to_string(),
+                reason: format!("it sent more than {} MiB for {url}", MAX_DOCUMENT >> 20),
+                failure: RegistryFailure::BadContent,
+            }),
+            e => Fetch::NoAnswer(chain(&e)),
+        })?;
+    Ok((status, body))
 }
 
 /// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
@@ -269,5 +470,53 @@ mod tests {
         assert!(on_loopback("[::1]:5000"));
         assert!(!on_loopback("ghcr.io"));
         assert!(!on_loopback("10.0.0.1:5000"));
+    }
+
+    /// A registry on the loopback that answers `/v2/` and then streams `manifest_bytes`
+    /// of junk for any manifest; answers how many bytes it managed to send.
+    fn endless_registry(manifest_bytes: usize) -> (String, std::thread::JoinHandle<usize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = std::thread::spawn(move || {
+            let mut sent = 0;
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { break };
+                let mut line = String::new();
+                if BufReader::new(&conn).read_line(&mut line).is_err() {
+                    continue;
+                }
+                if line.starts_with("GET /v2/ ") {
+                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
+                } else if line.starts_with("GET /v2/evil/manifests/") {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {manifest_bytes}\r\n\r\n"
+                    );
+                    let chunk = vec![b' '; 64 << 10];
+                    while sent < manifest_bytes && conn.write_all(&chunk).is_ok() {
+                        sent += chunk.len();
+                    }
+                    return sent;
+                }
+            }
+            sent
+        });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn a_manifest_larger_than_any_real_one_is_refused_unread() {
+        let (addr, server) = endless_registry(1 << 30);
+        let reference: Reference = format!("{addr}/evil:1").parse().unwrap();
+
+        let err = match resolve(&reference, true, &RegistryAuth::Anonymous).await {
+            Ok(_) => panic!("a 1 GiB manifest was taken"),
+            Err(e) => e,
+        };
+
+        assert!(err.to_string().contains("more than 4 MiB"), "{err}");
+        let sent = server.join().unwrap();
+        assert!(sent < 64 << 20, "{sent} bytes were read");
     }
 }

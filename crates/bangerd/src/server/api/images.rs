@@ -4,8 +4,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
-use banger_wire::api::{ImageInfo, Request, SnapshotInfo};
-use banger_wire::public::SnapshotBody;
+use banger_wire::api::{ImageInfo, Request, SnapshotInfo, VmCreateSpec};
+use banger_wire::public::{SnapshotBody, WarmBody};
 use banger_wire::WireError;
 
 use super::error::{ApiError, ApiJson, ApiPath};
@@ -47,6 +47,37 @@ pub(crate) async fn delete(
     ApiPath(name): ApiPath<String>,
 ) -> Result<HttpResponse, ApiError> {
     dispatch(&s, Request::ImageDelete { name }, StatusCode::NO_CONTENT).await
+}
+
+/// Warms an image: boots it for the machine asked, lets it settle and keeps the
+/// snapshot warm creates resume; with `pool`, sets the image's pool size (and only
+/// that when the machine is warm already).
+#[utoipa::path(post, path = "/images/{name}/warm", operation_id = "warm_image", tag = "images",
+    params(("name" = String, Path, description = "image name")),
+    request_body(content = WarmBody, description = "an empty body is `{}`"),
+    responses(
+        (status = 200, description = "the image's warm snapshot", body = SnapshotInfo),
+        (status = "default", description = "an error", body = WireError),
+    ))]
+pub(crate) async fn warm(
+    State(s): State<ApiState>,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(body): ApiJson<WarmBody>,
+) -> Result<HttpResponse, ApiError> {
+    let spec = VmCreateSpec {
+        image: Some(name),
+        vcpu: body.vcpu,
+        memory_mib: body.memory_mib,
+        disk_size_mib: body.disk_size_mib,
+        backend: body.backend,
+        no_network: body.no_network,
+        ..Default::default()
+    };
+    let req = Request::ImageWarm {
+        spec,
+        pool: body.pool,
+    };
+    dispatch(&s, req, StatusCode::OK).await
 }
 
 /// Snapshots a running VM: it pauses for the copy, then runs on.

@@ -31,7 +31,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{handlers, AppState};
+use super::{caller, handlers, AppState, Caller};
 use error::ApiError;
 
 pub use openapi::document_json;
@@ -72,6 +72,7 @@ fn api() -> OpenApiRouter<ApiState> {
         .routes(routes!(images::snapshots))
         .routes(routes!(images::delete_snapshot))
         .routes(routes!(images::list))
+        .routes(routes!(images::warm))
         .routes(routes!(images::show, images::delete));
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).nest(PREFIX, v1)
 }
@@ -99,6 +100,11 @@ async fn detached<T: Send + 'static>(
     tokio::spawn(work)
         .await
         .map_err(|e| ApiError::new(WireError::new(ErrorCode::Internal, e.to_string())))?
+}
+
+/// Refuses `req` when `caller` may not make it (see [`caller::authorize`]).
+fn authorize(s: &ApiState, caller: Caller, req: &Request) -> Result<(), ApiError> {
+    caller::authorize(caller, s.app.owner, req).map_err(ApiError::from)
 }
 
 /// Runs `req` through the handler `POST /v1/rpc` uses, in its own task (a client that

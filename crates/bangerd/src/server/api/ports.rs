@@ -1,7 +1,7 @@
 //! A VM's port forwards: listed, added and removed while it runs (`banger vm port`),
 //! each the same [`Request`] as the CLI's.
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
 use banger_wire::api::{PortInfo, PortProto, Request};
@@ -9,7 +9,8 @@ use banger_wire::WireError;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery};
-use super::{dispatch, ApiState};
+use super::{authorize, dispatch, ApiState};
+use crate::server::Caller;
 
 /// The VM's port forwards.
 #[utoipa::path(get, path = "/vms/{name}/ports", operation_id = "list_ports", tag = "vms",
@@ -37,11 +38,14 @@ pub(crate) async fn list(
     ))]
 pub(crate) async fn add(
     State(s): State<ApiState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     ApiPath(name): ApiPath<String>,
     ApiJson(fwd): ApiJson<PortInfo>,
 ) -> Result<HttpResponse, ApiError> {
     let port = format!("{}:{}/{}", fwd.host, fwd.guest, fwd.proto.as_str());
-    dispatch(&s, Request::VmPortAdd { name, port }, StatusCode::CREATED).await
+    let req = Request::VmPortAdd { name, port };
+    authorize(&s, caller, &req)?;
+    dispatch(&s, req, StatusCode::CREATED).await
 }
 
 /// `?guest=80&proto=udp`: what else the forward to remove must match.

@@ -1,14 +1,15 @@
 //! Daemon status and VM lifecycle: each endpoint is one [`Request`], dispatched to the
 //! same handler `POST /v1/rpc` uses.
 
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::Response as HttpResponse;
 use banger_wire::api::{DaemonInfo, Request, VmCreateSpec, VmInfo};
 use banger_wire::WireError;
 
 use super::error::{ApiError, ApiJson, ApiPath};
-use super::{dispatch, ApiState};
+use super::{authorize, dispatch, ApiState};
+use crate::server::Caller;
 
 /// Daemon facts: version, socket, uptime, VM counts.
 #[utoipa::path(get, path = "/status", operation_id = "daemon_status", tag = "daemon",
@@ -39,9 +40,12 @@ pub(crate) async fn list(State(s): State<ApiState>) -> Result<HttpResponse, ApiE
     ))]
 pub(crate) async fn create(
     State(s): State<ApiState>,
+    ConnectInfo(caller): ConnectInfo<Caller>,
     ApiJson(spec): ApiJson<VmCreateSpec>,
 ) -> Result<HttpResponse, ApiError> {
-    dispatch(&s, Request::VmCreate { spec }, StatusCode::CREATED).await
+    let req = Request::VmCreate { spec };
+    authorize(&s, caller, &req)?;
+    dispatch(&s, req, StatusCode::CREATED).await
 }
 
 /// One VM.

@@ -85,48 +85,64 @@ impl Memory {
 }
 
 /// The sealed memfds of the snapshots clones were restored from, by memory file.
-/// Each holds the snapshot's memory once for all its clones; [`Templates::forget`]
-/// drops one when its snapshot goes.
+/// Each holds the snapshot's memory once for all its clones; [`forget`] drops one when
+/// its snapshot goes. The map's lock is held only to find a file's slot; loading a
+/// memory (seconds for gigabytes) holds that slot's lock alone.
 static TEMPLATES: Mutex<Templates> = Mutex::new(Templates(None));
 
-struct Templates(Option<HashMap<PathBuf, Arc<OwnedFd>>>);
+/// A memory file's template: empty until its first clone loads it.
+type Slot = Arc<Mutex<Option<Arc<OwnedFd>>>>;
+
+struct Templates(Option<HashMap<PathBuf, Slot>>);
+
+fn templates() -> std::sync::MutexGuard<'static, Templates> {
+    TEMPLATES.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The memory a clone of `snap` starts with: the snapshot's pages when it has a memory
-/// file, else a fresh memory for the migration stream to fill.
+/// file, else a fresh memory for the migration stream to fill. Blocking (the first
+/// clone of a snapshot copies its memory): call it off the async runtime's workers.
 pub(super) fn for_restore(snap: &SnapshotFiles, mib: u32) -> io::Result<Memory> {
     let path = snap.dir.join(MEMORY_FILE);
     if !path.exists() {
         return Memory::fresh(mib);
     }
-    let mut cache = TEMPLATES.lock().unwrap_or_else(|p| p.into_inner());
-    let map = cache.0.get_or_insert_with(HashMap::new);
-    if let Some(t) = map.get(&path) {
+    let slot = templates()
+        .0
+        .get_or_insert_with(HashMap::new)
+        .entry(path.clone())
+        .or_default()
+        .clone();
+    let mut loaded = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(t) = loaded.as_ref() {
         return Ok(Memory::Template(t.clone()));
     }
     let t0 = std::time::Instant::now();
     let sealed = Arc::new(load_sealed(&path, u64::from(mib) << 20)?);
     tracing::info!(path = %path.display(), ms = t0.elapsed().as_millis() as u64, "snapshot memory loaded");
-    map.insert(path, sealed.clone());
+    *loaded = Some(sealed.clone());
     Ok(Memory::Template(sealed))
 }
 
 /// Drops the cached pages of `snap`'s memory (its snapshot is being deleted; running
 /// clones keep their own mapping of them).
 pub fn forget(snap: &SnapshotFiles) {
-    let mut cache = TEMPLATES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(map) = cache.0.as_mut() {
+    if let Some(map) = templates().0.as_mut() {
         map.remove(&snap.dir.join(MEMORY_FILE));
     }
 }
 
-/// Bytes the cached snapshot memories hold.
+/// Bytes the cached snapshot memories hold (one being loaded counts once it is).
 pub fn templates_bytes() -> u64 {
-    let cache = TEMPLATES.lock().unwrap_or_else(|p| p.into_inner());
-    cache
+    let slots: Vec<Slot> = templates()
         .0
         .iter()
         .flatten()
-        .map(|(_, f)| held_bytes(f.as_fd()))
+        .map(|(_, s)| s.clone())
+        .collect();
+    slots
+        .iter()
+        .filter_map(|s| s.try_lock().ok()?.as_ref().map(|f| held_bytes(f.as_fd())))
         .sum()
 }
 
@@ -165,11 +181,22 @@ fn load_sealed(path: &Path, len: u64) -> io::Result<OwnedFd> {
     Ok(memfd)
 }
 
-/// The running QEMU `pid`'s memory when it is its own (shared, not a snapshot's).
+/// The running QEMU `pid`'s memory when it is its own (shared, not a snapshot's). QEMU
+/// is the guest's side: what sits at its descriptor must be a memfd (a FIFO there
+/// would hang the read; another file would be copied with the daemon's rights).
 fn own_memory(pid: u32) -> Option<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = format!("/proc/{pid}/fd/{}", fd::MEMORY);
-    let file = std::fs::File::open(path).ok()?;
-    let seals = rustix::fs::fcntl_get_seals(&file).unwrap_or(SealFlags::empty());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    // Only memfds (and shmem files) have seals to ask about.
+    let seals = rustix::fs::fcntl_get_seals(&file).ok()?;
     (!seals.contains(SealFlags::WRITE)).then_some(file)
 }
 
@@ -179,7 +206,7 @@ pub(super) fn is_own(pid: u32) -> bool {
 }
 
 /// Copies the paused QEMU `pid`'s own memory into `snap`'s [`MEMORY_FILE`], holes
-/// (pages the guest never touched) left holes.
+/// (pages the guest never touched) left holes. Blocking.
 pub(super) fn save(pid: u32, snap: &SnapshotFiles) -> io::Result<u64> {
     let memory = own_memory(pid).ok_or_else(|| {
         io::Error::new(
@@ -248,6 +275,90 @@ mod tests {
             "a template is writable"
         );
         assert!(held_bytes(sealed.as_fd()) < 1 << 20, "holes were filled");
+    }
+
+    /// A process holding `file` where a VMM holds its memory; killed on drop.
+    struct Holder(std::process::Child);
+
+    impl Holder {
+        fn new(file: OwnedFd) -> Holder {
+            use command_fds::{CommandFdExt, FdMapping};
+            let mut cmd = std::process::Command::new("sleep");
+            cmd.arg("60").stdin(std::process::Stdio::null());
+            cmd.fd_mappings(vec![FdMapping {
+                parent_fd: file,
+                child_fd: fd::MEMORY,
+            }])
+            .unwrap();
+            Holder(cmd.spawn().unwrap())
+        }
+    }
+
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn only_an_unsealed_memfd_is_taken_for_a_vmms_own_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let plain = dir.path().join("plain");
+        fs_err::write(&plain, b"a file of the daemon's").unwrap();
+        let open = |path: &Path| {
+            use std::os::unix::fs::OpenOptionsExt;
+            OwnedFd::from(
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+                    .open(path)
+                    .unwrap(),
+            )
+        };
+        let template = dir.path().join(MEMORY_FILE);
+        fs_err::File::create(&template)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+
+        let own = Holder::new(Memory::fresh(1).unwrap().fd().unwrap());
+        let sealed = Holder::new(load_sealed(&template, 1 << 20).unwrap());
+        let a_fifo = Holder::new(open(&fifo));
+        let a_file = Holder::new(open(&plain));
+
+        assert!(is_own(own.0.id()));
+        assert!(!is_own(sealed.0.id()));
+        assert!(!is_own(a_fifo.0.id()));
+        assert!(!is_own(a_file.0.id()));
+    }
+
+    #[test]
+    fn the_memory_figure_does_not_wait_for_a_memory_being_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let snap = SnapshotFiles {
+            dir: dir.path().to_path_buf(),
+            disk: dir.path().join("disk"),
+        };
+        let slot = templates()
+            .0
+            .get_or_insert_with(HashMap::new)
+            .entry(snap.dir.join(MEMORY_FILE))
+            .or_default()
+            .clone();
+        let loading = slot.lock().unwrap();
+
+        // `daemon status` while a clone's first restore copies gigabytes.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(templates_bytes()).unwrap());
+
+        let answered = rx.recv_timeout(std::time::Duration::from_secs(10));
+        drop(loading);
+        forget(&snap);
+        assert!(answered.is_ok(), "templates_bytes waited for the load");
     }
 
     #[test]

@@ -59,10 +59,15 @@ pub(super) async fn save(launched: &Launched, snap: &SnapshotFiles) -> Result<()
     wait_migration(&mut qmp).await?;
     if own_memory {
         let t0 = std::time::Instant::now();
-        let bytes = memory::save(launched.pid, snap).map_err(|source| VmmError::Handoff {
-            what: format!("the memory of qemu {}", launched.pid),
-            source,
-        })?;
+        let (pid, files) = (launched.pid, snap.clone());
+        let bytes = tokio::task::spawn_blocking(move || memory::save(pid, &files))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|saved| saved)
+            .map_err(|source| VmmError::Handoff {
+                what: format!("the memory of qemu {}", launched.pid),
+                source,
+            })?;
         tracing::info!(
             bytes,
             ms = t0.elapsed().as_millis() as u64,
