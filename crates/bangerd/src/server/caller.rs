@@ -62,7 +62,7 @@ pub fn authorize(caller: Caller, daemon_uid: u32, req: &Request) -> Result<(), D
                 "give an http:// or https:// mirror, or run the build as root",
             )
         }
-        Request::VmCreate { spec } | Request::ImageWarm { spec } => {
+        Request::VmCreate { spec } | Request::ImageWarm { spec, .. } => {
             authorize_ports(caller, daemon_uid, spec.publish.iter().map(String::as_str))
         }
         Request::VmPortAdd { port, .. } => authorize_ports(caller, daemon_uid, [port.as_str()]),
