@@ -155,6 +155,10 @@ pub struct VmCreateSpec {
     /// paused one from the daemon's pool.
     #[serde(default)]
     pub no_pool: bool,
+    /// Delete the VM once nothing has used it for this many seconds: no exec, copy,
+    /// workspace or detached command running, no request naming it (see docs).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// Changes for `vm set`; only on a stopped VM.
@@ -282,6 +286,9 @@ pub struct VmInfo {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub user: Option<GuestUser>,
+    /// The daemon deletes the VM once unused for this many seconds (`--idle-timeout`).
+    #[serde(default)]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 /// A snapshot of a running VM: its memory, devices and writable disk at one instant.
@@ -831,6 +838,7 @@ mod tests {
             policy: Some(NetPolicy::default()),
             expires_at: Some("2026-11-24T01:00:00Z".into()),
             user: Some("dev".parse().unwrap()),
+            idle_timeout_secs: Some(300),
         }]);
         let json = serde_json::to_string(&resp).unwrap();
         let back: Response = serde_json::from_str(&json).unwrap();

@@ -178,6 +178,10 @@ pub enum VmCommand {
         /// guest on first use, with a home in /home; UID: the next free from 1000).
         #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
         user: Option<GuestUser>,
+        /// Delete the VM once nothing has used it for DUR (no exec, copy, workspace or
+        /// detached command running, no request naming it).
+        #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+        idle_timeout: Option<std::time::Duration>,
     },
     /// Create a VM, run a command in it, stream its output and exit with its code.
     Run(RunArgs),
@@ -269,7 +273,8 @@ pub enum VmCommand {
     },
     /// Copy files and directories between the host and a VM.
     ///
-    /// `NAME:/path` names the guest side; relative guest paths start at /root.
+    /// `NAME:/path` names the guest side. The copy runs as the VM's default user
+    /// (`vm create --user`, else root); relative guest paths start at its home.
     /// Directories are copied with their contents, like `cp -r` (no flag needed). Modes
     /// are kept. Into an existing directory a copy keeps its name; otherwise it is
     /// created as DST. With several sources (all on the host, or all in one VM), DST
@@ -279,10 +284,15 @@ pub enum VmCommand {
         #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
         paths: Vec<String>,
     },
-    /// Open an SSH session in a VM, or run a command there over SSH.
+    /// Open an SSH session in a VM, or run a command there over SSH, as the VM's
+    /// default user (`vm create --user`, else root).
     Ssh {
         /// The running VM.
         name: String,
+        /// Log in as this user (created in the guest if missing) instead of the VM's
+        /// default user (`vm create --user`), or root when it has none.
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
         /// The command and its arguments, quoted so they arrive exactly as given.
         #[arg(last = true)]
         command: Vec<String>,
@@ -291,6 +301,9 @@ pub enum VmCommand {
     SshConfig {
         /// The VM.
         name: String,
+        /// The block's user instead of the VM's default user (or root).
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
     },
     /// Snapshot a running VM (it pauses while its memory and disk are saved), or list
     /// and delete snapshots. `vm create --from-snapshot SNAP` clones one.
@@ -441,6 +454,10 @@ pub struct RunArgs {
     /// restarts.
     #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
     pub ttl: Option<std::time::Duration>,
+    /// Delete the VM once nothing has used it for DUR (no exec, copy, workspace or
+    /// detached command running, no request naming it).
+    #[arg(long, value_name = "DUR", value_parser = crate::duration::parse)]
+    pub idle_timeout: Option<std::time::Duration>,
     #[command(flatten)]
     pub opts: ExecOpts,
     /// A git repository to ship into the VM (its tracked files as they are in the

@@ -45,6 +45,12 @@ pub async fn vm(client: &Client, spec: VmCreateSpec) -> Result<VmInfo, CliError>
                 vm.name
             ));
         }
+        if let (Ok(vm), Some(_)) = (&existing, spec.idle_timeout_secs) {
+            output::note(&format!(
+                "--idle-timeout applies to new VMs; vm {} exists and keeps its own",
+                vm.name
+            ));
+        }
         match existing {
             Ok(vm) if vm.state == VmState::Running => return Ok(vm),
             Ok(vm) => {

@@ -235,6 +235,7 @@ fn vm(name: &str, state: VmState, expires_at: Option<i64>) -> VmRecord {
         ephemeral: false,
         expires_at,
         user: None,
+        idle_timeout_secs: None,
     }
 }
 

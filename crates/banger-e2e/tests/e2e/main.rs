@@ -6,8 +6,10 @@
 
 mod api;
 mod cpport;
+mod defaultuser;
 mod detach;
 mod exec;
+mod idle;
 mod lifecycle;
 mod lifetimes;
 mod network;

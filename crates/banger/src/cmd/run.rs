@@ -220,6 +220,7 @@ fn create_spec(args: &RunArgs) -> Result<VmCreateSpec, CliError> {
         ttl_secs: args.ttl.map(|d| d.as_secs()),
         user: args.opts.user.clone(),
         no_pool: args.no_pool,
+        idle_timeout_secs: args.idle_timeout.map(|d| d.as_secs()),
         ..Default::default()
     })
 }

@@ -3,6 +3,8 @@
 
 use std::os::unix::process::CommandExt;
 
+use banger_wire::user::GuestUser;
+
 use crate::client::Client;
 use crate::error::CliError;
 use crate::output;
@@ -10,8 +12,13 @@ use crate::ssh::{self, SshError};
 
 /// Replaces this process with `ssh`, so its exit code, signals and terminal are the
 /// session's own. Returns only if ssh cannot be started.
-pub async fn run(client: &Client, name: &str, command: Vec<String>) -> Result<i32, CliError> {
-    let target = ssh::target(client, name).await?;
+pub async fn run(
+    client: &Client,
+    name: &str,
+    user: Option<GuestUser>,
+    command: Vec<String>,
+) -> Result<i32, CliError> {
+    let target = ssh::target(client, name, user).await?;
     let err = std::process::Command::new("ssh")
         .args(target.argv(&command))
         .exec();
@@ -20,8 +27,8 @@ pub async fn run(client: &Client, name: &str, command: Vec<String>) -> Result<i3
 
 /// Prints a `Host` block for ~/.ssh/config (pinning the host key first, so the block
 /// works at once).
-pub async fn config(client: &Client, name: &str) -> Result<i32, CliError> {
-    let target = ssh::target(client, name).await?;
+pub async fn config(client: &Client, name: &str, user: Option<GuestUser>) -> Result<i32, CliError> {
+    let target = ssh::target(client, name, user).await?;
     output::data(&target.config_block());
     Ok(0)
 }

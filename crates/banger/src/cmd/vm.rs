@@ -25,6 +25,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             ttl,
             json,
             user,
+            idle_timeout,
         } => {
             let image = super::image::ensure(client, image).await?;
             let spec = VmCreateSpec {
@@ -44,6 +45,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
                 ephemeral: false,
                 ttl_secs: ttl.map(|d| d.as_secs()),
                 user,
+                idle_timeout_secs: idle_timeout.map(|d| d.as_secs()),
                 ..Default::default()
             };
             let waiting = Waits::stderr(json).phase(if spec.no_start {
@@ -110,8 +112,12 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
             super::detached::kill(client, &name, &id, signal).await
         }
         VmCommand::Cp { paths } => super::cp::run(client, &paths).await,
-        VmCommand::Ssh { name, command } => super::ssh::run(client, &name, command).await,
-        VmCommand::SshConfig { name } => super::ssh::config(client, &name).await,
+        VmCommand::Ssh {
+            name,
+            user,
+            command,
+        } => super::ssh::run(client, &name, user, command).await,
+        VmCommand::SshConfig { name, user } => super::ssh::config(client, &name, user).await,
         VmCommand::Run(args) => super::run::run(client, args).await,
         VmCommand::Snapshot(args) => super::snapshot::run(client, args).await,
         VmCommand::Port(cmd) => super::port::run(client, cmd).await,
@@ -208,6 +214,9 @@ fn show(vm: &VmInfo, json: bool) -> Result<i32, CliError> {
     }
     if let Some(at) = &vm.expires_at {
         s.push_str(&format!("expires   {at} (then deleted)\n"));
+    }
+    if let Some(secs) = vm.idle_timeout_secs {
+        s.push_str(&format!("idle      deleted after {secs}s unused\n"));
     }
     if let Some(e) = &vm.last_error {
         s.push_str(&format!("last error:\n{e}\n"));

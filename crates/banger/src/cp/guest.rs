@@ -67,8 +67,8 @@ fn parse_probe(out: &[u8]) -> Option<Probe> {
     let (kind, rest) = text.split_once('\n')?;
     let resolved = rest.strip_suffix('\n').filter(|r| r.starts_with('/'));
     let (found, resolved) = match (kind, resolved) {
-        ("dir", Some(r)) => (Found::Dir, Some(GuestPath::new(r))),
-        ("other", Some(r)) => (Found::Other, Some(GuestPath::new(r))),
+        ("dir", Some(r)) => (Found::Dir, Some(GuestPath::resolved(r))),
+        ("other", Some(r)) => (Found::Other, Some(GuestPath::resolved(r))),
         // A symlink to nothing: replaced like a file, never read from.
         ("dangling", None) => (Found::Other, None),
         ("absent", None) => (Found::Absent, None),
@@ -117,7 +117,7 @@ mod tests {
             parse_probe(b"other\n/usr/lib/os-release \xc3\xbc x\n"),
             Some(Probe {
                 found: Found::Other,
-                resolved: Some(GuestPath::new("/usr/lib/os-release ü x")),
+                resolved: Some(GuestPath::resolved("/usr/lib/os-release ü x")),
             })
         );
         assert_eq!(

@@ -26,7 +26,7 @@ use self::guest::Found;
 use self::spec::GuestPath;
 use self::unpack::Target;
 use crate::client::Client;
-use crate::workspace::exec::{Runner, Vm};
+use crate::workspace::exec::{CaptureError, Runner, Vm};
 
 pub use self::error::CopyError;
 pub use self::spec::{parse, Plan};
@@ -55,12 +55,29 @@ impl fmt::Display for Skipped {
     }
 }
 
+/// Where relative guest paths of VM `name` start: the home of the user its commands
+/// run as (the VM's default user, else root), who also does the copy, as `scp` to that
+/// user would.
+async fn guest_home(client: &Client, name: &str) -> Result<String, CopyError> {
+    let vm = crate::vm::show(client, name)
+        .await
+        .map_err(|e| CopyError::Capture(CaptureError::Cli(e)))?;
+    Ok(vm.user.map_or_else(|| "/root".to_string(), |u| u.home()))
+}
+
 /// Carries out one copy; answers what it left out.
 pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError> {
     let several = plan.several();
+    let home = match &plan {
+        Plan::Upload { vm, .. } | Plan::Download { vm, .. } if plan.relative() => {
+            guest_home(client, vm).await?
+        }
+        _ => "/".to_string(),
+    };
     let mut skipped = Vec::new();
     match plan {
         Plan::Upload { locals, vm, guest } => {
+            let guest = GuestPath::new(&guest, &home);
             let vm = Vm { client, name: &vm };
             if several {
                 // Every source is checked before the first is copied.
@@ -82,6 +99,7 @@ pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError
             }
         }
         Plan::Download { vm, guests, local } => {
+            let guests: Vec<_> = guests.iter().map(|g| GuestPath::new(g, &home)).collect();
             let vm = Vm { client, name: &vm };
             if several {
                 distinct(

@@ -4,9 +4,6 @@ use std::path::PathBuf;
 
 use crate::error::CliError;
 
-/// Where relative guest paths start (the agent's default working directory).
-pub const GUEST_HOME: &str = "/root";
-
 /// One copy, host → guest or guest → host. With several sources the destination must
 /// be an existing directory, which receives each of them under its own name.
 #[derive(Debug, PartialEq, Eq)]
@@ -14,11 +11,11 @@ pub enum Plan {
     Upload {
         locals: Vec<PathBuf>,
         vm: String,
-        guest: GuestPath,
+        guest: String,
     },
     Download {
         vm: String,
-        guests: Vec<GuestPath>,
+        guests: Vec<String>,
         local: PathBuf,
     },
 }
@@ -31,6 +28,15 @@ impl Plan {
             Plan::Download { guests, .. } => guests.len() > 1,
         }
     }
+
+    /// Whether a guest path is relative (it starts at the home of the VM's user).
+    pub fn relative(&self) -> bool {
+        let relative = |p: &String| !p.starts_with('/');
+        match self {
+            Plan::Upload { guest, .. } => relative(guest),
+            Plan::Download { guests, .. } => guests.iter().any(relative),
+        }
+    }
 }
 
 /// An absolute, normalized guest path (no trailing `/` except for `/` itself).
@@ -38,12 +44,12 @@ impl Plan {
 pub struct GuestPath(String);
 
 impl GuestPath {
-    /// `path` as typed after `NAME:`; relative paths start at [`GUEST_HOME`].
-    pub fn new(path: &str) -> GuestPath {
+    /// `path` as typed after `NAME:`; relative paths start at `home`.
+    pub fn new(path: &str, home: &str) -> GuestPath {
         let abs = match path {
-            "" => GUEST_HOME.to_string(),
+            "" => home.to_string(),
             p if p.starts_with('/') => p.to_string(),
-            p => format!("{GUEST_HOME}/{p}"),
+            p => format!("{home}/{p}"),
         };
         let trimmed = abs.trim_end_matches('/');
         GuestPath(if trimmed.is_empty() {
@@ -51,6 +57,11 @@ impl GuestPath {
         } else {
             trimmed.into()
         })
+    }
+
+    /// An absolute path the guest answered, normalized.
+    pub fn resolved(path: &str) -> GuestPath {
+        GuestPath::new(path, "/")
     }
 
     pub fn as_str(&self) -> &str {
@@ -99,7 +110,7 @@ pub fn parse(args: &[String]) -> Result<Plan, CliError> {
             Ok(Plan::Upload {
                 locals: srcs.iter().map(PathBuf::from).collect(),
                 vm: vm.to_string(),
-                guest: GuestPath::new(path),
+                guest: path.to_string(),
             })
         }
         None => {
@@ -116,7 +127,7 @@ pub fn parse(args: &[String]) -> Result<Plan, CliError> {
             let mut guests = Vec::with_capacity(srcs.len());
             for src in srcs {
                 match remote(src) {
-                    Some((name, path)) if name == vm => guests.push(GuestPath::new(path)),
+                    Some((name, path)) if name == vm => guests.push(path.to_string()),
                     Some(_) => {
                         return Err(CliError::usage(
                             format!("{src:?} is not in vm {vm}; copy from one VM at a time"),
@@ -155,14 +166,14 @@ mod tests {
             Plan::Upload {
                 locals: vec!["./my dir".into()],
                 vm: "web".into(),
-                guest: GuestPath("/srv/ünï x".into()),
+                guest: "/srv/ünï x".into(),
             }
         );
         assert_eq!(
             parse(&args(&["web:/etc/hosts", "out"])).unwrap(),
             Plan::Download {
                 vm: "web".into(),
-                guests: vec![GuestPath("/etc/hosts".into())],
+                guests: vec!["/etc/hosts".into()],
                 local: "out".into(),
             }
         );
@@ -178,18 +189,19 @@ mod tests {
             Plan::Upload {
                 locals: vec!["a".into(), "b dir".into()],
                 vm: "web".into(),
-                guest: GuestPath("/srv".into()),
+                guest: "/srv/".into(),
             }
         );
         assert_eq!(
             down,
             Plan::Download {
                 vm: "web".into(),
-                guests: vec![GuestPath("/x".into()), GuestPath("/root/y".into())],
+                guests: vec!["/x".into(), "y".into()],
                 local: "./dir/".into(),
             }
         );
         assert!(up.several() && down.several());
+        assert!(!up.relative() && down.relative());
     }
 
     #[test]
@@ -213,21 +225,24 @@ mod tests {
 
     #[test]
     fn guest_paths_are_made_absolute_from_the_home() {
-        assert_eq!(GuestPath::new("").as_str(), "/root");
-        assert_eq!(GuestPath::new("notes/").as_str(), "/root/notes");
-        assert_eq!(GuestPath::new("///").as_str(), "/");
-        assert_eq!(GuestPath::new("/a b//").as_str(), "/a b");
+        assert_eq!(GuestPath::new("", "/root").as_str(), "/root");
+        assert_eq!(
+            GuestPath::new("notes/", "/home/dev").as_str(),
+            "/home/dev/notes"
+        );
+        assert_eq!(GuestPath::new("///", "/home/dev").as_str(), "/");
+        assert_eq!(GuestPath::new("/a b//", "/home/dev").as_str(), "/a b");
     }
 
     #[test]
     fn split_names_the_last_component_and_its_directory() {
         assert_eq!(
-            GuestPath::new("/etc/hosts").split(),
+            GuestPath::new("/etc/hosts", "/root").split(),
             Some(("/etc", "hosts"))
         );
-        assert_eq!(GuestPath::new("/srv").split(), Some(("/", "srv")));
-        assert_eq!(GuestPath::new("/").split(), None);
-        assert_eq!(GuestPath::new("/tmp/..").split(), None);
-        assert_eq!(GuestPath::new("/tmp/.").split(), None);
+        assert_eq!(GuestPath::new("/srv", "/root").split(), Some(("/", "srv")));
+        assert_eq!(GuestPath::new("/", "/root").split(), None);
+        assert_eq!(GuestPath::new("/tmp/..", "/root").split(), None);
+        assert_eq!(GuestPath::new("/tmp/.", "/root").split(), None);
     }
 }

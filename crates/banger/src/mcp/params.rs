@@ -41,6 +41,9 @@ pub struct VmCreateArgs {
     /// "NAME:UID", created in the guest on first use with a home in /home; root when
     /// absent.
     pub user: Option<String>,
+    /// Delete the VM once nothing has used it for this many seconds (no command
+    /// running, no call naming it).
+    pub idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -190,6 +193,9 @@ pub struct RunArgs {
     /// Delete the VM this long after it is created even if this call is still running,
     /// e.g. "30m" (a safety net: the VM is deleted when the call ends anyway).
     pub ttl: Option<String>,
+    /// Delete the VM once nothing has used it for this many seconds (a safety net like
+    /// `ttl`: the command keeps it in use, and the call's end deletes it anyway).
+    pub idle_timeout_secs: Option<u64>,
     /// With `repo`: once the command ends (also when it fails or times out), answer with
     /// the changes it made as a git patch against the shipped HEAD commit (`patch`, for
     /// `git apply` on a clean checkout, new files included; at most 4 MiB).

@@ -26,6 +26,9 @@ pub struct Vm {
     /// When the VM is deleted by its `ttl` (RFC 3339), if it has one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
+    /// Seconds unused after which the VM is deleted, if it has an idle timeout.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl From<VmInfo> for Vm {
@@ -40,6 +43,7 @@ impl From<VmInfo> for Vm {
             ip: v.ip,
             last_error: v.last_error,
             expires_at: v.expires_at,
+            idle_timeout_secs: v.idle_timeout_secs,
         }
     }
 }

@@ -41,6 +41,7 @@ a single command, `run` is simpler.",
             exec_only: true,
             ttl_secs: params::ttl_secs(args.ttl.as_deref())?,
             user: params::user(args.user.as_deref())?,
+            idle_timeout_secs: args.idle_timeout_secs,
             ..Default::default()
         };
         let client = self.shared.client().await?;
@@ -131,6 +132,7 @@ come back. Nothing else the command writes survives; use vm_create + exec for mu
         let create = VmCreateSpec {
             ttl_secs,
             user,
+            idle_timeout_secs: args.idle_timeout_secs,
             ..create
         };
         let shared = self.shared.clone();

@@ -8,12 +8,14 @@ use super::quote::{config_value, percent, remote_command};
 /// Where the image installs the guest agent.
 pub const GUEST_AGENT: &str = "/usr/local/sbin/banger-agent";
 
-/// Everything ssh needs to reach one VM as root with banger's key, trusting only the
-/// pinned host key.
+/// Everything ssh needs to reach one VM as one user with banger's key, trusting only
+/// the pinned host key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTarget {
     /// The VM name (the `Host` of a config block).
     pub name: String,
+    /// The guest user ssh logs in as.
+    pub user: String,
     /// The address ssh dials: the VM's IP, or a placeholder when a proxy carries it.
     pub host: String,
     /// The key name in the known_hosts file.
@@ -48,7 +50,7 @@ impl SshTarget {
     fn options(&self) -> Vec<(&'static str, String)> {
         let path = |p: &Path| config_value(&p.display().to_string());
         let mut opts = vec![
-            ("User", "root".to_string()),
+            ("User", config_value(&self.user)),
             ("IdentityFile", path(&self.key)),
             ("IdentitiesOnly", "yes".into()),
             ("UserKnownHostsFile", path(&self.known_hosts)),
@@ -109,6 +111,7 @@ mod tests {
     fn target(proxy: Option<String>) -> SshTarget {
         SshTarget {
             name: "web".into(),
+            user: "root".into(),
             host: "172.30.0.2".into(),
             alias: "banger-0a1b".into(),
             key: "/var/lib/banger/ssh/id_ed25519".into(),
@@ -185,6 +188,19 @@ mod tests {
              HostKeyAlgorithms ssh-ed25519\n  UpdateHostKeys no\n  CheckHostIP no\n  \
              ForwardAgent no\n  ForwardX11 no\n"
         );
+    }
+
+    #[test]
+    fn the_login_is_the_targets_user() {
+        let dev = SshTarget {
+            user: "dev".into(),
+            ..target(None)
+        };
+
+        let argv = dev.argv(&[]);
+
+        assert!(dev.config_block().contains("\n  User dev\n"));
+        assert!(argv.iter().any(|a| a == "User=dev"), "{argv:?}");
     }
 
     #[test]

@@ -88,6 +88,8 @@ async fn relay(
             }
         };
         let mut client = TokioIo::new(upgraded);
+        // The VM is in use until the relay ends.
+        let (stream, _busy) = stream.into_parts();
         let mut guest = stream.into_inner();
         if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut guest).await {
             tracing::debug!(cause = %e, "exec relay ended");

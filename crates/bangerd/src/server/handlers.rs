@@ -17,6 +17,8 @@ use crate::error::DaemonError;
 
 pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Response, DaemonError> {
     let vms = &state.deps.manager;
+    // A request naming a VM uses it: its idle clock restarts when the request ends.
+    let _busy = named_vm(&req).and_then(|name| vms.busy(name));
     Ok(match req {
         Request::Ping => Response::Pong,
         Request::DaemonStatus => Response::Daemon(daemon_info(state)?),
@@ -77,6 +79,26 @@ pub(crate) async fn handle(state: &Arc<AppState>, req: Request) -> Result<Respon
             return Err(DaemonError::invalid("this request streams its answer"))
         }
     })
+}
+
+/// The VM a request names, if any.
+fn named_vm(req: &Request) -> Option<&str> {
+    match req {
+        Request::VmStart { name }
+        | Request::VmStop { name, .. }
+        | Request::VmRestart { name }
+        | Request::VmDelete { name, .. }
+        | Request::VmShow { name }
+        | Request::VmSet { name, .. }
+        | Request::VmPortAdd { name, .. }
+        | Request::VmPortRemove { name, .. }
+        | Request::VmPortList { name }
+        | Request::VmExecDetach { name, .. }
+        | Request::VmPs { name }
+        | Request::VmKill { name, .. }
+        | Request::VmSnapshot { vm: name, .. } => Some(name),
+        _ => None,
+    }
 }
 
 fn daemon_info(state: &AppState) -> Result<DaemonInfo, DaemonError> {

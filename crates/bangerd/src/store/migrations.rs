@@ -90,12 +90,17 @@ pub const STEPS: &[&str] = &[
         ready INTEGER NOT NULL DEFAULT 0
     );
     "#,
-    // 10: an image's own pool size (`image warm NAME --pool N`), over the config's.
+    // 9: an image's own pool size (`image warm NAME --pool N`), over the config's.
     r#"
     CREATE TABLE image_pools (
         image TEXT PRIMARY KEY,
         size INTEGER NOT NULL
     ) STRICT;
+    "#,
+    // 10: idle timeouts: the daemon deletes a VM unused for this many seconds. (After
+    // 9, which main had shipped first.)
+    r#"
+    ALTER TABLE vms ADD COLUMN idle_timeout_secs INTEGER;
     "#,
 ];
 
@@ -136,7 +141,7 @@ mod tests {
                 .pragma_query_value(None, "user_version", |r| r.get(0))
                 .unwrap();
             assert_eq!(v as usize, STEPS.len(), "upgrade from version {from}");
-            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at, guest_user FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots; SELECT vm_id, machine, snapshot, ready FROM pool; SELECT image, size FROM image_pools;")
+            conn.execute_batch("SELECT id, name, state, pid_start, tap, publish, creating, ephemeral, expires_at, guest_user, idle_timeout_secs FROM vms; SELECT ip FROM leases; SELECT key FROM meta; SELECT name, warm FROM snapshots; SELECT vm_id, machine, snapshot, ready FROM pool; SELECT image, size FROM image_pools;")
                 .unwrap();
         }
     }

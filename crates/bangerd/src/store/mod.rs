@@ -75,6 +75,8 @@ pub struct VmRecord {
     pub expires_at: Option<i64>,
     /// Who runs the commands that name no user (`--user`); root when `None`.
     pub user: Option<GuestUser>,
+    /// Delete the VM once unused for this long (`--idle-timeout`).
+    pub idle_timeout_secs: Option<u64>,
 }
 
 impl VmRecord {
@@ -96,6 +98,7 @@ impl VmRecord {
             policy: (!self.no_network).then(|| self.policy.clone()),
             expires_at: self.expires_at.map(rfc3339),
             user: self.user.clone(),
+            idle_timeout_secs: self.idle_timeout_secs,
         }
     }
 
@@ -138,6 +141,9 @@ impl VmRecord {
             user: row
                 .get::<_, Option<String>>("guest_user")?
                 .and_then(|u| u.parse().ok()),
+            idle_timeout_secs: row
+                .get::<_, Option<i64>>("idle_timeout_secs")?
+                .and_then(|s| u64::try_from(s).ok()),
         })
     }
 }
@@ -223,8 +229,9 @@ impl Store {
         let res = self.conn().execute(
             "INSERT INTO vms (id, name, image, backend, vcpu, memory_mib, disk_size_mib, state,
                               no_network, token, created_at, publish, policy, creating,
-                              ephemeral, expires_at, guest_user)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                              ephemeral, expires_at, guest_user, idle_timeout_secs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                     ?18)",
             params![
                 vm.id,
                 vm.name,
@@ -242,7 +249,8 @@ impl Store {
                 vm.creating,
                 vm.ephemeral,
                 vm.expires_at,
-                vm.user.as_ref().map(|u| u.to_string())
+                vm.user.as_ref().map(|u| u.to_string()),
+                vm.idle_timeout_secs.and_then(|s| i64::try_from(s).ok())
             ],
         );
         match res {
@@ -378,6 +386,15 @@ impl Store {
         Ok(())
     }
 
+    /// Sets (or clears) how long VM `id` may stay unused.
+    pub fn set_idle_timeout(&self, id: &str, secs: Option<u64>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE vms SET idle_timeout_secs = ?2 WHERE id = ?1",
+            params![id, secs.and_then(|s| i64::try_from(s).ok())],
+        )?;
+        Ok(())
+    }
+
     /// Frees the name of VM `id`, which is being deleted, for a new VM: the row is
     /// renamed `deleting-<id>`. (Should a VM be named so on purpose, the rename fails
     /// and the name stays taken until the delete ends.)
@@ -490,6 +507,7 @@ pub(super) mod tests {
             ephemeral: false,
             expires_at: None,
             user: None,
+            idle_timeout_secs: None,
         }
     }
 

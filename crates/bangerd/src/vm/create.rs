@@ -91,6 +91,7 @@ impl Manager {
     /// snapshot when there is one, and otherwise boots and (on first use) takes one.
     pub async fn create(self: &Arc<Self>, spec: VmCreateSpec) -> Result<VmInfo, DaemonError> {
         super::ttl::check(spec.ttl_secs)?;
+        super::idle::check(spec.idle_timeout_secs)?;
         let vm = if let Some(from) = spec.from_snapshot.clone() {
             self.create_clone(spec.clone(), &from).await?
         } else if !spec.warm {
@@ -108,6 +109,10 @@ impl Manager {
         };
         let vm = match spec.ttl_secs {
             Some(ttl) => self.with_ttl(vm, ttl).await?,
+            None => vm,
+        };
+        let vm = match spec.idle_timeout_secs {
+            Some(secs) => self.with_idle_timeout(vm, secs).await?,
             None => vm,
         };
         if !spec.exec_only && !spec.no_start {
@@ -234,6 +239,7 @@ impl Manager {
             creating: true,
             ephemeral: new.ephemeral,
             expires_at: None,
+            idle_timeout_secs: None,
             user: new.user,
         })
     }

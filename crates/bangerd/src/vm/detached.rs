@@ -3,26 +3,28 @@
 
 use banger_wire::agent::{AgentRequest, DetachedInfo, ExecSpec, GuestFrame};
 
-use super::Manager;
-use crate::agent_conn::{self, AgentStream};
+use super::{Manager, VmStream};
+use crate::agent_conn;
 use crate::error::DaemonError;
 
 impl Manager {
-    /// Opens a stream to the VM's agent and sends `req` on it.
+    /// Opens a stream to the VM's agent and sends `req` on it; the VM is in use while
+    /// the stream is open (see [`super::idle`]).
     pub async fn agent_stream(
         &self,
         name: &str,
         req: &AgentRequest,
-    ) -> Result<AgentStream, DaemonError> {
+    ) -> Result<VmStream, DaemonError> {
         let rec = self.record(name)?;
         let agent = self.agent(&rec).await?;
-        agent
+        let stream = agent
             .request(req)
             .await
             .map_err(|source| DaemonError::Agent {
                 vm: rec.name.clone(),
                 source,
-            })
+            })?;
+        Ok(self.in_use(&rec, stream))
     }
 
     /// Starts `spec` detached in the guest; answers once it runs.

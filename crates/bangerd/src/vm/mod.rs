@@ -12,6 +12,7 @@ mod console;
 mod create;
 mod detached;
 mod files;
+mod idle;
 mod network;
 mod pool;
 mod pool_status;
@@ -26,6 +27,7 @@ mod supervise;
 mod ttl;
 mod warm;
 
+pub use idle::{Busy, VmStream};
 pub use prune::stopped;
 /// A manager on a temp dir without VMMs or network, and VM rows, for other modules' tests.
 #[cfg(test)]
@@ -42,7 +44,7 @@ use banger_wire::api::{Backend, VmInfo, VmSetSpec, VmState};
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
-use crate::agent_conn::{AgentConn, AgentStream};
+use crate::agent_conn::AgentConn;
 use crate::error::DaemonError;
 use crate::failpoint::failpoint;
 use crate::net::HostNetwork;
@@ -128,6 +130,8 @@ pub struct Manager {
     /// Held from the check that a host port is free to its forward being stored (see
     /// [`ports`]), so two VMs never take one port.
     forwards: tokio::sync::Mutex<()>,
+    /// When each VM was last used (see [`idle`]).
+    activity: Arc<idle::Activity>,
 }
 
 /// A VM's machine: what it boots and on what. A warm snapshot serves the creates whose
@@ -175,6 +179,7 @@ impl Manager {
             deleting: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
             forwards: tokio::sync::Mutex::new(()),
+            activity: Arc::default(),
         }
     }
 
@@ -364,7 +369,7 @@ impl Manager {
     /// Opens an exec stream to the VM's agent; the request has been sent. A spec that
     /// names no user runs as the VM's default user; the image's env and working
     /// directory (a container image's config) are the defaults.
-    pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<AgentStream, DaemonError> {
+    pub async fn exec(&self, name: &str, spec: ExecSpec) -> Result<VmStream, DaemonError> {
         let spec = self.exec_defaults(name, spec)?;
         self.agent_stream(name, &AgentRequest::Exec(spec)).await
     }

@@ -2,7 +2,8 @@
 //! is a column of the VM's row, so it holds across daemon restarts. One reaper task
 //! sleeps until the earliest expiry in the store, or until a create sets a new one,
 //! deletes what has expired and sleeps again; its first pass, right after reconcile,
-//! deletes what expired while the daemon was down.
+//! deletes what expired while the daemon was down. It deletes idle VMs too
+//! ([`super::idle`]).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -116,9 +117,12 @@ impl Manager {
             let wait = match self.store.list_vms() {
                 Ok(vms) => {
                     let plan = plan(since_epoch(), &vms);
+                    let (idle, idle_wait) = self.idle_pass(&vms).await;
+                    let expired = plan.expired.into_iter().map(|vm| (vm, "ttl expired"));
+                    let idle = idle.into_iter().map(|vm| (vm, "idle timeout reached"));
                     let mut failed = false;
-                    for (id, name) in plan.expired {
-                        tracing::info!(vm = %name, "ttl expired; deleting the vm");
+                    for ((id, name), why) in expired.chain(idle) {
+                        tracing::info!(vm = %name, reason = why, "deleting the vm");
                         match self.delete(&id).await {
                             Ok(()) | Err(DaemonError::VmNotFound(_)) => {}
                             Err(e) => {
@@ -127,7 +131,8 @@ impl Manager {
                             }
                         }
                     }
-                    match (plan.wait, failed) {
+                    let wait = [plan.wait, idle_wait].into_iter().flatten().min();
+                    match (wait, failed) {
                         (wait, false) => wait,
                         (wait, true) => Some(wait.map_or(RETRY, |w| w.min(RETRY))),
                     }
@@ -142,9 +147,15 @@ impl Manager {
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = self.reaper.wake.notified() => {}
+                        _ = self.activity.ended.notified() => {}
                     }
                 }
-                None => self.reaper.wake.notified().await,
+                None => {
+                    tokio::select! {
+                        _ = self.reaper.wake.notified() => {}
+                        _ = self.activity.ended.notified() => {}
+                    }
+                }
             }
         }
     }
@@ -180,6 +191,7 @@ pub(super) mod tests {
             ephemeral: false,
             expires_at,
             user: None,
+            idle_timeout_secs: None,
         }
     }
 
@@ -239,7 +251,7 @@ pub(super) mod tests {
         ))
     }
 
-    async fn gone(m: &Manager, name: &str, within: Duration) -> bool {
+    pub(crate) async fn gone(m: &Manager, name: &str, within: Duration) -> bool {
         let t0 = std::time::Instant::now();
         while t0.elapsed() < within {
             if m.store.get_vm(name).unwrap().is_none() {

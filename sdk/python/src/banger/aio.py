@@ -177,6 +177,7 @@ class AsyncClient:
         ephemeral: bool = False,
         user: Optional[str] = None,
         no_pool: bool = False,
+        idle_timeout_secs: Optional[int] = None,
     ) -> Opening[AsyncVm]:
         """`Client.create`: `vm = await client.create(...)`, or
         `async with client.create(...) as vm:` to delete it at the end."""
@@ -197,6 +198,7 @@ class AsyncClient:
             ephemeral=ephemeral,
             user=user,
             no_pool=no_pool,
+            idle_timeout_secs=idle_timeout_secs,
         )
         return Opening(self._create(spec))
 

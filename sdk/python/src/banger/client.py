@@ -131,6 +131,7 @@ class Client:
         ephemeral: bool = False,
         user: Optional[str] = None,
         no_pool: bool = False,
+        idle_timeout_secs: Optional[int] = None,
     ) -> Vm:
         """Creates a VM and returns once it runs (see `banger vm create --help` for the
         fields; unset ones take the daemon's defaults). As a context manager the VM
@@ -156,6 +157,7 @@ class Client:
             ephemeral=ephemeral,
             user=user,
             no_pool=no_pool,
+            idle_timeout_secs=idle_timeout_secs,
         )
         return Vm(self, self._call(proto.create_vm(spec)))
 

@@ -200,6 +200,14 @@ def test_create_sends_only_the_fields_given(fake: FakeDaemon) -> None:
     assert vm.name == "box"
 
 
+def test_create_sends_an_idle_timeout(fake: FakeDaemon) -> None:
+    fake.on("POST", "/api/v1/vms", httpx.Response(201, json=VM))
+
+    fake.client().create("box", idle_timeout_secs=300)
+
+    assert body(fake.requests[-1]) == {"name": "box", "idle_timeout_secs": 300}
+
+
 def test_a_run_or_a_create_can_bypass_the_pool(fake: FakeDaemon) -> None:
     fake.on("POST", "/api/v1/vms", httpx.Response(201, json=VM))
 

@@ -15,8 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::error::ApiError;
-use crate::agent_conn::AgentStream;
-use crate::vm::Manager;
+use crate::vm::{Manager, VmStream};
 
 /// Keep at most this much of a command's stderr (its tail), and of the stdout [`run`]
 /// keeps.
@@ -40,10 +39,10 @@ pub(crate) struct Process {
 }
 
 /// The host's half of a process: stdin, signals, resizes.
-pub(crate) struct Input(SplitSink<AgentStream, Bytes>);
+pub(crate) struct Input(SplitSink<VmStream, Bytes>);
 
 /// The guest's half: output and the end.
-pub(crate) struct Output(SplitStream<AgentStream>);
+pub(crate) struct Output(SplitStream<VmStream>);
 
 /// Starts `spec` in `vm` and waits until the guest started it: a command that cannot
 /// start (missing, bad working directory) is an error here, not an event.
