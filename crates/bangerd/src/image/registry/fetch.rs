@@ -6,7 +6,7 @@
 use base64::Engine as _;
 use futures::StreamExt;
 use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference, RegistryOperation};
@@ -192,29 +192,18 @@ impl Get {
             .map_err(|e| Fetch::NoAnswer(e.to_string()))??;
         let (status, body) = got;
         let reference = &self.reference;
-        match status {
-            200..=299 => {}
-            404 => {
-                return Err(Fetch::Registry(ImageError::Registry {
-                    reference: reference.whole(),
-                    reason: format!("the registry has no {name}"),
-                    failure: RegistryFailure::NotFound,
-                }))
-            }
-            401 | 403 => {
-                return Err(Fetch::Registry(ImageError::Registry {
-                    reference: reference.whole(),
-                    reason: format!("the registry refused {name} (HTTP {status})"),
-                    failure: RegistryFailure::Denied,
-                }))
-            }
-            _ => {
-                return Err(Fetch::Registry(ImageError::Registry {
-                    reference: reference.whole(),
-                    reason: format!("the registry answered HTTP {status} for {name}"),
-                    failure: RegistryFailure::Unreachable,
-                }))
-            }
+        if !(200..300).contains(&status) {
+            // Said as oci-client says it, so one mapping covers both.
+            let url = format!("{}/{kind}/{name}", self.base);
+            let e = match serde_json::from_slice::<OciEnvelope>(&body) {
+                Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
+                Err(_) => OciDistributionError::ServerError {
+                    code: status,
+                    url,
+                    message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                },
+            };
+            return Err(Fetch::Registry(failure(reference, e)));
         }
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
         if let Some(want) = want {
