@@ -252,6 +252,14 @@ impl Accounts {
             mkdir(parent, 0o755, true)?;
         }
         mkdir(&dir, 0o700, false)?;
+        if !may_take(&dir, uid)? {
+            tracing::warn!(
+                home,
+                uid,
+                "the home exists and is someone else's; left as it is"
+            );
+            return Ok(());
+        }
         chown(&dir, uid, gid)?;
         let Ok(skel) = fs_err::read_dir(self.path("/etc/skel")) else {
             return Ok(());
@@ -329,6 +337,18 @@ fn days() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a new user of `uid` may have `dir` as its home: a real directory (not a
+/// link to elsewhere), theirs already or empty. A home left by the image or made by
+/// another guest user (a writable `/home`) is not handed over with what it holds.
+fn may_take(dir: &Path, uid: u32) -> io::Result<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs_err::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Ok(false);
+    }
+    Ok(meta.uid() == uid || fs_err::read_dir(dir)?.next().is_none())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,6 +415,53 @@ alice:x:1000:1000::/home/alice:/bin/sh\n";
         let meta = fs_err::metadata(&home).unwrap();
         assert_eq!((meta.uid(), meta.mode() & 0o777), (1001, 0o700));
         assert_eq!(fs_err::metadata(home.join(".profile")).unwrap().uid(), 1001);
+    }
+
+    #[test]
+    fn a_home_that_is_someone_elses_is_not_handed_over() {
+        let (dir, accounts, me) = guest();
+        if me != 0 {
+            eprintln!("skipping: chowning a home to a new UID needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        // Left by the image for another user, and a link to a place of root's.
+        let theirs = dir.path().join("home/dev");
+        fs_err::create_dir_all(&theirs).unwrap();
+        fs_err::write(theirs.join("notes"), "not dev's").unwrap();
+        std::os::unix::fs::chown(&theirs, Some(4242), Some(4242)).unwrap();
+        let elsewhere = dir.path().join("srv");
+        fs_err::create_dir_all(&elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, dir.path().join("home/ops")).unwrap();
+
+        accounts.ensure(&user("dev")).unwrap();
+        accounts.ensure(&user("ops")).unwrap();
+
+        assert_eq!(fs_err::metadata(&theirs).unwrap().uid(), 4242);
+        assert_eq!(fs_err::metadata(theirs.join("notes")).unwrap().uid(), 0);
+        assert!(!theirs.join(".profile").exists());
+        assert_eq!(fs_err::metadata(&elsewhere).unwrap().uid(), 0);
+        assert!(!elsewhere.join(".profile").exists());
+    }
+
+    #[test]
+    fn an_empty_home_is_taken_over() {
+        let (dir, accounts, me) = guest();
+        if me != 0 {
+            eprintln!("skipping: chowning a home to a new UID needs root");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        fs_err::create_dir_all(dir.path().join("home/dev")).unwrap();
+
+        let dev = accounts.ensure(&user("dev")).unwrap();
+
+        let home = dir.path().join("home/dev");
+        assert_eq!(fs_err::metadata(&home).unwrap().uid(), dev.uid);
+        assert_eq!(
+            fs_err::metadata(home.join(".profile")).unwrap().uid(),
+            dev.uid
+        );
     }
 
     #[test]
