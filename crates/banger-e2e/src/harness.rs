@@ -326,6 +326,22 @@ impl Harness {
         serde_json::from_slice(&out.stdout).expect("vm list --json is a list of VmInfo")
     }
 
+    /// Waits up to `limit` for VM `name` to be gone from `vm list`; how long it took.
+    pub fn gone_within(
+        &self,
+        name: &str,
+        limit: std::time::Duration,
+    ) -> Option<std::time::Duration> {
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < limit {
+            if !self.vms().iter().any(|v| v.name == name) {
+                return Some(t0.elapsed());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+        None
+    }
+
     /// `banger vm show NAME --json`.
     pub fn show(&self, name: &str) -> VmInfo {
         let out = self.banger(&["vm", "show", name, "--json"]).success();

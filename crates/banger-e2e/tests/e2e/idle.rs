@@ -3,22 +3,9 @@
 //! (the clock then starts again from the daemon's start). The VMs' disappearance is
 //! watched with `vm list`, which names no VM and so does not use them.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use banger_e2e::host::vmm_pids;
-use banger_e2e::Harness;
-
-/// Waits up to `limit` for VM `name` to be gone from `vm list`; how long it took.
-fn gone_within(h: &Harness, name: &str, limit: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if !h.vms().iter().any(|v| v.name == name) {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    None
-}
 
 #[test]
 fn idle_timeout_deletes_an_unused_vm() {
@@ -35,7 +22,7 @@ fn idle_timeout_deletes_an_unused_vm() {
     let vm = h.create("idle", &["--idle-timeout", "5s"]);
     let info = vm.info();
 
-    let gone = gone_within(&h, vm.name(), Duration::from_secs(25));
+    let gone = h.gone_within(vm.name(), Duration::from_secs(25));
 
     refused.failure(Some(3), "idle timeout of 34560000 seconds is too long");
     assert!(refused.stderr.contains("hint:"), "{}", refused.stderr);
@@ -60,7 +47,7 @@ fn a_running_command_keeps_an_idle_vm_until_it_ends() {
     let vm = h.create("idle-busy", &["--idle-timeout", "5s"]);
 
     let out = vm.exec(&["sleep", "12"]);
-    let gone = gone_within(&h, vm.name(), Duration::from_secs(25));
+    let gone = h.gone_within(vm.name(), Duration::from_secs(25));
 
     assert_eq!(
         out.code, 0,
@@ -86,7 +73,7 @@ fn a_detached_command_keeps_an_idle_vm_until_it_ends() {
     let vm = h.create("idle-detached", &["--idle-timeout", "5s"]);
 
     h.ok(&["vm", "exec", "-d", vm.name(), "--", "sleep", "10"]);
-    let gone = gone_within(&h, vm.name(), Duration::from_secs(30));
+    let gone = h.gone_within(vm.name(), Duration::from_secs(30));
 
     let gone = gone.expect("the vm outlived its detached command and idle timeout by 15s");
     assert!(
@@ -108,7 +95,7 @@ fn an_ssh_session_keeps_an_idle_vm_until_it_ends() {
 
     // The session is plain ssh to the VM's address: the daemon sees no stream of it.
     let out = h.banger(&["vm", "ssh", vm.name(), "--", "sleep", "10"]);
-    let gone = gone_within(&h, vm.name(), Duration::from_secs(25));
+    let gone = h.gone_within(vm.name(), Duration::from_secs(25));
 
     assert_eq!(
         out.code, 0,
@@ -134,7 +121,7 @@ fn an_idle_vm_goes_after_a_daemon_restart() {
     h.banger(&["daemon", "stop"]);
     std::thread::sleep(Duration::from_secs(7));
     h.ok(&["daemon", "start"]);
-    let gone = gone_within(&h, vm.name(), Duration::from_secs(25));
+    let gone = h.gone_within(vm.name(), Duration::from_secs(25));
 
     let gone = gone.expect("the idle vm is still there 25s after the restart");
     assert!(

@@ -6,7 +6,6 @@
 use std::time::{Duration, Instant};
 
 use banger_e2e::host::vmm_pids;
-use banger_e2e::Harness;
 
 /// How many processes in the guest have exactly this command line.
 fn processes(vm: &banger_e2e::TestVm<'_>, cmdline: &str) -> String {
@@ -14,18 +13,6 @@ fn processes(vm: &banger_e2e::TestVm<'_>, cmdline: &str) -> String {
         "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' <\"$f\"; echo; done | grep -c '^{cmdline} $' || true"
     );
     vm.sh(&script)
-}
-
-/// Waits up to `limit` for VM `name` to be gone from `vm list`; how long it took.
-fn gone_within(h: &Harness, name: &str, limit: Duration) -> Option<Duration> {
-    let t0 = Instant::now();
-    while t0.elapsed() < limit {
-        if !h.vms().iter().any(|v| v.name == name) {
-            return Some(t0.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    None
 }
 
 #[test]
@@ -91,7 +78,7 @@ fn ttl_deletes_a_vm_when_it_expires() {
     let created = Instant::now();
     let info = vm.info();
 
-    let gone = gone_within(&h, vm.name(), Duration::from_secs(20));
+    let gone = h.gone_within(vm.name(), Duration::from_secs(20));
 
     assert!(info.expires_at.is_some(), "{info:?}");
     let gone = gone.expect("the vm outlived its ttl by 15s");
@@ -119,7 +106,7 @@ fn ttl_expired_while_the_daemon_was_down_deletes_the_running_vm_at_start() {
     h.banger(&["daemon", "stop"]);
     std::thread::sleep(Duration::from_secs(7));
     h.ok(&["daemon", "start"]);
-    let gone = gone_within(&h, vm.name(), Duration::from_secs(10));
+    let gone = h.gone_within(vm.name(), Duration::from_secs(10));
 
     assert!(
         gone.is_some(),
