@@ -151,6 +151,12 @@ log "banger image warm"
 t0=$(now_ms)
 banger image warm >/dev/null
 echo "{\"series\":\"warm_build\",\"ms\":$(( $(now_ms) - t0 ))}" >>"$RESULTS"
+# An image's own pool size (`image warm --pool N`, e.g. left by the e2e tests) would
+# override the config's 8; set it, and put back what it was (the smoke suite's 2
+# when it had none) at the end.
+image=${image:-$(banger image list --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["name"])')}
+had_pool=$(banger image show "$image" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("pool_size") or 2)')
+banger image warm "$image" --pool 8 >/dev/null
 pool_ready() { # the pools' ready clones (pool_vms also counts clones being made)
   banger daemon status --json |
     python3 -c 'import json, sys; print(sum(p["ready"] for p in json.load(sys.stdin).get("pools", [])))'
@@ -203,6 +209,7 @@ for k in $(seq 8); do
 done
 for k in $(seq 8); do banger vm delete "bench-pss-$k" >/dev/null & done
 wait
+banger image warm "$image" --pool "$had_pool" >/dev/null
 if [ -z "$had_warm" ]; then
   for s in $(warm_snapshots); do banger vm snapshot delete "$s" >/dev/null; done
 fi
