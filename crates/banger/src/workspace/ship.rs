@@ -156,12 +156,13 @@ pub async fn ship(
     opts: &ShipOptions,
 ) -> Result<Shipped, WorkspaceError> {
     let vm = guest.name();
-    let manifest = Manifest::collect(repo, opts.include_untracked)?;
+    let mut manifest = Manifest::collect(repo, opts.include_untracked)?;
     let dest = opts.dest.as_str();
+    let shipped_files = manifest.entries.len();
     let files = Tree {
         root: repo.root.clone(),
         under: PathBuf::new(),
-        entries: manifest.entries.clone(),
+        entries: std::mem::take(&mut manifest.entries),
     };
     // The files go first and `.git` last: the host makes it while the files travel.
     let (made_tx, made_rx) = tokio::sync::oneshot::channel::<GitDir>();
@@ -214,7 +215,7 @@ pub async fn ship(
         (sent, _) => sent,
     }?;
     Ok(Shipped {
-        files: manifest.entries.len(),
+        files: shipped_files,
         skipped: manifest.skipped,
     })
 }
@@ -249,7 +250,7 @@ impl GitDir {
                 source,
             })?;
         }
-        let git = Git::new(repo, &objects)?;
+        let git = Git::new(repo, &objects).await?;
 
         let index = scratch.path().join("index");
         let mut args = PORTABLE_INDEX.to_vec();
@@ -275,13 +276,9 @@ impl GitDir {
             revs.push_str(&format!("{tree}\n"));
         }
         let pack = pack(&git, &revs, &pack_dir).await?;
-        let args = ["rev-parse", "--show-object-format"];
-        let format = git
-            .run(&args, Objects::Both, None, None, Stdio::piped())
-            .await?;
 
         let mut files = vec![
-            (".git/config", git_config(&String::from_utf8_lossy(&format))),
+            (".git/config", git_config(&git.format)),
             (".git/HEAD", head_file(head, repo.branch.as_deref())),
         ];
         let mut refs = Vec::new();
@@ -334,7 +331,7 @@ impl GitDir {
 }
 
 /// The guest repository's `config`: what `git init` writes, for `format` (`sha1` or
-/// `sha256`, from `rev-parse --show-object-format`).
+/// `sha256`).
 fn git_config(format: &str) -> String {
     let mut config = String::from("[core]\n");
     let sha256 = format.trim() == "sha256";
@@ -410,6 +407,8 @@ struct Git<'a> {
     scratch: &'a Path,
     /// The repository's own object directory.
     own: PathBuf,
+    /// Its object format: `sha1` or `sha256`.
+    format: String,
 }
 
 /// Which objects a [`Git`] command sees.
@@ -422,15 +421,19 @@ enum Objects {
 }
 
 impl<'a> Git<'a> {
-    fn new(repo: &'a HostRepo, scratch: &'a Path) -> Result<Git<'a>, WorkspaceError> {
-        let own = super::repo::git(&repo.root, &["rev-parse", "--git-path", "objects"])?;
-        let own = String::from_utf8_lossy(&own)
-            .trim_end_matches('\n')
-            .to_string();
+    async fn new(repo: &'a HostRepo, scratch: &'a Path) -> Result<Git<'a>, WorkspaceError> {
+        let args = ["rev-parse", "--git-path", "objects", "--show-object-format"];
+        let cmd = super::repo::git_command(&repo.root, &args);
+        let out = git_step(repo, cmd, &args, None, Stdio::piped()).await?;
+        let out = String::from_utf8_lossy(&out);
+        let mut lines = out.lines();
+        let own = repo.root.join(lines.next().unwrap_or_default());
+        let format = lines.next().unwrap_or("sha1").to_string();
         Ok(Git {
             repo,
             scratch,
-            own: repo.root.join(own),
+            own,
+            format,
         })
     }
 
