@@ -41,8 +41,10 @@ dns_listen = "127.0.0.1:$SMOKE_DNS_PORT"
 memory_mib = 512
 disk_size_mib = 1024
 boot_timeout_secs = 180
-# Scenarios boot cold; warm-first-use turns this on for itself.
+# Scenarios boot cold; warm-first-use turns this on for itself. No pool runs clones
+# beside them (the e2e tests cover the pool).
 warm_on_first_use = false
+pool_size = 0
 # console-flood fills more than this.
 console_log_max_mib = 1
 CFG
@@ -543,6 +545,7 @@ PY
 warm_config_off() {
   sed -i 's/^warm_on_first_use = true$/warm_on_first_use = false/' "$BANGER_CONFIG_DIR/config.toml"
   banger daemon stop >/dev/null; banger daemon start >/dev/null
+  banger vm delete warm-src >/dev/null 2>&1 || true
   banger vm snapshot delete warm-user >/dev/null 2>&1 || true
   banger image delete smoke-warm >/dev/null 2>&1 || true
 }

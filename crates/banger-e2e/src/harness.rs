@@ -169,14 +169,16 @@ impl Harness {
                 .map_err(|e| format!("BANGER_SMOKE_DNS_PORT {p:?}: {e}"))?,
             Err(_) => DEFAULT_DNS_PORT,
         };
-        // Guests boot under software emulation here: give them room. Scenarios boot cold.
+        // Guests boot under software emulation here: give them room. Scenarios boot cold,
+        // and no pool runs clones beside them unless a test sizes one (`image warm --pool`).
         let mut config = String::new();
         if let Some(b) = backend {
             config.push_str(&format!("backend = \"{b}\"\n"));
         }
         config.push_str(&format!(
             "bridge = \"{BRIDGE}\"\ndns_listen = \"127.0.0.1:{dns_port}\"\nmemory_mib = 512\n\
-             disk_size_mib = 1024\nboot_timeout_secs = 180\nwarm_on_first_use = false\n"
+             disk_size_mib = 1024\nboot_timeout_secs = 180\nwarm_on_first_use = false\n\
+             pool_size = 0\n"
         ));
         let mut h = Harness {
             bin,
@@ -366,10 +368,19 @@ impl Harness {
         self.ok(&["daemon", "start"]);
     }
 
-    /// Appends `extra` to the run's config and restarts the daemon with it; the config
-    /// is restored and the daemon restarted again when the guard drops.
+    /// Sets `extra`'s keys in the run's config (over its own) and restarts the daemon
+    /// with it; the config is restored and the daemon restarted again when the guard
+    /// drops.
     pub fn with_config(&self, extra: &str) -> ConfigGuard<'_> {
-        self.write_config(&format!("{}{extra}\n", self.config))
+        let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+        let set: Vec<String> = extra.lines().map(key).collect();
+        let kept: String = self
+            .config
+            .lines()
+            .filter(|l| !set.contains(&key(l)))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        self.write_config(&format!("{kept}{extra}\n"))
             .expect("write the config");
         self.restart_daemon();
         ConfigGuard { h: self }

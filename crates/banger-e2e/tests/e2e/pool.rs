@@ -1,11 +1,11 @@
 //! The hot pool: a warm `vm run` takes a paused clone of the warm snapshot restored
 //! ahead of time. Each pooled clone is its own machine (name, address, host key, disk),
-//! the pool refills after a take, and a daemon restart leaves no VMM behind.
+//! the pool refills after a take, and a daemon that stops or dies leaves no VMM behind.
 
 use std::time::{Duration, Instant};
 
-use banger_e2e::host::vmm_pids;
-use banger_e2e::Harness;
+use banger_e2e::host::{taps_on, vmm_pids};
+use banger_e2e::{Harness, BRIDGE};
 use banger_wire::api::DaemonInfo;
 
 pub(super) fn status(h: &Harness) -> DaemonInfo {
@@ -27,12 +27,14 @@ pub(super) fn pool_holds(h: &Harness, n: u32) -> bool {
     false
 }
 
-/// The default image's warm snapshot, deleted (with its pool) on drop.
+/// The default image's warm snapshot with a pool of its own; on drop the image goes
+/// back to the config's pool size (none in these tests) and the snapshot is deleted.
 pub(super) struct Warm<'h>(&'h Harness, pub(super) String);
 
 impl<'h> Warm<'h> {
+    /// A pool of 2.
     pub(super) fn make(h: &'h Harness) -> Warm<'h> {
-        Warm::with(h, &[])
+        Warm::with(h, &["--pool", "2"])
     }
 
     /// `image warm ARGS`.
@@ -45,6 +47,8 @@ impl<'h> Warm<'h> {
 
 impl Drop for Warm<'_> {
     fn drop(&mut self) {
+        // While the machine is warm, this only resizes its pool.
+        self.0.banger(&["image", "warm", "--pool", "default"]);
         self.0.banger(&["vm", "snapshot", "delete", &self.1]);
     }
 }
@@ -129,16 +133,45 @@ fn two_pooled_clones_have_their_own_address_and_host_key() {
 }
 
 #[test]
-fn a_daemon_restart_leaves_no_pooled_vmm_behind() {
-    let Some(h) = banger_e2e::turn("a_daemon_restart_leaves_no_pooled_vmm_behind") else {
+fn a_daemon_stop_or_death_leaves_no_pooled_vmm_behind() {
+    let Some(h) = banger_e2e::turn("a_daemon_stop_or_death_leaves_no_pooled_vmm_behind") else {
         return;
     };
     let ours = [h.state_dir.as_path(), h.runtime_dir.as_path()];
     let _warm = Warm::make(&h);
     assert!(pool_holds(&h, 2), "the pool never filled: {:?}", status(&h));
+
+    // A stopped daemon deletes its clones: no VMM, tap or file of theirs is left (with
+    // no other VM running, no tap at all: the spare ones go at any stop).
+    h.ok(&["daemon", "stop"]);
+
+    assert_eq!(
+        vmm_pids(&ours),
+        Vec::<u32>::new(),
+        "a pooled VMM outlived the daemon"
+    );
+    assert_eq!(taps_on(BRIDGE), 0, "a pooled clone's tap is left");
+    let vm_dirs = fs_err::read_dir(h.state_dir.join("vms")).unwrap().count();
+    assert_eq!(vm_dirs, 0, "a pooled clone's files are left");
+
+    h.ok(&["daemon", "start"]);
+    assert!(
+        pool_holds(&h, 2),
+        "the pool never refilled: {:?}",
+        status(&h)
+    );
     let before = vmm_pids(&ours);
 
-    h.restart_daemon();
+    // A daemon that dies leaves its clones to the next one, which deletes them.
+    let pid = nix::unistd::Pid::from_raw(status(&h).pid as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+    let t0 = Instant::now();
+    while proc.exists() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!proc.exists(), "bangerd {pid} survived SIGKILL");
+    h.ok(&["daemon", "start"]);
 
     assert!(
         pool_holds(&h, 2),
@@ -149,6 +182,6 @@ fn a_daemon_restart_leaves_no_pooled_vmm_behind() {
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(
         before.iter().all(|p| !after.contains(p)),
-        "a previous daemon's pooled VMM is still running: {before:?} {after:?}"
+        "a dead daemon's pooled VMM is still running: {before:?} {after:?}"
     );
 }

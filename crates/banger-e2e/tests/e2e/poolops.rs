@@ -1,6 +1,6 @@
 //! Operating the hot pool: an image's own pool size (`image warm --pool N`), resized at
-//! once and kept across daemon restarts, the pool in `doctor`, and MCP's `run` with
-//! `no_pool` leaving the pool's clones alone.
+//! once, kept across daemon restarts and put back on the config's by `--pool default`;
+//! the pool in `doctor`; MCP's `run` with `no_pool` leaving the pool's clones alone.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{ChildStdout, Stdio};
@@ -11,17 +11,6 @@ use banger_wire::api::ImageInfo;
 use serde_json::{json, Value};
 
 use super::pool::{pool_holds, status, Warm};
-
-/// The default image's own pool size, set back to the harness's `pool_size` (2) on
-/// drop: the state dir, and so the image, outlive the test. Made after its [`Warm`],
-/// so that it drops first and only resizes the pool.
-struct PoolSize<'h>(&'h Harness);
-
-impl Drop for PoolSize<'_> {
-    fn drop(&mut self) {
-        self.0.banger(&["image", "warm", "--pool", "2"]);
-    }
-}
 
 fn image(h: &Harness) -> ImageInfo {
     let out = h.banger(&["image", "show", "default", "--json"]).success();
@@ -41,14 +30,14 @@ fn doctor_pool(h: &Harness) -> Value {
 }
 
 #[test]
-fn image_warm_pool_sizes_the_image_pool_and_zero_empties_it() {
-    let Some(h) = banger_e2e::turn("image_warm_pool_sizes_the_image_pool_and_zero_empties_it")
+fn image_warm_pool_sizes_the_image_pool_zero_empties_it_default_resets_it() {
+    let Some(h) =
+        banger_e2e::turn("image_warm_pool_sizes_the_image_pool_zero_empties_it_default_resets_it")
     else {
         return;
     };
     let ours = [h.state_dir.as_path(), h.runtime_dir.as_path()];
     let warm = Warm::with(&h, &["--pool", "1"]);
-    let _size = PoolSize(&h);
     assert!(pool_holds(&h, 1), "the pool never filled: {:?}", status(&h));
 
     let pools = status(&h).pools;
@@ -87,6 +76,18 @@ fn image_warm_pool_sizes_the_image_pool_and_zero_empties_it() {
         .as_str()
         .unwrap()
         .starts_with("no pool"));
+
+    // `default` puts the image back on the config's pool size.
+    let _config = h.with_config("pool_size = 1");
+    assert_eq!(
+        status(&h).pool_vms,
+        0,
+        "the image's own size of 0 is not kept"
+    );
+    h.ok(&["image", "warm", "--pool", "default"]);
+
+    assert_eq!(image(&h).pool_size, None);
+    assert!(pool_holds(&h, 1), "the pool never filled: {:?}", status(&h));
 }
 
 /// `banger mcp` over its stdio: one JSON-RPC message a line.
