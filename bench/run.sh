@@ -151,11 +151,10 @@ log "banger image warm"
 t0=$(now_ms)
 banger image warm >/dev/null
 echo "{\"series\":\"warm_build\",\"ms\":$(( $(now_ms) - t0 ))}" >>"$RESULTS"
-# An image's own pool size (`image warm --pool N`, e.g. left by the e2e tests) would
-# override the config's 8; set it, and put back what it was (the smoke suite's 2
-# when it had none) at the end.
+# An image's own pool size (`image warm --pool N`) would override the config's 8; set
+# it, and put back what it was (`default` when it had none) at the end.
 image=${image:-$(banger image list --json | python3 -c 'import json, sys; print(json.load(sys.stdin)[0]["name"])')}
-had_pool=$(banger image show "$image" --json | python3 -c 'import json, sys; print(json.load(sys.stdin).get("pool_size") or 2)')
+had_pool=$(banger image show "$image" --json | python3 -c 'import json, sys; s = json.load(sys.stdin).get("pool_size"); print("default" if s is None else s)')
 banger image warm "$image" --pool 8 >/dev/null
 pool_ready() { # the pools' ready clones (pool_vms also counts clones being made)
   banger daemon status --json |

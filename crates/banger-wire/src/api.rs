@@ -60,6 +60,98 @@ impl std::str::FromStr for Backend {
     }
 }
 
+/// An image's own pool size (`image warm --pool N|default`): `N` paused clones, or
+/// back to the daemon's `pool_size`. On the wire a number or the string `"default"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolSize {
+    Clones(u32),
+    Default,
+}
+
+impl PoolSize {
+    /// The size the store keeps for the image: none for the daemon's default.
+    pub fn own(self) -> Option<u32> {
+        match self {
+            PoolSize::Clones(n) => Some(n),
+            PoolSize::Default => None,
+        }
+    }
+}
+
+impl std::str::FromStr for PoolSize {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "default" => Ok(PoolSize::Default),
+            n => n
+                .parse()
+                .map(PoolSize::Clones)
+                .map_err(|_| format!("pool {n:?} is neither a number of clones nor \"default\"")),
+        }
+    }
+}
+
+impl Serialize for PoolSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            PoolSize::Clones(n) => s.serialize_u32(*n),
+            PoolSize::Default => s.serialize_str("default"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PoolSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, Unexpected, Visitor};
+        struct Size;
+        impl Visitor<'_> for Size {
+            type Value = PoolSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a number of clones or \"default\"")
+            }
+            fn visit_u64<E: Error>(self, n: u64) -> Result<PoolSize, E> {
+                u32::try_from(n)
+                    .map(PoolSize::Clones)
+                    .map_err(|_| E::invalid_value(Unexpected::Unsigned(n), &self))
+            }
+            fn visit_str<E: Error>(self, s: &str) -> Result<PoolSize, E> {
+                match s {
+                    "default" => Ok(PoolSize::Default),
+                    _ => Err(E::invalid_value(Unexpected::Str(s), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Size)
+    }
+}
+
+/// A number of clones up to 64, or `"default"`.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for PoolSize {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0))
+                    .maximum(Some(64)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["default"])),
+            )
+            .description(Some(
+                "paused clones kept ready, or \"default\": the daemon's `pool_size`",
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for PoolSize {}
+
 /// Lifecycle state of a VM as recorded in the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -536,10 +628,10 @@ pub enum Request {
     /// snapshot of it that warm creates resume; replaces an earlier one.
     ImageWarm {
         spec: VmCreateSpec,
-        /// Sets the image's own pool size (0: no pool); with a warm snapshot of the
-        /// machine already there, only the pool changes (at once).
+        /// Sets the image's own pool size (0: no pool; `Default`: the daemon's); with a
+        /// warm snapshot of the machine already there, only the pool changes (at once).
         #[serde(default)]
-        pool: Option<u32>,
+        pool: Option<PoolSize>,
     },
     /// Deletes stopped VMs, every snapshot that is not an image's warm snapshot, and
     /// the images (with their warm snapshots) no VM or snapshot left uses, except the
@@ -862,5 +954,31 @@ mod tests {
         ] {
             assert_eq!(VmState::parse(s.as_str()), Some(s));
         }
+    }
+
+    #[test]
+    fn a_pool_size_is_a_number_of_clones_or_default() {
+        for (size, json) in [
+            (PoolSize::Clones(0), "0"),
+            (PoolSize::Clones(3), "3"),
+            (PoolSize::Default, r#""default""#),
+        ] {
+            assert_eq!(serde_json::to_string(&size).unwrap(), json);
+            assert_eq!(serde_json::from_str::<PoolSize>(json).unwrap(), size);
+        }
+        assert_eq!("default".parse(), Ok(PoolSize::Default));
+        assert_eq!("2".parse(), Ok(PoolSize::Clones(2)));
+
+        for bad in [r#""sometimes""#, "-1", "true", "4294967296", "1.5", "null"] {
+            let err = serde_json::from_str::<PoolSize>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(r#"a number of clones or "default""#),
+                "{bad}: {err}"
+            );
+        }
+        let err = "lots".parse::<PoolSize>().unwrap_err();
+        assert!(err.contains(r#"nor "default""#), "{err}");
     }
 }

@@ -88,10 +88,11 @@ pub struct WarmBody {
     #[serde(default)]
     pub no_network: bool,
     /// Paused clones kept ready for the image's warm creates (0: no pool), over the
-    /// daemon's `pool_size`. With the machine already warm, only the pool changes.
+    /// daemon's `pool_size`; `"default"` puts the image back on `pool_size`. With the
+    /// machine already warm, only the pool changes.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(maximum = 64))]
-    pub pool: Option<u32>,
+    #[cfg_attr(feature = "openapi", schema(inline))]
+    pub pool: Option<crate::api::PoolSize>,
 }
 
 /// What `POST /api/v1/vms/{name}/workspace` prepared.

@@ -676,9 +676,10 @@ pub enum ImageCommand {
         #[arg(long)]
         no_network: bool,
         /// Keep N paused clones ready for this image's `vm run`s (0: no pool), over the
-        /// config's `pool_size`. With the machine already warm, only the pool changes.
-        #[arg(long, value_name = "N")]
-        pool: Option<u32>,
+        /// config's `pool_size`; `default` puts the image back on `pool_size`. With the
+        /// machine already warm, only the pool changes.
+        #[arg(long, value_name = "N|default")]
+        pool: Option<banger_wire::api::PoolSize>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,

@@ -289,13 +289,14 @@ pub fn run() -> anyhow::Result<()> {
         serve(
             listener,
             Deps {
-                manager,
+                manager: manager.clone(),
                 socket: socket.clone(),
                 agent: None,
             },
             shutdown,
         )
         .await?;
+        manager.empty_pools().await;
         dns.shutdown().await;
         // Spare taps go; running VMs keep theirs, the bridge and their NAT rules.
         if let Ok(net) = net {
@@ -304,7 +305,7 @@ pub fn run() -> anyhow::Result<()> {
             }
         }
         let _ = fs_err::remove_file(&socket);
-        tracing::info!("bangerd stopped; running VMs keep running");
+        tracing::info!("bangerd stopped; running VMs keep running, pooled clones are gone");
         Ok(())
     })
 }

@@ -152,7 +152,7 @@ async fn a_wrong_method_is_a_405_error_body() {
 }
 
 #[tokio::test]
-async fn a_pool_size_too_large_or_for_a_missing_image_is_refused() {
+async fn a_pool_size_too_large_not_a_size_or_for_a_missing_image_is_refused() {
     let d = Daemon::start(Config::default()).await;
 
     let (status, err) = d
@@ -161,11 +161,25 @@ async fn a_pool_size_too_large_or_for_a_missing_image_is_refused() {
     let (too_many, big) = d
         .error("POST", "/api/v1/images/ghost/warm", r#"{"pool":65}"#)
         .await;
+    let (not_a_size, word) = d
+        .error("POST", "/api/v1/images/ghost/warm", r#"{"pool":"lots"}"#)
+        .await;
+    let (back, missing) = d
+        .error("POST", "/api/v1/images/ghost/warm", r#"{"pool":"default"}"#)
+        .await;
 
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(err.message.contains("ghost"), "{}", err.message);
     assert_eq!(too_many, StatusCode::BAD_REQUEST);
     assert!(big.hint.unwrap().contains("at most 64"));
+    assert_eq!(not_a_size, StatusCode::BAD_REQUEST);
+    assert!(
+        word.message.contains(r#"a number of clones or "default""#),
+        "{}",
+        word.message
+    );
+    assert_eq!(back, StatusCode::NOT_FOUND);
+    assert!(missing.message.contains("ghost"), "{}", missing.message);
     let (_, body) = d.call("GET", "/api/v1/status", "").await;
     let info: DaemonInfo = serde_json::from_slice(&body).unwrap();
     assert!(info.pools.is_empty());

@@ -122,6 +122,10 @@ pub struct Manager {
     warming: Mutex<std::collections::HashSet<String>>,
     /// The pools (see [`pool`]) by their key: what each serves and how its refills went.
     pools: Mutex<HashMap<String, pool::PoolState>>,
+    /// Set at daemon shutdown: no refill starts any more (see [`Manager::empty_pools`]).
+    pools_closed: std::sync::atomic::AtomicBool,
+    /// Rung when a refill ends.
+    fill_ended: tokio::sync::Notify,
     /// Throwaway VMs whose delete runs after their caller was answered: gone for
     /// `vm list` already (a restart finishes the delete if this daemon dies first).
     deleting: Mutex<std::collections::HashSet<String>>,
@@ -176,6 +180,8 @@ impl Manager {
             snapshot_locks: Mutex::new(HashMap::new()),
             warming: Mutex::new(std::collections::HashSet::new()),
             pools: Mutex::new(HashMap::new()),
+            pools_closed: Default::default(),
+            fill_ended: tokio::sync::Notify::new(),
             deleting: Mutex::new(std::collections::HashSet::new()),
             reaper: ttl::Reaper::default(),
             forwards: tokio::sync::Mutex::new(()),

@@ -17,11 +17,12 @@
 //! would keep [`RESERVE_DIVISOR`]th of its memory available even if the clone wrote all
 //! of its guest memory.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use banger_wire::agent::GuestIdentity;
-use banger_wire::api::{NetPolicy, VmCreateSpec, VmInfo};
+use banger_wire::api::{NetPolicy, PoolSize, VmCreateSpec, VmInfo};
 
 use super::{lock, Machine, Manager};
 use crate::error::DaemonError;
@@ -235,14 +236,16 @@ impl Manager {
         }
     }
 
-    /// Sets image `image`'s own pool size, and resizes its pools: the clones over it
-    /// are deleted before this returns, the missing ones restored in the background.
+    /// Sets image `image`'s own pool size (or puts it back on the config's), and resizes
+    /// its pools: the clones over it are deleted before this returns, the missing ones
+    /// restored in the background.
     pub(super) async fn set_pool_size(
         self: &Arc<Self>,
         image: &str,
-        size: u32,
+        size: PoolSize,
     ) -> Result<(), DaemonError> {
-        self.store.set_image_pool_size(image, Some(size))?;
+        self.store.set_image_pool_size(image, size.own())?;
+        let size = self.pool_target(image);
         let mut pools: Vec<(Machine, NetPolicy)> = lock(&self.pools)
             .values()
             .filter(|p| p.machine.image == image)
@@ -255,7 +258,7 @@ impl Manager {
             }
         }
         for (m, policy) in pools {
-            self.trim(&pool_key(&m, &policy), size as usize).await?;
+            self.trim(&pool_key(&m, &policy), size).await?;
             self.refill(m, policy);
         }
         Ok(())
@@ -286,6 +289,9 @@ impl Manager {
         let key = pool_key(&m, &policy);
         {
             let mut pools = lock(&self.pools);
+            if self.pools_closed.load(Ordering::SeqCst) {
+                return;
+            }
             let state = pools
                 .entry(key.clone())
                 .or_insert_with(|| PoolState::new(m.clone(), policy.clone()));
@@ -298,6 +304,7 @@ impl Manager {
         tokio::spawn(async move {
             let filled = this.fill(&m, &policy, &key).await;
             let mut pools = lock(&this.pools);
+            this.fill_ended.notify_waiters();
             let Some(state) = pools.get_mut(&key) else {
                 return;
             };
@@ -340,6 +347,9 @@ impl Manager {
             let target = self.pool_target(&m.image);
             self.trim(key, target).await?;
             if mine.iter().filter(|e| e.snapshot == snap.id).count() >= target {
+                return Ok(Filled::Full);
+            }
+            if self.pools_closed.load(Ordering::SeqCst) {
                 return Ok(Filled::Full);
             }
             match meminfo() {
@@ -436,6 +446,28 @@ impl Manager {
                     this.discard_pooled(&id).await;
                 }
             });
+        }
+    }
+
+    /// Daemon shutdown: no refill starts, the ones under way end after their current
+    /// clone, and every pooled clone is deleted. The pools are a cache the next daemon
+    /// fills again; their VMMs must not outlive the daemon that owns them.
+    pub async fn empty_pools(&self) {
+        loop {
+            let ended = self.fill_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            {
+                let pools = lock(&self.pools);
+                self.pools_closed.store(true, Ordering::SeqCst);
+                if !pools.values().any(|p| p.filling) {
+                    break;
+                }
+            }
+            ended.await;
+        }
+        for e in self.store.pool_entries().unwrap_or_default() {
+            self.discard_pooled(&e.vm_id).await;
         }
     }
 

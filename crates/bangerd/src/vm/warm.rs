@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use banger_wire::agent::{ExecSpec, ExitStatus, GuestFrame};
-use banger_wire::api::{SnapshotInfo, VmCreateSpec, VmInfo};
+use banger_wire::api::{PoolSize, SnapshotInfo, VmCreateSpec, VmInfo};
 
 use super::{lock, Machine, Manager};
 use crate::error::DaemonError;
@@ -108,13 +108,13 @@ impl Manager {
     pub async fn warm(
         self: &Arc<Self>,
         spec: VmCreateSpec,
-        pool: Option<u32>,
+        pool: Option<PoolSize>,
     ) -> Result<SnapshotInfo, DaemonError> {
         let m = self.machine(&spec);
         if let Some(size) = pool {
-            if size > MAX_POOL_SIZE {
+            if let Some(n) = size.own().filter(|n| *n > MAX_POOL_SIZE) {
                 return Err(DaemonError::Invalid {
-                    message: format!("a pool of {size} clones is too large"),
+                    message: format!("a pool of {n} clones is too large"),
                     hint: Some(format!(
                         "ask for at most {MAX_POOL_SIZE}; the host's memory bounds it anyway"
                     )),

@@ -8,7 +8,7 @@ import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Optional, TypeVar, Union
+from typing import Any, Literal, Optional, TypeVar, Union
 
 import httpx
 
@@ -182,7 +182,7 @@ class Client:
         self,
         name: str,
         *,
-        pool: Optional[int] = None,
+        pool: Union[int, Literal["default"], None] = None,
         vcpu: Optional[int] = None,
         memory_mib: Optional[int] = None,
         disk_size_mib: Optional[int] = None,
@@ -191,8 +191,8 @@ class Client:
     ) -> SnapshotInfo:
         """Warms image `name` for a machine (unset fields take the daemon's defaults):
         boots it once and keeps the snapshot `run` resumes. `pool` sets the image's own
-        pool size (paused clones kept ready; 0: none); with the machine already warm,
-        only the pool changes."""
+        pool size (paused clones kept ready; 0: none), `"default"` puts it back on the
+        daemon's `pool_size`; with the machine already warm, only the pool changes."""
         call = proto.warm_image(
             name,
             pool=pool,

@@ -68,6 +68,14 @@ CASES: dict[str, Any] = {
         {"pool": 0, "vcpu": 2},
         httpx.Response(200, json=SNAPSHOT),
     ),
+    "warm_image_back_to_the_default_pool": (
+        lambda c, v: c.warm_image("default", pool="default"),
+        "POST",
+        "/api/v1/images/default/warm",
+        {},
+        {"pool": "default"},
+        httpx.Response(200, json=SNAPSHOT),
+    ),
     "snapshots": (
         lambda c, v: c.snapshots(),
         "GET",
