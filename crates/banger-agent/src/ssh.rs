@@ -97,14 +97,17 @@ pub async fn ready() -> bool {
     matches!(result, Ok(Ok(State::Listening)))
 }
 
-/// Marks sshd listening once its port accepts a connection (polled: sshd gives no
-/// other sign), or absent after [`LISTEN_DEADLINE`].
+/// Marks sshd listening once the kernel lists a socket listening on port 22 (polled:
+/// sshd gives no other sign), or absent after [`LISTEN_DEADLINE`]. Never by connecting:
+/// sshd forks and re-executes itself for every connection, work that a pooled clone
+/// paused in the middle of would finish in the run that takes it.
 async fn watch_listening() {
     let started = std::time::Instant::now();
     while started.elapsed() < LISTEN_DEADLINE {
-        if tokio::net::TcpStream::connect(("127.0.0.1", 22))
-            .await
-            .is_ok()
+        let tables = ["/proc/net/tcp", "/proc/net/tcp6"];
+        if tables
+            .iter()
+            .any(|t| fs_err::read_to_string(t).is_ok_and(|t| listens_on(&t, 22)))
         {
             state().send_replace(State::Listening);
             return;
@@ -113,6 +116,18 @@ async fn watch_listening() {
     }
     tracing::warn!("sshd did not listen on port 22");
     state().send_replace(State::Absent);
+}
+
+/// Whether a `/proc/net/tcp{,6}` table lists a socket listening (state `0A`) on local
+/// port `port`.
+fn listens_on(table: &str, port: u16) -> bool {
+    let port = format!(":{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        let local = fields.nth(1);
+        let state = fields.nth(1);
+        local.is_some_and(|a| a.ends_with(&port)) && state == Some("0A")
+    })
 }
 
 /// A restored clone must not share the snapshot's SSH host keys with every other clone:
@@ -209,6 +224,21 @@ async fn ensure_host_key() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listening_socket_on_the_port_is_found_in_the_kernels_table() {
+        let header = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n";
+        let listening = "   0: 00000000:0016 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0\n";
+        let connected = "   1: 0100007F:0016 0100007F:D2F0 01 00000000:00000000 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1\n";
+        let other_port = "   2: 00000000:0050 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 3 1 0 100 0 0 10 0\n";
+        let v6 = "   0: 00000000000000000000000000000000:0016 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 4 1 0 100 0 0 10 0\n";
+
+        assert!(listens_on(&format!("{header}{other_port}{listening}"), 22));
+        assert!(listens_on(&format!("{header}{v6}"), 22));
+        assert!(!listens_on(&format!("{header}{connected}{other_port}"), 22));
+        assert!(!listens_on(header, 22));
+        assert!(listens_on(&format!("{header}{other_port}"), 80));
+    }
 
     #[test]
     fn key_colon_becomes_space() {
