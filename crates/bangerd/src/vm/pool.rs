@@ -385,6 +385,10 @@ impl Manager {
         let vm = self.create_clone_into(spec, &snap.id, Some(key)).await?;
         let slot = self.slot(&vm.id);
         let paused = async {
+            // The restore gave the guest a new SSH host key: sshd restarts with it in
+            // the background. Paused before it listens, the clone would finish that
+            // work in the run that takes it.
+            self.wait_ssh(&vm.id).await;
             let _op = slot.op.lock().await;
             let rt = slot.runtime().ok_or_else(|| DaemonError::WrongState {
                 name: vm.name.clone(),
