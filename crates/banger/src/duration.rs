@@ -17,7 +17,10 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     };
     let n: u64 = digits.parse().map_err(|_| invalid(text))?;
     match n.checked_mul(scale) {
-        Some(0) => Err(format!("duration {text:?} is zero")),
+        Some(0) => Err(format!(
+            "duration {text:?} is zero (give a positive one, e.g. 30s or 5m; leave the flag \
+             out for none)"
+        )),
         Some(secs) => Ok(Duration::from_secs(secs)),
         None => Err(format!("duration {text:?} is too long")),
     }
@@ -74,6 +77,7 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad:?} parsed");
         }
         assert!(parse("5x").unwrap_err().contains("expected e.g."));
+        assert!(parse("0").unwrap_err().contains("leave the flag out"));
     }
 
     #[test]
