@@ -1,15 +1,20 @@
-//! The registry side of a pull: the linux/amd64 manifest and its config (an index
-//! resolved to its linux/amd64 entry), fetched capped and checked against their
-//! digests, then each layer into the cache through `oci-client`, with its size and
-//! digest checked as it streams.
+//! The registry side of a pull, spoken by banger itself over `ureq` so that nothing a
+//! registry sends is read without a bound: the login (the distribution spec's token
+//! flow), the linux/amd64 manifest and its config (an index resolved to its
+//! linux/amd64 entry), each capped and checked against its digest, then each layer into
+//! the cache, with its size and digest checked as it streams. `oci-client` gives the
+//! types, the platform choice and the error codes.
+
+use std::io::Read as _;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use base64::Engine as _;
-use futures::StreamExt;
-use oci_client::client::{linux_amd64_resolver, ClientConfig, ClientProtocol};
+use oci_client::client::linux_amd64_resolver;
 use oci_client::errors::{OciDistributionError, OciEnvelope, OciErrorCode};
-use oci_client::manifest::{OciDescriptor, OciImageManifest, OciManifest};
+use oci_client::manifest::{OciImageManifest, OciManifest};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference, RegistryOperation};
+use oci_client::Reference;
 use sha2::{Digest as _, Sha256};
 use tokio::io::AsyncWriteExt;
 
@@ -18,22 +23,11 @@ use crate::image::error::{ImageError, IoContext, RegistryFailure};
 
 /// A registry that answered for a reference, and its manifest and config.
 pub struct Resolved {
-    pub client: Client,
+    pub session: Session,
     pub manifest: OciImageManifest,
     /// The image manifest's digest (the linux/amd64 entry's, for an index).
     pub digest: String,
     pub config: String,
-}
-
-fn client(protocol: ClientProtocol, insecure: bool) -> Client {
-    Client::new(ClientConfig {
-        protocol,
-        accept_invalid_certificates: insecure,
-        platform_resolver: Some(Box::new(linux_amd64_resolver)),
-        connect_timeout: Some(std::time::Duration::from_secs(15)),
-        read_timeout: Some(std::time::Duration::from_secs(60)),
-        ..Default::default()
-    })
 }
 
 /// Fetches the manifest and config of `reference`. `insecure` (always for a registry
@@ -45,15 +39,10 @@ pub async fn resolve(
     auth: &RegistryAuth,
 ) -> Result<Resolved, ImageError> {
     let insecure = insecure || on_loopback(reference.resolve_registry());
-    let https = client(ClientProtocol::Https, insecure);
-    match documents(https, "https", reference, auth, insecure).await {
+    match documents(Session::new("https", reference, auth, insecure)).await {
         Err(Fetch::NoAnswer(e)) if insecure => {
             tracing::debug!(cause = %e, "no HTTPS answer; trying plain HTTP");
-            let http = client(
-                ClientProtocol::HttpsExcept(vec![reference.resolve_registry().to_string()]),
-                true,
-            );
-            documents(http, "http", reference, auth, true)
+            documents(Session::new("http", reference, auth, true))
                 .await
                 .map_err(|e| e.into_image(reference))
         }
@@ -61,8 +50,8 @@ pub async fn resolve(
     }
 }
 
-/// Most a manifest, an index or an image config may hold: real ones are a few KiB, and
-/// `oci-client` reads them whole, so banger fetches them itself, capped.
+/// Most a manifest, an index, an image config or a token answer may hold: real ones
+/// are a few KiB.
 const MAX_DOCUMENT: u64 = 4 << 20;
 
 /// The media types a manifest request accepts.
@@ -71,7 +60,7 @@ const MANIFEST_TYPES: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 
-/// Why fetching the documents of an image failed.
+/// Why talking to a registry failed.
 enum Fetch {
     /// No answer over this protocol (another may answer).
     NoAnswer(String),
@@ -92,43 +81,18 @@ impl Fetch {
 }
 
 /// The linux/amd64 manifest of `reference` (through its index, if it has one), its
-/// digest, and its config, each checked against the digest it was asked by. `client`
-/// logs in (a token it keeps for the layers); the documents come over `scheme`.
-async fn documents(
-    client: Client,
-    scheme: &'static str,
-    reference: &Reference,
-    auth: &RegistryAuth,
-    insecure: bool,
-) -> Result<Resolved, Fetch> {
-    let authz = match client.auth(reference, auth, RegistryOperation::Pull).await {
-        Ok(Some(token)) => Some(format!("Bearer {token}")),
-        Ok(None) => match auth {
-            RegistryAuth::Basic(user, password) => Some(format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-            )),
-            _ => None,
-        },
-        Err(OciDistributionError::RequestError(e)) => return Err(Fetch::NoAnswer(chain(&e))),
-        Err(e) => return Err(Fetch::Registry(failure(reference, e))),
-    };
-    let get = Get {
-        base: format!(
-            "{scheme}://{}/v2/{}",
-            reference.resolve_registry(),
-            reference.repository()
-        ),
-        authz,
-        insecure,
-        reference: reference.clone(),
-    };
+/// digest, and its config, each checked against the digest it was asked by.
+async fn documents(session: Session) -> Result<Resolved, Fetch> {
+    session.login().await?;
+    let reference = &session.reference;
     let top = reference
         .digest()
         .or(reference.tag())
         .unwrap_or("latest")
         .to_string();
-    let (body, digest) = get.document("manifests", &top, reference.digest()).await?;
+    let (body, digest) = session
+        .document("manifests", &top, reference.digest())
+        .await?;
     let bad_json = |e: serde_json::Error| {
         Fetch::Registry(bad(reference, format!("its manifest is not valid: {e}")))
     };
@@ -141,7 +105,9 @@ async fn documents(
                     "it has no linux/amd64 image".into(),
                 )));
             };
-            let (body, digest) = get.document("manifests", &chosen, Some(&chosen)).await?;
+            let (body, digest) = session
+                .document("manifests", &chosen, Some(&chosen))
+                .await?;
             match serde_json::from_slice::<OciManifest>(&body).map_err(bad_json)? {
                 OciManifest::Image(m) => (m, digest),
                 OciManifest::ImageIndex(_) => {
@@ -154,29 +120,106 @@ async fn documents(
         }
     };
     let config_digest = manifest.config.digest.clone();
-    let (config, _) = get
+    let (config, _) = session
         .document("blobs", &config_digest, Some(&config_digest))
         .await?;
     let config = String::from_utf8(config)
         .map_err(|_| Fetch::Registry(bad(reference, "its image config is not UTF-8".into())))?;
     Ok(Resolved {
-        client,
+        session,
         manifest,
         digest,
         config,
     })
 }
 
-/// GETs of one repository's documents.
-struct Get {
-    /// `SCHEME://REGISTRY/v2/REPOSITORY`.
-    base: String,
-    authz: Option<String>,
-    insecure: bool,
+/// One repository of one registry over one scheme, and the login its requests carry.
+pub struct Session {
+    scheme: &'static str,
     reference: Reference,
+    auth: RegistryAuth,
+    insecure: bool,
+    /// The `Authorization` requests carry: none, the caller's login, or a token.
+    authz: Mutex<Option<String>>,
 }
 
-impl Get {
+/// A capped answer to a GET.
+struct Answer {
+    status: u16,
+    /// Its `WWW-Authenticate`.
+    challenge: Option<String>,
+    body: Vec<u8>,
+}
+
+impl Session {
+    fn new(
+        scheme: &'static str,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        insecure: bool,
+    ) -> Session {
+        Session {
+            scheme,
+            reference: reference.clone(),
+            auth: auth.clone(),
+            insecure,
+            authz: Mutex::new(None),
+        }
+    }
+
+    /// `SCHEME://REGISTRY/v2/REPOSITORY/kind/name`.
+    fn url(&self, kind: &str, name: &str) -> String {
+        format!(
+            "{}://{}/v2/{}/{kind}/{name}",
+            self.scheme,
+            self.reference.resolve_registry(),
+            self.reference.repository()
+        )
+    }
+
+    fn authz(&self) -> Option<String> {
+        self.authz.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Logs in as the registry asks (`GET /v2/`): with none, with the caller's login
+    /// (`Basic`), or with a pull token from the realm of its `Bearer` challenge, asked
+    /// with the caller's login when there is one. Again when a token ran out.
+    async fn login(&self) -> Result<(), Fetch> {
+        let basic = match &self.auth {
+            RegistryAuth::Basic(user, password) => Some(format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+            )),
+            RegistryAuth::Bearer(token) => Some(format!("Bearer {token}")),
+            RegistryAuth::Anonymous => None,
+        };
+        let ping = format!(
+            "{}://{}/v2/",
+            self.scheme,
+            self.reference.resolve_registry()
+        );
+        let answer = get(ping, Vec::new(), None, self.insecure).await?;
+        let authz = match answer.challenge.as_deref().and_then(bearer) {
+            None => basic,
+            Some((realm, service)) => {
+                let mut query = vec![(
+                    "scope".to_string(),
+                    format!("repository:{}:pull", self.reference.repository()),
+                )];
+                query.extend(service.map(|s| ("service".to_string(), s)));
+                let answer = get(realm, query, basic, self.insecure).await?;
+                if !(200..300).contains(&answer.status) {
+                    let said = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]);
+                    let e = OciDistributionError::AuthenticationFailure(said.into_owned());
+                    return Err(Fetch::Registry(failure(&self.reference, &e)));
+                }
+                Some(format!("Bearer {}", token(&self.reference, &answer.body)?))
+            }
+        };
+        *self.authz.lock().unwrap_or_else(|p| p.into_inner()) = authz;
+        Ok(())
+    }
+
     /// `kind/name` (at most [`MAX_DOCUMENT`] bytes) and its digest, which must be
     /// `want` when given.
     async fn document(
@@ -185,26 +228,20 @@ impl Get {
         name: &str,
         want: Option<&str>,
     ) -> Result<(Vec<u8>, String), Fetch> {
-        let url = format!("{}/{kind}/{name}", self.base);
-        let (authz, insecure) = (self.authz.clone(), self.insecure);
-        let got = tokio::task::spawn_blocking(move || get_capped(&url, authz.as_deref(), insecure))
-            .await
-            .map_err(|e| Fetch::NoAnswer(e.to_string()))??;
-        let (status, body) = got;
-        let reference = &self.reference;
-        if !(200..300).contains(&status) {
-            // Said as oci-client says it, so one mapping covers both.
-            let url = format!("{}/{kind}/{name}", self.base);
-            let e = match serde_json::from_slice::<OciEnvelope>(&body) {
-                Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
-                Err(_) => OciDistributionError::ServerError {
-                    code: status,
-                    url,
-                    message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-                },
-            };
-            return Err(Fetch::Registry(failure(reference, e)));
+        let url = self.url(kind, name);
+        let mut answer = get(url.clone(), Vec::new(), self.authz(), self.insecure).await?;
+        if answer.status == 401 {
+            self.login().await?;
+            answer = get(url.clone(), Vec::new(), self.authz(), self.insecure).await?;
         }
+        let reference = &self.reference;
+        if !(200..300).contains(&answer.status) {
+            return Err(Fetch::Registry(failure(
+                reference,
+                &refusal(answer.status, &answer.body, url),
+            )));
+        }
+        let body = answer.body;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
         if let Some(want) = want {
             if want != digest {
@@ -216,32 +253,106 @@ impl Get {
         }
         Ok((body, digest))
     }
+
+    /// Blob `digest`'s answer, its body unread; logs in again once when refused.
+    async fn blob(&self, digest: &str) -> Result<ureq::http::Response<ureq::Body>, Fetch> {
+        let url = self.url("blobs", digest);
+        let mut resp = open(url.clone(), Vec::new(), self.authz(), self.insecure, None).await?;
+        if resp.status() == 401 {
+            self.login().await?;
+            resp = open(url.clone(), Vec::new(), self.authz(), self.insecure, None).await?;
+        }
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let body = read_capped(&url, resp.into_body()).unwrap_or_default();
+            return Err(Fetch::Registry(failure(
+                &self.reference,
+                &refusal(status, &body, url),
+            )));
+        }
+        Ok(resp)
+    }
 }
 
-/// GETs `url`: its status and at most [`MAX_DOCUMENT`] bytes of body (more is an
-/// error). Blocking.
-fn get_capped(url: &str, authz: Option<&str>, insecure: bool) -> Result<(u16, Vec<u8>), Fetch> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(std::time::Duration::from_secs(15)))
-        .timeout_per_read(Some(std::time::Duration::from_secs(60)))
-        .timeout_global(Some(std::time::Duration::from_secs(300)))
-        .http_status_as_error(false)
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .disable_verification(insecure)
-                .build(),
-        )
-        .build()
-        .into();
-    let mut req = agent.get(url).header("Accept", MANIFEST_TYPES);
-    if let Some(authz) = authz {
-        req = req.header("Authorization", authz);
+/// A registry's refusal, said as `oci-client` says it, so that one mapping covers all.
+fn refusal(status: u16, body: &[u8], url: String) -> OciDistributionError {
+    match serde_json::from_slice::<OciEnvelope>(body) {
+        Ok(envelope) => OciDistributionError::RegistryError { envelope, url },
+        Err(_) => OciDistributionError::ServerError {
+            code: status,
+            url,
+            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        },
     }
-    let mut resp = req.call().map_err(|e| Fetch::NoAnswer(chain(&e)))?;
+}
+
+/// The realm and service of a `Bearer` challenge.
+fn bearer(header: &str) -> Option<(String, Option<String>)> {
+    http_auth::ChallengeParser::new(header)
+        .filter_map(Result::ok)
+        .find(|c| c.scheme.eq_ignore_ascii_case("Bearer"))
+        .and_then(|c| {
+            let param = |name: &str| {
+                c.params
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.to_unescaped())
+            };
+            Some((param("realm")?, param("service")))
+        })
+}
+
+/// The token of a token service's answer (`token`, or OAuth's `access_token`).
+fn token(reference: &Reference, body: &[u8]) -> Result<String, Fetch> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .ok()
+        .and_then(|a| a.token.or(a.access_token))
+        .filter(|t| !t.is_empty() && !t.contains(char::is_control))
+        .ok_or_else(|| {
+            Fetch::Registry(bad(reference, "its token service answered no token".into()))
+        })
+}
+
+/// GETs `url` with `query`: its status, challenge and at most [`MAX_DOCUMENT`] bytes of
+/// body (more is an error).
+async fn get(
+    url: String,
+    query: Vec<(String, String)>,
+    authz: Option<String>,
+    insecure: bool,
+) -> Result<Answer, Fetch> {
+    let resp = open(
+        url.clone(),
+        query,
+        authz,
+        insecure,
+        Some(Duration::from_secs(300)),
+    )
+    .await?;
     let status = resp.status().as_u16();
-    let body = resp
-        .body_mut()
-        .with_config()
+    let challenge = resp
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = tokio::task::spawn_blocking(move || read_capped(&url, resp.into_body()))
+        .await
+        .map_err(|e| Fetch::NoAnswer(e.to_string()))??;
+    Ok(Answer {
+        status,
+        challenge,
+        body,
+    })
+}
+
+/// At most [`MAX_DOCUMENT`] bytes of `body` (more is an error). Blocking.
+fn read_capped(url: &str, mut body: ureq::Body) -> Result<Vec<u8>, Fetch> {
+    body.with_config()
         .limit(MAX_DOCUMENT)
         .read_to_vec()
         .map_err(|e| match e {
@@ -251,8 +362,43 @@ fn get_capped(url: &str, authz: Option<&str>, insecure: bool) -> Result<(u16, Ve
                 failure: RegistryFailure::BadContent,
             }),
             e => Fetch::NoAnswer(chain(&e)),
-        })?;
-    Ok((status, body))
+        })
+}
+
+/// Sends a GET of `url` and answers its head; `timeout` bounds the whole exchange (a
+/// layer's has none: each read has its own). Redirects are followed without the
+/// `Authorization`.
+async fn open(
+    url: String,
+    query: Vec<(String, String)>,
+    authz: Option<String>,
+    insecure: bool,
+    timeout: Option<Duration>,
+) -> Result<ureq::http::Response<ureq::Body>, Fetch> {
+    tokio::task::spawn_blocking(move || {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .timeout_global(timeout)
+            .http_status_as_error(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(insecure)
+                    .build(),
+            )
+            .build()
+            .into();
+        let mut req = agent.get(&url).header("Accept", MANIFEST_TYPES);
+        for (k, v) in &query {
+            req = req.query(k, v);
+        }
+        if let Some(authz) = authz {
+            req = req.header("Authorization", authz);
+        }
+        req.call().map_err(|e| Fetch::NoAnswer(chain(&e)))
+    })
+    .await
+    .map_err(|e| Fetch::NoAnswer(e.to_string()))?
 }
 
 /// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
@@ -267,11 +413,10 @@ fn on_loopback(registry: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// One layer to apply: its checked digest and size, and its descriptor for the fetch.
+/// One layer to apply: its checked digest and size.
 pub struct Layer {
     pub digest: Digest,
     pub bytes: u64,
-    pub descriptor: OciDescriptor,
 }
 
 /// The manifest's layers, bottom first; refuses what is not a tar layer banger can
@@ -311,11 +456,7 @@ pub fn layers(
                     format!("layer {} has a negative size", digest.short()),
                 )
             })?;
-            Ok(Layer {
-                digest,
-                bytes,
-                descriptor: d.clone(),
-            })
+            Ok(Layer { digest, bytes })
         })
         .collect()
 }
@@ -323,7 +464,7 @@ pub fn layers(
 /// Downloads `layer` into `cache`, calling `on_bytes` with the bytes received so far;
 /// only a download of the manifest's size and digest enters the cache.
 pub async fn download(
-    client: &Client,
+    resolved: &Resolved,
     reference: &Reference,
     layer: &Layer,
     cache: &Cache,
@@ -331,16 +472,35 @@ pub async fn download(
 ) -> Result<(), ImageError> {
     let short = layer.digest.short();
     let partial = cache.partial(&layer.digest);
-    let mut stream = client
-        .pull_blob_stream(reference, &layer.descriptor)
+    let resp = resolved
+        .session
+        .blob(layer.digest.as_str())
         .await
-        .map_err(|e| failure(reference, e))?;
+        .map_err(|e| e.into_image(reference))?;
+    // Read on the blocking pool, a chunk at a time; one byte past the manifest's size
+    // is enough to refuse it.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(4);
+    let limit = layer.bytes + 1;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut body = resp.into_body().into_reader().take(limit);
+        loop {
+            let mut chunk = vec![0; 256 << 10];
+            let read = body.read(&mut chunk).map(|n| {
+                chunk.truncate(n);
+                chunk
+            });
+            let done = matches!(&read, Ok(c) if c.is_empty()) || read.is_err();
+            if tx.blocking_send(read).is_err() || done {
+                return;
+            }
+        }
+    });
     let mut file = tokio::fs::File::create(partial.path())
         .await
         .ctx(|| format!("create {}", partial.path().display()))?;
     let mut hasher = Sha256::new();
     let mut got: u64 = 0;
-    while let Some(chunk) = stream.next().await {
+    while let Some(chunk) = rx.recv().await {
         let chunk = chunk.map_err(|e| {
             bad(
                 reference,
@@ -350,6 +510,9 @@ pub async fn download(
                 ),
             )
         })?;
+        if chunk.is_empty() {
+            break;
+        }
         got += chunk.len() as u64;
         if got > layer.bytes {
             return Err(bad(
@@ -366,6 +529,8 @@ pub async fn download(
             .ctx(|| format!("write {}", partial.path().display()))?;
         on_bytes(got);
     }
+    drop(rx);
+    let _ = reader.await;
     file.flush()
         .await
         .ctx(|| format!("write {}", partial.path().display()))?;
@@ -395,10 +560,10 @@ fn bad(reference: &Reference, reason: String) -> ImageError {
 }
 
 /// An `oci-client` error in the user's terms. Credentials never appear in them.
-fn failure(reference: &Reference, e: OciDistributionError) -> ImageError {
+fn failure(reference: &Reference, e: &OciDistributionError) -> ImageError {
     use OciDistributionError as E;
     use RegistryFailure as F;
-    let (failure, reason) = match &e {
+    let (failure, reason) = match e {
         E::RegistryError { envelope, .. } => {
             let failure = match envelope.errors.first().map(|x| &x.code) {
                 Some(
@@ -492,6 +657,78 @@ mod tests {
             sent
         });
         (addr, server)
+    }
+
+    /// A registry on the loopback whose `/v2/` sends a client to its token service,
+    /// which then streams `token_bytes` of junk; answers how many bytes it sent.
+    fn endless_token_service(token_bytes: usize) -> (String, std::thread::JoinHandle<usize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let realm = format!("http://{addr}/token");
+        let server = std::thread::spawn(move || {
+            let mut sent = 0;
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { break };
+                let mut line = String::new();
+                if BufReader::new(&conn).read_line(&mut line).is_err() {
+                    continue;
+                }
+                if line.starts_with("GET /v2/ ") {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"evil\"\r\ncontent-length: 0\r\n\r\n"
+                    );
+                } else if line.starts_with("GET /token?") {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 200 OK\r\ncontent-length: {token_bytes}\r\n\r\n{{\"token\":\""
+                    );
+                    let chunk = vec![b'a'; 64 << 10];
+                    while sent < token_bytes && conn.write_all(&chunk).is_ok() {
+                        sent += chunk.len();
+                    }
+                    return sent;
+                }
+            }
+            sent
+        });
+        (addr, server)
+    }
+
+    #[tokio::test]
+    async fn a_token_larger_than_any_real_one_is_refused_unread() {
+        let (addr, server) = endless_token_service(1 << 30);
+        let reference: Reference = format!("{addr}/evil:1").parse().unwrap();
+
+        let err = match resolve(&reference, true, &RegistryAuth::Anonymous).await {
+            Ok(_) => panic!("a 1 GiB token was taken"),
+            Err(e) => e,
+        };
+
+        assert!(err.to_string().contains("more than 4 MiB"), "{err}");
+        let sent = server.join().unwrap();
+        assert!(sent < 64 << 20, "{sent} bytes were read");
+    }
+
+    #[test]
+    fn a_bearer_challenges_realm_and_service_are_read() {
+        let both =
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="x""#;
+
+        assert_eq!(
+            bearer(both),
+            Some((
+                "https://auth.example/token".to_string(),
+                Some("registry.example".to_string())
+            ))
+        );
+        assert_eq!(
+            bearer(r#"Basic realm="r", Bearer realm="t""#),
+            Some(("t".to_string(), None))
+        );
+        assert_eq!(bearer(r#"Basic realm="registry""#), None);
+        assert_eq!(bearer("Bearer service=\"no-realm\""), None);
     }
 
     #[tokio::test]

@@ -168,7 +168,7 @@ async fn fetch_layers(
             } else {
                 let step = (layer.bytes / 100).max(1 << 20);
                 let last = std::sync::atomic::AtomicU64::new(0);
-                fetch::download(&resolved.client, reference, layer, cache, &|got| {
+                fetch::download(resolved, reference, layer, cache, &|got| {
                     if got - last.load(std::sync::atomic::Ordering::Relaxed) >= step {
                         last.store(got, std::sync::atomic::Ordering::Relaxed);
                         bar(got, "downloading");

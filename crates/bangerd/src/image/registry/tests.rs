@@ -11,6 +11,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use banger_wire::api::RegistryPullSpec;
 use banger_wire::{Diagnostic, ErrorCode};
+use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
@@ -115,6 +116,80 @@ async fn start(reg: Shared) -> String {
     addr.to_string()
 }
 
+/// The pull tokens of [`start_with_tokens`]'s registry.
+#[derive(Default)]
+struct Tokens {
+    /// How many it gave out.
+    issued: u32,
+    /// The one it takes, and for how many more requests.
+    valid: Option<(String, u32)>,
+    /// The token requests' queries.
+    asked: Vec<String>,
+}
+
+/// The login `start_with_tokens`'s token service wants.
+const LOGIN: (&str, &str) = ("dev", "s3cret");
+
+/// Serves `reg` as [`start`] does, but behind the distribution spec's token flow: `/v2/`
+/// challenges with `Bearer realm=".../token"`, whose tokens (for [`LOGIN`] only) are
+/// each good for two requests, so a pull's token runs out before its layers.
+async fn start_with_tokens(reg: Shared) -> (String, Arc<Mutex<Tokens>>) {
+    use axum::extract::RawQuery;
+    use axum::http::HeaderMap;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tokens: Arc<Mutex<Tokens>> = Arc::default();
+    let challenge = format!(r#"Bearer realm="http://{addr}/token",service="fake""#);
+    let refused = move || {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, challenge.clone())],
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"log in"}]}"#,
+        )
+            .into_response()
+    };
+    let login = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", LOGIN.0, LOGIN.1))
+    );
+    let app = axum::Router::new()
+        .route("/v2/", axum::routing::get({
+            let refused = refused.clone();
+            move || async move { refused() }
+        }))
+        .route("/token", axum::routing::get({
+            let tokens = tokens.clone();
+            move |headers: HeaderMap, RawQuery(query): RawQuery| async move {
+                if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) != Some(&login) {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                let mut t = tokens.lock().unwrap();
+                t.issued += 1;
+                let token = format!("token-{}", t.issued);
+                t.valid = Some((token.clone(), 2));
+                t.asked.push(query.unwrap_or_default());
+                format!(r#"{{"token":"{token}","expires_in":60}}"#).into_response()
+            }
+        }))
+        .route("/v2/{*rest}", axum::routing::get({
+            let tokens = tokens.clone();
+            move |headers: HeaderMap, State(reg): State<Shared>, rest: UrlPath<String>| async move {
+                let given = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_string);
+                {
+                    let mut t = tokens.lock().unwrap();
+                    match &mut t.valid {
+                        Some((token, left)) if *left > 0 && given == Some(format!("Bearer {token}")) => *left -= 1,
+                        _ => return refused(),
+                    }
+                }
+                serve(State(reg), rest).await
+            }
+        }))
+        .with_state(reg);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr.to_string(), tokens)
+}
+
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(bytes).unwrap();
@@ -134,11 +209,26 @@ async fn pull_as(
     reference: String,
     name: &str,
 ) -> Result<RegistryPullReport, ImageError> {
+    pull_with(paths, agent, reference, name, None).await
+}
+
+async fn pull_with(
+    paths: &Paths,
+    agent: &Path,
+    reference: String,
+    name: &str,
+    credentials: Option<(&str, &str)>,
+) -> Result<RegistryPullReport, ImageError> {
     let spec = RegistryPullSpec {
         reference,
         name: Some(name.into()),
         insecure: true,
-        credentials: None,
+        credentials: credentials.map(|(username, password)| {
+            banger_wire::api::RegistryCredentials {
+                username: username.into(),
+                password: password.into(),
+            }
+        }),
     };
     pull(
         paths,
@@ -306,4 +396,41 @@ async fn unknown_tag_is_not_found_with_a_hint() {
     assert_eq!(err.code(), ErrorCode::NotFound, "{err}");
     assert!(err.hint().unwrap().contains("tag"), "{err}");
     assert_nothing_left(&paths);
+}
+
+#[tokio::test]
+async fn a_token_login_is_renewed_when_its_token_runs_out_mid_pull() {
+    if !ready() {
+        return;
+    }
+    let (_root, paths, agent) = setup();
+    let mut reg = Registry::default();
+    reg.image("1", &[(gzip(&rootfs_layer()), GZ)]);
+    let (host, tokens) = start_with_tokens(Arc::new(Mutex::new(reg))).await;
+
+    let refused = pull_with(
+        &paths,
+        &agent,
+        format!("{host}/x:1"),
+        "x",
+        Some(("dev", "wrong")),
+    )
+    .await
+    .unwrap_err();
+    let pulled = pull_with(&paths, &agent, format!("{host}/x:1"), "x", Some(LOGIN))
+        .await
+        .unwrap();
+
+    assert_eq!(refused.code(), ErrorCode::PermissionDenied, "{refused}");
+    assert_eq!(pulled.layers.len(), 1);
+    let t = tokens.lock().unwrap();
+    // The manifest and config on the first token, the layer on a second one.
+    assert_eq!(t.issued, 2);
+    assert!(
+        t.asked
+            .iter()
+            .all(|q| q.contains("scope=repository%3Ax%3Apull") && q.contains("service=fake")),
+        "{:?}",
+        t.asked
+    );
 }
