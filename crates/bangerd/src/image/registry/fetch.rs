@@ -198,7 +198,7 @@ impl Session {
             self.scheme,
             self.reference.resolve_registry()
         );
-        let answer = get(ping, Vec::new(), None, self.insecure).await?;
+        let answer = get(Get::to(ping), self.insecure).await?;
         let authz = match answer.challenge.as_deref().and_then(bearer) {
             None => basic,
             Some((realm, service)) => {
@@ -207,7 +207,12 @@ impl Session {
                     format!("repository:{}:pull", self.reference.repository()),
                 )];
                 query.extend(service.map(|s| ("service".to_string(), s)));
-                let answer = get(realm, query, basic, self.insecure).await?;
+                let ask = Get {
+                    query,
+                    authz: basic,
+                    ..Get::to(realm)
+                };
+                let answer = get(ask, self.insecure).await?;
                 if !(200..300).contains(&answer.status) {
                     let said = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]);
                     let e = OciDistributionError::AuthenticationFailure(said.into_owned());
@@ -229,10 +234,15 @@ impl Session {
         want: Option<&str>,
     ) -> Result<(Vec<u8>, String), Fetch> {
         let url = self.url(kind, name);
-        let mut answer = get(url.clone(), Vec::new(), self.authz(), self.insecure).await?;
+        let ask = |authz| Get {
+            authz,
+            accept: (kind == "manifests").then_some(MANIFEST_TYPES),
+            ..Get::to(url.clone())
+        };
+        let mut answer = get(ask(self.authz()), self.insecure).await?;
         if answer.status == 401 {
             self.login().await?;
-            answer = get(url.clone(), Vec::new(), self.authz(), self.insecure).await?;
+            answer = get(ask(self.authz()), self.insecure).await?;
         }
         let reference = &self.reference;
         if !(200..300).contains(&answer.status) {
@@ -257,10 +267,14 @@ impl Session {
     /// Blob `digest`'s answer, its body unread; logs in again once when refused.
     async fn blob(&self, digest: &str) -> Result<ureq::http::Response<ureq::Body>, Fetch> {
         let url = self.url("blobs", digest);
-        let mut resp = open(url.clone(), Vec::new(), self.authz(), self.insecure, None).await?;
+        let ask = |authz| Get {
+            authz,
+            ..Get::to(url.clone())
+        };
+        let mut resp = open(ask(self.authz()), self.insecure, None).await?;
         if resp.status() == 401 {
             self.login().await?;
-            resp = open(url.clone(), Vec::new(), self.authz(), self.insecure, None).await?;
+            resp = open(ask(self.authz()), self.insecure, None).await?;
         }
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
@@ -318,22 +332,30 @@ fn token(reference: &Reference, body: &[u8]) -> Result<String, Fetch> {
         })
 }
 
-/// GETs `url` with `query`: its status, challenge and at most [`MAX_DOCUMENT`] bytes of
-/// body (more is an error).
-async fn get(
+/// A GET: its URL and query, and the `Authorization` and `Accept` it sends.
+struct Get {
     url: String,
     query: Vec<(String, String)>,
     authz: Option<String>,
-    insecure: bool,
-) -> Result<Answer, Fetch> {
-    let resp = open(
-        url.clone(),
-        query,
-        authz,
-        insecure,
-        Some(Duration::from_secs(300)),
-    )
-    .await?;
+    accept: Option<&'static str>,
+}
+
+impl Get {
+    fn to(url: String) -> Get {
+        Get {
+            url,
+            query: Vec::new(),
+            authz: None,
+            accept: None,
+        }
+    }
+}
+
+/// Sends `ask`: its answer's status, challenge and at most [`MAX_DOCUMENT`] bytes of
+/// body (more is an error).
+async fn get(ask: Get, insecure: bool) -> Result<Answer, Fetch> {
+    let url = ask.url.clone();
+    let resp = open(ask, insecure, Some(Duration::from_secs(300))).await?;
     let status = resp.status().as_u16();
     let challenge = resp
         .headers()
@@ -365,13 +387,11 @@ fn read_capped(url: &str, mut body: ureq::Body) -> Result<Vec<u8>, Fetch> {
         })
 }
 
-/// Sends a GET of `url` and answers its head; `timeout` bounds the whole exchange (a
-/// layer's has none: each read has its own). Redirects are followed without the
+/// Sends `ask` and answers its head; `timeout` bounds the whole exchange (a layer's
+/// has none: each read has its own). Redirects are followed without the
 /// `Authorization`.
 async fn open(
-    url: String,
-    query: Vec<(String, String)>,
-    authz: Option<String>,
+    ask: Get,
     insecure: bool,
     timeout: Option<Duration>,
 ) -> Result<ureq::http::Response<ureq::Body>, Fetch> {
@@ -388,11 +408,14 @@ async fn open(
             )
             .build()
             .into();
-        let mut req = agent.get(&url).header("Accept", MANIFEST_TYPES);
-        for (k, v) in &query {
+        let mut req = agent.get(&ask.url);
+        for (k, v) in &ask.query {
             req = req.query(k, v);
         }
-        if let Some(authz) = authz {
+        if let Some(accept) = ask.accept {
+            req = req.header("Accept", accept);
+        }
+        if let Some(authz) = ask.authz {
             req = req.header("Authorization", authz);
         }
         req.call().map_err(|e| Fetch::NoAnswer(chain(&e)))
