@@ -649,12 +649,19 @@ mod tests {
         assert!(!on_loopback("10.0.0.1:5000"));
     }
 
-    /// A registry on the loopback that answers `/v2/` and then streams `manifest_bytes`
-    /// of junk for any manifest; answers how many bytes it managed to send.
-    fn endless_registry(manifest_bytes: usize) -> (String, std::thread::JoinHandle<usize>) {
+    /// A registry on the loopback: `/v2/` gets `ping(its address)`, and the first GET of
+    /// a path starting with `flooded` an answer of `bytes` bytes (starting with `lead`),
+    /// streamed; answers how many bytes it managed to send.
+    fn endless(
+        ping: impl FnOnce(&str) -> String,
+        flooded: &'static str,
+        lead: &'static str,
+        bytes: usize,
+    ) -> (String, std::thread::JoinHandle<usize>) {
         use std::io::{BufRead, BufReader, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let ping = ping(&addr);
         let server = std::thread::spawn(move || {
             let mut sent = 0;
             for conn in listener.incoming() {
@@ -664,14 +671,14 @@ mod tests {
                     continue;
                 }
                 if line.starts_with("GET /v2/ ") {
-                    let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}");
-                } else if line.starts_with("GET /v2/evil/manifests/") {
+                    let _ = conn.write_all(ping.as_bytes());
+                } else if line.starts_with(&format!("GET {flooded}")) {
                     let _ = write!(
                         conn,
-                        "HTTP/1.1 200 OK\r\ncontent-length: {manifest_bytes}\r\n\r\n"
+                        "HTTP/1.1 200 OK\r\ncontent-length: {bytes}\r\n\r\n{lead}"
                     );
-                    let chunk = vec![b' '; 64 << 10];
-                    while sent < manifest_bytes && conn.write_all(&chunk).is_ok() {
+                    let chunk = vec![b'a'; 64 << 10];
+                    while sent < bytes && conn.write_all(&chunk).is_ok() {
                         sent += chunk.len();
                     }
                     return sent;
@@ -682,41 +689,22 @@ mod tests {
         (addr, server)
     }
 
-    /// A registry on the loopback whose `/v2/` sends a client to its token service,
-    /// which then streams `token_bytes` of junk; answers how many bytes it sent.
+    /// A registry that streams `manifest_bytes` for any manifest.
+    fn endless_registry(manifest_bytes: usize) -> (String, std::thread::JoinHandle<usize>) {
+        let ok = |_: &str| "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}".to_string();
+        endless(ok, "/v2/evil/manifests/", "", manifest_bytes)
+    }
+
+    /// A registry whose `/v2/` sends a client to its token service, which then streams
+    /// `token_bytes`.
     fn endless_token_service(token_bytes: usize) -> (String, std::thread::JoinHandle<usize>) {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let realm = format!("http://{addr}/token");
-        let server = std::thread::spawn(move || {
-            let mut sent = 0;
-            for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { break };
-                let mut line = String::new();
-                if BufReader::new(&conn).read_line(&mut line).is_err() {
-                    continue;
-                }
-                if line.starts_with("GET /v2/ ") {
-                    let _ = write!(
-                        conn,
-                        "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"{realm}\",service=\"evil\"\r\ncontent-length: 0\r\n\r\n"
-                    );
-                } else if line.starts_with("GET /token?") {
-                    let _ = write!(
-                        conn,
-                        "HTTP/1.1 200 OK\r\ncontent-length: {token_bytes}\r\n\r\n{{\"token\":\""
-                    );
-                    let chunk = vec![b'a'; 64 << 10];
-                    while sent < token_bytes && conn.write_all(&chunk).is_ok() {
-                        sent += chunk.len();
-                    }
-                    return sent;
-                }
-            }
-            sent
-        });
-        (addr, server)
+        let challenge = |addr: &str| {
+            format!(
+                "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer realm=\"http://{addr}/token\",\
+                 service=\"evil\"\r\ncontent-length: 0\r\n\r\n"
+            )
+        };
+        endless(challenge, "/token?", "{\"token\":\"", token_bytes)
     }
 
     #[tokio::test]
