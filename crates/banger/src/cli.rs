@@ -273,8 +273,9 @@ pub enum VmCommand {
     },
     /// Copy files and directories between the host and a VM.
     ///
-    /// `NAME:/path` names the guest side. The copy runs as the VM's default user
-    /// (`vm create --user`, else root); relative guest paths start at its home.
+    /// `NAME:/path` names the guest side. The copy runs as `--user`, else the VM's
+    /// default user (`vm create --user`), else root; relative guest paths start at that
+    /// user's home.
     /// Directories are copied with their contents, like `cp -r` (no flag needed). Modes
     /// are kept. Into an existing directory a copy keeps its name; otherwise it is
     /// created as DST. With several sources (all on the host, or all in one VM), DST
@@ -283,6 +284,10 @@ pub enum VmCommand {
         /// The sources, then the destination: host paths, or NAME:/path in a VM.
         #[arg(value_name = "SRC... DST", num_args = 2.., required = true)]
         paths: Vec<String>,
+        /// Copy as this guest user (created if missing; relative guest paths start at
+        /// its home) instead of the VM's default user (`vm create --user`), or root.
+        #[arg(long, value_name = "NAME[:UID]", value_parser = parse_user)]
+        user: Option<GuestUser>,
     },
     /// Open an SSH session in a VM, or run a command there over SSH, as the VM's
     /// default user (`vm create --user`, else root).

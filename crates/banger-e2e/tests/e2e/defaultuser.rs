@@ -31,8 +31,9 @@ fn ssh_logs_in_as_the_default_user() {
 }
 
 #[test]
-fn cp_relative_paths_start_at_the_default_users_home() {
-    let Some(h) = banger_e2e::turn("cp_relative_paths_start_at_the_default_users_home") else {
+fn cp_relative_paths_start_at_the_users_home_default_or_given() {
+    let Some(h) = banger_e2e::turn("cp_relative_paths_start_at_the_users_home_default_or_given")
+    else {
         return;
     };
     let vm = h.create("cpuser", &["--user", "dev"]);
@@ -56,4 +57,35 @@ fn cp_relative_paths_start_at_the_default_users_home() {
 
     assert_eq!(landed, "dev /home/dev/notes.txt");
     assert_eq!(fs_err::read_to_string(&back).unwrap(), "for dev\n");
+
+    // As another user: its own home, its own rights.
+    let as_dev = h.banger(&[
+        "vm",
+        "cp",
+        local.to_str().unwrap(),
+        &format!("{}:/root/no.txt", vm.name()),
+    ]);
+    h.ok(&[
+        "vm",
+        "cp",
+        "--user",
+        "root",
+        local.to_str().unwrap(),
+        &format!("{}:as-root.txt", vm.name()),
+    ]);
+    let as_root = h.ok(&[
+        "vm",
+        "exec",
+        "--user",
+        "root",
+        vm.name(),
+        "--",
+        "stat",
+        "-c",
+        "%U %n",
+        "/root/as-root.txt",
+    ]);
+
+    assert_ne!(as_dev.code, 0, "dev wrote into /root");
+    assert_eq!(as_root.trim(), "root /root/as-root.txt");
 }

@@ -111,7 +111,7 @@ pub async fn run(client: &Client, cmd: VmCommand) -> Result<i32, CliError> {
         VmCommand::Kill { name, id, signal } => {
             super::detached::kill(client, &name, &id, signal).await
         }
-        VmCommand::Cp { paths } => super::cp::run(client, &paths).await,
+        VmCommand::Cp { paths, user } => super::cp::run(client, &paths, user).await,
         VmCommand::Ssh {
             name,
             user,

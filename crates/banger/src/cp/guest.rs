@@ -5,7 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::CopyError;
 use super::spec::GuestPath;
-use crate::workspace::exec::{self, GuestFailed, Runner, Vm};
+use crate::workspace::exec::{self, GuestFailed, Runner, VmAs};
 
 /// What is at a guest path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +47,7 @@ const CREATE: &str = r#"command -v tar >/dev/null 2>&1 || exit 127
 exec tar -c -f - -C "$1" "./$2""#;
 
 /// Says what is at `path` in the guest.
-pub async fn probe(vm: &Vm<'_>, path: &GuestPath) -> Result<Probe, CopyError> {
+pub async fn probe(vm: &VmAs<'_>, path: &GuestPath) -> Result<Probe, CopyError> {
     let mut out = Vec::new();
     let spec = exec::spec(&["sh", "-c", PROBE, "probe", path.as_str()]);
     // Two short lines; a guest printing more gets no answer out of it.
@@ -79,7 +79,7 @@ fn parse_probe(out: &[u8]) -> Option<Probe> {
 }
 
 /// Extracts the tar read from `archive` into the guest directory `dir`.
-pub async fn extract<R>(vm: &Vm<'_>, dir: &str, archive: R) -> Result<(), CopyError>
+pub async fn extract<R>(vm: &VmAs<'_>, dir: &str, archive: R) -> Result<(), CopyError>
 where
     R: AsyncRead + Unpin,
 {
@@ -89,7 +89,7 @@ where
 }
 
 /// Streams `name` in the guest directory `dir` as a tar into `out`.
-pub async fn create<W>(vm: &Vm<'_>, dir: &str, name: &str, out: &mut W) -> Result<(), CopyError>
+pub async fn create<W>(vm: &VmAs<'_>, dir: &str, name: &str, out: &mut W) -> Result<(), CopyError>
 where
     W: AsyncWrite + Unpin,
 {
@@ -98,7 +98,7 @@ where
     check(vm, "tar -c", done)
 }
 
-fn check(vm: &Vm<'_>, step: &'static str, done: exec::Captured) -> Result<(), CopyError> {
+fn check(vm: &VmAs<'_>, step: &'static str, done: exec::Captured) -> Result<(), CopyError> {
     match done.code {
         127 => Err(CopyError::NoTar {
             vm: vm.name().to_string(),

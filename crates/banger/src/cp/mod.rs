@@ -20,13 +20,14 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use banger_wire::agent::CHUNK;
+use banger_wire::user::GuestUser;
 use tokio_util::io::SyncIoBridge;
 
 use self::guest::Found;
 use self::spec::GuestPath;
 use self::unpack::Target;
 use crate::client::Client;
-use crate::workspace::exec::{CaptureError, Runner, Vm};
+use crate::workspace::exec::{CaptureError, Runner, Vm, VmAs};
 
 pub use self::error::CopyError;
 pub use self::spec::{parse, Plan};
@@ -55,22 +56,33 @@ impl fmt::Display for Skipped {
     }
 }
 
-/// Where relative guest paths of VM `name` start: the home of the user its commands
-/// run as (the VM's default user, else root), who also does the copy, as `scp` to that
-/// user would.
-async fn guest_home(client: &Client, name: &str) -> Result<String, CopyError> {
+/// Where relative guest paths of VM `name` start: the home of the user the copy runs as
+/// (`user`, else the VM's default user, else root), as `scp` to that user would.
+async fn guest_home(
+    client: &Client,
+    name: &str,
+    user: Option<&GuestUser>,
+) -> Result<String, CopyError> {
+    if let Some(user) = user {
+        return Ok(user.home());
+    }
     let vm = crate::vm::show(client, name)
         .await
         .map_err(|e| CopyError::Capture(CaptureError::Cli(e)))?;
     Ok(vm.user.map_or_else(|| "/root".to_string(), |u| u.home()))
 }
 
-/// Carries out one copy; answers what it left out.
-pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError> {
+/// Carries out one copy as `user` (else as the VM's default user); answers what it
+/// left out.
+pub async fn copy(
+    client: &Client,
+    plan: Plan,
+    user: Option<GuestUser>,
+) -> Result<Vec<Skipped>, CopyError> {
     let several = plan.several();
     let home = match &plan {
         Plan::Upload { vm, .. } | Plan::Download { vm, .. } if plan.relative() => {
-            guest_home(client, vm).await?
+            guest_home(client, vm, user.as_ref()).await?
         }
         _ => "/".to_string(),
     };
@@ -78,7 +90,10 @@ pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError
     match plan {
         Plan::Upload { locals, vm, guest } => {
             let guest = GuestPath::new(&guest, &home);
-            let vm = Vm { client, name: &vm };
+            let vm = VmAs {
+                vm: Vm { client, name: &vm },
+                user,
+            };
             if several {
                 // Every source is checked before the first is copied.
                 if let Some(gone) = locals.iter().find(|l| !l.exists()) {
@@ -100,7 +115,10 @@ pub async fn copy(client: &Client, plan: Plan) -> Result<Vec<Skipped>, CopyError
         }
         Plan::Download { vm, guests, local } => {
             let guests: Vec<_> = guests.iter().map(|g| GuestPath::new(g, &home)).collect();
-            let vm = Vm { client, name: &vm };
+            let vm = VmAs {
+                vm: Vm { client, name: &vm },
+                user,
+            };
             if several {
                 distinct(
                     guests
@@ -132,7 +150,7 @@ fn distinct(names: impl Iterator<Item = String>) -> Result<(), CopyError> {
     Ok(())
 }
 
-async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<Vec<Skipped>, CopyError> {
+async fn upload(vm: &VmAs<'_>, local: &Path, guest: &GuestPath) -> Result<Vec<Skipped>, CopyError> {
     let meta = fs_err::metadata(local).map_err(|source| match source.kind() {
         ErrorKind::NotFound => CopyError::SourceMissing {
             path: local.display().to_string(),
@@ -174,7 +192,11 @@ async fn upload(vm: &Vm<'_>, local: &Path, guest: &GuestPath) -> Result<Vec<Skip
     Ok(packed.skipped.into_iter().map(Skipped::Host).collect())
 }
 
-async fn download(vm: &Vm<'_>, guest: &GuestPath, local: &Path) -> Result<Vec<Skipped>, CopyError> {
+async fn download(
+    vm: &VmAs<'_>,
+    guest: &GuestPath,
+    local: &Path,
+) -> Result<Vec<Skipped>, CopyError> {
     let shown = format!("{}:{}", vm.name(), guest.as_str());
     let no_name = || CopyError::NoName {
         path: shown.clone(),
