@@ -138,7 +138,8 @@ pub struct Session {
     scheme: &'static str,
     reference: Reference,
     auth: RegistryAuth,
-    insecure: bool,
+    /// One for every request of the pull: TLS set up once, connections kept.
+    agent: ureq::Agent,
     /// The `Authorization` requests carry: none, the caller's login, or a token.
     authz: Mutex<Option<String>>,
 }
@@ -158,11 +159,22 @@ impl Session {
         auth: &RegistryAuth,
         insecure: bool,
     ) -> Session {
+        let agent = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(15)))
+            .timeout_per_read(Some(Duration::from_secs(60)))
+            .http_status_as_error(false)
+            .tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .disable_verification(insecure)
+                    .build(),
+            )
+            .build()
+            .into();
         Session {
             scheme,
             reference: reference.clone(),
             auth: auth.clone(),
-            insecure,
+            agent,
             authz: Mutex::new(None),
         }
     }
@@ -198,7 +210,7 @@ impl Session {
             self.scheme,
             self.reference.resolve_registry()
         );
-        let answer = get(Get::to(ping), self.insecure).await?;
+        let answer = self.get(Get::to(ping)).await?;
         let authz = match answer.challenge.as_deref().and_then(bearer) {
             None => basic,
             Some((realm, service)) => {
@@ -212,7 +224,7 @@ impl Session {
                     authz: basic,
                     ..Get::to(realm)
                 };
-                let answer = get(ask, self.insecure).await?;
+                let answer = self.get(ask).await?;
                 if !(200..300).contains(&answer.status) {
                     let said = String::from_utf8_lossy(&answer.body[..answer.body.len().min(200)]);
                     let e = OciDistributionError::AuthenticationFailure(said.into_owned());
@@ -239,10 +251,10 @@ impl Session {
             accept: (kind == "manifests").then_some(MANIFEST_TYPES),
             ..Get::to(url.clone())
         };
-        let mut answer = get(ask(self.authz()), self.insecure).await?;
+        let mut answer = self.get(ask(self.authz())).await?;
         if answer.status == 401 {
             self.login().await?;
-            answer = get(ask(self.authz()), self.insecure).await?;
+            answer = self.get(ask(self.authz())).await?;
         }
         let reference = &self.reference;
         if !(200..300).contains(&answer.status) {
@@ -271,10 +283,10 @@ impl Session {
             authz,
             ..Get::to(url.clone())
         };
-        let mut resp = open(ask(self.authz()), self.insecure, None).await?;
+        let mut resp = self.open(ask(self.authz()), None).await?;
         if resp.status() == 401 {
             self.login().await?;
-            resp = open(ask(self.authz()), self.insecure, None).await?;
+            resp = self.open(ask(self.authz()), None).await?;
         }
         if !resp.status().is_success() {
             let status = resp.status().as_u16();
@@ -285,6 +297,53 @@ impl Session {
             )));
         }
         Ok(resp)
+    }
+
+    /// Sends `ask`: its answer's status, challenge and at most [`MAX_DOCUMENT`] bytes of
+    /// body (more is an error).
+    async fn get(&self, ask: Get) -> Result<Answer, Fetch> {
+        let url = ask.url.clone();
+        let resp = self.open(ask, Some(Duration::from_secs(300))).await?;
+        let status = resp.status().as_u16();
+        let challenge = resp
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = tokio::task::spawn_blocking(move || read_capped(&url, resp.into_body()))
+            .await
+            .map_err(|e| Fetch::NoAnswer(e.to_string()))??;
+        Ok(Answer {
+            status,
+            challenge,
+            body,
+        })
+    }
+
+    /// Sends `ask` and answers its head; `timeout` bounds the whole exchange (a layer's
+    /// has none: each read has its own). Redirects are followed without the
+    /// `Authorization`.
+    async fn open(
+        &self,
+        ask: Get,
+        timeout: Option<Duration>,
+    ) -> Result<ureq::http::Response<ureq::Body>, Fetch> {
+        let agent = self.agent.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut req = agent.get(&ask.url).config().timeout_global(timeout).build();
+            for (k, v) in &ask.query {
+                req = req.query(k, v);
+            }
+            if let Some(accept) = ask.accept {
+                req = req.header("Accept", accept);
+            }
+            if let Some(authz) = ask.authz {
+                req = req.header("Authorization", authz);
+            }
+            req.call().map_err(|e| Fetch::NoAnswer(chain(&e)))
+        })
+        .await
+        .map_err(|e| Fetch::NoAnswer(e.to_string()))?
     }
 }
 
@@ -351,27 +410,6 @@ impl Get {
     }
 }
 
-/// Sends `ask`: its answer's status, challenge and at most [`MAX_DOCUMENT`] bytes of
-/// body (more is an error).
-async fn get(ask: Get, insecure: bool) -> Result<Answer, Fetch> {
-    let url = ask.url.clone();
-    let resp = open(ask, insecure, Some(Duration::from_secs(300))).await?;
-    let status = resp.status().as_u16();
-    let challenge = resp
-        .headers()
-        .get("www-authenticate")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = tokio::task::spawn_blocking(move || read_capped(&url, resp.into_body()))
-        .await
-        .map_err(|e| Fetch::NoAnswer(e.to_string()))??;
-    Ok(Answer {
-        status,
-        challenge,
-        body,
-    })
-}
-
 /// At most [`MAX_DOCUMENT`] bytes of `body` (more is an error). Blocking.
 fn read_capped(url: &str, mut body: ureq::Body) -> Result<Vec<u8>, Fetch> {
     body.with_config()
@@ -385,43 +423,6 @@ fn read_capped(url: &str, mut body: ureq::Body) -> Result<Vec<u8>, Fetch> {
             }),
             e => Fetch::NoAnswer(chain(&e)),
         })
-}
-
-/// Sends `ask` and answers its head; `timeout` bounds the whole exchange (a layer's
-/// has none: each read has its own). Redirects are followed without the
-/// `Authorization`.
-async fn open(
-    ask: Get,
-    insecure: bool,
-    timeout: Option<Duration>,
-) -> Result<ureq::http::Response<ureq::Body>, Fetch> {
-    tokio::task::spawn_blocking(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_per_read(Some(Duration::from_secs(60)))
-            .timeout_global(timeout)
-            .http_status_as_error(false)
-            .tls_config(
-                ureq::tls::TlsConfig::builder()
-                    .disable_verification(insecure)
-                    .build(),
-            )
-            .build()
-            .into();
-        let mut req = agent.get(&ask.url);
-        for (k, v) in &ask.query {
-            req = req.query(k, v);
-        }
-        if let Some(accept) = ask.accept {
-            req = req.header("Accept", accept);
-        }
-        if let Some(authz) = ask.authz {
-            req = req.header("Authorization", authz);
-        }
-        req.call().map_err(|e| Fetch::NoAnswer(chain(&e)))
-    })
-    .await
-    .map_err(|e| Fetch::NoAnswer(e.to_string()))?
 }
 
 /// `localhost`, `127.x.x.x` or `[::1]`, with or without a port.
