@@ -172,7 +172,9 @@ fn show_run(img: &ImageInfo) {
         output::data(&format!("env      {env}"));
     }
     if let Some(size) = img.pool_size {
-        output::data(&format!("pool     {size} ready clones"));
+        output::data(&format!(
+            "pool     {size} clones, its own size (`image warm --pool`)"
+        ));
     }
     for what in &img.lacks {
         let effect = match what.as_str() {
